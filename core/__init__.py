@@ -1,0 +1,1 @@
+"""Pure torch/numpy building blocks of ComfyUI-FluxDrag. Nothing here imports comfy."""

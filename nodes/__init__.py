@@ -1,0 +1,22 @@
+"""ComfyUI nodes (V3 schema). Thin: they name inputs, validate, call ``core``/``attention_patches``."""
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
+
+from . import inversion
+
+NODE_MODULES = [inversion]
+
+
+def all_nodes() -> list[type[io.ComfyNode]]:
+    out: list = []
+    for m in NODE_MODULES:
+        out.extend(m.NODES)
+    return out
+
+
+class FluxDragExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return all_nodes()

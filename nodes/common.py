@@ -1,0 +1,87 @@
+"""Shared bits of the node layer: custom types, input checks with clear messages, conversions."""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+Inversion = io.Custom("FLUXDRAG_INVERSION")
+DragInstructions = io.Custom("DRAG_INSTRUCTIONS")
+EditMap = io.Custom("FLUXDRAG_MAP")
+
+CATEGORY = "FluxDrag"
+START_KEY = "fluxdrag_start"  # LATENT key holding an exact model-space start latent
+
+
+class FluxDragInputError(ValueError):
+    """Bad node input; the message names the input and the fix."""
+
+
+def require_flux(model, node: str, input_name: str = "model"):
+    """The FLUX diffusion module of ``model``, or a clear error for other families."""
+    import comfy.ldm.flux.model
+
+    dm = model.get_model_object("diffusion_model")
+    if not isinstance(dm, comfy.ldm.flux.model.Flux):
+        family = type(model.model).__name__
+        raise FluxDragInputError(
+            f"{node}: input '{input_name}' is a {family} model ({type(dm).__name__}), but this node "
+            f"needs a FLUX model (FLUX.1 dev/schnell/Krea/Kontext loaded with UNETLoader, fp8/GGUF "
+            f"fine). Connect a FLUX model.")
+    return dm
+
+
+def check_latent(samples: torch.Tensor, node: str, input_name: str = "latent") -> None:
+    if samples.ndim != 4:
+        raise FluxDragInputError(f"{node}: input '{input_name}' must be an image latent (B,C,H,W); "
+                                 f"got shape {tuple(samples.shape)}.")
+    h, w = samples.shape[-2:]
+    if h % 2 or w % 2:
+        raise FluxDragInputError(
+            f"{node}: input '{input_name}' is {w * 8}×{h * 8} px; FLUX tokens are 16 px, so the image "
+            f"must be a multiple of 16 on both sides. Resize or crop it first (e.g. ImageScale to "
+            f"{(w * 8) // 16 * 16}×{(h * 8) // 16 * 16}).")
+
+
+def check_batch(samples: torch.Tensor, conditioning, node: str, input_name: str = "positive") -> None:
+    b = samples.shape[0]
+    for c in conditioning or []:
+        cb = c[0].shape[0]
+        if cb not in (1, b):
+            raise FluxDragInputError(
+                f"{node}: input '{input_name}' has batch {cb} but the latent has batch {b}; use one "
+                f"conditioning (batch 1) or the same batch size as the latent.")
+
+
+def to_model_space(model, latent: dict) -> torch.Tensor:
+    """A LATENT's samples as the model sees them (exact start latent when one is attached)."""
+    if START_KEY in latent:
+        return latent[START_KEY]
+    return model.model.process_latent_in(latent["samples"].float())
+
+
+def to_latent(model, z: torch.Tensor, exact: bool = True) -> dict:
+    """A ComfyUI LATENT for a model-space latent (keeping the exact tensor alongside)."""
+    out = {"samples": model.model.process_latent_out(z.float()).cpu()}
+    if exact:
+        out[START_KEY] = z
+    return out
+
+
+def sampling_sigmas(model, scheduler: str, steps: int) -> torch.Tensor:
+    import comfy.samplers
+
+    ms = model.get_model_object("model_sampling")
+    return comfy.samplers.calculate_sigmas(ms, scheduler, steps).cpu().float()
+
+
+class StepProgress:
+    """ComfyUI progress bar over solver steps (the bar also lets the UI interrupt)."""
+
+    def __init__(self, total: int):
+        import comfy.utils
+
+        self.total = total
+        self.bar = comfy.utils.ProgressBar(total)
+
+    def __call__(self, i: int, total: int, x=None) -> None:
+        self.bar.update_absolute(i + 1, total)

@@ -1,0 +1,1 @@
+"""Developer helpers shared by tests, benchmarks and scripts (finding ComfyUI, tiny models)."""
