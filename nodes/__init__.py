@@ -4,9 +4,9 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from . import inversion
+from . import instructions, inversion, lazydrag
 
-NODE_MODULES = [inversion]
+NODE_MODULES = [inversion, instructions, lazydrag]
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

@@ -115,7 +115,7 @@ def run_inversion(model, latent: dict, positive, steps: int = 28, solver: str = 
         raise
     return InversionRecord(z_T=sampler.result.detach(), sigmas=sig, solver=solver, steps=steps,
                            strength=strength, z_0=z0, trajectory=trajectory, caches=caches,
-                           info={"scheduler": scheduler, "guidance": guidance})
+                           info={"scheduler": scheduler, "guidance": guidance, "edit_map": edit_map})
 
 
 def run_sampling(model, record: InversionRecord, positive, start: torch.Tensor | None = None,

@@ -1,0 +1,153 @@
+"""LazyDrag nodes: Correspondence Map and LazyDrag Patch."""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io, ui
+
+from ..attention_patches.lazydrag import CACHE_NAME, LazyDragControl, LazyDragPlan
+from ..attention_patches.router import patch_model
+from ..core.correspondence import build_correspondence, compose_initial_latent
+from ..core.instructions import parse_instructions, pixel_mask_to_token_mask, to_token_space
+from ..core.preview import draw_map_preview
+from .common import (
+    CATEGORY, DragInstructions, EditMap, FluxDragInputError, Inversion, check_latent, require_flux,
+    to_latent,
+)
+
+NODE_MAP = "FluxDrag Correspondence Map"
+NODE_PATCH = "FluxDrag LazyDrag Patch"
+
+
+def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None, transition_width=1,
+               activation=0.8, seed=0) -> LazyDragPlan:
+    check_latent(latent_samples, NODE_MAP)
+    H, W = latent_samples.shape[-2] * 8, latent_samples.shape[-1] * 8
+    try:
+        ins = parse_instructions(drag_instructions)
+        td = to_token_space(ins, (H, W))
+        region = None
+        if mask is not None:
+            m = mask[0] if mask.ndim == 3 else mask
+            if tuple(m.shape) != (H, W):
+                m = torch.nn.functional.interpolate(m[None, None].float(), size=(H, W), mode="nearest")[0, 0]
+            region = pixel_mask_to_token_mask(m > 0.5)
+        cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=transition_width)
+    except ValueError as e:
+        raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
+    return LazyDragPlan(cmap, activation=activation, seed=seed)
+
+
+class CorrespondenceMap(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxDragCorrespondenceMap",
+            display_name=NODE_MAP,
+            category=f"{CATEGORY}/LazyDrag",
+            description="LazyDrag's explicit correspondence map from the drags: winner-takes-all "
+                        "displacement, matching map M, weights A and the destination / inpaint / "
+                        "transition / background regions. Connect 'map' to FluxDrag Invert's "
+                        "edit_map (so the inversion caches what the edit needs) and to the patch.",
+            inputs=[
+                DragInstructions.Input("drag_instructions", tooltip="Handle→target drags (and "
+                                       "optional editable mask) in image pixels."),
+                io.Latent.Input("latent", tooltip="The source latent (fixes the token grid)."),
+                io.Mask.Input("mask", optional=True, tooltip="Editable region; overrides the "
+                              "instructions' mask. Default: discs around the handles."),
+                io.Int.Input("transition_width", default=1, min=0, max=8,
+                             tooltip="Width in tokens of the transition band around the moved "
+                                     "area (the paper leaves it open; 1–2 is our choice)."),
+                io.Float.Input("activation", default=0.8, min=0.0, max=1.0, step=0.02,
+                               tooltip="Fraction of sampling steps with identity preservation and "
+                                       "output merging (paper: 40 of 50 = 0.8). Lower: more natural, "
+                                       "may miss targets; higher: accurate, may warp."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the noise that fills the vacated (inpaint) area."),
+                io.Image.Input("image", optional=True, tooltip="Source image for the preview."),
+            ],
+            outputs=[EditMap.Output(display_name="map"), io.Image.Output(display_name="preview")],
+        )
+
+    @classmethod
+    def execute(cls, drag_instructions, latent, mask=None, transition_width=1, activation=0.8,
+                seed=0, image=None) -> io.NodeOutput:
+        samples = latent["samples"]
+        plan = build_plan(drag_instructions, samples, mask, transition_width, activation, seed)
+        H, W = samples.shape[-2] * 8, samples.shape[-1] * 8
+        img = None
+        if image is not None:
+            img = image[0].float().cpu()
+            if tuple(img.shape[:2]) != (H, W):
+                img = torch.nn.functional.interpolate(img.permute(2, 0, 1)[None], size=(H, W),
+                                                      mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+        prev = draw_map_preview(img, plan.cmap, image_hw=(H, W))[None].clamp(0, 1)
+        return io.NodeOutput(plan, prev, ui=ui.PreviewImage(prev, cls=cls))
+
+
+def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identity=True,
+                   refine=True, mask_text=True, h_max=0.8, hold=0.2, end=0.6):
+    """(patched MODEL, initial model-space latent) for a LazyDrag edit."""
+    require_flux(model, NODE_PATCH)
+    if not isinstance(plan, LazyDragPlan):
+        raise FluxDragInputError(f"{NODE_PATCH}: input 'map' must come from {NODE_MAP}.")
+    cache = inversion.caches.get(CACHE_NAME)
+    if cache is None or inversion.info.get("edit_map") is not plan:
+        raise FluxDragInputError(
+            f"{NODE_PATCH}: the inversion holds no LazyDrag cache for this map. Connect the same "
+            f"'map' output of {NODE_MAP} to FluxDrag Invert's 'edit_map' input.")
+    if cache.freed:
+        raise FluxDragInputError(
+            f"{NODE_PATCH}: the inversion's cache was freed by an earlier sampling; queue again "
+            f"(FluxDrag Invert re-runs) or set keep_cache on the sampler.")
+    ctrl = LazyDragControl(plan, cache, inversion.sigmas, background, identity, refine, mask_text,
+                           h_max, hold, end)
+    z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
+    return patch_model(model, ctrl), z0, ctrl
+
+
+class LazyDragPatch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxDragLazyDragPatch",
+            display_name=NODE_PATCH,
+            category=f"{CATEGORY}/LazyDrag",
+            description="LazyDrag attention control in FLUX's single-stream blocks: background "
+                        "tokens from the inversion cache, cached source K/V re-encoded at their "
+                        "destination, gated output merging. Outputs the patched model and the "
+                        "edited initial latent for FluxDrag Sample From Inversion.",
+            inputs=[
+                io.Model.Input("model", tooltip="FLUX.1 dev/Krea (the model used for the inversion)."),
+                Inversion.Input("inversion", tooltip="From FluxDrag Invert, run with this map as "
+                                                     "edit_map."),
+                EditMap.Input("map", tooltip="From FluxDrag Correspondence Map."),
+                io.Boolean.Input("background", default=True,
+                                 tooltip="Background preservation: replace background q,k,v with "
+                                         "the inversion's at every step."),
+                io.Boolean.Input("identity", default=True,
+                                 tooltip="Identity preservation: append cached source K/V "
+                                         "re-encoded at the destination (until the activation step)."),
+                io.Boolean.Input("refine", default=True,
+                                 tooltip="Gated output merging y ← (1−γ)y + γȳ_M(x), γ = h_t·A(x)."),
+                io.Boolean.Input("mask_text", default=True,
+                                 tooltip="Hide the appended identity tokens from text queries "
+                                         "(our reading; the paper is silent)."),
+                io.Float.Input("h_max", default=0.8, min=0.0, max=1.0, step=0.05,
+                               tooltip="Peak output-merge strength h_t (CharaConsist's 0.8)."),
+                io.Float.Input("hold", default=0.2, min=0.0, max=1.0, step=0.05,
+                               tooltip="Fraction of steps at h_max before the cosine decay."),
+                io.Float.Input("end", default=0.6, min=0.0, max=1.0, step=0.05,
+                               tooltip="Fraction of steps where h_t reaches 0."),
+            ],
+            outputs=[io.Model.Output(), io.Latent.Output(display_name="initial_latent")],
+        )
+
+    @classmethod
+    def execute(cls, model, inversion, map, background=True, identity=True, refine=True,
+                mask_text=True, h_max=0.8, hold=0.2, end=0.6) -> io.NodeOutput:
+        m, z0, _ = apply_lazydrag(model, inversion, map, background, identity, refine, mask_text,
+                                  h_max, hold, end)
+        return io.NodeOutput(m, to_latent(model, z0))
+
+
+NODES = [CorrespondenceMap, LazyDragPatch]

@@ -1,0 +1,122 @@
+"""LazyDrag on a tiny FLUX in real ComfyUI: identity when off, background fidelity, cache lifetime."""
+import pytest
+import torch
+
+from comfy_fixtures import comfy, latent, tiny_cond, tiny_flux  # noqa: F401
+
+pytestmark = pytest.mark.tier2
+
+DRAGS = {"version": 1, "image_size": [256, 256],
+         "drags": [{"handle": [88, 88], "target": [152, 120], "mode": "move"}]}
+
+
+def _guid1(cond):
+    import node_helpers
+    return node_helpers.conditioning_set_values(cond, {"guidance": 1.0})
+
+
+def _setup(model, cond, drags=DRAGS, steps=6, **plan_kw):
+    from fluxdrag.nodes import inversion as inv, lazydrag as ld
+    lat = latent(0)
+    plan = ld.CorrespondenceMap.execute(drags, lat, **plan_kw).args[0]
+    _, rec = inv.Invert.execute(model, lat, cond, steps=steps, solver="uni_inv", edit_map=plan).args
+    return lat, plan, rec
+
+
+def test_controls_off_is_bitwise_vanilla(tiny_flux, tiny_cond):
+    from fluxdrag.nodes import inversion as inv, lazydrag as ld
+    lat, plan, rec = _setup(tiny_flux, tiny_cond)
+    m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan, background=False, identity=False, refine=False)
+    patched = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0, keep_cache=True)
+    plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), start=z0, keep_cache=True)
+    assert ctrl.hits == 0 and ctrl.misses == 0  # nothing to do: every call passed through
+    assert torch.equal(patched, plain)
+
+
+def test_background_only_edit_free_map_equals_roundtrip(tiny_flux, tiny_cond):
+    """All tokens background: BG replacement reproduces the plain inversion round trip."""
+    from fluxdrag.attention_patches.lazydrag import LazyDragControl, LazyDragPlan
+    from fluxdrag.attention_patches.router import patch_model
+    from fluxdrag.core.correspondence import CorrespondenceMap
+    from fluxdrag.nodes import inversion as inv
+    from fluxdrag.nodes import lazydrag as ld
+    real = ld.build_plan(DRAGS, latent(0)["samples"]).cmap
+    h, w = real.grid_hw
+    allbg = CorrespondenceMap(
+        matching=torch.full((h, w, 2), -1), weight=torch.zeros(h, w),
+        destination=torch.zeros(h, w, dtype=torch.bool), inpaint=torch.zeros(h, w, dtype=torch.bool),
+        transition=torch.zeros(h, w, dtype=torch.bool), background=torch.ones(h, w, dtype=torch.bool),
+        editable=torch.zeros(h, w, dtype=torch.bool), drags=real.drags, grid_hw=(h, w))
+    plan = LazyDragPlan(allbg)
+    lat = latent(0)
+    _, rec = inv.Invert.execute(tiny_flux, lat, tiny_cond, steps=6, solver="uni_inv", edit_map=plan).args
+    ctrl = LazyDragControl(plan, rec.caches["lazydrag"], rec.sigmas, free_on_end=False)
+    bg = inv.run_sampling(patch_model(tiny_flux, ctrl), rec, _guid1(tiny_cond), keep_cache=True)
+    plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), keep_cache=True)
+    src = tiny_flux.model.process_latent_in(lat["samples"])
+    assert ctrl.hits == 12
+    assert (bg - plain).abs().mean() < 0.05 * (plain - src).abs().mean() + 1e-3
+    assert (bg - src).abs().mean() <= (plain - src).abs().mean() * 1.05
+
+
+def test_edit_keeps_background_and_changes_region(tiny_flux, tiny_cond):
+    from fluxdrag.nodes import inversion as inv, lazydrag as ld
+    lat, plan, rec = _setup(tiny_flux, tiny_cond)
+    cache = rec.caches["lazydrag"]
+    assert cache.nbytes > 0
+    before = repr(tiny_flux.model_options)
+    m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan)
+    plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), keep_cache=True)
+    edited = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0)
+    assert ctrl.hits == 6 * 2 and ctrl.misses == 0  # every Euler evaluation found its entries
+    assert cache.nbytes == 0 and cache.freed  # freed when sampling ended
+    assert repr(tiny_flux.model_options) == before  # shared MODEL untouched
+    cm = plan.cmap
+    tok_err = (edited - plain).abs().reshape(1, 16, 16, 2, 16, 2).mean(dim=(0, 1, 3, 5))  # (h, w)
+    far_bg = cm.background.clone()
+    grown = torch.nn.functional.max_pool2d((~cm.background).float()[None, None], 5, 1, 2)[0, 0] > 0
+    far_bg &= ~grown
+    assert far_bg.sum() > 50
+    assert tok_err[far_bg].mean() < 0.25 * tok_err[cm.destination | cm.inpaint].mean()
+    # destination tokens started from the handle area's noise
+    from fluxdrag.core.correspondence import _patchify
+    src_idx = cm.source_index()
+    d = torch.nonzero(src_idx >= 0).flatten()
+    assert torch.equal(_patchify(z0)[..., d], _patchify(rec.z_T)[..., src_idx[d]])
+
+
+def test_patch_errors(tiny_flux, tiny_cond):
+    from fluxdrag.nodes import inversion as inv, lazydrag as ld
+    from fluxdrag.nodes.common import FluxDragInputError
+    lat = latent(0)
+    plan = ld.CorrespondenceMap.execute(DRAGS, lat).args[0]
+    _, rec = inv.Invert.execute(tiny_flux, lat, tiny_cond, steps=2).args
+    with pytest.raises(FluxDragInputError, match="edit_map"):
+        ld.LazyDragPatch.execute(tiny_flux, rec, plan)
+    bad = {"version": 1, "image_size": [256, 256], "drags": [{"handle": [10, 10], "target": [10, 10]}]}
+    with pytest.raises(FluxDragInputError, match=r"drags\[0\]"):
+        ld.CorrespondenceMap.execute(bad, lat)
+    _, rec2 = inv.Invert.execute(tiny_flux, lat, tiny_cond, steps=2, edit_map=plan).args
+    m = ld.LazyDragPatch.execute(tiny_flux, rec2, plan).args[0]
+    inv.SampleFromInversion.execute(m, rec2, tiny_cond)
+    with pytest.raises(FluxDragInputError, match="freed"):
+        ld.LazyDragPatch.execute(tiny_flux, rec2, plan)
+
+
+def test_cache_policies_agree(tiny_flux, tiny_cond):
+    from fluxdrag.nodes import inversion as inv, lazydrag as ld
+    outs, sizes = {}, {}
+    for policy in ("device", "cpu", "fp8"):
+        lat = latent(0)
+        plan = ld.CorrespondenceMap.execute(DRAGS, lat).args[0]
+        _, rec = inv.Invert.execute(tiny_flux, lat, tiny_cond, steps=4, solver="uni_inv",
+                                    edit_map=plan, cache_policy=policy).args
+        sizes[policy] = rec.cache_bytes()
+        m, z0 = ld.LazyDragPatch.execute(tiny_flux, rec, plan).args
+        outs[policy] = inv.SampleFromInversion.execute(m, rec, tiny_cond, latent=z0).args[0]["samples"]
+    assert sizes["device"] == sizes["cpu"] == 4 * sizes["fp8"]  # float32 model: 4 bytes vs 1
+    assert torch.equal(outs["device"], outs["cpu"])
+    assert (outs["fp8"] - outs["cpu"]).abs().mean() < 0.05
+    est = ld.build_plan(DRAGS, latent(0)["samples"]).estimate_bytes(
+        tiny_flux, rec.sigmas, 1, "cpu")
+    assert est == sizes["cpu"]  # the up-front estimate is exact
