@@ -2,28 +2,14 @@
 and ComfyUI, when present, is found at ``$COMFYUI_PATH`` or ``~/comfy/ComfyUI``."""
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_pack() -> None:
-    if "fluxdrag" in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(
-        "fluxdrag", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["fluxdrag"] = mod
-    spec.loader.exec_module(mod)
-
-
-_load_pack()
+sys.path.insert(0, str(ROOT))
+import fluxdrag_bootstrap  # noqa: E402,F401  (registers the pack as ``fluxdrag``)
 
 from fluxdrag.tools.comfy_env import find_comfyui  # noqa: E402
 
