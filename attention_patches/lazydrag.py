@@ -104,16 +104,26 @@ class LazyDragCapture(Controller):
 
 
 class LazyDragControl(Controller):
-    """During sampling: background replacement, re-encoded identity K/V, gated output merging."""
+    """During sampling: background replacement, re-encoded identity K/V, gated output merging.
+
+    Sources come from the inversion cache, or — ``paired=True`` (cache policy "paired") — live
+    from a reconstruction branch sampled in the same batch: rows ``[edit b | recon b]`` per
+    cond/uncond chunk; the reconstruction rows run unedited (the appended identity tokens are
+    masked for them) and feed the edit rows. No cache at all, about twice the compute.
+    """
 
     name = "lazydrag_control"
     block_types = {"single"}
 
-    def __init__(self, plan: LazyDragPlan, cache: TokenCache, sigmas: torch.Tensor,
+    def __init__(self, plan: LazyDragPlan, cache: Optional[TokenCache], sigmas: torch.Tensor,
                  background: bool = True, identity: bool = True, refine: bool = True,
                  mask_text: bool = True, h_max: float = 0.8, hold: float = 0.2, end: float = 0.6,
-                 free_on_end: bool = True):
+                 free_on_end: bool = True, paired_batch: int = 0):
         self.plan, self.cache = plan, cache
+        self.paired = paired_batch > 0
+        self.paired_batch = paired_batch
+        if cache is None and not self.paired:
+            raise ValueError("LazyDragControl needs a cache unless it runs paired")
         self.act_sigma = activation_sigma(sigmas, plan.activation)
         self.background = background and plan.background
         self.identity = identity and plan.identity
@@ -125,8 +135,18 @@ class LazyDragControl(Controller):
         self.hits = 0
 
     def on_sample_end(self, error: Optional[BaseException]) -> None:
-        if self.free_on_end:
+        if self.free_on_end and self.cache is not None:
             self.cache.free()
+
+    def _rows(self, B: int, dev) -> tuple:
+        b = self.paired_batch
+        if B % (2 * b):
+            raise RuntimeError(
+                f"FluxDrag LazyDrag (paired): batch {B} is not [edit | reconstruction] pairs of {b}; "
+                f"sample with FluxDrag Sample From Inversion, which builds the paired batch.")
+        rows = torch.arange(B, device=dev)
+        edit = (rows % (2 * b)) < b
+        return rows[edit], rows[~edit]
 
     def attention(self, call: AttentionCall, next_fn):
         ctx = call.ctx
@@ -138,36 +158,65 @@ class LazyDragControl(Controller):
         needed = [n for n, on in (("q", do_bg), ("k_id", do_id), ("y", do_y)) if on]
         if not needed:
             return next_fn(call.q, call.k, call.v, call.mask)
-        if not all(c.has(key, blk, n) for n in needed):
+        if not self.paired and not all(c.has(key, blk, n) for n in needed):
             self.misses += 1
             return next_fn(call.q, call.k, call.v, call.mask)
         self.hits += 1
         q, k, v, mask = call.q, call.k, call.v, call.mask
         B, dev = q.shape[0], q.device
         off = call.slices()["img"].start
+        if self.paired:
+            E, R = self._rows(B, dev)
+            live = {"q": q, "k": k, "v": v}
+
+            def src(name, t, idx, dim):  # the reconstruction rows' tokens
+                base = live[name[0]] if name != "y" else t
+                return base.index_select(0, R).index_select(dim, (idx + off).to(dev))
+        else:
+            E = R = None
+
+            def src(name, t, idx, dim):
+                return _batch(c.get(key, blk, name, dev, t.dtype), B)
+
+        def write(t, dim, pos, value):  # t[E][dim=pos] = value (all rows when not paired)
+            if E is None:
+                return t.index_copy(dim, pos, value)
+            return t.index_copy(0, E, t.index_select(0, E).index_copy(dim, pos, value))
+
         if do_bg:
             pos = (ix.bg + off).to(dev)
-            q, k, v = (t.index_copy(2, pos, _batch(c.get(key, blk, n, dev, t.dtype), B))
-                       for n, t in (("q", q), ("k", k), ("v", v)))
+            q, k, v = (write(t, 2, pos, src(n, t, ix.bg, 2)) for n, t in (("q", q), ("k", k), ("v", v)))
         if do_id:
             src_pos = ix.id_src_pos.to(dev)
-            k_src = _batch(c.get(key, blk, "k_id", dev, k.dtype), B).index_select(2, src_pos)
-            v_src = _batch(c.get(key, blk, "v_id", dev, v.dtype), B).index_select(2, src_pos)
+            k_src = src("k_id", k, ix.id_src_unique, 2).index_select(2, src_pos)
+            v_src = src("v_id", v, ix.id_src_unique, 2).index_select(2, src_pos)
+            nb = k_src.shape[0]
             pe = ctx.pe()
-            k_extra = rope_reencode(k_src, _batch(pe_tokens(pe, ix.id_src + off), B),
-                                    _batch(pe_tokens(pe, ix.id_dst + off), B))
+            k_extra = rope_reencode(k_src, _batch(pe_tokens(pe, ix.id_src + off), B)[:nb],
+                                    _batch(pe_tokens(pe, ix.id_dst + off), B)[:nb])
+            if E is not None:
+                full_k = k.new_zeros(B, k.shape[1], k_extra.shape[2], k.shape[3])
+                k_extra = full_k.index_copy(0, E, k_extra)
+                v_src = full_k.index_copy(0, E, v_src.to(full_k.dtype))
             n_k = k.shape[2]
             k = torch.cat((k, k_extra), dim=2)
             v = torch.cat((v, v_src), dim=2)
             txt = call.slices()["txt"] if self.mask_text else None
             mask = extra_kv_mask(q.shape[2], n_k, k_extra.shape[2], txt, q.dtype, dev, base=mask)
+            if E is not None:  # the reconstruction rows never see the extras
+                if mask is None:
+                    mask = torch.zeros(1, 1, q.shape[2], k.shape[2], dtype=q.dtype, device=dev)
+                mask = mask.expand(B, mask.shape[1], q.shape[2], k.shape[2]).clone()
+                mask[R, :, :, n_k:] = -torch.inf
         out = next_fn(q, k, v, mask)
         if do_y:
             total = len(ctx.sample_sigmas) - 1
             h_t = output_gate(ctx.step, total, *self.h)
             if h_t > 0:
                 pos = (ix.y_dst + off).to(dev)
-                y_c = _batch(c.get(key, blk, "y", dev, out.dtype), B).index_select(1, ix.y_src_pos.to(dev))
+                y_c = src("y", out, ix.y_src_unique, 1).index_select(1, ix.y_src_pos.to(dev))
                 gamma = h_t * ix.y_weight.to(dev)
-                out = out.index_copy(1, pos, gated_merge(out.index_select(1, pos), y_c, gamma))
+                rows = out if E is None else out.index_select(0, E)
+                write_val = gated_merge(rows.index_select(1, pos), y_c, gamma)
+                out = write(out, 1, pos, write_val)
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..attention_patches.router import patch_model
+from ..attention_patches.router import patch_model, router_of_model
 from ..attention_patches.sampling import FluxDragKSampler
 from ..core import solvers
 from ..core.cache import TokenCache, format_bytes
@@ -90,7 +90,7 @@ def run_inversion(model, latent: dict, positive, steps: int = 28, solver: str = 
 
     caches: dict = {}
     m = model
-    if edit_map is not None:
+    if edit_map is not None and cache_policy != "paired":
         budget = int(cache_budget_gb * 1024 ** 3) if cache_budget_gb > 0 else None
         cache = TokenCache(cache_policy, budget, name=f"{node} cache")
         controllers = edit_map.capture_controllers(cache, sig, tuple(samples.shape), m)
@@ -115,7 +115,8 @@ def run_inversion(model, latent: dict, positive, steps: int = 28, solver: str = 
         raise
     return InversionRecord(z_T=sampler.result.detach(), sigmas=sig, solver=solver, steps=steps,
                            strength=strength, z_0=z0, trajectory=trajectory, caches=caches,
-                           info={"scheduler": scheduler, "guidance": guidance, "edit_map": edit_map})
+                           info={"scheduler": scheduler, "guidance": guidance, "edit_map": edit_map,
+                                 "cache_policy": cache_policy})
 
 
 def run_sampling(model, record: InversionRecord, positive, start: torch.Tensor | None = None,
@@ -134,12 +135,17 @@ def run_sampling(model, record: InversionRecord, positive, start: torch.Tensor |
     progress = StepProgress(len(record.sigmas) - 1)
     sampler = FluxDragKSampler(name, exact_start=True, step_callback=progress)
     g = _guider(model, positive, negative, cfg)
+    router = router_of_model(model)
+    paired = router is not None and any(getattr(c, "paired", False) for c in router.controllers)
+    b = z.shape[0]
+    if paired:  # [edit | reconstruction] rows; the controllers read the second half live
+        z = torch.cat((z, record.z_T.to(z)), dim=0)
     try:
         g.sample(z, torch.zeros_like(z), sampler, record.sigmas, disable_pbar=True, seed=0)
     finally:
         if not keep_cache:
             record.free_caches()
-    return sampler.result
+    return sampler.result[:b] if paired else sampler.result
 
 
 class Invert(io.ComfyNode):
@@ -174,9 +180,11 @@ class Invert(io.ComfyNode):
                 EditMap.Input("edit_map", optional=True,
                               tooltip="A drag map (e.g. from FluxDrag Correspondence Map): the "
                                       "inversion then caches exactly the tokens that edit needs."),
-                io.Combo.Input("cache_policy", options=["cpu", "fp8", "device"], default="cpu",
+                io.Combo.Input("cache_policy", options=["cpu", "fp8", "device", "paired"], default="cpu",
                                tooltip="Where the edit cache lives: cpu (pinned where CUDA exists), "
-                                       "fp8 on cpu (half of bf16), device (fastest, costs VRAM)."),
+                                       "fp8 on cpu (half of bf16), device (fastest, costs VRAM), or "
+                                       "paired: no cache, the unedited branch is re-sampled in the "
+                                       "same batch (~2x compute, least memory)."),
                 io.Float.Input("cache_budget_gb", default=0.0, min=0.0, max=4096.0, step=0.5,
                                tooltip="Refuse (with the estimated need) when the cache would exceed "
                                        "this many GiB; 0 = no limit."),

@@ -90,6 +90,14 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identi
     require_flux(model, NODE_PATCH)
     if not isinstance(plan, LazyDragPlan):
         raise FluxDragInputError(f"{NODE_PATCH}: input 'map' must come from {NODE_MAP}.")
+    if inversion.info.get("cache_policy") == "paired":
+        if tuple(inversion.z_T.shape[-2:]) != tuple(2 * g for g in plan.cmap.grid_hw):
+            raise FluxDragInputError(f"{NODE_PATCH}: input 'map' was built for another image size "
+                                     f"than the inversion's latent; rebuild it from that latent.")
+        ctrl = LazyDragControl(plan, None, inversion.sigmas, background, identity, refine, mask_text,
+                               h_max, hold, end, paired_batch=int(inversion.z_T.shape[0]))
+        z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
+        return patch_model(model, ctrl), z0, ctrl
     cache = inversion.caches.get(CACHE_NAME)
     if cache is None or inversion.info.get("edit_map") is not plan:
         raise FluxDragInputError(
