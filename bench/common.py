@@ -1,7 +1,6 @@
 """Shared benchmark helpers: import the pack and ComfyUI, time callables in one process."""
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,8 @@ def setup_comfy():
 
 
 def interleaved_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
-    """Median wall time of each callable, run interleaved so load changes hit all alike."""
+    """Best (minimum) wall time of each callable, run interleaved so load changes hit all alike;
+    the minimum is the least disturbed by other processes on a shared machine."""
     for _ in range(warmup):
         for f in fns.values():
             f()
@@ -36,7 +36,7 @@ def interleaved_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: min(v) for k, v in times.items()}
 
 
 def table(rows: list, headers: list) -> str:
