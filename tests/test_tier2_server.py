@@ -192,3 +192,25 @@ def test_ui_twin_matches_api(comfy_server, api_path):
     api_edges = {(str(v[0]), v[1], k, name) for k, n in api.items()
                  for name, v in n["inputs"].items() if isinstance(v, list)}
     assert _ui_graph(ui)[1] == api_edges
+
+
+def test_lazydrag_workflow_runs_over_http_twice(comfy_server):
+    """The shipped LazyDrag graph runs end to end; queued again it still works (the inversion
+    re-runs because the cache it filled was freed by the first sampling)."""
+    comfy_server.upload_image(wt.EXAMPLE_INPUTS / "source.png")
+    api = wt.swap_loaders(wt.load_api(wt.WORKFLOWS / "lazydrag_flux_api.json"))
+    api = wt.set_input(api, "Invert (Uni-Inv)", "steps", 6)
+    entry = comfy_server.run(api)
+    outs = {wt.node_by_title(api, t)[0] for t in ("Save edited", "Save map preview")}
+    for nid in outs:
+        assert entry["outputs"][nid]["images"], entry["outputs"]
+    files = comfy_server.output_files(entry)
+    assert len(files) == 2
+    edited = [f for f in files if "lazydrag_0" in f.name or "lazydrag_000" in f.name]
+    assert edited and _png(edited[0]).shape == (256, 256, 3)
+    preview = [f for f in files if "map" in f.name][0]
+    # the map preview tints the destination green somewhere
+    p = _png(preview)
+    assert ((p[..., 1] > p[..., 0] + 40) & (p[..., 1] > p[..., 2] + 40)).any()
+    entry2 = comfy_server.run(api)
+    assert entry2["status"]["status_str"] == "success"
