@@ -15,8 +15,13 @@ import torch
 from ..core.cache import TokenCache, bytes_per_element, format_bytes, sigma_key
 from ..core.correspondence import CorrespondenceMap
 from ..core.lazydrag import (
-    LazyDragIndices, activation_sigma, estimate_cache_bytes, extra_kv_mask, gated_merge,
-    lazydrag_indices, output_gate,
+    LazyDragIndices,
+    activation_sigma,
+    estimate_cache_bytes,
+    extra_kv_mask,
+    gated_merge,
+    lazydrag_indices,
+    output_gate,
 )
 from .rope import pe_tokens, rope_reencode
 from .router import AttentionCall, Controller

@@ -248,7 +248,7 @@ def _step_of(sigma: float, sample_sigmas: Optional[list]) -> tuple:
 
 
 def diffusion_model_wrapper(executor, x, timestep, context, y=None, guidance=None, ref_latents=None,
-                            control=None, transformer_options={}, **kwargs):
+                            control=None, transformer_options={}, **kwargs):  # noqa: B006 (ComfyUI signature)
     """``DIFFUSION_MODEL`` wrapper: builds the ForwardContext for the router's controllers."""
     router = _router_of(transformer_options)
     if router is None:

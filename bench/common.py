@@ -8,7 +8,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import fluxdrag_bootstrap  # noqa: E402,F401
-
 from fluxdrag.tools import comfy_env  # noqa: E402
 
 #: "large enough for timing to mean something" on a CPU: hidden 512, 8 heads, 4+8 blocks

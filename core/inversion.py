@@ -9,7 +9,7 @@ cache), keyed by the controller's name, and is freed by the sampling that consum
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 

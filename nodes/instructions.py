@@ -8,7 +8,8 @@ from comfy_api.latest import io, ui
 
 from ..core.instructions import DragInstructions, from_mask_and_points, parse_instructions
 from ..core.preview import draw_arrows
-from .common import CATEGORY, DragInstructions as DragType, FluxDragInputError
+from .common import CATEGORY, FluxDragInputError
+from .common import DragInstructions as DragType
 
 EXAMPLE = ('{"version": 1, "image_size": [512, 512], "drags": '
            '[{"handle": [200, 256], "target": [300, 256]}]}')

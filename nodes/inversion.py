@@ -10,8 +10,17 @@ from ..core import solvers
 from ..core.cache import TokenCache, format_bytes
 from ..core.inversion import InversionRecord
 from .common import (
-    CATEGORY, EditMap, FluxDragInputError, Inversion, StepProgress, check_batch, check_latent,
-    require_flux, sampling_sigmas, to_latent, to_model_space,
+    CATEGORY,
+    EditMap,
+    FluxDragInputError,
+    Inversion,
+    StepProgress,
+    check_batch,
+    check_latent,
+    require_flux,
+    sampling_sigmas,
+    to_latent,
+    to_model_space,
 )
 
 SCHEDULERS = ["simple", "beta", "normal", "sgm_uniform", "linear_quadratic", "kl_optimal"]

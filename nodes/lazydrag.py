@@ -10,7 +10,13 @@ from ..core.correspondence import build_correspondence, compose_initial_latent
 from ..core.instructions import parse_instructions, pixel_mask_to_token_mask, to_token_space
 from ..core.preview import draw_map_preview
 from .common import (
-    CATEGORY, DragInstructions, EditMap, FluxDragInputError, Inversion, check_latent, require_flux,
+    CATEGORY,
+    DragInstructions,
+    EditMap,
+    FluxDragInputError,
+    Inversion,
+    check_latent,
+    require_flux,
     to_latent,
 )
 

@@ -10,7 +10,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import fluxdrag_bootstrap  # noqa: E402,F401  (registers the pack as ``fluxdrag``)
-
 from fluxdrag.tools.comfy_env import find_comfyui  # noqa: E402
 
 COMFYUI = find_comfyui()

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from fluxdrag.core.affine import (
     Region,
     affine_sampling_grid,

@@ -3,7 +3,12 @@ import pytest
 import torch
 
 from fluxdrag.core.cache import (
-    CacheBudgetError, CacheFreedError, TokenCache, bytes_per_element, format_bytes, sigma_key,
+    CacheBudgetError,
+    CacheFreedError,
+    TokenCache,
+    bytes_per_element,
+    format_bytes,
+    sigma_key,
 )
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from fluxdrag.core.affine import (
     Region,
     background_edit_mask,

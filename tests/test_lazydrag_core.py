@@ -7,7 +7,11 @@ import torch
 from fluxdrag.core.correspondence import build_correspondence
 from fluxdrag.core.instructions import parse_instructions, to_token_space
 from fluxdrag.core.lazydrag import (
-    activation_sigma, estimate_cache_bytes, extra_kv_mask, gated_merge, lazydrag_indices,
+    activation_sigma,
+    estimate_cache_bytes,
+    extra_kv_mask,
+    gated_merge,
+    lazydrag_indices,
     output_gate,
 )
 

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+
 from fluxdrag.core.reverse_mapping import (
     ReverseMap,
     build_reverse_map,

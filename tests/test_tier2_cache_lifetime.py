@@ -1,7 +1,6 @@
 """The edit cache is freed when sampling ends: on success, on an exception, on a ComfyUI interrupt."""
 import pytest
 import torch
-
 from comfy_fixtures import comfy, latent, sample_plain, tiny_cond, tiny_flux  # noqa: F401
 
 pytestmark = pytest.mark.tier2
@@ -86,6 +85,7 @@ def test_cache_freed_on_exception(tiny_flux, tiny_cond):
 
 def test_cache_freed_on_interrupt(tiny_flux, tiny_cond):
     import comfy.model_management as mm
+
     from fluxdrag.attention_patches.router import patch_model
     from fluxdrag.nodes import inversion as inv
     rec = _invert(tiny_flux, tiny_cond)

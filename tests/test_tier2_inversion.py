@@ -1,7 +1,6 @@
 """Invert / Sample From Inversion nodes on a tiny FLUX in real ComfyUI."""
 import pytest
 import torch
-
 from comfy_fixtures import comfy, latent, tiny_cond, tiny_flux  # noqa: F401
 
 pytestmark = pytest.mark.tier2
@@ -77,7 +76,8 @@ def test_bad_inputs_have_clear_messages(tiny_flux, tiny_cond):
     inv = _nodes()
     with pytest.raises(FluxDragInputError, match="multiple of 16"):
         inv.Invert.execute(tiny_flux, {"samples": torch.zeros(1, 16, 33, 32)}, tiny_cond)
-    c2 = [[torch.cat([tiny_cond[0][0]] * 2), dict(tiny_cond[0][1], pooled_output=torch.cat([tiny_cond[0][1]["pooled_output"]] * 2))]]
+    ctx, opts = tiny_cond[0]
+    c2 = [[torch.cat([ctx] * 2), dict(opts, pooled_output=torch.cat([opts["pooled_output"]] * 2))]]
     with pytest.raises(FluxDragInputError, match="'positive' has batch 2"):
         inv.Invert.execute(tiny_flux, latent(0, b=3), c2)
     _, rec = inv.Invert.execute(tiny_flux, latent(0), tiny_cond, steps=2).args

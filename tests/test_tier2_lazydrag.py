@@ -1,7 +1,6 @@
 """LazyDrag on a tiny FLUX in real ComfyUI: identity when off, background fidelity, cache lifetime."""
 import pytest
 import torch
-
 from comfy_fixtures import comfy, latent, tiny_cond, tiny_flux  # noqa: F401
 
 pytestmark = pytest.mark.tier2
@@ -16,7 +15,8 @@ def _guid1(cond):
 
 
 def _setup(model, cond, drags=DRAGS, steps=6, **plan_kw):
-    from fluxdrag.nodes import inversion as inv, lazydrag as ld
+    from fluxdrag.nodes import inversion as inv
+    from fluxdrag.nodes import lazydrag as ld
     lat = latent(0)
     plan = ld.CorrespondenceMap.execute(drags, lat, **plan_kw).args[0]
     _, rec = inv.Invert.execute(model, lat, cond, steps=steps, solver="uni_inv", edit_map=plan).args
@@ -24,7 +24,8 @@ def _setup(model, cond, drags=DRAGS, steps=6, **plan_kw):
 
 
 def test_controls_off_is_bitwise_vanilla(tiny_flux, tiny_cond):
-    from fluxdrag.nodes import inversion as inv, lazydrag as ld
+    from fluxdrag.nodes import inversion as inv
+    from fluxdrag.nodes import lazydrag as ld
     lat, plan, rec = _setup(tiny_flux, tiny_cond)
     m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan, background=False, identity=False, refine=False)
     patched = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0, keep_cache=True)
@@ -60,7 +61,8 @@ def test_background_only_edit_free_map_equals_roundtrip(tiny_flux, tiny_cond):
 
 
 def test_edit_keeps_background_and_changes_region(tiny_flux, tiny_cond):
-    from fluxdrag.nodes import inversion as inv, lazydrag as ld
+    from fluxdrag.nodes import inversion as inv
+    from fluxdrag.nodes import lazydrag as ld
     lat, plan, rec = _setup(tiny_flux, tiny_cond)
     cache = rec.caches["lazydrag"]
     assert cache.nbytes > 0
@@ -86,7 +88,8 @@ def test_edit_keeps_background_and_changes_region(tiny_flux, tiny_cond):
 
 
 def test_patch_errors(tiny_flux, tiny_cond):
-    from fluxdrag.nodes import inversion as inv, lazydrag as ld
+    from fluxdrag.nodes import inversion as inv
+    from fluxdrag.nodes import lazydrag as ld
     from fluxdrag.nodes.common import FluxDragInputError
     lat = latent(0)
     plan = ld.CorrespondenceMap.execute(DRAGS, lat).args[0]
@@ -104,7 +107,8 @@ def test_patch_errors(tiny_flux, tiny_cond):
 
 
 def test_cache_policies_agree(tiny_flux, tiny_cond):
-    from fluxdrag.nodes import inversion as inv, lazydrag as ld
+    from fluxdrag.nodes import inversion as inv
+    from fluxdrag.nodes import lazydrag as ld
     outs, sizes = {}, {}
     for policy in ("device", "cpu", "fp8"):
         lat = latent(0)
@@ -123,7 +127,8 @@ def test_cache_policies_agree(tiny_flux, tiny_cond):
 
 
 def test_paired_policy_needs_no_cache_and_keeps_background(tiny_flux, tiny_cond):
-    from fluxdrag.nodes import inversion as inv, lazydrag as ld
+    from fluxdrag.nodes import inversion as inv
+    from fluxdrag.nodes import lazydrag as ld
     lat = latent(0)
     plan = ld.CorrespondenceMap.execute(DRAGS, lat).args[0]
     _, rec = inv.Invert.execute(tiny_flux, lat, tiny_cond, steps=6, solver="uni_inv", edit_map=plan,

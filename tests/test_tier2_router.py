@@ -1,8 +1,7 @@
 """The attention router on a tiny FLUX in real ComfyUI: identity when idle, context, no mutation."""
 import pytest
 import torch
-
-from comfy_fixtures import comfy, tiny_cond, tiny_flux, sample_plain  # noqa: F401
+from comfy_fixtures import comfy, sample_plain, tiny_cond, tiny_flux  # noqa: F401
 
 pytestmark = pytest.mark.tier2
 
@@ -54,7 +53,7 @@ def test_context_layout_and_steps(tiny_flux, tiny_cond):
     sample_plain(r.patch_model(tiny_flux, rec), tiny_cond)
     steps = sorted({c[2] for c in rec.calls})
     assert steps == [0.0, 1.0, 2.0, 3.0]
-    for bt, bi, step, sigma, n_txt, n_img, grid, direction, qshape, img in rec.calls:
+    for *_, n_txt, n_img, grid, direction, qshape, img in rec.calls:
         assert (n_txt, n_img, grid, direction) == (8, 256, (16, 16), -1)
         assert qshape == (1, 2, 8 + 256, 32)
         assert img == slice(8, 264)

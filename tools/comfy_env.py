@@ -51,9 +51,9 @@ def build_flux(config: dict | None = None, seed: int = 0, init_std: float = 0.05
     Random init from ComfyUI is near zero, so weights are re-initialised with a seeded normal
     (``init_std``) unless ``state_dict`` is given.
     """
-    import torch
     import comfy.model_patcher
     import comfy.supported_models
+    import torch
 
     cfg = dict(TINY_FLUX)
     cfg.update(config or {})
@@ -97,9 +97,9 @@ TINY_SD15 = dict(
 
 def build_sd15(config: dict | None = None, seed: int = 0, init_std: float = 0.05):
     """A tiny SD1.x UNet MODEL built through ``comfy.supported_models.SD15``."""
-    import torch
     import comfy.model_patcher
     import comfy.supported_models
+    import torch
 
     cfg = dict(TINY_SD15)
     cfg.update(config or {})
