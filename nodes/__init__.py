@@ -4,9 +4,9 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from . import instructions, inversion, lazydrag
+from . import contextdrag, editor, instructions, inversion, lazydrag
 
-NODE_MODULES = [inversion, instructions, lazydrag]
+NODE_MODULES = [inversion, instructions, lazydrag, editor, contextdrag]
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

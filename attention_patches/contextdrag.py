@@ -1,0 +1,439 @@
+"""ContextDrag controllers on the router: context-preserving token injection (CTI) and
+position-consistent attention (PCA) on FLUX.1 Kontext (arXiv 2512.08477, anchors §3).
+
+Kontext appends the reference image's noise-free VAE tokens after the image tokens
+(``call.slices()["ref"]``, ids (index 1, h, w) for a single reference). The latent-space reverse
+mapping (``core/reverse_mapping.py``) gives every destination token q a source token src(q).
+
+* :class:`ContextTokenInjection` (CTI): the reference token at src(q) is injected for the image
+  queries at q, in every claimed attention call. Two readings, parameter ``mode``:
+  ``"replace"`` — the K/V of the image token at q are replaced by the reference token's K/V at
+  src(q), its key re-encoded with RoPE from its own position to q's; ``"append"`` — the same
+  re-encoded K/V are appended as extra keys (like LazyDrag's identity tokens), visible to the
+  queries named by ``visible_to``.
+* :class:`PositionConsistentAttention` (PCA): a ``post_input`` hook rewrites the reference
+  tokens' position ids so a moved token carries its destination position
+  (:func:`~fluxdrag.core.reverse_mapping.reference_position_ids`), and an overlap-aware additive
+  attention mask hides a set of reference tokens (:meth:`ReverseMap.hide_mask`) from the image
+  queries.
+
+Both work on any number of double/single blocks (index lists) and a step window, and compose in
+either order on one router: CTI re-encodes from the reference positions the model really used
+(``ctx.pe()``, after PCA's rewrite), PCA's mask covers the sequence's own keys and leaves keys
+appended by CTI open; CTI's append mask keeps an incoming mask.
+
+No official code exists. Documented guesses (each a parameter, the guess the default):
+
+* CTI ``mode="replace"`` [guess; "append" is the other reading]; ``visible_to="image"`` for
+  appended tokens: all image queries see them, text and reference queries do not [guess];
+  all double and single blocks, all steps (``start=0, end=1``) [guess].
+* PCA: ``hide="vacated"`` (M_SRC \\ M_DST) hidden from ``hide_from="image"`` queries [guess];
+  ``exclude_sources=None`` follows ``rewrite_ids``: with the rewrite a token that is a source
+  sits at its destination and is never hidden, without it the whole vacated area is [guess].
+  (So for a rigid move with the rewrite on, the default hidden set is empty; ``"overlap"`` /
+  ``"vacated_overlap"`` hide the non-moved reference tokens under the destination, which share
+  their position with the moved ones.) The rewrite keeps the index channel
+  (``keep_index=True``) and gives a token that is the source of several destinations their mean
+  position (``collision="mean"``) [guess]; vacated tokens keep their ids
+  (``vacated_offset=None``) [guess]; mask in all blocks, all steps [guess].
+* ``reference_index=0``: the map applies to the first reference latent [our choice].
+* Step window: a model call at step i of T (``ctx.step``, index in the sampler's sigmas) is
+  active when ``start * T <= i < end * T``; a call whose sigma is not on the schedule is active
+  only for the full window.
+* A model call without reference tokens raises :class:`ContextDragError` naming the fix (add
+  ReferenceLatent) unless the call holds only unconditional rows (a negative prompt without the
+  reference, with CFG > 1), which run unchanged.
+
+Memory/speed: replace adds two gathers and index copies per block; the PCA mask is one dense
+(1, 1, N, N) additive mask in the attention dtype, built once per sampling run and device
+(N = text + image + reference tokens: 151 MB at 1024² in bf16); a mask makes PyTorch's SDPA use
+a kernel with bias instead of flash attention.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import torch
+
+from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs, reference_position_ids
+from .rope import pe_tokens, rope_reencode
+from .router import AttentionCall, Controller, ForwardContext
+
+CTI_MODES = ("replace", "append")
+VISIBILITY = ("image", "destination", "all")
+HIDE_FROM = ("image", "image_text", "all")
+SKIP_KEY = "contextdrag_skip"
+_RANGE = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
+
+NO_REFERENCE_FIX = (
+    "Add ComfyUI's ReferenceLatent node to the positive conditioning: VAEEncode the source image "
+    "(after FluxKontextImageScale) and connect it as ReferenceLatent's latent.")
+
+
+class ContextDragError(RuntimeError):
+    """A ContextDrag patch met a model call it cannot serve; the message names the fix."""
+
+
+# --------------------------------------------------------------------------------------------
+# small pure helpers
+# --------------------------------------------------------------------------------------------
+def parse_block_list(spec: Any, n_blocks: Optional[int] = None, what: str = "blocks") -> Optional[frozenset]:
+    """Block indices from ``"all"`` (None), ``"none"``/``""`` (empty) or ``"0-3, 7"`` / a list.
+
+    Ranges are inclusive; with ``n_blocks`` every index must be below it.
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        s = spec.strip().lower()
+        if s == "all":
+            return None
+        if s in ("", "none"):
+            return frozenset()
+        out: set = set()
+        for part in s.replace(";", ",").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            m = _RANGE.match(part)
+            if m is None or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+                raise ValueError(f"{what}: {part!r} is not an index or a range like 0-5 "
+                                 f"(write 'all', 'none' or e.g. '0-5, 9')")
+            lo = int(m.group(1))
+            out.update(range(lo, (int(m.group(2)) if m.group(2) is not None else lo) + 1))
+    else:
+        out = {int(i) for i in spec}
+    bad = sorted(i for i in out if i < 0 or (n_blocks is not None and i >= n_blocks))
+    if bad:
+        limit = f"0..{n_blocks - 1}" if n_blocks is not None else ">= 0"
+        raise ValueError(f"{what}: indices {bad} are outside {limit}")
+    return frozenset(out)
+
+
+def step_active(step: Optional[float], sample_sigmas: Optional[Sequence[float]], start: float, end: float) -> bool:
+    """Whether a model call at sampler step ``step`` (of T = len(sample_sigmas) − 1) lies in the
+    window ``start * T <= step < end * T``; unknown steps count only for the full window."""
+    full = start <= 0.0 and end >= 1.0
+    if full:
+        return True
+    if step is None or not sample_sigmas or len(sample_sigmas) < 2:
+        return False
+    total = len(sample_sigmas) - 1
+    return start * total - 1e-9 <= step < end * total - 1e-9
+
+
+def as_additive(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """A 4-D additive float mask (bool masks: True = attend)."""
+    if mask is None:
+        return None
+    m = torch.where(mask, 0.0, -torch.inf).to(dtype) if mask.dtype == torch.bool else mask.to(dtype)
+    while m.ndim < 4:
+        m = m.unsqueeze(0)
+    return m
+
+
+def pad_keys(mask: Optional[torch.Tensor], n_k: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """An additive mask widened to ``n_k`` key columns (new columns open)."""
+    m = as_additive(mask, dtype)
+    if m is None or m.shape[-1] == n_k:
+        return m
+    if m.shape[-1] > n_k:
+        raise ValueError(f"mask has {m.shape[-1]} key columns, more than the {n_k} keys")
+    return torch.nn.functional.pad(m, (0, n_k - m.shape[-1]))
+
+
+def combine_masks(base: Optional[torch.Tensor], extra: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Sum of two additive masks (either may be None), widening the narrower to the other's keys."""
+    if extra is None:
+        return base
+    if base is None:
+        return extra
+    n_k = max(base.shape[-1], extra.shape[-1])
+    floats = [t.dtype for t in (extra, base) if t.dtype != torch.bool]
+    dtype = floats[0] if floats else torch.float32
+    return pad_keys(base, n_k, dtype) + pad_keys(extra, n_k, dtype)
+
+
+def key_hiding_mask(n_q: int, n_k: int, rows: Sequence[slice], hidden_keys: torch.Tensor,
+                    dtype: torch.dtype, device: Any) -> torch.Tensor:
+    """Additive mask (1, 1, n_q, n_k): −inf at (r, c) for r in ``rows``, c in ``hidden_keys``."""
+    m = torch.zeros(1, 1, n_q, n_k, dtype=dtype, device=device)
+    cols = hidden_keys.to(device=device, dtype=torch.long)
+    if cols.numel():
+        for r in rows:
+            m[0, 0, r].index_fill_(1, cols, -torch.inf)
+    return m
+
+
+def extras_mask(n_q: int, n_k: int, n_extra: int, visible_rows: Optional[Sequence[slice]],
+                dtype: torch.dtype, device: Any, pairs: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+    """Additive mask (1, 1, n_q, n_k + n_extra) for ``n_extra`` keys appended after ``n_k``.
+
+    ``visible_rows=None`` and no ``pairs``: the extras are visible to every query (returns None).
+    Otherwise extras are hidden except from the rows in ``visible_rows`` and, with ``pairs``
+    (long (n_extra,) query rows), each extra j from query ``pairs[j]`` only.
+    """
+    if visible_rows is None and pairs is None:
+        return None
+    m = torch.zeros(1, 1, n_q, n_k + n_extra, dtype=dtype, device=device)
+    block = m[0, 0, :, n_k:]
+    block.fill_(-torch.inf)
+    for r in visible_rows or ():
+        block[r] = 0.0
+    if pairs is not None:
+        block[pairs.to(device), torch.arange(n_extra, device=device)] = 0.0
+    return m
+
+
+# --------------------------------------------------------------------------------------------
+# shared base
+# --------------------------------------------------------------------------------------------
+class _ContextDragController(Controller):
+    """Block/step filtering, reference bookkeeping and the sampling-time checks."""
+
+    display = "FluxDrag ContextDrag"  # how errors name the patch (its node's display name)
+
+    def __init__(self, rmap: ReverseMap, *, double_blocks: Optional[Sequence[int]] = None,
+                 single_blocks: Optional[Sequence[int]] = None, start: float = 0.0, end: float = 1.0,
+                 sigma_range: Optional[tuple] = None, reference_index: int = 0):
+        if not isinstance(rmap, ReverseMap):
+            raise TypeError(f"rmap must be a ReverseMap, got {type(rmap).__name__}")
+        if not 0.0 <= start <= end <= 1.0:
+            raise ValueError(f"need 0 <= start <= end <= 1, got start={start}, end={end}")
+        if reference_index < 0:
+            raise ValueError(f"reference_index must be >= 0, got {reference_index}")
+        self.rmap = rmap
+        self.block_indices = {
+            "double": None if double_blocks is None else frozenset(double_blocks),
+            "single": None if single_blocks is None else frozenset(single_blocks),
+        }
+        self.start, self.end = float(start), float(end)
+        self.sigma_range = sigma_range
+        self.reference_index = int(reference_index)
+        dst, src = injection_pairs(rmap)
+        self._pairs_cpu = (dst, src)
+        self._dev_cache: dict = {}
+        self.active_calls = 0
+
+    # -- helpers --------------------------------------------------------------------------
+    def _on(self, t: torch.Tensor, device) -> torch.Tensor:
+        key = (id(t), str(device))
+        hit = self._dev_cache.get(key)
+        if hit is None:
+            hit = self._dev_cache[key] = t.to(device)
+        return hit
+
+    def pairs(self, device) -> tuple:
+        """(dst, src) flat token indices on ``device``."""
+        d, s = self._pairs_cpu
+        return self._on(d, device), self._on(s, device)
+
+    def ref_offset(self, ctx: ForwardContext) -> int:
+        """Tokens of the references before the one the map applies to."""
+        return sum(h * w for h, w in ctx.ref_grids[: self.reference_index])
+
+    def active(self, ctx: ForwardContext) -> bool:
+        if ctx.scratch.get(SKIP_KEY):
+            return False
+        if self.sigma_range is not None and not (self.sigma_range[0] <= ctx.sigma <= self.sigma_range[1]):
+            return False
+        return step_active(ctx.step, ctx.sample_sigmas, self.start, self.end)
+
+    def claims(self, call: AttentionCall) -> bool:
+        if call.ctx is None or not super().claims(call):
+            return False
+        return self.active(call.ctx)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def on_forward_start(self, ctx: ForwardContext) -> None:
+        h, w = self.rmap.grid_hw
+        tag = self.display
+        if len(ctx.ref_grids) <= self.reference_index:
+            uncond_only = bool(ctx.cond_or_uncond) and all(c == 1 for c in ctx.cond_or_uncond)
+            if uncond_only and not ctx.ref_grids:
+                ctx.scratch[SKIP_KEY] = True  # a negative prompt without the reference: unchanged
+                return
+            if not ctx.ref_grids:
+                raise ContextDragError(
+                    f"{tag}: the model is sampled without a Kontext reference image (no reference "
+                    f"tokens in the sequence), so there is nothing to inject or re-position. "
+                    f"{NO_REFERENCE_FIX} The model must be FLUX.1 Kontext [dev].")
+            raise ContextDragError(
+                f"{tag}: reference_index {self.reference_index} asks for reference latent "
+                f"#{self.reference_index + 1}, but the conditioning holds {len(ctx.ref_grids)}; "
+                f"lower reference_index or chain another ReferenceLatent.")
+        rg = tuple(ctx.ref_grids[self.reference_index])
+        if rg != (h, w):
+            raise ContextDragError(
+                f"{tag}: the reverse map was built for a {w}x{h} token grid ({w * 16}x{h * 16} px) "
+                f"but the reference latent is {rg[1]}x{rg[0]} tokens ({rg[1] * 16}x{rg[0] * 16} px). "
+                f"Build FluxDrag Reverse Mapping from the same latent that goes into ReferenceLatent.")
+        if tuple(ctx.grid) != (h, w):
+            g = ctx.grid
+            raise ContextDragError(
+                f"{tag}: the sampled latent is {g[1] * 16}x{g[0] * 16} px but the reference is "
+                f"{w * 16}x{h * 16} px; ContextDrag needs both the same size. Sample an empty latent "
+                f"of the reference's size (e.g. EmptySD3LatentImage fed by GetImageSize of the "
+                f"scaled source image).")
+
+    def on_sample_end(self, error: Optional[BaseException]) -> None:
+        self._dev_cache.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# CTI
+# --------------------------------------------------------------------------------------------
+class ContextTokenInjection(_ContextDragController):
+    """Context-preserving token injection: reference tokens at src(q) for the image queries at q.
+
+    ``mode="replace"`` [guess] overwrites the image tokens' K/V at q; ``"append"`` adds them as
+    extra keys visible to ``visible_to`` queries (``"image"`` [guess], ``"destination"``: only
+    the query at q sees its own token, ``"all"``). Keys are re-encoded with RoPE from the
+    reference token's position (as the model encoded it) to the image token q's position.
+    """
+
+    name = "contextdrag_cti"
+    display = "FluxDrag Context Token Injection"
+
+    def __init__(self, rmap: ReverseMap, mode: str = "replace", visible_to: str = "image", **kw):
+        super().__init__(rmap, **kw)
+        if mode not in CTI_MODES:
+            raise ValueError(f"mode must be one of {CTI_MODES}, got {mode!r}")
+        if visible_to not in VISIBILITY:
+            raise ValueError(f"visible_to must be one of {VISIBILITY}, got {visible_to!r}")
+        self.mode, self.visible_to = mode, visible_to
+        self._masks: dict = {}
+
+    def on_sample_end(self, error: Optional[BaseException]) -> None:
+        super().on_sample_end(error)
+        self._masks.clear()
+
+    def injected(self, call: AttentionCall) -> tuple:
+        """(dst sequence positions, source K re-encoded at dst, source V): the tokens CTI puts in."""
+        ctx, dev = call.ctx, call.k.device
+        sl = call.slices()
+        dst, src = self.pairs(dev)
+        dst_pos = dst + sl["img"].start
+        src_pos = src + (sl["ref"].start + self.ref_offset(ctx))
+        pe = ctx.pe()
+        k_src = call.k.index_select(2, src_pos)
+        v_src = call.v.index_select(2, src_pos)
+        k_new = rope_reencode(k_src, pe_tokens(pe, src_pos), pe_tokens(pe, dst_pos)).to(call.k.dtype)
+        return dst_pos, k_new, v_src
+
+    def attention(self, call: AttentionCall, next_fn):
+        if not self._pairs_cpu[0].numel():
+            return next_fn(call.q, call.k, call.v, call.mask)
+        self.active_calls += 1
+        dst_pos, k_new, v_new = self.injected(call)
+        if self.mode == "replace":
+            k = call.k.index_copy(2, dst_pos, k_new)
+            v = call.v.index_copy(2, dst_pos, v_new.to(call.v.dtype))
+            return next_fn(call.q, k, v, call.mask)
+        n_q, n_k, m = call.q.shape[2], call.k.shape[2], k_new.shape[2]
+        k = torch.cat((call.k, k_new), dim=2)
+        v = torch.cat((call.v, v_new.to(call.v.dtype)), dim=2)
+        mask = combine_masks(call.mask, self._extras_mask(call, n_q, n_k, m, dst_pos))
+        if mask is not None:
+            mask = pad_keys(mask, n_k + m, call.q.dtype)
+        return next_fn(call.q, k, v, mask)
+
+    def _extras_mask(self, call: AttentionCall, n_q: int, n_k: int, m: int, dst_pos: torch.Tensor):
+        if self.visible_to == "all":
+            return None
+        sl = call.slices()
+        key = (n_q, n_k, m, sl["img"].start, sl["img"].stop, call.q.dtype, str(call.q.device))
+        hit = self._masks.get(key)
+        if hit is None:
+            if self.visible_to == "image":
+                hit = extras_mask(n_q, n_k, m, [sl["img"]], call.q.dtype, call.q.device)
+            else:
+                hit = extras_mask(n_q, n_k, m, None, call.q.dtype, call.q.device, pairs=dst_pos)
+            self._masks[key] = hit
+        return hit
+
+
+# --------------------------------------------------------------------------------------------
+# PCA
+# --------------------------------------------------------------------------------------------
+class PositionConsistentAttention(_ContextDragController):
+    """Position-consistent attention: moved reference tokens carry their destination ids, and an
+    overlap-aware mask hides ``hide`` reference tokens from ``hide_from`` queries.
+
+    ``rewrite_ids=False`` keeps Kontext's ids (mask only); ``hide="none"`` keeps every key
+    visible (ids only). Block lists restrict the mask; the id rewrite covers the whole model
+    call (FLUX computes one rotary table per call) within the step window.
+    """
+
+    name = "contextdrag_pca"
+    display = "FluxDrag Position-Consistent Attention"
+
+    def __init__(self, rmap: ReverseMap, rewrite_ids: bool = True, hide: str = "vacated",
+                 hide_from: str = "image", exclude_sources: Optional[bool] = None, keep_index: bool = True,
+                 collision: str = "mean", vacated_offset: Optional[Sequence[float]] = None, **kw):
+        super().__init__(rmap, **kw)
+        if hide not in HIDE_SETS:
+            raise ValueError(f"hide must be one of {HIDE_SETS}, got {hide!r}")
+        if hide_from not in HIDE_FROM:
+            raise ValueError(f"hide_from must be one of {HIDE_FROM}, got {hide_from!r}")
+        self.rewrite_ids, self.hide, self.hide_from = bool(rewrite_ids), hide, hide_from
+        self.id_kw = dict(keep_index=keep_index, collision=collision, vacated_offset=vacated_offset)
+        self.exclude_sources = self.rewrite_ids if exclude_sources is None else bool(exclude_sources)
+        self.hidden = torch.nonzero(rmap.hide_mask(hide, self.exclude_sources).reshape(-1)).flatten()
+        self._masks: dict = {}
+        self._ids: Optional[tuple] = None
+
+    def on_sample_end(self, error: Optional[BaseException]) -> None:
+        super().on_sample_end(error)
+        self._masks.clear()
+        self._ids = None
+
+    def intended_ids(self, base_ids: torch.Tensor) -> torch.Tensor:
+        """The reference tokens' ids after the rewrite, for their Kontext ids ``base_ids``."""
+        return reference_position_ids(base_ids, self.rmap.grid_hw, self.rmap, **self.id_kw)
+
+    def post_input(self, ctx: ForwardContext, d: dict) -> dict:
+        if not self.rewrite_ids or not self.active(ctx):
+            return d
+        h, w = self.rmap.grid_hw
+        a = ctx.n_img + self.ref_offset(ctx)
+        ids = d["img_ids"]
+        seg = ids[:, a:a + h * w]
+        if self._ids is not None and self._ids[0].shape == seg.shape and self._ids[0].device == seg.device \
+                and torch.equal(self._ids[0], seg):
+            new = self._ids[1]
+        else:
+            new = self.intended_ids(seg)
+            self._ids = (seg.clone(), new)
+        out = ids.clone()
+        out[:, a:a + h * w] = new
+        d = dict(d)
+        d["img_ids"] = out
+        return d
+
+    def claims(self, call: AttentionCall) -> bool:
+        return bool(self.hidden.numel()) and super().claims(call)
+
+    def mask_for(self, call: AttentionCall) -> torch.Tensor:
+        """The additive (1, 1, n_q, n_seq) mask PCA adds over the sequence's own keys."""
+        sl = call.slices()
+        n_q = call.q.shape[2]
+        n_seq = call.ctx.n_tokens
+        cols0 = sl["ref"].start + self.ref_offset(call.ctx)
+        key = (n_q, n_seq, cols0, sl["img"].start, sl["txt"].start, call.q.dtype, str(call.q.device))
+        hit = self._masks.get(key)
+        if hit is None:
+            rows = {"image": [sl["img"]], "image_text": [sl["img"], sl["txt"]],
+                    "all": [slice(0, n_q)]}[self.hide_from]
+            hit = key_hiding_mask(n_q, n_seq, rows, self.hidden + cols0, call.q.dtype, call.q.device)
+            self._masks[key] = hit
+        return hit
+
+    def attention(self, call: AttentionCall, next_fn):
+        self.active_calls += 1
+        mask = combine_masks(call.mask, self.mask_for(call))
+        if mask.shape[-1] != call.k.shape[2]:
+            mask = pad_keys(mask, call.k.shape[2], call.q.dtype)
+        return next_fn(call.q, call.k, call.v, mask)
