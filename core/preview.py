@@ -201,7 +201,7 @@ def draw_arrows(
     """Draw handle -> target arrows on an (H, W, 3) image; returns a new image.
 
     ``color`` is one RGB triple or one per arrow. Sizes default to the image size
-    (width ~ max(2, min(H, W) / 170)). ``numbers`` writes the drag index next to each handle.
+    (width ~ max(2, min(H, W) / 170)). ``numbers`` writes the drag number (1-based, as the editor canvas shows it) next to each handle.
     """
     out = img.detach().clone()
     H, W = out.shape[:2]
@@ -237,6 +237,6 @@ def draw_arrows(
             _disc(out, s[0], s[1], dot_radius, torch.tensor(handle_color, dtype=out.dtype))
         if numbers:
             fpx = max(2, round(width / 1.5))
-            _text(out, str(i), s[0] + dot_radius + 1, s[1] - dot_radius - 5 * fpx,
+            _text(out, str(i + 1), s[0] + dot_radius + 1, s[1] - dot_radius - 5 * fpx,
                   fpx, torch.tensor(handle_color or colors[i], dtype=out.dtype))
     return out

@@ -32,7 +32,7 @@ def test_diagonal_arrow_handle_dot_and_number():
     assert out[40, 40].tolist() == [0.0, 0.0, 1.0]  # (40.5, 40.5) lies on y = x
     assert out[10, 10].tolist() == [1.0, 0.0, 0.0]  # handle dot
     assert out[70, 10].tolist() == [1.0, 1.0, 1.0]  # far corner untouched
-    assert (out != 1.0).any(-1)[:6, 15:24].any()  # the digit "0" above-right of the handle
+    assert (out != 1.0).any(-1)[:6, 15:24].any()  # the digit "1" above-right of the handle
 
 
 def test_batch_and_per_arrow_colours():
