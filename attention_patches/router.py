@@ -247,9 +247,21 @@ def _step_of(sigma: float, sample_sigmas: Optional[list]) -> tuple:
     return None, direction
 
 
-def diffusion_model_wrapper(executor, x, timestep, context, y=None, guidance=None, ref_latents=None,
-                            control=None, transformer_options={}, **kwargs):  # noqa: B006 (ComfyUI signature)
-    """``DIFFUSION_MODEL`` wrapper: builds the ForwardContext for the router's controllers."""
+def diffusion_model_wrapper(executor, *args, **kwargs):
+    """``DIFFUSION_MODEL`` wrapper: builds the ForwardContext for the router's controllers.
+
+    Only FLUX-family modules (those with a rotary ``pe_embedder``) get a context; any other
+    diffusion module (an SD-family UNet, whose ``_forward`` takes other positional arguments) is
+    called with its arguments untouched, and ``needs_unet`` controllers see its calls with
+    ``ctx`` None.
+    """
+    if not hasattr(executor.class_obj, "pe_embedder"):
+        return executor(*args, **kwargs)
+    return _flux_forward(executor, *args, **kwargs)
+
+
+def _flux_forward(executor, x, timestep, context, y=None, guidance=None, ref_latents=None,
+                  control=None, transformer_options={}, **kwargs):  # noqa: B006 (ComfyUI signature)
     router = _router_of(transformer_options)
     if router is None:
         return executor(x, timestep, context, y, guidance, ref_latents, control, transformer_options, **kwargs)

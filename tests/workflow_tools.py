@@ -10,11 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 EXAMPLE_INPUTS = WORKFLOWS / "example_inputs"
 
-# ComfyUI's FLUX loaders → the loaders in tests/comfy_test_nodes (same input names)
+# ComfyUI's FLUX and SD1.5 loaders → the loaders in tests/comfy_test_nodes (same input names)
 LOADER_SWAP = {
     "UNETLoader": "FluxDragTestTinyUNET",
     "DualCLIPLoader": "FluxDragTestTinyCLIP",
     "VAELoader": "FluxDragTestTinyVAE",
+    "CheckpointLoaderSimple": "FluxDragTestTinySD15Checkpoint",
 }
 
 

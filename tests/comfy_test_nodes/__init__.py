@@ -13,6 +13,10 @@ takes the same input names as the ComfyUI loader it replaces (``UNETLoader``, ``
   from a seeded state dict of a small KL autoencoder (ch 32, no residual blocks per level).
   ComfyUI's state-dict detection fixes ch 128 for FLUX-style VAEs (≈ 7 s per 256² round trip on
   CPU), so the VAE is built through ``comfy.sd.VAE``'s explicit ``config`` route instead.
+- ``FluxDragTestTinySD15Checkpoint``: stands in for ``CheckpointLoaderSimple`` (input
+  ``ckpt_name``): MODEL = a tiny SD1.x UNet through ``comfy.supported_models.SD15``
+  (``tools/comfy_env.build_sd15``, context_dim 64), CLIP = the same text stand-in with SD's
+  (1, 77, 64) context, VAE = the small VAE above with 4 latent channels.
 """
 from __future__ import annotations
 
@@ -77,11 +81,15 @@ class TinyFluxCLIP:
         return (ctx, pooled) if return_pooled else ctx
 
 
-def tiny_vae_state_dict(seed: int = 0) -> dict:
+def _vae_config(channels: int) -> dict:
+    return dict(VAE_DDCONFIG, z_channels=channels)
+
+
+def tiny_vae_state_dict(seed: int = 0, channels: int = 16) -> dict:
     """Seeded weights for ``VAE_DDCONFIG`` (ComfyUI's ops skip init, so set every tensor)."""
     from comfy.ldm.models.autoencoder import AutoencoderKL
 
-    shapes = AutoencoderKL(ddconfig=VAE_DDCONFIG, embed_dim=16).state_dict()
+    shapes = AutoencoderKL(ddconfig=_vae_config(channels), embed_dim=channels).state_dict()
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for k, v in sorted(shapes.items()):
@@ -94,12 +102,12 @@ def tiny_vae_state_dict(seed: int = 0) -> dict:
     return sd
 
 
-def build_tiny_vae(seed: int = 0):
+def build_tiny_vae(seed: int = 0, channels: int = 16):
     import comfy.sd
 
-    vae = comfy.sd.VAE(sd=tiny_vae_state_dict(seed),
-                       config={"params": {"ddconfig": VAE_DDCONFIG, "embed_dim": 16}})
-    vae.latent_channels = 16  # the config route keeps the SD default of 4
+    vae = comfy.sd.VAE(sd=tiny_vae_state_dict(seed, channels),
+                       config={"params": {"ddconfig": _vae_config(channels), "embed_dim": channels}})
+    vae.latent_channels = channels  # the config route keeps the SD default of 4
     return vae
 
 
@@ -156,13 +164,36 @@ class FluxDragTestTinyVAE:
         return (build_tiny_vae(),)
 
 
+SD15_CONTEXT_DIM = _ENV.TINY_SD15["context_dim"]
+SD15_TOKENS = 77
+
+
+class FluxDragTestTinySD15Checkpoint:
+    """Stands in for CheckpointLoaderSimple: tiny SD1.x UNet, (1, 77, 64) text stand-in, 4-ch VAE."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return _names(("ckpt_name", "v1-5-pruned-emaonly.safetensors"))
+
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, ckpt_name: str):
+        model = _ENV.build_sd15(seed=_text_seed(ckpt_name) % 2 ** 31)
+        clip = TinyFluxCLIP(context_dim=SD15_CONTEXT_DIM, pooled_dim=SD15_CONTEXT_DIM, tokens=SD15_TOKENS)
+        return (model, clip, build_tiny_vae(channels=4))
+
+
 NODE_CLASS_MAPPINGS = {
     "FluxDragTestTinyUNET": FluxDragTestTinyUNET,
     "FluxDragTestTinyCLIP": FluxDragTestTinyCLIP,
     "FluxDragTestTinyVAE": FluxDragTestTinyVAE,
+    "FluxDragTestTinySD15Checkpoint": FluxDragTestTinySD15Checkpoint,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "FluxDragTestTinyUNET": "FluxDrag Test Tiny UNET (test only)",
     "FluxDragTestTinyCLIP": "FluxDrag Test Tiny CLIP (test only)",
     "FluxDragTestTinyVAE": "FluxDrag Test Tiny VAE (test only)",
+    "FluxDragTestTinySD15Checkpoint": "FluxDrag Test Tiny SD1.5 Checkpoint (test only)",
 }
