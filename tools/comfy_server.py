@@ -119,9 +119,10 @@ class ComfyClient:
             return status, {"raw": answer.decode("utf-8", "replace")}
 
     def queue(self, prompt: dict) -> str:
-        """Queue an API-format prompt; its prompt_id (raises with node_errors when refused)."""
+        """Queue an API-format prompt; its prompt_id (raises with node_errors when refused, also
+        when ComfyUI accepted it but dropped some outputs as invalid)."""
         status, answer = self.post_prompt(prompt)
-        if status != 200 or "prompt_id" not in answer:
+        if status != 200 or "prompt_id" not in answer or answer.get("node_errors"):
             raise ServerError(f"/prompt refused the prompt (HTTP {status}): "
                               f"{json.dumps(answer, indent=1)[:6000]}")
         return answer["prompt_id"]

@@ -1,0 +1,1 @@
+"""Benchmarks (run as scripts) and the toy world package ``bench.toyworld``."""

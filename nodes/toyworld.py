@@ -1,0 +1,99 @@
+"""Toy-world nodes: the bundled toy FLUX model, seeded scenes with ground truth, latent previews.
+
+The toy model (``bench/toyworld/toyflux.safetensors``) is a small FLUX-architecture model trained
+on synthetic scenes; it lets every node of the pack run anywhere (CPU, no downloads) and gives
+edits a measurable ground truth. See ``bench/toyworld/`` and issue 8.
+"""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..bench.toyworld import scenes
+from .common import CATEGORY, DragInstructions
+
+FAMILY_OPTIONS = ["any", *scenes.FAMILIES]
+CASE_OPTIONS = ["random", *scenes.CASES]
+
+
+class ToyModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxDragToyModelLoader",
+            display_name="FluxDrag Toy Model Loader",
+            category=f"{CATEGORY}/toy world",
+            description="Loads the bundled toy FLUX-architecture model (trained on synthetic "
+                        "scenes) as a normal MODEL, with its fixed text conditioning.",
+            inputs=[
+                io.Combo.Input("family", options=FAMILY_OPTIONS, default="any",
+                               tooltip="Scene family the conditioning asks for ('any' = the "
+                                       "family-agnostic condition)."),
+                io.Float.Input("guidance", default=3.5, min=0.0, max=30.0, step=0.1,
+                               tooltip="FLUX distilled guidance stored in the conditioning."),
+            ],
+            outputs=[io.Model.Output(), io.Conditioning.Output()],
+        )
+
+    @classmethod
+    def execute(cls, family="any", guidance=3.5) -> io.NodeOutput:
+        from ..bench.toyworld.model import load_toy_model
+
+        model, cond = load_toy_model(family=None if family == "any" else family, guidance=guidance)
+        return io.NodeOutput(model, cond)
+
+
+class ToyScene(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxDragToyScene",
+            display_name="FluxDrag Toy Scene",
+            category=f"{CATEGORY}/toy world",
+            description="A seeded synthetic scene for the toy model: the source LATENT, its drag "
+                        "instructions, the ground-truth edited LATENT and the source as an IMAGE.",
+            inputs=[
+                io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1,
+                             tooltip="Scene seed (every seed is a different scene)."),
+                io.Combo.Input("family", options=list(scenes.FAMILIES), default="single",
+                               tooltip="single / multi / textured_bg / crowded."),
+                io.Combo.Input("case", options=CASE_OPTIONS, default="move",
+                               tooltip="Edit: move, rotate, stretch, multi_move (or random)."),
+            ],
+            outputs=[io.Latent.Output(display_name="source"),
+                     DragInstructions.Output(display_name="drag_instructions"),
+                     io.Latent.Output(display_name="ground_truth"),
+                     io.Image.Output(display_name="source_image")],
+        )
+
+    @classmethod
+    def execute(cls, seed=0, family="single", case="move") -> io.NodeOutput:
+        from ..bench.toyworld.model import scene_latent_to_comfy
+        from ..core.instructions import parse_instructions
+
+        sc = scenes.make_scene(int(seed), family, None if case == "random" else case)
+        img = scenes.to_rgb(sc.latent).permute(1, 2, 0)[None]
+        return io.NodeOutput(scene_latent_to_comfy(sc.latent), parse_instructions(sc.drags),
+                             scene_latent_to_comfy(sc.edited), img)
+
+
+class ToyLatentToImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxDragToyLatentToImage",
+            display_name="FluxDrag Toy Latent To Image",
+            category=f"{CATEGORY}/toy world",
+            description="Shows a toy-world LATENT as an IMAGE through the fixed 16→RGB projection "
+                        "(the toy world needs no VAE).",
+            inputs=[io.Latent.Input("latent", tooltip="A LATENT of the toy model.")],
+            outputs=[io.Image.Output()],
+        )
+
+    @classmethod
+    def execute(cls, latent) -> io.NodeOutput:
+        from ..bench.toyworld.model import comfy_to_scene_latent
+
+        return io.NodeOutput(scenes.to_rgb(comfy_to_scene_latent(latent)).permute(0, 2, 3, 1))
+
+
+NODES = [ToyModelLoader, ToyScene, ToyLatentToImage]
