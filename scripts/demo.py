@@ -18,7 +18,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import fluxdrag_bootstrap  # noqa: E402,F401
-
 from fluxdrag.tools.comfy_env import find_comfyui  # noqa: E402
 from fluxdrag.tools.comfy_server import start_server, stop_server  # noqa: E402
 
