@@ -24,6 +24,11 @@ Documented guesses ([guess], each a parameter with the guess as default):
 - ``use_grad_mask`` multiplies the gradient by M_bg before the step (the hard constraint after
   the step makes this a no-op for a binary mask; it matters for soft masks);
 - ``early_stop_tol`` (off by default) ends INTENSIFY once the loss is at or below it.
+
+Also here: the K/V injection layer sets (notes §2.5, §9: ``non-ridge`` / ``position`` in FLUX.1
+indices, mapped proportionally onto models of another depth [guess], or a literal custom list)
+and :func:`paired_fireflow`, the edited and original branches sampled in lockstep with the hard
+background constraint after every step (notes §2.4).
 """
 from __future__ import annotations
 
@@ -317,3 +322,175 @@ def optimise_latent(
         if early_stop_tol is not None and tau >= n_transport and losses[-1] <= early_stop_tol:
             break
     return LatentOptimisation(z.detach(), losses)
+
+
+# ----------------------------------------------------------------------------- K/V layer sets
+
+#: DragFlow's ``hook_block_combo`` lists (notes §2.5 = FreeFlux's layer roles, §9), in FLUX.1
+#: block indices: (double blocks, single blocks).
+KV_PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "non-ridge": ((0, 7, 8, 9, 10, 18), (6, 9, 18, 23, 26, 31, 37)),
+    "position": ((1, 2, 4), (7, 11, 35, 36)),
+    "none": ((), ()),
+}
+FLUX1_BLOCKS = (19, 38)  # double, single blocks of FLUX.1 [dev]
+
+
+@dataclass(frozen=True)
+class LayerSelection:
+    """Blocks whose image (and, in single blocks, text) K/V are injected; ``notes`` says what
+    was mapped or dropped on the way."""
+
+    double: tuple[int, ...]
+    single: tuple[int, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.double) + len(self.single)
+
+
+def map_block_indices(indices: Sequence[int], n_reference: int, n_model: int) -> tuple[int, ...]:
+    """Map block indices of an ``n_reference``-block stack proportionally onto ``n_model`` blocks:
+    i ↦ ⌊i·(n_model − 1)/(n_reference − 1) + ½⌋ (first ↦ first, last ↦ last), deduplicated."""
+    if n_model <= 0:
+        return ()
+    if n_reference <= 1 or n_model == n_reference:
+        return tuple(sorted({i for i in indices if 0 <= i < n_model}))
+    f = (n_model - 1) / (n_reference - 1)
+    return tuple(sorted({min(n_model - 1, int(math.floor(i * f + 0.5))) for i in indices}))
+
+
+def parse_layer_list(text: str, n_double: int, n_single: int) -> LayerSelection:
+    """A custom K/V layer list, taken literally on this model (no mapping).
+
+    Either labelled — ``"double: 0, 7, 18; single: 6, 37"`` — or global FLUX-style indices
+    ``"0, 7, 25"`` where g < n_double is double block g and otherwise single block g − n_double.
+    Indices beyond the model are dropped with a note; anything unparsable raises ValueError."""
+    notes: list[str] = []
+    double: set[int] = set()
+    single: set[int] = set()
+    body = text.strip()
+    if not body:
+        return LayerSelection((), (), ("empty custom list: no K/V injection",))
+
+    def ints(part: str, where: str) -> list[int]:
+        out = []
+        for tok in part.replace(";", ",").split(","):
+            tok = tok.strip()
+            if not tok:
+                continue
+            try:
+                out.append(int(tok))
+            except ValueError:
+                raise ValueError(
+                    f"custom K/V layer list: {tok!r} in {where} is not an integer; write e.g. "
+                    "'double: 0, 7; single: 6, 37' or global indices '0, 7, 25'") from None
+        return out
+
+    low = body.lower()
+    if "double" in low or "single" in low:
+        for chunk in low.split(";"):
+            chunk = chunk.strip()
+            if not chunk:
+                continue
+            if ":" not in chunk:
+                raise ValueError(
+                    f"custom K/V layer list: {chunk!r} needs a 'double:' or 'single:' label")
+            label, rest = chunk.split(":", 1)
+            label = label.strip()
+            if label not in ("double", "single"):
+                raise ValueError(f"custom K/V layer list: unknown label {label!r} (double or single)")
+            n = n_double if label == "double" else n_single
+            target = double if label == "double" else single
+            for i in ints(rest, label):
+                if 0 <= i < n:
+                    target.add(i)
+                else:
+                    notes.append(f"{label} block {i} dropped: the model has {n} {label} blocks")
+    else:
+        for g in ints(body, "the list"):
+            if 0 <= g < n_double:
+                double.add(g)
+            elif n_double <= g < n_double + n_single:
+                single.add(g - n_double)
+            else:
+                notes.append(f"global block {g} dropped: the model has {n_double + n_single} blocks")
+    return LayerSelection(tuple(sorted(double)), tuple(sorted(single)), tuple(notes))
+
+
+def kv_layers(
+    preset: str,
+    n_double: int,
+    n_single: int,
+    custom: str = "",
+    reference: tuple[int, int] = FLUX1_BLOCKS,
+) -> LayerSelection:
+    """The K/V injection blocks of a preset on a model with ``n_double``/``n_single`` blocks.
+
+    ``non-ridge`` (default) / ``position`` are given in FLUX.1's indices (19 + 38 blocks); on a
+    model of that size they are used as is, on any other size they are mapped proportionally
+    per stack with :func:`map_block_indices` [guess; e.g. a 2+2-block test model gets all four
+    blocks]. ``none`` selects nothing; ``custom`` parses ``custom`` with :func:`parse_layer_list`
+    (literal indices, out-of-range ones dropped with a note)."""
+    key = str(preset).strip().lower()
+    if key == "custom":
+        return parse_layer_list(custom, n_double, n_single)
+    if key not in KV_PRESETS:
+        raise ValueError(f"unknown K/V preset {preset!r}; choose non-ridge, position, none or custom")
+    d, s = KV_PRESETS[key]
+    notes = []
+    if (n_double, n_single) != tuple(reference) and (d or s):
+        notes.append(
+            f"preset {key!r} is defined for {reference[0]}+{reference[1]} blocks; mapped "
+            f"proportionally onto this model's {n_double}+{n_single}")
+    return LayerSelection(
+        map_block_indices(d, reference[0], n_double),
+        map_block_indices(s, reference[1], n_single),
+        tuple(notes),
+    )
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def paired_fireflow(
+    v_edit: Callable[[torch.Tensor, float], torch.Tensor],
+    v_orig: Callable[[torch.Tensor, float], torch.Tensor],
+    z: torch.Tensor,
+    z_orig: torch.Tensor,
+    sigmas: Sequence[float] | torch.Tensor,
+    edit_mask: torch.Tensor,
+    v_edit_init: torch.Tensor | None = None,
+    v_orig_init: torch.Tensor | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The edited and the original branch sampled in lockstep with FireFlow (anchors §4), the
+    hard background constraint z ← (1 − M_bg)·z_orig + M_bg·z after every step (notes §2.4).
+
+    Each branch is a FireFlow midpoint step reusing its previous midpoint velocity (``*_init``
+    stands for the first step's v(z, σ₀) when already known, e.g. the original branch's velocity
+    the background half step used). Returns (z, z_orig) at the last sigma; ``callback`` receives
+    {i, sigma, sigma_next, z, z_orig} after each constrained step and may raise to interrupt."""
+    s = [float(x) for x in (sigmas.tolist() if torch.is_tensor(sigmas) else sigmas)]
+    if len(s) < 2:
+        raise ValueError(f"a sigma schedule needs at least 2 values, got {len(s)}")
+    if z.shape != z_orig.shape:
+        raise ValueError(f"branches differ in shape: {tuple(z.shape)} vs {tuple(z_orig.shape)}")
+    M = edit_mask.to(z.device)
+    if M.dtype != torch.bool:
+        M = M > 0.5
+    ve_prev, vo_prev = v_edit_init, v_orig_init
+    for i in range(len(s) - 1):
+        d = s[i + 1] - s[i]
+        vo_c = v_orig(z_orig, s[i]) if vo_prev is None else vo_prev
+        vo_mid = v_orig(z_orig + (d / 2) * vo_c, s[i] + d / 2)
+        z_orig = z_orig + d * vo_mid
+        vo_prev = vo_mid
+        ve_c = v_edit(z, s[i]) if ve_prev is None else ve_prev
+        ve_mid = v_edit(z + (d / 2) * ve_c, s[i] + d / 2)
+        z = hard_background_constraint(z + d * ve_mid, z_orig, M)
+        ve_prev = ve_mid
+        if callback is not None:
+            callback({"i": i, "sigma": s[i], "sigma_next": s[i + 1], "z": z, "z_orig": z_orig})
+    return z, z_orig

@@ -4,9 +4,9 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from . import attention_drag, contextdrag, editor, instructions, inversion, lazydrag, toyworld
+from . import attention_drag, contextdrag, dragflow, editor, instructions, inversion, lazydrag, toyworld
 
-NODE_MODULES = [inversion, instructions, lazydrag, editor, contextdrag, attention_drag, toyworld]
+NODE_MODULES = [inversion, instructions, lazydrag, editor, contextdrag, attention_drag, dragflow, toyworld]
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

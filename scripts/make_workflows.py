@@ -8,6 +8,7 @@ so widget order always matches the frontend. Commit both outputs.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import tempfile
@@ -41,8 +42,7 @@ def lazydrag() -> dict:
         "4": node("LoadImage", "Source image", image="source.png"),
         "5": node("VAEEncode", "Encode source", pixels=["4", 0], vae=["3", 0]),
         "6": node("CLIPTextEncode", "Inversion prompt", text="", clip=["2", 0]),
-        "7": node("FluxDragInstructionsJSON", "Drag instructions", drags_json=json.dumps(SUN_DRAG),
-                  image=["4", 0]),
+        "7": node("FluxDragDragEditor", "Drag Editor", image=["4", 0], drags=json.dumps(SUN_DRAG)),
         "8": node("FluxDragCorrespondenceMap", "Correspondence map", drag_instructions=["7", 0],
                   latent=["5", 0], transition_width=1, activation=0.8, seed=0, image=["4", 0]),
         "9": node("FluxDragInvert", "Invert (Uni-Inv)", model=["1", 0], latent=["5", 0], positive=["6", 0],
@@ -62,17 +62,152 @@ def lazydrag() -> dict:
     return g
 
 
-WORKFLOWS = {"lazydrag_flux": lazydrag}
+def contextdrag() -> dict:
+    g = flux_loaders()
+    g["1"]["inputs"]["unet_name"] = "flux1-kontext-dev.safetensors"
+    g["1"]["_meta"]["title"] = "Load FLUX Kontext model"
+    g.update({
+        "4": node("LoadImage", "Source image", image="source.png"),
+        "5": node("FluxKontextImageScale", "Kontext scale", image=["4", 0]),
+        "6": node("VAEEncode", "Encode reference", pixels=["5", 0], vae=["3", 0]),
+        "7": node("CLIPTextEncode", "Prompt", text="Keep the image unchanged.", clip=["2", 0]),
+        "8": node("ReferenceLatent", "Reference latent", conditioning=["7", 0], latent=["6", 0]),
+        "9": node("FluxGuidance", "Guidance", conditioning=["8", 0], guidance=2.5),
+        "10": node("ConditioningZeroOut", "Negative (unused at cfg 1)", conditioning=["9", 0]),
+        "11": node("FluxDragInstructionsJSON", "Drag instructions", drags_json=json.dumps(SUN_DRAG),
+                   image=["4", 0]),
+        "12": node("FluxDragReverseMapping", "Reverse mapping", drag_instructions=["11", 0], latent=["6", 0],
+                   anchor="target", hull="component", power=2.0, image=["5", 0]),
+        "13": node("FluxDragContextTokenInjection", "Context token injection", model=["1", 0], map=["12", 0],
+                   mode="replace", visible_to="image", double_blocks="all", single_blocks="all",
+                   start=0.0, end=1.0, reference_index=0),
+        "14": node("FluxDragPositionConsistentAttention", "Position-consistent attention", model=["13", 0],
+                   map=["12", 0], rewrite_ids=True, hide="vacated", hide_from="image", collision="mean",
+                   double_blocks="all", single_blocks="all", start=0.0, end=1.0, reference_index=0),
+        "15": node("GetImageSize", "Reference size", image=["5", 0]),
+        "16": node("EmptySD3LatentImage", "Empty latent (reference size)", width=["15", 0], height=["15", 1],
+                   batch_size=1),
+        "17": node("KSampler", "Sample", model=["14", 0], seed=0, steps=28, cfg=1.0, sampler_name="euler",
+                   scheduler="simple", positive=["9", 0], negative=["10", 0], latent_image=["16", 0],
+                   denoise=1.0),
+        "18": node("VAEDecode", "Decode", samples=["17", 0], vae=["3", 0]),
+        "19": node("SaveImage", "Save edited", images=["18", 0], filename_prefix="fluxdrag_contextdrag"),
+        "20": node("SaveImage", "Save map preview", images=["12", 1], filename_prefix="fluxdrag_contextdrag_map"),
+    })
+    return g
+
+
+WORKFLOWS = {"lazydrag_flux": lazydrag, "contextdrag_kontext": contextdrag}
+
+
+def _attentiondrag_node(model, latent, drags, positive, image, steps: int) -> dict:
+    return node("FluxDragAttentionDrag", "AttentionDrag", model=model, latent=latent, drag_instructions=drags,
+                positive=positive, steps=steps, strength=0.7, layer="auto", tau=2.0, direction="query",
+                mask_source="attention", dilate=0, rigid=False, cfg=1.0, solver="uni_inv", scheduler="simple",
+                inversion_guidance=1.0, image=image)
+
+
+def attentiondrag_sd15() -> dict:
+    return {
+        "1": node("CheckpointLoaderSimple", "Load SD1.5 checkpoint", ckpt_name="v1-5-pruned-emaonly.safetensors"),
+        "2": node("LoadImage", "Source image", image="source.png"),
+        "3": node("VAEEncode", "Encode source", pixels=["2", 0], vae=["1", 2]),
+        "4": node("CLIPTextEncode", "Prompt", text="a red house, a tree and a yellow sun", clip=["1", 1]),
+        "5": node("FluxDragInstructionsJSON", "Drag instructions", drags_json=json.dumps(SUN_DRAG),
+                  image=["2", 0]),
+        "6": _attentiondrag_node(["1", 0], ["3", 0], ["5", 0], ["4", 0], ["2", 0], steps=50),
+        "7": node("VAEDecode", "Decode", samples=["6", 0], vae=["1", 2]),
+        "8": node("SaveImage", "Save edited", images=["7", 0], filename_prefix="fluxdrag_attentiondrag_sd15"),
+        "9": node("SaveImage", "Save attention preview", images=["6", 1],
+                  filename_prefix="fluxdrag_attentiondrag_sd15_map"),
+    }
+
+
+def attentiondrag_flux() -> dict:
+    g = flux_loaders()
+    g.update({
+        "4": node("LoadImage", "Source image", image="source.png"),
+        "5": node("VAEEncode", "Encode source", pixels=["4", 0], vae=["3", 0]),
+        "6": node("CLIPTextEncode", "Prompt", text="a red house, a tree and a yellow sun", clip=["2", 0]),
+        "7": node("FluxGuidance", "Guidance (as inversion_guidance: keeps the rest)", conditioning=["6", 0],
+                  guidance=1.0),
+        "8": node("FluxDragInstructionsJSON", "Drag instructions", drags_json=json.dumps(SUN_DRAG),
+                  image=["4", 0]),
+        "9": _attentiondrag_node(["1", 0], ["5", 0], ["8", 0], ["7", 0], ["4", 0], steps=28),
+        "10": node("VAEDecode", "Decode", samples=["9", 0], vae=["3", 0]),
+        "11": node("SaveImage", "Save edited", images=["10", 0], filename_prefix="fluxdrag_attentiondrag_flux"),
+        "12": node("SaveImage", "Save attention preview", images=["9", 1],
+                   filename_prefix="fluxdrag_attentiondrag_flux_map"),
+    })
+    return g
+
+
+WORKFLOWS.update({"attentiondrag_sd15": attentiondrag_sd15, "attentiondrag_flux": attentiondrag_flux})
+
+
+SUN_PROMPT = "a red house, a green tree and a yellow sun in a blue sky"
+
+
+def _dragflow_graph(adapter: bool) -> dict:
+    """Move the sun: a region mask built from core mask nodes, one DragFlow edit."""
+    g = flux_loaders()
+    g.update({
+        "4": node("LoadImage", "Source image", image="source.png"),
+        "5": node("VAEEncode", "Encode source", pixels=["4", 0], vae=["3", 0]),
+        "6": node("CLIPTextEncode", "Source prompt", text=SUN_PROMPT, clip=["2", 0]),
+        "7": node("CLIPTextEncode", "Target prompt", text=SUN_PROMPT, clip=["2", 0]),
+        "8": node("SolidMask", "Empty mask", value=0.0, width=256, height=256),
+        "9": node("SolidMask", "Sun box", value=1.0, width=56, height=56),
+        "10": node("MaskComposite", "Sun mask", destination=["8", 0], source=["9", 0], x=176, y=18,
+                   operation="add"),
+        "11": node("FluxDragRegionInstruction", "Move the sun", mask=["10", 0], op="relocate",
+                   begin_x=204.0, begin_y=46.0, target_x=96.0, target_y=40.0, anchor_x=-1.0,
+                   anchor_y=-1.0, image=["4", 0]),
+        "12": node("FluxDragRegionAffineOptimise", "DragFlow", model=["1", 0], latent=["5", 0],
+                   source=["6", 0], target=["7", 0], drag_instructions=["11", 0], steps=25,
+                   skip_steps=6, scheduler="simple", guidance=3.5, n_transport=50, n_intensify=20,
+                   lr=1000.0, adaptive_weights=True, scale_rule="fixed", feature_scale=0.0,
+                   kv_preset="non-ridge", kv_custom="", eta=0.0, inject_text=True, early_exit=True,
+                   gradient_checkpointing=True, activations="model", cache_policy="cpu",
+                   cache_budget_gb=0.0, image=["4", 0]),
+        "13": node("VAEDecode", "Decode", samples=["12", 0], vae=["3", 0]),
+        "14": node("SaveImage", "Save edited", images=["13", 0], filename_prefix="fluxdrag_dragflow"),
+        "15": node("SaveImage", "Save region preview", images=["12", 1],
+                   filename_prefix="fluxdrag_dragflow_regions"),
+    })
+    if adapter:
+        g.update({
+            "16": node("CLIPVisionLoader", "Load SigLIP", clip_name="sigclip_vision_patch14_384.safetensors"),
+            "17": node("CLIPVisionEncode", "Encode source (vision)", clip_vision=["16", 0],
+                       image=["4", 0], crop="center"),
+            "18": node("StyleModelLoader", "Load Redux", style_model_name="flux1-redux-dev.safetensors"),
+            "19": node("StyleModelApply", "Redux adapter", conditioning=["6", 0], style_model=["18", 0],
+                       clip_vision_output=["17", 0], strength=1.0, strength_type="multiply"),
+        })
+        g["12"]["inputs"]["adapter"] = ["19", 0]
+        g["14"]["inputs"]["filename_prefix"] = "fluxdrag_dragflow_redux"
+    return g
+
+
+def dragflow() -> dict:
+    return _dragflow_graph(adapter=False)
+
+
+def dragflow_redux() -> dict:
+    return _dragflow_graph(adapter=True)
+
+
+WORKFLOWS.update({"dragflow_flux": dragflow, "dragflow_redux_flux": dragflow_redux})
 
 
 def main(names: list[str]) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT))
+    importlib.import_module("fluxdrag_bootstrap")  # registers ``fluxdrag``; comfy_server imports it
     from api_to_ui import api_to_ui
     from comfy_server import start_server, stop_server
 
-    sys.path.insert(0, str(ROOT))
-    import fluxdrag_bootstrap  # noqa: F401
     from fluxdrag.tools.comfy_env import find_comfyui
 
     todo = {k: v for k, v in WORKFLOWS.items() if not names or k in names}

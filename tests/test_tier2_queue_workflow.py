@@ -39,7 +39,7 @@ def test_lazydrag_queued_through_the_script(comfy_server, tmp_path):
     (tmp_path / "drags.json").write_text(json.dumps(DRAGS))
     out = tmp_path / "out"
     r = _script(SCRIPT, "lazydrag_flux", "--server", comfy_server.base_url, "--swap-test-loaders",
-                "--set", f"Drag instructions.drags_json=@{tmp_path / 'drags.json'}",
+                "--set", f"Drag Editor.drags=@{tmp_path / 'drags.json'}",
                 "--set", "Invert (Uni-Inv).steps=6", "--out", out)
     assert r.returncode == 0, r.stderr[-4000:]
     # followed over the websocket, with per-step progress of the sampler nodes
@@ -56,8 +56,8 @@ def test_lazydrag_queued_through_the_script(comfy_server, tmp_path):
     [job_line] = [ln for ln in r.stderr.splitlines() if ln.startswith("[job 0] queued ")]
     prompt_id = job_line.split()[3]
     prompt = comfy_server.get_json(f"/history/{prompt_id}")[prompt_id]["prompt"][2]
-    nid, _ = wt.node_by_title(prompt, "Drag instructions")
-    assert json.loads(prompt[nid]["inputs"]["drags_json"]) == DRAGS
+    nid, _ = wt.node_by_title(prompt, "Drag Editor")
+    assert json.loads(prompt[nid]["inputs"]["drags"]) == DRAGS
 
 
 def test_validation_refusal_exits_2_with_the_servers_message(comfy_server, tmp_path):
