@@ -201,7 +201,8 @@ def draw_arrows(
     """Draw handle -> target arrows on an (H, W, 3) image; returns a new image.
 
     ``color`` is one RGB triple or one per arrow. Sizes default to the image size
-    (width ~ max(2, min(H, W) / 170)). ``numbers`` writes the drag number (1-based, as the editor canvas shows it) next to each handle.
+    (width ~ max(2, min(H, W) / 170)). ``numbers`` writes the drag number (1-based, as the editor canvas shows it)
+    next to each handle.
     """
     out = img.detach().clone()
     H, W = out.shape[:2]
