@@ -44,6 +44,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--latent", type=int, default=64)
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: torch's default); 1 steadies ratios on a loaded machine")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     env = setup_comfy()
@@ -55,6 +57,8 @@ def main():
     from fluxdrag.nodes import lazydrag as ld
 
     torch.set_grad_enabled(False)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     model = env.build_flux(BENCH_FLUX, seed=0, init_std=0.02)
     cond = env.tiny_conditioning(BENCH_FLUX, seed=0, tokens=32)
     cond1 = node_helpers.conditioning_set_values(cond, {"guidance": 1.0})
