@@ -47,6 +47,7 @@ from .common import (
     FluxDragInputError,
     check_batch,
     check_latent,
+    image_at,
     sampling_sigmas,
     to_latent,
 )
@@ -397,12 +398,7 @@ def outcome_preview(outcome: AttentionDragOutcome, image: Optional[torch.Tensor]
     H, W = h * LATENT_PX, w * LATENT_PX
     out = []
     for r, plan in enumerate(outcome.plans):
-        img = None
-        if image is not None:
-            img = image[min(r, image.shape[0] - 1)].float().cpu()
-            if tuple(img.shape[:2]) != (H, W):
-                img = torch.nn.functional.interpolate(img.permute(2, 0, 1)[None], size=(H, W), mode="bilinear",
-                                                      align_corners=False)[0].permute(1, 2, 0)
+        img = None if image is None else image_at(image[min(r, image.shape[0] - 1)], H, W)
         out.append(attention_preview(plan, (H, W), img))
     return torch.stack(out)
 

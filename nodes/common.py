@@ -85,3 +85,24 @@ class StepProgress:
 
     def __call__(self, i: int, total: int, x=None) -> None:
         self.bar.update_absolute(i + 1, total)
+
+
+def image_at(image: torch.Tensor | None, H: int, W: int, grey: float | None = 0.5) -> torch.Tensor | None:
+    """One (H, W, 3) float CPU image for previews: ``image`` (an (H', W', 3) picture or the first of
+    an IMAGE batch) resized bilinearly when its size differs; a grey canvas (or None when ``grey``
+    is None) without an image."""
+    if image is None:
+        return None if grey is None else torch.full((H, W, 3), float(grey))
+    img = (image[0] if image.ndim == 4 else image).detach().float().cpu()
+    if tuple(img.shape[:2]) != (H, W):
+        img = torch.nn.functional.interpolate(img.permute(2, 0, 1)[None], size=(H, W), mode="bilinear",
+                                              align_corners=False)[0].permute(1, 2, 0)
+    return img.clone()
+
+
+def mask_at(mask: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """A ComfyUI MASK ((1, H', W') or (H', W')) as a bool (H, W) mask (nearest resize, > 0.5)."""
+    m = (mask[0] if mask.ndim == 3 else mask).float()
+    if tuple(m.shape) != (H, W):
+        m = torch.nn.functional.interpolate(m[None, None], size=(H, W), mode="nearest")[0, 0]
+    return m > 0.5

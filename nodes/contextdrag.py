@@ -29,7 +29,7 @@ from ..attention_patches.router import patch_model
 from ..core.instructions import parse_instructions, pixel_mask_to_token_mask, to_token_space
 from ..core.preview import draw_arrows
 from ..core.reverse_mapping import ANCHORS, HIDE_SETS, ReverseMap, build_reverse_map
-from .common import CATEGORY, DragInstructions, FluxDragInputError, check_latent, require_flux
+from .common import CATEGORY, DragInstructions, FluxDragInputError, check_latent, image_at, mask_at, require_flux
 
 ReverseMapType = io.Custom("FLUXDRAG_REVERSE_MAP")
 
@@ -96,10 +96,7 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None, anchor
         td = to_token_space(parse_instructions(drag_instructions), (H, W))
         region = td.mask
         if mask is not None:
-            m = mask[0] if mask.ndim == 3 else mask
-            if tuple(m.shape) != (H, W):
-                m = torch.nn.functional.interpolate(m[None, None].float(), size=(H, W), mode="nearest")[0, 0]
-            region = pixel_mask_to_token_mask(m > 0.5)
+            region = pixel_mask_to_token_mask(mask_at(mask, H, W))
         if region is not None and not region.any():
             raise ValueError("the editable mask is empty; draw the region to move or leave it out")
         return build_reverse_map(td.handles, td.targets, region, td.grid_hw, power=power, anchor=anchor,
@@ -116,14 +113,7 @@ def draw_reverse_map_preview(image: torch.Tensor | None, rmap: ReverseMap, H: in
                              alpha: float = 0.45) -> torch.Tensor:
     """(H, W, 3): destinations M_DST green, vacated M_SRC \\ M_DST red, coarse cells dropped for
     lack of a source yellow, drags as arrows."""
-    if image is None:
-        out = torch.full((H, W, 3), 0.5)
-    else:
-        out = image.detach().float().cpu()
-        if tuple(out.shape[:2]) != (H, W):
-            out = torch.nn.functional.interpolate(out.permute(2, 0, 1)[None], size=(H, W), mode="bilinear",
-                                                  align_corners=False)[0].permute(1, 2, 0)
-        out = out.clone()
+    out = image_at(image, H, W)
     regions = {"destination": rmap.dst_mask, "vacated": rmap.vacated_mask,
                "dropped": rmap.coarse_mask & ~rmap.dst_mask}
     for name, m in regions.items():

@@ -40,6 +40,7 @@ from .common import (
     CATEGORY,
     FluxDragInputError,
     check_latent,
+    image_at,
     require_flux,
     sampling_sigmas,
     to_latent,
@@ -138,14 +139,7 @@ def regions_preview(ins: DragInstructions, image: torch.Tensor | None,
     """IMAGE (1, H, W, 3): editable mask (blue), each region (tint) and its moved copy (green),
     begin → target arrows, rotation anchors."""
     W, H = ins.image_size
-    if image is not None:
-        img = image[0].float().cpu()
-        if tuple(img.shape[:2]) != (H, W):
-            img = torch.nn.functional.interpolate(img.permute(2, 0, 1)[None], size=(H, W),
-                                                  mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
-    else:
-        img = torch.full((H, W, 3), 0.5)
-    img = img.clone()
+    img = image_at(image, H, W)
 
     def tint(m, col, a):
         c = torch.tensor(col, dtype=img.dtype)

@@ -8,7 +8,7 @@ from comfy_api.latest import io, ui
 
 from ..core.instructions import DragInstructions, from_mask_and_points, parse_instructions
 from ..core.preview import draw_arrows
-from .common import CATEGORY, FluxDragInputError
+from .common import CATEGORY, FluxDragInputError, image_at
 from .common import DragInstructions as DragType
 
 EXAMPLE = ('{"version": 1, "image_size": [512, 512], "drags": '
@@ -18,13 +18,7 @@ EXAMPLE = ('{"version": 1, "image_size": [512, 512], "drags": '
 def instructions_preview(ins: DragInstructions, image: torch.Tensor | None) -> torch.Tensor:
     """IMAGE (1, H, W, 3) with the drags drawn (and the editable mask tinted)."""
     W, H = ins.image_size
-    if image is not None:
-        img = image[0].float().cpu()
-        if tuple(img.shape[:2]) != (H, W):
-            img = torch.nn.functional.interpolate(img.permute(2, 0, 1)[None], size=(H, W),
-                                                  mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
-    else:
-        img = torch.full((H, W, 3), 0.5)
+    img = image_at(image, H, W)
     if ins.mask is not None:
         m = ins.mask.to(torch.float32)[..., None]
         img = img * (1 - 0.3 * m) + 0.3 * m * torch.tensor([0.2, 0.5, 1.0])

@@ -16,6 +16,8 @@ from .common import (
     FluxDragInputError,
     Inversion,
     check_latent,
+    image_at,
+    mask_at,
     require_flux,
     to_latent,
 )
@@ -33,10 +35,7 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None, trans
         td = to_token_space(ins, (H, W))
         region = None
         if mask is not None:
-            m = mask[0] if mask.ndim == 3 else mask
-            if tuple(m.shape) != (H, W):
-                m = torch.nn.functional.interpolate(m[None, None].float(), size=(H, W), mode="nearest")[0, 0]
-            region = pixel_mask_to_token_mask(m > 0.5)
+            region = pixel_mask_to_token_mask(mask_at(mask, H, W))
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=transition_width)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
@@ -80,13 +79,7 @@ class CorrespondenceMap(io.ComfyNode):
         samples = latent["samples"]
         plan = build_plan(drag_instructions, samples, mask, transition_width, activation, seed)
         H, W = samples.shape[-2] * 8, samples.shape[-1] * 8
-        img = None
-        if image is not None:
-            img = image[0].float().cpu()
-            if tuple(img.shape[:2]) != (H, W):
-                img = torch.nn.functional.interpolate(img.permute(2, 0, 1)[None], size=(H, W),
-                                                      mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
-        prev = draw_map_preview(img, plan.cmap, image_hw=(H, W))[None].clamp(0, 1)
+        prev = draw_map_preview(image_at(image, H, W, grey=None), plan.cmap, image_hw=(H, W))[None].clamp(0, 1)
         return io.NodeOutput(plan, prev, ui=ui.PreviewImage(prev, cls=cls))
 
 
