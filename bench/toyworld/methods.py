@@ -1,0 +1,89 @@
+"""Edit methods scored by the toy-world benchmark: ``METHODS[name](scene, model, cond) -> latent``.
+
+``scene`` is a ``scenes.Scene`` (use ``scene.latent`` and ``scene.drags`` only — the rest is ground
+truth), ``model`` the toy ModelPatcher, ``cond`` its CONDITIONING; the result is the edited
+model-space latent (16, H, W). Drag methods of the pack register themselves here with
+``register(name, fn, needs_model=True)`` as they land; the baselines below ship with the bench:
+  * ``no_edit``: the source, unchanged;
+  * ``copy_paste``: the editable-region mask of the JSON, split into connected parts, each pasted
+    translated by the mean handle→target displacement of its drags (rounded to latent pixels);
+    the vacated area is left as is (still shows the source object) and rotation/scale are ignored;
+  * ``ground_truth``: the exact edit (upper bound, sanity row);
+  * ``inversion_roundtrip``: 20-step Euler inversion then 20-step Euler sampling on the toy model,
+    no drag: shows the model inverts the scenes (errors ≈ no_edit's when inversion is faithful).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .model import euler_invert, euler_sample
+from .scenes import PIXELS_PER_LATENT, Scene, _components, rle_decode
+
+METHODS: dict[str, Callable] = {}
+NEEDS_MODEL: set[str] = set()
+
+
+def register(name: str, fn: Callable, needs_model: bool = True) -> Callable:
+    """Add a method to the benchmark (``needs_model`` False for model-free baselines)."""
+    METHODS[name] = fn
+    if needs_model:
+        NEEDS_MODEL.add(name)
+    else:
+        NEEDS_MODEL.discard(name)
+    return fn
+
+
+def no_edit(scene: Scene, model=None, cond=None) -> torch.Tensor:
+    return scene.latent.clone()
+
+
+def ground_truth(scene: Scene, model=None, cond=None) -> torch.Tensor:
+    return scene.edited.clone()
+
+
+def _region_latent(drags: dict, h: int, w: int) -> torch.Tensor:
+    """Editable-region mask at latent resolution (a latent pixel is in if its centre pixel is)."""
+    if drags.get("mask") is None:
+        raise ValueError("copy_paste needs the JSON's editable-region mask")
+    px = rle_decode(drags["mask"]["rle"])
+    c = PIXELS_PER_LATENT // 2
+    return px[c::PIXELS_PER_LATENT, c::PIXELS_PER_LATENT][:h, :w]
+
+
+def copy_paste(scene: Scene, model=None, cond=None) -> torch.Tensor:
+    src = scene.latent
+    h, w = src.shape[-2:]
+    region = _region_latent(scene.drags, h, w)
+    comps = _components(region)
+    out = src.clone()
+    groups: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(comps))}
+    cents = [torch.tensor(c, dtype=torch.float32).mean(0) for c in comps]      # (row, col)
+    for d in scene.drags["drags"]:
+        hr = d["handle"][1] / PIXELS_PER_LATENT - 0.5
+        hc = d["handle"][0] / PIXELS_PER_LATENT - 0.5
+        k = min(range(len(comps)), key=lambda i: float((cents[i] - torch.tensor([hr, hc])).norm()))
+        groups[k].append((d["target"][0] - d["handle"][0], d["target"][1] - d["handle"][1]))
+    for k, comp in enumerate(comps):
+        if not groups[k]:
+            continue
+        dx = round(sum(g[0] for g in groups[k]) / len(groups[k]) / PIXELS_PER_LATENT)
+        dy = round(sum(g[1] for g in groups[k]) / len(groups[k]) / PIXELS_PER_LATENT)
+        for r, c in comp:
+            rr, cc = r + dy, c + dx
+            if 0 <= rr < h and 0 <= cc < w:
+                out[:, rr, cc] = src[:, r, c]
+    return out
+
+
+def inversion_roundtrip(scene: Scene, model, cond, steps: int = 20) -> torch.Tensor:
+    dm = model.model.diffusion_model
+    noise = euler_invert(dm, scene.latent[None], cond, steps)
+    return euler_sample(dm, noise, cond, steps)[0]
+
+
+register("no_edit", no_edit, needs_model=False)
+register("copy_paste", copy_paste, needs_model=False)
+register("inversion_roundtrip", inversion_roundtrip, needs_model=True)
+register("ground_truth", ground_truth, needs_model=False)

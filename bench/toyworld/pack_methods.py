@@ -1,0 +1,65 @@
+"""The pack's drag methods as toy-world benchmark entries, run through their real nodes/patches.
+
+Each takes a ``Scene`` (its ``latent`` and ``drags`` only), the toy MODEL and CONDITIONING, and
+returns the edited model-space latent (16, H, W). ContextDrag is absent: it needs a FLUX Kontext
+model, and the toy model is not one.
+"""
+from __future__ import annotations
+
+import torch
+
+from .methods import register
+from .model import comfy_to_scene_latent, scene_latent_to_comfy
+
+STEPS = 20
+
+
+def _guidance(cond) -> float:
+    return float(cond[0][1].get("guidance", 3.5))
+
+
+def lazydrag(scene, model, cond, steps: int = STEPS) -> torch.Tensor:
+    """Correspondence Map → Invert (Uni-Inv, caching for the map) → LazyDrag Patch → Sample."""
+    from ...nodes import inversion as inv
+    from ...nodes import lazydrag as ld
+
+    lat = scene_latent_to_comfy(scene.latent)
+    plan = ld.CorrespondenceMap.execute(scene.drags, lat, seed=scene.seed).args[0]
+    _, rec = inv.Invert.execute(model, lat, cond, steps=steps, solver="uni_inv",
+                                guidance=_guidance(cond), edit_map=plan).args
+    patched, z0 = ld.LazyDragPatch.execute(model, rec, plan).args
+    out = inv.SampleFromInversion.execute(patched, rec, cond, latent=z0).args[0]
+    return comfy_to_scene_latent(out)[0]
+
+
+def attentiondrag(scene, model, cond, steps: int = STEPS) -> torch.Tensor:
+    """FluxDrag AttentionDrag, FLUX path (Uni-Inv to strength 0.7, one-step move, sample back)."""
+    from ...nodes.attention_drag import AttentionDragSettings, run_attention_drag
+
+    s = AttentionDragSettings(steps=steps, inversion_guidance=_guidance(cond))
+    out = run_attention_drag(model, scene_latent_to_comfy(scene.latent), scene.drags, cond, settings=s)
+    return out.latent[0]
+
+
+def dragflow(scene, model, cond, steps: int = 12, iters: tuple = (20, 8)) -> torch.Tensor:
+    """FluxDrag Region Affine Optimise with one ``relocate`` region: the JSON's editable mask moved
+    by the mean handle→target displacement (rotations/stretches are scored as what a region move
+    can do); fewer iterations/steps than the paper's, for CPU time."""
+    from ...core.instructions import parse_instructions, rle_encode
+    from ...nodes.dragflow import run_dragflow
+
+    ins = parse_instructions(scene.drags)
+    n = len(ins.drags)
+    begin = [sum(d.handle[i] for d in ins.drags) / n for i in (0, 1)]
+    target = [sum(d.target[i] for d in ins.drags) / n for i in (0, 1)]
+    doc = dict(scene.drags, regions=[{"op": "relocate", "mask": {"rle": rle_encode(ins.mask)},
+                                      "begin": begin, "target": target, "anchor": None}])
+    z, *_ = run_dragflow(model, scene_latent_to_comfy(scene.latent), cond, cond, doc, steps=steps,
+                         skip_steps=max(1, steps // 4), n_transport=iters[0], n_intensify=iters[1],
+                         guidance=_guidance(cond))
+    return z[0]
+
+
+register("lazydrag", lazydrag)
+register("attentiondrag", attentiondrag)
+register("dragflow", dragflow)

@@ -1,0 +1,585 @@
+"""Synthetic drag scenes with exact ground truth, generated directly in FLUX model-space latent.
+
+A scene is a 16-channel latent (default 32×32 latent = 16×16 tokens = a 256×256 "image"): a
+smooth or textured background plus one to three objects (disc, square, triangle, bar, ring), each
+painted with one of ``PALETTE_SIZE`` fixed 16-channel signatures and a texture drawn in the
+object's own coordinates (so it moves, rotates and stretches with the object). Every scene comes
+with drag instructions in the pack's JSON (image pixels) and the ground-truth edited latent: the
+same background, the object re-rendered at its new pose, the vacated area showing the background.
+
+Layout of the latent space (a fixed orthonormal basis of R^16, seeded):
+  * rows 0..PALETTE_SIZE-1 are the object signatures s_k; an object of palette k has
+    <x, s_k> ≈ OBJECT_AMPLITUDE on its pixels;
+  * the remaining rows span the background subspace; backgrounds live only there, so
+    ``detect_objects`` finds objects by correlation with s_k without being fooled by background.
+
+Geometry conventions (the pack's): points are (x, y) = (column, row) in image pixels; a latent
+pixel (r, c) covers image pixels [8c, 8c+8) × [8r, 8r+8) and is rendered at its centre
+(8c+4, 8r+4). Object centres are integer pixels and translations of a "move" are multiples of 8 px,
+so the ground truth of a move is an exact shift of latent pixels.
+
+Design choices (not from a paper; documented guesses of what makes a useful toy):
+  * amplitudes (``OBJECT_AMPLITUDE`` = 2.0, background ≈ 0.8) put the latent at about unit std,
+    like real FLUX model-space latents [guess];
+  * the editable-region ``mask`` of the JSON is the union of the dragged objects' source pixels
+    [guess: what a user would paint].
+Pure torch; never imports comfy.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+LATENT_CHANNELS = 16
+PALETTE_SIZE = 6
+OBJECT_AMPLITUDE = 2.0
+PIXELS_PER_LATENT = 8
+SHAPES = ("disc", "square", "triangle", "bar", "ring")
+TEXTURES = ("flat", "stripes", "checker", "radial")
+FAMILIES = ("single", "multi", "textured_bg", "crowded")
+CASES = ("move", "rotate", "stretch", "multi_move")
+BASIS_SEED = 20240917
+
+# bounding radius of each shape in units of its size (for placement without overlap)
+_BOUND = {"disc": 1.0, "square": 1.21, "triangle": 1.0, "bar": 1.27, "ring": 1.0}
+_PALETTE_RGB = torch.tensor([
+    [0.90, 0.20, 0.20], [0.20, 0.80, 0.25], [0.25, 0.35, 0.95],
+    [0.95, 0.85, 0.20], [0.85, 0.25, 0.85], [0.20, 0.85, 0.90],
+])
+
+
+def _basis() -> torch.Tensor:
+    """Fixed orthonormal basis (16, 16) by Gram-Schmidt on seeded Gaussian rows (float64)."""
+    g = torch.Generator().manual_seed(BASIS_SEED)
+    a = torch.randn(LATENT_CHANNELS, LATENT_CHANNELS, generator=g, dtype=torch.float64)
+    rows = []
+    for v in a:
+        for u in rows:
+            v = v - (v @ u) * u
+        rows.append(v / v.norm())
+    return torch.stack(rows)
+
+
+_Q = _basis()
+SIGNATURES = _Q[:PALETTE_SIZE].float()          # (P, 16) unit rows
+BG_BASIS = _Q[PALETTE_SIZE:].float()            # (16-P, 16) unit rows, ⟂ SIGNATURES
+
+
+def _palette_extras() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(BASIS_SEED + 1)
+    nb = BG_BASIS.shape[0]
+    tint = torch.randn(PALETTE_SIZE, nb, generator=g) * 0.25 @ BG_BASIS       # (P, 16)
+    tex = torch.randn(PALETTE_SIZE, nb, generator=g)
+    tex = tex / tex.norm(dim=1, keepdim=True) @ BG_BASIS                       # (P, 16)
+    return tint, tex
+
+
+_TINT, _TEX_DIR = _palette_extras()
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One object: shape, palette entry, pose (centre px, size px, angle rad, image-axis scale)."""
+
+    shape: str
+    palette: int
+    cx: float
+    cy: float
+    size: float
+    angle: float = 0.0
+    sx: float = 1.0
+    sy: float = 1.0
+    texture: str = "flat"
+    tex_freq: float = 1.5
+    tex_phase: float = 0.0
+
+    @property
+    def radius(self) -> float:
+        """Bounding radius in pixels."""
+        return _BOUND[self.shape] * self.size * max(self.sx, self.sy)
+
+    @property
+    def signature(self) -> torch.Tensor:
+        return SIGNATURES[self.palette]
+
+
+@dataclass
+class Scene:
+    """A source latent, its drags and the ground-truth edit. Masks are (K, H, W) bool, latent res."""
+
+    seed: int
+    family: str
+    case: str
+    latent: torch.Tensor            # (16, H, W) model-space
+    edited: torch.Tensor            # (16, H, W) ground truth after the drags
+    background: torch.Tensor        # (16, H, W) background alone
+    objects: list[SceneObject]
+    objects_after: list[SceneObject]
+    masks: torch.Tensor             # (K, H, W) before
+    masks_after: torch.Tensor       # (K, H, W) after
+    moved: list[int]                # indices of the dragged objects
+    drags: dict = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return (self.latent.shape[-1] * PIXELS_PER_LATENT, self.latent.shape[-2] * PIXELS_PER_LATENT)
+
+    @property
+    def vacated(self) -> torch.Tensor:
+        """(H, W) bool: pixels a dragged object leaves that no object covers afterwards."""
+        before = self.masks[self.moved].any(0)
+        return before & ~self.masks_after.any(0)
+
+    @property
+    def target_centres(self) -> list[tuple[float, float]]:
+        """Ground-truth centres (x, y) px of the dragged objects after the edit."""
+        return [(self.objects_after[i].cx, self.objects_after[i].cy) for i in self.moved]
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def pixel_grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image-pixel coordinates (x, y) of the latent pixel centres, each (H, W)."""
+    ys = torch.arange(h, dtype=torch.float32) * PIXELS_PER_LATENT + PIXELS_PER_LATENT / 2
+    xs = torch.arange(w, dtype=torch.float32) * PIXELS_PER_LATENT + PIXELS_PER_LATENT / 2
+    return xs[None, :].expand(h, w), ys[:, None].expand(h, w)
+
+
+def _local(obj: SceneObject, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object-local coordinates (a, b) in units of size: inverse of centre + S·R·size·local."""
+    x, y = pixel_grid(h, w)
+    dx = (x - obj.cx) / obj.sx
+    dy = (y - obj.cy) / obj.sy
+    c, s = math.cos(obj.angle), math.sin(obj.angle)
+    a = (c * dx + s * dy) / obj.size
+    b = (-s * dx + c * dy) / obj.size
+    return a, b
+
+
+def object_mask(obj: SceneObject, h: int = 32, w: int = 32) -> torch.Tensor:
+    """(H, W) bool: latent pixels whose centre lies inside the object."""
+    a, b = _local(obj, h, w)
+    if obj.shape == "disc":
+        return a * a + b * b <= 1.0
+    if obj.shape == "square":
+        return (a.abs() <= 0.85) & (b.abs() <= 0.85)
+    if obj.shape == "triangle":   # apex up (y down), centroid at the origin
+        return (b <= 0.5) & (a.abs() <= (b + 1.0) * (0.866 / 1.5))
+    if obj.shape == "bar":
+        return (a.abs() <= 1.2) & (b.abs() <= 0.4)
+    if obj.shape == "ring":
+        r2 = a * a + b * b
+        return (r2 <= 1.0) & (r2 >= 0.36)
+    raise ValueError(f"unknown shape {obj.shape!r}; expected one of {SHAPES}")
+
+
+def _texture(obj: SceneObject, h: int, w: int) -> torch.Tensor:
+    a, b = _local(obj, h, w)
+    f, p = obj.tex_freq, obj.tex_phase
+    if obj.texture == "flat":
+        return torch.zeros_like(a)
+    if obj.texture == "stripes":
+        return torch.sin(2 * math.pi * f * a + p)
+    if obj.texture == "checker":
+        return torch.sign(torch.sin(math.pi * f * a + p) * torch.sin(math.pi * f * b + p))
+    if obj.texture == "radial":
+        return torch.cos(2 * math.pi * f * torch.sqrt(a * a + b * b) + p)
+    raise ValueError(f"unknown texture {obj.texture!r}; expected one of {TEXTURES}")
+
+
+def render_object(obj: SceneObject, h: int = 32, w: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The object's latent values (16, H, W) and mask (H, W)."""
+    mask = object_mask(obj, h, w)
+    t = _texture(obj, h, w)                                            # (H, W) in [-1, 1]
+    k = obj.palette
+    colour = OBJECT_AMPLITUDE * SIGNATURES[k] + _TINT[k]               # (16,)
+    tex_dir = 0.15 * OBJECT_AMPLITUDE * SIGNATURES[k] + 0.5 * _TEX_DIR[k]
+    val = colour[:, None, None] + t[None] * tex_dir[:, None, None]
+    return val, mask
+
+
+def compose(background: torch.Tensor, objects: list[SceneObject]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paint objects (in order) over the background; returns latent and (K, H, W) masks."""
+    h, w = background.shape[-2:]
+    out = background.clone()
+    masks = []
+    for obj in objects:
+        val, m = render_object(obj, h, w)
+        out = torch.where(m[None], val, out)
+        masks.append(m)
+    masks_t = torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.bool)
+    return out, masks_t
+
+
+def render_background(g: torch.Generator, h: int = 32, w: int = 32, textured: bool = False) -> torch.Tensor:
+    """Smooth (and optionally textured) background in the background subspace, (16, H, W)."""
+    nb = BG_BASIS.shape[0]
+    mean = torch.randn(nb, generator=g) * 0.8
+    low = torch.randn(1, nb, 4, 4, generator=g) * 0.6
+    field_ = F.interpolate(low, size=(h, w), mode="bicubic", align_corners=True)[0]   # (nb, H, W)
+    coef = mean[:, None, None] + field_
+    if textured:
+        x, y = pixel_grid(h, w)
+        theta = float(torch.rand((), generator=g)) * math.pi
+        freq = 1.0 / (24 + 24 * float(torch.rand((), generator=g)))                   # per px
+        phase = float(torch.rand((), generator=g)) * 2 * math.pi
+        wave = torch.sin(2 * math.pi * freq * (x * math.cos(theta) + y * math.sin(theta)) + phase)
+        d = torch.randn(nb, generator=g)
+        d = 0.5 * d / d.norm()
+        fine = torch.randn(1, nb, 8, 8, generator=g) * 0.2
+        coef = coef + d[:, None, None] * wave[None] + F.interpolate(fine, size=(h, w), mode="nearest")[0]
+    return torch.einsum("nhw,nc->chw", coef, BG_BASIS)
+
+
+# ----------------------------------------------------------------------------- masks / RLE
+
+def rle_encode(mask: torch.Tensor) -> dict:
+    """Pack's RLE: run lengths alternating 0/1 starting with 0, row-major over (H, W)."""
+    m = mask.bool().flatten().tolist()
+    counts, cur, run = [], False, 0
+    for v in m:
+        if v == cur:
+            run += 1
+        else:
+            counts.append(run)
+            cur, run = v, 1
+    counts.append(run)
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def rle_decode(rle: dict) -> torch.Tensor:
+    """Inverse of ``rle_encode``: (H, W) bool."""
+    h, w = rle["size"]
+    flat = torch.zeros(h * w, dtype=torch.bool)
+    pos, val = 0, False
+    for c in rle["counts"]:
+        if val:
+            flat[pos:pos + c] = True
+        pos += c
+        val = not val
+    if pos != h * w:
+        raise ValueError(f"RLE counts sum to {pos}, expected {h * w}")
+    return flat.view(h, w)
+
+
+def latent_mask_to_pixels(mask: torch.Tensor) -> torch.Tensor:
+    """(H, W) latent mask → (8H, 8W) pixel mask (nearest)."""
+    return mask.repeat_interleave(PIXELS_PER_LATENT, 0).repeat_interleave(PIXELS_PER_LATENT, 1)
+
+
+# ----------------------------------------------------------------------------- RGB view
+
+def _rgb_matrix() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(BASIS_SEED + 2)
+    m = (_PALETTE_RGB - 0.5).T @ SIGNATURES / (0.8 * OBJECT_AMPLITUDE)        # (3, 16)
+    m = m + torch.randn(3, BG_BASIS.shape[0], generator=g) * 0.07 @ BG_BASIS
+    return m, torch.full((3,), 0.5)
+
+
+_RGB_M, _RGB_B = _rgb_matrix()
+
+
+def to_rgb(latent: torch.Tensor) -> torch.Tensor:
+    """Fixed 16→RGB projection, nearest-upsampled ×8 so coordinates match the image.
+
+    (16, H, W) → (3, 8H, 8W), or (B, 16, H, W) → (B, 3, 8H, 8W); values in [0, 1].
+    """
+    single = latent.dim() == 3
+    x = latent[None] if single else latent
+    rgb = torch.einsum("bchw,dc->bdhw", x.float(), _RGB_M) + _RGB_B[None, :, None, None]
+    rgb = rgb.clamp(0, 1).repeat_interleave(PIXELS_PER_LATENT, 2).repeat_interleave(PIXELS_PER_LATENT, 3)
+    return rgb[0] if single else rgb
+
+
+# ----------------------------------------------------------------------------- detection
+
+@dataclass
+class Detection:
+    mask: torch.Tensor                    # (H, W) bool, largest connected blob
+    centre: tuple[float, float] | None    # (x, y) px, None when nothing found
+    area: int                             # latent pixels in the blob
+    total: int                            # latent pixels above threshold anywhere
+    score: float                          # mean correlation inside the blob / OBJECT_AMPLITUDE
+
+
+def _components(mask: torch.Tensor) -> list[list[tuple[int, int]]]:
+    h, w = mask.shape
+    seen = torch.zeros_like(mask)
+    m = mask.tolist()
+    s = seen.tolist()
+    comps = []
+    for r in range(h):
+        for c in range(w):
+            if m[r][c] and not s[r][c]:
+                stack, comp = [(r, c)], []
+                s[r][c] = True
+                while stack:
+                    y, x = stack.pop()
+                    comp.append((y, x))
+                    for yy, xx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1),
+                                   (y + 1, x + 1), (y - 1, x - 1), (y + 1, x - 1), (y - 1, x + 1)):
+                        if 0 <= yy < h and 0 <= xx < w and m[yy][xx] and not s[yy][xx]:
+                            s[yy][xx] = True
+                            stack.append((yy, xx))
+                comps.append(comp)
+    return comps
+
+
+def signature_map(latent: torch.Tensor, signature: torch.Tensor | int) -> torch.Tensor:
+    """Per-pixel correlation <x, s> (H, W) with a signature row or a palette index."""
+    s = SIGNATURES[signature] if isinstance(signature, int) else signature
+    return torch.einsum("chw,c->hw", latent.float(), s.float() / s.float().norm())
+
+
+def detect_objects(latent: torch.Tensor, signature: torch.Tensor | int,
+                   threshold: float = 0.5) -> Detection:
+    """Find the object painted with ``signature`` by correlation.
+
+    Pixels with <x, s> > threshold·OBJECT_AMPLITUDE are candidates; the largest 8-connected blob
+    is the object. ``threshold`` = 0.5 [guess]: halfway between background (0) and object (A).
+    """
+    corr = signature_map(latent, signature)
+    cand = corr > threshold * OBJECT_AMPLITUDE
+    comps = _components(cand)
+    h, w = corr.shape
+    if not comps:
+        return Detection(torch.zeros(h, w, dtype=torch.bool), None, 0, 0, 0.0)
+    best = max(comps, key=len)
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    idx = torch.tensor(best)
+    mask[idx[:, 0], idx[:, 1]] = True
+    x, y = pixel_grid(h, w)
+    cx = float(x[mask].mean())
+    cy = float(y[mask].mean())
+    score = float(corr[mask].mean()) / OBJECT_AMPLITUDE
+    return Detection(mask, (cx, cy), len(best), int(cand.sum()), score)
+
+
+def detect_all(latent: torch.Tensor, min_area: int = 4, purity: float = 0.7,
+               threshold: float = 0.5) -> dict[int, Detection]:
+    """Palette index → detection, for every signature whose largest blob is an object.
+
+    A blob counts when it has at least ``min_area`` latent pixels and holds at least ``purity``
+    of all pixels above threshold for that signature (noise gives many scattered pixels, a scene
+    one compact blob) [guess: 4 px, 0.7].
+    """
+    out = {}
+    for k in range(PALETTE_SIZE):
+        d = detect_objects(latent, k, threshold)
+        if d.area >= min_area and d.area >= purity * d.total:
+            out[k] = d
+    return out
+
+
+# ----------------------------------------------------------------------------- generation
+
+def _rand(g: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+
+def _randint(g: torch.Generator, lo: int, hi: int) -> int:
+    """Uniform integer in [lo, hi]."""
+    return int(torch.randint(lo, hi + 1, (), generator=g))
+
+
+def _fits(obj: SceneObject, others: list[SceneObject], width: int, height: int, gap: float = 8.0) -> bool:
+    r = obj.radius
+    if obj.cx - r < 0 or obj.cy - r < 0 or obj.cx + r > width or obj.cy + r > height:
+        return False
+    return all(math.hypot(obj.cx - o.cx, obj.cy - o.cy) >= r + o.radius + gap for o in others)
+
+
+def _random_object(g: torch.Generator, palette: int, size_range: tuple[float, float],
+                   width: int, height: int, others: list[SceneObject], shapes=SHAPES) -> SceneObject | None:
+    shape = shapes[_randint(g, 0, len(shapes) - 1)]
+    size = float(round(_rand(g, *size_range)))
+    angle = 0.0 if shape in ("disc", "ring") else _rand(g, -0.5, 0.5)
+    texture = TEXTURES[_randint(g, 0, len(TEXTURES) - 1)]
+    freq, phase = _rand(g, 0.5, 1.2), _rand(g, 0.0, 2 * math.pi)
+    for _ in range(50):
+        cx = 4.0 * _randint(g, 0, width // 4)
+        cy = 4.0 * _randint(g, 0, height // 4)
+        obj = SceneObject(shape, palette, cx, cy, size, angle, 1.0, 1.0, texture, freq, phase)
+        if _fits(obj, others, width, height):
+            return obj
+    return None
+
+
+def _move_target(g: torch.Generator, obj: SceneObject, others: list[SceneObject], width: int,
+                 height: int, min_px: int = 48, max_px: int = 112) -> SceneObject | None:
+    for _ in range(100):
+        dx = 8 * _randint(g, -max_px // 8, max_px // 8)
+        dy = 8 * _randint(g, -max_px // 8, max_px // 8)
+        if math.hypot(dx, dy) < min_px or math.hypot(dx, dy) > max_px:
+            continue
+        new = replace(obj, cx=obj.cx + dx, cy=obj.cy + dy)
+        if _fits(new, others, width, height):
+            return new
+    return None
+
+
+def _drag(handle, target, mode: str = "move", scale=(1.0, 1.0)) -> dict:
+    return {"handle": [round(handle[0]), round(handle[1])],
+            "target": [round(target[0]), round(target[1])],
+            "mode": mode, "scale": [float(scale[0]), float(scale[1])]}
+
+
+def make_scene(seed: int, family: str = "single", case: str | None = None, size: int = 32,
+               mask_in_json: bool = True) -> Scene:
+    """A seeded scene of ``family`` with an edit ``case`` (random among allowed ones when None).
+
+    Families: "single" (1 object, smooth background), "multi" (2–3 objects, smooth),
+    "textured_bg" (1–3 objects over a textured background), "crowded" (4–5 smaller objects,
+    smooth; dense in objects, used to train the model). Cases: "move" (one object, one
+    move-mode drag from its centre), "rotate" (two or three elastic drags on points of one object
+    rotated about its centre), "stretch" (move-mode drag with axis scale), "multi_move" (two
+    objects, one drag each; needs ≥ 2 objects).
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    if case is not None and case not in CASES:
+        raise ValueError(f"unknown case {case!r}; expected one of {CASES}")
+    fam_idx = FAMILIES.index(family)
+    case_idx = 0 if case is None else 1 + CASES.index(case)
+    g = torch.Generator().manual_seed(1_000_003 * fam_idx + 7919 * case_idx + int(seed))
+    width = height = size * PIXELS_PER_LATENT
+    for _attempt in range(20):
+        scene = _try_scene(g, seed, family, case, size, width, height, mask_in_json)
+        if scene is not None:
+            return scene
+    raise RuntimeError(f"could not place a scene for seed={seed} family={family} case={case}")
+
+
+def _try_scene(g, seed, family, case, size, width, height, mask_in_json) -> Scene | None:
+    if family == "single":
+        n_obj = 1
+    elif family == "multi":
+        n_obj = _randint(g, 2, 3)
+    elif family == "crowded":
+        n_obj = _randint(g, 4, 5)
+    else:
+        n_obj = _randint(g, 1, 3)
+    if case is None:
+        allowed = ["move", "rotate", "stretch"] + (["multi_move"] if n_obj >= 2 else [])
+        case = allowed[_randint(g, 0, len(allowed) - 1)]
+    if case == "multi_move" and n_obj < 2:
+        if family == "single":
+            raise ValueError("case 'multi_move' needs two objects; family 'single' has one")
+        n_obj = 2
+    scale_px = size * PIXELS_PER_LATENT / 256.0
+    if family == "crowded":
+        size_range = (20 * scale_px, 28 * scale_px)
+    elif n_obj == 1:
+        size_range = (28 * scale_px, 42 * scale_px)
+    else:
+        size_range = (22 * scale_px, 32 * scale_px)
+    background = render_background(g, size, size, textured=(family == "textured_bg"))
+    palette = torch.randperm(PALETTE_SIZE, generator=g)[:n_obj].tolist()
+    objects: list[SceneObject] = []
+    for k in palette:
+        shapes = SHAPES if case != "rotate" or objects else ("square", "triangle", "bar")
+        obj = _random_object(g, k, size_range, width, height, objects, shapes)
+        if obj is None:
+            return None
+        objects.append(obj)
+
+    after = list(objects)
+    drags = []
+    if case in ("move", "multi_move"):
+        moved = [0] if case == "move" else [0, 1]
+        for i in moved:
+            others = [after[j] for j in range(len(after)) if j != i]
+            new = _move_target(g, after[i], others, width, height)
+            if new is None:
+                return None
+            after[i] = new
+            drags.append(_drag((objects[i].cx, objects[i].cy), (new.cx, new.cy), "move"))
+    elif case == "rotate":
+        moved = [0]
+        o = objects[0]
+        theta = _rand(g, math.radians(30), math.radians(75)) * (1 if _rand(g, 0, 1) < 0.5 else -1)
+        new = replace(o, angle=o.angle + theta)
+        if not _fits(new, objects[1:], width, height):
+            return None
+        after[0] = new
+        arm = o.size * {"bar": 0.96, "triangle": 0.7}.get(o.shape, 0.75)
+        n_handles = 2 if o.shape == "bar" else 3
+        phi0 = -math.pi / 2 if o.shape == "triangle" else 0.0   # towards the vertices
+        for j in range(n_handles):
+            phi = o.angle + phi0 + 2 * math.pi * j / n_handles
+            hp = (o.cx + arm * math.cos(phi), o.cy + arm * math.sin(phi))
+            tp = (o.cx + arm * math.cos(phi + theta), o.cy + arm * math.sin(phi + theta))
+            drags.append(_drag(hp, tp, "drag"))
+    else:  # stretch
+        moved = [0]
+        o = objects[0]
+        s = _rand(g, 1.3, 1.6)
+        sx, sy = (s, 1.0) if _rand(g, 0, 1) < 0.5 else (1.0, s)
+        others = objects[1:]
+        stretched = replace(o, sx=sx, sy=sy)   # image-axis stretch of the posed object (S·R)
+        new = _move_target(g, stretched, others, width, height, min_px=16, max_px=64)
+        if new is None:
+            return None
+        after[0] = new
+        drags.append(_drag((o.cx, o.cy), (new.cx, new.cy), "move", (sx, sy)))
+    for d in drags:
+        if d["handle"] == d["target"]:
+            return None
+
+    latent, masks = compose(background, objects)
+    edited, masks_after = compose(background, after)
+    mask_json = None
+    if mask_in_json:
+        mask_json = {"rle": rle_encode(latent_mask_to_pixels(masks[moved].any(0)))}
+    doc = {"version": 1, "image_size": [width, height], "drags": drags, "mask": mask_json}
+    return Scene(int(seed), family, case, latent, edited, background, objects, after,
+                 masks, masks_after, moved, doc)
+
+
+def sample_scene_latents(n: int, seed: int, families: tuple[str, ...] = ("single", "multi"),
+                         size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` source latents (n, 16, H, W) and family indices into ``FAMILIES`` (n,) for training.
+
+    Scene seeds are drawn from ``seed`` in a range (≥ 10**8) that benchmarks never use. The
+    default families leave "textured_bg" out: the shipped model never saw it (a held-out family).
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    lat, fam = [], []
+    for _ in range(n):
+        f = families[_randint(g, 0, len(families) - 1)]
+        while True:
+            s = 10**8 + _randint(g, 0, 10**8)
+            try:
+                lat.append(make_scene(s, f, size=size, mask_in_json=False).latent)
+                break
+            except RuntimeError:   # no placement found for this seed: draw another
+                continue
+        fam.append(FAMILIES.index(f))
+    return torch.stack(lat), torch.tensor(fam)
+
+
+def sample_small_latents(n: int, seed: int, size: int = 16) -> torch.Tensor:
+    """``n`` small source scenes (n, 16, size, size) for multi-resolution training.
+
+    One or two objects of the default scenes' pixel size (radius 18–30 px) on a smooth background
+    in a ``size``·8-pixel image: many object pixels per token, cheap steps (64 tokens at 16×16).
+    No drags, no edits. Seeds are drawn in the training range (≥ 10**8).
+    """
+    g = torch.Generator().manual_seed(int(seed) + 10**8)
+    width = height = size * PIXELS_PER_LATENT
+    out = []
+    while len(out) < n:
+        background = render_background(g, size, size)
+        palette = torch.randperm(PALETTE_SIZE, generator=g)[: _randint(g, 1, 2)].tolist()
+        objects: list[SceneObject] = []
+        for k in palette:
+            obj = _random_object(g, k, (18.0, 30.0), width, height, objects)
+            if obj is not None:
+                objects.append(obj)
+        if objects:
+            out.append(compose(background, objects)[0])
+    return torch.stack(out)
