@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from . import pack_methods  # noqa: F401  (registers the pack's drag methods)
 from .methods import METHODS, NEEDS_MODEL
 from .metrics import edit_metrics, mean_metrics
 from .scenes import FAMILIES, Scene, make_scene, to_rgb
