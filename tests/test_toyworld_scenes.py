@@ -176,3 +176,12 @@ def test_baseline_metrics():
     assert m_no["bg_err"] == 0 and m_no["hole_err"] > 0.5
     m_cp = edit_metrics(sc, copy_paste(sc))   # exact paste at the target, hole left as is
     assert m_cp["id_err"] == 0 and m_cp["bg_err"] == 0 and m_cp["hole_err"] == m_no["hole_err"]
+
+
+def test_small_training_scenes():
+    x = S.sample_small_latents(6, seed=3)
+    assert x.shape == (6, 16, 16, 16)
+    assert torch.equal(x, S.sample_small_latents(6, seed=3))
+    for s in x:
+        found = S.detect_all(s)
+        assert 1 <= len(found) <= 2 and all(d.area >= 6 for d in found.values())

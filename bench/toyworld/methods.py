@@ -9,8 +9,9 @@ model-space latent (16, H, W). Drag methods of the pack register themselves here
     translated by the mean handle→target displacement of its drags (rounded to latent pixels);
     the vacated area is left as is (still shows the source object) and rotation/scale are ignored;
   * ``ground_truth``: the exact edit (upper bound, sanity row);
-  * ``inversion_roundtrip``: 20-step Euler inversion then 20-step Euler sampling on the toy model,
-    no drag: shows the model inverts the scenes (errors ≈ no_edit's when inversion is faithful).
+  * ``inversion_roundtrip`` / ``inversion_roundtrip_50``: Euler inversion then Euler sampling on
+    the toy model (20 / 50 steps, ComfyUI's shifted FLUX σ grid), no drag: how faithfully the
+    model inverts; a faithful inversion scores like ``no_edit``.
 """
 from __future__ import annotations
 
@@ -83,7 +84,12 @@ def inversion_roundtrip(scene: Scene, model, cond, steps: int = 20) -> torch.Ten
     return euler_sample(dm, noise, cond, steps)[0]
 
 
+def inversion_roundtrip_50(scene: Scene, model, cond) -> torch.Tensor:
+    return inversion_roundtrip(scene, model, cond, steps=50)
+
+
 register("no_edit", no_edit, needs_model=False)
 register("copy_paste", copy_paste, needs_model=False)
 register("inversion_roundtrip", inversion_roundtrip, needs_model=True)
+register("inversion_roundtrip_50", inversion_roundtrip_50, needs_model=True)
 register("ground_truth", ground_truth, needs_model=False)

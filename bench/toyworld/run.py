@@ -61,7 +61,7 @@ def benchmark_scenes(seed: int, n: int, families: list[str]) -> list[Scene]:
 
 
 def _order(names: list[str]) -> list[str]:
-    base = ["no_edit", "copy_paste", "inversion_roundtrip"]
+    base = ["no_edit", "copy_paste", "inversion_roundtrip", "inversion_roundtrip_50"]
     head = [m for m in base if m in names]
     tail = ["ground_truth"] if "ground_truth" in names else []
     return head + [m for m in names if m not in head and m not in tail] + tail
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, outs, cases = [], [], {}
         for sc in scenes:
             t0 = time.perf_counter()
-            edited = METHODS[m](sc, model, cond)
+            with torch.inference_mode():   # as ComfyUI's executor runs nodes (no autograd graphs kept)
+                edited = METHODS[m](sc, model, cond)
             dt = time.perf_counter() - t0
             r = edit_metrics(sc, edited)
             r["time"] = dt

@@ -1,7 +1,7 @@
 """Synthetic drag scenes with exact ground truth, generated directly in FLUX model-space latent.
 
 A scene is a 16-channel latent (default 32×32 latent = 16×16 tokens = a 256×256 "image"): a
-smooth or textured background plus one to three objects (disc, square, triangle, bar, ring), each
+smooth or textured background plus one to five objects (disc, square, triangle, bar, ring), each
 painted with one of ``PALETTE_SIZE`` fixed 16-channel signatures and a texture drawn in the
 object's own coordinates (so it moves, rotates and stretches with the object). Every scene comes
 with drag instructions in the pack's JSON (image pixels) and the ground-truth edited latent: the
@@ -18,9 +18,12 @@ pixel (r, c) covers image pixels [8c, 8c+8) × [8r, 8r+8) and is rendered at its
 (8c+4, 8r+4). Object centres are integer pixels and translations of a "move" are multiples of 8 px,
 so the ground truth of a move is an exact shift of latent pixels.
 
+Families (``make_scene``): "single", "multi", "crowded" (the shipped model was trained on these,
+with scene seeds ≥ 10**8) and "textured_bg" (never seen in training: a held-out family).
+
 Design choices (not from a paper; documented guesses of what makes a useful toy):
-  * amplitudes (``OBJECT_AMPLITUDE`` = 2.0, background ≈ 0.8) put the latent at about unit std,
-    like real FLUX model-space latents [guess];
+  * amplitudes (``OBJECT_AMPLITUDE`` = 2.0, background ≈ 0.8) put the latent at std ≈ 0.7,
+    near real FLUX model-space latents [guess];
   * the editable-region ``mask`` of the JSON is the union of the dragged objects' source pixels
     [guess: what a user would paint].
 Pure torch; never imports comfy.
