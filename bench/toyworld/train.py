@@ -39,17 +39,11 @@ Usage: ``python bench/toyworld/train.py [--steps 3600] [--batch 16] [--seed 0]``
 from __future__ import annotations
 
 if __name__ == "__main__" and not __package__:   # run as a script: import the pack as `fluxdrag`
-    import importlib.util
     import sys
     from pathlib import Path
 
-    _root = Path(__file__).resolve().parents[2]
-    if "fluxdrag" not in sys.modules:
-        _spec = importlib.util.spec_from_file_location(
-            "fluxdrag", _root / "__init__.py", submodule_search_locations=[str(_root)])
-        _mod = importlib.util.module_from_spec(_spec)
-        sys.modules["fluxdrag"] = _mod
-        _spec.loader.exec_module(_mod)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    import fluxdrag_bootstrap  # noqa: F401  (registers the pack as ``fluxdrag``)
     from fluxdrag.bench.toyworld.train import main
 
     sys.exit(main())
