@@ -79,6 +79,7 @@ def _guider(model, positive, negative=None, cfg: float = 1.0):
     return g
 
 
+@torch.no_grad()   # direct Python callers on grad-requiring weights would otherwise keep autograd graphs
 def run_inversion(model, latent: dict, positive, steps: int = 28, solver: str = "fireflow",
                   strength: float = 1.0, scheduler: str = "simple", guidance: float = 1.0,
                   edit_map=None, cache_policy: str = "cpu", cache_budget_gb: float = 0.0,
@@ -128,6 +129,7 @@ def run_inversion(model, latent: dict, positive, steps: int = 28, solver: str = 
                                  "cache_policy": cache_policy})
 
 
+@torch.no_grad()   # DragFlow's optimisation re-enables grad for its own passes
 def run_sampling(model, record: InversionRecord, positive, start: torch.Tensor | None = None,
                  solver: str = "auto", cfg: float = 1.0, negative=None, keep_cache: bool = False,
                  node: str = "FluxDrag Sample From Inversion") -> torch.Tensor:

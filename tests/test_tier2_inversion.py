@@ -113,3 +113,17 @@ def test_ordinary_sampling_with_sampler_nodes(tiny_flux, tiny_cond):
                               torch.zeros(1, 16, 32, 32), seed=3, disable_pbar=True)
     # FireFlow at 6 steps is closer to the fine-step solution than Euler at 6 steps
     assert (outs["fireflow"] - ref).abs().mean() < (eul - ref).abs().mean()
+
+
+def test_direct_callers_keep_no_autograd_graph(tiny_flux, tiny_cond):
+    """Outside ComfyUI's executor (no inference_mode) on weights that require grad, the helpers
+    must not build autograd graphs: nothing they return carries a grad_fn."""
+    inv = _nodes()
+    dm = tiny_flux.model.diffusion_model
+    assert any(p.requires_grad for p in dm.parameters())
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    rec = inv.run_inversion(tiny_flux, latent(0), tiny_cond, steps=4, solver="fireflow")
+    assert rec.z_T.grad_fn is None and not rec.z_T.requires_grad
+    assert all(t.grad_fn is None for t in rec.trajectory)
+    z = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond))
+    assert z.grad_fn is None and not z.requires_grad
