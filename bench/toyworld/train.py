@@ -164,7 +164,20 @@ def train(args) -> None:
     config = dict(tm.TOY_CONFIG)
     patcher = comfy_env.build_flux(config)
     dm = patcher.model.diffusion_model
-    dm.load_state_dict(init_weights(dm, args.seed))
+    prev_log: list[str] = []
+    prev_training: dict | None = None
+    offset = 0
+    if args.init:   # resume: continue from saved (EMA) weights, keep their log and step count
+        from safetensors.torch import load_file
+
+        init = Path(args.init)
+        dm.load_state_dict(load_file(str(init)))
+        prev_training = tm.read_meta(init.with_suffix(".json"))["training"]
+        offset = int(prev_training["steps"])
+        if init.with_suffix(".log.jsonl").exists():
+            prev_log = [ln for ln in init.with_suffix(".log.jsonl").read_text().splitlines() if ln]
+    else:
+        dm.load_state_dict(init_weights(dm, args.seed))
     dm.train()
     ema = {k: v.detach().clone() for k, v in dm.state_dict().items()}
     params = [p for p in dm.parameters()]
@@ -178,6 +191,8 @@ def train(args) -> None:
     g = torch.Generator().manual_seed(args.seed + 1)
     log_path = out.with_suffix(".log.jsonl")
     log_f = log_path.open("w")
+    for ln in prev_log:
+        log_f.write(ln + "\n")
     print(f"params {n_params}, steps {args.steps}, batch {args.batch}", flush=True)
     losses: list[float] = []
     t0 = time.time()
@@ -219,12 +234,12 @@ def train(args) -> None:
             losses.append(float(loss.detach()))
             elapsed = time.time() - t0
             if step % 10 == 0:
-                rec = {"step": step, "loss": sum(losses[-10:]) / len(losses[-10:]), "lr": lr,
+                rec = {"step": offset + step, "loss": sum(losses[-10:]) / len(losses[-10:]), "lr": lr,
                        "elapsed_s": round(elapsed, 1)}
                 log_f.write(json.dumps(rec) + "\n")
                 log_f.flush()
             if step % 100 == 0:
-                print(f"step {step} loss {sum(losses[-100:]) / 100:.4f} lr {lr:.2e} "
+                print(f"step {offset + step} loss {sum(losses[-100:]) / 100:.4f} lr {lr:.2e} "
                       f"{elapsed / step:.2f}s/step", flush=True)
             stop = elapsed > args.max_minutes * 60
             if step % 250 == 0 or step == args.steps or stop:
@@ -232,7 +247,7 @@ def train(args) -> None:
                     "unet_config": config,
                     "conditioning": _cond_lists(cond),
                     "training": {
-                        "seed": args.seed, "steps": step, "planned_steps": args.steps,
+                        "seed": args.seed, "steps": offset + step, "planned_steps": offset + args.steps,
                         "batch": args.batch, "lr": args.lr, "warmup": args.warmup, "ema": args.ema,
                         "t_sampling": f"logit-normal(0,1) shifted by e^{tm.FLUX_MU} 85% + uniform 15%",
                         "family_dropout": 0.25, "guidance_range": [1.0, 5.0],
@@ -243,6 +258,7 @@ def train(args) -> None:
                         "params": n_params, "weights": "EMA", "scene_families": list(args.families),
                         "held_out_families": [f for f in FAMILIES if f not in args.families],
                         "scene_seeds": "make_scene seeds >= 10**8 (benchmarks use smaller ones)",
+                        "resumed_from": prev_training,
                     },
                     "latent": {"channels": 16, "size": [32, 32], "space": "FLUX model space"},
                 }
@@ -325,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small-batch", type=int, default=32)
     p.add_argument("--max-minutes", type=float, default=33.0)
     p.add_argument("--out", default=str(tm.WEIGHTS))
+    p.add_argument("--init", default=None,
+                   help="resume from these weights (a saved toyflux.safetensors with its .json/.log.jsonl); "
+                        "--seed should differ from the earlier run's so new scenes are drawn")
     p.add_argument("--plots-only", action="store_true")
     args = p.parse_args(argv)
     if not args.plots_only:
