@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import BENCH_FLUX, interleaved_times, setup_comfy, table
+from common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
 
 #: an SD1.x UNet large enough to time: 128 channels, 3 levels, attention at every level
 BENCH_SD15 = dict(model_channels=128, channel_mult=[1, 2, 4], num_res_blocks=[1, 1, 1],
@@ -27,12 +27,10 @@ BENCH_SD15 = dict(model_channels=128, channel_mult=[1, 2, 4], num_res_blocks=[1,
 
 def main():
     ap = argparse.ArgumentParser()
+    add_timing_args(ap, repeats=3)
     ap.add_argument("--latent", type=int, default=64, help="latent side (image side / 8)")
     ap.add_argument("--steps", type=int, default=28)
     ap.add_argument("--strength", type=float, default=0.7)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch CPU threads (0 = torch's default; 1 steadies timings on a shared machine)")
     args = ap.parse_args()
     env = setup_comfy()
     import comfy.sample
@@ -41,8 +39,7 @@ def main():
     from fluxdrag.nodes.attention_drag import AttentionDragSettings, run_attention_drag
 
     torch.set_grad_enabled(False)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     L = args.latent
     side = L * 8
     drags = {"version": 1, "image_size": [side, side],

@@ -23,6 +23,21 @@ def setup_comfy():
     return comfy_env
 
 
+def add_timing_args(ap, repeats: int = 3) -> None:
+    """The ``--threads`` / ``--repeats`` options every timing benchmark takes."""
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: torch's default); 1 steadies ratios on a loaded machine")
+    ap.add_argument("--repeats", type=int, default=repeats, help="timed rounds; the best of them is reported")
+
+
+def apply_threads(args) -> None:
+    """Apply ``--threads`` (0 keeps torch's default)."""
+    import torch
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+
+
 def interleaved_times(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
     """Best (minimum) wall time of each callable, run interleaved so load changes hit all alike;
     the minimum is the least disturbed by other processes on a shared machine."""

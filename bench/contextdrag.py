@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 
-from common import BENCH_FLUX, interleaved_times, setup_comfy, table
+from common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
 
 
 def main():
     ap = argparse.ArgumentParser()
+    add_timing_args(ap, repeats=3)
     ap.add_argument("--latent", type=int, default=64, help="latent side (pixels / 8)")
     ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch CPU threads (0: torch's default); 1 steadies ratios on a loaded machine")
     args = ap.parse_args()
     env = setup_comfy()
     import comfy.sample
@@ -32,8 +30,7 @@ def main():
     from fluxdrag.nodes import contextdrag as cd
 
     torch.set_grad_enabled(False)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     model = env.build_flux(BENCH_FLUX, seed=0, init_std=0.02)
     cond = env.tiny_conditioning(BENCH_FLUX, seed=0, tokens=32)
     L = args.latent

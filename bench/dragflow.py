@@ -20,16 +20,15 @@ import argparse
 import copy
 import time
 
-from common import BENCH_FLUX, interleaved_times, setup_comfy, table
+from common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
 
 
 def main():
     ap = argparse.ArgumentParser()
+    add_timing_args(ap, repeats=3)
     ap.add_argument("--latent", type=int, default=32, help="latent side (image = 8x)")
-    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--iters", type=int, default=6, help="optimisation iterations of the edit run")
     ap.add_argument("--steps", type=int, default=8, help="schedule steps of the edit run (skip 2)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = ap.parse_args()
     env = setup_comfy()
     import comfy.model_management as mm
@@ -42,8 +41,7 @@ def main():
     from fluxdrag.core.dragflow import masked_l1, region_targets
     from fluxdrag.nodes.dragflow import add_region, build_region, run_dragflow
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
     dtype = torch.bfloat16 if cuda else torch.float32

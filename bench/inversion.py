@@ -11,15 +11,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import BENCH_FLUX, interleaved_times, setup_comfy, table
+from common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
 
 
 def main():
     ap = argparse.ArgumentParser()
+    add_timing_args(ap, repeats=5)
     ap.add_argument("--latent", type=int, default=64, help="latent side (64 = a 512 px image)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch CPU threads (0: torch's default); 1 steadies ratios on a loaded machine")
-    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     env = setup_comfy()
     import comfy.sample
@@ -31,8 +29,7 @@ def main():
     from fluxdrag.nodes import inversion as inv
 
     torch.set_grad_enabled(False)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     model = env.build_flux(BENCH_FLUX, seed=0, init_std=0.02)
     cond = env.tiny_conditioning(BENCH_FLUX, seed=0, tokens=32)
     cond1 = node_helpers.conditioning_set_values(cond, {"guidance": 1.0})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import BENCH_FLUX, interleaved_times, setup_comfy, table
+from common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
 
 DRAGS = {"version": 1, "image_size": [512, 512],
          "drags": [{"handle": [180, 200], "target": [300, 240], "mode": "move"}]}
@@ -42,11 +42,9 @@ def real_flux_table() -> str:
 
 def main():
     ap = argparse.ArgumentParser()
+    add_timing_args(ap, repeats=3)
     ap.add_argument("--latent", type=int, default=64)
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch CPU threads (0: torch's default); 1 steadies ratios on a loaded machine")
-    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     env = setup_comfy()
     import node_helpers
@@ -57,8 +55,7 @@ def main():
     from fluxdrag.nodes import lazydrag as ld
 
     torch.set_grad_enabled(False)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     model = env.build_flux(BENCH_FLUX, seed=0, init_std=0.02)
     cond = env.tiny_conditioning(BENCH_FLUX, seed=0, tokens=32)
     cond1 = node_helpers.conditioning_set_values(cond, {"guidance": 1.0})
