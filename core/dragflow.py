@@ -350,15 +350,31 @@ class LayerSelection:
         return len(self.double) + len(self.single)
 
 
-def map_block_indices(indices: Sequence[int], n_reference: int, n_model: int) -> tuple[int, ...]:
+def map_block_indices(indices: Sequence[int], n_reference: int, n_model: int,
+                      keep_fraction: bool = True) -> tuple[int, ...]:
     """Map block indices of an ``n_reference``-block stack proportionally onto ``n_model`` blocks:
-    i ↦ ⌊i·(n_model − 1)/(n_reference − 1) + ½⌋ (first ↦ first, last ↦ last), deduplicated."""
+    i ↦ ⌊i·(n_model − 1)/(n_reference − 1) + ½⌋ (first ↦ first, last ↦ last), deduplicated.
+
+    ``keep_fraction`` [guess, ours]: a smaller stack keeps about the same *share* of its blocks,
+    k = max(1, round(#indices · n_model / n_reference)); when the mapping hits more than k blocks,
+    the k hit by the most reference indices are kept (ties: the earlier block). Without it a
+    preset covering a quarter of FLUX.1's blocks covers every block of a small model, and K/V
+    injection then pins the whole image to the source."""
     if n_model <= 0:
         return ()
     if n_reference <= 1 or n_model == n_reference:
         return tuple(sorted({i for i in indices if 0 <= i < n_model}))
     f = (n_model - 1) / (n_reference - 1)
-    return tuple(sorted({min(n_model - 1, int(math.floor(i * f + 0.5))) for i in indices}))
+    hits: dict[int, int] = {}
+    for i in sorted(set(indices)):
+        j = min(n_model - 1, int(math.floor(i * f + 0.5)))
+        hits[j] = hits.get(j, 0) + 1
+    if keep_fraction and n_model < n_reference:
+        k = max(1, round(len(set(indices)) * n_model / n_reference))
+        if len(hits) > k:
+            best = sorted(hits, key=lambda j: (-hits[j], j))[:k]
+            hits = {j: hits[j] for j in best}
+    return tuple(sorted(hits))
 
 
 def parse_layer_list(text: str, n_double: int, n_single: int) -> LayerSelection:
@@ -430,8 +446,9 @@ def kv_layers(
 
     ``non-ridge`` (default) / ``position`` are given in FLUX.1's indices (19 + 38 blocks); on a
     model of that size they are used as is, on any other size they are mapped proportionally
-    per stack with :func:`map_block_indices` [guess; e.g. a 2+2-block test model gets all four
-    blocks]. ``none`` selects nothing; ``custom`` parses ``custom`` with :func:`parse_layer_list`
+    per stack with :func:`map_block_indices`, keeping about the preset's share of each stack
+    [guess; e.g. ``non-ridge`` on a 2+4-block model: double 0, single 1]. ``none`` selects
+    nothing; ``custom`` parses ``custom`` with :func:`parse_layer_list`
     (literal indices, out-of-range ones dropped with a note)."""
     key = str(preset).strip().lower()
     if key == "custom":

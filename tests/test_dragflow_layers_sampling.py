@@ -29,11 +29,20 @@ def test_presets_on_flux1_are_the_notes_lists():
 
 def test_proportional_mapping():
     assert map_block_indices([0, 18], 19, 19) == (0, 18)
-    assert map_block_indices([0, 9, 18], 19, 10) == (0, 5, 9)  # 9·9/18 = 4.5 → 5 (half up)
-    assert map_block_indices([0, 7, 8, 9, 10, 18], 19, 2) == (0, 1)
+    assert map_block_indices([0, 9, 18], 19, 10, keep_fraction=False) == (0, 5, 9)  # 9·9/18 = 4.5 → 5 (half up)
+    assert map_block_indices([0, 9, 18], 19, 10) == (0, 5)  # share 3/19 of 10 → 2 blocks; ties: earlier
+    # 0,7,8 → 0 and 9,10,18 → 1 (3 hits each); the share 6/19 of 2 blocks rounds to 1 block: the earlier
+    assert map_block_indices([0, 7, 8, 9, 10, 18], 19, 2) == (0,)
+    assert map_block_indices([0, 7, 8, 9, 10, 18], 19, 2, keep_fraction=False) == (0, 1)
     assert map_block_indices([37], 38, 8) == (7,) and map_block_indices([0], 38, 1) == (0,)
+    # a larger model: no thinning (every mapped index kept)
+    assert map_block_indices([0, 9, 18], 19, 38) == (0, 19, 37)
     sel = kv_layers("non-ridge", 2, 2)
-    assert sel.double == (0, 1) and sel.single == (0, 1) and "proportionally" in sel.notes[0]
+    # single on 2 blocks: 0 ← 6, 9, 18; 1 ← the other four
+    assert sel.double == (0,) and sel.single == (1,) and "proportionally" in sel.notes[0]
+    # single 6,9,18,23,26,31,37 on 4 blocks → hits 0:1, 1:2, 2:2, 3:2; share 7/38·4 → 1 block: 1
+    toy = kv_layers("non-ridge", 2, 4)
+    assert toy.double == (0,) and toy.single == (1,)
 
 
 def test_custom_lists_are_literal_and_drop_out_of_range():

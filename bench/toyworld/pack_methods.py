@@ -41,7 +41,8 @@ def attentiondrag(scene, model, cond, steps: int = STEPS) -> torch.Tensor:
     return out.latent[0]
 
 
-def dragflow(scene, model, cond, steps: int = 12, iters: tuple = (20, 8)) -> torch.Tensor:
+def dragflow(scene, model, cond, steps: int = 12, iters: tuple = (20, 8),
+             kv_preset: str = "non-ridge") -> torch.Tensor:
     """FluxDrag Region Affine Optimise with one ``relocate`` region: the JSON's editable mask moved
     by the mean handle→target displacement (rotations/stretches are scored as what a region move
     can do); fewer iterations/steps than the paper's, for CPU time."""
@@ -56,10 +57,18 @@ def dragflow(scene, model, cond, steps: int = 12, iters: tuple = (20, 8)) -> tor
                                       "begin": begin, "target": target, "anchor": None}])
     z, *_ = run_dragflow(model, scene_latent_to_comfy(scene.latent), cond, cond, doc, steps=steps,
                          skip_steps=max(1, steps // 4), n_transport=iters[0], n_intensify=iters[1],
-                         guidance=_guidance(cond))
+                         guidance=_guidance(cond), kv_preset=kv_preset)
     return z[0]
+
+
+def dragflow_no_kv(scene, model, cond) -> torch.Tensor:
+    """DragFlow without K/V injection (``kv_preset`` none): on a model this small, injecting the
+    source's K/V pins the layout as well as the appearance, so this row shows what the latent
+    optimisation alone moves."""
+    return dragflow(scene, model, cond, kv_preset="none")
 
 
 register("lazydrag", lazydrag)
 register("attentiondrag", attentiondrag)
 register("dragflow", dragflow)
+register("dragflow_no_kv", dragflow_no_kv)
