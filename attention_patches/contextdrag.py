@@ -27,12 +27,14 @@ No official code exists. Documented guesses (each a parameter, the guess the def
 * CTI ``mode="replace"`` [guess; "append" is the other reading]; ``visible_to="image"`` for
   appended tokens: all image queries see them, text and reference queries do not [guess];
   all double and single blocks, all steps (``start=0, end=1``) [guess].
-* PCA: ``hide="vacated"`` (M_SRC \\ M_DST) hidden from ``hide_from="image"`` queries [guess];
-  ``exclude_sources=None`` follows ``rewrite_ids``: with the rewrite a token that is a source
-  sits at its destination and is never hidden, without it the whole vacated area is [guess].
-  (So for a rigid move with the rewrite on, the default hidden set is empty; ``"overlap"`` /
-  ``"vacated_overlap"`` hide the non-moved reference tokens under the destination, which share
-  their position with the moved ones.) The rewrite keeps the index channel
+* PCA: ``hide="vacated_overlap"`` hidden from ``hide_from="image"`` queries [guess]: the
+  vacated area M_SRC \\ M_DST plus the non-moved reference tokens under the destination, which
+  share their (rewritten) positions with the moved ones — the "conflicting" reference features
+  of the notes. ``exclude_sources=None`` follows ``rewrite_ids``: with the rewrite a token that
+  is a source sits at its destination and is never hidden, without it the whole vacated area is
+  [guess]. (For a rigid move with the rewrite on, ``"vacated"`` alone would hide nothing: every
+  vacated token is a source and has moved — the default was ``"vacated"`` before, an empty mask.)
+  The rewrite keeps the index channel
   (``keep_index=True``) and gives a token that is the source of several destinations their mean
   position (``collision="mean"``) [guess]; vacated tokens keep their ids
   (``vacated_offset=None``) [guess]; mask in all blocks, all steps [guess].
@@ -370,7 +372,7 @@ class PositionConsistentAttention(_ContextDragController):
     name = "contextdrag_pca"
     display = "FluxDrag Position-Consistent Attention"
 
-    def __init__(self, rmap: ReverseMap, rewrite_ids: bool = True, hide: str = "vacated",
+    def __init__(self, rmap: ReverseMap, rewrite_ids: bool = True, hide: str = "vacated_overlap",
                  hide_from: str = "image", exclude_sources: Optional[bool] = None, keep_index: bool = True,
                  collision: str = "mean", vacated_offset: Optional[Sequence[float]] = None, **kw):
         super().__init__(rmap, **kw)

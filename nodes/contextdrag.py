@@ -201,7 +201,7 @@ def apply_cti(model, rmap, mode="replace", visible_to="image", double_blocks="al
     return patch_model(model, ctrl), ctrl
 
 
-def apply_pca(model, rmap, rewrite_ids=True, hide="vacated", hide_from="image", collision="mean",
+def apply_pca(model, rmap, rewrite_ids=True, hide="vacated_overlap", hide_from="image", collision="mean",
               double_blocks="all", single_blocks="all", start=0.0, end=1.0, reference_index=0):
     """(patched MODEL clone, controller)."""
     dm = require_kontext_flux(model, NODE_PCA)
@@ -264,11 +264,12 @@ class PositionConsistentAttentionNode(io.ComfyNode):
                 io.Boolean.Input("rewrite_ids", default=True,
                                  tooltip="Give each moved reference token the position ids of its "
                                          "destination (mean over several destinations)."),
-                io.Combo.Input("hide", options=list(HIDE_SETS), default="vacated",
-                               tooltip="Reference tokens hidden from image queries: the vacated area "
-                                       "[guess], the whole source region, the non-moved tokens under the "
-                                       "destination ('overlap'), both, or none. Tokens that are a source "
-                                       "are never hidden."),
+                io.Combo.Input("hide", options=list(HIDE_SETS), default="vacated_overlap",
+                               tooltip="Reference tokens hidden from image queries: the vacated area, "
+                                       "the whole source region, the non-moved tokens under the "
+                                       "destination that share position ids with the moved ones "
+                                       "('overlap'), vacated + overlap (default [guess]), or none. With "
+                                       "rewrite_ids, tokens that are a source are never hidden."),
                 io.Combo.Input("hide_from", options=list(HIDE_FROM), default="image",
                                tooltip="Queries the hidden tokens are hidden from [guess: image]."),
                 io.Combo.Input("collision", options=["mean", "first"], default="mean",
@@ -280,7 +281,7 @@ class PositionConsistentAttentionNode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, map, rewrite_ids=True, hide="vacated", hide_from="image", collision="mean",
+    def execute(cls, model, map, rewrite_ids=True, hide="vacated_overlap", hide_from="image", collision="mean",
                 double_blocks="all", single_blocks="all", start=0.0, end=1.0, reference_index=0) -> io.NodeOutput:
         m, _ = apply_pca(model, map, rewrite_ids, hide, hide_from, collision, double_blocks, single_blocks,
                          start, end, reference_index)

@@ -82,7 +82,7 @@ def contextdrag() -> dict:
                    mode="replace", visible_to="image", double_blocks="all", single_blocks="all",
                    start=0.0, end=1.0, reference_index=0),
         "14": node("FluxDragPositionConsistentAttention", "Position-consistent attention", model=["13", 0],
-                   map=["12", 0], rewrite_ids=True, hide="vacated", hide_from="image", collision="mean",
+                   map=["12", 0], rewrite_ids=True, hide="vacated_overlap", hide_from="image", collision="mean",
                    double_blocks="all", single_blocks="all", start=0.0, end=1.0, reference_index=0),
         "15": node("GetImageSize", "Reference size", image=["5", 0]),
         "16": node("EmptySD3LatentImage", "Empty latent (reference size)", width=["15", 0], height=["15", 1],

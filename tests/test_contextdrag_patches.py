@@ -87,10 +87,11 @@ def test_pca_hidden_sets_follow_the_id_rewrite():
     vacated = sorted(y * 8 + x for y, x in src - dst)
     # ids kept: the whole vacated area is hidden; ids rewritten: its tokens sit at the
     # destination, so none of them is hidden, and the overlap set is the destination's own tokens
-    assert PositionConsistentAttention(rmap, rewrite_ids=False).hidden.tolist() == vacated
-    assert PositionConsistentAttention(rmap).hidden.tolist() == []
+    assert PositionConsistentAttention(rmap, rewrite_ids=False, hide="vacated").hidden.tolist() == vacated
+    assert PositionConsistentAttention(rmap, hide="vacated").hidden.tolist() == []
     ov = PositionConsistentAttention(rmap, hide="vacated_overlap").hidden.tolist()
     assert ov == sorted(y * 8 + x for y, x in dst - src)
+    assert PositionConsistentAttention(rmap).hidden.tolist() == ov  # the default
     with pytest.raises(ValueError, match="hide must be one of"):
         PositionConsistentAttention(rmap, hide="all")
 

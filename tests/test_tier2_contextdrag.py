@@ -156,15 +156,21 @@ def test_pca_mask_blocks_exactly_the_intended_pairs(tiny_flux, tiny_cond, rewrit
             assert c["mask"].shape == (1, 1, N, N) and torch.equal(c["mask"][0, 0], expect)
 
 
-def test_pca_default_hides_nothing_for_a_rigid_move(tiny_flux, tiny_cond):
-    """With the rewrite, every vacated token is a source and sits at its destination."""
+def test_pca_vacated_hides_nothing_for_a_rigid_move(tiny_flux, tiny_cond):
+    """With the rewrite, every vacated token is a source and sits at its destination: hide=vacated
+    is empty, no mask; the default (vacated_overlap) hides the tokens under the destination."""
     from fluxdrag.attention_patches.router import patch_model
     from fluxdrag.nodes import contextdrag as cd
-    m, ctrl = cd.apply_pca(tiny_flux, _map())
+    m, ctrl = cd.apply_pca(tiny_flux, _map(), hide="vacated")
     rec = Recorder()
     sample_plain(patch_model(m, rec), _kontext(tiny_cond), steps=2)
     assert ctrl.hidden.numel() == 0 and ctrl.active_calls == 0
     assert all(c["mask"] is None for c in rec.calls)
+    m, ctrl = cd.apply_pca(tiny_flux, _map())
+    rec = Recorder()
+    sample_plain(patch_model(m, rec), _kontext(tiny_cond), steps=2)
+    assert ctrl.hide == "vacated_overlap" and ctrl.hidden.numel() > 0 and ctrl.active_calls > 0
+    assert any(c["mask"] is not None for c in rec.calls)
 
 
 def _unrotate(k, pe, pos):
