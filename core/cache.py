@@ -74,11 +74,13 @@ class TokenCache:
     free_count = 0
 
     def __init__(self, policy: str = "device", budget_bytes: Optional[int] = None,
-                 pin_memory: Optional[bool] = None, name: str = "FluxDrag cache"):
+                 pin_memory: Optional[bool] = None, name: str = "FluxDrag cache", budget_label: str = ""):
         if policy not in POLICIES:
             raise ValueError(f"unknown cache policy {policy!r}: choose one of {', '.join(POLICIES)}")
         self.policy = policy
         self.budget_bytes = budget_bytes
+        #: where the budget came from, for the refusal message (e.g. "90 % of the RAM available")
+        self.budget_label = budget_label
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.name = name
         self._entries: dict[tuple, _Entry] = {}
@@ -91,9 +93,13 @@ class TokenCache:
         if self.budget_bytes is not None and estimated_bytes > self.budget_bytes:
             raise CacheBudgetError(
                 f"{self.name}: estimated need {format_bytes(estimated_bytes)} exceeds the budget "
-                f"{format_bytes(self.budget_bytes)} (policy {self.policy!r}). Raise the budget, pick a "
+                f"{self._budget_text()} (policy {self.policy!r}). Raise the budget, pick a "
                 f"smaller cache policy (fp8, or a paired/no-cache mode where the node offers it), or use "
                 f"fewer steps / a smaller image.")
+
+    def _budget_text(self) -> str:
+        text = format_bytes(self.budget_bytes)
+        return f"{text} ({self.budget_label})" if self.budget_label else text
 
     # ------------------------------------------------------------------ store
     def put(self, step: Hashable, block: Hashable, name: str, tensor: torch.Tensor,
@@ -113,7 +119,7 @@ class TokenCache:
             raise CacheBudgetError(
                 f"{self.name}: storing {name!r} for block {block} would use "
                 f"{format_bytes(self._bytes + entry.nbytes)}, over the budget "
-                f"{format_bytes(self.budget_bytes)} (policy {self.policy!r}). Raise the budget or pick "
+                f"{self._budget_text()} (policy {self.policy!r}). Raise the budget or pick "
                 f"a smaller cache policy.")
         self._entries[key] = entry
         self._bytes += entry.nbytes

@@ -462,8 +462,9 @@ class RegionAffineOptimise(io.ComfyNode):
                                tooltip="Where the inversion's K/V live: cpu (pinned on CUDA), "
                                        "fp8 on cpu (half of bf16), device (fastest, costs VRAM)."),
                 io.Float.Input("cache_budget_gb", default=0.0, min=0.0, max=4096.0, step=0.5,
-                               tooltip="Refuse when the K/V cache would exceed this many GiB; "
-                                       "0 = no limit."),
+                               tooltip="Refuse when the K/V cache would exceed this many GiB. "
+                                       "0 = automatic: a cpu/fp8 cache may use 80% of the RAM "
+                                       "available when the inversion starts; device: no limit."),
                 io.Conditioning.Input("adapter", optional=True,
                                       tooltip="Optional adapter conditioning (e.g. FLUX Redux "
                                               "StyleModelApply on the source prompt): its extra "

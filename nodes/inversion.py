@@ -79,6 +79,28 @@ def _guider(model, positive, negative=None, cfg: float = 1.0):
     return g
 
 
+#: share of the host RAM available at the start that an automatic cpu/fp8 cache budget allows
+AUTO_BUDGET_SHARE = 0.8
+
+
+def cache_budget(policy: str, budget_gb: float) -> tuple[int | None, str]:
+    """(bytes or None, label) for a cache: ``budget_gb`` > 0 is taken as given; 0 means automatic:
+    a host-RAM cache (cpu, fp8) may use ``AUTO_BUDGET_SHARE`` of the RAM available now, so a
+    too-large edit is refused up front with its estimated need instead of exhausting the machine
+    (which takes the whole ComfyUI process down); a device cache has no automatic limit (a VRAM
+    shortfall is an ordinary, recoverable out-of-memory error)."""
+    if budget_gb > 0:
+        return int(budget_gb * 1024 ** 3), "cache_budget_gb"
+    if policy not in ("cpu", "fp8"):
+        return None, ""
+    import psutil
+
+    avail = psutil.virtual_memory().available
+    return int(avail * AUTO_BUDGET_SHARE), (
+        f"automatic: {AUTO_BUDGET_SHARE:.0%} of the {format_bytes(avail)} of RAM available; "
+        f"set cache_budget_gb to override")
+
+
 @torch.no_grad()   # direct Python callers on grad-requiring weights would otherwise keep autograd graphs
 def run_inversion(model, latent: dict, positive, steps: int = 28, solver: str = "fireflow",
                   strength: float = 1.0, scheduler: str = "simple", guidance: float = 1.0,
@@ -101,8 +123,8 @@ def run_inversion(model, latent: dict, positive, steps: int = 28, solver: str = 
     caches: dict = {}
     m = model
     if edit_map is not None and cache_policy != "paired":
-        budget = int(cache_budget_gb * 1024 ** 3) if cache_budget_gb > 0 else None
-        cache = TokenCache(cache_policy, budget, name=f"{node} cache")
+        budget, label = cache_budget(cache_policy, cache_budget_gb)
+        cache = TokenCache(cache_policy, budget, name=f"{node} cache", budget_label=label)
         controllers = edit_map.capture_controllers(cache, sig, tuple(samples.shape), m)
         if controllers:
             caches[edit_map.cache_name] = cache
@@ -198,7 +220,8 @@ class Invert(io.ComfyNode):
                                        "same batch (~2x compute, least memory)."),
                 io.Float.Input("cache_budget_gb", default=0.0, min=0.0, max=4096.0, step=0.5,
                                tooltip="Refuse (with the estimated need) when the cache would exceed "
-                                       "this many GiB; 0 = no limit."),
+                                       "this many GiB. 0 = automatic: a cpu/fp8 cache may use 80% of "
+                                       "the RAM available when the inversion starts; device: no limit."),
             ],
             outputs=[io.Latent.Output(display_name="noise"), Inversion.Output(display_name="inversion")],
         )

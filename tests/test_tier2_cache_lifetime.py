@@ -120,3 +120,24 @@ def test_inversion_budget_refusal_frees(tiny_flux, tiny_cond):
     Map, _ = _classes()
     with pytest.raises(CacheBudgetError, match="over the budget"):
         inv.run_inversion(tiny_flux, latent(0), tiny_cond, steps=4, edit_map=Map(), cache_budget_gb=1e-9)
+
+
+def test_automatic_budget_refuses_a_cache_larger_than_the_available_ram(tiny_flux, tiny_cond, monkeypatch):
+    """cache_budget_gb 0 = automatic for host-RAM caches: 80 % of the RAM available now."""
+    import psutil
+
+    from fluxdrag.core.cache import CacheBudgetError
+    from fluxdrag.nodes import inversion as inv
+
+    class VM:
+        available = 1000   # bytes
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: VM)
+    assert inv.cache_budget("cpu", 0.0)[0] == 800 and inv.cache_budget("fp8", 0.0)[0] == 800
+    assert inv.cache_budget("device", 0.0) == (None, "")
+    assert inv.cache_budget("cpu", 2.0)[0] == 2 * 1024 ** 3
+    Map, _ = _classes()
+    with pytest.raises(CacheBudgetError, match="automatic: 80% of the 1000 B of RAM available"):
+        inv.run_inversion(tiny_flux, latent(0), tiny_cond, steps=4, edit_map=Map())
+    rec = inv.run_inversion(tiny_flux, latent(0), tiny_cond, steps=4, edit_map=Map(), cache_budget_gb=1.0)
+    assert rec.caches["test"].nbytes > 1000
+    rec.free_caches()
