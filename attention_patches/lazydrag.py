@@ -27,6 +27,7 @@ from .rope import pe_tokens, rope_reencode
 from .router import AttentionCall, Controller
 
 CACHE_NAME = "lazydrag"
+BACKGROUND_QUERY = ("cached", "live")
 
 
 @dataclass(eq=False)
@@ -39,11 +40,22 @@ class LazyDragPlan:
     background: bool = True          # what the inversion must cache
     identity: bool = True
     refine: bool = True
+    #: "cached": background q, k, v all come from the inversion (the paper); "live" [ours, notes
+    #: §1.6 option (c)]: only k, v are cached and replaced, the background queries stay the edit's
+    #: own — a third less cache, the background may drift slightly more
+    background_query: str = "cached"
     cache_name: str = CACHE_NAME
     indices: LazyDragIndices = field(init=False)
 
     def __post_init__(self):
+        if self.background_query not in BACKGROUND_QUERY:
+            raise ValueError(f"background_query must be one of {BACKGROUND_QUERY}, got {self.background_query!r}")
         self.indices = lazydrag_indices(self.cmap)
+
+    @property
+    def bg_names(self) -> tuple[str, ...]:
+        """The background tensors the inversion caches and the control replaces."""
+        return ("q", "k", "v") if self.background_query == "cached" else ("k", "v")
 
     def estimate_bytes(self, model, sigmas: torch.Tensor, batch: int, policy: str) -> int:
         dm = model.get_model_object("diffusion_model")
@@ -56,7 +68,7 @@ class LazyDragPlan:
             len(dm.single_blocks), n, n_active, ix.bg.numel() if self.background else 0,
             ix.id_src_unique.numel() if self.identity else 0,
             ix.y_src_unique.numel() if self.refine else 0,
-            dm.hidden_size, batch, bytes_per_element(policy, dtype))
+            dm.hidden_size, batch, bytes_per_element(policy, dtype), bg_tensors=len(self.bg_names))
 
     def capture_controllers(self, cache: TokenCache, sigmas: torch.Tensor, shape: tuple, model):
         h, w = shape[-2] // 2, shape[-1] // 2
@@ -95,8 +107,9 @@ class LazyDragCapture(Controller):
         off = call.slices()["img"].start
         if self.plan.background and ix.bg.numel():
             pos = ix.bg + off
-            for name, t in (("q", call.q), ("k", call.k), ("v", call.v)):
-                c.put(key, blk, name, t, index=pos, dim=2)
+            live = {"q": call.q, "k": call.k, "v": call.v}
+            for name in self.plan.bg_names:
+                c.put(key, blk, name, live[name], index=pos, dim=2)
         active = s > self.act_sigma
         if active and self.plan.identity and ix.id_src_unique.numel():
             pos = ix.id_src_unique + off
@@ -160,7 +173,7 @@ class LazyDragControl(Controller):
         do_bg = self.background and ix.bg.numel() > 0
         do_id = active and self.identity and ix.id_dst.numel() > 0
         do_y = active and self.refine and ix.y_dst.numel() > 0 and ctx.step is not None
-        needed = [n for n, on in (("q", do_bg), ("k_id", do_id), ("y", do_y)) if on]
+        needed = [n for n, on in ((self.plan.bg_names[0], do_bg), ("k_id", do_id), ("y", do_y)) if on]
         if not needed:
             return next_fn(call.q, call.k, call.v, call.mask)
         if not self.paired and not all(c.has(key, blk, n) for n in needed):
@@ -190,7 +203,9 @@ class LazyDragControl(Controller):
 
         if do_bg:
             pos = (ix.bg + off).to(dev)
-            q, k, v = (write(t, 2, pos, src(n, t, ix.bg, 2)) for n, t in (("q", q), ("k", k), ("v", v)))
+            names = self.plan.bg_names
+            q, k, v = (write(t, 2, pos, src(n, t, ix.bg, 2)) if n in names else t
+                       for n, t in (("q", q), ("k", k), ("v", v)))
         if do_id:
             src_pos = ix.id_src_pos.to(dev)
             k_src = src("k_id", k, ix.id_src_unique, 2).index_select(2, src_pos)

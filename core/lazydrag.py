@@ -112,9 +112,11 @@ def gated_merge(y: torch.Tensor, y_cached: torch.Tensor, gamma: torch.Tensor) ->
 
 
 def estimate_cache_bytes(n_blocks: int, n_keys: int, n_active_keys: int, n_bg: int, n_uid: int,
-                         n_uy: int, hidden: int, batch: int = 1, bytes_per_element: int = 2) -> int:
-    """Bytes LazyDrag's cache holds: per block and step, background q,k,v; per block and active
-    step also the identity sources' k,v and the merge sources' attention outputs."""
-    per_bg = 3 * n_bg * hidden
+                         n_uy: int, hidden: int, batch: int = 1, bytes_per_element: int = 2,
+                         bg_tensors: int = 3) -> int:
+    """Bytes LazyDrag's cache holds: per block and step, background q,k,v (``bg_tensors`` 2: k,v
+    only, the query stays live); per block and active step also the identity sources' k,v and the
+    merge sources' attention outputs."""
+    per_bg = bg_tensors * n_bg * hidden
     per_active = (2 * n_uid + n_uy) * hidden
     return int(n_blocks * batch * bytes_per_element * (n_keys * per_bg + n_active_keys * per_active))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
-from ..attention_patches.lazydrag import CACHE_NAME, LazyDragControl, LazyDragPlan
+from ..attention_patches.lazydrag import BACKGROUND_QUERY, CACHE_NAME, LazyDragControl, LazyDragPlan
 from ..attention_patches.router import patch_model
 from ..core.correspondence import build_correspondence, compose_initial_latent
 from ..core.instructions import parse_instructions, pixel_mask_to_token_mask, to_token_space
@@ -27,7 +27,7 @@ NODE_PATCH = "FluxDrag LazyDrag Patch"
 
 
 def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None, transition_width=1,
-               activation=0.8, seed=0) -> LazyDragPlan:
+               activation=0.8, seed=0, background_query="cached") -> LazyDragPlan:
     check_latent(latent_samples, NODE_MAP)
     H, W = latent_samples.shape[-2] * 8, latent_samples.shape[-1] * 8
     try:
@@ -39,7 +39,10 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None, trans
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=transition_width)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
-    return LazyDragPlan(cmap, activation=activation, seed=seed)
+    if background_query not in BACKGROUND_QUERY:
+        raise FluxDragInputError(f"{NODE_MAP}: input 'background_query' {background_query!r} unknown; "
+                                 f"choose {', '.join(BACKGROUND_QUERY)}.")
+    return LazyDragPlan(cmap, activation=activation, seed=seed, background_query=background_query)
 
 
 class CorrespondenceMap(io.ComfyNode):
@@ -69,15 +72,22 @@ class CorrespondenceMap(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the noise that fills the vacated (inpaint) area."),
                 io.Image.Input("image", optional=True, tooltip="Source image for the preview."),
+                io.Combo.Input("background_query", options=list(BACKGROUND_QUERY), default="cached",
+                               optional=True,
+                               tooltip="cached: background queries, keys and values all come from the "
+                                       "inversion (the paper). live: only keys and values are cached, "
+                                       "the background queries stay the edit's own — a third less "
+                                       "cache memory, the background may drift slightly more."),
             ],
             outputs=[EditMap.Output(display_name="map"), io.Image.Output(display_name="preview")],
         )
 
     @classmethod
     def execute(cls, drag_instructions, latent, mask=None, transition_width=1, activation=0.8,
-                seed=0, image=None) -> io.NodeOutput:
+                seed=0, image=None, background_query="cached") -> io.NodeOutput:
         samples = latent["samples"]
-        plan = build_plan(drag_instructions, samples, mask, transition_width, activation, seed)
+        plan = build_plan(drag_instructions, samples, mask, transition_width, activation, seed,
+                          background_query)
         H, W = samples.shape[-2] * 8, samples.shape[-1] * 8
         prev = draw_map_preview(image_at(image, H, W, grey=None), plan.cmap, image_hw=(H, W))[None].clamp(0, 1)
         return io.NodeOutput(plan, prev, ui=ui.PreviewImage(prev, cls=cls))

@@ -82,6 +82,8 @@ def test_cache_bytes_hand_computed():
     # 2 blocks, 10 keys of which 4 active, 100 bg tokens, 7 identity sources, 5 merge sources,
     # hidden 64, batch 1, 2 bytes: 2*2*(10*3*100*64 + 4*(2*7+5)*64)
     assert estimate_cache_bytes(2, 10, 4, 100, 7, 5, 64, 1, 2) == 2 * 2 * (10 * 19200 + 4 * 19 * 64)
+    # live background queries: k, v only (2·100·64 = 12800 per block and step)
+    assert estimate_cache_bytes(2, 10, 4, 100, 7, 5, 64, 1, 2, bg_tensors=2) == 2 * 2 * (10 * 12800 + 4 * 19 * 64)
     # real FLUX.1-dev, 512² (1024 tokens, all background), 50 steps, bf16: the q,k,v alone
     b = estimate_cache_bytes(38, 50, 0, 1024, 0, 0, 3072, 1, 2)
     assert b == 38 * 50 * 3 * 1024 * 3072 * 2

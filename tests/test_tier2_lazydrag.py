@@ -148,3 +148,34 @@ def test_paired_policy_needs_no_cache_and_keeps_background(tiny_flux, tiny_cond)
     off = inv.run_sampling(m2, rec, _guid1(tiny_cond), start=z0b)
     ref = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), start=z0b)
     assert (off - ref).abs().max() < 1e-5
+
+
+def test_live_background_query_caches_kv_only(tiny_flux, tiny_cond):
+    """background_query=live: no q in the cache (exact estimate, a third less background), the
+    control replaces k, v only, and the far background still stays close to the round trip."""
+    from fluxdrag.nodes import inversion as inv
+    from fluxdrag.nodes import lazydrag as ld
+    from fluxdrag.nodes.common import FluxDragInputError
+    lat, plan_c, rec_c = _setup(tiny_flux, tiny_cond)
+    lat, plan, rec = _setup(tiny_flux, tiny_cond, background_query="live")
+    names = {k[2] for k in rec.caches["lazydrag"].keys()}
+    assert "q" not in names and {"k", "v"} <= names
+    assert "q" in {k[2] for k in rec_c.caches["lazydrag"].keys()}
+    assert plan.estimate_bytes(tiny_flux, rec.sigmas, 1, "cpu") == rec.cache_bytes()
+    ix = plan.indices
+    n_bg = ix.bg.numel() * tiny_flux.model.diffusion_model.hidden_size * 4 * 2 * 6  # fp32, 2 blocks, 6 keys
+    assert rec_c.cache_bytes() - rec.cache_bytes() == n_bg  # exactly the background queries
+    m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan)
+    plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), keep_cache=True)
+    edited = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0)
+    assert ctrl.hits == 6 * 2 and ctrl.misses == 0
+    m_c, z0_c, _ = ld.apply_lazydrag(tiny_flux, rec_c, plan_c)
+    edited_c = inv.run_sampling(m_c, rec_c, _guid1(tiny_cond), start=z0_c)
+    assert not torch.equal(edited, edited_c)  # the live queries do change the result
+    cm = plan.cmap
+    tok_err = (edited - plain).abs().reshape(1, 16, 16, 2, 16, 2).mean(dim=(0, 1, 3, 5))
+    grown = torch.nn.functional.max_pool2d((~cm.background).float()[None, None], 5, 1, 2)[0, 0] > 0
+    far_bg = cm.background & ~grown
+    assert tok_err[far_bg].mean() < 0.25 * tok_err[cm.destination | cm.inpaint].mean()
+    with pytest.raises(FluxDragInputError, match="background_query"):
+        ld.CorrespondenceMap.execute(DRAGS, lat, background_query="none")
