@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import torch
@@ -54,7 +54,7 @@ from .common import (
 from .inversion import SCHEDULERS, _guider, run_inversion, run_sampling
 
 NODE = "FluxDrag AttentionDrag"
-MASK_SOURCES = ("attention", "instructions", "both")
+MASK_SOURCES = ("auto", "attention", "instructions", "both")
 _LAYER_RE = re.compile(r"^\(?\s*['\"]?(input|middle|output|single|double)['\"]?\s*[.,_ ]\s*(\d+)"
                        r"(?:\s*[.,_ ]\s*(\d+))?\s*\)?$")
 
@@ -66,7 +66,7 @@ class AttentionDragSettings:
     layer: str = "auto"
     tau: float = 2.0                # paper's τ, relative to the mean attention [guess: "mean"]
     direction: str = "query"
-    mask_source: str = "attention"
+    mask_source: str = "auto"       # the instructions' mask when there is one, else the automatic mask
     dilate: int = 0
     rigid: bool = False
     fill_with_attention: bool = True
@@ -201,9 +201,21 @@ def _move(z: torch.Tensor, cap: Capture, handles_px, targets_px, mask: Optional[
     return torch.cat(rows, dim=0), plans, moves
 
 
-def _mask_for(mask_px, latent_hw, s: AttentionDragSettings, node: str):
+def resolve_mask_source(s: AttentionDragSettings, mask_px, node: str = NODE) -> AttentionDragSettings:
+    """``auto`` → ``instructions`` when the drag instructions carry an editable mask (a region the
+    user drew is respected), else ``attention`` (the paper's automatic mask). On the toy world
+    (8 move / multi-move scenes, their editable masks) the distance left to the target fell from
+    3.66 (automatic mask) to 2.67 tokens (drawn mask) — 1.56 with ``rigid``."""
     if s.mask_source not in MASK_SOURCES:
         raise FluxDragInputError(f"{node}: input 'mask_source' {s.mask_source!r} unknown; choose {MASK_SOURCES}.")
+    if s.mask_source != "auto":
+        return s
+    return replace(s, mask_source="instructions" if mask_px is not None else "attention")
+
+
+def _mask_for(mask_px, latent_hw, s: AttentionDragSettings, node: str):
+    if s.mask_source not in MASK_SOURCES or s.mask_source == "auto":
+        raise FluxDragInputError(f"{node}: input 'mask_source' {s.mask_source!r} unresolved; choose {MASK_SOURCES}.")
     if s.mask_source == "attention":
         return None
     if mask_px is None:
@@ -286,6 +298,7 @@ def run_sd(model, latent: dict, drags, positive, negative=None, s: AttentionDrag
     samples = latent["samples"]
     b, _, h, w = samples.shape
     layer = parse_layer(s.layer, "sd1", model.get_model_object("diffusion_model"), node)
+    s = resolve_mask_source(s, mask_px, node)
     mask = _mask_for(mask_px, (h, w), s, node)
     if s.eps_at not in ("next", "current"):
         raise FluxDragInputError(f"{node}: eps_at {s.eps_at!r} unknown; choose 'next' or 'current'.")
@@ -324,6 +337,7 @@ def run_flux(model, latent: dict, drags, positive, negative=None, s: AttentionDr
     b, _, h, w = samples.shape
     dm = model.get_model_object("diffusion_model")
     layer = parse_layer(s.layer, "flux", dm, node)
+    s = resolve_mask_source(s, mask_px, node)
     mask = _mask_for(mask_px, (h, w), s, node)
     if s.solver not in solvers.SOLVERS:
         raise FluxDragInputError(f"{node}: input 'solver' {s.solver!r} unknown; choose {solvers.SOLVERS}.")
@@ -441,9 +455,11 @@ class AttentionDrag(io.ComfyNode):
                 io.Combo.Input("direction", options=["query", "key"], default="query",
                                tooltip="query: where the handle looks, softmax_j(q_h·k_j) (the paper's "
                                        "A_t(h, j)); key: which cells look at the handle."),
-                io.Combo.Input("mask_source", options=list(MASK_SOURCES), default="attention",
-                               tooltip="attention: the automatic mask (paper); instructions: the drag "
-                                       "instructions' mask instead; both: automatic mask inside it."),
+                io.Combo.Input("mask_source", options=list(MASK_SOURCES), default="auto",
+                               tooltip="auto: the drag instructions' mask when it has one, else the "
+                                       "automatic mask; attention: always the automatic mask (paper); "
+                                       "instructions: the instructions' mask; both: automatic mask "
+                                       "inside it."),
                 io.Int.Input("dilate", default=0, min=0, max=16,
                              tooltip="Grow the mask by this many latent cells (8 px each)."),
                 io.Boolean.Input("rigid", default=False,
@@ -468,7 +484,7 @@ class AttentionDrag(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, latent, drag_instructions, positive, steps=28, strength=0.7, layer="auto",
-                tau=2.0, direction="query", mask_source="attention", dilate=0, rigid=False, cfg=1.0,
+                tau=2.0, direction="query", mask_source="auto", dilate=0, rigid=False, cfg=1.0,
                 solver="uni_inv", scheduler="simple", inversion_guidance=1.0, negative=None,
                 image=None) -> io.NodeOutput:
         s = AttentionDragSettings(steps=steps, strength=strength, layer=layer, tau=tau, direction=direction,

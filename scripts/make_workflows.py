@@ -103,7 +103,7 @@ WORKFLOWS = {"lazydrag_flux": lazydrag, "contextdrag_kontext": contextdrag}
 def _attentiondrag_node(model, latent, drags, positive, image, steps: int) -> dict:
     return node("FluxDragAttentionDrag", "AttentionDrag", model=model, latent=latent, drag_instructions=drags,
                 positive=positive, steps=steps, strength=0.7, layer="auto", tau=2.0, direction="query",
-                mask_source="attention", dilate=0, rigid=False, cfg=1.0, solver="uni_inv", scheduler="simple",
+                mask_source="auto", dilate=0, rigid=False, cfg=1.0, solver="uni_inv", scheduler="simple",
                 inversion_guidance=1.0, image=image)
 
 

@@ -296,3 +296,17 @@ def test_node_schema_and_execute(tiny_sd, sd_cond):
     lat, prev = res.args
     assert lat["samples"].shape == (1, 4, 16, 16) and prev.shape == (1, 128, 128, 3)
     assert 0.0 <= float(prev.min()) and float(prev.max()) <= 1.0
+
+
+def test_mask_source_auto_follows_the_instructions():
+    """auto: the drawn mask when the instructions have one, else the automatic (attention) mask."""
+    from fluxdrag.nodes.attention_drag import AttentionDragSettings, resolve_mask_source
+    from fluxdrag.nodes.common import FluxDragInputError
+    s = AttentionDragSettings()
+    assert s.mask_source == "auto"
+    assert resolve_mask_source(s, torch.ones(8, 8)).mask_source == "instructions"
+    assert resolve_mask_source(s, None).mask_source == "attention"
+    fixed = AttentionDragSettings(mask_source="attention")
+    assert resolve_mask_source(fixed, torch.ones(8, 8)) is fixed
+    with pytest.raises(FluxDragInputError, match="'mask_source'"):
+        resolve_mask_source(AttentionDragSettings(mask_source="drawn"), None)
