@@ -52,6 +52,15 @@ def test_all_pack_nodes_listed(comfy_server, comfy):  # noqa: F811
     assert {k for k, v in info.items() if _in_pack_category(v)} == ids
 
 
+def test_workflows_are_offered_as_templates(comfy_server):
+    """ComfyUI serves a pack's workflows/ folder in its template browser."""
+    listed = comfy_server.get_json("/workflow_templates").get(comfy_server.pack_link, [])
+    ui_files = sorted(p.stem for p in wt.WORKFLOWS.glob("*.json") if not p.stem.endswith("_api"))
+    assert ui_files and set(ui_files) <= set(listed)
+    status, body = comfy_server.request("GET", f"/api/workflow_templates/{comfy_server.pack_link}/lazydrag_flux.json")
+    assert status == 200 and json.loads(body)["nodes"]
+
+
 @pytest.mark.parametrize("api_path", API_FILES, ids=[p.name for p in API_FILES])
 def test_workflow_node_types_known(comfy_server, api_path):
     api = wt.load_api(api_path)

@@ -62,6 +62,12 @@ def read_meta(path: Path = META) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def training_minutes(training: dict) -> float:
+    """Wall-clock minutes of a training record including every run it resumed from."""
+    prev = training.get("resumed_from")
+    return float(training.get("wall_minutes", 0.0)) + (training_minutes(prev) if prev else 0.0)
+
+
 def conditioning_from_meta(meta: dict, family: str | None = None,
                            guidance: float = DEFAULT_GUIDANCE) -> list:
     """ComfyUI CONDITIONING ``[[context, {"pooled_output", "guidance"}]]`` from toyflux.json.
