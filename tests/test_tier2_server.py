@@ -223,3 +223,7 @@ def test_lazydrag_workflow_runs_over_http_twice(comfy_server):
     assert ((p[..., 1] > p[..., 0] + 40) & (p[..., 1] > p[..., 2] + 40)).any()
     entry2 = comfy_server.run(api)
     assert entry2["status"]["status_str"] == "success"
+    cached = {n for kind, data in entry2["status"]["messages"] if kind == "execution_cached"
+              for n in data["nodes"]}
+    inv_id = wt.node_by_title(api, "Invert (Uni-Inv)")[0]
+    assert inv_id not in cached and outs - cached, (cached, inv_id)  # the inversion and the edit re-ran
