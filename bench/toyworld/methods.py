@@ -11,7 +11,9 @@ model-space latent (16, H, W). Drag methods of the pack register themselves here
   * ``ground_truth``: the exact edit (upper bound, sanity row);
   * ``inversion_roundtrip`` / ``inversion_roundtrip_50``: Euler inversion then Euler sampling on
     the toy model (20 / 50 steps, ComfyUI's shifted FLUX σ grid), no drag: how faithfully the
-    model inverts; a faithful inversion scores like ``no_edit``.
+    model inverts with the first-order baseline; a faithful inversion scores like ``no_edit``;
+  * ``fireflow_roundtrip`` / ``uni_inv_roundtrip``: the same with the pack's inversions through
+    its nodes (20 steps; Uni-Inv is what the LazyDrag row inverts with, FireFlow DragFlow's).
 """
 from __future__ import annotations
 
@@ -88,8 +90,28 @@ def inversion_roundtrip_50(scene: Scene, model, cond) -> torch.Tensor:
     return inversion_roundtrip(scene, model, cond, steps=50)
 
 
+def _pack_roundtrip(scene: Scene, model, cond, solver: str, steps: int = 20) -> torch.Tensor:
+    from ...nodes import inversion as inv
+    from .model import scene_latent_to_comfy
+
+    g = float(cond[0][1].get("guidance", 3.5))
+    rec = inv.run_inversion(model, scene_latent_to_comfy(scene.latent), cond, steps=steps,
+                            solver=solver, guidance=g)
+    return inv.run_sampling(model, rec, cond)[0]
+
+
+def fireflow_roundtrip(scene: Scene, model, cond) -> torch.Tensor:
+    return _pack_roundtrip(scene, model, cond, "fireflow")
+
+
+def uni_inv_roundtrip(scene: Scene, model, cond) -> torch.Tensor:
+    return _pack_roundtrip(scene, model, cond, "uni_inv")
+
+
 register("no_edit", no_edit, needs_model=False)
 register("copy_paste", copy_paste, needs_model=False)
 register("inversion_roundtrip", inversion_roundtrip, needs_model=True)
 register("inversion_roundtrip_50", inversion_roundtrip_50, needs_model=True)
+register("fireflow_roundtrip", fireflow_roundtrip, needs_model=True)
+register("uni_inv_roundtrip", uni_inv_roundtrip, needs_model=True)
 register("ground_truth", ground_truth, needs_model=False)

@@ -55,7 +55,8 @@ def benchmark_scenes(seed: int, n: int, families: list[str]) -> list[Scene]:
 
 
 def _order(names: list[str]) -> list[str]:
-    base = ["no_edit", "copy_paste", "inversion_roundtrip", "inversion_roundtrip_50"]
+    base = ["no_edit", "copy_paste", "inversion_roundtrip", "inversion_roundtrip_50", "uni_inv_roundtrip",
+            "fireflow_roundtrip"]
     head = [m for m in base if m in names]
     tail = ["ground_truth"] if "ground_truth" in names else []
     return head + [m for m in names if m not in head and m not in tail] + tail
