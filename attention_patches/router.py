@@ -167,6 +167,12 @@ class Controller:
     def on_sample_start(self, sigmas: torch.Tensor) -> None:
         pass
 
+    def after_step(self, i: int, sigma_next: float, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Latent-level control after sampling step ``i`` (x is at ``sigma_next``, model space):
+        return a replacement x or None. Only FluxDrag's own samplers (Sample From Inversion, the
+        FireFlow / Uni-Inv SAMPLER nodes) call it; ComfyUI's samplers do not."""
+        return None
+
     def on_sample_end(self, error: Optional[BaseException]) -> None:
         pass
 
@@ -335,6 +341,15 @@ def outer_sample_wrapper(executor, *args, **kwargs):
 # --------------------------------------------------------------------------------------------
 # installing
 # --------------------------------------------------------------------------------------------
+def after_step_hooks(model_options: Optional[dict]) -> list:
+    """The ``after_step`` methods of the controllers routed in ``model_options`` that define one."""
+    to = (model_options or {}).get("transformer_options", {})
+    router = to.get("optimized_attention_override")
+    if not isinstance(router, AttentionRouter):
+        return []
+    return [c.after_step for c in router.controllers if type(c).after_step is not Controller.after_step]
+
+
 def router_of_model(model) -> Optional[AttentionRouter]:
     """The FluxDrag router installed on a MODEL, if any."""
     to = model.model_options.get("transformer_options", {})

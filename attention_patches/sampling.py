@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import torch
 
 from ..core import solvers
+from .router import after_step_hooks
 
 CAPTURE_KEY = "fluxdrag_velocity"
 _CAPTURE: contextvars.ContextVar = contextvars.ContextVar("fluxdrag_capture", default=None)
@@ -86,13 +87,20 @@ def sampler_function(solver: str, **solver_kwargs) -> Callable:
         extra_args = {} if extra_args is None else extra_args
         cfg = float(getattr(getattr(model, "inner_model", None), "cfg", 1.0) or 1.0)
         vel = velocity_function(model, extra_args, cfg)
+        hooks = after_step_hooks(extra_args.get("model_options"))
 
         def cb(d):
+            x = d["x"]
+            for hook in hooks:   # latent-level controllers (e.g. LazyDrag's background lock)
+                r = hook(d["i"], d["sigma_next"], x)
+                if r is not None:
+                    x = r
             if callback is not None:
                 sigma = d["sigma_next"]
-                denoised = d["x"] - sigma * d["v"]
-                callback({"i": d["i"], "x": d["x"], "sigma": sigma, "sigma_hat": sigma,
+                denoised = x - sigma * d["v"]
+                callback({"i": d["i"], "x": x, "sigma": sigma, "sigma_hat": sigma,
                           "denoised": denoised})
+            return x if hooks else None
 
         return fn(vel, x, sigmas, callback=cb, **solver_kwargs)
 

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 
 Velocity = Callable[[torch.Tensor, float], torch.Tensor]
-Callback = Optional[Callable[[dict], None]]
+Callback = Optional[Callable[[dict], Optional[torch.Tensor]]]  # may return a replacement x
 
 SOLVERS = ("euler", "fireflow", "uni_inv")
 
@@ -39,6 +39,13 @@ def _sigma_list(sigmas: torch.Tensor | list[float]) -> list[float]:
     return s
 
 
+def _after(callback: Callable, d: dict, x: torch.Tensor) -> torch.Tensor:
+    """Run a step callback; a tensor it returns replaces x (latent-level control after a step,
+    e.g. a background lock); ``None`` keeps x."""
+    r = callback(d)
+    return x if r is None else r
+
+
 def euler(velocity: Velocity, x: torch.Tensor, sigmas, callback: Callback = None) -> torch.Tensor:
     """Explicit Euler: x ← x + Δ·v(x, σ)."""
     s = _sigma_list(sigmas)
@@ -46,7 +53,7 @@ def euler(velocity: Velocity, x: torch.Tensor, sigmas, callback: Callback = None
         v = velocity(x, s[i])
         x = x + (s[i + 1] - s[i]) * v
         if callback is not None:
-            callback({"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "v": v})
+            x = _after(callback, {"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "v": v}, x)
     return x
 
 
@@ -67,7 +74,7 @@ def fireflow(velocity: Velocity, x: torch.Tensor, sigmas, callback: Callback = N
         x = x + d * v_mid
         v_prev = v_mid
         if callback is not None:
-            callback({"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "v": v_mid})
+            x = _after(callback, {"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "v": v_mid}, x)
     return x
 
 
@@ -88,7 +95,7 @@ def uni_inv(velocity: Velocity, x: torch.Tensor, sigmas, callback: Callback = No
         x = x + d * v_n
         v_prev = v_n
         if callback is not None:
-            callback({"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "v": v_n})
+            x = _after(callback, {"i": i, "x": x, "sigma": s[i], "sigma_next": s[i + 1], "v": v_n}, x)
     return x
 
 

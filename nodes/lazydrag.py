@@ -27,7 +27,7 @@ NODE_PATCH = "FluxDrag LazyDrag Patch"
 
 
 def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None, transition_width=1,
-               activation=0.8, seed=0, background_query="cached") -> LazyDragPlan:
+               activation=0.8, seed=0, background_query="live") -> LazyDragPlan:
     check_latent(latent_samples, NODE_MAP)
     H, W = latent_samples.shape[-2] * 8, latent_samples.shape[-1] * 8
     try:
@@ -72,19 +72,20 @@ class CorrespondenceMap(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the noise that fills the vacated (inpaint) area."),
                 io.Image.Input("image", optional=True, tooltip="Source image for the preview."),
-                io.Combo.Input("background_query", options=list(BACKGROUND_QUERY), default="cached",
+                io.Combo.Input("background_query", options=list(BACKGROUND_QUERY), default="live",
                                optional=True,
-                               tooltip="cached: background queries, keys and values all come from the "
-                                       "inversion (the paper). live: only keys and values are cached, "
-                                       "the background queries stay the edit's own — a third less "
-                                       "cache memory, the background may drift slightly more."),
+                               tooltip="live: only background keys and values are cached, the queries "
+                                       "stay the edit's own — a third less cache memory, and the same "
+                                       "result when the LazyDrag Patch's background_lock is 1 (its "
+                                       "default). cached: queries cached too (the paper) — better "
+                                       "background with background_lock < 1 or ComfyUI's KSampler."),
             ],
             outputs=[EditMap.Output(display_name="map"), io.Image.Output(display_name="preview")],
         )
 
     @classmethod
     def execute(cls, drag_instructions, latent, mask=None, transition_width=1, activation=0.8,
-                seed=0, image=None, background_query="cached") -> io.NodeOutput:
+                seed=0, image=None, background_query="live") -> io.NodeOutput:
         samples = latent["samples"]
         plan = build_plan(drag_instructions, samples, mask, transition_width, activation, seed,
                           background_query)
@@ -93,8 +94,19 @@ class CorrespondenceMap(io.ComfyNode):
         return io.NodeOutput(plan, prev, ui=ui.PreviewImage(prev, cls=cls))
 
 
+def inversion_trajectory(inversion) -> dict:
+    """sigma_key → model-space latent of the inversion at that sigma (σ = 0: the source)."""
+    from ..core.cache import sigma_key
+
+    inv = inversion.sigmas.flip(0).tolist()
+    out = {sigma_key(s): z for s, z in zip(inv[1:], inversion.trajectory)}
+    if inversion.z_0 is not None:
+        out[sigma_key(0.0)] = inversion.z_0.detach().cpu()
+    return out
+
+
 def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identity=True,
-                   refine=True, mask_text=True, h_max=0.8, hold=0.2, end=0.6):
+                   refine=True, mask_text=True, h_max=0.8, hold=0.2, end=0.6, background_lock=1.0):
     """(patched MODEL, initial model-space latent) for a LazyDrag edit."""
     require_flux(model, NODE_PATCH)
     if not isinstance(plan, LazyDragPlan):
@@ -104,7 +116,8 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identi
             raise FluxDragInputError(f"{NODE_PATCH}: input 'map' was built for another image size "
                                      f"than the inversion's latent; rebuild it from that latent.")
         ctrl = LazyDragControl(plan, None, inversion.sigmas, background, identity, refine, mask_text,
-                               h_max, hold, end, paired_batch=int(inversion.z_T.shape[0]))
+                               h_max, hold, end, paired_batch=int(inversion.z_T.shape[0]),
+                               background_lock=background_lock, trajectory=inversion_trajectory(inversion))
         z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
         return patch_model(model, ctrl), z0, ctrl
     cache = inversion.caches.get(CACHE_NAME)
@@ -117,7 +130,8 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identi
             f"{NODE_PATCH}: the inversion's cache was freed by an earlier sampling; queue again "
             f"(FluxDrag Invert re-runs) or set keep_cache on the sampler.")
     ctrl = LazyDragControl(plan, cache, inversion.sigmas, background, identity, refine, mask_text,
-                           h_max, hold, end)
+                           h_max, hold, end, background_lock=background_lock,
+                           trajectory=inversion_trajectory(inversion))
     z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
     return patch_model(model, ctrl), z0, ctrl
 
@@ -155,15 +169,22 @@ class LazyDragPatch(io.ComfyNode):
                                tooltip="Fraction of steps at h_max before the cosine decay."),
                 io.Float.Input("end", default=0.6, min=0.0, max=1.0, step=0.05,
                                tooltip="Fraction of steps where h_t reaches 0."),
+                io.Float.Input("background_lock", default=1.0, min=0.0, max=1.0, step=0.05,
+                               optional=True,
+                               tooltip="Fraction of sampling steps after which the background tokens' "
+                                       "latent is reset to the inversion's at the same sigma (ours, not "
+                                       "in the paper; needs FluxDrag Sample From Inversion). 1: the "
+                                       "background ends exactly as the source; 0: attention control "
+                                       "only, as in the paper."),
             ],
             outputs=[io.Model.Output(), io.Latent.Output(display_name="initial_latent")],
         )
 
     @classmethod
     def execute(cls, model, inversion, map, background=True, identity=True, refine=True,
-                mask_text=True, h_max=0.8, hold=0.2, end=0.6) -> io.NodeOutput:
+                mask_text=True, h_max=0.8, hold=0.2, end=0.6, background_lock=1.0) -> io.NodeOutput:
         m, z0, _ = apply_lazydrag(model, inversion, map, background, identity, refine, mask_text,
-                                  h_max, hold, end)
+                                  h_max, hold, end, background_lock)
         return io.NodeOutput(m, to_latent(model, z0))
 
 

@@ -27,7 +27,8 @@ def test_controls_off_is_bitwise_vanilla(tiny_flux, tiny_cond):
     from fluxdrag.nodes import inversion as inv
     from fluxdrag.nodes import lazydrag as ld
     lat, plan, rec = _setup(tiny_flux, tiny_cond)
-    m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan, background=False, identity=False, refine=False)
+    m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan, background=False, identity=False, refine=False,
+                                    background_lock=0.0)
     patched = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0, keep_cache=True)
     plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), start=z0, keep_cache=True)
     assert ctrl.hits == 0 and ctrl.misses == 0  # nothing to do: every call passed through
@@ -144,7 +145,8 @@ def test_paired_policy_needs_no_cache_and_keeps_background(tiny_flux, tiny_cond)
     far_bg = cm.background & ~grown
     assert tok_err[far_bg].mean() < 0.25 * tok_err[cm.destination | cm.inpaint].mean()
     # with every control off, the paired batch reproduces the unpaired result exactly per row
-    m2, z0b, _ = ld.apply_lazydrag(tiny_flux, rec, plan, background=False, identity=False, refine=False)
+    m2, z0b, _ = ld.apply_lazydrag(tiny_flux, rec, plan, background=False, identity=False, refine=False,
+                                   background_lock=0.0)
     off = inv.run_sampling(m2, rec, _guid1(tiny_cond), start=z0b)
     ref = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), start=z0b)
     assert (off - ref).abs().max() < 1e-5
@@ -156,7 +158,7 @@ def test_live_background_query_caches_kv_only(tiny_flux, tiny_cond):
     from fluxdrag.nodes import inversion as inv
     from fluxdrag.nodes import lazydrag as ld
     from fluxdrag.nodes.common import FluxDragInputError
-    lat, plan_c, rec_c = _setup(tiny_flux, tiny_cond)
+    lat, plan_c, rec_c = _setup(tiny_flux, tiny_cond, background_query="cached")
     lat, plan, rec = _setup(tiny_flux, tiny_cond, background_query="live")
     names = {k[2] for k in rec.caches["lazydrag"].keys()}
     assert "q" not in names and {"k", "v"} <= names
@@ -165,13 +167,21 @@ def test_live_background_query_caches_kv_only(tiny_flux, tiny_cond):
     ix = plan.indices
     n_bg = ix.bg.numel() * tiny_flux.model.diffusion_model.hidden_size * 4 * 2 * 6  # fp32, 2 blocks, 6 keys
     assert rec_c.cache_bytes() - rec.cache_bytes() == n_bg  # exactly the background queries
-    m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan)
+    m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan, background_lock=0.0)
     plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), keep_cache=True)
-    edited = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0)
+    edited = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0, keep_cache=True)
     assert ctrl.hits == 6 * 2 and ctrl.misses == 0
-    m_c, z0_c, _ = ld.apply_lazydrag(tiny_flux, rec_c, plan_c)
-    edited_c = inv.run_sampling(m_c, rec_c, _guid1(tiny_cond), start=z0_c)
-    assert not torch.equal(edited, edited_c)  # the live queries do change the result
+    m_c, z0_c, _ = ld.apply_lazydrag(tiny_flux, rec_c, plan_c, background_lock=0.0)
+    edited_c = inv.run_sampling(m_c, rec_c, _guid1(tiny_cond), start=z0_c, keep_cache=True)
+    assert not torch.equal(edited, edited_c)  # without the latent lock the live queries change the result
+    # with the lock on every step, background queries only shape background outputs, which the
+    # lock overwrites: live and cached queries give bitwise the same edit
+    locked = []
+    for query in ("live", "cached"):
+        _, p, r = _setup(tiny_flux, tiny_cond, background_query=query)
+        mm, z, _ = ld.apply_lazydrag(tiny_flux, r, p, background_lock=1.0)
+        locked.append(inv.run_sampling(mm, r, _guid1(tiny_cond), start=z))
+    assert torch.equal(locked[0], locked[1])
     cm = plan.cmap
     tok_err = (edited - plain).abs().reshape(1, 16, 16, 2, 16, 2).mean(dim=(0, 1, 3, 5))
     grown = torch.nn.functional.max_pool2d((~cm.background).float()[None, None], 5, 1, 2)[0, 0] > 0
@@ -179,3 +189,27 @@ def test_live_background_query_caches_kv_only(tiny_flux, tiny_cond):
     assert tok_err[far_bg].mean() < 0.25 * tok_err[cm.destination | cm.inpaint].mean()
     with pytest.raises(FluxDragInputError, match="background_query"):
         ld.CorrespondenceMap.execute(DRAGS, lat, background_query="none")
+
+
+def test_background_lock_ends_on_the_source_and_is_off_at_zero(tiny_flux, tiny_cond):
+    """background_lock 1: after every step the background tokens' latent is the inversion's at that
+    sigma, so the result's background is bitwise the source latent; 0.5 locks half the steps;
+    0 leaves it to attention control (the paper)."""
+    from fluxdrag.nodes import inversion as inv
+    from fluxdrag.nodes import lazydrag as ld
+    outs, ctrls = {}, {}
+    for lock in (1.0, 0.5, 0.0):
+        lat, plan, rec = _setup(tiny_flux, tiny_cond)
+        m, z0, ctrls[lock] = ld.apply_lazydrag(tiny_flux, rec, plan, background_lock=lock)
+        outs[lock] = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0)
+    assert (ctrls[1.0].locked, ctrls[0.5].locked, ctrls[0.0].locked) == (6, 3, 0)
+    bg = plan.cmap.background.repeat_interleave(2, 0).repeat_interleave(2, 1)
+    src = rec.z_0
+    assert torch.equal(outs[1.0][..., bg], src[..., bg])
+    assert not torch.equal(outs[0.0][..., bg], src[..., bg])
+    err = {k: (v - src)[..., bg].abs().mean().item() for k, v in outs.items()}
+    assert err[1.0] == 0.0 < err[0.5] and err[0.5] < err[0.0]
+    assert not torch.equal(outs[1.0][..., ~bg], src[..., ~bg])   # the edited region is free
+    lat, plan, rec = _setup(tiny_flux, tiny_cond)
+    with pytest.raises(ValueError, match="background_lock"):
+        ld.apply_lazydrag(tiny_flux, rec, plan, background_lock=1.5)

@@ -18,7 +18,8 @@ def _guidance(cond) -> float:
     return float(cond[0][1].get("guidance", 3.5))
 
 
-def lazydrag(scene, model, cond, steps: int = STEPS, background_query: str = "cached") -> torch.Tensor:
+def lazydrag(scene, model, cond, steps: int = STEPS, background_query: str = "live",
+             background_lock: float = 1.0) -> torch.Tensor:
     """Correspondence Map → Invert (Uni-Inv, caching for the map) → LazyDrag Patch → Sample."""
     from ...nodes import inversion as inv
     from ...nodes import lazydrag as ld
@@ -28,15 +29,15 @@ def lazydrag(scene, model, cond, steps: int = STEPS, background_query: str = "ca
                                         background_query=background_query).args[0]
     _, rec = inv.Invert.execute(model, lat, cond, steps=steps, solver="uni_inv",
                                 guidance=_guidance(cond), edit_map=plan).args
-    patched, z0 = ld.LazyDragPatch.execute(model, rec, plan).args
+    patched, z0 = ld.LazyDragPatch.execute(model, rec, plan, background_lock=background_lock).args
     out = inv.SampleFromInversion.execute(patched, rec, cond, latent=z0).args[0]
     return comfy_to_scene_latent(out)[0]
 
 
-def lazydrag_live_q(scene, model, cond) -> torch.Tensor:
-    """LazyDrag with ``background_query`` live (k, v cached, background queries live): what the
-    third less cache costs in background fidelity."""
-    return lazydrag(scene, model, cond, background_query="live")
+def lazydrag_paper(scene, model, cond) -> torch.Tensor:
+    """LazyDrag as in the paper: attention control only (``background_lock`` 0) with the background
+    queries cached too — what the latent background lock adds."""
+    return lazydrag(scene, model, cond, background_query="cached", background_lock=0.0)
 
 
 def attentiondrag(scene, model, cond, steps: int = STEPS) -> torch.Tensor:
@@ -76,7 +77,7 @@ def dragflow_no_kv(scene, model, cond) -> torch.Tensor:
 
 
 register("lazydrag", lazydrag)
-register("lazydrag_live_q", lazydrag_live_q)
+register("lazydrag_paper", lazydrag_paper)
 register("attentiondrag", attentiondrag)
 register("dragflow", dragflow)
 register("dragflow_no_kv", dragflow_no_kv)
