@@ -7,6 +7,7 @@ call with no cache entry (e.g. FireFlow's first sampling evaluation at σ = 1) r
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -172,6 +173,12 @@ class LazyDragControl(Controller):
     def on_sample_end(self, error: Optional[BaseException]) -> None:
         if self.free_on_end and self.cache is not None:
             self.cache.free()
+        if error is None and self.lock_steps > 0 and self.locked == 0 and (self.hits or self.misses):
+            logging.warning(
+                "[FluxDrag] LazyDrag: background_lock is %.2f but this sampler never called the lock "
+                "(only FluxDrag Sample From Inversion and the FluxDrag FireFlow / Uni-Inv SAMPLER nodes "
+                "do); the background was kept by attention control alone. Sample with FluxDrag Sample "
+                "From Inversion, or set background_lock to 0 to silence this.", self.background_lock)
 
     def after_step(self, i: int, sigma_next: float, x: torch.Tensor) -> Optional[torch.Tensor]:
         if i >= self.lock_steps or not bool(self.bg_pixels.any()):

@@ -213,3 +213,19 @@ def test_background_lock_ends_on_the_source_and_is_off_at_zero(tiny_flux, tiny_c
     lat, plan, rec = _setup(tiny_flux, tiny_cond)
     with pytest.raises(ValueError, match="background_lock"):
         ld.apply_lazydrag(tiny_flux, rec, plan, background_lock=1.5)
+
+
+def test_lock_under_comfy_ksampler_warns(tiny_flux, tiny_cond, caplog):
+    """ComfyUI's own samplers do not call after_step: the edit still runs, with a clear warning."""
+    import logging
+
+    import comfy.sample
+
+    from fluxdrag.nodes import lazydrag as ld
+    lat, plan, rec = _setup(tiny_flux, tiny_cond)
+    m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan)
+    with caplog.at_level(logging.WARNING):
+        comfy.sample.sample(m, rec.z_T, 6, 1.0, "euler", "simple", _guid1(tiny_cond), _guid1(tiny_cond),
+                            torch.zeros_like(rec.z_T), disable_pbar=True, seed=0)
+    assert ctrl.locked == 0 and ctrl.hits > 0
+    assert any("background_lock" in r.getMessage() for r in caplog.records)
