@@ -53,8 +53,7 @@ pytestmark = [pytest.mark.tier2,
 
 
 def _png(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.int16)
+    return wt.load_png(path, np.int16)
 
 
 def _view(server, ref: dict) -> np.ndarray:

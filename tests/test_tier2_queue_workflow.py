@@ -30,10 +30,6 @@ def _script(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=cwd or wt.ROOT)
 
 
-def _png(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32)
-
 
 def test_lazydrag_queued_through_the_script(comfy_server, tmp_path):
     (tmp_path / "drags.json").write_text(json.dumps(DRAGS))
@@ -50,7 +46,7 @@ def test_lazydrag_queued_through_the_script(comfy_server, tmp_path):
     assert any(n.startswith("Save_edited_") for n in names), names
     assert any(n.startswith("Save_map_preview_") for n in names), names
     assert [str(f) for f in files] == sorted(r.stdout.split())  # stdout lists the files
-    edited = _png(next(f for f in files if f.name.startswith("Save_edited_")))
+    edited = wt.load_png(next(f for f in files if f.name.startswith("Save_edited_")))
     assert edited.shape == (256, 256, 3) and edited.std() > 1.0
     # the queued prompt carried our drags (the server's history keeps the prompt)
     [job_line] = [ln for ln in r.stderr.splitlines() if ln.startswith("[job 0] queued ")]
@@ -100,9 +96,9 @@ def test_editor_round_robin_upload_and_execution_error(comfy_server, tmp_path):
         names = sorted(p.name for p in (out / job).iterdir())
         # the preview (output) and the source image the node returns for the canvas (temp)
         assert [n.split("_")[0] for n in names] == ["Drag", "Save"], names
-        canvas = _png(next((out / job).glob("Drag_Editor_*")))
-        assert np.array_equal(canvas, _png(wt.EXAMPLE_INPUTS / "source.png"))
-        preview = _png(next((out / job).glob("Save_preview_*")))
+        canvas = wt.load_png(next((out / job).glob("Drag_Editor_*")))
+        assert np.array_equal(canvas, wt.load_png(wt.EXAMPLE_INPUTS / "source.png"))
+        preview = wt.load_png(next((out / job).glob("Save_preview_*")))
         # arrows are drawn server-side: the preview differs from the source along the drags
         assert np.abs(preview - canvas).max() > 100
     assert (comfy_server.input_dir / "my source.png").is_file()
@@ -145,7 +141,7 @@ def test_dragbench_batch_runs_both_methods(comfy_server, tmp_path):
         assert row["status"] == "ok", row
         # long side 320 -> 160, so 200 -> 100, rounded down to a multiple of 16
         assert (row["width"], row["height"], row["orig_height"]) == ("160", "96", "200")
-        edited = _png(out / row["output"])
+        edited = wt.load_png(out / row["output"])
         assert edited.shape == (96, 160, 3) and edited.std() > 1.0
         broken = by[("art_work/broken", m)]
         assert broken["status"] == "error" and "odd number of points" in broken["error"]

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import workflow_tools as wt
 from comfy_fixtures import comfy  # noqa: F401
-from PIL import Image
 
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2
@@ -69,10 +68,6 @@ def test_workflow_node_types_known(comfy_server, api_path):
     assert wt.node_types(wt.swap_loaders(api)) <= known
 
 
-def _png(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32)
-
 
 def test_invert_reconstruct_runs_over_http(comfy_server):
     name = comfy_server.upload_image(wt.EXAMPLE_INPUTS / "source.png")
@@ -83,7 +78,7 @@ def test_invert_reconstruct_runs_over_http(comfy_server):
     assert entry["outputs"][save_id]["images"], entry["outputs"]
     [out] = comfy_server.output_files(entry)
     assert out.is_file()
-    recon = _png(out)
+    recon = wt.load_png(out)
     assert recon.shape == (256, 256, 3) and recon.std() > 1.0
 
     # a new target prompt re-samples from the server's cached inversion record (ComfyUI's
@@ -94,7 +89,7 @@ def test_invert_reconstruct_runs_over_http(comfy_server):
               if m[0] == "execution_cached"]
     assert wt.node_by_title(api, "Invert")[0] in set().union(*cached)
     [out2] = comfy_server.output_files(entry2)
-    assert out2 != out and np.abs(_png(out2) - recon).mean() > 1.0
+    assert out2 != out and np.abs(wt.load_png(out2) - recon).mean() > 1.0
 
     # reference: the same (test) VAE round trip without inversion; Invert → Sample From
     # Inversion must give the latent back, so the two pictures nearly agree
@@ -103,7 +98,7 @@ def test_invert_reconstruct_runs_over_http(comfy_server):
     ref["12"] = {"class_type": "SaveImage",
                  "inputs": {"images": ["11", 0], "filename_prefix": "FluxDrag/vae_roundtrip"}}
     [ref_out] = comfy_server.output_files(comfy_server.run(ref))
-    diff = np.abs(recon - _png(ref_out)).mean()
+    diff = np.abs(recon - wt.load_png(ref_out)).mean()
     # measured on this tiny model: FireFlow 8 steps 4.1/255 (16 steps 0.8), Euler 8 steps 28
     assert diff < 8.0, f"reconstruction differs from the VAE round trip by {diff:.2f}/255"
 
@@ -133,7 +128,7 @@ def test_pack_samplers_run_in_sampler_custom_advanced(comfy_server):
         prompt[s] = n("SaveImage", images=[d, 0], filename_prefix=f"FluxDrag/{save}")
     files = comfy_server.output_files(comfy_server.run(prompt))
     assert len(files) == 2
-    imgs = [_png(f) for f in files]
+    imgs = [wt.load_png(f) for f in files]
     assert all(i.shape == (128, 128, 3) and i.std() > 1.0 for i in imgs)
     assert np.abs(imgs[0] - imgs[1]).mean() > 0.1  # two solvers, two results
 
@@ -216,10 +211,10 @@ def test_lazydrag_workflow_runs_over_http_twice(comfy_server):
     files = comfy_server.output_files(entry)
     assert len(files) == 2
     edited = [f for f in files if "lazydrag_0" in f.name or "lazydrag_000" in f.name]
-    assert edited and _png(edited[0]).shape == (256, 256, 3)
+    assert edited and wt.load_png(edited[0]).shape == (256, 256, 3)
     preview = [f for f in files if "map" in f.name][0]
     # the map preview tints the destination green somewhere
-    p = _png(preview)
+    p = wt.load_png(preview)
     assert ((p[..., 1] > p[..., 0] + 40) & (p[..., 1] > p[..., 2] + 40)).any()
     entry2 = comfy_server.run(api)
     assert entry2["status"]["status_str"] == "success"

@@ -11,17 +11,12 @@ import copy
 import numpy as np
 import pytest
 import workflow_tools as wt
-from PIL import Image
 
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2
 
 WORKFLOWS = {"attentiondrag_sd15": "CheckpointLoaderSimple", "attentiondrag_flux": "UNETLoader"}
 
-
-def _png(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32)
 
 
 @pytest.mark.parametrize("name", sorted(WORKFLOWS))
@@ -38,8 +33,8 @@ def test_attentiondrag_workflow_runs_over_http(comfy_server, name):
         assert entry["outputs"][nid]["images"], entry["outputs"]
     edited_item = entry["outputs"][ids["Save edited"]]["images"][0]
     preview_item = entry["outputs"][ids["Save attention preview"]]["images"][0]
-    edited = _png(comfy_server.output_dir / edited_item.get("subfolder", "") / edited_item["filename"])
-    preview = _png(comfy_server.output_dir / preview_item.get("subfolder", "") / preview_item["filename"])
+    edited = wt.load_png(comfy_server.output_dir / edited_item.get("subfolder", "") / edited_item["filename"])
+    preview = wt.load_png(comfy_server.output_dir / preview_item.get("subfolder", "") / preview_item["filename"])
     assert edited.shape == (256, 256, 3) and edited.std() > 1.0
     assert preview.shape == (256, 256, 3)
     # the preview draws the mask outline in cyan somewhere near the sun (handle at (204, 46))

@@ -7,10 +7,8 @@ ReferenceLatent conditioning is there) and the step count. FluxKontextImageScale
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import workflow_tools as wt
-from PIL import Image
 
 from fluxdrag.tools.comfy_server import ServerError
 
@@ -19,10 +17,6 @@ pytestmark = pytest.mark.tier2
 
 API = wt.WORKFLOWS / "contextdrag_kontext_api.json"
 
-
-def _png(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32)
 
 
 def _prompt(steps: int = 2) -> dict:
@@ -41,9 +35,9 @@ def test_contextdrag_workflow_runs_over_http(comfy_server):
         assert entry["outputs"][nid]["images"], entry["outputs"]
     by_node = {nid: comfy_server.output_files({"outputs": {nid: entry["outputs"][nid]}})[0]
                for nid in ids.values()}
-    edited = _png(by_node[ids["Save edited"]])
+    edited = wt.load_png(by_node[ids["Save edited"]])
     assert edited.shape == (1024, 1024, 3) and edited.std() > 1.0  # Kontext-scaled size
-    prev = _png(by_node[ids["Save map preview"]])
+    prev = wt.load_png(by_node[ids["Save map preview"]])
     assert prev.shape == (1024, 1024, 3)
     # the sun (204, 46) moves to (124, 46) in the 256² drawing: x4 after FluxKontextImageScale
     green = (prev[..., 1] > prev[..., 0] + 40) & (prev[..., 1] > prev[..., 2] + 40)

@@ -13,17 +13,12 @@ import numpy as np
 import pytest
 import workflow_tools as wt
 from comfy_server import ServerError
-from PIL import Image
 
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2
 
 API = wt.WORKFLOWS / "dragflow_flux_api.json"
 
-
-def _png(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32)
 
 
 def _prompt() -> dict:
@@ -42,13 +37,13 @@ def test_dragflow_workflow_runs_over_http(comfy_server):
     for title, nid in ids.items():
         assert entry["outputs"][nid]["images"], entry["outputs"]
         files[title] = comfy_server.output_files({"outputs": {nid: entry["outputs"][nid]}})[0]
-    edited = _png(files["Save edited"])
+    edited = wt.load_png(files["Save edited"])
     assert edited.shape == (256, 256, 3) and edited.std() > 1.0
-    prev = _png(files["Save region preview"])
+    prev = wt.load_png(files["Save region preview"])
     assert prev.shape == (256, 256, 3)
     # the sun's box (176..232, 18..74) is tinted orange; its moved copy around (96, 40) is
     # tinted (green over the sky); the grass, outside the editable mask, is the source image
-    src = _png(wt.EXAMPLE_INPUTS / "source.png")
+    src = wt.load_png(wt.EXAMPLE_INPUTS / "source.png")
     orange = (prev[..., 0] > prev[..., 2] + 60) & (prev[..., 0] > 150)
     assert orange[25:70, 185:225].mean() > 0.5
     moved = prev[20:60, 75:115] - src[20:60, 75:115]

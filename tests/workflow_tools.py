@@ -75,3 +75,12 @@ def api_to_ui_module():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def load_png(path, dtype="float32"):
+    """An image file (or file-like) as an (H, W, 3) RGB numpy array of ``dtype``."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=dtype)
