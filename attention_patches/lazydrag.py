@@ -152,9 +152,10 @@ class LazyDragControl(Controller):
         # the source). Keys: sigma_key → model-space latent (B, C, h, w).
         self.background_lock = float(background_lock)
         self.trajectory = trajectory or {}
-        self.lock_steps = int(round(self.background_lock * (len(sigmas) - 1)))
         cm = plan.cmap
         self.bg_pixels = cm.background.repeat_interleave(2, 0).repeat_interleave(2, 1)  # (h, w) latent px
+        has_bg = bool(self.bg_pixels.any())
+        self.lock_steps = int(round(self.background_lock * (len(sigmas) - 1))) if has_bg else 0
         self.locked = 0
         self.paired = paired_batch > 0
         self.paired_batch = paired_batch
@@ -181,7 +182,7 @@ class LazyDragControl(Controller):
                 "From Inversion, or set background_lock to 0 to silence this.", self.background_lock)
 
     def after_step(self, i: int, sigma_next: float, x: torch.Tensor) -> Optional[torch.Tensor]:
-        if i >= self.lock_steps or not bool(self.bg_pixels.any()):
+        if i >= self.lock_steps:
             return None
         ref = self.trajectory.get(sigma_key(sigma_next))
         if ref is None or tuple(ref.shape[-2:]) != tuple(x.shape[-2:]):

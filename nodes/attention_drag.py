@@ -213,16 +213,16 @@ def resolve_mask_source(s: AttentionDragSettings, mask_px, node: str = NODE) -> 
     return replace(s, mask_source="instructions" if mask_px is not None else "attention")
 
 
-def _mask_for(mask_px, latent_hw, s: AttentionDragSettings, node: str):
-    if s.mask_source not in MASK_SOURCES or s.mask_source == "auto":
-        raise FluxDragInputError(f"{node}: input 'mask_source' {s.mask_source!r} unresolved; choose {MASK_SOURCES}.")
+def _mask_for(mask_px, latent_hw, s: AttentionDragSettings, node: str) -> tuple:
+    """(settings with ``mask_source`` resolved, latent-grid mask or None for the automatic one)."""
+    s = resolve_mask_source(s, mask_px, node)
     if s.mask_source == "attention":
-        return None
+        return s, None
     if mask_px is None:
         raise FluxDragInputError(
             f"{node}: input 'mask_source' is {s.mask_source!r} but input 'drag_instructions' has no "
             f"mask; draw an editable region or set mask_source to 'attention'.")
-    return latent_mask(mask_px, latent_hw)
+    return s, latent_mask(mask_px, latent_hw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,8 +298,7 @@ def run_sd(model, latent: dict, drags, positive, negative=None, s: AttentionDrag
     samples = latent["samples"]
     b, _, h, w = samples.shape
     layer = parse_layer(s.layer, "sd1", model.get_model_object("diffusion_model"), node)
-    s = resolve_mask_source(s, mask_px, node)
-    mask = _mask_for(mask_px, (h, w), s, node)
+    s, mask = _mask_for(mask_px, (h, w), s, node)
     if s.eps_at not in ("next", "current"):
         raise FluxDragInputError(f"{node}: eps_at {s.eps_at!r} unknown; choose 'next' or 'current'.")
     sched = sd_schedule(model, s)
@@ -337,8 +336,7 @@ def run_flux(model, latent: dict, drags, positive, negative=None, s: AttentionDr
     b, _, h, w = samples.shape
     dm = model.get_model_object("diffusion_model")
     layer = parse_layer(s.layer, "flux", dm, node)
-    s = resolve_mask_source(s, mask_px, node)
-    mask = _mask_for(mask_px, (h, w), s, node)
+    s, mask = _mask_for(mask_px, (h, w), s, node)
     if s.solver not in solvers.SOLVERS:
         raise FluxDragInputError(f"{node}: input 'solver' {s.solver!r} unknown; choose {solvers.SOLVERS}.")
     sig = solvers.strength_slice(sampling_sigmas(model, s.scheduler, s.steps), s.strength)

@@ -111,13 +111,14 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identi
     require_flux(model, NODE_PATCH)
     if not isinstance(plan, LazyDragPlan):
         raise FluxDragInputError(f"{NODE_PATCH}: input 'map' must come from {NODE_MAP}.")
+    traj = inversion_trajectory(inversion) if background_lock > 0 else None
     if inversion.info.get("cache_policy") == "paired":
         if tuple(inversion.z_T.shape[-2:]) != tuple(2 * g for g in plan.cmap.grid_hw):
             raise FluxDragInputError(f"{NODE_PATCH}: input 'map' was built for another image size "
                                      f"than the inversion's latent; rebuild it from that latent.")
         ctrl = LazyDragControl(plan, None, inversion.sigmas, background, identity, refine, mask_text,
                                h_max, hold, end, paired_batch=int(inversion.z_T.shape[0]),
-                               background_lock=background_lock, trajectory=inversion_trajectory(inversion))
+                               background_lock=background_lock, trajectory=traj)
         z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
         return patch_model(model, ctrl), z0, ctrl
     cache = inversion.caches.get(CACHE_NAME)
@@ -131,7 +132,7 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identi
             f"(FluxDrag Invert re-runs) or set keep_cache on the sampler.")
     ctrl = LazyDragControl(plan, cache, inversion.sigmas, background, identity, refine, mask_text,
                            h_max, hold, end, background_lock=background_lock,
-                           trajectory=inversion_trajectory(inversion))
+                           trajectory=traj)
     z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
     return patch_model(model, ctrl), z0, ctrl
 
