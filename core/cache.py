@@ -79,7 +79,7 @@ class TokenCache:
             raise ValueError(f"unknown cache policy {policy!r}: choose one of {', '.join(POLICIES)}")
         self.policy = policy
         self.budget_bytes = budget_bytes
-        #: where the budget came from, for the refusal message (e.g. "90 % of the RAM available")
+        #: where the budget came from, for the refusal message (e.g. the automatic share of free RAM)
         self.budget_label = budget_label
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.name = name
