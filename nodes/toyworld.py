@@ -1,14 +1,14 @@
 """Toy-world nodes: the bundled toy FLUX model, seeded scenes with ground truth, latent previews.
 
-The toy model (``bench/toyworld/toyflux.safetensors``) is a small FLUX-architecture model trained
+The toy model (``toyworld/toyflux.safetensors``) is a small FLUX-architecture model trained
 on synthetic scenes; it lets every node of the pack run anywhere (CPU, no downloads) and gives
-edits a measurable ground truth. See ``bench/toyworld/`` and issue 8.
+edits a measurable ground truth. Scenes and model are runtime code in ``toyworld/``; the benchmark is ``bench/toyworld/``.
 """
 from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..bench.toyworld import scenes
+from ..toyworld import scenes
 from .common import CATEGORY, DragInstructions
 
 FAMILY_OPTIONS = ["any", *scenes.FAMILIES]
@@ -36,7 +36,7 @@ class ToyModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, family="any", guidance=3.5) -> io.NodeOutput:
-        from ..bench.toyworld.model import load_toy_model
+        from ..toyworld.model import load_toy_model
 
         model, cond = load_toy_model(family=None if family == "any" else family, guidance=guidance)
         return io.NodeOutput(model, cond)
@@ -67,7 +67,7 @@ class ToyScene(io.ComfyNode):
 
     @classmethod
     def execute(cls, seed=0, family="single", case="move") -> io.NodeOutput:
-        from ..bench.toyworld.model import scene_latent_to_comfy
+        from ..toyworld.model import scene_latent_to_comfy
         from ..core.instructions import parse_instructions
 
         sc = scenes.make_scene(int(seed), family, None if case == "random" else case)
@@ -91,7 +91,7 @@ class ToyLatentToImage(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent) -> io.NodeOutput:
-        from ..bench.toyworld.model import comfy_to_scene_latent
+        from ..toyworld.model import comfy_to_scene_latent
 
         return io.NodeOutput(scenes.to_rgb(comfy_to_scene_latent(latent)).permute(0, 2, 3, 1))
 

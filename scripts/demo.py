@@ -2,8 +2,9 @@
 
     python scripts/demo.py [--seed 3] [--case move] [--steps 20] [--out out/demo.png]
 
-Starts ComfyUI (found at $COMFYUI_PATH or ~/comfy/ComfyUI) on a free loopback port with this pack
-loaded, queues a graph — Toy Model Loader → Toy Scene → Correspondence Map → Invert (Uni-Inv,
+Starts ComfyUI (``$COMFYUI_PATH``, else the ComfyUI whose ``custom_nodes`` holds this pack, else
+``~/comfy/ComfyUI``) on a free loopback port with this pack loaded from where it lies (no symlink,
+no copy; every folder the server writes is temporary), queues a graph — Toy Model Loader → Toy Scene → Correspondence Map → Invert (Uni-Inv,
 caching for the map) → LazyDrag Patch → Sample From Inversion — over HTTP, and writes
 ``out/demo.png``: the source with the drag arrows | the LazyDrag result | the ground truth.
 Runs on a CPU in well under a minute.
@@ -18,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import fluxdrag_bootstrap  # noqa: E402,F401
-from fluxdrag.tools.comfy_env import find_comfyui  # noqa: E402
+from fluxdrag.tools.comfy_env import find_comfyui, not_found_message  # noqa: E402
 from fluxdrag.tools.comfy_server import start_server, stop_server  # noqa: E402
 
 
@@ -82,12 +83,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     comfyui = find_comfyui()
     if comfyui is None:
-        print("ComfyUI not found: set COMFYUI_PATH or put a checkout at ~/comfy/ComfyUI", file=sys.stderr)
+        print(not_found_message(), file=sys.stderr)
         return 2
-    from fluxdrag.bench.toyworld.scenes import make_scene
+    from fluxdrag.toyworld.scenes import make_scene
 
     drags = make_scene(args.seed, args.family, args.case).drags
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         print(f"starting ComfyUI from {comfyui} ...")
         client = start_server(comfyui, Path(tmp))
         try:
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
             compose(files["source"], files["result"], files["truth"], drags, args.out)
         finally:
             stop_server(client)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out.resolve()}")
     return 0
 
 

@@ -1,8 +1,8 @@
 """A real ComfyUI server for tier-2 tests, started once per test session.
 
 ``comfy_server`` starts ``python main.py --cpu`` (``fluxdrag.tools.comfy_server``) with the pack
-and the test-only loaders in ``tests/comfy_test_nodes`` (``FluxDragTestNodes``) in a temporary
-``custom_nodes`` folder, so nothing is written into the ComfyUI checkout.
+and the test-only loaders in ``tests/comfy_test_nodes``, both loaded from where they lie; every
+folder the server writes is temporary, so nothing is written into the ComfyUI checkout.
 
 Use it from a test module with ``pytest_plugins = ["comfy_server"]``: that registers the fixture
 and a report hook that appends the server log to the report of every failed test using it.
@@ -32,18 +32,17 @@ TEST_NODES = ROOT / "tests" / "comfy_test_nodes"
 
 def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S) -> ComfyClient:
     """Start ComfyUI with the pack and the test loaders; returns once /object_info answers."""
-    return _server.start_server(comfyui, root, timeout, extra_nodes={TEST_NODES_LINK: TEST_NODES})
+    return _server.start_server(comfyui, root, timeout, extra_nodes=[TEST_NODES])
 
 
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """A running ComfyUI (one per session) with the pack and the test loaders installed."""
-    from fluxdrag.tools.comfy_env import find_comfyui
+    from fluxdrag.tools.comfy_env import find_comfyui, not_found_message
 
     comfyui = find_comfyui()
     if comfyui is None:
-        pytest.skip("tier 2 skipped: no ComfyUI checkout found (set COMFYUI_PATH or put one at "
-                    "~/comfy/ComfyUI)")
+        pytest.skip("tier 2 skipped: " + not_found_message())
     client = start_server(comfyui, tmp_path_factory.mktemp("comfy_server"))
     try:
         yield client

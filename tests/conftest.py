@@ -1,7 +1,14 @@
 """Test setup: the pack is imported as the package ``fluxdrag`` (its folder name has a dash),
-and ComfyUI, when present, is found at ``$COMFYUI_PATH`` or ``~/comfy/ComfyUI``."""
+and ComfyUI is found by ``tools/comfy_env.find_comfyui`` ($COMFYUI_PATH, the ComfyUI holding the
+pack, ~/comfy/ComfyUI).
+
+Tier 2 (marked ``tier2``) needs that ComfyUI. Locally it is skipped with one line when there is
+none; under ``CI=true`` it is required: a missing ComfyUI, or any tier-2 test that skips for any
+reason (no server, no browser, ...), fails the run.
+"""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,16 +17,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import fluxdrag_bootstrap  # noqa: E402,F401  (registers the pack as ``fluxdrag``)
-from fluxdrag.tools.comfy_env import find_comfyui  # noqa: E402
+from fluxdrag.tools.comfy_env import find_comfyui, not_found_message  # noqa: E402
 
 COMFYUI = find_comfyui()
-_SKIP_LINE = (
-    "tier 2 skipped: no ComfyUI checkout found (set COMFYUI_PATH or put one at ~/comfy/ComfyUI)"
-)
+REQUIRE_TIER2 = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+_SKIP_LINE = "tier 2 skipped: " + not_found_message()
+_tier2_skips: list[str] = []
 
 
 def pytest_report_header(config):
-    return f"ComfyUI for tier 2: {COMFYUI}" if COMFYUI else _SKIP_LINE
+    head = f"ComfyUI for tier 2: {COMFYUI}" if COMFYUI else _SKIP_LINE
+    return head + (" (CI=true: tier 2 required, a tier-2 skip fails the run)" if REQUIRE_TIER2 else "")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -31,6 +39,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_runtest_logreport(report):
+    if report.skipped and "tier2" in report.keywords:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _tier2_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if REQUIRE_TIER2 and _tier2_skips and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
 def pytest_terminal_summary(terminalreporter):
     if not COMFYUI:
         terminalreporter.write_line(_SKIP_LINE)
+    if REQUIRE_TIER2 and _tier2_skips:
+        terminalreporter.write_line(f"FAILED: CI=true requires tier 2, but {len(_tier2_skips)} tier-2 "
+                                    "test(s) skipped:", red=True)
+        for line in _tier2_skips[:20]:
+            terminalreporter.write_line("  " + line)

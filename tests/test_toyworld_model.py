@@ -14,14 +14,14 @@ def toy():
 
     import_comfy()
     torch.set_num_threads(1)
-    from fluxdrag.bench.toyworld.model import load_toy_model
+    from fluxdrag.toyworld.model import load_toy_model
 
     return load_toy_model()
 
 
 def _has_objects(x: torch.Tensor) -> bool:
     """At least one compact blob (≥ 6 latent px) painted with a palette signature, at most five."""
-    from fluxdrag.bench.toyworld.scenes import detect_all
+    from fluxdrag.toyworld.scenes import detect_all
 
     found = detect_all(x)
     return 1 <= len(found) <= 5 and all(d.area >= 6 for d in found.values())
@@ -31,12 +31,12 @@ def test_weights_file_and_comfy_model(toy):
     import comfy.model_base
     import comfy.model_patcher
 
-    from fluxdrag.bench.toyworld.model import META, WEIGHTS, read_meta
+    from fluxdrag.toyworld.model import META, WEIGHTS, read_meta
 
     assert WEIGHTS.stat().st_size <= 20 * 2**20
     t = read_meta(META)["training"]
     assert t["steps"] > 0 and t["final_loss"] < 0.5 and isinstance(t["seed"], int)
-    from fluxdrag.bench.toyworld.model import training_minutes
+    from fluxdrag.toyworld.model import training_minutes
     assert training_minutes(t) <= 180       # CPU-feasible: all runs together, 1–2 threads
     assert training_minutes({"wall_minutes": 2.0, "resumed_from": {"wall_minutes": 3.0}}) == 5.0
     model, cond = toy
@@ -52,7 +52,7 @@ def test_weights_file_and_comfy_model(toy):
 def test_latent_convention_matches_comfy():
     import comfy.latent_formats
 
-    from fluxdrag.bench.toyworld.model import comfy_to_scene_latent, scene_latent_to_comfy
+    from fluxdrag.toyworld.model import comfy_to_scene_latent, scene_latent_to_comfy
 
     fmt = comfy.latent_formats.Flux()
     x = torch.randn(16, 32, 32)
@@ -63,7 +63,7 @@ def test_latent_convention_matches_comfy():
 
 
 def test_samples_hold_signature_objects(toy):
-    from fluxdrag.bench.toyworld.model import TOY_CONFIG, euler_sample
+    from fluxdrag.toyworld.model import TOY_CONFIG, euler_sample
     from fluxdrag.tools.comfy_env import build_flux
 
     model, cond = toy
@@ -84,7 +84,7 @@ def test_comfy_sampler_path(toy):
     """ComfyUI's own sampling (euler / simple, LATENT in VAE space) runs the toy model too."""
     import comfy.sample
 
-    from fluxdrag.bench.toyworld.model import comfy_to_scene_latent
+    from fluxdrag.toyworld.model import comfy_to_scene_latent
 
     model, cond = toy
     latent = torch.zeros(2, 16, 32, 32)
@@ -99,8 +99,8 @@ def test_comfy_sampler_path(toy):
 def test_inversion_roundtrip(toy):
     """FireFlow (the pack's inversion, through its node helpers) round-trips scenes; the error
     falls fast with the step count; first-order Euler inversion is far worse on this model."""
-    from fluxdrag.bench.toyworld.model import euler_invert, euler_sample, scene_latent_to_comfy
-    from fluxdrag.bench.toyworld.scenes import detect_all, make_scene
+    from fluxdrag.toyworld.model import euler_invert, euler_sample, scene_latent_to_comfy
+    from fluxdrag.toyworld.scenes import detect_all, make_scene
     from fluxdrag.nodes import inversion as inv
 
     model, cond = toy

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from fluxdrag.bench.toyworld import scenes as S
+from fluxdrag.toyworld import scenes as S
 from fluxdrag.bench.toyworld.methods import copy_paste, ground_truth, no_edit
 from fluxdrag.bench.toyworld.metrics import edit_metrics
 

@@ -1,7 +1,9 @@
 """Find a ComfyUI checkout and build tiny FLUX-architecture models through ComfyUI's own classes.
 
-Used by tier-2 tests, ``bench/`` and ``scripts/``. Nothing here installs ComfyUI; it only looks
-for one at ``$COMFYUI_PATH`` or ``~/comfy/ComfyUI`` (comfy-cli's default location).
+Used by tier-2 tests, ``bench/`` and ``scripts/`` (never by the pack's runtime code, which uses
+the ComfyUI that imported it). Nothing here installs ComfyUI; ``find_comfyui`` looks, in order, at
+``$COMFYUI_PATH``, the ComfyUI whose ``custom_nodes`` holds this pack, and ``~/comfy/ComfyUI``
+(comfy-cli's default location).
 """
 from __future__ import annotations
 
@@ -17,22 +19,63 @@ TINY_FLUX = dict(
 )
 
 
-def find_comfyui() -> Path | None:
-    """Return the ComfyUI checkout to test against, or None when there is none."""
-    env = os.environ.get("COMFYUI_PATH")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path.home() / "comfy" / "ComfyUI")
-    for c in candidates:
-        if (c / "main.py").is_file() and (c / "comfy").is_dir():
+PACK_ROOT = Path(__file__).resolve().parent.parent
+
+
+def is_comfyui(path: Path) -> bool:
+    """A ComfyUI source tree: ``main.py`` next to the ``comfy`` package."""
+    return (path / "main.py").is_file() and (path / "comfy").is_dir()
+
+
+def comfyui_candidates(environ=None, pack_root: Path | None = None,
+                       home: Path | None = None) -> list[tuple[str, Path]]:
+    """Where ComfyUI is looked for, in order: (label, path)."""
+    environ = os.environ if environ is None else environ
+    pack_root = PACK_ROOT if pack_root is None else Path(pack_root)
+    home = Path.home() if home is None else Path(home)
+    out = []
+    if environ.get("COMFYUI_PATH"):
+        out.append(("$COMFYUI_PATH", Path(environ["COMFYUI_PATH"]).expanduser()))
+    if pack_root.parent.name == "custom_nodes":
+        out.append(("the ComfyUI holding this pack", pack_root.parent.parent))
+    out.append(("~/comfy/ComfyUI", home / "comfy" / "ComfyUI"))
+    return out
+
+
+def find_comfyui(environ=None, pack_root: Path | None = None, home: Path | None = None) -> Path | None:
+    """The ComfyUI to use: ``$COMFYUI_PATH``, then the ComfyUI whose ``custom_nodes`` holds this
+    pack, then ``~/comfy/ComfyUI``; None when none of them is a ComfyUI tree. A set
+    ``$COMFYUI_PATH`` that is not a ComfyUI is skipped (``not_found_message`` says so)."""
+    for _, c in comfyui_candidates(environ, pack_root, home):
+        if is_comfyui(c):
             return c.resolve()
     return None
 
 
+def not_found_message(environ=None, pack_root: Path | None = None, home: Path | None = None) -> str:
+    """One message naming the three places looked at and how to get ComfyUI."""
+    environ = os.environ if environ is None else environ
+    pack_root = PACK_ROOT if pack_root is None else Path(pack_root)
+    env = environ.get("COMFYUI_PATH")
+    places = [f"$COMFYUI_PATH ({env} is not a ComfyUI tree)" if env else "$COMFYUI_PATH (not set)",
+              f"the ComfyUI holding this pack ({pack_root} is not inside a ComfyUI/custom_nodes folder)"
+              if pack_root.parent.name != "custom_nodes" else
+              f"the ComfyUI holding this pack ({pack_root.parent.parent} has no main.py/comfy)",
+              f"~/comfy/ComfyUI ({(Path.home() if home is None else Path(home)) / 'comfy' / 'ComfyUI'} missing)"]
+    return ("ComfyUI not found. Looked at: " + "; ".join(places) + ". Fix: clone this pack into "
+            "ComfyUI/custom_nodes/, or set COMFYUI_PATH to a ComfyUI folder, or get ComfyUI with "
+            "'pip install comfy-cli && comfy install' (installs to ~/comfy/ComfyUI) or "
+            "'git clone https://github.com/comfyanonymous/ComfyUI' plus its requirements.txt.")
+
+
 def import_comfy(path: Path | None = None, cpu: bool = True) -> Path:
-    """Put ComfyUI first on ``sys.path`` and select the CPU before ``comfy.model_management`` loads."""
+    """Put ComfyUI first on ``sys.path`` and select the CPU before ``comfy.model_management`` loads.
+
+    For scripts, benchmarks and tests only: a running ComfyUI server has already imported
+    ``comfy``, and the pack's runtime code never calls this."""
     path = path or find_comfyui()
     if path is None:
-        raise RuntimeError("ComfyUI not found: set COMFYUI_PATH or put a checkout at ~/comfy/ComfyUI")
+        raise RuntimeError(not_found_message())
     p = str(path)
     if p in sys.path:
         sys.path.remove(p)
@@ -51,25 +94,19 @@ def build_flux(config: dict | None = None, seed: int = 0, init_std: float = 0.05
     Random init from ComfyUI is near zero, so weights are re-initialised with a seeded normal
     (``init_std``) unless ``state_dict`` is given.
     """
-    import comfy.model_patcher
-    import comfy.supported_models
     import torch
+
+    from ..toyworld.model import build_flux_model
 
     cfg = dict(TINY_FLUX)
     cfg.update(config or {})
-    mc = comfy.supported_models.Flux(cfg)
-    mc.set_inference_dtype(dtype or torch.float32, None)
-    base = mc.get_model({}, device="cpu")
-    dm = base.diffusion_model
-    if state_dict is not None:
-        dm.load_state_dict(state_dict)
-    else:
+    patcher = build_flux_model(cfg, state_dict=state_dict, dtype=dtype)
+    if state_dict is None:
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            for _, p in sorted(dm.named_parameters()):
+            for _, p in sorted(patcher.model.diffusion_model.named_parameters()):
                 p.copy_(torch.randn(p.shape, generator=g) * init_std)
-    cpu = torch.device("cpu")
-    return comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    return patcher
 
 
 def tiny_conditioning(config: dict | None = None, seed: int = 0, tokens: int = 8,

@@ -1,9 +1,12 @@
 """Start and drive a real ComfyUI server on loopback (stdlib only): tests, demo, dev scripts.
 
 ``start_server`` runs ``python main.py --cpu`` from a ComfyUI checkout on a free loopback port,
-with every writable folder (output, input, temp, user, custom_nodes) in a given directory: an
-extra-model-paths YAML adds a ``custom_nodes`` folder holding a symlink to the pack
-(``ComfyUI-FluxDrag``) and to any extra node folders, so nothing is written into the checkout.
+with every writable folder (output, input, temp, user) in a given directory, so nothing is
+written into the checkout. The pack is loaded from where it lies, with no symlink or copy: when it
+sits in the checkout's own ``custom_nodes`` ComfyUI finds it there; otherwise an extra-model-paths
+YAML adds the folder that holds it as a ``custom_nodes`` folder. ``--disable-all-custom-nodes``
+with a whitelist of the pack's folder name (and any extra node folders) keeps every other package
+in those folders from loading.
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACK_LINK = "ComfyUI-FluxDrag"
-TEST_NODES_LINK = "FluxDragTestNodes"
+# the pack's folder name is its ComfyUI package name (ComfyUI-FluxDrag in a normal install)
+PACK_LINK = ROOT.name
+TEST_NODES_LINK = "comfy_test_nodes"
 STARTUP_TIMEOUT_S = 90.0
 # what ComfyUI 0.8.0 logs when a custom node package fails (nodes.py, load_custom_node and the
 # import-time summary)
@@ -68,14 +72,16 @@ class ComfyClient:
     pack_link = PACK_LINK
     test_nodes_link = TEST_NODES_LINK
 
-    def __init__(self, base_url: str, proc: subprocess.Popen, log_path: Path, root: Path):
+    def __init__(self, base_url: str, proc: subprocess.Popen, log_path: Path, root: Path,
+                 node_paths: dict[str, str] | None = None):
         self.base_url = base_url
         self.proc = proc
         self.log_path = log_path
         self.root = root
         self.input_dir = root / "input"
         self.output_dir = root / "output"
-        self.custom_nodes_dir = root / "custom_nodes"
+        # package name → the path ComfyUI loads it from (as its log prints it)
+        self.node_paths = dict(node_paths or {})
         self.client_id = uuid.uuid4().hex
         self._object_info: dict | None = None
 
@@ -169,40 +175,57 @@ class ComfyClient:
         return files
 
     def import_failures(self) -> list[str]:
-        """Log lines saying a package in our temporary custom_nodes folder failed to load."""
-        folder = str(self.custom_nodes_dir)
+        """Log lines saying one of the packages this server was started with failed to load."""
+        paths = list(self.node_paths.values())
         return [ln for ln in self.log().splitlines()
-                if folder in ln and any(m in ln for m in IMPORT_FAILURE_MARKERS)]
+                if any(p in ln for p in paths) and any(m in ln for m in IMPORT_FAILURE_MARKERS)]
 
-    def import_time_line(self, link_name: str) -> str | None:
+    def import_time_line(self, name: str) -> str | None:
         """The 'Import times for custom nodes' line for one package (None if it was not tried)."""
-        target = str(self.custom_nodes_dir / link_name)
+        target = self.node_paths[name]
         for ln in self.log().splitlines():
             if "seconds" in ln and ln.rstrip().endswith(target):
                 return ln
         return None
 
 
-def _write_layout(root: Path, extra_nodes: dict | None = None) -> Path:
-    for d in ("custom_nodes", "input", "output", "temp", "user", "models"):
+def _write_layout(comfyui: Path, root: Path, node_dirs: list[Path]) -> tuple[Path, dict[str, str]]:
+    """Writable folders under ``root`` and an extra-model-paths YAML naming the folders that hold
+    ``node_dirs`` (the checkout's own ``custom_nodes`` is searched anyway). Returns the YAML and
+    package name → the path ComfyUI will load it from."""
+    for d in ("input", "output", "temp", "user", "models"):
         (root / d).mkdir(parents=True, exist_ok=True)
-    (root / "custom_nodes" / PACK_LINK).symlink_to(ROOT, target_is_directory=True)
-    for link, path in (extra_nodes or {}).items():
-        (root / "custom_nodes" / link).symlink_to(Path(path), target_is_directory=True)
+    own = (comfyui / "custom_nodes").resolve()
+    parents: list[str] = []
+    paths: dict[str, str] = {}
+    for d in node_dirs:
+        d = Path(d).resolve()
+        if d.parent == own:
+            paths[d.name] = os.path.join(str(comfyui / "custom_nodes"), d.name)
+        else:
+            if str(d.parent) not in parents:
+                parents.append(str(d.parent))
+            paths[d.name] = os.path.join(str(d.parent), d.name)
+    lines = ["fluxdrag_server:", "    custom_nodes: |"] + [f"        {p}" for p in parents]
     cfg = root / "extra_model_paths.yaml"
-    cfg.write_text(f"fluxdrag_tests:\n    custom_nodes: {json.dumps(str(root / 'custom_nodes'))}\n",
+    cfg.write_text("\n".join(lines if parents else lines[:1] + ["    base_path: ."]) + "\n",
                    encoding="utf-8")
-    return cfg
+    return cfg, paths
 
 
 def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S,
-                 extra_nodes: dict | None = None) -> ComfyClient:
-    """Start ComfyUI with the pack (and ``extra_nodes``: link name → node folder); returns once
-    /object_info answers."""
-    cfg = _write_layout(root, extra_nodes)
+                 extra_nodes: list | tuple = ()) -> ComfyClient:
+    """Start ComfyUI with the pack (and ``extra_nodes``: more node package folders, loaded by
+    their folder names); returns once /object_info answers."""
+    node_dirs = [ROOT, *map(Path, extra_nodes)]
+    names = [d.name for d in node_dirs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"node packages need distinct folder names, got {names}")
+    cfg, node_paths = _write_layout(Path(comfyui), root, node_dirs)
     port = free_port()
     cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
            "--disable-auto-launch", "--extra-model-paths-config", str(cfg),
+           "--disable-all-custom-nodes", "--whitelist-custom-nodes", *names,
            "--output-directory", str(root / "output"), "--input-directory", str(root / "input"),
            "--temp-directory", str(root / "temp"), "--user-directory", str(root / "user"),
            "--database-url", "sqlite:///:memory:", "--disable-api-nodes"]
@@ -211,7 +234,7 @@ def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S,
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=comfyui, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env)
-    client = ComfyClient(f"http://127.0.0.1:{port}", proc, log_path, root)
+    client = ComfyClient(f"http://127.0.0.1:{port}", proc, log_path, root, node_paths)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:

@@ -1,5 +1,5 @@
-"""Toy world: synthetic drag scenes in FLUX latent space with exact ground truth, a small trained
-FLUX-architecture model (ComfyUI's own classes) and a scored benchmark of drag methods (issue 8).
-
-``scenes`` and ``metrics`` are pure torch; ``model``, ``train`` and ``run`` need ComfyUI.
+"""Toy-world benchmark: metrics, baselines, the pack's methods as benchmark rows, the runner and
+the training script. Scenes and the shipped model are runtime code of the pack (``toyworld/``);
+this package imports them, never the reverse. ``metrics`` is pure torch; ``train`` and ``run``
+need ComfyUI (found by ``tools/comfy_env``).
 """

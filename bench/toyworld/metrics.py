@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from .scenes import Scene, detect_objects
+from ...toyworld.scenes import Scene, detect_objects
 
 TOKEN_PX = 16.0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .methods import register
-from .model import comfy_to_scene_latent, scene_latent_to_comfy
+from ...toyworld.model import comfy_to_scene_latent, scene_latent_to_comfy
 
 STEPS = 20
 

@@ -32,7 +32,7 @@ import torch
 from . import pack_methods  # noqa: F401  (registers the pack's drag methods)
 from .methods import METHODS, NEEDS_MODEL
 from .metrics import edit_metrics, mean_metrics
-from .scenes import FAMILIES, Scene, make_scene, to_rgb
+from ...toyworld.scenes import FAMILIES, Scene, make_scene, to_rgb
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 COLUMNS = [("md", "MD (tok) ↓"), ("found", "found"), ("bg_err", "BG err ↓"),
@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     model = cond = None
     if any(m in NEEDS_MODEL for m in names):
         try:
-            from .model import load_toy_model
+            from ...tools.comfy_env import import_comfy
+            from ...toyworld.model import load_toy_model
 
+            import_comfy()
             model, cond = load_toy_model()
         except Exception as e:  # noqa: BLE001 — report and go on with the model-free rows
             skipped = [m for m in names if m in NEEDS_MODEL]
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Toy-world drag benchmark",
         "",
         (f"`{cmd}` — {len(scenes)} scenes (families {', '.join(args.families)}; cases "
-         f"{', '.join(cases)}), toy FLUX model `bench/toyworld/toyflux.safetensors`, CPU, "
+         f"{', '.join(cases)}), toy FLUX model `toyworld/toyflux.safetensors`, CPU, "
          f"{args.threads} thread(s)."),
         "",
         ("MD: distance in tokens between the dragged object's centre and its ground-truth centre, "

@@ -66,8 +66,8 @@ from pathlib import Path
 
 import torch
 
-from . import model as tm
-from .scenes import FAMILIES, sample_scene_latents, sample_small_latents
+from ...toyworld import model as tm
+from ...toyworld.scenes import FAMILIES, sample_scene_latents, sample_small_latents
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -299,7 +299,7 @@ def eval_loss(dm, cond: dict, seed: int, families: tuple[str, ...], n: int = 64)
 def plots(args) -> None:
     """docs/toyworld_loss.png from the log, docs/toyworld_samples.png from the saved model."""
     from . import viz
-    from .scenes import detect_all, make_scene, to_rgb
+    from ...toyworld.scenes import detect_all, make_scene, to_rgb
 
     out = Path(args.out)
     DOCS.mkdir(exist_ok=True)

@@ -5,7 +5,8 @@ takes the same input names as the ComfyUI loader it replaces (``UNETLoader``, ``
 ``VAELoader``), as plain strings, so a test swaps only ``class_type`` in a shipped API workflow:
 
 - ``FluxDragTestTinyUNET``: a tiny FLUX-architecture MODEL built through
-  ``comfy.supported_models.Flux`` (the pack's ``tools/comfy_env.build_flux``, imported by file path).
+  ``comfy.supported_models.Flux`` (the pack's ``tools/comfy_env.build_flux``, through the pack
+  imported as ``fluxdrag`` by ``fluxdrag_bootstrap``).
 - ``FluxDragTestTinyCLIP``: a CLIP stand-in whose conditioning (context (1, 8, 64), pooled (1, 32))
   is a deterministic function of the prompt text, so ``CLIPTextEncode`` / ``FluxGuidance`` run
   unchanged.
@@ -26,14 +27,16 @@ from pathlib import Path
 
 import torch
 
-_COMFY_ENV_FILE = Path(__file__).resolve().parents[2] / "tools" / "comfy_env.py"
+_BOOTSTRAP = Path(__file__).resolve().parents[2] / "fluxdrag_bootstrap.py"
 
 
 def _comfy_env():
-    spec = importlib.util.spec_from_file_location("fluxdrag_test_comfy_env", _COMFY_ENV_FILE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The pack's ``tools/comfy_env`` (the checkout registered as package ``fluxdrag``)."""
+    spec = importlib.util.spec_from_file_location("fluxdrag_bootstrap", _BOOTSTRAP)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    from fluxdrag.tools import comfy_env
+
+    return comfy_env
 
 
 _ENV = _comfy_env()

@@ -1,7 +1,7 @@
 """The shipped toy FLUX model as a normal ComfyUI MODEL, its conditioning, and small flow solvers.
 
 ``load_toy_model()`` builds the FLUX-architecture network through ComfyUI's own classes
-(``tools/comfy_env.build_flux`` → ``comfy.supported_models.Flux`` → ModelPatcher) and loads
+(``build_flux_model`` → ``comfy.supported_models.Flux`` → ModelPatcher) and loads
 ``toyflux.safetensors``; the CONDITIONING carries the fixed text tokens, pooled vector and guidance
 saved in ``toyflux.json``. Scenes are in FLUX *model space*; ComfyUI LATENTs are in VAE space,
 related by ``comfy.latent_formats.Flux``: model = (latent − 0.1159) · 0.3611.
@@ -40,11 +40,25 @@ TEXT_TOKENS = 4
 DEFAULT_GUIDANCE = 3.5
 
 
-def _comfy_env():
-    from ...tools import comfy_env
+def build_flux_model(unet_config: dict, state_dict: dict | None = None, dtype=None,
+                     device: str = "cpu"):
+    """A FLUX-architecture MODEL (ModelPatcher) built with ``comfy.supported_models.Flux``.
 
-    comfy_env.import_comfy()
-    return comfy_env
+    Runtime code: it imports the ``comfy`` package that is already importable (inside a running
+    ComfyUI, the server's own) and never looks for ComfyUI on disk or changes its arguments.
+    Scripts, benchmarks and tests make ComfyUI importable first (see ``tools/comfy_env``).
+    With no ``state_dict`` the weights are ComfyUI's own initialisation.
+    """
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    mc = comfy.supported_models.Flux(dict(unet_config))
+    mc.set_inference_dtype(dtype or torch.float32, None)
+    base = mc.get_model({}, device=device)
+    if state_dict is not None:
+        base.diffusion_model.load_state_dict(state_dict)
+    dev = torch.device(device)
+    return comfy.model_patcher.ModelPatcher(base, load_device=dev, offload_device=dev)
 
 
 def make_conditioning_tensors(seed: int, config: dict | None = None, tokens: int = TEXT_TOKENS,
@@ -87,11 +101,10 @@ def load_toy_model(path: Path | str = WEIGHTS, family: str | None = None,
     """(ModelPatcher, CONDITIONING) for the shipped toy FLUX model (needs ComfyUI)."""
     from safetensors.torch import load_file
 
-    env = _comfy_env()
     path = Path(path)
     meta = read_meta(path.with_suffix(".json"))
     sd = {k: v.float() for k, v in load_file(str(path)).items()}
-    model = env.build_flux(meta["unet_config"], state_dict=sd)
+    model = build_flux_model(meta["unet_config"], state_dict=sd)
     return model, conditioning_from_meta(meta, family, guidance)
 
 
