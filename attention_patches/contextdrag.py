@@ -59,6 +59,7 @@ from typing import Any, Optional
 
 import torch
 
+from ..core.errors import public_name
 from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs, reference_position_ids
 from .rope import pe_tokens, rope_reencode
 from .router import AttentionCall, Controller, ForwardContext
@@ -74,6 +75,7 @@ NO_REFERENCE_FIX = (
     "(after FluxKontextImageScale) and connect it as ReferenceLatent's latent.")
 
 
+@public_name
 class ContextDragError(RuntimeError):
     """A ContextDrag patch met a model call it cannot serve; the message names the fix."""
 

@@ -21,14 +21,18 @@ from typing import Hashable, Optional
 
 import torch
 
+from .errors import public_name
+
 POLICIES = ("device", "cpu", "fp8")
 FP8_MAX = 448.0  # largest finite float8_e4m3fn value
 
 
+@public_name
 class CacheBudgetError(RuntimeError):
     """The cache would exceed its memory budget."""
 
 
+@public_name
 class CacheFreedError(RuntimeError):
     """A cache entry was requested after the cache was freed."""
 

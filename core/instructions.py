@@ -51,6 +51,16 @@ REGION_OPS = ("relocate", "deform", "rotate")
 
 Point = tuple[float, float]
 
+# Limits on what one document may ask for, checked before anything of image size is allocated.
+# They bound the work to what was drawn; each error names the limit and the fix (README, "Limits").
+MAX_IMAGE_SIDE = 4096        # px per side: 65 536 FLUX tokens at 4096², far past FLUX.1's ~2 MP
+MAX_DRAGS = 64               # drags per document
+MAX_REGIONS = 32             # DragFlow region operations per document
+MAX_POLYGON_POINTS = 10_000  # vertices over all polygons of one mask
+MAX_RLE_RUNS = 4 * MAX_IMAGE_SIDE * MAX_IMAGE_SIDE // 64  # run lengths of one RLE mask
+MAX_JSON_CHARS = 4_000_000   # characters of one JSON document
+MAX_JSON_DEPTH = 32          # nesting of lists/objects (the schema needs 5)
+
 
 # --------------------------------------------------------------------------------------------
 # data classes
@@ -214,6 +224,12 @@ def parse_instructions(
                 '{"version": 1, "image_size": [W, H], "drags": [{"handle": [x, y], '
                 '"target": [x, y]}]}'
             )
+        if len(text) > MAX_JSON_CHARS:
+            raise ValueError(
+                f"DRAG_INSTRUCTIONS is {len(text):,} characters, over the limit of "
+                f"{MAX_JSON_CHARS:,}; send masks as RLE or simpler polygons"
+            )
+        _check_text_depth(text)
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
@@ -223,6 +239,7 @@ def parse_instructions(
             ) from None
     else:
         doc = text_or_dict
+        _check_doc_depth(doc)
     if not isinstance(doc, Mapping):
         raise ValueError(
             f"DRAG_INSTRUCTIONS must be a JSON object, got {type(doc).__name__}; wrap it as "
@@ -253,13 +270,14 @@ def parse_instructions(
     raw_drags = doc.get("drags") or []
     if not isinstance(raw_drags, Sequence) or isinstance(raw_drags, (str, bytes)):
         raise ValueError('"drags" must be a list of {"handle": [x, y], "target": [x, y]} objects')
+    raw_regions = doc.get("regions") or []
+    if not isinstance(raw_regions, Sequence) or isinstance(raw_regions, (str, bytes)):
+        raise ValueError('"regions" must be a list of region operations')
+    _check_counts(len(raw_drags), len(raw_regions))
     drags = [_parse_drag(i, d) for i, d in enumerate(raw_drags)]
 
     mask = _parse_mask(doc.get("mask"), H, W, "mask")
 
-    raw_regions = doc.get("regions") or []
-    if not isinstance(raw_regions, Sequence) or isinstance(raw_regions, (str, bytes)):
-        raise ValueError('"regions" must be a list of region operations')
     regions = [_parse_region(i, r, H, W) for i, r in enumerate(raw_regions)]
 
     return DragInstructions(
@@ -267,22 +285,88 @@ def parse_instructions(
     )
 
 
-def _parse_size(v: Any) -> tuple[int, int]:
+def _check_counts(n_drags: int, n_regions: int) -> None:
+    if n_drags > MAX_DRAGS:
+        raise ValueError(
+            f"DRAG_INSTRUCTIONS has {n_drags} drags, over the limit of {MAX_DRAGS}; merge drags "
+            "that move one object (one drag per object is enough) or split the edit"
+        )
+    if n_regions > MAX_REGIONS:
+        raise ValueError(
+            f"DRAG_INSTRUCTIONS has {n_regions} regions, over the limit of {MAX_REGIONS}; merge "
+            "regions that move together or split the edit"
+        )
+
+
+def _depth_error(depth: int) -> ValueError:
+    return ValueError(
+        f"DRAG_INSTRUCTIONS is nested deeper than {MAX_JSON_DEPTH} levels (found {depth}); the "
+        "format needs at most 5 — check the JSON for runaway brackets"
+    )
+
+
+def _check_text_depth(text: str) -> None:
+    """Bracket nesting of a JSON text, outside strings, before ``json.loads`` recurses into it."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return
+    depth = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise _depth_error(depth)
+        elif ch in "]}":
+            depth -= 1
+
+
+def _check_doc_depth(doc: Any) -> None:
+    """The same limit for an already-parsed document (iterative: no recursion to exhaust)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, Mapping):
+            children = node.values()
+        elif isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
+            children = node
+        else:
+            continue
+        if d > MAX_JSON_DEPTH:
+            raise _depth_error(d)
+        stack.extend((c, d + 1) for c in children)
+
+
+def _parse_size(v: Any, what: str = '"image_size"', form: str = "[W, H]") -> tuple[int, int]:
     ok = isinstance(v, Sequence) and not isinstance(v, (str, bytes)) and len(v) == 2
     if ok:
         try:
             w, h = float(v[0]), float(v[1])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             ok = False
         else:
             ok = math.isfinite(w) and math.isfinite(h) and w == int(w) and h == int(h)
             ok = ok and w >= 1 and h >= 1
     if not ok:
         raise ValueError(
-            f'"image_size" must be [W, H] with two positive integers, got {v!r}; give the pixel '
+            f"{what} must be {form} with two positive integers, got {v!r}; give the pixel "
             "size of the image the drags were drawn on"
         )
-    return int(v[0]), int(v[1])
+    if w > MAX_IMAGE_SIDE or h > MAX_IMAGE_SIDE:
+        raise ValueError(
+            f"{what} {form} = {[int(w), int(h)]} is over the limit of {MAX_IMAGE_SIDE} px per side; draw "
+            f"the drags on an image of at most {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} (scale it down "
+            "first)"
+        )
+    return int(w), int(h)
 
 
 def _parse_point(v: Any, where: str) -> Point:
@@ -335,6 +419,12 @@ def _parse_mask(m: Any, H: int, W: int, where: str) -> torch.Tensor | None:
         polys = m["polygons"]
         if not isinstance(polys, Sequence) or isinstance(polys, (str, bytes)):
             raise ValueError(f"{where}.polygons must be a list of polygons [[x, y], ...]")
+        n_points = sum(len(p) for p in polys if isinstance(p, Sequence))
+        if n_points > MAX_POLYGON_POINTS:
+            raise ValueError(
+                f"{where}.polygons have {n_points:,} points, over the limit of "
+                f"{MAX_POLYGON_POINTS:,}; simplify the outline or send the mask as RLE"
+            )
         parsed = []
         for k, poly in enumerate(polys):
             if not isinstance(poly, Sequence) or len(poly) < 3:
@@ -529,7 +619,7 @@ def rasterize_polygons(
         a, b = pts, torch.roll(pts, -1, 0)
         keep = a[:, 1] != b[:, 1]  # horizontal edges never cross a horizontal ray
         a, b = a[keep], b[keep]
-        hits = torch.zeros(H, W + 1, dtype=torch.int64)
+        hits = torch.zeros(H, W + 1, dtype=torch.int32)
         for k0 in range(0, a.shape[0], edge_chunk):
             x1, y1 = a[k0:k0 + edge_chunk, :1], a[k0:k0 + edge_chunk, 1:]  # (E, 1)
             x2, y2 = b[k0:k0 + edge_chunk, :1], b[k0:k0 + edge_chunk, 1:]
@@ -539,7 +629,7 @@ def rasterize_polygons(
             n_left = torch.ceil(x_cross - 0.5).clamp(0, W).long()
             e_idx, rows = torch.nonzero(spans, as_tuple=True)
             hits.index_put_(
-                (rows, n_left[e_idx, rows]), torch.ones_like(rows), accumulate=True
+                (rows, n_left[e_idx, rows]), torch.ones_like(rows, dtype=torch.int32), accumulate=True
             )
         # crossings to the right of pixel j = hits summed over columns > j
         right = hits.flip(1).cumsum(1).flip(1)[:, 1:]  # (H, W)
@@ -567,8 +657,11 @@ def rle_decode(rle: Mapping[str, Any], where: str = "rle") -> torch.Tensor:
     """Inverse of :func:`rle_encode`; validates size and counts."""
     if not isinstance(rle, Mapping) or "size" not in rle or "counts" not in rle:
         raise ValueError(f'{where} must be {{"size": [H, W], "counts": [...]}}')
-    H, W = _parse_size(rle["size"])  # same check: two positive integers
+    H, W = _parse_size(rle["size"], f"{where}.size", "[H, W]")  # same checks as image_size
     counts = rle["counts"]
+    if isinstance(counts, Sequence) and len(counts) > MAX_RLE_RUNS:
+        raise ValueError(f"{where}.counts has {len(counts):,} runs, over the limit of "
+                         f"{MAX_RLE_RUNS:,}; re-export the mask")
     if not isinstance(counts, Sequence) or isinstance(counts, (str, bytes)) or any(
         isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts
     ):
@@ -583,7 +676,7 @@ def rle_decode(rle: Mapping[str, Any], where: str = "rle") -> torch.Tensor:
     return flat.reshape(H, W)
 
 
-def _resize_mask_nearest(mask: torch.Tensor, H2: int, W2: int) -> torch.Tensor:
+def resize_mask_nearest(mask: torch.Tensor, H2: int, W2: int) -> torch.Tensor:
     H, W = mask.shape
     rows = ((torch.arange(H2, dtype=torch.float64) + 0.5) * H / H2).floor().long().clamp(0, H - 1)
     cols = ((torch.arange(W2, dtype=torch.float64) + 0.5) * W / W2).floor().long().clamp(0, W - 1)
@@ -603,11 +696,11 @@ def rescale(instr: DragInstructions, new_size: tuple[int, int]) -> DragInstructi
         return (min(max(p[0] * fx, 0.0), W2), min(max(p[1] * fy, 0.0), H2))
 
     drags = [Drag(sp(d.handle), sp(d.target), d.mode, d.scale) for d in instr.drags]
-    mask = None if instr.mask is None else _resize_mask_nearest(instr.mask, H2, W2)
+    mask = None if instr.mask is None else resize_mask_nearest(instr.mask, H2, W2)
     regions = [
         RegionOp(
             r.op,
-            _resize_mask_nearest(r.mask, H2, W2),
+            resize_mask_nearest(r.mask, H2, W2),
             sp(r.begin),
             sp(r.target),
             None if r.anchor is None else sp(r.anchor),

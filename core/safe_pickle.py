@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .errors import public_name
+
 _NUMPY_HELPERS = {
     ("multiarray", "_reconstruct"),
     ("multiarray", "scalar"),
@@ -50,6 +52,7 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 )
 
 
+@public_name
 class UnsafePickleError(pickle.UnpicklingError):
     """The pickle names something other than plain data or numpy arrays; nothing was run."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..core.errors import public_name
+
 Inversion = io.Custom("FLUXDRAG_INVERSION")
 DragInstructions = io.Custom("DRAG_INSTRUCTIONS")
 EditMap = io.Custom("FLUXDRAG_MAP")
@@ -12,6 +14,7 @@ CATEGORY = "FluxDrag"
 START_KEY = "fluxdrag_start"  # LATENT key holding an exact model-space start latent
 
 
+@public_name
 class FluxDragInputError(ValueError):
     """Bad node input; the message names the input and the fix."""
 

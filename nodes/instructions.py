@@ -6,7 +6,13 @@ import re
 import torch
 from comfy_api.latest import io, ui
 
-from ..core.instructions import DragInstructions, from_mask_and_points, parse_instructions
+from ..core.instructions import (
+    MAX_DRAGS,
+    DragInstructions,
+    from_mask_and_points,
+    parse_instructions,
+    resize_mask_nearest,
+)
 from ..core.preview import draw_arrows
 from .common import CATEGORY, FluxDragInputError, image_at
 from .common import DragInstructions as DragType
@@ -15,15 +21,25 @@ EXAMPLE = ('{"version": 1, "image_size": [512, 512], "drags": '
            '[{"handle": [200, 256], "target": [300, 256]}]}')
 
 
+PREVIEW_MAX_SIDE = 1024  # px: a preview without a source image is drawn at most this large
+
+
 def instructions_preview(ins: DragInstructions, image: torch.Tensor | None) -> torch.Tensor:
-    """IMAGE (1, H, W, 3) with the drags drawn (and the editable mask tinted)."""
+    """IMAGE (1, H, W, 3) with the drags drawn (and the editable mask tinted).
+
+    With a source image the preview has the image's size; without one it is a grey canvas scaled
+    down to at most ``PREVIEW_MAX_SIDE`` px, so its cost does not grow with a number in the JSON."""
     W, H = ins.image_size
-    img = image_at(image, H, W)
+    s = 1.0 if image is not None else min(1.0, PREVIEW_MAX_SIDE / max(W, H))
+    h, w = max(1, round(H * s)), max(1, round(W * s))
+    img = image_at(image, h, w)
     if ins.mask is not None:
-        m = ins.mask.to(torch.float32)[..., None]
+        m = ins.mask if (h, w) == (H, W) else resize_mask_nearest(ins.mask, h, w)
+        m = m.to(torch.float32)[..., None]
         img = img * (1 - 0.3 * m) + 0.3 * m * torch.tensor([0.2, 0.5, 1.0])
     if ins.drags:
-        img = draw_arrows(img, [d.handle for d in ins.drags], [d.target for d in ins.drags])
+        img = draw_arrows(img, [(d.handle[0] * w / W, d.handle[1] * h / H) for d in ins.drags],
+                          [(d.target[0] * w / W, d.target[1] * h / H) for d in ins.drags])
     return img[None].clamp(0, 1)
 
 
@@ -76,8 +92,17 @@ def parse_points(text: str, node: str) -> tuple[list, list]:
             raise FluxDragInputError(
                 f"{node}: input 'points' line {n + 1} ({line.strip()!r}) is not 'hx,hy -> tx,ty'; "
                 f"write one drag per line, e.g. '120,200 -> 180,200'.")
-        a = [float(g) for g in m.groups()]
+        try:
+            a = [float(g) for g in m.groups()]
+        except ValueError:
+            raise FluxDragInputError(
+                f"{node}: input 'points' line {n + 1} ({line.strip()!r}) has a number that is not "
+                f"a number; write plain decimals, e.g. '120.5,200 -> 180,200'.") from None
         handles.append(a[:2])
+        if len(handles) > MAX_DRAGS:
+            raise FluxDragInputError(
+                f"{node}: input 'points' has more than {MAX_DRAGS} drags (the limit); one drag per "
+                f"object is enough — merge or split the edit.")
         targets.append(a[2:])
     if not handles:
         raise FluxDragInputError(f"{node}: input 'points' has no drags; add lines like '120,200 -> 180,200'.")

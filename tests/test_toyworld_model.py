@@ -63,8 +63,8 @@ def test_latent_convention_matches_comfy():
 
 
 def test_samples_hold_signature_objects(toy):
-    from fluxdrag.toyworld.model import TOY_CONFIG, euler_sample
     from fluxdrag.tools.comfy_env import build_flux
+    from fluxdrag.toyworld.model import TOY_CONFIG, euler_sample
 
     model, cond = toy
     noise = torch.randn(8, 16, 32, 32, generator=torch.Generator().manual_seed(123))
@@ -99,9 +99,9 @@ def test_comfy_sampler_path(toy):
 def test_inversion_roundtrip(toy):
     """FireFlow (the pack's inversion, through its node helpers) round-trips scenes; the error
     falls fast with the step count; first-order Euler inversion is far worse on this model."""
+    from fluxdrag.nodes import inversion as inv
     from fluxdrag.toyworld.model import euler_invert, euler_sample, scene_latent_to_comfy
     from fluxdrag.toyworld.scenes import detect_all, make_scene
-    from fluxdrag.nodes import inversion as inv
 
     model, cond = toy
     dm = model.model.diffusion_model

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from fluxdrag.toyworld import scenes as S
 from fluxdrag.bench.toyworld.methods import copy_paste, ground_truth, no_edit
 from fluxdrag.bench.toyworld.metrics import edit_metrics
+from fluxdrag.toyworld import scenes as S
 
 
 def test_seeded_determinism():
