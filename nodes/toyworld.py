@@ -30,15 +30,20 @@ class ToyModelLoader(io.ComfyNode):
                                        "family-agnostic condition)."),
                 io.Float.Input("guidance", default=3.5, min=0.0, max=30.0, step=0.1,
                                tooltip="FLUX distilled guidance stored in the conditioning."),
+                io.Combo.Input("weight_dtype", options=["default", "fp8_e4m3fn", "fp8_e5m2"],
+                               default="default", optional=True,
+                               tooltip="Weight storage, as UNETLoader's weight_dtype: fp8 stores "
+                                       "the weights in 8 bits and computes in float32."),
             ],
             outputs=[io.Model.Output(), io.Conditioning.Output()],
         )
 
     @classmethod
-    def execute(cls, family="any", guidance=3.5) -> io.NodeOutput:
+    def execute(cls, family="any", guidance=3.5, weight_dtype="default") -> io.NodeOutput:
         from ..toyworld.model import load_toy_model
 
-        model, cond = load_toy_model(family=None if family == "any" else family, guidance=guidance)
+        model, cond = load_toy_model(family=None if family == "any" else family, guidance=guidance,
+                                     weight_dtype=weight_dtype)
         return io.NodeOutput(model, cond)
 
 

@@ -40,6 +40,9 @@ TEXT_TOKENS = 4
 DEFAULT_GUIDANCE = 3.5
 
 
+WEIGHT_DTYPES = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+
+
 def build_flux_model(unet_config: dict, state_dict: dict | None = None, dtype=None,
                      device: str = "cpu"):
     """A FLUX-architecture MODEL (ModelPatcher) built with ``comfy.supported_models.Flux``.
@@ -48,16 +51,30 @@ def build_flux_model(unet_config: dict, state_dict: dict | None = None, dtype=No
     ComfyUI, the server's own) and never looks for ComfyUI on disk or changes its arguments.
     Scripts, benchmarks and tests make ComfyUI importable first (see ``tools/comfy_env``).
     With no ``state_dict`` the weights are ComfyUI's own initialisation.
+
+    ``dtype`` float8 (``torch.float8_e4m3fn`` / ``float8_e5m2``) stores the weights in fp8 and
+    computes in a manual-cast dtype, the way ComfyUI's UNETLoader ``weight_dtype`` does
+    (``comfy.sd.load_diffusion_model_state_dict``: ``unet_manual_cast`` + ``set_inference_dtype`` +
+    ``load_model_weights``). UNETLoader itself cannot load the toy model: its FLUX detection fixes
+    24 heads and FLUX.1's RoPE axes.
     """
+    import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
 
+    dev = torch.device(device)
     mc = comfy.supported_models.Flux(dict(unet_config))
-    mc.set_inference_dtype(dtype or torch.float32, None)
+    dtype = dtype or torch.float32
+    manual_cast = None
+    if dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        manual_cast = comfy.model_management.unet_manual_cast(dtype, dev, mc.supported_inference_dtypes)
+    mc.set_inference_dtype(dtype, manual_cast)
     base = mc.get_model({}, device=device)
     if state_dict is not None:
-        base.diffusion_model.load_state_dict(state_dict)
-    dev = torch.device(device)
+        if manual_cast is None:
+            base.diffusion_model.load_state_dict(state_dict)
+        else:
+            base.load_model_weights(dict(state_dict), "")
     return comfy.model_patcher.ModelPatcher(base, load_device=dev, offload_device=dev)
 
 
@@ -97,14 +114,18 @@ def conditioning_from_meta(meta: dict, family: str | None = None,
 
 
 def load_toy_model(path: Path | str = WEIGHTS, family: str | None = None,
-                   guidance: float = DEFAULT_GUIDANCE):
-    """(ModelPatcher, CONDITIONING) for the shipped toy FLUX model (needs ComfyUI)."""
+                   guidance: float = DEFAULT_GUIDANCE, weight_dtype: str = "default"):
+    """(ModelPatcher, CONDITIONING) for the shipped toy FLUX model (needs ComfyUI).
+
+    ``weight_dtype``: one of ``WEIGHT_DTYPES`` (fp8 storage like UNETLoader's option)."""
     from safetensors.torch import load_file
 
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype {weight_dtype!r}: use one of {', '.join(WEIGHT_DTYPES)}")
     path = Path(path)
     meta = read_meta(path.with_suffix(".json"))
     sd = {k: v.float() for k, v in load_file(str(path)).items()}
-    model = build_flux_model(meta["unet_config"], state_dict=sd)
+    model = build_flux_model(meta["unet_config"], state_dict=sd, dtype=WEIGHT_DTYPES[weight_dtype])
     return model, conditioning_from_meta(meta, family, guidance)
 
 
