@@ -1,6 +1,6 @@
 """Inversion benchmark (issue 2): round-trip error per solver, and the router's overhead.
 
-Run: ``python bench/inversion.py`` (finds ComfyUI at $COMFYUI_PATH or ~/comfy/ComfyUI).
+Run: ``python bench/inversion.py`` (finds ComfyUI like the demo: $COMFYUI_PATH, the ComfyUI holding the pack, ~/comfy/ComfyUI).
 On a FLUX-architecture model (hidden 512, 8 heads, 4+8 blocks, 64×64 latent) in one process:
 (1) a table of round-trip reconstruction error for Euler 28 steps vs FireFlow 8 vs Uni-Inv 8 with
 their model calls; (2) time per sampling step with the router installed but no controller

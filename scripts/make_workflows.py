@@ -1,6 +1,6 @@
 """Dev tool: write the shipped workflows (API format) and their UI twins.
 
-    python scripts/make_workflows.py            # needs ComfyUI (COMFYUI_PATH or ~/comfy/ComfyUI)
+    python scripts/make_workflows.py            # needs ComfyUI (found like the demo: COMFYUI_PATH, the enclosing ComfyUI, ~/comfy/ComfyUI)
 
 Each workflow is defined once here as an API graph; the UI file is produced by
 ``scripts/api_to_ui.py`` from a real server's ``/object_info`` (started with the pack loaded),
