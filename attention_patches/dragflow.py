@@ -82,6 +82,7 @@ from ..core.dragflow import (
     unpack_token_features,
 )
 from .router import AttentionCall, Controller
+from .sampling import direct_sampler
 
 WRAPPER_KEY = "fluxdrag_dragflow"
 CACHE_NAME = "dragflow_kv"
@@ -605,22 +606,6 @@ def _branch_guider(model, conds: dict):
     return g
 
 
-def _edit_sampler(run: Callable):
-    import comfy.samplers
-
-    class EditSampler(comfy.samplers.KSAMPLER):
-        def __init__(self):
-            super().__init__(lambda *a, **k: None)
-            self.result = None
-
-        def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None,
-                   denoise_mask=None, disable_pbar=False):
-            self.result = run(model_wrap, sigmas, extra_args, noise)
-            return self.result.z
-
-    return EditSampler()
-
-
 def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Tensor,
              sigmas: torch.Tensor, conds: dict, regions: Sequence, edit_mask: torch.Tensor,
              feature_hw: tuple[int, int], settings: Optional[EditSettings] = None,
@@ -646,7 +631,7 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
     order = tuple(hooks.feature_blocks)
     seconds: dict = {}
 
-    def run(model_wrap, sigmas_dev, extra_args, x):
+    def run(model_wrap, x, sigmas_dev, extra_args):
         s = [float(v) for v in sigmas_dev.tolist()]
         s0 = s[0]
 
@@ -699,10 +684,11 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
                           seconds=seconds,
                           peak_bytes=peak, calls=dict(hooks.calls))
 
-    sampler = _edit_sampler(run)
+    result: list = []
+    sampler, _ = direct_sampler(lambda *a: result.append(run(*a)) or result[0].z)
     enable_rope_autograd()
     guider.sample(z_T, torch.zeros_like(z_T), sampler, sigmas, disable_pbar=True, seed=0)
-    return sampler.result
+    return result[0]
 
 
 def describe_peak(peak: Optional[int]) -> str:

@@ -23,10 +23,10 @@ from ..attention_patches.attention_drag import (
     ddim_eps_function,
     default_flux_layer,
     default_unet_layer,
-    direct_ksampler,
     unet_attention_layers,
 )
 from ..attention_patches.router import patch_model
+from ..attention_patches.sampling import direct_sampler
 from ..core import solvers
 from ..core.attention_drag_move import (
     LATENT_PX,
@@ -251,7 +251,7 @@ def sd_invert(model, samples: torch.Tensor, positive, sched: DDIMSchedule, ctrl:
         if tick is not None:
             tick()
 
-    def inv_fn(model_k, x, extra_args):
+    def inv_fn(model_k, x, _sigmas, extra_args):
         count = {"i": 0}
 
         def arm(t):  # the last inversion call, if it is labelled with the top timestep
@@ -268,10 +268,10 @@ def sd_invert(model, samples: torch.Tensor, positive, sched: DDIMSchedule, ctrl:
         return x_top
 
     z0 = model.model.process_latent_in(samples.float())
-    inv = direct_ksampler(inv_fn)
+    inv, inv_run = direct_sampler(inv_fn)
     sigmas = torch.tensor([0.0] + [float(table[t]) for t in labels])
     _guider(patched, positive).sample(z0, torch.zeros_like(samples), inv, sigmas, disable_pbar=True, seed=0)
-    return inv.result.detach(), z0, extra["used"]
+    return inv_run.latent.detach(), z0, extra["used"]
 
 
 def sd_denoise(model, z: torch.Tensor, positive, sched: DDIMSchedule, negative=None, cfg: float = 1.0,
@@ -279,14 +279,14 @@ def sd_denoise(model, z: torch.Tensor, positive, sched: DDIMSchedule, negative=N
     """DDIM-denoise the DDIM-space latent ``z`` (at ``sched.timesteps[0]``) to a model-space latent."""
     table = model.get_model_object("model_sampling").sigmas.detach().cpu()
 
-    def samp_fn(model_k, x, extra_args):
+    def samp_fn(model_k, x, _sigmas, extra_args):
         eps = ddim_eps_function(model_k, extra_args, table, after_call=(lambda t: tick()) if tick else None)
         return ddim_sample(eps, x, sched)
 
-    samp = direct_ksampler(samp_fn)
+    samp, samp_run = direct_sampler(samp_fn)
     sigmas = torch.tensor([float(table[t]) for t in sched.timesteps] + [0.0])
     _guider(model, positive, negative, cfg).sample(z, torch.zeros_like(z), samp, sigmas, disable_pbar=True, seed=0)
-    return samp.result.detach()
+    return samp_run.latent.detach()
 
 
 def run_sd(model, latent: dict, drags, positive, negative=None, s: AttentionDragSettings | None = None,
@@ -351,14 +351,14 @@ def run_flux(model, latent: dict, drags, positive, negative=None, s: AttentionDr
     if used_extra:  # the solver never evaluated at the top sigma: one call there, on z_T
         cond = node_helpers.conditioning_set_values(positive, {"guidance": s.inversion_guidance})
 
-        def probe(model_k, x, extra_args):
+        def probe(model_k, x, _sigmas, extra_args):
             import comfy.model_management
 
             comfy.model_management.throw_exception_if_processing_interrupted()
             model_k(x, x.new_ones([x.shape[0]]) * sigma_top, **extra_args)
             return x
 
-        k = direct_ksampler(probe)
+        k, _ = direct_sampler(probe)
         _guider(patched, cond).sample(rec.z_T, torch.zeros_like(samples), k, sig.flip(0)[-2:],
                                       disable_pbar=True, seed=0)
         calls += 1

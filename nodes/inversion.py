@@ -5,7 +5,7 @@ import torch
 from comfy_api.latest import io
 
 from ..attention_patches.router import patch_model, router_of_model
-from ..attention_patches.sampling import FluxDragKSampler
+from ..attention_patches.sampling import solver_sampler
 from ..core import solvers
 from ..core.cache import TokenCache, format_bytes
 from ..core.inversion import InversionRecord
@@ -42,7 +42,7 @@ class FireFlowSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls) -> io.NodeOutput:
-        return io.NodeOutput(FluxDragKSampler("fireflow"))
+        return io.NodeOutput(solver_sampler("fireflow")[0])
 
 
 class UniInvSampler(io.ComfyNode):
@@ -64,7 +64,7 @@ class UniInvSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, zero_init=False) -> io.NodeOutput:
-        return io.NodeOutput(FluxDragKSampler("uni_inv", zero_init=zero_init))
+        return io.NodeOutput(solver_sampler("uni_inv", zero_init=zero_init)[0])
 
 
 def _guider(model, positive, negative=None, cfg: float = 1.0):
@@ -137,7 +137,7 @@ def run_inversion(model, latent: dict, positive, steps: int = 28, solver: str = 
         progress(i, total)
         trajectory.append(x.detach().cpu())
 
-    sampler = FluxDragKSampler(solver, step_callback=step)
+    sampler, run = solver_sampler(solver, on_step=step)
     g = _guider(m, cond)
     try:
         g.sample(torch.zeros_like(samples), samples, sampler, inv, disable_pbar=True, seed=0)
@@ -145,7 +145,7 @@ def run_inversion(model, latent: dict, positive, steps: int = 28, solver: str = 
         for c in caches.values():
             c.free()
         raise
-    return InversionRecord(z_T=sampler.result.detach(), sigmas=sig, solver=solver, steps=steps,
+    return InversionRecord(z_T=run.latent.detach(), sigmas=sig, solver=solver, steps=steps,
                            strength=strength, z_0=z0, trajectory=trajectory, caches=caches,
                            info={"scheduler": scheduler, "guidance": guidance, "edit_map": edit_map,
                                  "cache_policy": cache_policy})
@@ -166,7 +166,7 @@ def run_sampling(model, record: InversionRecord, positive, start: torch.Tensor |
         raise FluxDragInputError(f"{node}: cfg {cfg} needs input 'negative'; connect one or set cfg 1.")
     name = record.sample_solver if solver == "auto" else solver
     progress = StepProgress(len(record.sigmas) - 1)
-    sampler = FluxDragKSampler(name, exact_start=True, step_callback=progress)
+    sampler, run = solver_sampler(name, exact_start=True, on_step=progress)
     g = _guider(model, positive, negative, cfg)
     router = router_of_model(model)
     paired = router is not None and any(getattr(c, "paired", False) for c in router.controllers)
@@ -178,7 +178,7 @@ def run_sampling(model, record: InversionRecord, positive, start: torch.Tensor |
     finally:
         if not keep_cache:
             record.free_caches()
-    return sampler.result[:b] if paired else sampler.result
+    return run.latent[:b] if paired else run.latent
 
 
 class Invert(io.ComfyNode):

@@ -67,8 +67,8 @@ class ToyScene(io.ComfyNode):
 
     @classmethod
     def execute(cls, seed=0, family="single", case="move") -> io.NodeOutput:
-        from ..toyworld.model import scene_latent_to_comfy
         from ..core.instructions import parse_instructions
+        from ..toyworld.model import scene_latent_to_comfy
 
         sc = scenes.make_scene(int(seed), family, None if case == "random" else case)
         img = scenes.to_rgb(sc.latent).permute(1, 2, 0)[None]
