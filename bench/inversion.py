@@ -26,7 +26,7 @@ def main():
 
     from fluxdrag.attention_patches.router import Controller, patch_model
     from fluxdrag.core.solvers import model_calls
-    from fluxdrag.nodes import inversion as inv
+    from fluxdrag.pipelines import inversion as inv
 
     torch.set_grad_enabled(False)
     apply_threads(args)
