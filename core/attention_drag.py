@@ -18,6 +18,10 @@ Pipeline (:func:`attention_drag`):
   v = :func:`attention_displacement_field`              (h, w, 2) = Σ_i w_i(p) · d_i
   z' = :func:`warp_latent_one_step` (forward splat)     + hole mask
   z'' = :func:`fill_holes_attention_weighted`           holes from background neighbours
+
+Why one long module: the five steps above are one method whose reconstruction choices depend on
+each other (the mask, the field and the hole filling share their conventions); kept in one file so
+the guesses can be read together.
 """
 
 from __future__ import annotations

@@ -41,6 +41,10 @@ No official code exists. Documented guesses, each a parameter with the guess as 
   destinations carries their mean position (``collision="mean"``) [guess]; the index
   channel is kept (``keep_index=True``); vacated tokens that are no source keep their ids
   (``vacated_offset=None``) [guess].
+
+Why one long module: the two LRM steps and what its two consumers derive from one ReverseMap
+(injection pairs, reference position ids, hide masks) are one algorithm, kept together so paper and
+code read side by side; generic geometry (hulls, components) is in :mod:`.geometry`.
 """
 from __future__ import annotations
 
