@@ -13,9 +13,6 @@ Method: ``core/attention_drag.py`` + ``core/attention_drag_move.py`` (anchors §
   FLUX: a ``single``/``double`` block's joint attention, sliced to the image tokens
   (``call.slices()["img"]``), q/k after RoPE, at the sigma it is armed for.
   Only rows of the positive (cond) chunk are read.
-- :func:`direct_ksampler`: a ``KSAMPLER`` that runs a given function of ComfyUI's denoiser from an
-  exact start latent (no noise scaling), so our DDIM loop and one-off probe calls go through
-  ComfyUI's guider (conditioning, CFG, model loading, wrappers) unchanged.
 - :func:`ddim_eps_function`: ε(x_ddim, t) over ComfyUI's denoiser for EPS models
   (x_comfy = x_ddim·√(1 + σ_t²), ε = (x_comfy − D(x_comfy, σ_t)) / σ_t; see ``core/ddim.py``).
 - :func:`unet_attention_layers` / :func:`default_unet_layer`: the UNet blocks holding attention and
@@ -188,29 +185,6 @@ class AttentionCapture(Controller):
 # --------------------------------------------------------------------------------------------
 # sampling helpers
 # --------------------------------------------------------------------------------------------
-def direct_ksampler(fn: Callable):
-    """A ``KSAMPLER`` running ``fn(model_k, x_start, extra_args) -> x`` from the exact start
-    latent (the ``noise`` the guider is given, in model space; no noise scaling). ``result``
-    holds the model-space output."""
-    import comfy.samplers
-
-    class _Direct(comfy.samplers.KSAMPLER):
-        def __init__(self):
-            super().__init__(None)
-            self.result: Optional[torch.Tensor] = None
-
-        def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None,
-                   denoise_mask=None, disable_pbar=False):
-            extra_args["denoise_mask"] = None
-            model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
-            model_k.latent_image = latent_image
-            model_k.noise = noise
-            self.result = fn(model_k, noise, extra_args)
-            return self.result
-
-    return _Direct()
-
-
 def ddim_eps_function(model_k, extra_args: dict, sigma_table: torch.Tensor,
                       before_call: Optional[Callable[[int], None]] = None,
                       after_call: Optional[Callable[[int], None]] = None) -> Callable:
@@ -296,6 +270,5 @@ __all__ = [
     "ddim_eps_function",
     "default_flux_layer",
     "default_unet_layer",
-    "direct_ksampler",
     "unet_attention_layers",
 ]

@@ -15,6 +15,7 @@ import torch
 
 from ..core.cache import TokenCache, bytes_per_element, format_bytes, sigma_key
 from ..core.correspondence import CorrespondenceMap
+from ..core.geometry import repeat_batch
 from ..core.lazydrag import (
     LazyDragIndices,
     activation_sigma,
@@ -26,6 +27,8 @@ from ..core.lazydrag import (
 )
 from .rope import pe_tokens, rope_reencode
 from .router import AttentionCall, Controller
+
+log = logging.getLogger("FluxDrag")
 
 CACHE_NAME = "lazydrag"
 BACKGROUND_QUERY = ("cached", "live")
@@ -81,16 +84,12 @@ class LazyDragPlan:
                 f"the latent has {(h, w)}; build the map from this latent.")
         need = self.estimate_bytes(model, sigmas, shape[0], cache.policy)
         cache.reserve(need)
-        print(f"[FluxDrag] LazyDrag cache estimate: {format_bytes(need)} (policy {cache.policy})")
+        log.info("[FluxDrag] LazyDrag cache estimate: %s (policy %s)", format_bytes(need), cache.policy)
         return [LazyDragCapture(self, cache, activation_sigma(sigmas, self.activation))]
 
 
 def _batch(t: torch.Tensor, b: int) -> torch.Tensor:
-    if t.shape[0] == b:
-        return t
-    if b % t.shape[0] == 0:  # cond+uncond batches share the cached source branch
-        return t.repeat(b // t.shape[0], *([1] * (t.ndim - 1)))
-    raise RuntimeError(f"FluxDrag LazyDrag: batch {b} does not match the inversion's batch {t.shape[0]}")
+    return repeat_batch(t, b, "FluxDrag LazyDrag", "the inversion's batch")
 
 
 class LazyDragCapture(Controller):
@@ -175,7 +174,7 @@ class LazyDragControl(Controller):
         if self.free_on_end and self.cache is not None:
             self.cache.free()
         if error is None and self.lock_steps > 0 and self.locked == 0 and (self.hits or self.misses):
-            logging.warning(
+            log.warning(
                 "[FluxDrag] LazyDrag: background_lock is %.2f but this sampler never called the lock "
                 "(only FluxDrag Sample From Inversion and the FluxDrag FireFlow / Uni-Inv SAMPLER nodes "
                 "do); the background was kept by attention control alone. Sample with FluxDrag Sample "

@@ -4,14 +4,25 @@
   velocity callable the solvers want: v = (x − x₀)/σ. At σ = 0 (the first inversion evaluation)
   x₀ = x carries no velocity, so the raw FLUX output is read through a ``DIFFUSION_MODEL`` wrapper
   on the run's own options copy (combined with CFG like ComfyUI does when cfg ≠ 1).
-- :class:`FluxDragKSampler` is a ``comfy.samplers.KSAMPLER`` that, besides ordinary sampling,
-  inverts (sigmas increasing: starts at the clean latent, no noise scaling) and samples from an
-  inverted latent exactly (``exact_start``: the given noise *is* x at σ₀, also for σ₀ < 1).
-  It keeps the final latent in model space (``result``) so an inversion record is exact.
+- :func:`sampler_function` is a k-diffusion style sampler function (``comfy/k_diffusion/sampling.py``
+  shape) running one of ``core.solvers``; handed to ComfyUI's own ``comfy.samplers.KSAMPLER``
+  (:func:`solver_sampler`). Besides ordinary sampling it inverts (sigmas increasing: it starts at
+  the clean latent the guider was given, ``model.latent_image``) and samples from an inverted
+  latent exactly (``exact_start``: the noise the guider was given *is* x at σ₀, also for σ₀ < 1;
+  ``model.noise``).
+- :func:`direct_sampler` hands any function of ComfyUI's denoiser and an exact start latent to a
+  plain ``KSAMPLER`` — our DDIM loops, one-off probe calls and DragFlow's edit steps run through
+  ComfyUI's guider (conditioning, CFG, model loading, wrappers) this way.
+
+``KSAMPLER.sample`` rescales what a sampler function returns for the last sigma and the guider
+maps it out of model space; neither is exact for an inversion (σ_last = 1 would divide by 0), so
+each function also leaves its model-space result in a :class:`SamplerRun`, which is what the
+pipelines read.
 """
 from __future__ import annotations
 
 import contextvars
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -79,15 +90,35 @@ def velocity_function(model, extra_args: dict, cfg: float = 1.0) -> Callable:
     return v
 
 
-def sampler_function(solver: str, **solver_kwargs) -> Callable:
-    """A k-diffusion style sampler function (for ``comfy.samplers.KSAMPLER``) running ``solver``."""
+@dataclass
+class SamplerRun:
+    """The model-space latent a sampler function ended with (None until it ran)."""
+
+    latent: Optional[torch.Tensor] = None
+
+
+def sampler_function(solver: str, exact_start: bool = False,
+                     on_step: Optional[Callable[[int, int, torch.Tensor], None]] = None,
+                     run: Optional[SamplerRun] = None, **solver_kwargs) -> Callable:
+    """A k-diffusion style sampler function (for ``comfy.samplers.KSAMPLER``) running ``solver``.
+
+    Inverts when the sigmas increase (from ``model.latent_image``, σ₀ must be 0); with
+    ``exact_start`` samples from ``model.noise`` as given. ``on_step(i, total, x)`` after every
+    step; the final latent also goes to ``run``."""
     fn = solvers.get_solver(solver)
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
         extra_args = {} if extra_args is None else extra_args
+        if float(sigmas[-1]) > float(sigmas[0]):
+            if float(sigmas[0]) != 0.0:
+                raise ValueError("FluxDrag: an inversion schedule must start at sigma 0")
+            x = model.latent_image
+        elif exact_start:
+            x = model.noise
         cfg = float(getattr(getattr(model, "inner_model", None), "cfg", 1.0) or 1.0)
         vel = velocity_function(model, extra_args, cfg)
         hooks = after_step_hooks(extra_args.get("model_options"))
+        total = len(sigmas) - 1
 
         def cb(d):
             x = d["x"]
@@ -95,6 +126,8 @@ def sampler_function(solver: str, **solver_kwargs) -> Callable:
                 r = hook(d["i"], d["sigma_next"], x)
                 if r is not None:
                     x = r
+            if on_step is not None:
+                on_step(d["i"], total, x)
             if callback is not None:
                 sigma = d["sigma_next"]
                 denoised = x - sigma * d["v"]
@@ -102,65 +135,34 @@ def sampler_function(solver: str, **solver_kwargs) -> Callable:
                           "denoised": denoised})
             return x if hooks else None
 
-        return fn(vel, x, sigmas, callback=cb, **solver_kwargs)
+        out = fn(vel, x, sigmas, callback=cb, **solver_kwargs)
+        if run is not None:
+            run.latent = out
+        return out
 
     return sample
 
 
-def _ksampler_base():
+def solver_sampler(solver: str, exact_start: bool = False,
+                   on_step: Optional[Callable[[int, int, torch.Tensor], None]] = None,
+                   **solver_kwargs) -> tuple:
+    """(``comfy.samplers.KSAMPLER`` running ``solver``, its :class:`SamplerRun`)."""
     import comfy.samplers
 
-    return comfy.samplers.KSAMPLER
+    run = SamplerRun()
+    return comfy.samplers.KSAMPLER(sampler_function(solver, exact_start, on_step, run, **solver_kwargs)), run
 
 
-class FluxDragKSampler:
-    """Factory for a KSAMPLER subclass instance (ComfyUI is imported lazily)."""
+def direct_sampler(fn: Callable) -> tuple:
+    """(``KSAMPLER``, :class:`SamplerRun`) running ``fn(model_k, x_start, sigmas, extra_args) -> x``
+    from the exact start latent (the ``noise`` the guider is given, in model space; no noise
+    scaling), ``model_k`` being ComfyUI's denoiser (``KSamplerX0Inpaint``)."""
+    import comfy.samplers
 
-    def __new__(cls, solver: str, exact_start: bool = False, step_callback: Optional[Callable] = None,
-                **solver_kwargs):
-        base = _ksampler_base()
+    run = SamplerRun()
 
-        class _Sampler(base):
-            def __init__(self):
-                super().__init__(sampler_function(solver, **solver_kwargs))
-                self.solver = solver
-                self.exact_start = exact_start
-                self.step_callback = step_callback
-                self.result: Optional[torch.Tensor] = None
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        run.latent = fn(model, model.noise, sigmas, {} if extra_args is None else extra_args)
+        return run.latent
 
-            def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None,
-                       denoise_mask=None, disable_pbar=False):
-                inverting = float(sigmas[-1]) > float(sigmas[0])
-                if not inverting and not self.exact_start:
-                    out = super().sample(model_wrap, sigmas, extra_args, callback, noise, latent_image,
-                                         denoise_mask, disable_pbar)
-                    self.result = out
-                    return out
-                import comfy.samplers
-
-                extra_args["denoise_mask"] = None
-                model_k = comfy.samplers.KSamplerX0Inpaint(model_wrap, sigmas)
-                model_k.latent_image = latent_image
-                model_k.noise = noise
-                if inverting:
-                    if float(sigmas[0]) != 0.0:
-                        raise ValueError("FluxDrag: an inversion schedule must start at sigma 0")
-                    x = latent_image
-                else:
-                    x = noise
-                total = len(sigmas) - 1
-
-                def cb(d):
-                    if self.step_callback is not None:
-                        self.step_callback(d["i"], total, d["x"])
-                    if callback is not None:
-                        callback(d["i"], d["denoised"], d["x"], total)
-
-                x = self.sampler_function(model_k, x, sigmas, extra_args=extra_args,
-                                          callback=cb, disable=disable_pbar)
-                self.result = x
-                if inverting:
-                    return x
-                return model_wrap.inner_model.model_sampling.inverse_noise_scaling(sigmas[-1], x)
-
-        return _Sampler()
+    return comfy.samplers.KSAMPLER(sample), run

@@ -36,7 +36,7 @@ def main():
     import comfy.sample
     import torch
 
-    from fluxdrag.nodes.attention_drag import AttentionDragSettings, run_attention_drag
+    from fluxdrag.pipelines.attention_drag import AttentionDragSettings, run_attention_drag
 
     torch.set_grad_enabled(False)
     apply_threads(args)

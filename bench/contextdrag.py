@@ -27,7 +27,7 @@ def main():
     import node_helpers
     import torch
 
-    from fluxdrag.nodes import contextdrag as cd
+    from fluxdrag.pipelines import contextdrag as cd
 
     torch.set_grad_enabled(False)
     apply_threads(args)
@@ -44,7 +44,7 @@ def main():
              "drags": [{"handle": [204 * s, 46 * s], "target": [124 * s, 46 * s], "mode": "move"}],
              "mask": {"polygons": [[[174 * s, 16 * s], [234 * s, 16 * s], [234 * s, 76 * s],
                                     [174 * s, 76 * s]]]}}
-    rmap = cd.ReverseMapping.execute(drags, ref).args[0]
+    rmap = cd.build_map(drags, ref["samples"])
 
     def sampler(m):
         return lambda: comfy.sample.sample(m, noise, args.steps, 1.0, "euler", "simple", kontext, kontext,

@@ -17,6 +17,7 @@ FLUX's proportions (BENCH_FLUX: twice as many single as double blocks, MLP ratio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import time
 
@@ -35,11 +36,12 @@ def main():
     import comfy.model_patcher
     import torch
 
-    from fluxdrag.attention_patches.dragflow import DragFlowHooks, enable_rope_autograd, feature_maps
+    from fluxdrag.attention_patches.autograd import rope_autograd
+    from fluxdrag.attention_patches.dragflow import DragFlowHooks, feature_maps
     from fluxdrag.core.affine import Region
     from fluxdrag.core.cache import format_bytes
     from fluxdrag.core.dragflow import masked_l1, region_targets
-    from fluxdrag.nodes.dragflow import add_region, build_region, run_dragflow
+    from fluxdrag.pipelines.dragflow import DragFlowSettings, add_region, build_region, run_dragflow
 
     apply_threads(args)
     cuda = torch.cuda.is_available()
@@ -58,7 +60,8 @@ def main():
     z0 = (torch.randn(1, 16, L, L, generator=g) * 0.5).to(dev)
     ctx, opts = cond[0]
     ctx, pooled = ctx.to(dev, dtype), opts["pooled_output"].to(dev, dtype)
-    enable_rope_autograd()
+    rope = contextlib.ExitStack()  # RoPE differentiable for the measured passes below
+    rope.enter_context(rope_autograd())
 
     mask = torch.zeros(side, side, dtype=torch.bool)
     q = side // 4
@@ -149,7 +152,7 @@ def main():
     edit = {}
     for early in (True, False, True, False):
         t = time.perf_counter()
-        run_dragflow(model, lat, cond, cond, ins, early_exit=early, **kw)
+        run_dragflow(model, lat, cond, cond, ins, DragFlowSettings(early_exit=early, **kw))
         if cuda:
             torch.cuda.synchronize()
         edit.setdefault(early, []).append(time.perf_counter() - t)

@@ -1,6 +1,7 @@
 """Inversion benchmark (issue 2): round-trip error per solver, and the router's overhead.
 
-Run: ``python bench/inversion.py`` (finds ComfyUI like the demo: $COMFYUI_PATH, the ComfyUI holding the pack, ~/comfy/ComfyUI).
+Run: ``python bench/inversion.py`` (finds ComfyUI like the demo: $COMFYUI_PATH, the ComfyUI
+holding the pack, ~/comfy/ComfyUI).
 On a FLUX-architecture model (hidden 512, 8 heads, 4+8 blocks, 64×64 latent) in one process:
 (1) a table of round-trip reconstruction error for Euler 28 steps vs FireFlow 8 vs Uni-Inv 8 with
 their model calls; (2) time per sampling step with the router installed but no controller
@@ -26,7 +27,7 @@ def main():
 
     from fluxdrag.attention_patches.router import Controller, patch_model
     from fluxdrag.core.solvers import model_calls
-    from fluxdrag.nodes import inversion as inv
+    from fluxdrag.pipelines import inversion as inv
 
     torch.set_grad_enabled(False)
     apply_threads(args)

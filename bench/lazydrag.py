@@ -53,8 +53,8 @@ def main():
     import torch
 
     from fluxdrag.core.cache import format_bytes
-    from fluxdrag.nodes import inversion as inv
-    from fluxdrag.nodes import lazydrag as ld
+    from fluxdrag.pipelines import inversion as inv
+    from fluxdrag.pipelines import lazydrag as ld
 
     torch.set_grad_enabled(False)
     apply_threads(args)
@@ -71,7 +71,7 @@ def main():
     rows, fns, ratio_key = [], {}, "cpu"
     runs = {}
     for policy in ("cpu", "fp8", "device", "paired"):
-        plan = ld.CorrespondenceMap.execute(drags, lat).args[0]
+        plan = ld.build_plan(drags, lat["samples"])
         rec = inv.run_inversion(model, lat, cond, steps=args.steps, solver="uni_inv", edit_map=plan,
                                 cache_policy=policy)
         m, z0, ctrl = ld.apply_lazydrag(model, rec, plan)

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .geometry import convex_hull
+
 OPS = ("relocate", "deform", "rotate")
 _OP_ALIASES = {
     "relocate": "relocate", "translate": "relocate", "transformation": "relocate",
@@ -311,31 +313,6 @@ def mask_outline_points(mask: torch.Tensor) -> torch.Tensor:
          torch.stack([right, y0], -1), torch.stack([right, y1], -1)], dim=1
     )
     return pts.reshape(-1, 2)
-
-
-def convex_hull(points: torch.Tensor) -> torch.Tensor:
-    """Convex hull (monotone chain), counter-clockwise in (x, y) maths orientation, no
-    repeated or collinear vertices; (N, 2) → (K, 2) float64. K ≤ 2 for degenerate input."""
-    pts = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
-    P = sorted(set(map(tuple, pts.tolist())))
-    if len(P) <= 2:
-        return torch.tensor(P, dtype=torch.float64).reshape(-1, 2)
-
-    def cross(o, a, b) -> float:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower: list = []
-    for p in P:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
-            lower.pop()
-        lower.append(p)
-    upper: list = []
-    for p in reversed(P):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
-            upper.pop()
-        upper.append(p)
-    hull = lower[:-1] + upper[:-1]
-    return torch.tensor(hull, dtype=torch.float64)
 
 
 @dataclass(eq=False)

@@ -18,6 +18,10 @@ Pipeline (:func:`attention_drag`):
   v = :func:`attention_displacement_field`              (h, w, 2) = Σ_i w_i(p) · d_i
   z' = :func:`warp_latent_one_step` (forward splat)     + hole mask
   z'' = :func:`fill_holes_attention_weighted`           holes from background neighbours
+
+Why one long module: the five steps above are one method whose reconstruction choices depend on
+each other (the mask, the field and the hole filling share their conventions); kept in one file so
+the guesses can be read together.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+
+from .geometry import round_half_up
 
 Point = tuple[float, float]
 Points = Point | Sequence[Point] | torch.Tensor
@@ -47,10 +53,6 @@ def pixel_to_cell(point: Point, cell_px: float) -> Point:
     return (point[0] / cell_px - 0.5, point[1] / cell_px - 0.5)
 
 
-def _round_half_up(x: torch.Tensor) -> torch.Tensor:
-    return torch.floor(x + 0.5)
-
-
 def _as_points(points: Points, name: str) -> torch.Tensor:
     """(n, 2) float64 tensor of (x, y) points from a point, a list of points or a tensor."""
     t = torch.as_tensor(points, dtype=torch.float64).detach().cpu()
@@ -65,7 +67,7 @@ def handle_cells(handles: Points, grid_hw: tuple[int, int]) -> list[tuple[int, i
     """Integer cells ``(x, y)`` of handle points (rounded half up); ValueError if outside."""
     h, w = grid_hw
     cells = []
-    for i, (x, y) in enumerate(_round_half_up(_as_points(handles, "handles")).tolist()):
+    for i, (x, y) in enumerate(round_half_up(_as_points(handles, "handles")).tolist()):
         if not (0 <= x < w and 0 <= y < h):
             raise ValueError(f"handle {i} at cell ({x:g}, {y:g}) is outside the {h}x{w} grid")
         cells.append((int(x), int(y)))
@@ -333,8 +335,8 @@ def warp_latent_one_step(
         torch.arange(w, device=dev, dtype=torch.float64),
         indexing="ij",
     )
-    dx = _round_half_up(xs + f[..., 0]).long()
-    dy = _round_half_up(ys + f[..., 1]).long()
+    dx = round_half_up(xs + f[..., 0]).long()
+    dy = round_half_up(ys + f[..., 1]).long()
     src = m & (dx >= 0) & (dx < w) & (dy >= 0) & (dy < h)
 
     n = h * w

@@ -29,6 +29,10 @@ Also here: the K/V injection layer sets (notes §2.5, §9: ``non-ridge`` / ``pos
 indices, mapped proportionally onto models of another depth [guess], or a literal custom list)
 and :func:`paired_fireflow`, the edited and original branches sampled in lockstep with the hard
 background constraint after every step (notes §2.4).
+
+Why one long module: schedule, weights, feature unpacking, loss, the optimisation loop and the
+lockstep sampler are DragFlow's §2.2–2.4 in one place, written against a feature function so the
+whole method is testable without a model.
 """
 from __future__ import annotations
 

@@ -30,6 +30,10 @@ with a message naming the size and the fix; nothing is shifted silently.
 Documented guesses: pixel -> token mask reduction defaults to ``"any"`` (a token is editable when
 any of its pixels is) [guess]; ``to_token_space`` rescales instructions drawn on an image of
 another size proportionally per axis, with a warning [guess, parameter ``on_size_mismatch``].
+
+Why one long module: the JSON schema, its validation, mask rasterisation (polygons, RLE) and the
+pixel → token conversion are one contract every method and the editor read; split, the checks of
+one document would be scattered over several files.
 """
 from __future__ import annotations
 

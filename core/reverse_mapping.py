@@ -41,6 +41,10 @@ No official code exists. Documented guesses, each a parameter with the guess as 
   destinations carries their mean position (``collision="mean"``) [guess]; the index
   channel is kept (``keep_index=True``); vacated tokens that are no source keep their ids
   (``vacated_offset=None``) [guess].
+
+Why one long module: the two LRM steps and what its two consumers derive from one ReverseMap
+(injection pairs, reference position ids, hide masks) are one algorithm, kept together so paper and
+code read side by side; generic geometry (hulls, components) is in :mod:`.geometry`.
 """
 from __future__ import annotations
 
@@ -49,8 +53,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from .geometry import connected_components, convex_hull, round_half_up
 from .instructions import rle_decode, rle_encode
 
 MAP_VERSION = 1
@@ -93,8 +97,6 @@ def _points(p: PointsLike, where: str) -> torch.Tensor:
     return t
 
 
-def _round_half_up(x: torch.Tensor) -> torch.Tensor:
-    return torch.floor(x + 0.5).long()
 
 
 def _grid_points(h: int, w: int) -> torch.Tensor:
@@ -181,36 +183,6 @@ def forward_displacement(
     return idw_displacement(points, s, t - s, power=power, eps=eps)
 
 
-def convex_hull(points: PointsLike) -> torch.Tensor:
-    """Convex hull by Andrew's monotone chain: (m, 2) float64 vertices, counter-clockwise
-    in (x, y) axes, no repeated or collinear vertices. One point gives m = 1, collinear
-    points give the two end points (m = 2), no points give m = 0."""
-    p = _points(points, "points")
-    if p.shape[0] == 0:
-        return p
-    pts = torch.unique(p, dim=0).tolist()  # sorted by x, then y
-    if len(pts) <= 2:
-        return torch.tensor(pts, dtype=torch.float64)
-
-    def cross(o: list[float], a: list[float], b: list[float]) -> float:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower: list[list[float]] = []
-    for q in pts:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], q) <= 0:
-            lower.pop()
-        lower.append(q)
-    upper: list[list[float]] = []
-    for q in reversed(pts):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], q) <= 0:
-            upper.pop()
-        upper.append(q)
-    hull = lower[:-1] + upper[:-1]
-    if len(hull) == 2 and hull[0] == hull[1]:
-        hull = hull[:1]
-    return torch.tensor(hull, dtype=torch.float64)
-
-
 def points_in_convex_polygon(
     points: PointsLike, hull: torch.Tensor, tol: float = 1e-3
 ) -> torch.Tensor:
@@ -234,25 +206,6 @@ def points_in_convex_polygon(
     r = p[:, None, :] - v[None, :, :]  # (n, m, 2)
     cr = e[None, :, 0] * r[..., 1] - e[None, :, 1] * r[..., 0]  # (n, m); >= 0 on the left
     return (cr >= -tol * e.norm(dim=1)[None, :]).all(dim=1)
-
-
-def _components(mask: torch.Tensor) -> torch.Tensor:
-    """8-connected component labels of a bool (h, w) mask (-1 outside), by min-propagation."""
-    h, w = mask.shape
-    big = float(h * w + 1)
-    lab = torch.arange(h * w, dtype=torch.float64).reshape(1, 1, h, w)
-    lab = torch.where(mask[None, None], lab, torch.full_like(lab, big))
-    while True:
-        nb = -F.max_pool2d(-lab, kernel_size=3, stride=1, padding=1)
-        new = torch.where(mask[None, None], torch.minimum(lab, nb), lab)
-        if torch.equal(new, lab):
-            break
-        lab = new
-    lab = lab[0, 0]
-    _, labels = torch.unique(lab[mask], return_inverse=True)
-    out = torch.full((h, w), -1, dtype=torch.long)
-    out[mask] = labels
-    return out
 
 
 def forward_coarse_region(
@@ -288,7 +241,7 @@ def forward_coarse_region(
         r = int(dilate)
         if r < 0:
             raise ValueError(f"dilate must be >= 0, got {dilate}")
-        base = _round_half_up(fwd)  # (n, 2) x, y
+        base = round_half_up(fwd).long()  # (n, 2) x, y
         off = torch.stack(
             torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="xy"), dim=-1
         ).reshape(-1, 2)
@@ -301,7 +254,7 @@ def forward_coarse_region(
     if hull_groups == "all":
         groups = torch.zeros(p.shape[0], dtype=torch.long)
     else:
-        groups = _components(src_mask)[src_mask]  # row-major, same order as p
+        groups = connected_components(src_mask)[src_mask]  # row-major, same order as p
     flat = out.reshape(-1)
     for g in torch.unique(groups).tolist():
         poly = convex_hull(fwd[groups == g])
@@ -521,10 +474,10 @@ def build_reverse_map(
         hull_tol=hull_tol, dilate=dilate,
     )
     q = _mask_points(coarse)  # (n, 2) row-major
-    src_xy = _round_half_up(
+    src_xy = round_half_up(
         reverse_lookup(q, s, t, anchor=anchor, power=power, eps=eps,
                        fixed_point_iters=fixed_point_iters)
-    )  # (n, 2) long
+    ).long()  # (n, 2) long
     sx, sy = src_xy[:, 0], src_xy[:, 1]
     keep = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
     keep[keep.clone()] = m_src[sy[keep], sx[keep]]

@@ -1,111 +1,49 @@
-"""Shared bits of the node layer: custom types, input checks with clear messages, conversions."""
+"""Shared bits of the node layer: the pack's custom types and category; the checks and
+conversions the nodes share with the pipelines live in ``pipelines/common.py``."""
 from __future__ import annotations
 
-import torch
+import functools
+
 from comfy_api.latest import io
 
-from ..core.errors import public_name
+from ..pipelines.common import (  # noqa: F401  (re-exported for the node modules)
+    START_KEY,
+    FluxDragInputError,
+    StepProgress,
+    check_batch,
+    check_latent,
+    image_at,
+    mask_at,
+    require_flux,
+    sampling_sigmas,
+    to_latent,
+    to_model_space,
+    user_warnings,
+)
 
 Inversion = io.Custom("FLUXDRAG_INVERSION")
 DragInstructions = io.Custom("DRAG_INSTRUCTIONS")
 EditMap = io.Custom("FLUXDRAG_MAP")
 
 CATEGORY = "FluxDrag"
-START_KEY = "fluxdrag_start"  # LATENT key holding an exact model-space start latent
 
 
-@public_name
-class FluxDragInputError(ValueError):
-    """Bad node input; the message names the input and the fix."""
+def shows_warnings(node_cls: type[io.ComfyNode]) -> type[io.ComfyNode]:
+    """Class decorator: what a node's ``execute`` reports with ``warnings.warn`` (a rescaled
+    drawing, a resized mask, mixed solvers, ...) reaches the user — the node's text in the UI,
+    a progress-text event over the API, the log at WARNING — not only the server's stderr.
+    Nodes that declare ``io.Hidden.unique_id`` get the text on the node itself."""
+    inner = node_cls.execute.__func__
+    if getattr(inner, "_fluxdrag_shows_warnings", False):
+        return node_cls
+    name = node_cls.define_schema().display_name
 
+    @functools.wraps(inner)
+    def execute(cls, *args, **kwargs):
+        uid = getattr(getattr(cls, "hidden", None), "unique_id", None)
+        with user_warnings(uid, name):
+            return inner(cls, *args, **kwargs)
 
-def require_flux(model, node: str, input_name: str = "model"):
-    """The FLUX diffusion module of ``model``, or a clear error for other families."""
-    import comfy.ldm.flux.model
-
-    dm = model.get_model_object("diffusion_model")
-    if not isinstance(dm, comfy.ldm.flux.model.Flux):
-        family = type(model.model).__name__
-        raise FluxDragInputError(
-            f"{node}: input '{input_name}' is a {family} model ({type(dm).__name__}), but this node "
-            f"needs a FLUX model (FLUX.1 dev/schnell/Krea/Kontext loaded with UNETLoader, fp8/GGUF "
-            f"fine). Connect a FLUX model.")
-    return dm
-
-
-def check_latent(samples: torch.Tensor, node: str, input_name: str = "latent") -> None:
-    if samples.ndim != 4:
-        raise FluxDragInputError(f"{node}: input '{input_name}' must be an image latent (B,C,H,W); "
-                                 f"got shape {tuple(samples.shape)}.")
-    h, w = samples.shape[-2:]
-    if h % 2 or w % 2:
-        raise FluxDragInputError(
-            f"{node}: input '{input_name}' is {w * 8}×{h * 8} px; FLUX tokens are 16 px, so the image "
-            f"must be a multiple of 16 on both sides. Resize or crop it first (e.g. ImageScale to "
-            f"{(w * 8) // 16 * 16}×{(h * 8) // 16 * 16}).")
-
-
-def check_batch(samples: torch.Tensor, conditioning, node: str, input_name: str = "positive") -> None:
-    b = samples.shape[0]
-    for c in conditioning or []:
-        cb = c[0].shape[0]
-        if cb not in (1, b):
-            raise FluxDragInputError(
-                f"{node}: input '{input_name}' has batch {cb} but the latent has batch {b}; use one "
-                f"conditioning (batch 1) or the same batch size as the latent.")
-
-
-def to_model_space(model, latent: dict) -> torch.Tensor:
-    """A LATENT's samples as the model sees them (exact start latent when one is attached)."""
-    if START_KEY in latent:
-        return latent[START_KEY]
-    return model.model.process_latent_in(latent["samples"].float())
-
-
-def to_latent(model, z: torch.Tensor, exact: bool = True) -> dict:
-    """A ComfyUI LATENT for a model-space latent (keeping the exact tensor alongside)."""
-    out = {"samples": model.model.process_latent_out(z.float()).cpu()}
-    if exact:
-        out[START_KEY] = z
-    return out
-
-
-def sampling_sigmas(model, scheduler: str, steps: int) -> torch.Tensor:
-    import comfy.samplers
-
-    ms = model.get_model_object("model_sampling")
-    return comfy.samplers.calculate_sigmas(ms, scheduler, steps).cpu().float()
-
-
-class StepProgress:
-    """ComfyUI progress bar over solver steps (the bar also lets the UI interrupt)."""
-
-    def __init__(self, total: int):
-        import comfy.utils
-
-        self.total = total
-        self.bar = comfy.utils.ProgressBar(total)
-
-    def __call__(self, i: int, total: int, x=None) -> None:
-        self.bar.update_absolute(i + 1, total)
-
-
-def image_at(image: torch.Tensor | None, H: int, W: int, grey: float | None = 0.5) -> torch.Tensor | None:
-    """One (H, W, 3) float CPU image for previews: ``image`` (an (H', W', 3) picture or the first of
-    an IMAGE batch) resized bilinearly when its size differs; a grey canvas (or None when ``grey``
-    is None) without an image."""
-    if image is None:
-        return None if grey is None else torch.full((H, W, 3), float(grey))
-    img = (image[0] if image.ndim == 4 else image).detach().float().cpu()
-    if tuple(img.shape[:2]) != (H, W):
-        img = torch.nn.functional.interpolate(img.permute(2, 0, 1)[None], size=(H, W), mode="bilinear",
-                                              align_corners=False)[0].permute(1, 2, 0)
-    return img.clone()
-
-
-def mask_at(mask: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """A ComfyUI MASK ((1, H', W') or (H', W')) as a bool (H, W) mask (nearest resize, > 0.5)."""
-    m = (mask[0] if mask.ndim == 3 else mask).float()
-    if tuple(m.shape) != (H, W):
-        m = torch.nn.functional.interpolate(m[None, None], size=(H, W), mode="nearest")[0, 0]
-    return m > 0.5
+    execute._fluxdrag_shows_warnings = True
+    node_cls.execute = classmethod(execute)
+    return node_cls

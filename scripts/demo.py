@@ -4,8 +4,9 @@
 
 Starts ComfyUI (``$COMFYUI_PATH``, else the ComfyUI whose ``custom_nodes`` holds this pack, else
 ``~/comfy/ComfyUI``) on a free loopback port with this pack loaded from where it lies (no symlink,
-no copy; every folder the server writes is temporary), queues a graph — Toy Model Loader → Toy Scene → Correspondence Map → Invert (Uni-Inv,
-caching for the map) → LazyDrag Patch → Sample From Inversion — over HTTP, and writes
+no copy; every folder the server writes is temporary), queues a graph — Toy Model Loader → Toy
+Scene → Correspondence Map → Invert (Uni-Inv, caching for the map) → LazyDrag Patch → Sample From
+Inversion — over HTTP, and writes
 ``out/demo.png``: the source with the drag arrows | the LazyDrag result | the ground truth.
 Runs on a CPU in well under a minute.
 """

@@ -1,6 +1,6 @@
 """Dev tool: write the shipped workflows (API format) and their UI twins.
 
-    python scripts/make_workflows.py            # needs ComfyUI (found like the demo: COMFYUI_PATH, the enclosing ComfyUI, ~/comfy/ComfyUI)
+    python scripts/make_workflows.py            # needs ComfyUI (found like the demo)
 
 Each workflow is defined once here as an API graph; the UI file is produced by
 ``scripts/api_to_ui.py`` from a real server's ``/object_info`` (started with the pack loaded),
@@ -202,14 +202,13 @@ WORKFLOWS.update({"dragflow_flux": dragflow, "dragflow_redux_flux": dragflow_red
 
 
 def main(names: list[str]) -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
     sys.path.insert(0, str(ROOT / "scripts"))
     sys.path.insert(0, str(ROOT))
-    importlib.import_module("fluxdrag_bootstrap")  # registers ``fluxdrag``; comfy_server imports it
+    importlib.import_module("fluxdrag_bootstrap")  # registers ``fluxdrag``
     from api_to_ui import api_to_ui
-    from comfy_server import start_server, stop_server
 
     from fluxdrag.tools.comfy_env import find_comfyui
+    from fluxdrag.tools.comfy_server import start_server, stop_server
 
     todo = {k: v for k, v in WORKFLOWS.items() if not names or k in names}
     for name, fn in todo.items():

@@ -14,42 +14,38 @@
   to the workflow / in ``workflows/example_inputs``) is uploaded through ``/upload/image`` first.
 * ``--server`` (repeatable): jobs (``--repeat N`` copies, ``--increment NODE.INPUT`` adds the job
   index, e.g. to a seed) are given to the servers round-robin, one worker per server.
-* Progress is followed over the server's websocket (a minimal RFC 6455 client below, standard
-  library only; if the websocket cannot be opened, ``/history`` is polled instead). Files listed
+* Progress is followed over the server's websocket (the pack's client, ``tools/comfy_client.py``,
+  on ``aiohttp``; if the websocket cannot be opened, ``/history`` is polled instead). Files listed
   in the outputs (``images`` etc. of type ``output``; ``--temp`` adds previews) are downloaded
   into ``--out``.
 * Exit status: 0 when every job succeeded; 2 when the server refused the prompt (its validation
   message is printed, naming the node and input), 1 for execution errors, time-outs or bad
   arguments.
 
-Standard library only (ComfyUI itself ships neither ``requests`` nor ``websocket-client``).
-The functions are importable (``scripts/dragbench_batch.py`` uses them).
+Needs ``aiohttp`` (a ComfyUI dependency). The functions are importable
+(``scripts/dragbench_batch.py`` uses them).
 """
 from __future__ import annotations
 
 import argparse
-import base64
 import copy
-import hashlib
 import json
 import os
 import re
-import socket
-import ssl
-import struct
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if "fluxdrag" not in sys.modules:  # run as a script: import the pack as ``fluxdrag``
+    sys.path.insert(0, str(ROOT))
+    import fluxdrag_bootstrap  # noqa: F401
+from fluxdrag.tools.comfy_client import ComfyClient, ComfyError  # noqa: E402
+
 WORKFLOWS = ROOT / "workflows"
 EXAMPLE_INPUTS = WORKFLOWS / "example_inputs"
 IMAGE_LOADERS = {"LoadImage", "LoadImageMask", "LoadImageOutput"}
@@ -59,12 +55,8 @@ TEST_LOADER_SWAP = {"UNETLoader": "FluxDragTestTinyUNET", "DualCLIPLoader": "Flu
                     "VAELoader": "FluxDragTestTinyVAE"}
 
 
-class QueueError(RuntimeError):
-    """Something went wrong; ``exit_code`` 2 = refused by the server's validation, 1 = other."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
+#: what goes wrong; ``exit_code`` 2 = refused by the server's validation, 1 = other
+QueueError = ComfyError
 
 
 # ------------------------------------------------------------------------------------------------
@@ -241,190 +233,16 @@ def describe_refusal(answer: dict, prompt: dict) -> str:
     return "\n".join(lines)
 
 
-def describe_failure(status: dict) -> str:
-    """The execution_error of a history entry's status as 'node N (type): Exception: message'."""
-    for kind, data in status.get("messages", []):
-        if kind == "execution_error":
-            return (f"node {data.get('node_id')} ({data.get('node_type')}): "
-                    f"{data.get('exception_type')}: {data.get('exception_message')}")
-        if kind == "execution_interrupted":
-            return f"interrupted at node {data.get('node_id')}"
-    return "failed: " + json.dumps(status)[:2000]
-
-
-# ------------------------------------------------------------------------------------------------
-# a minimal websocket client (RFC 6455; text frames, ping/pong, fragmentation, close)
-
-
-class WebSocketClosed(ConnectionError):
-    pass
-
-
-class WebSocket:
-    GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-    def __init__(self, url: str, timeout: float = 10.0):
-        u = urllib.parse.urlsplit(url)
-        secure = u.scheme in ("wss", "https")
-        host, port = u.hostname, u.port or (443 if secure else 80)
-        sock = socket.create_connection((host, port), timeout=timeout)
-        if secure:
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
-        self.sock = sock
-        self.buf = b""
-        self._parts: list[bytes] = []
-        self._first = 1
-        key = base64.b64encode(os.urandom(16)).decode()
-        path = (u.path or "/") + (f"?{u.query}" if u.query else "")
-        sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        while b"\r\n\r\n" not in self.buf:
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise WebSocketClosed("connection closed during the websocket handshake")
-            self.buf += chunk
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin1").split("\r\n")
-        if " 101 " not in lines[0] + " ":
-            raise WebSocketClosed(f"websocket handshake refused: {lines[0]}")
-        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-        want = base64.b64encode(hashlib.sha1((key + self.GUID).encode()).digest()).decode()
-        if headers.get("sec-websocket-accept") != want:
-            raise WebSocketClosed("websocket handshake: bad Sec-WebSocket-Accept")
-
-    def _fill(self, n: int) -> None:
-        """Read until at least n bytes are buffered (a time-out leaves the buffer intact)."""
-        while len(self.buf) < n:
-            chunk = self.sock.recv(max(65536, n - len(self.buf)))
-            if not chunk:
-                raise WebSocketClosed("websocket closed by the server")
-            self.buf += chunk
-
-    def _frame(self) -> tuple[bool, int, bytes]:
-        """One frame (fin, opcode, payload); bytes are consumed only once it is complete."""
-        self._fill(2)
-        b0, b1 = self.buf[0], self.buf[1]
-        n, pos = b1 & 0x7F, 2
-        if n == 126:
-            self._fill(4)
-            n, pos = struct.unpack("!H", self.buf[2:4])[0], 4
-        elif n == 127:
-            self._fill(10)
-            n, pos = struct.unpack("!Q", self.buf[2:10])[0], 10
-        masked = bool(b1 & 0x80)
-        self._fill(pos + 4 * masked + n)
-        mask = self.buf[pos:pos + 4] if masked else None
-        pos += 4 * masked
-        data, self.buf = self.buf[pos:pos + n], self.buf[pos + n:]
-        if mask:
-            data = bytes(c ^ mask[i % 4] for i, c in enumerate(data))
-        return bool(b0 & 0x80), b0 & 0x0F, data
-
-    def send(self, opcode: int, payload: bytes = b"") -> None:
-        mask = os.urandom(4)
-        n = len(payload)
-        head = bytes([0x80 | opcode])
-        if n < 126:
-            head += bytes([0x80 | n])
-        elif n < 1 << 16:
-            head += bytes([0x80 | 126]) + struct.pack("!H", n)
-        else:
-            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-        self.sock.sendall(head + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
-
-    def recv(self, timeout: float | None = None) -> tuple[int, bytes]:
-        """Next complete message (opcode 1 text / 2 binary, payload); answers pings itself.
-
-        Raises ``socket.timeout`` when nothing arrives in ``timeout`` seconds."""
-        self.sock.settimeout(timeout)
-        while True:
-            fin, op, data = self._frame()
-            if op == 0x9:  # ping
-                self.send(0xA, data)
-                continue
-            if op == 0xA:  # pong
-                continue
-            if op == 0x8:  # close
-                try:
-                    self.send(0x8, data[:2])
-                except OSError:
-                    pass
-                raise WebSocketClosed("websocket closed by the server")
-            if op != 0:  # first frame of a message (continuations have opcode 0)
-                self._first, self._parts = op, []
-            self._parts.append(data)
-            if fin:
-                parts, self._parts = self._parts, []
-                return self._first or 1, b"".join(parts)
-
-    def close(self) -> None:
-        try:
-            self.send(0x8, struct.pack("!H", 1000))
-        except OSError:
-            pass
-        self.sock.close()
-
-
 # ------------------------------------------------------------------------------------------------
 # one server
 
 
-def _multipart(fields: dict[str, str], file_field: str, filename: str, data: bytes) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    out = []
-    for k, v in fields.items():
-        out.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode())
-    out.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; '
-               f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode())
-    out += [data, f"\r\n--{boundary}--\r\n".encode()]
-    return b"".join(out), f"multipart/form-data; boundary={boundary}"
+class ComfyServer(ComfyClient):
+    """The client of one server, with the script's refusal messages (node titles) and its
+    upload / download of local files."""
 
-
-class ComfyServer:
-    """HTTP + websocket client of one ComfyUI server (standard library only)."""
-
-    def __init__(self, url: str, client_id: str | None = None, timeout: float = 60.0):
-        self.url = url.rstrip("/")
-        if "://" not in self.url:
-            self.url = "http://" + self.url
-        self.client_id = client_id or uuid.uuid4().hex
-        self.timeout = timeout
-        self.ws: WebSocket | None = None
-        self.ws_failed: str | None = None
-
-    def __repr__(self) -> str:
-        return f"ComfyServer({self.url})"
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str = "application/json") -> tuple[int, bytes]:
-        req = urllib.request.Request(self.url + path, data=body, method=method)
-        if body is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except OSError as e:
-            raise QueueError(f"cannot reach ComfyUI at {self.url}: {e}") from None
-
-    def get_json(self, path: str) -> Any:
-        status, body = self.request("GET", path)
-        if status != 200:
-            raise QueueError(f"{self.url}{path} -> HTTP {status}: {body[:500]!r}")
-        return json.loads(body)
-
-    def upload_image(self, path: Path, overwrite: bool = False, subfolder: str = "") -> str:
-        """Upload to the server's input folder; the name to put in LoadImage (a file with the
-        same name and content is reused, a different one gets a new name unless ``overwrite``)."""
-        body, ctype = _multipart({"overwrite": "true" if overwrite else "false", "type": "input",
-                                  "subfolder": subfolder}, "image", path.name, path.read_bytes())
-        status, answer = self.request("POST", "/upload/image", body, ctype)
-        if status != 200:
-            raise QueueError(f"upload of {path} to {self.url} failed: HTTP {status}: {answer[:500]!r}")
-        info = json.loads(answer)
-        return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]
+    def describe_refusal(self, answer: dict, prompt: dict) -> str:
+        return describe_refusal(answer, prompt)
 
     def upload_local_images(self, prompt: dict, search: Iterable[Path] = ()) -> dict:
         """A copy whose LoadImage values naming local files point to uploaded copies."""
@@ -433,90 +251,8 @@ class ComfyServer:
             if n["class_type"] in IMAGE_LOADERS:
                 p = local_image(n.get("inputs", {}).get("image"), search)
                 if p is not None:
-                    n["inputs"]["image"] = self.upload_image(p)
+                    n["inputs"]["image"] = self.upload_image(p, overwrite=False)
         return out
-
-    def open_ws(self) -> WebSocket | None:
-        """The websocket for this client id (opened once; None when it cannot be opened)."""
-        if self.ws is None and self.ws_failed is None:
-            u = urllib.parse.urlsplit(self.url)
-            scheme = "wss" if u.scheme == "https" else "ws"
-            try:
-                self.ws = WebSocket(f"{scheme}://{u.netloc}/ws?clientId={self.client_id}")
-            except (OSError, WebSocketClosed) as e:
-                self.ws_failed = str(e)
-        return self.ws
-
-    def queue(self, prompt: dict) -> str:
-        """POST /prompt; the prompt id. A refusal raises QueueError(exit_code=2) with the
-        server's validation message."""
-        body = json.dumps({"prompt": prompt, "client_id": self.client_id}).encode()
-        status, answer = self.request("POST", "/prompt", body)
-        try:
-            data = json.loads(answer)
-        except json.JSONDecodeError:
-            data = {"error": answer.decode("utf-8", "replace")[:2000]}
-        if status != 200 or "prompt_id" not in data:
-            raise QueueError(f"{self.url} refused the prompt (HTTP {status}):\n"
-                             f"{describe_refusal(data, prompt)}", exit_code=2)
-        if data.get("node_errors"):
-            raise QueueError(f"{self.url} queued only part of the prompt:\n"
-                             f"{describe_refusal({'error': 'some outputs failed validation', **data}, prompt)}",
-                             exit_code=2)
-        return data["prompt_id"]
-
-    def history(self, prompt_id: str) -> dict | None:
-        return self.get_json(f"/history/{prompt_id}").get(prompt_id)
-
-    def wait(self, prompt_id: str, timeout: float = 3600.0,
-             on_event: Callable[[str, dict], None] | None = None) -> dict:
-        """Follow a queued prompt until it ends; its /history entry (QueueError on failure)."""
-        deadline = time.monotonic() + timeout
-        ws = self.open_ws()
-        last_poll = 0.0
-        while time.monotonic() < deadline:
-            done = False
-            if ws is not None:
-                try:
-                    op, data = ws.recv(timeout=2.0)
-                except TimeoutError:
-                    op, data = 0, b""
-                except (OSError, WebSocketClosed) as e:
-                    self.ws, self.ws_failed, ws = None, f"lost: {e}", None
-                    op, data = 0, b""
-                if op == 1:
-                    msg = json.loads(data)
-                    kind, d = msg.get("type"), msg.get("data") or {}
-                    if d.get("prompt_id") == prompt_id:
-                        if on_event:
-                            on_event(kind, d)
-                        done = kind in ("execution_success", "execution_error",
-                                        "execution_interrupted") or (
-                            kind == "executing" and d.get("node") is None)
-            else:
-                time.sleep(0.25)
-            now = time.monotonic()
-            if done or now - last_poll > (5.0 if ws is not None else 0.5):
-                last_poll = now
-                entry = self._finished(prompt_id, settle=done)
-                if entry is not None:
-                    return entry
-        raise QueueError(f"prompt {prompt_id} on {self.url} did not finish in {timeout:.0f} s")
-
-    def _finished(self, prompt_id: str, settle: bool) -> dict | None:
-        # the websocket says "done" a moment before the history entry is written
-        for _ in range(40 if settle else 1):
-            entry = self.history(prompt_id)
-            if entry is not None:
-                status = entry.get("status", {})
-                if status.get("status_str") == "error":
-                    raise QueueError(f"prompt {prompt_id} failed on {self.url}: "
-                                     f"{describe_failure(status)}")
-                if status.get("completed") or status.get("status_str") == "success":
-                    return entry
-            if settle:
-                time.sleep(0.05)
-        return None
 
     def download_outputs(self, entry: dict, prompt: dict, out_dir: Path,
                          types: tuple[str, ...] = ("output",)) -> list[Path]:
@@ -532,21 +268,12 @@ class ComfyServer:
                     if not (isinstance(item, dict) and "filename" in item
                             and item.get("type", "output") in types):
                         continue
-                    q = urllib.parse.urlencode({"filename": item["filename"],
-                                                "subfolder": item.get("subfolder", ""),
-                                                "type": item.get("type", "output")})
-                    status, data = self.request("GET", f"/view?{q}")
-                    if status != 200:
-                        raise QueueError(f"download of {item['filename']} failed: HTTP {status}")
+                    data = self.view(item["filename"], item.get("subfolder", ""), item.get("type", "output"))
                     path = out_dir / f"{title}_{Path(item['filename']).name}"
                     path.write_bytes(data)
                     files.append(path)
         return files
 
-    def close(self) -> None:
-        if self.ws is not None:
-            self.ws.close()
-            self.ws = None
 
 
 def _slug(text: str) -> str:
@@ -592,7 +319,7 @@ def run_job(server: ComfyServer, job: Job, timeout: float, search: Iterable[Path
 
     try:
         prompt = server.upload_local_images(job.prompt, search)
-        server.open_ws()  # before queueing, so no message is missed
+        server.open_progress()  # before queueing, so no message is missed
         job.prompt_id = server.queue(prompt)
         if log:
             how = "websocket" if server.ws is not None else f"polling /history ({server.ws_failed})"

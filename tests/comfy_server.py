@@ -19,7 +19,7 @@ from fluxdrag.tools.comfy_server import (  # noqa: F401  (re-exported for tests 
     PACK_LINK,
     STARTUP_TIMEOUT_S,
     TEST_NODES_LINK,
-    ComfyClient,
+    ServerClient,
     ServerError,
     describe_error,
     free_port,
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_NODES = ROOT / "tests" / "comfy_test_nodes"
 
 
-def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S) -> ComfyClient:
+def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S) -> ServerClient:
     """Start ComfyUI with the pack and the test loaders; returns once /object_info answers."""
     return _server.start_server(comfyui, root, timeout, extra_nodes=[TEST_NODES])
 
@@ -56,6 +56,6 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if report.failed and "comfy_server" in getattr(item, "fixturenames", ()):
         client = item.funcargs.get("comfy_server") if hasattr(item, "funcargs") else None
-        if isinstance(client, ComfyClient):
+        if isinstance(client, ServerClient):
             report.sections.append(("ComfyUI server log", client.log()[-20000:]))
     return report

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
-import struct
 import sys
 from pathlib import Path
 
@@ -95,45 +93,103 @@ def test_refusal_text_names_node_and_input():
                                  "min of 1: steps"]
 
 
-def _frame(op: int, payload: bytes, fin: bool = True) -> bytes:
-    n = len(payload)
-    head = bytes([(0x80 if fin else 0) | op])
-    if n < 126:
-        head += bytes([n])
-    elif n < 1 << 16:
-        head += bytes([126]) + struct.pack("!H", n)
-    else:
-        head += bytes([127]) + struct.pack("!Q", n)
-    return head + payload
+def _fake_server(events: list, history: dict, close_ws_after: int | None = None):
+    """A loopback aiohttp server speaking ComfyUI's /prompt, /history and /ws; started in a
+    thread. Returns (url, stop)."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    ready, box = threading.Event(), {"sent": False}
+
+    async def ws_handler(request):
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        await ws.send_json({"type": "status", "data": {"status": {}}})
+        await ws.send_bytes(b"\x00\x01preview")
+        await box["queued"].wait()
+        for i, ev in enumerate(events):
+            await asyncio.sleep(0.2)
+            if close_ws_after is not None and i == close_ws_after:
+                await ws.close()
+                box["sent"] = True
+                return ws
+            await ws.send_str(json.dumps(ev))
+        box["sent"] = True  # the prompt is done: history has it from now on
+        await asyncio.sleep(0.3)
+        return ws
+
+    async def prompt(request):
+        box["queued"].set()
+        return web.json_response({"prompt_id": "p1", "number": 0, "node_errors": {}})
+
+    async def hist(request):
+        pid = request.match_info["pid"]
+        return web.json_response({pid: history} if box["sent"] else {})
+
+    async def main():
+        app = web.Application()
+        app.add_routes([web.get("/ws", ws_handler), web.post("/prompt", prompt),
+                        web.get("/history/{pid}", hist)])
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        box["url"] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        box["stop"], box["queued"] = asyncio.Event(), asyncio.Event()
+        ready.set()
+        await box["stop"].wait()
+        await runner.cleanup()
+
+    loop = asyncio.new_event_loop()
+    t = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    t.start()
+    assert ready.wait(10)
+
+    def stop():
+        loop.call_soon_threadsafe(box["stop"].set)
+        t.join(10)
+    return box["url"], stop
 
 
-def _unmask(data: bytes) -> tuple[int, bytes]:
-    op, n = data[0] & 0x0F, data[1] & 0x7F
-    assert data[1] & 0x80  # client frames are masked
-    mask, payload = data[2:6], data[6:6 + n]
-    return op, bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-
-
-def test_websocket_frames_fragments_pings_and_timeouts():
-    a, b = socket.socketpair()
-    ws = qw.WebSocket.__new__(qw.WebSocket)
-    ws.sock, ws.buf, ws._parts, ws._first = a, b"", [], 1
-    big = json.dumps({"type": "progress", "data": {"value": 1, "pad": "x" * 70000}}).encode()
-    b.sendall(_frame(1, b'{"type": "status"}') + _frame(0x9, b"hi") + _frame(1, big[:10], fin=False)
-              + _frame(0, big[10:]) + _frame(2, b"\x00\x01"))
-    assert ws.recv(timeout=2) == (1, b'{"type": "status"}')
-    assert ws.recv(timeout=2) == (1, big)  # 64-bit length, fragmented, ping answered meanwhile
-    assert _unmask(b.recv(100)) == (0xA, b"hi")  # the pong
-    assert ws.recv(timeout=2) == (2, b"\x00\x01")
-    # half a frame, then a time-out: nothing is lost, the frame completes later
-    msg = _frame(1, b'{"type": "executing"}')
-    b.sendall(msg[:5])
-    with pytest.raises(TimeoutError):
-        ws.recv(timeout=0.2)
-    b.sendall(msg[5:])
-    assert ws.recv(timeout=2) == (1, b'{"type": "executing"}')
-    b.sendall(_frame(0x8, struct.pack("!H", 1000)))
-    with pytest.raises(qw.WebSocketClosed):
-        ws.recv(timeout=2)
-    a.close()
-    b.close()
+def test_client_follows_progress_over_the_websocket_and_falls_back_to_polling():
+    """The client reads text events for its prompt (ignoring other prompts and binary previews),
+    stops at the end event and returns the history entry; a lost websocket falls back to
+    polling /history; a failed prompt raises with the node and the exception."""
+    big = "x" * 70000  # larger than one frame of 64 KiB
+    events = [{"type": "executing", "data": {"node": "3", "prompt_id": "other"}},
+              {"type": "executing", "data": {"node": "3", "prompt_id": "p1"}},
+              {"type": "progress", "data": {"node": "3", "prompt_id": "p1", "value": 1, "max": 2, "pad": big}},
+              {"type": "execution_success", "data": {"prompt_id": "p1"}}]
+    entry = {"status": {"status_str": "success", "completed": True}, "outputs": {}}
+    url, stop = _fake_server(events, entry)
+    try:
+        c = qw.ComfyServer(url)
+        assert c.open_progress()
+        seen = []
+        assert c.run({"1": {"class_type": "X", "inputs": {}}}, timeout=20,
+                     on_event=lambda k, d: seen.append((k, d.get("value")))) == entry
+        assert seen == [("executing", None), ("progress", 1), ("execution_success", None)]
+        c.close()
+    finally:
+        stop()
+    url, stop = _fake_server(events, entry, close_ws_after=1)
+    try:
+        c = qw.ComfyServer(url)
+        assert c.run({"1": {"class_type": "X", "inputs": {}}}, timeout=20) == entry
+        assert c.ws is None and c.ws_failed.startswith("lost")
+        c.close()
+    finally:
+        stop()
+    failed = {"status": {"status_str": "error", "messages": [["execution_error", {
+        "node_id": "3", "node_type": "FluxDragInvert", "exception_type": "ValueError",
+        "exception_message": "bad steps", "traceback": []}]]}}
+    url, stop = _fake_server(events[:2], failed)
+    try:
+        c = qw.ComfyServer(url)
+        with pytest.raises(qw.QueueError, match=r"node 3 \(FluxDragInvert\): ValueError: bad steps"):
+            c.run({"1": {"class_type": "X", "inputs": {}}}, timeout=20)
+        c.close()
+    finally:
+        stop()

@@ -33,7 +33,7 @@ def sd_latent(seed=0):
 
 
 def _settings(**kw):
-    from fluxdrag.nodes.attention_drag import AttentionDragSettings
+    from fluxdrag.pipelines.attention_drag import AttentionDragSettings
 
     return AttentionDragSettings(**{"steps": 6, **kw})
 
@@ -58,7 +58,7 @@ def _transformer(block):
 # ---------------------------------------------------------------------------------------- SD1.x
 @pytest.fixture(scope="module")
 def sd_outcome(tiny_sd, sd_cond):
-    from fluxdrag.nodes.attention_drag import run_attention_drag
+    from fluxdrag.pipelines.attention_drag import run_attention_drag
 
     before = _options_fingerprint(tiny_sd)
     out = run_attention_drag(tiny_sd, sd_latent(), RIGID, sd_cond,
@@ -94,7 +94,7 @@ def test_sd_move_changes_only_the_mask_and_destination(sd_outcome):
 
 
 def test_sd_edit_differs_from_reconstruction(sd_outcome, tiny_sd, sd_cond):
-    from fluxdrag.nodes.attention_drag import sd_denoise
+    from fluxdrag.pipelines.attention_drag import sd_denoise
 
     with torch.no_grad():
         recon = sd_denoise(tiny_sd, sd_outcome.z_start, sd_cond, sd_outcome.info["schedule"])
@@ -106,7 +106,7 @@ def test_sd_capture_reads_the_chosen_self_attention(tiny_sd, sd_cond):
     """layer output.1: the captured q/k are exactly what that block's attn1 projected on the
     capture call (a forward hook on its to_q/to_k), not another block's."""
     from fluxdrag.core.attention_drag_move import attention_maps_from_qk
-    from fluxdrag.nodes.attention_drag import run_attention_drag
+    from fluxdrag.pipelines.attention_drag import run_attention_drag
 
     dm = tiny_sd.get_model_object("diffusion_model")
     seen = {"q1": [], "k1": [], "q0": []}
@@ -133,7 +133,7 @@ def test_sd_capture_reads_the_chosen_self_attention(tiny_sd, sd_cond):
 
 
 def test_sd_current_label_needs_one_probe_call(tiny_sd, sd_cond):
-    from fluxdrag.nodes.attention_drag import run_attention_drag
+    from fluxdrag.pipelines.attention_drag import run_attention_drag
 
     o = run_attention_drag(tiny_sd, sd_latent(), SD_DRAGS, sd_cond, settings=_settings(eps_at="current", steps=3))
     assert o.info["schedule"].timesteps == [334, 1] and o.info["inversion_labels"] == [1, 1]
@@ -143,7 +143,7 @@ def test_sd_current_label_needs_one_probe_call(tiny_sd, sd_cond):
 # ---------------------------------------------------------------------------------------- FLUX
 @pytest.fixture(scope="module")
 def flux_outcome(tiny_flux, tiny_cond):  # noqa: F811
-    from fluxdrag.nodes.attention_drag import run_attention_drag
+    from fluxdrag.pipelines.attention_drag import run_attention_drag
 
     before = _options_fingerprint(tiny_flux)
     out = run_attention_drag(tiny_flux, latent(0), DRAGS, tiny_cond, settings=_settings(), keep_qk=True)
@@ -166,7 +166,7 @@ def test_flux_path_capture_at_the_inverted_level(flux_outcome):
 
 
 def test_flux_edit_differs_from_reconstruction(flux_outcome, tiny_flux, tiny_cond):  # noqa: F811
-    from fluxdrag.nodes.inversion import run_sampling
+    from fluxdrag.pipelines.inversion import run_sampling
 
     o = flux_outcome
     with torch.no_grad():
@@ -180,7 +180,7 @@ def test_flux_edit_differs_from_reconstruction(flux_outcome, tiny_flux, tiny_con
 def test_flux_capture_reads_the_chosen_block(tiny_flux, tiny_cond):  # noqa: F811
     """single.0: per-token norms of the captured (RoPE-rotated) q equal those of that block's QK-norm
     output on some call (RoPE is a rotation), and match no call of single.1."""
-    from fluxdrag.nodes.attention_drag import run_attention_drag
+    from fluxdrag.pipelines.attention_drag import run_attention_drag
 
     dm = tiny_flux.get_model_object("diffusion_model")
     seen = {0: [], 1: []}
@@ -204,7 +204,7 @@ def test_flux_capture_reads_the_chosen_block(tiny_flux, tiny_cond):  # noqa: F81
 
 
 def test_flux_fireflow_reads_with_one_extra_call(tiny_flux, tiny_cond):  # noqa: F811
-    from fluxdrag.nodes.attention_drag import run_attention_drag
+    from fluxdrag.pipelines.attention_drag import run_attention_drag
 
     o = run_attention_drag(tiny_flux, latent(0), DRAGS, tiny_cond, settings=_settings(solver="fireflow"))
     rec = o.info["record"]
@@ -227,7 +227,7 @@ def _expect_input_error(fn, *words):
 
 @pytest.mark.parametrize("family", ["sd1", "flux"])
 def test_zero_length_drag_is_a_clear_error(family, tiny_sd, sd_cond, tiny_flux, tiny_cond):  # noqa: F811
-    from fluxdrag.nodes.attention_drag import run_attention_drag
+    from fluxdrag.pipelines.attention_drag import run_attention_drag
 
     model, cond, lat = (tiny_sd, sd_cond, sd_latent()) if family == "sd1" else (tiny_flux, tiny_cond, latent(0))
     before = _options_fingerprint(model)
@@ -246,7 +246,7 @@ def test_other_families_and_bad_inputs_are_refused(comfy, tiny_sd, sd_cond, tiny
     import comfy.model_patcher
     import comfy.supported_models
 
-    from fluxdrag.nodes.attention_drag import run_attention_drag
+    from fluxdrag.pipelines.attention_drag import run_attention_drag
     from fluxdrag.tools.comfy_env import TINY_SD15
 
     mc = comfy.supported_models.SD20(dict(TINY_SD15))
@@ -272,7 +272,7 @@ def test_other_families_and_bad_inputs_are_refused(comfy, tiny_sd, sd_cond, tiny
 def test_interrupt_stops_the_edit_and_leaves_the_model(comfy, tiny_sd, sd_cond):  # noqa: F811
     import comfy.model_management as mm
 
-    from fluxdrag.nodes.attention_drag import run_attention_drag
+    from fluxdrag.pipelines.attention_drag import run_attention_drag
 
     before = _options_fingerprint(tiny_sd)
     mm.interrupt_current_processing(True)
@@ -300,8 +300,8 @@ def test_node_schema_and_execute(tiny_sd, sd_cond):
 
 def test_mask_source_auto_follows_the_instructions():
     """auto: the drawn mask when the instructions have one, else the automatic (attention) mask."""
-    from fluxdrag.nodes.attention_drag import AttentionDragSettings, resolve_mask_source
     from fluxdrag.nodes.common import FluxDragInputError
+    from fluxdrag.pipelines.attention_drag import AttentionDragSettings, resolve_mask_source
     s = AttentionDragSettings()
     assert s.mask_source == "auto"
     assert resolve_mask_source(s, torch.ones(8, 8)).mask_source == "instructions"

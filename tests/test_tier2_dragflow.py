@@ -75,9 +75,8 @@ def _loss_fn(dm, m, hooks, cond, early_exit):
 
 
 @pytest.mark.parametrize("checkpointing", [True, False])
-def test_early_exit_gradient_equals_full_forward(tiny_flux, tiny_cond, checkpointing):
-    from fluxdrag.attention_patches.dragflow import DragFlowHooks, enable_rope_autograd
-    enable_rope_autograd()
+def test_early_exit_gradient_equals_full_forward(tiny_flux, tiny_cond, checkpointing, rope_grad):
+    from fluxdrag.attention_patches.dragflow import DragFlowHooks
     dm = tiny_flux.get_model_object("diffusion_model")
     grads, counts = {}, {}
     for early in (True, False):
@@ -102,12 +101,11 @@ def test_early_exit_gradient_equals_full_forward(tiny_flux, tiny_cond, checkpoin
     assert float((grads[True] * d).sum()) == pytest.approx(float(fd), rel=0.05)
 
 
-def test_checkpointing_gives_the_same_gradient_with_inference_mode_weights(comfy):  # noqa: F811
+def test_checkpointing_gives_the_same_gradient_with_inference_mode_weights(comfy, rope_grad):  # noqa: F811
     """Weights created under torch.inference_mode (as a ComfyUI server loads them) still give the
     gradient of a normally built model, with and without checkpointing; weights are untouched."""
-    from fluxdrag.attention_patches.dragflow import DragFlowHooks, enable_rope_autograd
+    from fluxdrag.attention_patches.dragflow import DragFlowHooks
     from fluxdrag.tools import comfy_env
-    enable_rope_autograd()
     cond = comfy_env.tiny_conditioning(seed=0)
     normal = comfy_env.build_flux(seed=5)
     with torch.inference_mode():
@@ -131,7 +129,7 @@ def test_checkpointing_gives_the_same_gradient_with_inference_mode_weights(comfy
 
 # ------------------------------------------------------------------------------- the edit
 def _instructions(op="relocate", target=(96, 56), anchor=None, begin=(48, 48)):
-    from fluxdrag.nodes.dragflow import add_region, build_region
+    from fluxdrag.pipelines.dragflow import add_region, build_region
     return add_region(None, build_region(_box(32, 64, 32, 64).float()[None], op, begin, target, anchor))
 
 
@@ -139,8 +137,8 @@ FAST = dict(steps=6, skip_steps=2, n_transport=3, n_intensify=2)
 
 
 def _run(model, cond, ins=None, **kw):
-    from fluxdrag.nodes.dragflow import run_dragflow
-    return run_dragflow(model, _lat(), cond, cond, ins or _instructions(), **{**FAST, **kw})
+    from fluxdrag.pipelines.dragflow import DragFlowSettings, run_dragflow
+    return run_dragflow(model, _lat(), cond, cond, ins or _instructions(), DragFlowSettings(**{**FAST, **kw}))
 
 
 def test_eta_one_is_bitwise_no_injection(tiny_flux, tiny_cond):
@@ -152,7 +150,7 @@ def test_eta_one_is_bitwise_no_injection(tiny_flux, tiny_cond):
 
 
 def test_kv_capture_and_injection_hit_every_call(tiny_flux, tiny_cond):
-    from fluxdrag.attention_patches.dragflow import KVBank
+    from fluxdrag.attention_patches.kv_bank import KVBank
     from fluxdrag.core.dragflow import kv_layers
     seen = {}
     orig_init = KVBank.__init__
@@ -180,15 +178,17 @@ def test_optimisation_lowers_loss_and_background_is_the_original_branch(tiny_flu
     import node_helpers
 
     from fluxdrag.attention_patches import dragflow as D
+    from fluxdrag.attention_patches import kv_bank as K
     from fluxdrag.attention_patches.router import patch_model
     from fluxdrag.core.affine import Region, background_edit_mask
     from fluxdrag.core.cache import TokenCache
     from fluxdrag.core.dragflow import kv_layers
-    from fluxdrag.nodes.inversion import run_inversion
+    from fluxdrag.pipelines import dragflow as P
+    from fluxdrag.pipelines.inversion import run_inversion
     dm = tiny_flux.get_model_object("diffusion_model")
-    bank = D.KVBank(kv_layers("non-ridge", 2, 2), TokenCache("device"))
+    bank = K.KVBank(kv_layers("non-ridge", 2, 2), TokenCache("device"))
     rec = run_inversion(tiny_flux, _lat(), tiny_cond, steps=6, strength=4 / 6,
-                        edit_map=D.DragFlowKVPlan(bank, 8))
+                        edit_map=K.DragFlowKVPlan(bank, 8))
     hooks = D.DragFlowHooks(dm)
     m = patch_model(hooks.install(tiny_flux), bank)
     region = Region(_box(32, 64, 32, 64), "relocate", target=(80, 56), begin=(48, 48))
@@ -196,8 +196,8 @@ def test_optimisation_lowers_loss_and_background_is_the_original_branch(tiny_flu
     assert 0 < int(M.sum()) < M.numel()
     c1 = node_helpers.conditioning_set_values(tiny_cond, {"guidance": 1.0})
     iters, steps = [], []
-    res = D.run_edit(m, hooks, bank, rec.z_T, rec.sigmas, {"drag": tiny_cond, "original": c1, "source": c1},
-                     [region], M, (32, 32), D.EditSettings(n_transport=0, n_intensify=5, lr=3000.0),
+    res = P.run_edit(m, hooks, bank, rec.z_T, rec.sigmas, {"drag": tiny_cond, "original": c1, "source": c1},
+                     [region], M, (32, 32), P.EditSettings(n_transport=0, n_intensify=5, lr=3000.0),
                      on_iteration=lambda d: iters.append(d["z"].clone()),
                      on_step=lambda d: steps.append((d["z"].clone(), d["z_orig"].clone())))
     rec.free_caches()
@@ -247,7 +247,7 @@ def test_region_instruction_node_composes_and_previews(comfy):  # noqa: F811
 ])
 def test_bad_region_inputs_name_the_input(comfy, kw, needle):  # noqa: F811
     from fluxdrag.nodes.common import FluxDragInputError
-    from fluxdrag.nodes.dragflow import build_region
+    from fluxdrag.pipelines.dragflow import build_region
     args = dict(mask=_box(32, 64, 32, 64).float()[None], op="relocate", begin=(48, 48),
                 target=(96, 56), anchor=None)
     args.update(kw)
@@ -260,7 +260,7 @@ def test_bad_region_inputs_name_the_input(comfy, kw, needle):  # noqa: F811
 
 def test_region_moved_off_the_image_is_refused(comfy):  # noqa: F811
     from fluxdrag.nodes.common import FluxDragInputError
-    from fluxdrag.nodes.dragflow import build_region
+    from fluxdrag.pipelines.dragflow import build_region
     mask = torch.zeros(1, H, W)
     mask[0, 0:8, 0:8] = 1
     with pytest.raises(FluxDragInputError, match="touch nothing"):
@@ -270,26 +270,27 @@ def test_region_moved_off_the_image_is_refused(comfy):  # noqa: F811
 def test_bad_optimise_inputs(tiny_flux, tiny_cond):
     from fluxdrag.core.instructions import Drag, DragInstructions
     from fluxdrag.nodes.common import FluxDragInputError
-    from fluxdrag.nodes.dragflow import run_dragflow
+    from fluxdrag.pipelines.dragflow import DragFlowSettings as S
+    from fluxdrag.pipelines.dragflow import run_dragflow
     from fluxdrag.tools import comfy_env
     drags_only = DragInstructions((W, H), drags=[Drag((10, 10), (20, 20))])
     with pytest.raises(FluxDragInputError, match="'drag_instructions' has no regions"):
-        run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, drags_only, **FAST)
+        run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, drags_only, S(**FAST))
     two = {"samples": torch.zeros(2, 16, 16, 16)}
     with pytest.raises(FluxDragInputError, match="'latent' has a batch of 2"):
-        run_dragflow(tiny_flux, two, tiny_cond, tiny_cond, _instructions(), **FAST)
+        run_dragflow(tiny_flux, two, tiny_cond, tiny_cond, _instructions(), S(**FAST))
     with pytest.raises(FluxDragInputError, match="'skip_steps'"):
-        run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, _instructions(), steps=6, skip_steps=6)
+        run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, _instructions(), S(steps=6, skip_steps=6))
     with pytest.raises(FluxDragInputError, match="'kv_custom'"):
-        run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, _instructions(), kv_preset="custom",
-                     kv_custom="double: x", **FAST)
+        run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, _instructions(),
+                     S(kv_preset="custom", kv_custom="double: x", **FAST))
     with pytest.raises(FluxDragInputError, match="input 'model'"):
-        run_dragflow(comfy_env.build_sd15(), _lat(), tiny_cond, tiny_cond, _instructions(), **FAST)
+        run_dragflow(comfy_env.build_sd15(), _lat(), tiny_cond, tiny_cond, _instructions(), S(**FAST))
 
 
 def test_adapter_tokens_join_both_prompts(comfy):  # noqa: F811
     from fluxdrag.nodes.common import FluxDragInputError
-    from fluxdrag.nodes.dragflow import with_adapter
+    from fluxdrag.pipelines.dragflow import with_adapter
     src = [[torch.randn(1, 5, 4), {"pooled_output": torch.zeros(1, 3)}]]
     tgt = [[torch.randn(1, 7, 4), {"pooled_output": torch.ones(1, 3)}]]
     img_tokens = torch.randn(1, 3, 4)
@@ -314,13 +315,69 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def rope_grad(comfy):  # noqa: F811
+    """FLUX's RoPE differentiable for the test (as during an edit), removed afterwards."""
+    from fluxdrag.attention_patches.autograd import rope_autograd
+    with rope_autograd():
+        yield
+
+
+def test_rope_backward_is_scoped_to_the_edit(tiny_flux, tiny_cond, monkeypatch):
+    """Nothing is registered at import; the RoPE backward exists only while an edit runs and is
+    removed after it — after a normal end, an error and a ComfyUI interrupt alike."""
+    import comfy.model_management as mm
+
+    from fluxdrag.attention_patches import autograd as A
+    from fluxdrag.pipelines import dragflow as P
+    if A._rope_differentiable():  # this ComfyUI's RoPE differentiates by itself: nothing to add
+        with A.rope_autograd() as names:
+            assert names == []
+        return
+    assert A.ACTIVE_ROPE_BACKWARDS == []
+    seen = []
+    orig = P.optimise_latent
+
+    def spy(*a, **k):
+        seen.append((A._rope_differentiable(), list(A.ACTIVE_ROPE_BACKWARDS)))
+        return orig(*a, **k)
+    monkeypatch.setattr(P, "optimise_latent", spy)
+    _run(tiny_flux, tiny_cond, n_transport=1, n_intensify=0)
+    assert seen and seen[0][0] and seen[0][1]  # registered during the edit
+    assert not A._rope_differentiable() and A.ACTIVE_ROPE_BACKWARDS == []
+
+    def boom(*a, **k):
+        assert A._rope_differentiable()
+        raise ValueError("boom")
+    monkeypatch.setattr(P, "optimise_latent", boom)
+    with pytest.raises(ValueError, match="boom"):
+        _run(tiny_flux, tiny_cond)
+    assert not A._rope_differentiable() and A.ACTIVE_ROPE_BACKWARDS == []
+
+    def interrupted(*a, **k):
+        mm.interrupt_current_processing(True)
+        mm.throw_exception_if_processing_interrupted()
+    monkeypatch.setattr(P, "optimise_latent", interrupted)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            _run(tiny_flux, tiny_cond)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert not A._rope_differentiable() and A.ACTIVE_ROPE_BACKWARDS == []
+    with A.rope_autograd() as outer:
+        with A.rope_autograd() as inner:  # nested: the outer block's registration serves
+            assert inner == [] and A._rope_differentiable()
+        assert outer and A._rope_differentiable()
+    assert not A._rope_differentiable()
+
+
 def test_interrupt_mid_optimisation_cleans_up(tiny_flux, tiny_cond, monkeypatch):
     """A ComfyUI interrupt during the optimisation propagates; the K/V cache is freed, no
     capture session is left open and the weights are the original objects again."""
     import comfy.model_management as mm
     import comfy.utils
 
-    from fluxdrag.attention_patches.dragflow import KVBank
+    from fluxdrag.attention_patches.kv_bank import KVBank
     banks = []
     orig_init = KVBank.__init__
 
@@ -346,10 +403,9 @@ def test_interrupt_mid_optimisation_cleans_up(tiny_flux, tiny_cond, monkeypatch)
     assert [id(p) for p in dm.parameters()] == ids
 
 
-def test_an_existing_block_replacement_is_kept(tiny_flux, tiny_cond):
+def test_an_existing_block_replacement_is_kept(tiny_flux, tiny_cond, rope_grad):
     """Another pack's double-block replacement still runs, inside ours, with and without grad."""
-    from fluxdrag.attention_patches.dragflow import DragFlowHooks, enable_rope_autograd
-    enable_rope_autograd()
+    from fluxdrag.attention_patches.dragflow import DragFlowHooks
     dm = tiny_flux.get_model_object("diffusion_model")
     seen = []
 

@@ -1,4 +1,5 @@
-"""Start and drive a real ComfyUI server on loopback (stdlib only): tests, demo, dev scripts.
+"""Start and drive a real ComfyUI server on loopback: tests, demo, dev scripts (the client is
+``tools/comfy_client.py``).
 
 ``start_server`` runs ``python main.py --cpu`` from a ComfyUI checkout on a free loopback port,
 with every writable folder (output, input, temp, user) in a given directory, so nothing is
@@ -10,17 +11,14 @@ in those folders from loading.
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
 from pathlib import Path
+
+from .comfy_client import ComfyClient, ComfyError, describe_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 # the pack's folder name is its ComfyUI package name (ComfyUI-FluxDrag in a normal install)
@@ -33,8 +31,9 @@ IMPORT_FAILURE_MARKERS = ("Cannot import", "IMPORT FAILED", "Error while calling
                           "did not return a ComfyExtension", "Skip ")
 
 
-class ServerError(AssertionError):
-    """The server refused or failed something; the message carries the server's answer."""
+class ServerError(ComfyError, AssertionError):
+    """The server refused or failed something; the message carries the server's answer (an
+    AssertionError, so a test failing on it reads as a failed check)."""
 
 
 def free_port() -> int:
@@ -43,38 +42,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _multipart(field: str, filename: str, data: bytes, fields: dict) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = []
-    for k, v in fields.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
-                     .encode())
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
-                 f'filename="{filename}"\r\nContent-Type: image/png\r\n\r\n'.encode())
-    parts.append(data + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
 def describe_error(status: dict) -> str:
     """Readable text for a failed prompt's history status (node, exception, traceback)."""
-    for kind, data in status.get("messages", []):
-        if kind == "execution_error":
-            tb = "".join(data.get("traceback", []))
-            return (f"node {data.get('node_id')} ({data.get('node_type')}): "
-                    f"{data.get('exception_type')}: {data.get('exception_message')}\n{tb}")
-    return json.dumps(status, indent=1)[:4000]
+    return describe_failure(status)
 
 
-class ComfyClient:
-    """Small HTTP client for one running server, plus its folders and log."""
+class ServerClient(ComfyClient):
+    """The client of a server :func:`start_server` started: its process, folders and log."""
 
+    error = ServerError
+    wait_timeout = 120.0
     pack_link = PACK_LINK
     test_nodes_link = TEST_NODES_LINK
 
     def __init__(self, base_url: str, proc: subprocess.Popen, log_path: Path, root: Path,
                  node_paths: dict[str, str] | None = None):
-        self.base_url = base_url
+        super().__init__(base_url, timeout=30.0)
         self.proc = proc
         self.log_path = log_path
         self.root = root
@@ -82,88 +65,21 @@ class ComfyClient:
         self.output_dir = root / "output"
         # package name → the path ComfyUI loads it from (as its log prints it)
         self.node_paths = dict(node_paths or {})
-        self.client_id = uuid.uuid4().hex
         self._object_info: dict | None = None
 
-    # -- transport -------------------------------------------------------------------------
-    def request(self, method: str, path: str, body: bytes | None = None,
-                content_type: str = "application/json", timeout: float = 30.0
-                ) -> tuple[int, bytes]:
-        """(status, body) of one request; HTTP errors are returned, not raised."""
-        req = urllib.request.Request(self.base_url + path, data=body, method=method)
-        if body is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
+    def alive(self) -> str | None:
+        if self.proc.poll() is not None:
+            return f"server exited with code {self.proc.returncode}"
+        return None
 
-    def get_json(self, path: str, timeout: float = 30.0):
-        status, body = self.request("GET", path, timeout=timeout)
-        if status != 200:
-            raise ServerError(f"GET {path} -> HTTP {status}: {body[:2000]!r}")
-        return json.loads(body)
-
-    # -- API -------------------------------------------------------------------------------
     def log(self) -> str:
         """Everything the server printed so far (stdout and stderr)."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def object_info(self, refresh: bool = False) -> dict:
         if self._object_info is None or refresh:
-            self._object_info = self.get_json("/object_info", timeout=60.0)
+            self._object_info = super().object_info()
         return self._object_info
-
-    def post_prompt(self, prompt: dict) -> tuple[int, dict]:
-        """POST /prompt; returns (HTTP status, decoded answer) whatever the status."""
-        body = json.dumps({"prompt": prompt, "client_id": self.client_id}).encode()
-        status, answer = self.request("POST", "/prompt", body)
-        try:
-            return status, json.loads(answer)
-        except json.JSONDecodeError:
-            return status, {"raw": answer.decode("utf-8", "replace")}
-
-    def queue(self, prompt: dict) -> str:
-        """Queue an API-format prompt; its prompt_id (raises with node_errors when refused, also
-        when ComfyUI accepted it but dropped some outputs as invalid)."""
-        status, answer = self.post_prompt(prompt)
-        if status != 200 or "prompt_id" not in answer or answer.get("node_errors"):
-            raise ServerError(f"/prompt refused the prompt (HTTP {status}): "
-                              f"{json.dumps(answer, indent=1)[:6000]}")
-        return answer["prompt_id"]
-
-    def wait(self, prompt_id: str, timeout: float = 120.0) -> dict:
-        """Poll /history/{id} until the prompt finishes; its history entry (raises on error)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            hist = self.get_json(f"/history/{prompt_id}")
-            entry = hist.get(prompt_id)
-            if entry is not None:
-                status = entry.get("status", {})
-                if status.get("status_str") == "error":
-                    raise ServerError(f"prompt {prompt_id} failed:\n{describe_error(status)}")
-                if status.get("completed") or status.get("status_str") == "success":
-                    return entry
-            if self.proc.poll() is not None:
-                raise ServerError(f"server exited with code {self.proc.returncode} while "
-                                  f"running prompt {prompt_id}")
-            time.sleep(0.1)
-        raise ServerError(f"prompt {prompt_id} did not finish in {timeout} s")
-
-    def run(self, prompt: dict, timeout: float = 120.0) -> dict:
-        return self.wait(self.queue(prompt), timeout)
-
-    def upload_image(self, path: str | os.PathLike, name: str | None = None) -> str:
-        """Upload a file to the input folder through /upload/image; the name to use in LoadImage."""
-        path = Path(path)
-        body, ctype = _multipart("image", name or path.name, path.read_bytes(),
-                                 {"overwrite": "true", "type": "input"})
-        status, answer = self.request("POST", "/upload/image", body, ctype)
-        if status != 200:
-            raise ServerError(f"/upload/image -> HTTP {status}: {answer[:2000]!r}")
-        info = json.loads(answer)
-        return f"{info['subfolder']}/{info['name']}" if info.get("subfolder") else info["name"]
 
     def output_files(self, entry: dict, kind: str = "images") -> list[Path]:
         """Files a finished prompt's history entry lists under ``kind`` (type "output")."""
@@ -214,7 +130,7 @@ def _write_layout(comfyui: Path, root: Path, node_dirs: list[Path]) -> tuple[Pat
 
 
 def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S,
-                 extra_nodes: list | tuple = ()) -> ComfyClient:
+                 extra_nodes: list | tuple = ()) -> ServerClient:
     """Start ComfyUI with the pack (and ``extra_nodes``: more node package folders, loaded by
     their folder names); returns once /object_info answers."""
     node_dirs = [ROOT, *map(Path, extra_nodes)]
@@ -234,7 +150,7 @@ def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S,
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=comfyui, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env)
-    client = ComfyClient(f"http://127.0.0.1:{port}", proc, log_path, root, node_paths)
+    client = ServerClient(f"http://127.0.0.1:{port}", proc, log_path, root, node_paths)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -244,7 +160,7 @@ def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S,
             status, _ = client.request("GET", "/object_info", timeout=30.0)
             if status == 200:
                 return client
-        except OSError:
+        except ServerError:  # not listening yet
             pass
         if time.monotonic() > deadline:
             stop_server(client)
@@ -253,7 +169,8 @@ def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S,
         time.sleep(0.25)
 
 
-def stop_server(client: ComfyClient) -> None:
+def stop_server(client: ServerClient) -> None:
+    client.close()
     proc = client.proc
     if proc.poll() is None:
         proc.terminate()

@@ -36,6 +36,10 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from ..core.geometry import connected_components
+from ..core.instructions import rle_decode as core_rle_decode
+from ..core.instructions import rle_encode as core_rle_encode
+
 LATENT_CHANNELS = 16
 PALETTE_SIZE = 6
 OBJECT_AMPLITUDE = 2.0
@@ -242,31 +246,12 @@ def render_background(g: torch.Generator, h: int = 32, w: int = 32, textured: bo
 
 def rle_encode(mask: torch.Tensor) -> dict:
     """Pack's RLE: run lengths alternating 0/1 starting with 0, row-major over (H, W)."""
-    m = mask.bool().flatten().tolist()
-    counts, cur, run = [], False, 0
-    for v in m:
-        if v == cur:
-            run += 1
-        else:
-            counts.append(run)
-            cur, run = v, 1
-    counts.append(run)
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+    return core_rle_encode(mask.bool())
 
 
 def rle_decode(rle: dict) -> torch.Tensor:
     """Inverse of ``rle_encode``: (H, W) bool."""
-    h, w = rle["size"]
-    flat = torch.zeros(h * w, dtype=torch.bool)
-    pos, val = 0, False
-    for c in rle["counts"]:
-        if val:
-            flat[pos:pos + c] = True
-        pos += c
-        val = not val
-    if pos != h * w:
-        raise ValueError(f"RLE counts sum to {pos}, expected {h * w}")
-    return flat.view(h, w)
+    return core_rle_decode(rle)
 
 
 def latent_mask_to_pixels(mask: torch.Tensor) -> torch.Tensor:
@@ -310,26 +295,11 @@ class Detection:
 
 
 def _components(mask: torch.Tensor) -> list[list[tuple[int, int]]]:
-    h, w = mask.shape
-    seen = torch.zeros_like(mask)
-    m = mask.tolist()
-    s = seen.tolist()
-    comps = []
-    for r in range(h):
-        for c in range(w):
-            if m[r][c] and not s[r][c]:
-                stack, comp = [(r, c)], []
-                s[r][c] = True
-                while stack:
-                    y, x = stack.pop()
-                    comp.append((y, x))
-                    for yy, xx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1),
-                                   (y + 1, x + 1), (y - 1, x - 1), (y + 1, x - 1), (y - 1, x + 1)):
-                        if 0 <= yy < h and 0 <= xx < w and m[yy][xx] and not s[yy][xx]:
-                            s[yy][xx] = True
-                            stack.append((yy, xx))
-                comps.append(comp)
-    return comps
+    """8-connected blobs of a bool (H, W) mask as (y, x) pixel lists, in row-major order of
+    their first pixel."""
+    labels = connected_components(mask.bool())
+    n = int(labels.max()) + 1 if labels.numel() else 0
+    return [[(y, x) for y, x in torch.nonzero(labels == k).tolist()] for k in range(n)]
 
 
 def signature_map(latent: torch.Tensor, signature: torch.Tensor | int) -> torch.Tensor:

@@ -91,7 +91,7 @@ def inversion_roundtrip_50(scene: Scene, model, cond) -> torch.Tensor:
 
 
 def _pack_roundtrip(scene: Scene, model, cond, solver: str, steps: int = 20) -> torch.Tensor:
-    from ...nodes import inversion as inv
+    from ...pipelines import inversion as inv
     from ...toyworld.model import scene_latent_to_comfy
 
     g = float(cond[0][1].get("guidance", 3.5))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .methods import register
 from ...toyworld.model import comfy_to_scene_latent, scene_latent_to_comfy
+from .methods import register
 
 STEPS = 20
 
@@ -21,17 +21,13 @@ def _guidance(cond) -> float:
 def lazydrag(scene, model, cond, steps: int = STEPS, background_query: str = "live",
              background_lock: float = 1.0) -> torch.Tensor:
     """Correspondence Map → Invert (Uni-Inv, caching for the map) → LazyDrag Patch → Sample."""
-    from ...nodes import inversion as inv
-    from ...nodes import lazydrag as ld
+    from ...pipelines.common import to_latent
+    from ...pipelines.lazydrag import LazyDragSettings, run_lazydrag
 
-    lat = scene_latent_to_comfy(scene.latent)
-    plan = ld.CorrespondenceMap.execute(scene.drags, lat, seed=scene.seed,
-                                        background_query=background_query).args[0]
-    _, rec = inv.Invert.execute(model, lat, cond, steps=steps, solver="uni_inv",
-                                guidance=_guidance(cond), edit_map=plan).args
-    patched, z0 = ld.LazyDragPatch.execute(model, rec, plan, background_lock=background_lock).args
-    out = inv.SampleFromInversion.execute(patched, rec, cond, latent=z0).args[0]
-    return comfy_to_scene_latent(out)[0]
+    s = LazyDragSettings(steps=steps, inversion_guidance=_guidance(cond), seed=scene.seed,
+                         background_query=background_query, background_lock=background_lock)
+    z = run_lazydrag(model, scene_latent_to_comfy(scene.latent), scene.drags, cond, s)
+    return comfy_to_scene_latent(to_latent(model, z, exact=False))[0]
 
 
 def lazydrag_paper(scene, model, cond) -> torch.Tensor:
@@ -42,7 +38,7 @@ def lazydrag_paper(scene, model, cond) -> torch.Tensor:
 
 def attentiondrag(scene, model, cond, steps: int = STEPS) -> torch.Tensor:
     """FluxDrag AttentionDrag, FLUX path (Uni-Inv to strength 0.7, one-step move, sample back)."""
-    from ...nodes.attention_drag import AttentionDragSettings, run_attention_drag
+    from ...pipelines.attention_drag import AttentionDragSettings, run_attention_drag
 
     s = AttentionDragSettings(steps=steps, inversion_guidance=_guidance(cond))
     out = run_attention_drag(model, scene_latent_to_comfy(scene.latent), scene.drags, cond, settings=s)
@@ -55,7 +51,7 @@ def dragflow(scene, model, cond, steps: int = 25, iters: tuple = (50, 20),
     by the mean handle→target displacement (rotations/stretches are scored as what a region move
     can do); the node's defaults (25 steps, 6 skipped, 50 + 20 iterations, lr 1000)."""
     from ...core.instructions import parse_instructions, rle_encode
-    from ...nodes.dragflow import run_dragflow
+    from ...pipelines.dragflow import DragFlowSettings, run_dragflow
 
     ins = parse_instructions(scene.drags)
     n = len(ins.drags)
@@ -63,9 +59,9 @@ def dragflow(scene, model, cond, steps: int = 25, iters: tuple = (50, 20),
     target = [sum(d.target[i] for d in ins.drags) / n for i in (0, 1)]
     doc = dict(scene.drags, regions=[{"op": "relocate", "mask": {"rle": rle_encode(ins.mask)},
                                       "begin": begin, "target": target, "anchor": None}])
-    z, *_ = run_dragflow(model, scene_latent_to_comfy(scene.latent), cond, cond, doc, steps=steps,
-                         skip_steps=max(1, round(steps * 6 / 25)), n_transport=iters[0], n_intensify=iters[1],
-                         guidance=_guidance(cond), kv_preset=kv_preset)
+    s = DragFlowSettings(steps=steps, skip_steps=max(1, round(steps * 6 / 25)), n_transport=iters[0],
+                         n_intensify=iters[1], guidance=_guidance(cond), kv_preset=kv_preset)
+    z, *_ = run_dragflow(model, scene_latent_to_comfy(scene.latent), cond, cond, doc, s)
     return z[0]
 
 

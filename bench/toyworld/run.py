@@ -29,10 +29,10 @@ from pathlib import Path
 
 import torch
 
+from ...toyworld.scenes import FAMILIES, Scene, make_scene, to_rgb
 from . import pack_methods  # noqa: F401  (registers the pack's drag methods)
 from .methods import METHODS, NEEDS_MODEL
 from .metrics import edit_metrics, mean_metrics
-from ...toyworld.scenes import FAMILIES, Scene, make_scene, to_rgb
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 COLUMNS = [("md", "MD (tok) ↓"), ("found", "found"), ("bg_err", "BG err ↓"),

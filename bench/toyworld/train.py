@@ -298,8 +298,8 @@ def eval_loss(dm, cond: dict, seed: int, families: tuple[str, ...], n: int = 64)
 
 def plots(args) -> None:
     """docs/toyworld_loss.png from the log, docs/toyworld_samples.png from the saved model."""
-    from . import viz
     from ...toyworld.scenes import detect_all, make_scene, to_rgb
+    from . import viz
 
     out = Path(args.out)
     DOCS.mkdir(exist_ok=True)

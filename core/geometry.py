@@ -1,0 +1,70 @@
+"""Small geometry on token / latent grids shared by the methods: convex hulls, connected
+components, rounding half up, and batch repetition of cached tensors. Pure torch."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def round_half_up(x: torch.Tensor) -> torch.Tensor:
+    """⌊x + 0.5⌋ (ties away from −∞, unlike ``torch.round``'s ties to even); same dtype."""
+    return torch.floor(x + 0.5)
+
+
+def convex_hull(points) -> torch.Tensor:
+    """Convex hull by Andrew's monotone chain: (m, 2) float64 vertices, counter-clockwise
+    in (x, y) axes, no repeated or collinear vertices. One point gives m = 1, collinear
+    points give the two end points (m = 2), no points give m = 0."""
+    p = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
+    if p.shape[0] == 0:
+        return p
+    pts = torch.unique(p, dim=0).tolist()  # sorted by x, then y
+    if len(pts) <= 2:
+        return torch.tensor(pts, dtype=torch.float64)
+
+    def cross(o: list[float], a: list[float], b: list[float]) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list[list[float]] = []
+    for q in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], q) <= 0:
+            lower.pop()
+        lower.append(q)
+    upper: list[list[float]] = []
+    for q in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], q) <= 0:
+            upper.pop()
+        upper.append(q)
+    hull = lower[:-1] + upper[:-1]
+    if len(hull) == 2 and hull[0] == hull[1]:
+        hull = hull[:1]
+    return torch.tensor(hull, dtype=torch.float64)
+
+
+def connected_components(mask: torch.Tensor) -> torch.Tensor:
+    """8-connected component labels of a bool (h, w) mask (-1 outside), by min-propagation."""
+    h, w = mask.shape
+    big = float(h * w + 1)
+    lab = torch.arange(h * w, dtype=torch.float64).reshape(1, 1, h, w)
+    lab = torch.where(mask[None, None], lab, torch.full_like(lab, big))
+    while True:
+        nb = -F.max_pool2d(-lab, kernel_size=3, stride=1, padding=1)
+        new = torch.where(mask[None, None], torch.minimum(lab, nb), lab)
+        if torch.equal(new, lab):
+            break
+        lab = new
+    lab = lab[0, 0]
+    _, labels = torch.unique(lab[mask], return_inverse=True)
+    out = torch.full((h, w), -1, dtype=torch.long)
+    out[mask] = labels
+    return out
+
+
+def repeat_batch(t: torch.Tensor, b: int, owner: str, of: str = "the cached batch") -> torch.Tensor:
+    """``t`` (batch n) repeated to batch ``b`` when n divides b (cond+uncond batches share one
+    cached source branch); else a RuntimeError naming ``owner``."""
+    if t.shape[0] == b:
+        return t
+    if b % t.shape[0] == 0:
+        return t.repeat(b // t.shape[0], *([1] * (t.ndim - 1)))
+    raise RuntimeError(f"{owner}: batch {b} does not match {of} {t.shape[0]}")

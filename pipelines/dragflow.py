@@ -1,0 +1,467 @@
+"""DragFlow (arXiv 2510.02253): region instructions → FireFlow inversion of the first
+``steps − skip_steps`` steps with K/V capture (``attention_patches/kv_bank.py``) → latent
+optimisation at σ₀ through differentiable FLUX blocks (``attention_patches/dragflow.py`` and
+``autograd.py``) → the edit and the original branch sampled in lockstep, keeping the background.
+The maths (affines, loss, background mask, optimisation loop, lockstep sampling) is in
+``core/dragflow.py`` and ``core/affine.py``.
+
+Wiring decision: the optimise node runs its own FireFlow inversion instead of consuming FluxDrag
+Invert's record, so the schedule, the solver, the skipped steps and the K/V cache always belong
+together and the cache is freed when the edit ends (also on error or interrupt).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..attention_patches.autograd import rope_autograd
+from ..attention_patches.dragflow import DragFlowHooks, feature_maps
+from ..attention_patches.kv_bank import DragFlowKVPlan, KVBank
+from ..attention_patches.router import patch_model
+from ..attention_patches.sampling import direct_sampler
+from ..core.affine import Region, background_edit_mask, mask_centroid
+from ..core.cache import TokenCache, format_bytes
+from ..core.dragflow import (
+    KV_PRESETS,
+    feature_grid_hw,
+    kv_layers,
+    mean_drag_distance,
+    optimise_latent,
+    paired_fireflow,
+    scale_level,
+)
+from ..core.instructions import REGION_OPS, DragInstructions, RegionOp, parse_instructions, rescale
+from .common import FluxDragInputError, check_latent, log, progress_text, require_flux, sampling_sigmas
+from .inversion import run_inversion
+
+NODE_REGION = "FluxDrag Region Instruction"
+NODE_OPT = "FluxDrag Region Affine Optimise"
+KV_CHOICES = [*KV_PRESETS, "custom"]
+BEGIN_MARGIN_PX = 16  # [guess] how far outside its region a relocate/deform begin point may lie
+
+
+# --------------------------------------------------------------------------------------------
+# region instruction
+# --------------------------------------------------------------------------------------------
+def _single_mask(mask: torch.Tensor, node: str, name: str = "mask") -> torch.Tensor:
+    m = mask
+    if m.dim() == 3:
+        if m.shape[0] != 1:
+            raise FluxDragInputError(f"{node}: input '{name}' has a batch of {m.shape[0]} masks; "
+                                     f"give one mask per region instruction.")
+        m = m[0]
+    if m.dim() != 2:
+        raise FluxDragInputError(f"{node}: input '{name}' must be a MASK (H, W); got shape "
+                                 f"{tuple(mask.shape)}.")
+    return (m.detach().float().cpu() > 0.5)
+
+
+def build_region(mask: torch.Tensor, op: str, begin: tuple, target: tuple,
+                 anchor: tuple | None, node: str = NODE_REGION) -> RegionOp:
+    """A validated RegionOp (pixel coordinates) from node inputs; errors name the input."""
+    m = _single_mask(mask, node)
+    H, W = m.shape
+    if not bool(m.any()):
+        raise FluxDragInputError(f"{node}: input 'mask' is empty (no pixel above 0.5); paint the "
+                                 f"region to move in white.")
+    if op not in REGION_OPS:
+        raise FluxDragInputError(f"{node}: input 'op' {op!r} unknown; choose {', '.join(REGION_OPS)}.")
+    for name, p in (("begin", begin), ("target", target)):
+        if not all(math.isfinite(c) for c in p) or not (0 <= p[0] <= W and 0 <= p[1] <= H):
+            raise FluxDragInputError(
+                f"{node}: input '{name}_x/{name}_y' ({p[0]:g}, {p[1]:g}) lies outside the "
+                f"{W}×{H} mask; use pixel coordinates of the image the mask belongs to.")
+    if op == "rotate" and anchor is None:
+        anchor = mask_centroid(m)
+    if anchor is not None and not (0 <= anchor[0] <= W and 0 <= anchor[1] <= H):
+        raise FluxDragInputError(
+            f"{node}: input 'anchor_x/anchor_y' ({anchor[0]:g}, {anchor[1]:g}) lies outside the "
+            f"{W}×{H} image; put the rotation pivot inside it (or -1, -1 for the region's centre).")
+    if op in ("relocate", "deform"):
+        if tuple(begin) == tuple(target):
+            raise FluxDragInputError(f"{node}: inputs 'begin' and 'target' are the same point, so "
+                                     f"the region would not move; move the target.")
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        x0, x1 = float(xs.min()) - BEGIN_MARGIN_PX, float(xs.max()) + 1 + BEGIN_MARGIN_PX
+        y0, y1 = float(ys.min()) - BEGIN_MARGIN_PX, float(ys.max()) + 1 + BEGIN_MARGIN_PX
+        if not (x0 <= begin[0] <= x1 and y0 <= begin[1] <= y1):
+            raise FluxDragInputError(
+                f"{node}: input 'begin_x/begin_y' ({begin[0]:g}, {begin[1]:g}) does not touch the "
+                f"region (its box is x {x0 + BEGIN_MARGIN_PX:g}–{x1 - BEGIN_MARGIN_PX:g}, y "
+                f"{y0 + BEGIN_MARGIN_PX:g}–{y1 - BEGIN_MARGIN_PX:g}); put the begin point on the object.")
+    try:
+        Region(m, op, target=target, begin=begin, anchor=anchor)
+    except ValueError as e:
+        msg = str(e)
+        if "rotation of 0" in msg or "coincides with the anchor" in msg:
+            raise FluxDragInputError(f"{node}: inputs 'begin'/'target' give a rotation of 0 about the "
+                                     f"anchor ({msg}); move the target around the anchor.") from None
+        if "outside the image" in msg:
+            raise FluxDragInputError(f"{node}: the region moved to 'target' would touch nothing of the "
+                                     f"image ({msg}); pick a target inside the image.") from None
+        raise FluxDragInputError(f"{node}: {msg}") from None
+    return RegionOp(op, m, (float(begin[0]), float(begin[1])), (float(target[0]), float(target[1])),
+                    None if anchor is None else (float(anchor[0]), float(anchor[1])))
+
+
+def add_region(base: DragInstructions | None, region: RegionOp, node: str = NODE_REGION) -> DragInstructions:
+    H, W = region.mask.shape
+    if base is None:
+        return DragInstructions((W, H), regions=[region])
+    base = parse_instructions(base)
+    if tuple(base.image_size) != (W, H):
+        raise FluxDragInputError(
+            f"{node}: input 'drag_instructions' was drawn on a {base.image_size[0]}×"
+            f"{base.image_size[1]} image but 'mask' is {W}×{H}; use masks of the same image.")
+    return DragInstructions(base.image_size, list(base.drags), base.mask,
+                            list(base.regions) + [region], base.version)
+
+
+# --------------------------------------------------------------------------------------------
+# the edit
+# --------------------------------------------------------------------------------------------
+def regions_for_latent(drag_instructions, H: int, W: int, node: str = NODE_OPT) -> tuple:
+    """(instructions at H×W, core Regions in pixels) or a clear error."""
+    try:
+        ins = parse_instructions(drag_instructions)
+    except ValueError as e:
+        raise FluxDragInputError(f"{node}: input 'drag_instructions': {e}") from None
+    if not ins.regions:
+        raise FluxDragInputError(f"{node}: input 'drag_instructions' has no regions; build them "
+                                 f"with {NODE_REGION}.")
+    if tuple(ins.image_size) != (W, H):
+        ins = rescale(ins, (W, H))
+    regions = []
+    for k, r in enumerate(ins.regions):
+        anchor = r.anchor if (r.anchor is not None or r.op != "rotate") else mask_centroid(r.mask)
+        try:
+            regions.append(Region(r.mask, r.op, target=r.target, begin=r.begin, anchor=anchor))
+        except ValueError as e:
+            raise FluxDragInputError(f"{node}: input 'drag_instructions' region {k}: {e}") from None
+    return ins, regions
+
+
+def with_adapter(source, target, adapter, node: str = NODE_OPT):
+    """Source and target CONDITIONING with the adapter's tokens appended to each.
+
+    If the adapter was made from the source or the target conditioning (e.g. ``StyleModelApply``
+    on it: it appends image tokens after the text), only the tokens it added are appended;
+    otherwise all its tokens are. Pooled outputs stay the prompts' own."""
+    if adapter is None:
+        return source, target
+    if len(adapter) == 0:
+        raise FluxDragInputError(f"{node}: input 'adapter' is an empty CONDITIONING.")
+    a_ctx, a_opts = adapter[0][0], adapter[0][1]
+    if a_opts.get("attention_mask") is not None:
+        raise FluxDragInputError(f"{node}: input 'adapter' carries an attention mask (StyleModelApply "
+                                 f"with strength_type attn_bias); use strength_type 'multiply'.")
+    extra = a_ctx
+    for base in (source, target):
+        t = base[0][0]
+        n = t.shape[1]
+        if a_ctx.shape[1] > n and a_ctx.shape[-1] == t.shape[-1] and torch.equal(
+                a_ctx[:, :n].to(t.device, t.dtype), t):
+            extra = a_ctx[:, n:]
+            break
+
+    def add(cond):
+        out = []
+        for t, opts in cond:
+            if extra.shape[-1] != t.shape[-1]:
+                raise FluxDragInputError(f"{node}: input 'adapter' tokens are {extra.shape[-1]} wide "
+                                         f"but the prompt's are {t.shape[-1]}; use a FLUX adapter.")
+            e = extra.to(t.device, t.dtype)
+            if e.shape[0] != t.shape[0]:
+                e = e.expand(t.shape[0], -1, -1)
+            out.append([torch.cat((t, e), dim=1), dict(opts)])
+        return out
+
+    return add(source), add(target)
+
+
+def _guided(cond, guidance: float):
+    import node_helpers
+
+    return node_helpers.conditioning_set_values(cond, {"guidance": float(guidance)})
+
+
+@dataclass
+class EditSettings:
+    """Optimisation settings (notes §2.2 defaults)."""
+
+    n_transport: int = 50
+    n_intensify: int = 20
+    lr: float = 1000.0
+    early_exit: bool = True
+    use_grad_mask: bool = True
+    mask_rule: str = "majority"
+    weights: Optional[Sequence[float]] = None
+    early_stop_tol: Optional[float] = None
+
+
+@dataclass
+class EditResult:
+    z: torch.Tensor                  # edited latent at sigma 0 (model space)
+    z_orig: torch.Tensor             # the original branch at sigma 0
+    z_opt: torch.Tensor              # latent after the optimisation (at sigma_0)
+    z_bg: torch.Tensor               # the original branch's half step: background while optimising
+    losses: list
+    seconds: dict
+    peak_bytes: Optional[int]
+    calls: dict
+
+
+def branch_guider(model, conds: dict):
+    """A ``CFGGuider`` that evaluates one of several conditionings (its ``branch``) at cfg 1."""
+    import comfy.samplers
+
+    class BranchGuider(comfy.samplers.CFGGuider):
+        branch = "drag"
+
+        def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006
+            return comfy.samplers.sampling_function(self.inner_model, x, timestep, None,
+                                                    self.conds[self.branch], 1.0,
+                                                    model_options=model_options, seed=seed)
+
+    g = BranchGuider(model)
+    g.inner_set_conds(conds)
+    g.set_cfg(1.0)
+    return g
+
+
+def branch_velocity(guider, model_k, extra_args: dict) -> Callable:
+    """v(branch, z, σ) = (z − D_branch(z, σ))/σ over ComfyUI's denoiser (interruptible)."""
+    import comfy.model_management as mm
+
+    def v(branch: str, z: torch.Tensor, sigma: float) -> torch.Tensor:
+        mm.throw_exception_if_processing_interrupted()
+        guider.branch = branch
+        den = model_k(z, z.new_ones([z.shape[0]]) * sigma, **extra_args)
+        return (z - den) / sigma
+
+    return v
+
+
+def capture_source_kv(v: Callable, bank: Optional[KVBank], z_T: torch.Tensor, sigma0: float) -> None:
+    """Step 1: K/V of the source prompt at the inversion's end point (z_T, σ₀), which FireFlow's
+    inversion never evaluated; the bank injects from here on."""
+    if bank is not None and bank.block_types:
+        bank.mode = "capture"
+        v("source", z_T, sigma0)
+        bank.mode = "inject"
+
+
+def optimise(v: Callable, hooks: DragFlowHooks, z_T: torch.Tensor, sigmas: list, regions: Sequence,
+             M: torch.Tensor, feature_hw: tuple[int, int], settings: EditSettings,
+             on_iteration: Optional[Callable[[dict], None]], seconds: dict) -> tuple:
+    """Step 2: F_orig = F(z_T); the original branch's half step z_bg; TRANSPORT + INTENSIFY by
+    gradient descent on the latent with the hard background constraint (``core.dragflow``).
+    Returns (OptimiseResult, v_orig(z_T, σ₀), z_bg)."""
+    h, w = z_T.shape[-2] // 2, z_T.shape[-1] // 2
+    order = tuple(hooks.feature_blocks)
+    s0 = sigmas[0]
+
+    def F(z: torch.Tensor, early_exit: bool) -> torch.Tensor:
+        feats = hooks.features(lambda: v("drag", z, s0), h * w, early_exit)
+        return feature_maps(feats, order, (h, w), feature_hw)
+
+    t0 = time.perf_counter()
+    with torch.inference_mode(False):
+        z_T_n = z_T.clone()
+        with torch.no_grad():
+            F_orig = F(z_T_n, settings.early_exit)
+            v_orig0 = v("original", z_T_n, s0)
+        z_bg = z_T_n + ((sigmas[1] - s0) / 2.0) * v_orig0
+        seconds["prepare"] = seconds.pop("capture", 0.0) + time.perf_counter() - t0
+        t1 = time.perf_counter()
+        with torch.enable_grad():
+            opt = optimise_latent(
+                z_T_n, lambda z: F(z, settings.early_exit), F_orig, regions, z_bg, M,
+                n_transport=settings.n_transport, n_intensify=settings.n_intensify,
+                lr=settings.lr, callback=on_iteration, weights=settings.weights,
+                use_grad_mask=settings.use_grad_mask, early_stop_tol=settings.early_stop_tol,
+                mask_rule=settings.mask_rule)
+        seconds["optimise"] = time.perf_counter() - t1
+    return opt, v_orig0, z_bg
+
+
+def sample_lockstep(v: Callable, z_opt: torch.Tensor, z_T: torch.Tensor, sigmas: list, M: torch.Tensor,
+                    v_orig0: torch.Tensor, on_step: Optional[Callable[[dict], None]]) -> tuple:
+    """Step 3: the edit and the original branch sampled with FireFlow in lockstep, the background
+    constraint after every step (``core.dragflow.paired_fireflow``). Returns (z, z_orig)."""
+    return paired_fireflow(lambda z, sg: v("drag", z, sg), lambda z, sg: v("original", z, sg),
+                           z_opt.clone(), z_T, sigmas, M, v_orig_init=v_orig0.detach(), callback=on_step)
+
+
+def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Tensor,
+             sigmas: torch.Tensor, conds: dict, regions: Sequence, edit_mask: torch.Tensor,
+             feature_hw: tuple[int, int], settings: Optional[EditSettings] = None,
+             on_iteration: Optional[Callable[[dict], None]] = None,
+             on_step: Optional[Callable[[dict], None]] = None) -> EditResult:
+    """DragFlow's edit after inversion, on ``model`` (a clone with ``hooks`` installed and,
+    when K/V injection is on, ``bank`` in its router), from the inverted latent ``z_T`` at
+    ``sigmas[0]`` down ``sigmas`` (decreasing, ending at 0).
+
+    ``conds``: {"drag": target prompt at the drag guidance, "original": target prompt at
+    guidance 1 (the original branch), "source": source prompt at guidance 1 (K/V capture at the
+    inversion's end point)} as ComfyUI CONDITIONING. ``regions``: ``core.affine.Region`` in
+    image pixels; ``edit_mask``: M_bg on the latent grid (bool (h, w)); ``feature_hw``: the
+    feature ("cut") grid. The three steps (:func:`capture_source_kv`, :func:`optimise`,
+    :func:`sample_lockstep`) run on the denoiser of one ComfyUI guider run (a plain ``KSAMPLER``
+    running this function: the model is loaded and the conditioning prepared once), inside a
+    :func:`rope_autograd` block. Returns model-space latents and diagnostics."""
+    settings = settings or EditSettings()
+    guider = branch_guider(model, conds)
+    seconds: dict = {}
+    out: list = []
+
+    def edit(model_k, x, sigmas_dev, extra_args):
+        s = [float(c) for c in sigmas_dev.tolist()]
+        v = branch_velocity(guider, model_k, extra_args)
+        t0 = time.perf_counter()
+        capture_source_kv(v, bank, x, s[0])
+        seconds["capture"] = time.perf_counter() - t0
+        device = x.device
+        M = edit_mask.to(device)
+        peak = None
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        opt, v_orig0, z_bg = optimise(v, hooks, x, s, regions, M, feature_hw, settings, on_iteration, seconds)
+        if device.type == "cuda":
+            peak = int(torch.cuda.max_memory_allocated(device))
+        t2 = time.perf_counter()
+        z_opt = opt.z.detach()
+        z, z_o = sample_lockstep(v, z_opt, x, s, M, v_orig0, on_step)
+        seconds["sample"] = time.perf_counter() - t2
+        out.append(EditResult(z=z, z_orig=z_o, z_opt=z_opt, z_bg=z_bg.detach(), losses=opt.losses,
+                              seconds=seconds, peak_bytes=peak, calls=dict(hooks.calls)))
+        return z
+
+    sampler, _ = direct_sampler(edit)
+    with rope_autograd():
+        guider.sample(z_T, torch.zeros_like(z_T), sampler, sigmas, disable_pbar=True, seed=0)
+    return out[0]
+
+
+def describe_peak(peak: Optional[int]) -> str:
+    return "peak GPU memory n/a (CPU)" if peak is None else f"peak GPU memory {format_bytes(peak)}"
+
+
+@dataclass
+class DragFlowSettings:
+    """The Region Affine Optimise node's settings, with its defaults (paper values noted there)."""
+
+    steps: int = 25
+    skip_steps: int = 6
+    scheduler: str = "simple"
+    guidance: float = 3.5
+    n_transport: int = 50
+    n_intensify: int = 20
+    lr: float = 1000.0
+    adaptive_weights: bool = True
+    scale_rule: str = "fixed"
+    feature_scale: float = 0.0
+    kv_preset: str = "non-ridge"
+    kv_custom: str = ""
+    eta: float = 0.0
+    inject_text: bool = True
+    early_exit: bool = True
+    gradient_checkpointing: bool = True
+    activations: str = "model"
+    cache_policy: str = "cpu"
+    cache_budget_gb: float = 0.0
+
+
+def run_dragflow(model, latent: dict, source, target, drag_instructions,
+                 settings: DragFlowSettings | None = None, adapter=None, unique_id=None,
+                 node: str = NODE_OPT) -> tuple:
+    """The whole edit; returns (model-space edited latent, instructions at the latent's size,
+    latent-grid editable mask, EditResult)."""
+    import comfy.utils
+
+    st = settings or DragFlowSettings()
+    steps, skip_steps, scheduler, guidance = st.steps, st.skip_steps, st.scheduler, st.guidance
+    n_transport, n_intensify, lr = st.n_transport, st.n_intensify, st.lr
+    kv_preset, kv_custom, eta, inject_text = st.kv_preset, st.kv_custom, st.eta, st.inject_text
+    cache_policy, cache_budget_gb = st.cache_policy, st.cache_budget_gb
+    dm = require_flux(model, node)
+    samples = latent["samples"]
+    check_latent(samples, node)
+    if samples.shape[0] != 1:
+        raise FluxDragInputError(f"{node}: input 'latent' has a batch of {samples.shape[0]}; "
+                                 f"DragFlow edits one image at a time.")
+    if not 0 <= skip_steps < steps:
+        raise FluxDragInputError(f"{node}: input 'skip_steps' ({skip_steps}) must be smaller than "
+                                 f"'steps' ({steps}).")
+    if kv_preset not in KV_CHOICES:
+        raise FluxDragInputError(f"{node}: input 'kv_preset' {kv_preset!r} unknown; choose "
+                                 f"{', '.join(KV_CHOICES)}.")
+    h, w = samples.shape[-2:]
+    H, W = h * 8, w * 8
+    ins, regions = regions_for_latent(drag_instructions, H, W, node)
+    affines = [r.affine(1.0) for r in regions]
+    edit_mask = background_edit_mask([r.mask for r in regions], affines, H, W, out_hw=(h, w))
+    if st.feature_scale > 0:
+        level = float(st.feature_scale)
+    else:
+        level = scale_level((H, W), mean_drag_distance(regions, (H, W)),
+                            use_adaptive=(st.scale_rule == "adaptive"))
+    fhw = feature_grid_hw((H, W), level)
+    # None: optimise_latent's adaptive weights w_k ∝ clamp(1 + 0.5/(s_k + 0.1), 1, 5)
+    weights = None if st.adaptive_weights else [1.0 / len(regions)] * len(regions)
+    try:
+        layers = kv_layers(kv_preset, len(dm.double_blocks), len(dm.single_blocks), kv_custom)
+    except ValueError as e:
+        raise FluxDragInputError(f"{node}: input 'kv_custom': {e}") from None
+    for note in layers.notes:
+        log.info("[FluxDrag] DragFlow K/V layers: %s", note)
+
+    src, tgt = with_adapter(source, target, adapter, node)
+    base = model
+    if st.activations == "fp32":
+        base = model.clone()
+        base.set_model_compute_dtype(torch.float32)
+    bank = plan = None
+    if layers.count:
+        bank = KVBank(layers, TokenCache(cache_policy), eta=eta, inject_text=inject_text)
+        plan = DragFlowKVPlan(bank, n_txt=int(src[0][0].shape[1]))
+    full = sampling_sigmas(model, scheduler, steps)
+    rec = run_inversion(base, latent, src, steps=steps, solver="fireflow",
+                        strength=(steps - skip_steps) / steps, scheduler=scheduler, guidance=1.0,
+                        edit_map=plan, cache_policy=cache_policy, cache_budget_gb=cache_budget_gb,
+                        node=node)
+    try:
+        if not torch.allclose(rec.sigmas, full[skip_steps:]):
+            raise RuntimeError("FluxDrag DragFlow: inversion schedule does not match the skip")
+        hooks = DragFlowHooks(dm, checkpointing=st.gradient_checkpointing)
+        m = hooks.install(base)
+        if bank is not None:
+            m = patch_model(m, bank)
+        conds = {"drag": _guided(tgt, guidance), "original": _guided(tgt, 1.0),
+                 "source": _guided(src, 1.0)}
+        n_iter = n_transport + n_intensify
+        n_steps = len(rec.sigmas) - 1
+        bar = comfy.utils.ProgressBar(n_iter + n_steps)
+
+        def on_iteration(d):
+            bar.update_absolute(d["i"] + 1, n_iter + n_steps)
+
+        def on_step(d):
+            bar.update_absolute(n_iter + d["i"] + 1, n_iter + n_steps)
+
+        settings = EditSettings(n_transport=n_transport, n_intensify=n_intensify, lr=lr,
+                                early_exit=st.early_exit, weights=weights)
+        res: EditResult = run_edit(m, hooks, bank, rec.z_T, rec.sigmas, conds, regions, edit_mask,
+                                   fhw, settings, on_iteration, on_step)
+    finally:
+        rec.free_caches()
+    loss_txt = (f"loss {res.losses[0]:.4g} → {res.losses[-1]:.4g}" if res.losses else "no iterations")
+    progress_text(unique_id, f"DragFlow: {n_iter} iterations, {loss_txt}, {describe_peak(res.peak_bytes)}, "
+                          f"optimise {res.seconds.get('optimise', 0):.1f}s, feature grid {fhw[1]}×{fhw[0]}")
+    if bank is not None and bank.notes:
+        log.info("[FluxDrag] DragFlow K/V: %s", "; ".join(bank.notes))
+    return res.z, ins, edit_mask, res
