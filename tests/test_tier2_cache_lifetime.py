@@ -133,7 +133,7 @@ def test_automatic_budget_refuses_a_cache_larger_than_the_available_ram(tiny_flu
         available = 1000   # bytes
     monkeypatch.setattr(psutil, "virtual_memory", lambda: VM)
     from fluxdrag.pipelines.inversion import cache_budget
-    assert cache_budget("cpu", 0.0)[0] == 800 and inv.cache_budget("fp8", 0.0)[0] == 800
+    assert cache_budget("cpu", 0.0)[0] == 800 and cache_budget("fp8", 0.0)[0] == 800
     assert cache_budget("device", 0.0) == (None, "")
     assert cache_budget("cpu", 2.0)[0] == 2 * 1024 ** 3
     Map, _ = _classes()
