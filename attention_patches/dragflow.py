@@ -122,11 +122,12 @@ class DragFlowHooks:
         return self
 
     # ------------------------------------------------------------------ install
-    def install(self, model):
-        """A clone of ``model`` with the block replacements and the wrapper."""
+    def install(self, model, clone: bool = True):
+        """A clone of ``model`` with the block replacements and the wrapper (``clone=False``: on
+        ``model`` itself, a clone the caller owns; see ``router.patch_model``)."""
         import comfy.patcher_extension as pe
 
-        m = model.clone()
+        m = model.clone() if clone else model
         to = m.model_options.setdefault("transformer_options", {})
         dit = to.get("patches_replace", {}).get("dit", {})
         for kind, n in (("double", self.n_double), ("single", self.n_single)):

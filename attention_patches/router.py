@@ -357,11 +357,17 @@ def router_of_model(model) -> Optional[AttentionRouter]:
     return r if isinstance(r, AttentionRouter) else None
 
 
-def patch_model(model, *controllers: Controller):
-    """A clone of ``model`` with ``controllers`` appended to its router (installed if absent)."""
+def patch_model(model, *controllers: Controller, clone: bool = True):
+    """A clone of ``model`` with ``controllers`` appended to its router (installed if absent).
+
+    ``clone=False`` installs them on ``model`` itself, which must be a clone the caller made for
+    this run: a pipeline that installs several things puts them all on ONE clone of the input
+    MODEL. A clone of a clone whose middle copy is dropped leaves ComfyUI a dead model entry
+    ("memory leak with model …" on every later prompt), because its loaded-model record falls
+    back to the parent of a clone that died and finds it gone."""
     import comfy.patcher_extension as pe
 
-    m = model.clone()
+    m = model.clone() if clone else model
     to = m.model_options.setdefault("transformer_options", {})
     existing = to.get("optimized_attention_override")
     if isinstance(existing, AttentionRouter):

@@ -421,10 +421,17 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions,
         log.info("[FluxDrag] DragFlow K/V layers: %s", note)
 
     src, tgt = with_adapter(source, target, adapter, node)
-    base = model
-    if st.activations == "fp32":
-        base = model.clone()
-        base.set_model_compute_dtype(torch.float32)
+
+    def own_clone():
+        """A clone of the input MODEL for this run (fp32 activations when asked). Every clone
+        here is a direct child of ``model``: a chain of transient clones leaves ComfyUI a dead
+        model entry (see ``router.patch_model``)."""
+        c = model.clone()
+        if st.activations == "fp32":
+            c.set_model_compute_dtype(torch.float32)
+        return c
+
+    base = own_clone() if st.activations == "fp32" else model
     bank = plan = None
     if layers.count:
         bank = KVBank(layers, TokenCache(cache_policy), eta=eta, inject_text=inject_text)
@@ -438,9 +445,9 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions,
         if not torch.allclose(rec.sigmas, full[skip_steps:]):
             raise RuntimeError("FluxDrag DragFlow: inversion schedule does not match the skip")
         hooks = DragFlowHooks(dm, checkpointing=st.gradient_checkpointing)
-        m = hooks.install(base)
+        m = hooks.install(own_clone(), clone=False)
         if bank is not None:
-            m = patch_model(m, bank)
+            patch_model(m, bank, clone=False)
         conds = {"drag": _guided(tgt, guidance), "original": _guided(tgt, 1.0),
                  "source": _guided(src, 1.0)}
         n_iter = n_transport + n_intensify

@@ -1,0 +1,124 @@
+"""API-format graphs of toy-model edits (no weights to download), for tests and benchmarks that
+queue work on a real server: one function per method, each ending in ``SaveLatent`` so the
+result can be compared bit for bit.
+
+Node ids are fixed: "1" Toy Model Loader, "2" Toy Scene (outputs: source LATENT, DRAG_INSTRUCTIONS,
+ground-truth LATENT, source IMAGE); each graph's docstring names the rest. The graphs name only
+what they set; ``with_defaults`` fills every other required input from the server's
+``/object_info`` (what the frontend does for a new node), so they follow the nodes' defaults.
+"""
+from __future__ import annotations
+
+import json
+
+
+def node(class_type: str, **inputs) -> dict:
+    return {"class_type": class_type, "inputs": inputs}
+
+
+def _default(spec) -> object:
+    kind = spec[0]
+    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if "default" in opts:
+        return opts["default"]
+    if isinstance(kind, list) and kind:
+        return kind[0]
+    if kind == "COMBO" and opts.get("options"):
+        return opts["options"][0]
+    raise KeyError(f"no default for a required input of type {kind!r}")
+
+
+def with_defaults(graph: dict, object_info: dict) -> dict:
+    """``graph`` with every required widget input it leaves out set to the node's default."""
+    out = {}
+    for nid, n in graph.items():
+        inputs = dict(n["inputs"])
+        required = object_info.get(n["class_type"], {}).get("input", {}).get("required", {})
+        for name, spec in required.items():
+            if name not in inputs:
+                try:
+                    inputs[name] = _default(spec)
+                except KeyError:
+                    continue   # a link input left out: the server names it
+        out[nid] = dict(n, inputs=inputs)
+    return out
+
+
+def _base(seed: int, family: str = "single", case: str = "move") -> dict:
+    return {"1": node("FluxDragToyModelLoader", family="any", guidance=3.5),
+            "2": node("FluxDragToyScene", seed=seed, family=family, case=case)}
+
+
+def lazydrag(seed: int, steps: int = 4, prefix: str = "toy_lazydrag", family: str = "single",
+             case: str = "move") -> dict:
+    """3 Correspondence Map → 4 Invert (Uni-Inv, caching for the map) → 5 LazyDrag Patch →
+    6 Sample From Inversion → 7 SaveLatent."""
+    g = _base(seed, family, case)
+    g.update({
+        "3": node("FluxDragCorrespondenceMap", drag_instructions=["2", 1], latent=["2", 0],
+                  transition_width=1, activation=0.8, seed=0, background_query="live"),
+        "4": node("FluxDragInvert", model=["1", 0], latent=["2", 0], positive=["1", 1], steps=steps,
+                  solver="uni_inv", strength=1.0, scheduler="simple", guidance=3.5, edit_map=["3", 0],
+                  cache_policy="cpu", cache_budget_gb=0.0),
+        "5": node("FluxDragLazyDragPatch", model=["1", 0], inversion=["4", 1], map=["3", 0]),
+        "6": node("FluxDragSampleFromInversion", model=["5", 0], inversion=["4", 1], positive=["1", 1],
+                  solver="auto", cfg=1.0, latent=["5", 1], keep_cache=False),
+        "7": node("SaveLatent", samples=["6", 0], filename_prefix=prefix),
+    })
+    return g
+
+
+def region_doc(seed: int, family: str = "single", case: str = "move") -> str:
+    """The scene's drag JSON plus one DragFlow ``relocate`` region: its editable mask moved from
+    the first drag's handle to its target."""
+    from ..core.instructions import parse_instructions, rle_encode
+    from ..toyworld.scenes import make_scene
+
+    scene = make_scene(seed, family, case)
+    ins = parse_instructions(scene.drags)
+    d = ins.drags[0]
+    return json.dumps(dict(scene.drags, regions=[{"op": "relocate", "mask": {"rle": rle_encode(ins.mask)},
+                                                  "begin": list(d.handle), "target": list(d.target)}]))
+
+
+def dragflow(seed: int, steps: int = 6, iterations: tuple[int, int] = (2, 1), prefix: str = "toy_dragflow",
+             family: str = "single", case: str = "move") -> dict:
+    """3 Drag Instructions (JSON, with the region) → 4 Region Affine Optimise → 5 SaveLatent."""
+    g = _base(seed, family, case)
+    g.update({
+        "3": node("FluxDragInstructionsJSON", drags_json=region_doc(seed, family, case)),
+        "4": node("FluxDragRegionAffineOptimise", model=["1", 0], latent=["2", 0], source=["1", 1],
+                  target=["1", 1], drag_instructions=["3", 0], steps=steps, skip_steps=max(1, steps // 4),
+                  n_transport=iterations[0], n_intensify=iterations[1]),
+        "5": node("SaveLatent", samples=["4", 0], filename_prefix=prefix),
+    })
+    return g
+
+
+def attentiondrag(seed: int, steps: int = 6, prefix: str = "toy_attentiondrag", family: str = "single",
+                  case: str = "move") -> dict:
+    """3 AttentionDrag (FLUX path) → 4 SaveLatent."""
+    g = _base(seed, family, case)
+    g.update({
+        "3": node("FluxDragAttentionDrag", model=["1", 0], latent=["2", 0], drag_instructions=["2", 1],
+                  positive=["1", 1], steps=steps),
+        "4": node("SaveLatent", samples=["3", 0], filename_prefix=prefix),
+    })
+    return g
+
+
+def invert_reconstruct(seed: int, steps: int = 8, prefix: str = "toy_reconstruct", family: str = "single",
+                       case: str = "move") -> dict:
+    """3 Invert (FireFlow) → 4 Sample From Inversion → 5 SaveLatent."""
+    g = _base(seed, family, case)
+    g.update({
+        "3": node("FluxDragInvert", model=["1", 0], latent=["2", 0], positive=["1", 1], steps=steps,
+                  solver="fireflow"),
+        "4": node("FluxDragSampleFromInversion", model=["1", 0], inversion=["3", 1], positive=["1", 1]),
+        "5": node("SaveLatent", samples=["4", 0], filename_prefix=prefix),
+    })
+    return g
+
+
+GRAPHS = {"lazydrag": lazydrag, "dragflow": dragflow, "attentiondrag": attentiondrag,
+          "invert_reconstruct": invert_reconstruct}
