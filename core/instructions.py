@@ -788,6 +788,11 @@ def to_token_space(
     ins = parse_instructions(instr)
     H, W = int(image_hw_px[0]), int(image_hw_px[1])
     h, w = token_grid_shape(W, H)
+    if min(h, w) < 2:
+        warnings.warn(
+            f"the image is {W}x{H} px, {w}x{h} FLUX token(s) of {TOKEN_PX} px: along a side one "
+            f"token wide nothing can move to another token; use an image of at least "
+            f"{2 * TOKEN_PX} px per side", stacklevel=2)
     if tuple(ins.image_size) != (W, H):
         msg = (
             f"DRAG_INSTRUCTIONS were drawn on a {ins.image_size[0]}x{ins.image_size[1]} image but "

@@ -5,8 +5,12 @@ from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
 from . import attention_drag, contextdrag, dragflow, editor, instructions, inversion, lazydrag, toyworld
+from .common import shows_warnings
 
 NODE_MODULES = [inversion, instructions, lazydrag, editor, contextdrag, attention_drag, dragflow, toyworld]
+for _module in NODE_MODULES:
+    for _node in _module.NODES:
+        shows_warnings(_node)
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

@@ -78,6 +78,7 @@ class AttentionDrag(io.ComfyNode):
                 io.Image.Input("image", optional=True, tooltip="Source image, only for the preview."),
             ],
             outputs=[io.Latent.Output(display_name="latent"), io.Image.Output(display_name="preview")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod

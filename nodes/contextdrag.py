@@ -106,6 +106,7 @@ class ReverseMapping(io.ComfyNode):
                                                                "the scaled source)."),
             ],
             outputs=[ReverseMapType.Output(display_name="map"), io.Image.Output(display_name="preview")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -143,6 +144,7 @@ class ContextTokenInjectionNode(io.ComfyNode):
                 *_block_inputs(),
             ],
             outputs=[io.Model.Output()],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -183,6 +185,7 @@ class PositionConsistentAttentionNode(io.ComfyNode):
                 *_block_inputs(),
             ],
             outputs=[io.Model.Output()],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod

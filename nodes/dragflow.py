@@ -92,6 +92,7 @@ class RegionInstruction(io.ComfyNode):
             ],
             outputs=[DragType.Output(display_name="drag_instructions"),
                      io.Image.Output(display_name="preview")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod

@@ -9,6 +9,7 @@ from ..core.cache import TokenCache, format_bytes
 from ..pipelines.common import log
 from ..pipelines.inversion import SAMPLE_SOLVERS, SCHEDULERS, run_inversion, run_sampling
 from .common import CATEGORY, EditMap, Inversion, to_latent, to_model_space
+from .graph import MISSING, check_patch_maps
 
 
 class FireFlowSampler(io.ComfyNode):
@@ -94,6 +95,7 @@ class Invert(io.ComfyNode):
                                        "the RAM available when the inversion starts; device: no limit."),
             ],
             outputs=[io.Latent.Output(display_name="noise"), Inversion.Output(display_name="inversion")],
+            hidden=[io.Hidden.unique_id, io.Hidden.dynprompt],
         )
 
     @classmethod
@@ -105,6 +107,8 @@ class Invert(io.ComfyNode):
     def execute(cls, model, latent, positive, steps=28, solver="fireflow", strength=1.0,
                 scheduler="simple", guidance=1.0, edit_map=None, cache_policy="cpu",
                 cache_budget_gb=0.0) -> io.NodeOutput:
+        hidden = getattr(cls, "hidden", None)
+        check_patch_maps(getattr(hidden, "dynprompt", None), getattr(hidden, "unique_id", None))
         rec = run_inversion(model, latent, positive, steps, solver, strength, scheduler, guidance,
                             edit_map, cache_policy, cache_budget_gb)
         if rec.caches:
@@ -143,7 +147,17 @@ class SampleFromInversion(io.ComfyNode):
                                          "memory; lets you re-sample without re-inverting)."),
             ],
             outputs=[io.Latent.Output()],
+            hidden=[io.Hidden.unique_id],
         )
+
+    @classmethod
+    def validate_inputs(cls, cfg=1.0, negative=MISSING, **kwargs):
+        # runs when the prompt is queued, before any node: a linked input is present (its value
+        # unknown yet), an unconnected one is MISSING
+        if cfg is not None and abs(float(cfg) - 1.0) > 1e-9 and negative is MISSING:
+            return (f"FluxDrag Sample From Inversion: cfg {cfg} needs input 'negative'; connect a "
+                    f"negative prompt or set cfg 1 (FLUX dev/Krea use 1).")
+        return True
 
     @classmethod
     def execute(cls, model, inversion, positive, solver="auto", cfg=1.0, latent=None,

@@ -45,6 +45,7 @@ class CorrespondenceMap(io.ComfyNode):
                                        "background with background_lock < 1 or ComfyUI's KSampler."),
             ],
             outputs=[EditMap.Output(display_name="map"), io.Image.Output(display_name="preview")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod

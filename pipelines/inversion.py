@@ -3,6 +3,8 @@
 inverting model and its token cache in the returned :class:`InversionRecord`."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..attention_patches.router import patch_model, router_of_model
@@ -110,6 +112,10 @@ def run_sampling(model, record: InversionRecord, positive, start: torch.Tensor |
     if abs(cfg - 1.0) > 1e-9 and negative is None:
         raise FluxDragInputError(f"{node}: cfg {cfg} needs input 'negative'; connect one or set cfg 1.")
     name = record.sample_solver if solver == "auto" else solver
+    if name != record.sample_solver:
+        warnings.warn(f"input 'solver' is {name}, but the inversion used {record.solver}, whose "
+                      f"matching sampler is {record.sample_solver} (solver 'auto'): mixing them "
+                      f"does not reconstruct the source", stacklevel=2)
     progress = StepProgress(len(record.sigmas) - 1)
     sampler, run = solver_sampler(name, exact_start=True, on_step=progress)
     g = guider(model, positive, negative, cfg)

@@ -14,6 +14,9 @@ import time
 import pytest
 import torch
 
+from fluxdrag.tools import toy_graphs
+from fluxdrag.tools.toy_graphs import node
+
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2
 
@@ -21,28 +24,13 @@ SEED = 11          # toy scene of this test
 STEPS = 4
 
 
-def node(class_type: str, **inputs) -> dict:
-    return {"class_type": class_type, "inputs": inputs}
-
-
 def edit_graph(steps: int = STEPS, instructions=("2", 1), latent=("2", 0), model=("1", 0),
-               extra: dict | None = None, prefix: str = "bad_inputs") -> dict:
-    """Toy LazyDrag edit: scene → map → invert → patch → sample → SaveLatent (exact bits)."""
-    g = {
-        "1": node("FluxDragToyModelLoader", family="any", guidance=3.5),
-        "2": node("FluxDragToyScene", seed=SEED, family="single", case="move"),
-        "3": node("FluxDragCorrespondenceMap", drag_instructions=list(instructions), latent=list(latent),
-                  transition_width=1, activation=0.8, seed=0, background_query="live"),
-        "4": node("FluxDragInvert", model=list(model), latent=list(latent), positive=["1", 1], steps=steps,
-                  solver="uni_inv", strength=1.0, scheduler="simple", guidance=3.5, edit_map=["3", 0],
-                  cache_policy="cpu", cache_budget_gb=0.0),
-        "5": node("FluxDragLazyDragPatch", model=list(model), inversion=["4", 1], map=["3", 0],
-                  background=True, identity=True, refine=True, mask_text=True, h_max=0.8, hold=0.2,
-                  end=0.6, background_lock=1.0),
-        "6": node("FluxDragSampleFromInversion", model=["5", 0], inversion=["4", 1], positive=["1", 1],
-                  solver="auto", cfg=1.0, latent=["5", 1], keep_cache=False),
-        "7": node("SaveLatent", samples=["6", 0], filename_prefix=prefix),
-    }
+                extra: dict | None = None, prefix: str = "bad_inputs") -> dict:
+    """The toy LazyDrag edit (``tools/toy_graphs.lazydrag``) with inputs rewired."""
+    g = toy_graphs.lazydrag(SEED, steps=steps, prefix=prefix)
+    g["3"]["inputs"].update(drag_instructions=list(instructions), latent=list(latent))
+    g["4"]["inputs"].update(model=list(model), latent=list(latent))
+    g["5"]["inputs"].update(model=list(model))
     g.update(extra or {})
     return g
 
@@ -50,6 +38,10 @@ def edit_graph(steps: int = STEPS, instructions=("2", 1), latent=("2", 0), model
 def json_graph(text: str) -> dict:
     """The edit with the instructions coming from the JSON node."""
     return edit_graph(instructions=("20", 0), extra={"20": node("FluxDragInstructionsJSON", drags_json=text)})
+
+
+def _full(client, graph: dict) -> dict:
+    return toy_graphs.with_defaults(graph, client.object_info())
 
 
 def _latent_bytes(client, entry) -> bytes:
@@ -63,7 +55,7 @@ def _latent_bytes(client, entry) -> bytes:
 @pytest.fixture(scope="module")
 def reference(comfy_server):
     """The good edit's exact latent, run first."""
-    entry = comfy_server.run(edit_graph(), timeout=300)
+    entry = comfy_server.run(_full(comfy_server, edit_graph()), timeout=300)
     return _latent_bytes(comfy_server, entry)
 
 
@@ -81,7 +73,7 @@ def _wait_entry(client, prompt_id: str, timeout: float = 300.0) -> dict:
 
 def _error(client, graph: dict) -> dict:
     """Run a graph that must fail during execution; the execution_error message's data."""
-    status, answer = client.post_prompt(graph)
+    status, answer = client.post_prompt(_full(client, graph))
     assert status == 200 and "prompt_id" in answer, answer
     entry = _wait_entry(client, answer["prompt_id"])
     errors = [d for kind, d in entry["status"]["messages"] if kind == "execution_error"]
@@ -91,7 +83,7 @@ def _error(client, graph: dict) -> dict:
 
 def _assert_good_run_unchanged(client, reference: bytes) -> None:
     assert client.proc.poll() is None, "the server went down"
-    entry = client.run(edit_graph(), timeout=300)
+    entry = client.run(_full(client, edit_graph()), timeout=300)
     assert _latent_bytes(client, entry) == reference, "the next good edit differs from the first"
 
 
@@ -153,68 +145,105 @@ def test_wrong_model_family(comfy_server, reference):
 @pytest.mark.parametrize("phase,node_type", [("inversion", "FluxDragInvert"),
                                              ("sampling", "FluxDragSampleFromInversion")])
 def test_interrupt_leaves_nothing(comfy_server, reference, phase, node_type):
-    """Interrupt while ``node_type`` runs (found from the server's progress); the next good edit
-    is bit-identical."""
-    watcher = _Executing(comfy_server)
-    watcher.start()
-    assert watcher.ready.wait(30), "no websocket connection"
+    """Interrupt while ``node_type`` runs (found from the websocket's ``executing`` event); the
+    next good edit is bit-identical."""
+    from fluxdrag.tools.comfy_client import ComfyClient
+    from fluxdrag.tools.comfy_server import ServerError
+
+    nid = "4" if phase == "inversion" else "6"
+    other = ComfyClient(comfy_server.base_url)    # interrupts from its own thread and loop
+    timers = []
+
+    def on_event(kind, data):
+        if kind == "executing" and data.get("node") == nid and not timers:
+            timers.append(threading.Timer(0.05, other.request, ("POST", "/interrupt", b"{}")))
+            timers[0].start()
+
     try:
-        status, answer = comfy_server.post_prompt(edit_graph(steps=40, prefix="interrupted"))
-        assert status == 200, answer
-        pid = answer["prompt_id"]
-        nid = "4" if phase == "inversion" else "6"
-        deadline = time.monotonic() + 240
-        while watcher.node != nid:
-            assert time.monotonic() < deadline, f"node {nid} never started"
-            time.sleep(0.01)
-        time.sleep(0.05)
-        comfy_server.request("POST", "/interrupt", b"{}")
-        entry = _wait_entry(comfy_server, pid)
+        assert comfy_server.open_progress(), comfy_server.ws_failed
+        pid = comfy_server.queue(_full(comfy_server, edit_graph(steps=40, prefix="interrupted")))
+        with pytest.raises(ServerError):
+            comfy_server.wait(pid, timeout=300, on_event=on_event)
     finally:
-        watcher.stop.set()
-        watcher.join(5)
+        for t in timers:
+            t.join(10)
+        other.close()
+    assert timers, f"node {nid} never started"
+    entry = _wait_entry(comfy_server, pid)
     kinds = dict(entry["status"]["messages"])
     assert "execution_interrupted" in kinds, entry["status"]
     assert kinds["execution_interrupted"]["node_type"] == node_type, kinds["execution_interrupted"]
     _assert_good_run_unchanged(comfy_server, reference)
 
 
-class _Executing(threading.Thread):
-    """Follows the server's websocket for our client id and keeps the node being executed
-    (ComfyUI 0.8 reports it only there: ``{"type": "executing", "data": {"node": id}}``)."""
-
-    def __init__(self, client):
-        super().__init__(daemon=True)
-        self.url = client.base_url.replace("http", "ws", 1) + f"/ws?clientId={client.client_id}"
-        self.node: str | None = None
-        self.ready = threading.Event()
-        self.stop = threading.Event()
-
-    def run(self):
-        import asyncio
-
-        import aiohttp
-
-        async def follow():
-            async with aiohttp.ClientSession() as session:
-                async with session.ws_connect(self.url, heartbeat=10) as ws:
-                    self.ready.set()
-                    while not self.stop.is_set():
-                        try:
-                            msg = await ws.receive(timeout=0.2)
-                        except asyncio.TimeoutError:
-                            continue
-                        if msg.type != aiohttp.WSMsgType.TEXT:
-                            if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                                return
-                            continue
-                        data = json.loads(msg.data)
-                        if data.get("type") == "executing":
-                            self.node = data["data"].get("node")
-
-        asyncio.run(follow())
-
-
 def test_good_runs_are_deterministic(reference):
     assert isinstance(reference, bytes) and len(reference) == 16 * 32 * 32 * 4
     assert torch.frombuffer(bytearray(reference), dtype=torch.float32).isfinite().all()
+
+
+# ---------------------------------------------------------------- what is changed is reported
+
+def _texts(client, graph) -> list[tuple[str, str]]:
+    """Run a good graph; the (node, text) progress texts it sent over the websocket."""
+    texts = []
+
+    def on_event(kind, data):
+        if kind == "progress_text":
+            texts.append((data["node"], data["text"]))
+
+    assert client.open_progress(), client.ws_failed
+    client.run(_full(client, graph), timeout=300, on_event=on_event)
+    return texts
+
+
+def test_resized_mask_is_reported(comfy_server):
+    g = edit_graph(prefix="warn_mask", extra={"30": node("SolidMask", value=1.0, width=128, height=128)})
+    g["3"]["inputs"]["mask"] = ["30", 0]
+    texts = _texts(comfy_server, g)
+    assert any(n == "3" and "input 'mask' is 128×128 but the image is 256×256" in t for n, t in texts), texts
+    assert "WARNING" in comfy_server.log() or "input 'mask' is 128×128" in comfy_server.log()
+
+
+def test_rescaled_drawing_is_reported(comfy_server):
+    doc = dict(DOC, image_size=[512, 512], drags=[{"handle": [200, 240], "target": [280, 240]}])
+    texts = _texts(comfy_server, json_graph(json.dumps(doc)))
+    assert any(n == "3" and "drawn on a 512x512 image" in t and "rescaling" in t for n, t in texts), texts
+
+
+def test_mixed_solvers_are_reported(comfy_server):
+    g = edit_graph(prefix="warn_solver")
+    g["6"]["inputs"]["solver"] = "fireflow"     # the inversion is uni_inv (auto would be euler)
+    texts = _texts(comfy_server, g)
+    assert any(n == "6" and "input 'solver' is fireflow" in t for n, t in texts), texts
+
+
+# ---------------------------------------------------------------- checks before any model runs
+
+def test_cfg_without_negative_refused_when_queued(comfy_server):
+    g = edit_graph()
+    g["6"]["inputs"]["cfg"] = 3.0
+    status, answer = comfy_server.post_prompt(_full(comfy_server, g))
+    assert status == 400, answer
+    details = json.dumps(answer.get("node_errors", {}).get("6", {}))
+    assert "needs input 'negative'" in details, answer
+
+
+def test_patch_map_mismatch_refused_before_inversion(comfy_server, reference):
+    g = edit_graph(extra={"30": node("FluxDragCorrespondenceMap", drag_instructions=["2", 1], latent=["2", 0],
+                                     transition_width=2, activation=0.8, seed=0, background_query="live")})
+    g["5"]["inputs"]["map"] = ["30", 0]
+    t0 = time.monotonic()
+    err = _error(comfy_server, g)
+    assert err["node_type"] == "FluxDragInvert", err
+    assert "checked before inverting" in err["exception_message"] and "node 30" in err["exception_message"], err
+    assert time.monotonic() - t0 < 60
+    _assert_good_run_unchanged(comfy_server, reference)
+
+
+def test_dragflow_batch_of_two_refused(comfy_server, reference):
+    g = toy_graphs.dragflow(SEED, steps=4, iterations=(1, 0), prefix="batch2")
+    g["9"] = node("RepeatLatentBatch", samples=["2", 0], amount=2)
+    g["4"]["inputs"]["latent"] = ["9", 0]
+    err = _error(comfy_server, g)
+    assert "input 'latent' has a batch of 2" in err["exception_message"], err
+    _assert_good_run_unchanged(comfy_server, reference)

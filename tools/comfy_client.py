@@ -6,7 +6,8 @@ A client owns a private ``asyncio`` loop and one ``aiohttp`` session and is used
 client (from one thread at a time; a worker thread per server works). :meth:`ComfyClient.open_progress`
 opens the server's websocket (``/ws?clientId=…``) — call it before queueing so no event is missed;
 :meth:`ComfyClient.wait` follows a queued prompt over it (the events for that prompt go to
-``on_event``) and reads the result from ``/history``; when the websocket cannot be opened or is
+``on_event``, and nodes' progress texts as ``("progress_text", {"node", "text"})``) and reads
+the result from ``/history``; when the websocket cannot be opened or is
 lost it polls ``/history`` instead. :meth:`ComfyClient.close` ends the session.
 
 API used (ComfyUI 0.8.0, ``server.py``): ``POST /prompt {"prompt", "client_id"}`` → ``prompt_id``
@@ -27,6 +28,20 @@ from typing import Any
 import aiohttp
 
 DONE_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+
+
+PROGRESS_TEXT = 3   # protocol.BinaryEventTypes.TEXT: a node's progress text (send_progress_text)
+
+
+def decode_progress_text(data: bytes) -> dict | None:
+    """A binary websocket frame of ComfyUI's progress text → {"node": id, "text": str}
+    (frame: event type (u32 BE), node-id length (u32 BE), node id, UTF-8 text; not tied to a
+    prompt id). None for other binary events (preview images)."""
+    if len(data) < 8 or int.from_bytes(data[:4], "big") != PROGRESS_TEXT:
+        return None
+    n = int.from_bytes(data[4:8], "big")
+    return {"node": data[8:8 + n].decode("utf-8", "replace"),
+            "text": data[8 + n:].decode("utf-8", "replace")}
 
 
 class ComfyError(RuntimeError):
@@ -243,6 +258,10 @@ class ComfyClient:
                         if on_event:
                             on_event(kind, d)
                         done = kind in DONE_EVENTS or (kind == "executing" and d.get("node") is None)
+                elif msg is not None and msg.type == aiohttp.WSMsgType.BINARY and on_event:
+                    text_event = decode_progress_text(msg.data)
+                    if text_event is not None:
+                        on_event("progress_text", text_event)
                 elif msg is not None and msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                                                       aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                     self.ws_failed, self.ws = f"lost: {msg.type.name}", None
