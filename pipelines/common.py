@@ -120,9 +120,10 @@ def guider(model, positive, negative=None, cfg: float = 1.0):
     return g
 
 
-def progress_text(unique_id, text: str) -> None:
-    """Log ``text`` and, inside a ComfyUI server, show it under the node ``unique_id``."""
-    log.info("[FluxDrag] %s", text)
+def progress_text(unique_id, text: str, method: str) -> None:
+    """Log ``text`` (as ``[FluxDrag] method: text``) and, inside a ComfyUI server, show it under
+    the node ``unique_id``."""
+    log.info("[FluxDrag] %s: %s", method, text)
     if not unique_id:
         return
     try:
