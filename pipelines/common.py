@@ -129,10 +129,10 @@ def guider(model, positive, negative=None, cfg: float = 1.0):
     return g
 
 
-def progress_text(unique_id, text: str, level: int = logging.INFO) -> None:
-    """Log ``text`` and, inside a ComfyUI server, show it under the node ``unique_id`` (API
-    clients get it as the websocket's progress-text event)."""
-    log.log(level, "[FluxDrag] %s", text)
+def progress_text(unique_id, text: str, method: str = "", level: int = logging.INFO) -> None:
+    """Log ``text`` (as ``[FluxDrag] method: text``) and, inside a ComfyUI server, show it under
+    the node ``unique_id`` (API clients get it as the websocket's progress-text event)."""
+    log.log(level, "[FluxDrag] %s%s", f"{method}: " if method else "", text)
     if not unique_id:
         return
     try:
@@ -159,4 +159,4 @@ def user_warnings(unique_id, node: str):
                 if text not in seen:
                     seen.add(text)
                     progress_text(unique_id, text if text.startswith(node) else f"{node}: {text}",
-                                  logging.WARNING)
+                                  level=logging.WARNING)

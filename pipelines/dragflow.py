@@ -467,8 +467,8 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions,
     finally:
         rec.free_caches()
     loss_txt = (f"loss {res.losses[0]:.4g} → {res.losses[-1]:.4g}" if res.losses else "no iterations")
-    progress_text(unique_id, f"DragFlow: {n_iter} iterations, {loss_txt}, {describe_peak(res.peak_bytes)}, "
-                          f"optimise {res.seconds.get('optimise', 0):.1f}s, feature grid {fhw[1]}×{fhw[0]}")
+    progress_text(unique_id, f"{n_iter} iterations, {loss_txt}, {describe_peak(res.peak_bytes)}, "
+                          f"optimise {res.seconds.get('optimise', 0):.1f}s, feature grid {fhw[1]}×{fhw[0]}", "DragFlow")
     if bank is not None and bank.notes:
         log.info("[FluxDrag] DragFlow K/V: %s", "; ".join(bank.notes))
     return res.z, ins, edit_mask, res
