@@ -25,6 +25,9 @@ MEDIA_UPLOAD_KEYS = ("image_upload", "video_upload", "animated_image_upload", "a
 COLUMN_W, GAP_Y, NODE_W = 400, 40, 320
 TITLE_H, SLOT_H, WIDGET_H = 30, 22, 26
 CONTROL_AFTER_GENERATE = "fixed"  # shipped workflows are reproducible
+# nodes whose frontend extension sizes them itself: the size it gives a new node (the Drag Editor:
+# DEFAULT_NODE_SIZE in js/fluxdrag_editor.js, a 400 px canvas), so the layout leaves room for it
+NODE_SIZES = {"FluxDragDragEditor": [440.0, 580.0]}
 
 
 def _spec(node_info: dict, name: str) -> tuple[list, bool]:
@@ -56,6 +59,16 @@ def ordered_inputs(node_info: dict) -> list[str]:
     return names
 
 
+def has_control_widget(name: str, spec: list) -> bool:
+    """Whether the frontend adds a control_after_generate widget after this input's widget: an INT
+    whose spec asks for one, or (spec silent) one named seed / noise_seed (frontend 1.35,
+    useIntWidget)."""
+    if spec[0] != "INT":
+        return False
+    control = _opts(spec).get("control_after_generate")
+    return bool(control) if control is not None else name in ("seed", "noise_seed")
+
+
 def widget_slots(node_info: dict) -> list[tuple[str, str, dict]]:
     """(widget name, kind, options) in widgets_values order.
 
@@ -70,7 +83,7 @@ def widget_slots(node_info: dict) -> list[tuple[str, str, dict]]:
             continue
         opts = _opts(spec)
         slots.append((name, "value", opts))
-        if opts.get("control_after_generate"):
+        if has_control_widget(name, spec):
             slots.append(("control_after_generate", "control", opts))
         upload = upload or any(opts.get(k) for k in MEDIA_UPLOAD_KEYS)
     if upload:
@@ -111,6 +124,8 @@ def _depths(api: dict) -> dict[str, int]:
 
 
 def _size(node_info: dict, n_in: int, n_out: int, slots: list) -> list[float]:
+    if node_info.get("name") in NODE_SIZES:
+        return list(NODE_SIZES[node_info["name"]])
     h = TITLE_H + SLOT_H * max(n_in, n_out, 0) + WIDGET_H * len(slots)
     for _name, kind, opts in slots:
         if kind == "value" and opts.get("multiline"):
@@ -189,12 +204,16 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
         node["size"] = _size(info, len(node["inputs"]), len(node["outputs"]),
                              widget_slots(info))
 
-    # layout: one column per depth, nodes stacked in id order
+    # layout: one column per depth (as wide as its widest node), nodes stacked in id order
+    col_x: dict[int, float] = {0: 0.0}
+    for d in range(1, max(depth.values(), default=0) + 1):
+        widest = max((nodes[n]["size"][0] for n in order if depth[n] == d - 1), default=NODE_W)
+        col_x[d] = col_x[d - 1] + max(COLUMN_W, widest + COLUMN_W - NODE_W)
     col_y: dict[int, float] = {}
     for k, nid in enumerate(order):
         node, d = nodes[nid], depth[nid]
         y = col_y.get(d, 0.0)
-        node["pos"] = [float(d * COLUMN_W), y]
+        node["pos"] = [col_x[d], y]
         node["order"] = k
         col_y[d] = y + node["size"][1] + GAP_Y
 
