@@ -10,7 +10,10 @@ __all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]
 
 
 async def comfy_entrypoint():
-    """V3 entry point: return the pack's ``ComfyExtension``."""
+    """V3 entry point: return the pack's ``ComfyExtension`` (and put the example picture the
+    shipped workflows load into ComfyUI's input folder, once)."""
     from .nodes import FluxDragExtension
+    from .nodes.editor import install_example_input
 
+    install_example_input()
     return FluxDragExtension()

@@ -16,7 +16,22 @@ const DRAGS_WIDGET = "drags";
 // `image_size` may exist on the Python side; the editor ignores it and only hides it.
 const HIDDEN_WIDGETS = [DRAGS_WIDGET, "image_size"];
 const MIN_EDITOR_HEIGHT = 260;
-const DEFAULT_NODE_SIZE = [460, 540];
+// A new node before its image arrives: a 400 px square canvas at 100 % zoom (then it fits itself to
+// the image's aspect). scripts/api_to_ui.py writes the same size into the shipped layouts.
+const DEFAULT_NODE_SIZE = [440, 580];
+
+// The editors on the page. A pointerdown on another node's DOM widget that lies over an editor's
+// canvas (ComfyUI stacks DOM widgets in node order, so e.g. a text box of a node added later covers
+// the canvas) goes to the editor: it takes the press, and its node comes to the front.
+const editors = new Set();
+
+function claimPointer(e) {
+  if (!e.target?.closest?.(".dom-widget")) return; // only node widgets: not menus, dialogs, the graph
+  let claim = null;
+  for (const ed of editors) if (ed.claimsPointer(e)) claim = ed;
+  claim?.takePointer(e);
+}
+document.addEventListener("pointerdown", claimPointer, true);
 
 /** Wrap prototype[name] so the original (if any) runs first, then fn; the result is kept. */
 function chainCallback(prototype, name, fn) {
@@ -66,11 +81,14 @@ app.registerExtension({
       });
       widget.serialize = false;
       this.fluxDragEditor = editor;
+      editors.add(editor);
       this.setSize?.([Math.max(this.size[0], DEFAULT_NODE_SIZE[0]), Math.max(this.size[1], DEFAULT_NODE_SIZE[1])]);
+      editor.autoFit = true; // a new node fits itself to its first image (not a loaded one)
     });
 
     // Workflow loaded / node pasted: the widget values were just restored.
     chainCallback(nodeType.prototype, "onConfigure", function () {
+      if (this.fluxDragEditor) this.fluxDragEditor.autoFit = false; // the saved size stays
       this.fluxDragEditor?.loadFromWidget();
       this.fluxDragEditor?.onConnectionsChange();
     });
@@ -84,6 +102,7 @@ app.registerExtension({
     });
 
     chainCallback(nodeType.prototype, "onRemoved", function () {
+      editors.delete(this.fluxDragEditor);
       this.fluxDragEditor?.destroy();
     });
   },

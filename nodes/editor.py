@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from pathlib import Path
 
 import torch
 from comfy_api.latest import io, ui
@@ -30,6 +32,36 @@ NODE = "FluxDrag Drag Editor"
 EMPTY_DOC = '{"version": 1, "image_size": null, "drags": [], "mask": null, "regions": []}'
 
 log = logging.getLogger("FluxDrag")
+
+# The example picture the shipped workflows load (LoadImage), installed into ComfyUI's input folder
+# under a pack-specific name so that every template opens with its image.
+EXAMPLE_SOURCE = Path(__file__).resolve().parent.parent / "workflows" / "example_inputs" / "source.png"
+EXAMPLE_INPUT_NAME = "fluxdrag_example.png"
+
+
+def install_example_input(input_dir: str | os.PathLike | None = None) -> Path | None:
+    """Copy the example picture into ComfyUI's input folder as ``fluxdrag_example.png`` unless a
+    file of that name is already there (a user's file is never overwritten). Returns the path
+    written, or None when nothing was written (already there, or the folder is not writable)."""
+    if input_dir is None:
+        import folder_paths
+
+        input_dir = folder_paths.get_input_directory()
+    dest = Path(input_dir) / EXAMPLE_INPUT_NAME
+    if dest.exists():
+        return None
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        data = EXAMPLE_SOURCE.read_bytes()
+        with open(dest, "xb") as f:  # exclusive: fails if the name appeared meanwhile
+            f.write(data)
+    except FileExistsError:
+        return None
+    except OSError as e:
+        log.warning("[FluxDrag] could not install the example image %s into %s: %s",
+                    EXAMPLE_INPUT_NAME, input_dir, e)
+        return None
+    return dest
 
 
 def _is_blank(doc: object) -> bool:

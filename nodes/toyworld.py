@@ -101,4 +101,37 @@ class ToyLatentToImage(io.ComfyNode):
         return io.NodeOutput(scenes.to_rgb(comfy_to_scene_latent(latent)).permute(0, 2, 3, 1))
 
 
-NODES = [ToyModelLoader, ToyScene, ToyLatentToImage]
+class ToySceneRegion(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxDragToySceneRegion",
+            display_name="FluxDrag Toy Scene Region",
+            category=f"{CATEGORY}/toy world",
+            description="DragFlow input from a toy scene: its editable mask as one 'relocate' "
+                        "region moved by the mean handle→target displacement (rotations and "
+                        "stretches become what a region move can do), added to its drags.",
+            inputs=[DragInstructions.Input("drag_instructions",
+                                           tooltip="A toy scene's drags (they carry its mask).")],
+            outputs=[DragInstructions.Output(display_name="drag_instructions")],
+        )
+
+    @classmethod
+    def execute(cls, drag_instructions) -> io.NodeOutput:
+        from ..core.instructions import parse_instructions
+        from .common import FluxDragInputError
+        from .dragflow import add_region, build_region
+
+        name = "FluxDrag Toy Scene Region"
+        ins = parse_instructions(drag_instructions)
+        if ins.mask is None or not ins.drags:
+            raise FluxDragInputError(f"{name}: input 'drag_instructions' needs drags and a mask "
+                                     f"(connect a FluxDrag Toy Scene).")
+        n = len(ins.drags)
+        begin = tuple(sum(d.handle[i] for d in ins.drags) / n for i in (0, 1))
+        target = tuple(sum(d.target[i] for d in ins.drags) / n for i in (0, 1))
+        region = build_region(ins.mask.float()[None], "relocate", begin, target, None, node=name)
+        return io.NodeOutput(add_region(ins, region, node=name))
+
+
+NODES = [ToyModelLoader, ToyScene, ToyLatentToImage, ToySceneRegion]

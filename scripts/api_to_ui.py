@@ -10,7 +10,7 @@ The server's ``/object_info`` says which inputs are widgets and in which order t
 creates them (``input_order``: required, then optional, then extras such as LoadImage's upload
 button), so ``widgets_values`` line up with the widgets the frontend builds, including the
 ``control_after_generate`` value that follows a seed. Nodes are laid out left to right by graph
-depth. Stdlib only.
+depth. Stdlib only (plus the pack's ``tools/object_info``).
 """
 from __future__ import annotations
 
@@ -20,40 +20,34 @@ import sys
 import urllib.request
 from pathlib import Path
 
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import fluxdrag_bootstrap  # noqa: E402,F401
+from fluxdrag.tools.object_info import (  # noqa: E402
+    default_value,
+    is_widget,
+    ordered_inputs,
+)
+from fluxdrag.tools.object_info import opts_of as _opts  # noqa: E402
+from fluxdrag.tools.object_info import spec_of as _spec  # noqa: E402
+
 MEDIA_UPLOAD_KEYS = ("image_upload", "video_upload", "animated_image_upload", "audio_upload")
 COLUMN_W, GAP_Y, NODE_W = 400, 40, 320
 TITLE_H, SLOT_H, WIDGET_H = 30, 22, 26
 CONTROL_AFTER_GENERATE = "fixed"  # shipped workflows are reproducible
+# nodes whose frontend extension sizes them itself: the size it gives a new node (the Drag Editor:
+# DEFAULT_NODE_SIZE in js/fluxdrag_editor.js, a 400 px canvas), so the layout leaves room for it
+NODE_SIZES = {"FluxDragDragEditor": [440.0, 580.0]}
 
 
-def _spec(node_info: dict, name: str) -> tuple[list, bool]:
-    inp = node_info.get("input", {})
-    if name in inp.get("required", {}):
-        return inp["required"][name], False
-    return inp.get("optional", {})[name], True
-
-
-def is_widget(spec: list) -> bool:
-    """Whether the frontend makes a widget (not only a socket) for an input spec."""
-    typ, opts = spec[0], (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
-    if opts.get("forceInput"):
+def has_control_widget(name: str, spec: list) -> bool:
+    """Whether the frontend adds a control_after_generate widget after this input's widget: an INT
+    whose spec asks for one, or (spec silent) one named seed / noise_seed (frontend 1.35,
+    useIntWidget)."""
+    if spec[0] != "INT":
         return False
-    return isinstance(typ, list) or typ in WIDGET_TYPES
-
-
-def _opts(spec: list) -> dict:
-    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-
-
-def ordered_inputs(node_info: dict) -> list[str]:
-    """Input names in the frontend's order: input_order required, optional, then the rest."""
-    inp = node_info.get("input", {})
-    order = node_info.get("input_order", {})
-    names = list(order.get("required", inp.get("required", {}).keys()))
-    names += [n for n in order.get("optional", inp.get("optional", {}).keys()) if n not in names]
-    names += [n for sect in ("required", "optional") for n in inp.get(sect, {}) if n not in names]
-    return names
+    control = _opts(spec).get("control_after_generate")
+    return bool(control) if control is not None else name in ("seed", "noise_seed")
 
 
 def widget_slots(node_info: dict) -> list[tuple[str, str, dict]]:
@@ -70,23 +64,12 @@ def widget_slots(node_info: dict) -> list[tuple[str, str, dict]]:
             continue
         opts = _opts(spec)
         slots.append((name, "value", opts))
-        if opts.get("control_after_generate"):
+        if has_control_widget(name, spec):
             slots.append(("control_after_generate", "control", opts))
         upload = upload or any(opts.get(k) for k in MEDIA_UPLOAD_KEYS)
     if upload:
         slots.append(("upload", "upload", {}))
     return slots
-
-
-def default_value(spec: list):
-    typ, opts = spec[0], _opts(spec)
-    if "default" in opts:
-        return opts["default"]
-    if isinstance(typ, list):
-        return typ[0] if typ else ""
-    if typ == "COMBO":
-        return (opts.get("options") or [""])[0]
-    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(typ)
 
 
 def _is_link(v) -> bool:
@@ -111,6 +94,8 @@ def _depths(api: dict) -> dict[str, int]:
 
 
 def _size(node_info: dict, n_in: int, n_out: int, slots: list) -> list[float]:
+    if node_info.get("name") in NODE_SIZES:
+        return list(NODE_SIZES[node_info["name"]])
     h = TITLE_H + SLOT_H * max(n_in, n_out, 0) + WIDGET_H * len(slots)
     for _name, kind, opts in slots:
         if kind == "value" and opts.get("multiline"):
@@ -189,12 +174,16 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
         node["size"] = _size(info, len(node["inputs"]), len(node["outputs"]),
                              widget_slots(info))
 
-    # layout: one column per depth, nodes stacked in id order
+    # layout: one column per depth (as wide as its widest node), nodes stacked in id order
+    col_x: dict[int, float] = {0: 0.0}
+    for d in range(1, max(depth.values(), default=0) + 1):
+        widest = max((nodes[n]["size"][0] for n in order if depth[n] == d - 1), default=NODE_W)
+        col_x[d] = col_x[d - 1] + max(COLUMN_W, widest + COLUMN_W - NODE_W)
     col_y: dict[int, float] = {}
     for k, nid in enumerate(order):
         node, d = nodes[nid], depth[nid]
         y = col_y.get(d, 0.0)
-        node["pos"] = [float(d * COLUMN_W), y]
+        node["pos"] = [col_x[d], y]
         node["order"] = k
         col_y[d] = y + node["size"][1] + GAP_Y
 

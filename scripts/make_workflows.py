@@ -1,6 +1,9 @@
 """Dev tool: write the shipped workflows (API format) and their UI twins.
 
-    python scripts/make_workflows.py            # needs ComfyUI (found like the demo)
+    python scripts/make_workflows.py [name ...]   # needs ComfyUI (found like the demo)
+
+UI workflows go to ``workflows/`` (ComfyUI's template browser lists that folder, one level deep);
+their API twins to ``workflows/api/<name>_api.json`` (for ``POST /prompt``).
 
 Each workflow is defined once here as an API graph; the UI file is produced by
 ``scripts/api_to_ui.py`` from a real server's ``/object_info`` (started with the pack loaded),
@@ -15,7 +18,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WF = ROOT / "workflows"
+WF = ROOT / "workflows"  # UI workflows: what ComfyUI's template browser lists (one level only)
+API = WF / "api"  # their API twins, for POST /prompt (scripts/queue_workflow.py)
+# the example input as the pack installs it into ComfyUI's input folder (nodes/editor.py)
+EXAMPLE_IMAGE = "fluxdrag_example.png"
 
 
 def node(class_type: str, title: str, **inputs) -> dict:
@@ -39,7 +45,7 @@ SUN_DRAG = {"version": 1, "image_size": [256, 256],
 def lazydrag() -> dict:
     g = flux_loaders()
     g.update({
-        "4": node("LoadImage", "Source image", image="source.png"),
+        "4": node("LoadImage", "Source image", image=EXAMPLE_IMAGE),
         "5": node("VAEEncode", "Encode source", pixels=["4", 0], vae=["3", 0]),
         "6": node("CLIPTextEncode", "Inversion prompt", text="", clip=["2", 0]),
         "7": node("FluxDragDragEditor", "Drag Editor", image=["4", 0], drags=json.dumps(SUN_DRAG)),
@@ -68,7 +74,7 @@ def contextdrag() -> dict:
     g["1"]["inputs"]["unet_name"] = "flux1-kontext-dev.safetensors"
     g["1"]["_meta"]["title"] = "Load FLUX Kontext model"
     g.update({
-        "4": node("LoadImage", "Source image", image="source.png"),
+        "4": node("LoadImage", "Source image", image=EXAMPLE_IMAGE),
         "5": node("FluxKontextImageScale", "Kontext scale", image=["4", 0]),
         "6": node("VAEEncode", "Encode reference", pixels=["5", 0], vae=["3", 0]),
         "7": node("CLIPTextEncode", "Prompt", text="Keep the image unchanged.", clip=["2", 0]),
@@ -111,7 +117,7 @@ def _attentiondrag_node(model, latent, drags, positive, image, steps: int) -> di
 def attentiondrag_sd15() -> dict:
     return {
         "1": node("CheckpointLoaderSimple", "Load SD1.5 checkpoint", ckpt_name="v1-5-pruned-emaonly.safetensors"),
-        "2": node("LoadImage", "Source image", image="source.png"),
+        "2": node("LoadImage", "Source image", image=EXAMPLE_IMAGE),
         "3": node("VAEEncode", "Encode source", pixels=["2", 0], vae=["1", 2]),
         "4": node("CLIPTextEncode", "Prompt", text="a red house, a tree and a yellow sun", clip=["1", 1]),
         "5": node("FluxDragInstructionsJSON", "Drag instructions", drags_json=json.dumps(SUN_DRAG),
@@ -127,7 +133,7 @@ def attentiondrag_sd15() -> dict:
 def attentiondrag_flux() -> dict:
     g = flux_loaders()
     g.update({
-        "4": node("LoadImage", "Source image", image="source.png"),
+        "4": node("LoadImage", "Source image", image=EXAMPLE_IMAGE),
         "5": node("VAEEncode", "Encode source", pixels=["4", 0], vae=["3", 0]),
         "6": node("CLIPTextEncode", "Prompt", text="a red house, a tree and a yellow sun", clip=["2", 0]),
         "7": node("FluxGuidance", "Guidance (as inversion_guidance: keeps the rest)", conditioning=["6", 0],
@@ -153,7 +159,7 @@ def _dragflow_graph(adapter: bool) -> dict:
     """Move the sun: a region mask built from core mask nodes, one DragFlow edit."""
     g = flux_loaders()
     g.update({
-        "4": node("LoadImage", "Source image", image="source.png"),
+        "4": node("LoadImage", "Source image", image=EXAMPLE_IMAGE),
         "5": node("VAEEncode", "Encode source", pixels=["4", 0], vae=["3", 0]),
         "6": node("CLIPTextEncode", "Source prompt", text=SUN_PROMPT, clip=["2", 0]),
         "7": node("CLIPTextEncode", "Target prompt", text=SUN_PROMPT, clip=["2", 0]),
@@ -201,6 +207,117 @@ def dragflow_redux() -> dict:
 WORKFLOWS.update({"dragflow_flux": dragflow, "dragflow_redux_flux": dragflow_redux})
 
 
+# -- toy world: every method on the bundled toy FLUX model (CPU, no download) -------------------
+# One fixed scene (seed, family, case) per workflow; each saves the scene's source, the result,
+# the ground truth and the method's preview. Node inputs not named here keep their defaults, except
+# that inversion runs at the toy model's own guidance (the loader's 3.5: the nodes' default 1.0 is
+# FLUX-dev's with an empty prompt and makes the toy model's reconstruction drift).
+TOY_SEED = 3
+TOY_GUIDANCE = 3.5
+
+
+def _toy_base(prefix: str) -> dict:
+    return {
+        "1": node("FluxDragToyModelLoader", "Toy model (bundled, no download)"),
+        "2": node("FluxDragToyScene", "Toy scene (fixed seed)", seed=TOY_SEED, family="single",
+                  case="move"),
+        "3": node("FluxDragToyLatentToImage", "Ground truth image", latent=["2", 2]),
+        "4": node("SaveImage", "Save source", images=["2", 3],
+                  filename_prefix=f"FluxDrag/{prefix}_source"),
+        "5": node("SaveImage", "Save ground truth", images=["3", 0],
+                  filename_prefix=f"FluxDrag/{prefix}_truth"),
+    }
+
+
+def _toy_result(g: dict, latent: list, prefix: str, title: str = "Save edit") -> dict:
+    g["20"] = node("FluxDragToyLatentToImage", "Result image", latent=latent)
+    g["21"] = node("SaveImage", title, images=["20", 0], filename_prefix=f"FluxDrag/{prefix}_edit")
+    return g
+
+
+def toy_invert_reconstruct() -> dict:
+    """Invert the scene and sample it back (no edit: the result should be the source; the
+    scene's ground truth shows the edit the other toy workflows aim at)."""
+    g = _toy_base("toy_invert")
+    g.update({
+        "10": node("FluxDragInvert", "Invert", model=["1", 0], latent=["2", 0], positive=["1", 1],
+                   guidance=TOY_GUIDANCE),
+        "11": node("FluxDragSampleFromInversion", "Reconstruct", model=["1", 0], inversion=["10", 1],
+                   positive=["1", 1]),
+    })
+    return _toy_result(g, ["11", 0], "toy_invert", "Save reconstruction")
+
+
+def toy_lazydrag() -> dict:
+    g = _toy_base("toy_lazydrag")
+    g.update({
+        "10": node("FluxDragCorrespondenceMap", "Correspondence map", drag_instructions=["2", 1],
+                   latent=["2", 0], seed=TOY_SEED, image=["2", 3]),
+        "11": node("FluxDragInvert", "Invert (Uni-Inv, caches for the map)", model=["1", 0],
+                   latent=["2", 0], positive=["1", 1], solver="uni_inv", guidance=TOY_GUIDANCE,
+                   edit_map=["10", 0]),
+        "12": node("FluxDragLazyDragPatch", "LazyDrag patch", model=["1", 0], inversion=["11", 1],
+                   map=["10", 0]),
+        "13": node("FluxDragSampleFromInversion", "Sample edited", model=["12", 0],
+                   inversion=["11", 1], positive=["1", 1], latent=["12", 1]),
+        "14": node("SaveImage", "Save map preview", images=["10", 1],
+                   filename_prefix="FluxDrag/toy_lazydrag_preview"),
+    })
+    return _toy_result(g, ["13", 0], "toy_lazydrag")
+
+
+def toy_dragflow() -> dict:
+    g = _toy_base("toy_dragflow")
+    g.update({
+        "10": node("FluxDragToySceneRegion", "Scene mask as a region", drag_instructions=["2", 1]),
+        "11": node("FluxDragRegionAffineOptimise", "DragFlow", model=["1", 0], latent=["2", 0],
+                   source=["1", 1], target=["1", 1], drag_instructions=["10", 0], image=["2", 3]),
+        "14": node("SaveImage", "Save region preview", images=["11", 1],
+                   filename_prefix="FluxDrag/toy_dragflow_preview"),
+    })
+    return _toy_result(g, ["11", 0], "toy_dragflow")
+
+
+def toy_attentiondrag() -> dict:
+    g = _toy_base("toy_attentiondrag")
+    g.update({
+        "11": node("FluxDragAttentionDrag", "AttentionDrag", model=["1", 0], latent=["2", 0],
+                   drag_instructions=["2", 1], positive=["1", 1], inversion_guidance=TOY_GUIDANCE,
+                   image=["2", 3]),
+        "14": node("SaveImage", "Save attention preview", images=["11", 1],
+                   filename_prefix="FluxDrag/toy_attentiondrag_preview"),
+    })
+    return _toy_result(g, ["11", 0], "toy_attentiondrag")
+
+
+TOY_WORKFLOWS = {"toy_invert_reconstruct": toy_invert_reconstruct, "toy_lazydrag": toy_lazydrag,
+                 "toy_dragflow": toy_dragflow, "toy_attentiondrag": toy_attentiondrag}
+
+
+def invert_reconstruct() -> dict:
+    g = flux_loaders()
+    g.update({
+        "4": node("LoadImage", "Source image", image=EXAMPLE_IMAGE),
+        "5": node("VAEEncode", "Encode source", pixels=["4", 0], vae=["3", 0]),
+        "6": node("CLIPTextEncode", "Inversion prompt", text="", clip=["2", 0]),
+        "7": node("FluxDragInvert", "Invert", model=["1", 0], latent=["5", 0], positive=["6", 0],
+                  steps=8, solver="fireflow", strength=1.0, scheduler="simple", guidance=1.0,
+                  cache_policy="cpu", cache_budget_gb=0.0),
+        "8": node("CLIPTextEncode", "Target prompt", text="", clip=["2", 0]),
+        "9": node("FluxGuidance", "Target guidance", conditioning=["8", 0], guidance=1.0),
+        "10": node("FluxDragSampleFromInversion", "Reconstruct", model=["1", 0], inversion=["7", 1],
+                   positive=["9", 0], solver="auto", cfg=1.0, keep_cache=False),
+        "11": node("VAEDecode", "Decode", samples=["10", 0], vae=["3", 0]),
+        "12": node("SaveImage", "Save reconstruction", images=["11", 0],
+                   filename_prefix="FluxDrag/invert_reconstruct"),
+    })
+    return g
+
+
+# the order of the README's table: the no-download toy workflows first
+WORKFLOWS = {**TOY_WORKFLOWS, "invert_reconstruct": invert_reconstruct, **WORKFLOWS}
+
+
 def main(names: list[str]) -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     sys.path.insert(0, str(ROOT))
@@ -209,16 +326,17 @@ def main(names: list[str]) -> None:
 
     from fluxdrag.tools.comfy_env import find_comfyui
     from fluxdrag.tools.comfy_server import start_server, stop_server
+    from fluxdrag.tools.object_info import with_defaults
 
     todo = {k: v for k, v in WORKFLOWS.items() if not names or k in names}
-    for name, fn in todo.items():
-        (WF / f"{name}_api.json").write_text(json.dumps(fn(), indent=2) + "\n")
+    API.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         client = start_server(find_comfyui(), Path(tmp))
         try:
             info = client.object_info()
-            for name in todo:
-                api = json.loads((WF / f"{name}_api.json").read_text())
+            for name, fn in todo.items():
+                api = with_defaults(fn(), info)
+                (API / f"{name}_api.json").write_text(json.dumps(api, indent=2) + "\n")
                 (WF / f"{name}.json").write_text(json.dumps(api_to_ui(api, info), indent=2) + "\n")
                 print("wrote", name)
         finally:

@@ -5,8 +5,8 @@
         --set "Drag instructions.drags_json=@drags.json" --set "9.steps=20" \\
         --server http://127.0.0.1:8188 --out out/lazydrag
 
-* WORKFLOW is a path to an ``*_api.json`` file or the name of a shipped one in ``workflows/``
-  (``lazydrag_flux`` -> ``workflows/lazydrag_flux_api.json``).
+* WORKFLOW is a path to an ``*_api.json`` file or the name of a shipped one in ``workflows/api/``
+  (``lazydrag_flux`` -> ``workflows/api/lazydrag_flux_api.json``).
 * ``--set NODE.INPUT=VALUE`` (repeatable): NODE is a node id or its title (``_meta.title``, as
   shown in the UI); VALUE is converted to the type the input already has (int, float, bool,
   string); ``@path`` reads the value from a file (e.g. a drags JSON). An ``image`` value of a
@@ -47,6 +47,7 @@ if "fluxdrag" not in sys.modules:  # run as a script: import the pack as ``fluxd
 from fluxdrag.tools.comfy_client import ComfyClient, ComfyError  # noqa: E402
 
 WORKFLOWS = ROOT / "workflows"
+API_WORKFLOWS = WORKFLOWS / "api"  # the shipped API twins (workflows/ itself holds the UI files)
 EXAMPLE_INPUTS = WORKFLOWS / "example_inputs"
 IMAGE_LOADERS = {"LoadImage", "LoadImageMask", "LoadImageOutput"}
 # hidden --swap-test-loaders (tests only): real loaders -> the tiny test loaders. The mapping is
@@ -64,15 +65,14 @@ QueueError = ComfyError
 
 
 def resolve_workflow(name_or_path: str) -> Path:
-    """A path to an API workflow: the path itself, or ``workflows/<name>_api.json``."""
+    """A path to an API workflow: the path itself, or ``workflows/api/<name>_api.json``."""
     p = Path(name_or_path)
     if p.is_file():
         return p
-    for cand in (WORKFLOWS / f"{name_or_path}_api.json", WORKFLOWS / f"{name_or_path}.json",
-                 WORKFLOWS / name_or_path):
+    for cand in (API_WORKFLOWS / f"{name_or_path}_api.json", API_WORKFLOWS / name_or_path):
         if cand.is_file() and cand.name.endswith("_api.json"):
             return cand
-    shipped = ", ".join(sorted(q.name[:-9] for q in WORKFLOWS.glob("*_api.json")))
+    shipped = ", ".join(sorted(q.name[:-9] for q in API_WORKFLOWS.glob("*_api.json")))
     raise QueueError(f"workflow {name_or_path!r} not found: give a path to an *_api.json file or "
                      f"one of the shipped names: {shipped}")
 

@@ -74,7 +74,7 @@ def test_round_robin_and_local_images(tmp_path):
     assert qw.local_image("a.png", [tmp_path]) == tmp_path / "a.png"
     assert qw.local_image("a.png [input]", [tmp_path]) is None
     assert qw.local_image("not_here.png", [tmp_path]) is None
-    assert qw.resolve_workflow("lazydrag_flux") == ROOT / "workflows" / "lazydrag_flux_api.json"
+    assert qw.resolve_workflow("lazydrag_flux") == ROOT / "workflows" / "api" / "lazydrag_flux_api.json"
     ui = tmp_path / "ui.json"
     ui.write_text(json.dumps({"nodes": [], "links": []}))
     with pytest.raises(qw.QueueError, match="is a UI workflow"):

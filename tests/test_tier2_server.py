@@ -51,13 +51,58 @@ def test_all_pack_nodes_listed(comfy_server, comfy):  # noqa: F811
     assert {k for k, v in info.items() if _in_pack_category(v)} == ids
 
 
-def test_workflows_are_offered_as_templates(comfy_server):
-    """ComfyUI serves a pack's workflows/ folder in its template browser."""
+def test_only_ui_workflows_are_offered_as_templates(comfy_server):
+    """ComfyUI's template browser lists the pack's workflows/ folder (one level): the UI files,
+    not their API twins (in workflows/api/, which the frontend could not open)."""
     listed = comfy_server.get_json("/workflow_templates").get(comfy_server.pack_link, [])
-    ui_files = sorted(p.stem for p in wt.WORKFLOWS.glob("*.json") if not p.stem.endswith("_api"))
-    assert ui_files and set(ui_files) <= set(listed)
-    status, body = comfy_server.request("GET", f"/api/workflow_templates/{comfy_server.pack_link}/lazydrag_flux.json")
+    ui_files = sorted(p.stem for p in wt.WORKFLOWS.glob("*.json"))
+    assert len(ui_files) == len(API_FILES) and sorted(listed) == ui_files
+    assert {wt.ui_twin(p).stem for p in API_FILES} == set(ui_files)
+    base = f"/api/workflow_templates/{comfy_server.pack_link}"
+    status, body = comfy_server.request("GET", f"{base}/lazydrag_flux.json")
     assert status == 200 and json.loads(body)["nodes"]
+    status, body = comfy_server.request("GET", f"{base}/api/lazydrag_flux_api.json")
+    assert status == 200 and "nodes" not in json.loads(body)  # still served, for POST /prompt users
+
+
+def test_example_input_is_installed(comfy_server):
+    """The pack put its example picture into the server's input folder at start, under the name
+    every shipped workflow's LoadImage uses, so the templates open with their picture."""
+    from fluxdrag.nodes.editor import EXAMPLE_INPUT_NAME
+
+    installed = comfy_server.input_dir / EXAMPLE_INPUT_NAME
+    assert installed.read_bytes() == (wt.EXAMPLE_INPUTS / "source.png").read_bytes()
+    status, body = comfy_server.request("GET", f"/view?filename={EXAMPLE_INPUT_NAME}&type=input")
+    assert status == 200 and body == installed.read_bytes()
+    for api_path in API_FILES:
+        for n in wt.load_api(api_path).values():
+            if n["class_type"] == "LoadImage":
+                assert n["inputs"]["image"] == EXAMPLE_INPUT_NAME, api_path.name
+
+
+def test_example_input_never_overwrites(tmp_path, comfy):  # noqa: F811
+    """A user's file of that name stays as it is; a missing one is written once."""
+    from fluxdrag.nodes.editor import EXAMPLE_INPUT_NAME, EXAMPLE_SOURCE, install_example_input
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / EXAMPLE_INPUT_NAME).write_bytes(b"the user's own picture")
+    assert install_example_input(mine) is None
+    assert (mine / EXAMPLE_INPUT_NAME).read_bytes() == b"the user's own picture"
+    fresh = tmp_path / "fresh" / "input"
+    assert install_example_input(fresh) == fresh / EXAMPLE_INPUT_NAME
+    assert (fresh / EXAMPLE_INPUT_NAME).read_bytes() == EXAMPLE_SOURCE.read_bytes()
+    assert install_example_input(fresh) is None  # once
+    # with no folder given it asks ComfyUI for its input folder
+    import folder_paths
+
+    before = folder_paths.get_input_directory()
+    try:
+        folder_paths.set_input_directory(str(mine))
+        assert install_example_input() is None
+        assert (mine / EXAMPLE_INPUT_NAME).read_bytes() == b"the user's own picture"
+    finally:
+        folder_paths.set_input_directory(before)
 
 
 @pytest.mark.parametrize("api_path", API_FILES, ids=[p.name for p in API_FILES])
@@ -70,9 +115,8 @@ def test_workflow_node_types_known(comfy_server, api_path):
 
 
 def test_invert_reconstruct_runs_over_http(comfy_server):
-    name = comfy_server.upload_image(wt.EXAMPLE_INPUTS / "source.png")
-    api = wt.swap_loaders(wt.load_api(wt.WORKFLOWS / "invert_reconstruct_api.json"))
-    assert wt.node_by_title(api, "Source image")[1]["inputs"]["image"] == name
+    """The shipped graph as it is (its picture is the installed example input; no upload)."""
+    api = wt.swap_loaders(wt.load_api(wt.API_WORKFLOWS / "invert_reconstruct_api.json"))
     entry = comfy_server.run(api)
     save_id, _ = wt.node_by_title(api, "Save reconstruction")
     assert entry["outputs"][save_id]["images"], entry["outputs"]
@@ -134,7 +178,7 @@ def test_pack_samplers_run_in_sampler_custom_advanced(comfy_server):
 
 
 def test_broken_input_rejected_with_node_errors(comfy_server):
-    api = wt.swap_loaders(wt.load_api(wt.WORKFLOWS / "invert_reconstruct_api.json"))
+    api = wt.swap_loaders(wt.load_api(wt.API_WORKFLOWS / "invert_reconstruct_api.json"))
     inv_id, _ = wt.node_by_title(api, "Invert")
     for name, value, kind in (("steps", 0, "value_smaller_than_min"),
                               ("solver", "rk4", "value_not_in_list")):
@@ -201,8 +245,7 @@ def test_ui_twin_matches_api(comfy_server, api_path):
 def test_lazydrag_workflow_runs_over_http_twice(comfy_server):
     """The shipped LazyDrag graph runs end to end; queued again it still works (the inversion
     re-runs because the cache it filled was freed by the first sampling)."""
-    comfy_server.upload_image(wt.EXAMPLE_INPUTS / "source.png")
-    api = wt.swap_loaders(wt.load_api(wt.WORKFLOWS / "lazydrag_flux_api.json"))
+    api = wt.swap_loaders(wt.load_api(wt.API_WORKFLOWS / "lazydrag_flux_api.json"))
     api = wt.set_input(api, "Invert (Uni-Inv)", "steps", 6)
     entry = comfy_server.run(api)
     outs = {wt.node_by_title(api, t)[0] for t in ("Save edited", "Save map preview")}

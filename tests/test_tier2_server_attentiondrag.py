@@ -21,8 +21,7 @@ WORKFLOWS = {"attentiondrag_sd15": "CheckpointLoaderSimple", "attentiondrag_flux
 
 @pytest.mark.parametrize("name", sorted(WORKFLOWS))
 def test_attentiondrag_workflow_runs_over_http(comfy_server, name):
-    comfy_server.upload_image(wt.EXAMPLE_INPUTS / "source.png")
-    shipped = wt.load_api(wt.WORKFLOWS / f"{name}_api.json")
+    shipped = wt.load_api(wt.API_WORKFLOWS / f"{name}_api.json")
     assert WORKFLOWS[name] in wt.node_types(shipped)
     api = wt.swap_loaders(shipped)
     assert WORKFLOWS[name] not in wt.node_types(api)
@@ -44,8 +43,7 @@ def test_attentiondrag_workflow_runs_over_http(comfy_server, name):
 
 
 def test_attentiondrag_zero_length_drag_is_reported(comfy_server):
-    comfy_server.upload_image(wt.EXAMPLE_INPUTS / "source.png")
-    api = wt.swap_loaders(wt.load_api(wt.WORKFLOWS / "attentiondrag_sd15_api.json"))
+    api = wt.swap_loaders(wt.load_api(wt.API_WORKFLOWS / "attentiondrag_sd15_api.json"))
     api = wt.set_input(api, "AttentionDrag", "steps", 3)
     still = ('{"version": 1, "image_size": [256, 256], "drags": [{"handle": [204, 46], '
              '"target": [204, 46], "mode": "move", "scale": [1.5, 1.5]}]}')

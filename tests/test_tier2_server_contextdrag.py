@@ -15,7 +15,7 @@ from fluxdrag.tools.comfy_server import ServerError
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2
 
-API = wt.WORKFLOWS / "contextdrag_kontext_api.json"
+API = wt.API_WORKFLOWS / "contextdrag_kontext_api.json"
 
 
 
@@ -25,7 +25,6 @@ def _prompt(steps: int = 2) -> dict:
 
 
 def test_contextdrag_workflow_runs_over_http(comfy_server):
-    comfy_server.upload_image(wt.EXAMPLE_INPUTS / "source.png")
     api = _prompt()
     assert wt.node_by_title(api, "Load FLUX Kontext model")[1]["inputs"]["unet_name"] == \
         "flux1-kontext-dev.safetensors"
@@ -46,7 +45,6 @@ def test_contextdrag_workflow_runs_over_http(comfy_server):
 
 
 def test_contextdrag_without_reference_latent_fails_clearly(comfy_server):
-    comfy_server.upload_image(wt.EXAMPLE_INPUTS / "source.png")
     api = _prompt(steps=1)
     ref_id, ref = wt.node_by_title(api, "Reference latent")
     guidance = wt.node_by_title(api, "Guidance")[1]

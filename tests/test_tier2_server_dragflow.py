@@ -17,7 +17,7 @@ from comfy_server import ServerError
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2
 
-API = wt.WORKFLOWS / "dragflow_flux_api.json"
+API = wt.API_WORKFLOWS / "dragflow_flux_api.json"
 
 
 
@@ -29,7 +29,6 @@ def _prompt() -> dict:
 
 
 def test_dragflow_workflow_runs_over_http(comfy_server):
-    comfy_server.upload_image(wt.EXAMPLE_INPUTS / "source.png")
     api = _prompt()
     entry = comfy_server.run(api, timeout=300)
     ids = {t: wt.node_by_title(api, t)[0] for t in ("Save edited", "Save region preview")}
@@ -54,7 +53,6 @@ def test_dragflow_workflow_runs_over_http(comfy_server):
 
 
 def test_dragflow_empty_region_mask_fails_clearly(comfy_server):
-    comfy_server.upload_image(wt.EXAMPLE_INPUTS / "source.png")
     api = copy.deepcopy(_prompt())
     wt.set_input(api, "Sun box", "value", 0.0)  # the region mask becomes all zero
     with pytest.raises(ServerError, match="input 'mask' is empty"):

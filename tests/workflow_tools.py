@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOWS = ROOT / "workflows"
+WORKFLOWS = ROOT / "workflows"  # the UI workflows (ComfyUI's template browser lists them)
+API_WORKFLOWS = WORKFLOWS / "api"  # their API twins
 EXAMPLE_INPUTS = WORKFLOWS / "example_inputs"
 
 # ComfyUI's FLUX and SD1.5 loaders → the loaders in tests/comfy_test_nodes (same input names)
@@ -20,12 +21,12 @@ LOADER_SWAP = {
 
 
 def api_workflows() -> list[Path]:
-    return sorted(WORKFLOWS.glob("*_api.json"))
+    return sorted(API_WORKFLOWS.glob("*_api.json"))
 
 
 def ui_twin(api_path: Path) -> Path:
-    """``x_api.json`` → ``x.json``."""
-    return api_path.with_name(api_path.name[: -len("_api.json")] + ".json")
+    """``api/x_api.json`` → ``x.json``."""
+    return WORKFLOWS / (api_path.name[: -len("_api.json")] + ".json")
 
 
 def load_api(path: str | Path) -> dict:

@@ -11,37 +11,11 @@ from __future__ import annotations
 
 import json
 
+from .object_info import with_defaults  # noqa: F401  (re-exported: graphs here name few inputs)
+
 
 def node(class_type: str, **inputs) -> dict:
     return {"class_type": class_type, "inputs": inputs}
-
-
-def _default(spec) -> object:
-    kind = spec[0]
-    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    if "default" in opts:
-        return opts["default"]
-    if isinstance(kind, list) and kind:
-        return kind[0]
-    if kind == "COMBO" and opts.get("options"):
-        return opts["options"][0]
-    raise KeyError(f"no default for a required input of type {kind!r}")
-
-
-def with_defaults(graph: dict, object_info: dict) -> dict:
-    """``graph`` with every required widget input it leaves out set to the node's default."""
-    out = {}
-    for nid, n in graph.items():
-        inputs = dict(n["inputs"])
-        required = object_info.get(n["class_type"], {}).get("input", {}).get("required", {})
-        for name, spec in required.items():
-            if name not in inputs:
-                try:
-                    inputs[name] = _default(spec)
-                except KeyError:
-                    continue   # a link input left out: the server names it
-        out[nid] = dict(n, inputs=inputs)
-    return out
 
 
 def _base(seed: int, family: str = "single", case: str = "move") -> dict:

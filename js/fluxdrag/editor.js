@@ -33,6 +33,7 @@ const PADDING = 6; // layout px between the widget border and the image
 const POINT_RADIUS = 5; // layout px, drawn handle / target dots
 const CLICK_SLOP = 3; // layout px a press may move and still be a click (not a drag)
 const POLL_MS = 400;
+const MIN_NODE_WIDTH = 380; // the toolbar's width: narrower nodes wrap it onto more lines
 
 const COLORS = {
   background: "#1b1b1b",
@@ -94,6 +95,7 @@ export class DragEditor {
     this.lastWritten = undefined;
     this.frame = 0;
     this.screenSize = [0, 0];
+    this.autoFit = false; // set by the entry file on a new node: size the node to the first image
 
     this.buildDom();
     this.loadFromWidget();
@@ -424,6 +426,7 @@ export class DragEditor {
 
   onPointerDown(e) {
     e.stopPropagation();
+    this.bringToFront();
     this.focusKeys();
     const t = this.transform();
     if (!t) return;
@@ -481,6 +484,34 @@ export class DragEditor {
     this.lastPolygonClick = performance.now();
     this.updateToolbar();
     this.requestRender();
+  }
+
+  /**
+   * Raise this node above the others (ComfyUI stacks DOM widgets in graph node order), so a
+   * widget of an overlapping node no longer covers the canvas.
+   */
+  bringToFront() {
+    const graph = this.node.graph;
+    const nodes = graph?._nodes ?? graph?.nodes;
+    if (!nodes || nodes[nodes.length - 1] === this.node) return;
+    this.app?.canvas?.bringToFront?.(this.node);
+    this.node.setDirtyCanvas?.(true, true);
+  }
+
+  /**
+   * Whether a pointerdown that landed on another element (another node's DOM widget lying over
+   * this canvas) is ours: the point is on this canvas and the editor shows a document.
+   */
+  claimsPointer(e) {
+    if (!this.doc || !this.canvas.isConnected || this.element.contains(e.target)) return false;
+    return L.rectContains(this.canvas.getBoundingClientRect(), e.clientX, e.clientY);
+  }
+
+  /** A pointerdown claimed from an overlapping widget: handle it as our own. */
+  takePointer(e) {
+    e.preventDefault(); // no focus / caret in the widget underneath, no mouse events after
+    e.stopImmediatePropagation();
+    this.onPointerDown(e);
   }
 
   startGesture(e, gesture) {
@@ -657,6 +688,7 @@ export class DragEditor {
     }
     const rect = this.canvas.getBoundingClientRect();
     if (Math.round(rect.width) !== this.screenSize[0] || Math.round(rect.height) !== this.screenSize[1]) this.resize();
+    if (this.autoFit && this.image?.naturalWidth > 0) this.fitNodeToImage();
   }
 
   /** Called by the entry file when the `image` link changes: look again right away. */
@@ -688,6 +720,7 @@ export class DragEditor {
       this.image = img;
       if (this.warning?.startsWith("could not load")) this.warning = null;
       this.applyImageSize(img.naturalWidth, img.naturalHeight);
+      if (this.autoFit) this.fitNodeToImage();
       this.requestRender();
     };
     img.onerror = () => {
@@ -696,6 +729,22 @@ export class DragEditor {
       this.requestRender();
     };
     img.src = url;
+  }
+
+  /**
+   * Size the node so the canvas shows the image with its longer side L.EDITOR_IMAGE_SIDE layout px
+   * and the image's aspect (no bars). Done once for a new node, when its first image arrives.
+   */
+  fitNodeToImage() {
+    const cw = this.canvas.clientWidth;
+    const ch = this.canvas.clientHeight;
+    if (!this.image || cw <= 0 || ch <= 0 || !this.node.setSize) return; // not laid out: next poll
+    const chrome = [this.node.size[0] - cw, this.node.size[1] - ch];
+    const size = L.editorNodeSize([this.image.naturalWidth, this.image.naturalHeight], chrome,
+      { padding: PADDING, minWidth: MIN_NODE_WIDTH });
+    this.autoFit = false;
+    this.node.setSize(size);
+    this.node.setDirtyCanvas?.(true, true);
   }
 
   // ------------------------------------------------------------------------------- drawing

@@ -130,6 +130,29 @@ export function fitTransform(imageSize, viewSize, padding = 0) {
   };
 }
 
+/** Longer side of the picture (layout px, i.e. screen px at 100 % graph zoom) a new editor shows. */
+export const EDITOR_IMAGE_SIDE = 400;
+
+/**
+ * Node size [w, h] at which the editor's canvas shows an image of `imageSize` = [W, H] with its
+ * longer side `side` layout px and no letterbox bars (aspect preserved). `chrome` = [dw, dh] is
+ * everything the node adds around the canvas (node size minus canvas size: title, sockets,
+ * toolbar, status line, margins); `padding` is the canvas's own inner margin (fitTransform's).
+ * Widths below `minWidth` are raised (the toolbar needs room); the canvas then letterboxes.
+ */
+export function editorNodeSize(imageSize, chrome, { side = EDITOR_IMAGE_SIDE, padding = 0, minWidth = 0 } = {}) {
+  const [iw, ih] = imageSize ?? [];
+  const s = iw > 0 && ih > 0 ? side / Math.max(iw, ih) : 1;
+  const [w, h] = iw > 0 && ih > 0 ? [iw * s, ih * s] : [side, side];
+  return [Math.max(Math.ceil(w + 2 * padding + chrome[0]), minWidth), Math.ceil(h + 2 * padding + chrome[1])];
+}
+
+/** True when the client point (x, y) lies inside `rect` (a DOMRect-like {left, top, width, height}). */
+export function rectContains(rect, x, y) {
+  return rect.width > 0 && rect.height > 0 &&
+    x >= rect.left && x < rect.left + rect.width && y >= rect.top && y < rect.top + rect.height;
+}
+
 /** Image pixel coordinates -> canvas layout coordinates. */
 export function imageToCanvas(t, p) {
   return [t.offsetX + p[0] * t.scale, t.offsetY + p[1] * t.scale];

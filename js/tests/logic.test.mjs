@@ -404,3 +404,30 @@ test("parseImageWidgetValue and viewQuery", () => {
   assert.equal(L.parseImageWidgetValue(""), null);
   assert.equal(L.viewQuery({ filename: "mask 1.png", subfolder: "clipspace", type: "input" }), "/view?filename=mask+1.png&type=input&subfolder=clipspace");
 });
+
+// ------------------------------------------------------------------ node size (fit-to-node)
+
+test("editorNodeSize gives the canvas the image's aspect at the requested side", () => {
+  const chrome = [20, 150];
+  // square image: canvas side*side plus padding, plus the chrome
+  assert.deepEqual(L.editorNodeSize([256, 256], chrome, { side: 400, padding: 6 }), [432, 562]);
+  // wide image: the longer side is the width
+  assert.deepEqual(L.editorNodeSize([800, 400], chrome, { side: 400 }), [420, 350]);
+  // tall image
+  assert.deepEqual(L.editorNodeSize([300, 600], chrome, { side: 400 }), [220, 550]);
+  // the toolbar's minimum width wins over a very tall image's narrow canvas
+  assert.deepEqual(L.editorNodeSize([100, 1000], chrome, { side: 400, minWidth: 380 }), [380, 550]);
+  // no image yet: a square canvas
+  assert.deepEqual(L.editorNodeSize(null, chrome, { side: 400 }), [420, 550]);
+  // the default side is at least 384 px
+  assert.ok(L.EDITOR_IMAGE_SIDE >= 384);
+});
+
+test("rectContains: inside, edges, empty rects", () => {
+  const r = { left: 10, top: 20, width: 100, height: 50 };
+  assert.ok(L.rectContains(r, 10, 20));
+  assert.ok(L.rectContains(r, 109.5, 69.5));
+  assert.ok(!L.rectContains(r, 110, 40));
+  assert.ok(!L.rectContains(r, 50, 19));
+  assert.ok(!L.rectContains({ left: 0, top: 0, width: 0, height: 0 }, 0, 0));
+});
