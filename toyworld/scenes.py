@@ -19,7 +19,13 @@ pixel (r, c) covers image pixels [8c, 8c+8) × [8r, 8r+8) and is rendered at its
 so the ground truth of a move is an exact shift of latent pixels.
 
 Families (``make_scene``): "single", "multi", "crowded" (the shipped model was trained on these,
-with scene seeds ≥ 10**8) and "textured_bg" (never seen in training: a held-out family).
+with scene seeds ≥ 10**8) and "textured_bg" (never seen in training: a held-out family). Added
+later, with their own names so the first four families' seeds give the same scenes as before:
+"parts" (textured or two-part objects — stripes, checker, a dot on the body — at double texture
+amplitude: identity that a blur destroys; cases move, rotate, scale), "border" (the dragged object
+touches an image side and ends partly outside the image), "overlap" (the dragged object ends on
+top of the other one; masks are the visible parts), "large" (drags of 40–75 % of the image side;
+cases move, scale). The case "scale" is a uniform scale up (1.3–1.5) or down (0.6–0.75) with a move.
 
 Design choices (not from a paper; documented guesses of what makes a useful toy):
   * amplitudes (``OBJECT_AMPLITUDE`` = 2.0, background ≈ 0.8) put the latent at std ≈ 0.7,

@@ -112,9 +112,10 @@ def orientation_error(scene: Scene, i: int, edited: torch.Tensor, det_mask: torc
     """Degrees between the rotation that best explains the edited object and the ground truth's.
 
     Candidates: the source object (shape, texture, scale) rotated by θ_gt + 3°·j (then ±2° by 1°
-    around the best; the grid holds θ_gt, so the ground truth scores 0) about its ground-truth centre moved by ``shift`` (the detected offset), scored by RMS against
-    the edit over the candidate's mask ∪ the detected mask. The error is taken modulo the
-    rotations that leave the ground-truth rendering unchanged (RMS < 0.2·amplitude).
+    around the best; the grid holds θ_gt, so the ground truth scores 0) about its ground-truth
+    centre moved by ``shift`` (the detected offset), scored by RMS against the edit over the
+    candidate's mask ∪ the detected mask. The error is taken modulo the rotations that leave
+    the ground-truth rendering unchanged (RMS < 0.2·amplitude).
     """
     src, gt = scene.objects[i], scene.objects_after[i]
     theta_gt = math.degrees(gt.angle - src.angle)

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import torch
 
+from ...toyworld.scenes import FAMILIES, NEW_FAMILY_CASES, Scene, make_scene, to_rgb
 from . import pack_methods  # noqa: F401  (registers the pack's drag methods)
 from .methods import METHODS, NEEDS_MODEL
-from .metrics import METRIC_KEYS, edit_metrics, mean_metrics
-from ...toyworld.scenes import FAMILIES, NEW_FAMILY_CASES, Scene, make_scene, to_rgb
+from .metrics import edit_metrics, mean_metrics
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 COLUMNS = [("md", "MD ↓"), ("found", "found"), ("iou", "IoU ↑"), ("orientation_deg", "orient° ↓"),
@@ -249,20 +249,22 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = aggregate(per_scene, judged)
     cases = [c for c in CASE_ORDER if any(sc.case == c for sc in scenes)]
-    cmd = f"python bench/toyworld/run.py --seed {args.seed} --n {args.n}"
-    if args.families != DEFAULT_FAMILIES:
-        cmd += " --families " + " ".join(args.families)
-    if args.methods is not None:
-        cmd += " --methods " + " ".join(args.methods)
+    shown = [a for a in (sys.argv[1:] if argv is None else argv)]
+    for flag in ("--docs", "--json"):          # where the files went is not part of the result
+        if flag in shown:
+            i = shown.index(flag)
+            del shown[i:i + 2]
+    cmd = " ".join(["python bench/toyworld/run.py", *shown]) if shown else \
+        f"python bench/toyworld/run.py --seed {args.seed} --n {args.n}"
     excluded = [f for f in families if f not in judged]
     overall = table(rows)
     print()
     print(f"toy world, seed {args.seed}, {len(scenes)} scenes ({', '.join(families)}); "
           f"'all' over {', '.join(sorted(judged, key=families.index))}")
     print("\n".join(overall))
-    for key in ("md", "iou", "residue", "seam"):
-        print(f"\n{key} per case (judged families):")
-        print("\n".join(pivot(rows, key, "case", cases, ("family", "all"))))
+    for c in cases:
+        print(f"\ncase {c} (judged families):")
+        print("\n".join(table(rows, "all", c)))
     for key in ("md", "iou"):
         print(f"\n{key} per family (all cases):")
         print("\n".join(pivot(rows, key, "family", families, ("case", "all"))))
@@ -293,14 +295,18 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Metrics (definitions in `bench/toyworld/metrics.py`), each against the exact ground-truth edit:",
         "",
-        "- **MD**: distance in tokens (16 px) between the dragged object's detected centre and its ground-truth centre; not found = not moved.",
+        ("- **MD**: distance in tokens (16 px) between the dragged object's detected centre and its "
+         "ground-truth centre; not found = not moved."),
         "- **found**: share of dragged objects detected (by their palette signature) in the edit.",
         "- **IoU**: detected object mask vs ground-truth mask — shape, size and place at once.",
-        "- **orient°**: rotations only; degrees between the best-matching rotation of the source object and the ground truth (modulo the object's symmetries).",
+        ("- **orient°**: rotations only; degrees between the best-matching rotation of the source "
+         "object and the ground truth (modulo the object's symmetries)."),
         "- **scale**: stretch/scale only; mean over x, y of |σ_edit/σ_gt − 1| of the mask's spread.",
         "- **residue**: share of the vacated area that still shows the dragged object.",
-        "- **seam**: relative excess (E_edit − E_gt)/E_gt of gradient energy over the background (everything one latent pixel away from any object): boxes, fill rims, speckle.",
-        "- **BG / hole / ID**: RMS error (model-space latent units; object amplitude 2.0) outside the dragged objects, on the vacated area, on the objects at their targets.",
+        ("- **seam**: relative excess (E_edit − E_gt)/E_gt of gradient energy over the background "
+         "(everything one latent pixel away from any object): boxes, fill rims, speckle."),
+        ("- **BG / hole / ID**: RMS error (model-space latent units; object amplitude 2.0) outside "
+         "the dragged objects, on the vacated area, on the objects at their targets."),
         "",
     ]
     if recon:
