@@ -69,8 +69,9 @@ class Invert(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="Prompt for the inversion: usually empty "
                                                           "or a description of the source image."),
                 io.Int.Input("steps", default=28, min=1, max=200,
-                             tooltip="Steps of the full schedule (FireFlow: 8 is often enough; "
-                                     "LazyDrag's default is 50)."),
+                             tooltip="Steps of the full schedule (FireFlow's paper: 8 on FLUX-dev; "
+                                     "the trained toy model needs 16–28, see "
+                                     "docs/toyworld_results.md; LazyDrag's default is 50)."),
                 io.Combo.Input("solver", options=list(solvers.SOLVERS), default="fireflow",
                                tooltip="fireflow: 2nd order, N+1 calls; uni_inv: predictor-corrector "
                                        "(LazyDrag's choice), N+1 calls; euler: baseline."),

@@ -19,7 +19,13 @@ pixel (r, c) covers image pixels [8c, 8c+8) × [8r, 8r+8) and is rendered at its
 so the ground truth of a move is an exact shift of latent pixels.
 
 Families (``make_scene``): "single", "multi", "crowded" (the shipped model was trained on these,
-with scene seeds ≥ 10**8) and "textured_bg" (never seen in training: a held-out family).
+with scene seeds ≥ 10**8) and "textured_bg" (never seen in training: a held-out family). Added
+later, with their own names so the first four families' seeds give the same scenes as before:
+"parts" (textured or two-part objects — stripes, checker, a dot on the body — at double texture
+amplitude: identity that a blur destroys; cases move, rotate, scale), "border" (the dragged object
+touches an image side and ends partly outside the image), "overlap" (the dragged object ends on
+top of the other one; masks are the visible parts), "large" (drags of 40–75 % of the image side;
+cases move, scale). The case "scale" is a uniform scale up (1.3–1.5) or down (0.6–0.75) with a move.
 
 Design choices (not from a paper; documented guesses of what makes a useful toy):
   * amplitudes (``OBJECT_AMPLITUDE`` = 2.0, background ≈ 0.8) put the latent at std ≈ 0.7,
@@ -45,9 +51,15 @@ PALETTE_SIZE = 6
 OBJECT_AMPLITUDE = 2.0
 PIXELS_PER_LATENT = 8
 SHAPES = ("disc", "square", "triangle", "bar", "ring")
-TEXTURES = ("flat", "stripes", "checker", "radial")
-FAMILIES = ("single", "multi", "textured_bg", "crowded")
-CASES = ("move", "rotate", "stretch", "multi_move")
+TEXTURES = ("flat", "stripes", "checker", "radial", "dot")
+_BASIC_TEXTURES = TEXTURES[:4]          # the first four families draw from these (seeds unchanged)
+PART_TEXTURES = ("stripes", "checker", "dot")
+FAMILIES = ("single", "multi", "textured_bg", "crowded", "parts", "border", "overlap", "large")
+NEW_FAMILIES = ("parts", "border", "overlap", "large")
+CASES = ("move", "rotate", "stretch", "multi_move", "scale")
+# the cases each new family is drawn with (the first four families: move/rotate/stretch/multi_move)
+NEW_FAMILY_CASES = {"parts": ("move", "rotate", "scale"), "border": ("move",),
+                    "overlap": ("move",), "large": ("move", "scale")}
 BASIS_SEED = 20240917
 
 # bounding radius of each shape in units of its size (for placement without overlap)
@@ -102,6 +114,7 @@ class SceneObject:
     texture: str = "flat"
     tex_freq: float = 1.5
     tex_phase: float = 0.0
+    tex_amp: float = 1.0
 
     @property
     def radius(self) -> float:
@@ -195,6 +208,8 @@ def _texture(obj: SceneObject, h: int, w: int) -> torch.Tensor:
         return torch.sign(torch.sin(math.pi * f * a + p) * torch.sin(math.pi * f * b + p))
     if obj.texture == "radial":
         return torch.cos(2 * math.pi * f * torch.sqrt(a * a + b * b) + p)
+    if obj.texture == "dot":      # a second part: a dot off the centre (+1) on the body (−1)
+        return torch.where((a - 0.45) ** 2 + b * b <= 0.4 ** 2, 1.0, -1.0)
     raise ValueError(f"unknown texture {obj.texture!r}; expected one of {TEXTURES}")
 
 
@@ -205,19 +220,24 @@ def render_object(obj: SceneObject, h: int = 32, w: int = 32) -> tuple[torch.Ten
     k = obj.palette
     colour = OBJECT_AMPLITUDE * SIGNATURES[k] + _TINT[k]               # (16,)
     tex_dir = 0.15 * OBJECT_AMPLITUDE * SIGNATURES[k] + 0.5 * _TEX_DIR[k]
-    val = colour[:, None, None] + t[None] * tex_dir[:, None, None]
+    val = colour[:, None, None] + obj.tex_amp * t[None] * tex_dir[:, None, None]
     return val, mask
 
 
-def compose(background: torch.Tensor, objects: list[SceneObject]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Paint objects (in order) over the background; returns latent and (K, H, W) masks."""
+def compose(background: torch.Tensor, objects: list[SceneObject],
+            order: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paint objects over the background (in list order, or in ``order``: later ones on top);
+    returns the latent and the (K, H, W) *visible* masks in list order (a mask loses what an
+    object painted later covers; without overlaps these are the full object masks)."""
     h, w = background.shape[-2:]
     out = background.clone()
-    masks = []
-    for obj in objects:
-        val, m = render_object(obj, h, w)
+    masks = [torch.zeros(h, w, dtype=torch.bool) for _ in objects]
+    for i in (range(len(objects)) if order is None else order):
+        val, m = render_object(objects[i], h, w)
         out = torch.where(m[None], val, out)
-        masks.append(m)
+        for j in range(len(masks)):
+            masks[j] = masks[j] & ~m
+        masks[i] = m
     masks_t = torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.bool)
     return out, masks_t
 
@@ -367,18 +387,62 @@ def _fits(obj: SceneObject, others: list[SceneObject], width: int, height: int, 
 
 
 def _random_object(g: torch.Generator, palette: int, size_range: tuple[float, float],
-                   width: int, height: int, others: list[SceneObject], shapes=SHAPES) -> SceneObject | None:
+                   width: int, height: int, others: list[SceneObject], shapes=SHAPES,
+                   textures=_BASIC_TEXTURES, tex_amp: float = 1.0,
+                   at_border: bool = False) -> SceneObject | None:
+    """A random object that fits; ``at_border``: its bounding circle touches an image side
+    (within 4 px) instead of lying anywhere."""
     shape = shapes[_randint(g, 0, len(shapes) - 1)]
     size = float(round(_rand(g, *size_range)))
     angle = 0.0 if shape in ("disc", "ring") else _rand(g, -0.5, 0.5)
-    texture = TEXTURES[_randint(g, 0, len(TEXTURES) - 1)]
+    texture = textures[_randint(g, 0, len(textures) - 1)]
     freq, phase = _rand(g, 0.5, 1.2), _rand(g, 0.0, 2 * math.pi)
     for _ in range(50):
         cx = 4.0 * _randint(g, 0, width // 4)
         cy = 4.0 * _randint(g, 0, height // 4)
-        obj = SceneObject(shape, palette, cx, cy, size, angle, 1.0, 1.0, texture, freq, phase)
+        obj = SceneObject(shape, palette, cx, cy, size, angle, 1.0, 1.0, texture, freq, phase, tex_amp)
+        if at_border:
+            r = 4.0 * math.ceil(obj.radius / 4.0)
+            side = _randint(g, 0, 3)
+            obj = replace(obj, cx=r if side == 0 else width - r if side == 1 else cx,
+                          cy=r if side == 2 else height - r if side == 3 else cy)
         if _fits(obj, others, width, height):
             return obj
+    return None
+
+
+def _border_target(g: torch.Generator, obj: SceneObject, others: list[SceneObject], width: int,
+                   height: int, min_px: int = 48, max_px: int = 160) -> SceneObject | None:
+    """A move that leaves the object partly outside the image: its centre stays inside, between
+    0.35 and 0.85 of its bounding radius from the nearest side (about a fifth to half cut off)."""
+    for _ in range(200):
+        dx = 8 * _randint(g, -max_px // 8, max_px // 8)
+        dy = 8 * _randint(g, -max_px // 8, max_px // 8)
+        if not min_px <= math.hypot(dx, dy) <= max_px:
+            continue
+        new = replace(obj, cx=obj.cx + dx, cy=obj.cy + dy)
+        edge = min(new.cx, new.cy, width - new.cx, height - new.cy)
+        if not 0.35 * new.radius <= edge <= 0.85 * new.radius:
+            continue
+        if all(math.hypot(new.cx - o.cx, new.cy - o.cy) >= new.radius + o.radius + 8 for o in others):
+            return new
+    return None
+
+
+def _overlap_target(g: torch.Generator, obj: SceneObject, under: SceneObject, width: int,
+                    height: int, min_px: int = 48) -> SceneObject | None:
+    """A move that ends on top of ``under``: centres 0.35–0.75 of the summed radii apart, at least
+    3 latent pixels of the two shapes overlapping, the moved object inside the image."""
+    for _ in range(200):
+        ang = _rand(g, 0.0, 2 * math.pi)
+        dist = _rand(g, 0.35, 0.75) * (obj.radius + under.radius)
+        cx = 8 * round((under.cx + dist * math.cos(ang) - obj.cx) / 8) + obj.cx
+        cy = 8 * round((under.cy + dist * math.sin(ang) - obj.cy) / 8) + obj.cy
+        new = replace(obj, cx=cx, cy=cy)
+        if math.hypot(cx - obj.cx, cy - obj.cy) >= min_px and _fits(new, [], width, height):
+            h, w = height // PIXELS_PER_LATENT, width // PIXELS_PER_LATENT
+            if int((object_mask(new, h, w) & object_mask(under, h, w)).sum()) >= 3:
+                return new
     return None
 
 
@@ -428,23 +492,35 @@ def make_scene(seed: int, family: str = "single", case: str | None = None, size:
 
 
 def _try_scene(g, seed, family, case, size, width, height, mask_in_json) -> Scene | None:
+    new_family = family in NEW_FAMILIES
     if family == "single":
         n_obj = 1
     elif family == "multi":
         n_obj = _randint(g, 2, 3)
     elif family == "crowded":
         n_obj = _randint(g, 4, 5)
+    elif family == "overlap":
+        n_obj = 2
+    elif family == "large":
+        n_obj = 1
+    elif new_family:            # parts, border
+        n_obj = _randint(g, 1, 2)
     else:
         n_obj = _randint(g, 1, 3)
     if case is None:
-        allowed = ["move", "rotate", "stretch"] + (["multi_move"] if n_obj >= 2 else [])
+        if new_family:
+            allowed = list(NEW_FAMILY_CASES[family])
+        else:
+            allowed = ["move", "rotate", "stretch"] + (["multi_move"] if n_obj >= 2 else [])
         case = allowed[_randint(g, 0, len(allowed) - 1)]
     if case == "multi_move" and n_obj < 2:
-        if family == "single":
-            raise ValueError("case 'multi_move' needs two objects; family 'single' has one")
+        if family in ("single", "large"):
+            raise ValueError(f"case 'multi_move' needs two objects; family {family!r} has one")
         n_obj = 2
     scale_px = size * PIXELS_PER_LATENT / 256.0
     if family == "crowded":
+        size_range = (20 * scale_px, 28 * scale_px)
+    elif family == "large":
         size_range = (20 * scale_px, 28 * scale_px)
     elif n_obj == 1:
         size_range = (28 * scale_px, 42 * scale_px)
@@ -454,19 +530,36 @@ def _try_scene(g, seed, family, case, size, width, height, mask_in_json) -> Scen
     palette = torch.randperm(PALETTE_SIZE, generator=g)[:n_obj].tolist()
     objects: list[SceneObject] = []
     for k in palette:
-        shapes = SHAPES if case != "rotate" or objects else ("square", "triangle", "bar")
-        obj = _random_object(g, k, size_range, width, height, objects, shapes)
+        rot_shapes = ("square", "triangle", "bar") + (("disc",) if family == "parts" else ())
+        shapes = SHAPES if case != "rotate" or objects else rot_shapes
+        if family == "parts":
+            obj = _random_object(g, k, size_range, width, height, objects, shapes,
+                                 textures=PART_TEXTURES, tex_amp=2.0)
+        elif family == "border":
+            obj = _random_object(g, k, size_range, width, height, objects, shapes, at_border=not objects)
+        else:
+            obj = _random_object(g, k, size_range, width, height, objects, shapes)
         if obj is None:
             return None
         objects.append(obj)
 
     after = list(objects)
     drags = []
+    order = None
     if case in ("move", "multi_move"):
         moved = [0] if case == "move" else [0, 1]
         for i in moved:
             others = [after[j] for j in range(len(after)) if j != i]
-            new = _move_target(g, after[i], others, width, height)
+            if family == "border":
+                new = _border_target(g, after[i], others, width, height)
+            elif family == "overlap":
+                new = _overlap_target(g, after[i], after[1], width, height)
+                order = list(range(1, len(after))) + [0]      # the dragged object ends on top
+            elif family == "large":
+                new = _move_target(g, after[i], others, width, height,
+                                   min_px=math.ceil(0.4 * width / 8) * 8, max_px=int(0.75 * width))
+            else:
+                new = _move_target(g, after[i], others, width, height)
             if new is None:
                 return None
             after[i] = new
@@ -487,6 +580,17 @@ def _try_scene(g, seed, family, case, size, width, height, mask_in_json) -> Scen
             hp = (o.cx + arm * math.cos(phi), o.cy + arm * math.sin(phi))
             tp = (o.cx + arm * math.cos(phi + theta), o.cy + arm * math.sin(phi + theta))
             drags.append(_drag(hp, tp, "drag"))
+    elif case == "scale":   # uniform scale up or down with a move from the centre
+        moved = [0]
+        o = objects[0]
+        s = _rand(g, 1.3, 1.5) if _rand(g, 0, 1) < 0.5 else _rand(g, 0.6, 0.75)
+        s = round(s, 3)
+        lo, hi = (104, 184) if family == "large" else (16, 64)
+        new = _move_target(g, replace(o, sx=s, sy=s), objects[1:], width, height, min_px=lo, max_px=hi)
+        if new is None:
+            return None
+        after[0] = new
+        drags.append(_drag((o.cx, o.cy), (new.cx, new.cy), "move", (s, s)))
     else:  # stretch
         moved = [0]
         o = objects[0]
@@ -504,7 +608,7 @@ def _try_scene(g, seed, family, case, size, width, height, mask_in_json) -> Scen
             return None
 
     latent, masks = compose(background, objects)
-    edited, masks_after = compose(background, after)
+    edited, masks_after = compose(background, after, order)
     mask_json = None
     if mask_in_json:
         mask_json = {"rle": rle_encode(latent_mask_to_pixels(masks[moved].any(0)))}
@@ -519,15 +623,20 @@ def sample_scene_latents(n: int, seed: int, families: tuple[str, ...] = ("single
 
     Scene seeds are drawn from ``seed`` in a range (≥ 10**8) that benchmarks never use. The
     default families leave "textured_bg" out: the shipped model never saw it (a held-out family).
+    For the new families (``NEW_FAMILIES``) half the draws are the scene's ground-truth edit
+    instead of its source, so the model also sees what an edit must produce (an object on top of
+    another, an object cut by the border); the first four families draw sources only, as before.
     """
     g = torch.Generator().manual_seed(int(seed))
     lat, fam = [], []
     for _ in range(n):
         f = families[_randint(g, 0, len(families) - 1)]
+        use_edit = f in NEW_FAMILIES and _randint(g, 0, 1) == 1
         while True:
             s = 10**8 + _randint(g, 0, 10**8)
             try:
-                lat.append(make_scene(s, f, size=size, mask_in_json=False).latent)
+                sc = make_scene(s, f, size=size, mask_in_json=False)
+                lat.append(sc.edited if use_edit else sc.latent)
                 break
             except RuntimeError:   # no placement found for this seed: draw another
                 continue

@@ -34,6 +34,11 @@ toyflux.json and its loss curve continues in toyflux.log.jsonl. Reproduce::
         --steps 12000 --threads 2 --small-frac 0.5 --max-minutes 100
 
 (bitwise reproduction needs the same thread counts; (6) stopped on its wall-clock budget).
+(8) A continuation of (7) with the newer families in the mix (``--families single multi crowded
+parts border overlap large``, seed 2, lr 2e-4) ran 732 steps in its 50-minute budget on two
+shared cores and was not adopted: its per-family denoising errors equal the shipped weights' to
+0.001 (record and loss log in ``bench/toyworld/logs/``). The shipped weights already denoise the
+new families as well as the ones they were trained on (``docs/toyworld_results.md``).
 
 Two training-only adaptations, neither changes the function the network computes:
   * ComfyUI's RoPE kernel (comfy_kitchen) has no autograd formula; during training
