@@ -6,7 +6,12 @@ from comfy_api.latest import io, ui
 
 from ..attention_patches.lazydrag import BACKGROUND_QUERY, CACHE_NAME, LazyDragControl, LazyDragPlan
 from ..attention_patches.router import patch_model
-from ..core.correspondence import build_correspondence, compose_initial_latent
+from ..core.correspondence import (
+    build_correspondence,
+    compose_initial_latent,
+    default_editable_region,
+    latent_region,
+)
 from ..core.instructions import parse_instructions, pixel_mask_to_token_mask, to_token_space
 from ..core.preview import draw_map_preview
 from .common import (
@@ -26,17 +31,40 @@ NODE_MAP = "FluxDrag Correspondence Map"
 NODE_PATCH = "FluxDrag LazyDrag Patch"
 
 
+# Departures from the paper (docs/lazydrag.md); each input's paper value is named in its tooltip.
+MAP_DEFAULTS = {"resolution": "pixel", "mapping": "backward", "rigid_tolerance": 0.2,
+                "gate_reference": 512}
+MAP_PAPER = {"resolution": "token", "mapping": "forward", "rigid_tolerance": 0.0,
+             "gate_reference": 0}
+RESOLUTIONS = ("pixel", "token")
+MAPPINGS = ("backward", "forward")
+
+
 def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None, transition_width=1,
-               activation=0.8, seed=0, background_query="live") -> LazyDragPlan:
+               activation=0.8, seed=0, background_query="live", resolution="pixel",
+               mapping="backward", rigid_tolerance=0.2, gate_reference=512) -> LazyDragPlan:
     check_latent(latent_samples, NODE_MAP)
     H, W = latent_samples.shape[-2] * 8, latent_samples.shape[-1] * 8
+    for name, val, opts in (("resolution", resolution, RESOLUTIONS), ("mapping", mapping, MAPPINGS)):
+        if val not in opts:
+            raise FluxDragInputError(f"{NODE_MAP}: input '{name}' {val!r} unknown; choose "
+                                     f"{', '.join(opts)}.")
     try:
         ins = parse_instructions(drag_instructions)
         td = to_token_space(ins, (H, W))
-        region = None
+        region = pixel = None
+        px = mask_at(mask, H, W) if mask is not None else ins.mask
         if mask is not None:
-            region = pixel_mask_to_token_mask(mask_at(mask, H, W))
-        cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=transition_width)
+            region = pixel_mask_to_token_mask(px)
+        if resolution == "pixel":
+            if px is not None:
+                pixel = latent_region(px, (H // 8, W // 8))
+            else:   # the default discs on the token grid, at latent resolution
+                pixel = default_editable_region(td, td.grid_hw).repeat_interleave(2, 0) \
+                    .repeat_interleave(2, 1)
+        cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=transition_width,
+                                    gate_reference=gate_reference, backward=mapping == "backward",
+                                    rigid_tolerance=rigid_tolerance, pixel_mask=pixel)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     if background_query not in BACKGROUND_QUERY:
@@ -79,16 +107,40 @@ class CorrespondenceMap(io.ComfyNode):
                                        "result when the LazyDrag Patch's background_lock is 1 (its "
                                        "default). cached: queries cached too (the paper) — better "
                                        "background with background_lock < 1 or ComfyUI's KSampler."),
+                io.Combo.Input("resolution", options=list(RESOLUTIONS), default=MAP_DEFAULTS["resolution"],
+                               optional=True,
+                               tooltip="pixel (ours): the initial latent and the Patch's latent locks "
+                                       "follow the editable mask per latent pixel (8 px) — only the "
+                                       "masked content moves, no box of source background travels "
+                                       "with it. token (paper): whole 16 px tokens."),
+                io.Combo.Input("mapping", options=list(MAPPINGS), default=MAP_DEFAULTS["mapping"],
+                               optional=True,
+                               tooltip="backward (ours): each destination of a move/rotate/scale "
+                                       "looks up its source, so enlarged or rotated content has no "
+                                       "holes. forward (paper): sources are pushed and rounded."),
+                io.Float.Input("rigid_tolerance", default=MAP_DEFAULTS["rigid_tolerance"], min=0.0,
+                               max=1.0, step=0.05, optional=True,
+                               tooltip="Several drags on one part of the mask that fit a rigid motion "
+                                       "(residual ≤ this × drag length) become one rotation + move "
+                                       "(ours). 0: never (paper: each drag bends its own cell)."),
+                io.Int.Input("gate_reference", default=MAP_DEFAULTS["gate_reference"], min=0, max=8192,
+                             optional=True,
+                             tooltip="The gate A = min(1, |p−s|⁻²) measures distance in units of "
+                                     "min(H, W)/gate_reference tokens: one token at this image size, "
+                                     "the same image fraction at any size (ours). 0: one token at any "
+                                     "size (the paper read literally)."),
             ],
             outputs=[EditMap.Output(display_name="map"), io.Image.Output(display_name="preview")],
         )
 
     @classmethod
     def execute(cls, drag_instructions, latent, mask=None, transition_width=1, activation=0.8,
-                seed=0, image=None, background_query="live") -> io.NodeOutput:
+                seed=0, image=None, background_query="live", resolution=MAP_DEFAULTS["resolution"],
+                mapping=MAP_DEFAULTS["mapping"], rigid_tolerance=MAP_DEFAULTS["rigid_tolerance"],
+                gate_reference=MAP_DEFAULTS["gate_reference"]) -> io.NodeOutput:
         samples = latent["samples"]
         plan = build_plan(drag_instructions, samples, mask, transition_width, activation, seed,
-                          background_query)
+                          background_query, resolution, mapping, rigid_tolerance, gate_reference)
         H, W = samples.shape[-2] * 8, samples.shape[-1] * 8
         prev = draw_map_preview(image_at(image, H, W, grey=None), plan.cmap, image_hw=(H, W))[None].clamp(0, 1)
         return io.NodeOutput(plan, prev, ui=ui.PreviewImage(prev, cls=cls))
@@ -105,20 +157,28 @@ def inversion_trajectory(inversion) -> dict:
     return out
 
 
+# content/hole locks: the first 80 % of the steps, the paper's activation fraction for its own
+# identity controls; the model alone shapes the last 20 % (blending, detail)
+PATCH_DEFAULTS = {"content_lock": 0.8, "hole_lock": 0.8, "lock_margin": 0}
+
+
 def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identity=True,
-                   refine=True, mask_text=True, h_max=0.8, hold=0.2, end=0.6, background_lock=1.0):
+                   refine=True, mask_text=True, h_max=0.8, hold=0.2, end=0.6, background_lock=1.0,
+                   content_lock=PATCH_DEFAULTS["content_lock"], hole_lock=PATCH_DEFAULTS["hole_lock"],
+                   lock_margin=PATCH_DEFAULTS["lock_margin"]):
     """(patched MODEL, initial model-space latent) for a LazyDrag edit."""
     require_flux(model, NODE_PATCH)
     if not isinstance(plan, LazyDragPlan):
         raise FluxDragInputError(f"{NODE_PATCH}: input 'map' must come from {NODE_MAP}.")
-    traj = inversion_trajectory(inversion) if background_lock > 0 else None
+    locks = dict(content_lock=content_lock, hole_lock=hole_lock, lock_margin=lock_margin)
+    traj = inversion_trajectory(inversion) if max(background_lock, content_lock, hole_lock) > 0 else None
     if inversion.info.get("cache_policy") == "paired":
         if tuple(inversion.z_T.shape[-2:]) != tuple(2 * g for g in plan.cmap.grid_hw):
             raise FluxDragInputError(f"{NODE_PATCH}: input 'map' was built for another image size "
                                      f"than the inversion's latent; rebuild it from that latent.")
         ctrl = LazyDragControl(plan, None, inversion.sigmas, background, identity, refine, mask_text,
                                h_max, hold, end, paired_batch=int(inversion.z_T.shape[0]),
-                               background_lock=background_lock, trajectory=traj)
+                               background_lock=background_lock, trajectory=traj, **locks)
         z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
         return patch_model(model, ctrl), z0, ctrl
     cache = inversion.caches.get(CACHE_NAME)
@@ -132,7 +192,7 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identi
             f"(FluxDrag Invert re-runs) or set keep_cache on the sampler.")
     ctrl = LazyDragControl(plan, cache, inversion.sigmas, background, identity, refine, mask_text,
                            h_max, hold, end, background_lock=background_lock,
-                           trajectory=traj)
+                           trajectory=traj, **locks)
     z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
     return patch_model(model, ctrl), z0, ctrl
 
@@ -177,15 +237,34 @@ class LazyDragPatch(io.ComfyNode):
                                        "in the paper; needs FluxDrag Sample From Inversion). 1: the "
                                        "background ends exactly as the source; 0: attention control "
                                        "only, as in the paper."),
+                io.Float.Input("content_lock", default=PATCH_DEFAULTS["content_lock"], min=0.0, max=1.0,
+                               step=0.05, optional=True,
+                               tooltip="Fraction of steps during which the moved pixels follow their "
+                                       "sources' inversion path (ours; needs the map's resolution "
+                                       "'pixel'): the object keeps its exact shape, the model then "
+                                       "blends it in. 0: as in the paper."),
+                io.Float.Input("hole_lock", default=PATCH_DEFAULTS["hole_lock"], min=0.0, max=1.0,
+                               step=0.05, optional=True,
+                               tooltip="Fraction of steps during which the vacated pixels follow the "
+                                       "smooth fill of their surroundings, noised to the step's sigma "
+                                       "(ours; 'pixel' maps): no fragments of the object stay behind. "
+                                       "0: the paper's free inpainting from noise."),
+                io.Int.Input("lock_margin", default=PATCH_DEFAULTS["lock_margin"], min=0, max=16,
+                             optional=True,
+                             tooltip="Latent pixels (8 px) around the moved content and its hole "
+                                     "left free of the background lock, for blending ('pixel' maps)."),
             ],
             outputs=[io.Model.Output(), io.Latent.Output(display_name="initial_latent")],
         )
 
     @classmethod
     def execute(cls, model, inversion, map, background=True, identity=True, refine=True,
-                mask_text=True, h_max=0.8, hold=0.2, end=0.6, background_lock=1.0) -> io.NodeOutput:
+                mask_text=True, h_max=0.8, hold=0.2, end=0.6, background_lock=1.0,
+                content_lock=PATCH_DEFAULTS["content_lock"], hole_lock=PATCH_DEFAULTS["hole_lock"],
+                lock_margin=PATCH_DEFAULTS["lock_margin"]) -> io.NodeOutput:
         m, z0, _ = apply_lazydrag(model, inversion, map, background, identity, refine, mask_text,
-                                  h_max, hold, end, background_lock)
+                                  h_max, hold, end, background_lock, content_lock, hole_lock,
+                                  lock_margin)
         return io.NodeOutput(m, to_latent(model, z0))
 
 

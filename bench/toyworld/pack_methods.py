@@ -19,17 +19,26 @@ def _guidance(cond) -> float:
 
 
 def lazydrag(scene, model, cond, steps: int = STEPS, background_query: str = "live",
-             background_lock: float = 1.0) -> torch.Tensor:
-    """Correspondence Map → Invert (Uni-Inv, caching for the map) → LazyDrag Patch → Sample."""
+             background_lock: float = 1.0, **opts) -> torch.Tensor:
+    """Correspondence Map → Invert (Uni-Inv, caching for the map) → LazyDrag Patch → Sample.
+
+    ``opts``: further inputs of the map node or the patch node by name (their defaults otherwise).
+    """
+    import inspect
+
     from ...nodes import inversion as inv
     from ...nodes import lazydrag as ld
 
+    map_keys = inspect.signature(ld.CorrespondenceMap.execute).parameters
+    map_opts = {k: v for k, v in opts.items() if k in map_keys}
+    patch_opts = {k: v for k, v in opts.items() if k not in map_keys}
     lat = scene_latent_to_comfy(scene.latent)
     plan = ld.CorrespondenceMap.execute(scene.drags, lat, seed=scene.seed,
-                                        background_query=background_query).args[0]
+                                        background_query=background_query, **map_opts).args[0]
     _, rec = inv.Invert.execute(model, lat, cond, steps=steps, solver="uni_inv",
                                 guidance=_guidance(cond), edit_map=plan).args
-    patched, z0 = ld.LazyDragPatch.execute(model, rec, plan, background_lock=background_lock).args
+    patched, z0 = ld.LazyDragPatch.execute(model, rec, plan, background_lock=background_lock,
+                                           **patch_opts).args
     out = inv.SampleFromInversion.execute(patched, rec, cond, latent=z0).args[0]
     return comfy_to_scene_latent(out)[0]
 
