@@ -14,14 +14,22 @@ an object's signature amplitude A = 2.0):
   minus the same for the ground truth, modulo the shape's symmetry (square 90°, triangle 120°,
   bar 180°);
 * ``residue``: source residue — the share of the vacated pixels (source object minus every object
-  after) where the dragged object's signature is still above A/2;
+  after) where the dragged object's signature is still above A/2, counting only vacated pixels
+  that do not touch (8-neighbourhood) an object after the edit: fragments left behind, not the
+  one-pixel slivers where a rotated outline is rasterised a pixel off (shape IoU measures those);
+  ``residue_all`` counts every vacated pixel;
 * ``seam``: seam energy ratio — mean squared step between 4-adjacent latent pixels that straddle
   the outline of the object masks (before ∪ after) grown to the token grid by 0, 1 and 2 tokens
   (where an editing method's region boundary lies), only pairs with both pixels at least one
   latent pixel away from every object before and after (so an object's outline drawn a pixel off
   is not a seam), divided by the same on the ground truth (1.0 = no seam; a tinted box raises it);
-* ``cut_paste_hole``: hole error of a naive cut-and-paste (``copy_paste`` whose vacated area is
-  filled with the mean of the background ring around the editable mask), for comparison.
+* ``bg_far``: the benchmark's BG error restricted to pixels at least one latent pixel away from
+  every object before and after (the background itself, without the outline pixels where a
+  rotated or stretched object is rasterised a pixel off the ground truth);
+* ``cut_hole``: hole error of a naive cut-and-paste, for comparison: the editable mask is cut
+  out and filled with the mean of the one-pixel background ring around it, then its source
+  pixels are pasted back translated by the mean drag of their part, as ``copy_paste`` does
+  (rotation and scale ignored).
 
 ``--set key=value`` passes options to the LazyDrag row (e.g. ``--set background_lock=0``).
 """
@@ -110,8 +118,13 @@ def orientation_error(scene: Scene, edited: torch.Tensor) -> float:
     return min(d, period - d)
 
 
-def source_residue(scene: Scene, edited: torch.Tensor) -> float:
+def source_residue(scene: Scene, edited: torch.Tensor, outline: bool = False) -> float:
+    """Share of the vacated pixels still showing a dragged object (see module doc); ``outline``
+    True counts the vacated pixels next to an object after the edit too."""
     vac = scene.vacated
+    if not outline:
+        after = scene.masks_after.any(0).float()[None, None]
+        vac = vac & ~F.max_pool2d(after, 3, 1, 1)[0, 0].bool()
     if not bool(vac.any()):
         return float("nan")
     hit = torch.zeros_like(vac)
@@ -157,18 +170,34 @@ def seam_energy(scene: Scene, latent: torch.Tensor) -> float:
 
 
 def cut_paste(scene: Scene, model=None, cond=None) -> torch.Tensor:
-    """Naive cut-and-paste: ``copy_paste``, the vacated part of the editable mask filled with the
-    mean of the background ring (one latent pixel) around the mask."""
-    out = copy_paste(scene)
+    """Naive cut-and-paste (see module doc): cut the editable mask, fill it with the mean of the
+    background ring around it, paste each part's pixels translated by the mean drag of the drags
+    whose handle is nearest that part (as ``copy_paste`` groups them)."""
+    from ..toyworld.scenes import PIXELS_PER_LATENT, _components
     from .toyworld.methods import _region_latent
 
-    H, W = scene.latent.shape[-2:]
+    src = scene.latent
+    H, W = src.shape[-2:]
     region = _region_latent(scene.drags, H, W)
     ring = F.max_pool2d(region.float()[None, None], 3, 1, 1)[0, 0].bool() & ~region
-    fill = scene.latent[:, ring].mean(1) if bool(ring.any()) else scene.latent.mean((1, 2))
-    # pasted pixels differ from the source; untouched editable pixels are the vacated ones
-    vac = region & (out == scene.latent).all(0)
-    out[:, vac] = fill[:, None]
+    fill = src[:, ring].mean(1) if bool(ring.any()) else src.mean((1, 2))
+    out = src.clone()
+    out[:, region] = fill[:, None]
+    comps = _components(region)
+    cents = [torch.tensor(c, dtype=torch.float32).mean(0) for c in comps]      # (row, col)
+    groups: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(comps))}
+    for d in scene.drags["drags"]:
+        hr = d["handle"][1] / PIXELS_PER_LATENT - 0.5
+        hc = d["handle"][0] / PIXELS_PER_LATENT - 0.5
+        k = min(range(len(comps)), key=lambda i: float((cents[i] - torch.tensor([hr, hc])).norm()))
+        groups[k].append((d["target"][0] - d["handle"][0], d["target"][1] - d["handle"][1]))
+    for k, comp in enumerate(comps):
+        g = groups[k] or [(0.0, 0.0)]
+        dx = round(sum(v[0] for v in g) / len(g) / PIXELS_PER_LATENT)
+        dy = round(sum(v[1] for v in g) / len(g) / PIXELS_PER_LATENT)
+        for r, c in comp:
+            if 0 <= r + dy < H and 0 <= c + dx < W:
+                out[:, r + dy, c + dx] = src[:, r, c]
     return out
 
 
@@ -176,8 +205,12 @@ def quality(scene: Scene, edited: torch.Tensor) -> dict[str, float]:
     edited = edited.detach().float().reshape(scene.latent.shape)
     r = edit_metrics(scene, edited)
     r["iou"] = shape_iou(scene, edited)
+    objs = (scene.masks.any(0) | scene.masks_after.any(0)).float()[None, None]
+    far = ~F.max_pool2d(objs, 3, 1, 1)[0, 0].bool()
+    r["bg_far"] = float((edited - scene.edited)[:, far].pow(2).mean().sqrt())
     r["orient"] = orientation_error(scene, edited) if scene.case == "rotate" else float("nan")
     r["residue"] = source_residue(scene, edited)
+    r["residue_all"] = source_residue(scene, edited, outline=True)
     gt = seam_energy(scene, scene.edited)
     r["seam"] = seam_energy(scene, edited) / gt if gt > 0 else float("nan")
     return r
@@ -188,13 +221,13 @@ def _mean(rows, k):
     return sum(v) / len(v) if v else float("nan")
 
 
-KEYS = ("md", "iou", "orient", "residue", "seam", "bg_err", "hole_err", "id_err", "cp_id", "cut_hole")
+KEYS = ("md", "iou", "orient", "residue", "residue_all", "seam", "bg_err", "bg_far", "hole_err", "id_err", "cp_id", "cut_hole")
 
 
 def run(seed: int, n: int, opts: dict, families=("single", "multi", "textured_bg"), verbose=False):
+    from ..toyworld.model import load_toy_model
     from .toyworld import pack_methods
     from .toyworld.run import benchmark_scenes
-    from ..toyworld.model import load_toy_model
 
     model, cond = load_toy_model()
     scenes = benchmark_scenes(seed, n, list(families))

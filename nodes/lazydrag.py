@@ -160,6 +160,7 @@ def inversion_trajectory(inversion) -> dict:
 # content/hole locks: the first 80 % of the steps, the paper's activation fraction for its own
 # identity controls; the model alone shapes the last 20 % (blending, detail)
 PATCH_DEFAULTS = {"content_lock": 0.8, "hole_lock": 0.8, "lock_margin": 0}
+PATCH_PAPER = {"content_lock": 0.0, "hole_lock": 0.0, "lock_margin": 0}
 
 
 def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identity=True,

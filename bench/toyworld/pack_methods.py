@@ -44,9 +44,13 @@ def lazydrag(scene, model, cond, steps: int = STEPS, background_query: str = "li
 
 
 def lazydrag_paper(scene, model, cond) -> torch.Tensor:
-    """LazyDrag as in the paper: attention control only (``background_lock`` 0) with the background
-    queries cached too — what the latent background lock adds."""
-    return lazydrag(scene, model, cond, background_query="cached", background_lock=0.0)
+    """LazyDrag as in the paper: token map pushed forward, elastic drags never fused, the gate in
+    token units, attention control only (no latent locks), background queries cached too — what
+    our departures (docs/lazydrag.md) add."""
+    from ...nodes import lazydrag as ld
+
+    return lazydrag(scene, model, cond, background_query="cached", background_lock=0.0,
+                    **ld.MAP_PAPER, **ld.PATCH_PAPER)
 
 
 def attentiondrag(scene, model, cond, steps: int = STEPS) -> torch.Tensor:
