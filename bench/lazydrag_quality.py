@@ -264,7 +264,10 @@ def main(argv=None) -> int:
     opts = {}
     for kv in a.set:
         k, v = kv.split("=", 1)
-        opts[k] = json.loads(v) if v[:1] in "[{0123456789-tf" else v
+        try:
+            opts[k] = json.loads(v)
+        except json.JSONDecodeError:
+            opts[k] = v
     summary, dt, _ = run(a.seed, a.n, opts, verbose=a.v)
     print(f"seed {a.seed}, {a.n} scenes, {dt:.2f} s/edit, opts {opts}")
     print("case       " + " ".join(f"{k:>9}" for k in KEYS))
