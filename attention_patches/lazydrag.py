@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from ..core.cache import TokenCache, bytes_per_element, format_bytes, sigma_key
-from ..core.correspondence import CorrespondenceMap
+from ..core.correspondence import CorrespondenceMap, harmonic_fill, inpaint_noise
 from ..core.geometry import repeat_batch
 from ..core.lazydrag import (
     LazyDragIndices,
@@ -139,12 +140,17 @@ class LazyDragControl(Controller):
                  background: bool = True, identity: bool = True, refine: bool = True,
                  mask_text: bool = True, h_max: float = 0.8, hold: float = 0.2, end: float = 0.6,
                  free_on_end: bool = True, paired_batch: int = 0, background_lock: float = 0.0,
-                 trajectory: Optional[dict] = None):
+                 trajectory: Optional[dict] = None, content_lock: float = 0.0,
+                 hole_lock: float = 0.0, lock_margin: int = 0):
         self.plan, self.cache = plan, cache
-        if not 0.0 <= background_lock <= 1.0:
-            raise ValueError(f"background_lock must be in [0, 1], got {background_lock}")
-        if background_lock > 0 and not trajectory:
-            raise ValueError("background_lock needs the inversion trajectory")
+        for name, val in (("background_lock", background_lock), ("content_lock", content_lock),
+                          ("hole_lock", hole_lock)):
+            if not 0.0 <= val <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {val}")
+            if val > 0 and not trajectory:
+                raise ValueError(f"{name} needs the inversion trajectory")
+        if lock_margin < 0:
+            raise ValueError(f"lock_margin must be >= 0, got {lock_margin}")
         # latent-level background lock [ours, not in the paper]: after each of the first
         # ``background_lock``·N sampling steps the background tokens' latent is set to the
         # inversion's latent at the same sigma (1.0: every step, the background ends exactly as
@@ -152,9 +158,26 @@ class LazyDragControl(Controller):
         self.background_lock = float(background_lock)
         self.trajectory = trajectory or {}
         cm = plan.cmap
-        self.bg_pixels = cm.background.repeat_interleave(2, 0).repeat_interleave(2, 1)  # (h, w) latent px
+        n_steps = len(sigmas) - 1
+        self.fine = cm.fine
+        if self.fine is None:  # the paper's token regions: R_bg, upsampled to latent pixels
+            self.bg_pixels = cm.background.repeat_interleave(2, 0).repeat_interleave(2, 1)
+        else:  # [ours] pixel precision: everything but the moved content and what it vacates
+            free = self.fine.free
+            if lock_margin:
+                free = F.max_pool2d(free[None, None].float(), 2 * lock_margin + 1, 1,
+                                    lock_margin)[0, 0].bool()
+            self.bg_pixels = ~free
         has_bg = bool(self.bg_pixels.any())
-        self.lock_steps = int(round(self.background_lock * (len(sigmas) - 1))) if has_bg else 0
+        self.lock_steps = int(round(self.background_lock * n_steps)) if has_bg else 0
+        # [ours] content lock: the destination pixels follow the inversion trajectory of their
+        # sources (the object moved along its own denoising path) for the first content_lock·N
+        # steps; hole lock: the vacated pixels follow (1 − σ)·fill + σ·ε, fill = the harmonic
+        # interpolation of the source around the editable region, ε = the inpaint noise.
+        has_fine = self.fine is not None
+        self.content_steps = int(round(content_lock * n_steps)) if has_fine else 0
+        self.hole_steps = int(round(hole_lock * n_steps)) if has_fine else 0
+        self._hole = None  # (fill, noise) on first use
         self.locked = 0
         self.paired = paired_batch > 0
         self.paired_batch = paired_batch
@@ -181,14 +204,43 @@ class LazyDragControl(Controller):
                 "From Inversion, or set background_lock to 0 to silence this.", self.background_lock)
 
     def after_step(self, i: int, sigma_next: float, x: torch.Tensor) -> Optional[torch.Tensor]:
-        if i >= self.lock_steps:
+        if i >= max(self.lock_steps, self.content_steps, self.hole_steps):
             return None
         ref = self.trajectory.get(sigma_key(sigma_next))
         if ref is None or tuple(ref.shape[-2:]) != tuple(x.shape[-2:]):
             return None
-        self.locked += 1
         ref = _batch(ref.to(device=x.device, dtype=x.dtype), x.shape[0])
-        return torch.where(self.bg_pixels.to(x.device), ref, x)
+        if i < self.lock_steps:
+            self.locked += 1
+            x = torch.where(self.bg_pixels.to(x.device), ref, x)
+        if i < self.content_steps or i < self.hole_steps:
+            B, C, H, W = x.shape
+            x = x.reshape(B, C, H * W).clone()
+            if i < self.content_steps:
+                src = self.fine.source.to(x.device)
+                dst = src >= 0
+                x[..., dst] = ref.reshape(B, C, H * W)[..., src[dst]]
+            if i < self.hole_steps:
+                fill, eps = self._hole_terms(x.shape, x.device, x.dtype)
+                vac = self.fine.vacated.reshape(-1).to(x.device)
+                s = float(sigma_next)
+                x[..., vac] = (1 - s) * fill[..., vac] + s * eps[..., vac]
+            x = x.reshape(B, C, H, W)
+        return x
+
+    def _hole_terms(self, shape, device, dtype):
+        if self._hole is None or self._hole[0].shape != shape:
+            z0 = self.trajectory.get(sigma_key(0.0))
+            if z0 is None:
+                raise RuntimeError("FluxDrag LazyDrag: hole_lock needs the source latent (σ = 0) in "
+                                   "the inversion trajectory")
+            B, C = shape[:2]
+            H, W = self.fine.hw
+            z0 = z0.to(device=device, dtype=torch.float32)
+            fill = _batch(harmonic_fill(z0, self.fine.editable), B).reshape(B, C, H * W).to(dtype)
+            eps = _batch(inpaint_noise(z0.shape, self.plan.seed, device, dtype), B)  # as composed
+            self._hole = (fill, eps.reshape(B, C, H * W))
+        return self._hole
 
     def _rows(self, B: int, dev) -> tuple:
         b = self.paired_batch

@@ -34,6 +34,7 @@ Documented guesses (each a parameter):
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,18 +83,47 @@ def drag_displacement(
     return lam.unsqueeze(1) * (e - s), lam
 
 
+def _rotation(angle_deg: float) -> torch.Tensor:
+    """2x2 rotation by ``angle_deg`` degrees, clockwise on screen ((x, y) with y down)."""
+    a = math.radians(float(angle_deg))
+    c, s = math.cos(a), math.sin(a)
+    return torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+
+
 def move_displacement(
     points: torch.Tensor,
     handle: torch.Tensor | Sequence[float],
     target: torch.Tensor | Sequence[float],
     scale: torch.Tensor | Sequence[float] = (1.0, 1.0),
+    angle: float = 0.0,
 ) -> torch.Tensor:
-    """Rigid (move-mode) displacement v = d + (r - 1) * (p - s) for points (N, 2) -> (N, 2)."""
+    """Rigid (move-mode) displacement for points (N, 2) -> (N, 2).
+
+    v = e + r * R(angle) (p - s) - p; with angle 0 this is the paper's d + (r - 1) * (p - s).
+    ``angle`` [ours: rotation as an instruction] is in degrees, clockwise on screen.
+    """
     p = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
     s = torch.as_tensor(handle, dtype=torch.float64).reshape(2)
     e = torch.as_tensor(target, dtype=torch.float64).reshape(2)
     r = torch.as_tensor(scale, dtype=torch.float64).reshape(2)
-    return (e - s) + (r - 1.0) * (p - s)
+    if not angle:
+        return (e - s) + (r - 1.0) * (p - s)
+    return e + r * ((p - s) @ _rotation(angle).T) - p
+
+
+def move_inverse(
+    points: torch.Tensor,
+    handle: torch.Tensor | Sequence[float],
+    target: torch.Tensor | Sequence[float],
+    scale: torch.Tensor | Sequence[float] = (1.0, 1.0),
+    angle: float = 0.0,
+) -> torch.Tensor:
+    """Source positions (N, 2) of destinations x under a move drag: s + R(-angle) ((x - e) / r)."""
+    x = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
+    s = torch.as_tensor(handle, dtype=torch.float64).reshape(2)
+    e = torch.as_tensor(target, dtype=torch.float64).reshape(2)
+    r = torch.as_tensor(scale, dtype=torch.float64).reshape(2)
+    return s + ((x - e) / r) @ _rotation(-angle).T
 
 
 def winner_takes_all_field(
@@ -104,11 +134,15 @@ def winner_takes_all_field(
     scales: torch.Tensor | None = None,
     circle_center: torch.Tensor | Sequence[float] | None = None,
     circle_radius: float | None = None,
+    angles: torch.Tensor | Sequence[float] | None = None,
+    gate_unit: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fuse per-drag displacements by the nearest handle.
 
-    Returns v (N, 2), alpha (N,) = |p - s_{i*}|^-2 (inf at a handle) and i* (N,) long.
-    ``modes`` default to all "drag" (which needs the circle), ``scales`` to ones.
+    Returns v (N, 2), alpha (N,) = (gate_unit / |p - s_{i*}|)^2 (inf at a handle) and i* (N,)
+    long. ``gate_unit`` is the distance, in this grid's cells, that counts as 1 in alpha (the
+    paper: 1 token). ``modes`` default to all "drag" (which needs the circle), ``scales`` to
+    ones, ``angles`` (degrees, move mode) to zeros.
     """
     p = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
     s = torch.as_tensor(handles, dtype=torch.float64).reshape(-1, 2)
@@ -122,11 +156,13 @@ def winner_takes_all_field(
         if scales is None
         else torch.as_tensor(scales, dtype=torch.float64).reshape(n, 2)
     )
+    ang = [0.0] * n if angles is None else [float(a) for a in torch.as_tensor(angles).reshape(n)]
     d2 = ((p.unsqueeze(1) - s.unsqueeze(0)) ** 2).sum(dim=2)  # (N, n) squared distances
     idx = d2.argmin(dim=1)  # first minimum -> lowest drag index on ties
     d2_best = d2.gather(1, idx.unsqueeze(1)).squeeze(1)
     alpha = torch.where(
-        d2_best > 0, 1.0 / torch.where(d2_best > 0, d2_best, torch.ones_like(d2_best)),
+        d2_best > 0,
+        float(gate_unit) ** 2 / torch.where(d2_best > 0, d2_best, torch.ones_like(d2_best)),
         torch.full_like(d2_best, float("inf")),
     )
     v = torch.zeros_like(p)
@@ -135,7 +171,7 @@ def winner_takes_all_field(
         if not bool(sel.any()):
             continue
         if modes[i] == "move":
-            v[sel] = move_displacement(p[sel], s[i], e[i], r[i])
+            v[sel] = move_displacement(p[sel], s[i], e[i], r[i], ang[i])
         elif modes[i] == "drag":
             if circle_center is None or circle_radius is None:
                 raise ValueError("drag-mode displacement needs circle_center and circle_radius")
@@ -170,6 +206,8 @@ class CorrespondenceMap:
     drags: TokenDrags
     grid_hw: tuple[int, int]
     transition_width: int = 1
+    fine: FineMap | None = None   # [ours] the latent-pixel map (build_correspondence pixel_mask)
+    gate_unit: float = 1.0        # tokens per gate unit (gate_unit_tokens)
 
     def source_index(self) -> torch.Tensor:
         """Flat row-major source index M(x) per destination token, (h*w,) long, -1 elsewhere."""
@@ -198,6 +236,8 @@ class CorrespondenceMap:
             "inpaint": rle_encode(self.inpaint),
             "transition": rle_encode(self.transition),
             "drags": self.drags.to_dict(),
+            "gate_unit": float(self.gate_unit),
+            "fine": None if self.fine is None else self.fine.to_dict(),
         }
 
     @classmethod
@@ -229,6 +269,8 @@ class CorrespondenceMap:
             drags=TokenDrags.from_dict(d["drags"]),
             grid_hw=(h, w),
             transition_width=int(d.get("transition_width", 1)),
+            fine=None if d.get("fine") is None else FineMap.from_dict(d["fine"]),
+            gate_unit=float(d.get("gate_unit", 1.0)),
         )
 
 
@@ -271,6 +313,260 @@ def circumscribed_circle(
     return c, R
 
 
+def _components(mask: torch.Tensor) -> torch.Tensor:
+    """8-connected component labels (h, w) long, -1 off the mask (small grids: token level)."""
+    h, w = mask.shape
+    lab = torch.full((h, w), -1, dtype=torch.long)
+    m = mask.tolist()
+    lb = lab.tolist()
+    n = 0
+    for r in range(h):
+        for c in range(w):
+            if m[r][c] and lb[r][c] < 0:
+                stack = [(r, c)]
+                lb[r][c] = n
+                while stack:
+                    y, x = stack.pop()
+                    for yy in (y - 1, y, y + 1):
+                        for xx in (x - 1, x, x + 1):
+                            if 0 <= yy < h and 0 <= xx < w and m[yy][xx] and lb[yy][xx] < 0:
+                                lb[yy][xx] = n
+                                stack.append((yy, xx))
+                n += 1
+    return torch.tensor(lb, dtype=torch.long).reshape(h, w)
+
+
+def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: float = 0.0
+                     ) -> TokenDrags:
+    """[ours, not in the paper] Drags on one connected part of the editable region that describe
+    a rigid motion become one ``move`` drag with an angle.
+
+    The drags are grouped by the 8-connected component of ``region`` (token grid) nearest to
+    each handle. For a group of two or more, the least-squares rigid motion (rotation about the
+    handles' centroid + translation; 2-D Kabsch) is fitted; when its RMS residual is at most
+    ``tolerance`` times the mean drag length, the group is replaced by one move drag from the
+    handles' centroid to the targets' centroid with the fitted angle (two handles dragged round
+    their midpoint = a rotation about that midpoint). ``tolerance`` 0: never (the paper — each
+    drag moves its Voronoi cell elastically, which tears a rotated object apart).
+    """
+    n = len(token_drags)
+    if tolerance <= 0 or n < 2:
+        return token_drags
+    lab = _components(region.to(torch.bool).cpu())
+    yx = torch.nonzero(lab >= 0)
+    if yx.shape[0] == 0:
+        return token_drags
+    pts = yx.flip(1).to(torch.float64)
+    groups: dict[int, list[int]] = {}
+    for i, h in enumerate(token_drags.handles):
+        j = int(((pts - h) ** 2).sum(1).argmin())
+        groups.setdefault(int(lab[yx[j, 0], yx[j, 1]]), []).append(i)
+    keep = [True] * n
+    new_h, new_t, new_m, new_s, new_a = [], [], [], [], []
+    for idx in groups.values():
+        if len(idx) < 2:
+            continue
+        hs, ts = token_drags.handles[idx], token_drags.targets[idx]
+        if any(token_drags.modes[i] == "move" and (token_drags.scales[i] != 1).any() for i in idx):
+            continue  # a scaled move is not rigid
+        hc, tc = hs.mean(0), ts.mean(0)
+        a, b = hs - hc, ts - tc
+        theta = math.atan2(float((a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum()), float((a * b).sum()))
+        fit = tc + a @ _rotation(math.degrees(theta)).T
+        resid = float(((fit - ts) ** 2).sum(1).mean().sqrt())
+        length = float((ts - hs).norm(dim=1).mean())
+        if resid > tolerance * max(length, 1e-9):
+            continue
+        for i in idx:
+            keep[i] = False
+        new_h.append(hc)
+        new_t.append(tc)
+        new_m.append("move")
+        new_s.append(torch.ones(2, dtype=torch.float64))
+        new_a.append(math.degrees(theta))
+    if not new_h:
+        return token_drags
+    k = [i for i in range(n) if keep[i]]
+    return TokenDrags(
+        handles=torch.cat([token_drags.handles[k], torch.stack(new_h)]),
+        targets=torch.cat([token_drags.targets[k], torch.stack(new_t)]),
+        modes=[token_drags.modes[i] for i in k] + new_m,
+        scales=torch.cat([token_drags.scales[k], torch.stack(new_s)]),
+        mask=token_drags.mask,
+        grid_hw=token_drags.grid_hw,
+        image_hw=token_drags.image_hw,
+        angles=torch.cat([token_drags.angles[k], torch.tensor(new_a, dtype=torch.float64)]),
+    )
+
+
+def gate_unit_tokens(image_hw: tuple[int, int], gate_reference: int = 0) -> float:
+    """Length, in tokens, that counts as distance 1 in the gate alpha = |p - s|^-2.
+
+    ``gate_reference`` 0: one token (the paper read literally; its reach in image terms shrinks
+    as the resolution grows: at 1024² a token three away gets 0.11). ``gate_reference`` R > 0
+    [ours]: 1/32 of the image's shorter side scaled as if that side were R pixels, i.e. the unit
+    is ``min(H, W) / R`` tokens — one token at R px (512, DragBench's size, is the paper's own
+    setting), two tokens at 2R: the same image fraction at every resolution.
+    """
+    if gate_reference <= 0:
+        return 1.0
+    return min(int(image_hw[0]), int(image_hw[1])) / float(gate_reference)
+
+
+def _match(
+    P: torch.Tensor,
+    handles: torch.Tensor,
+    targets: torch.Tensor,
+    modes: Sequence[str],
+    scales: torch.Tensor,
+    angles: torch.Tensor,
+    circle: tuple | None,
+    gate_unit: float,
+    backward: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Destination -> (source flat index or N, alpha) on one grid (h, w) for region P.
+
+    Forward (the paper): each p in P goes to round(p + v(p)); a destination hit by several keeps
+    the largest alpha (ties: lowest source index). ``backward`` [ours]: for move drags every grid
+    point x looks up its source round(T_i^-1(x)) and takes it when that source is in P and won by
+    drag i — no holes when a move enlarges or rotates (forward rounding leaves gaps there);
+    elastic drags stay forward.
+    """
+    h, w = P.shape
+    N = h * w
+    src_yx = torch.nonzero(P)
+    pts = src_yx.flip(1).to(torch.float64)
+    cc, rr = (None, None) if circle is None else circle
+    v, alpha, win = winner_takes_all_field(pts, handles, targets, modes, scales, cc, rr, angles,
+                                           gate_unit)
+    src_flat_all = src_yx[:, 0] * w + src_yx[:, 1]
+    fwd = torch.ones(pts.shape[0], dtype=torch.bool)
+    if backward:
+        fwd = torch.tensor([modes[int(i)] != "move" for i in win], dtype=torch.bool)
+    dst_xy = torch.floor(pts + v + 0.5).long()  # round half up
+    inside = (dst_xy[:, 0] >= 0) & (dst_xy[:, 0] < w) & (dst_xy[:, 1] >= 0) & (dst_xy[:, 1] < h)
+    sel = inside & fwd
+    src_l = [src_flat_all[sel]]
+    dst_l = [(dst_xy[:, 1] * w + dst_xy[:, 0])[sel]]
+    a_l = [alpha[sel]]
+    if backward:
+        alpha_grid = torch.full((N,), -1.0, dtype=torch.float64)
+        alpha_grid[src_flat_all] = alpha
+        win_grid = torch.full((N,), -1, dtype=torch.long)
+        win_grid[src_flat_all] = win
+        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        grid = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1).to(torch.float64)
+        for i, m in enumerate(modes):
+            if m != "move":
+                continue
+            pre = move_inverse(grid, handles[i], targets[i], scales[i], float(angles[i]))
+            # membership: P read bilinearly at the exact preimage, >= 1/2 (a rounded preimage
+            # thins rings and bars under a stretch); the source is the nearest P cell of the four
+            # around the preimage
+            x0, y0 = torch.floor(pre[:, 0]).long(), torch.floor(pre[:, 1]).long()
+            fx, fy = pre[:, 0] - x0, pre[:, 1] - y0
+            Pf = P.reshape(-1).to(torch.float64)
+            soft = torch.zeros(N, dtype=torch.float64)
+            best_d = torch.full((N,), float("inf"), dtype=torch.float64)
+            qf = torch.zeros(N, dtype=torch.long)
+            for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+                cx, cy = x0 + dx, y0 + dy
+                inb = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+                f = torch.where(inb, cy * w + cx, 0)
+                val = torch.where(inb, Pf[f], torch.zeros_like(fx))
+                wt = (fx if dx else 1 - fx) * (fy if dy else 1 - fy)
+                soft += wt * val
+                d = (pre[:, 0] - cx) ** 2 + (pre[:, 1] - cy) ** 2
+                better = (val > 0) & (d < best_d)
+                best_d = torch.where(better, d, best_d)
+                qf = torch.where(better, f, qf)
+            ok = (soft >= 0.5 - 1e-9) & torch.isfinite(best_d)
+            ok &= win_grid[qf] == i
+            src_l.append(qf[ok])
+            dst_l.append(torch.arange(N)[ok])
+            a_l.append(alpha_grid[qf[ok]])
+    src_flat, dst_flat, a = torch.cat(src_l), torch.cat(dst_l), torch.cat(a_l)
+    best = torch.full((N,), -float("inf"), dtype=torch.float64)
+    best = best.scatter_reduce(0, dst_flat, a, reduce="amax", include_self=True)
+    cand = torch.where(a == best[dst_flat], src_flat, torch.full_like(src_flat, N))
+    chosen = torch.full((N,), N, dtype=torch.long)
+    chosen = chosen.scatter_reduce(0, dst_flat, cand, reduce="amin", include_self=True)
+    alpha_of_src = torch.zeros(N, dtype=torch.float64)
+    alpha_of_src[src_flat] = a
+    return chosen, alpha_of_src
+
+
+@dataclass(eq=False)
+class FineMap:
+    """[ours] The same correspondence on the latent-pixel grid (H, W) = 2x the token grid.
+
+    source: (H*W,) long, flat source latent pixel of each destination pixel, -1 elsewhere;
+    editable: (H, W) the editable region P at latent resolution (a latent cell is in when any of
+    its 8x8 image pixels is); destination: (H, W). Derived: ``vacated`` = P minus destinations,
+    ``free`` = P or destinations (what the latent locks leave to the model).
+    """
+
+    source: torch.Tensor
+    editable: torch.Tensor
+    destination: torch.Tensor
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return int(self.editable.shape[0]), int(self.editable.shape[1])
+
+    @property
+    def vacated(self) -> torch.Tensor:
+        return self.editable & ~self.destination
+
+    @property
+    def free(self) -> torch.Tensor:
+        return self.editable | self.destination
+
+    def to_dict(self) -> dict[str, Any]:
+        dst = torch.nonzero(self.source >= 0).flatten()
+        return {"editable": rle_encode(self.editable),
+                "matching": torch.stack([dst, self.source[dst]], 1).tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FineMap:
+        editable = rle_decode(d["editable"])
+        H, W = editable.shape
+        source = torch.full((H * W,), -1, dtype=torch.long)
+        rows = torch.tensor(d["matching"], dtype=torch.long).reshape(-1, 2)
+        if rows.numel():
+            source[rows[:, 0]] = rows[:, 1]
+        return cls(source, editable, (source >= 0).reshape(H, W))
+
+
+def build_fine_map(token_drags: TokenDrags, editable_px: torch.Tensor, circle: tuple | None,
+                   gate_unit: float = 1.0, backward: bool = True) -> FineMap:
+    """The map on the latent-pixel grid for a latent-resolution editable mask (H, W).
+
+    Latent-pixel coordinates are 2·token + 0.5 (a token is 2x2 latent pixels); lengths double,
+    the gate unit too, so each pixel's winner and weight match its token's.
+    """
+    P = editable_px.to(torch.bool).cpu()
+    H, W = P.shape
+    to_px = lambda t: 2.0 * t + 0.5  # noqa: E731
+    circ = None if circle is None else (to_px(circle[0]), 2.0 * circle[1])
+    chosen, _ = _match(P, to_px(token_drags.handles), to_px(token_drags.targets),
+                       token_drags.modes, token_drags.scales, token_drags.angles, circ,
+                       2.0 * gate_unit, backward)
+    N = H * W
+    dest = chosen < N
+    source = torch.where(dest, chosen, -1)
+    return FineMap(source, P, dest.reshape(H, W))
+
+
+def latent_region(pixel_mask: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """(H·8, W·8) image-pixel mask -> (H, W) latent cells, a cell is in when any pixel is."""
+    H, W = int(latent_hw[0]), int(latent_hw[1])
+    m = pixel_mask.to(torch.bool)
+    if tuple(m.shape) != (8 * H, 8 * W):
+        raise ValueError(f"mask is {tuple(m.shape)} pixels but the latent needs {(8 * H, 8 * W)}")
+    return m.reshape(H, 8, W, 8).any(3).any(1)
+
+
 def build_correspondence(
     token_drags: TokenDrags,
     grid_hw: tuple[int, int] | None = None,
@@ -278,12 +574,20 @@ def build_correspondence(
     transition_width: int = 1,
     default_region_factor: float = 0.5,
     default_region_min_radius: float = 1.0,
+    gate_reference: int = 0,
+    backward: bool = False,
+    rigid_tolerance: float = 0.0,
+    pixel_mask: torch.Tensor | None = None,
 ) -> CorrespondenceMap:
     """Build (M, A) and the four regions from token-space drags.
 
     The editable region P is ``region_mask`` (h, w) if given, else the instructions' mask, else
     :func:`default_editable_region` [guess]. ``transition_width`` [guess] is the width in tokens of
-    the R_trans ring.
+    the R_trans ring. Departures from the paper, each off at its default here (the node turns
+    them on): ``gate_reference`` (:func:`gate_unit_tokens`), ``backward`` (see :func:`_match`),
+    ``rigid_tolerance`` (:func:`fuse_rigid_drags`) and ``pixel_mask`` — an editable mask at latent
+    resolution (2h, 2w) — which adds the latent-pixel map (:class:`FineMap`) used to compose the
+    initial latent and to place the latent locks at pixel precision.
     """
     h, w = token_drags.grid_hw if grid_hw is None else (int(grid_hw[0]), int(grid_hw[1]))
     if (h, w) != tuple(token_drags.grid_hw):
@@ -308,40 +612,20 @@ def build_correspondence(
         )
     if tuple(P.shape) != (h, w):
         raise ValueError(f"region mask is {tuple(P.shape)} but the token grid is {(h, w)}")
-
-    src_yx = torch.nonzero(P)  # (N, 2) row, col
-    if src_yx.shape[0] == 0:
+    if not bool(P.any()):
         raise ValueError(
             "the editable region is empty on the token grid; paint a larger region (a token is "
             "16x16 pixels)"
         )
-    pts = src_yx.flip(1).to(torch.float64)  # (N, 2) x, y
+    token_drags = fuse_rigid_drags(token_drags, P, rigid_tolerance)
+    gate_unit = gate_unit_tokens(token_drags.image_hw, gate_reference)
     needs_circle = any(m == "drag" for m in token_drags.modes)
-    center, radius = (
-        circumscribed_circle(P, token_drags.handles) if needs_circle else (None, None)
-    )
-    v, alpha, _ = winner_takes_all_field(
-        pts, token_drags.handles, token_drags.targets, token_drags.modes, token_drags.scales,
-        center, radius,
-    )
-    dst_xy = torch.floor(pts + v + 0.5).long()  # round half up
-    inside = (
-        (dst_xy[:, 0] >= 0) & (dst_xy[:, 0] < w) & (dst_xy[:, 1] >= 0) & (dst_xy[:, 1] < h)
-    )
-    src_flat = (src_yx[:, 0] * w + src_yx[:, 1])[inside]
-    dst_flat = (dst_xy[:, 1] * w + dst_xy[:, 0])[inside]
-    a = alpha[inside]
-
+    circle = circumscribed_circle(P, token_drags.handles) if needs_circle else None
+    chosen, alpha_of_src = _match(P, token_drags.handles, token_drags.targets, token_drags.modes,
+                                  token_drags.scales, token_drags.angles, circle, gate_unit,
+                                  backward)
     N = h * w
-    best = torch.full((N,), -float("inf"), dtype=torch.float64)
-    best = best.scatter_reduce(0, dst_flat, a, reduce="amax", include_self=True)
-    cand = torch.where(a == best[dst_flat], src_flat, torch.full_like(src_flat, N))
-    chosen = torch.full((N,), N, dtype=torch.long)
-    chosen = chosen.scatter_reduce(0, dst_flat, cand, reduce="amin", include_self=True)
     dest = chosen < N  # (N,)
-
-    alpha_of_src = torch.zeros(N, dtype=torch.float64)
-    alpha_of_src[src_flat] = a
     weight = torch.zeros(N, dtype=torch.float64)
     weight[dest] = alpha_of_src[chosen[dest]].clamp(max=1.0)
     matching = torch.full((N, 2), -1, dtype=torch.long)
@@ -360,6 +644,12 @@ def build_correspondence(
     else:
         transition = torch.zeros_like(moved)
     background = ~(moved | transition)
+    fine = None
+    if pixel_mask is not None:
+        pm = torch.as_tensor(pixel_mask).to(torch.bool).cpu()
+        if tuple(pm.shape) != (2 * h, 2 * w):
+            raise ValueError(f"pixel_mask is {tuple(pm.shape)} but the latent grid is {(2 * h, 2 * w)}")
+        fine = build_fine_map(token_drags, pm, circle, gate_unit, backward)
     return CorrespondenceMap(
         matching=matching.reshape(h, w, 2),
         weight=weight.reshape(h, w),
@@ -371,6 +661,8 @@ def build_correspondence(
         drags=token_drags,
         grid_hw=(h, w),
         transition_width=int(transition_width),
+        fine=fine,
+        gate_unit=gate_unit,
     )
 
 
@@ -391,6 +683,14 @@ def _unpatchify(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return t.reshape(B, C, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(B, C, 2 * h, 2 * w)
 
 
+def inpaint_noise(shape: Sequence[int], seed: int, device=None, dtype=None) -> torch.Tensor:
+    """The N(0, I) noise that fills the vacated area: a CPU generator seeded with ``seed`` drawing
+    the full latent's shape (so it does not depend on the map)."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    noise = torch.randn(tuple(shape), generator=gen, dtype=torch.float32)
+    return noise.to(device=device, dtype=dtype or torch.float32)
+
+
 def compose_initial_latent(
     z_T: torch.Tensor, cmap: CorrespondenceMap, seed: int = 0
 ) -> torch.Tensor:
@@ -398,7 +698,10 @@ def compose_initial_latent(
 
     Destination tokens take z_T at M(x), inpaint tokens seeded N(0, I) noise (a CPU
     ``torch.Generator`` drawing the full latent's shape, so the noise does not depend on the map),
-    the rest keep z_T. Returns a new tensor; z_T is not modified.
+    the rest keep z_T. With a latent-pixel map (``cmap.fine``) [ours] the same is done per latent
+    pixel: only the editable pixels move and only the vacated pixels become noise, so no source
+    background travels with the object and no background around it is replaced by noise.
+    Returns a new tensor; z_T is not modified.
     """
     if z_T.dim() != 4:
         raise ValueError(f"latent must be (B, C, H, W), got shape {tuple(z_T.shape)}")
@@ -410,14 +713,44 @@ def compose_initial_latent(
             f"(expected latent {2 * h}x{2 * w}); build the map for this image size"
         )
     dev = z_T.device
+    noise = inpaint_noise(z_T.shape, seed, dev, z_T.dtype)
+    if cmap.fine is not None:
+        fm = cmap.fine
+        flat = z_T.reshape(*z_T.shape[:2], H * W)
+        out = flat.clone()
+        src = fm.source.to(dev)
+        dst = src >= 0
+        out[..., dst] = flat[..., src[dst]]
+        vac = fm.vacated.reshape(-1).to(dev)
+        out[..., vac] = noise.reshape(*z_T.shape[:2], H * W)[..., vac]
+        return out.reshape(z_T.shape)
     tok = _patchify(z_T)
     out = tok.clone()
     src = cmap.source_index().to(dev)
     dst = src >= 0
     out[..., dst] = tok[..., src[dst]]
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    noise = torch.randn(z_T.shape, generator=gen, dtype=torch.float32)
-    noise = _patchify(noise.to(device=dev, dtype=z_T.dtype))
+    noise = _patchify(noise)
     inp = cmap.inpaint.reshape(-1).to(dev)
     out[..., inp] = noise[..., inp]
     return _unpatchify(out, h, w)
+
+
+def harmonic_fill(latent: torch.Tensor, region: torch.Tensor, iters: int = 0) -> torch.Tensor:
+    """[ours] ``latent`` (B, C, H, W) with ``region`` (H, W) replaced by the harmonic (membrane)
+    interpolation of its surroundings: Jacobi iterations of the 4-neighbour mean, started from
+    the mean of the ring around the region, boundary values fixed (image borders reflect).
+    ``iters`` 0: 2·(H + W), enough for the fill to settle over the region's width.
+    """
+    region = region.to(device=latent.device, dtype=torch.bool)
+    if not bool(region.any()):
+        return latent.clone()
+    H, W = region.shape
+    ring = F.max_pool2d(region[None, None].float(), 3, 1, 1)[0, 0].bool() & ~region
+    x = latent.clone().float()
+    if bool(ring.any()):
+        x[..., region] = x[..., ring].mean(-1, keepdim=True)
+    for _ in range(iters or 2 * (H + W)):
+        p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        avg = 0.25 * (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:])
+        x = torch.where(region, avg, x)
+    return x.to(latent.dtype)

@@ -5,7 +5,8 @@ Every method of the pack (LazyDrag, DragFlow, ContextDrag, AttentionDrag) and th
 and write the same versioned JSON document, in image pixels (issue 3, anchors §1.2 and §2.1)::
 
     {"version": 1, "image_size": [W, H],
-     "drags": [{"handle": [x, y], "target": [x, y], "mode": "drag" | "move", "scale": [rx, ry]}],
+     "drags": [{"handle": [x, y], "target": [x, y], "mode": "drag" | "move", "scale": [rx, ry],
+                "angle": degrees}],
      "mask": null | {"polygons": [[[x, y], ...], ...]} | {"rle": {"size": [H, W], "counts": [...]}},
      "regions": [{"op": "relocate" | "deform" | "rotate", "mask": <mask>,
                   "begin": [x, y], "target": [x, y], "anchor": [x, y] | null}]}
@@ -14,13 +15,16 @@ and write the same versioned JSON document, in image pixels (issue 3, anchors §
   image and W/H the right/bottom edge, so a point may lie anywhere in [0, W] x [0, H].
 * ``mode`` defaults to ``"drag"`` (elastic, FastDrag/LazyDrag), ``"move"`` is rigid with an axis
   scale ``scale`` = r (default [1, 1]) about the handle.
+* ``angle`` (optional, ``move`` drags only, default 0) rotates the moved content by that many
+  degrees about the handle, clockwise on screen (image y points down), before the scale:
+  p -> target + r * R(angle) (p - handle). Written only when non-zero.
 * ``mask`` is the optional editable region. Polygons are rasterised with the even-odd rule at
   pixel centres and several polygons are united; RLE counts are run lengths of 0/1 values in
   row-major order, starting with a run of 0 (which may be empty).
 * ``regions`` (DragFlow region operations) are validated and kept as data.
 * Unknown keys are ignored so that the editor may store its own UI state next to the schema.
 * A drag whose handle equals its target is refused, except a ``move`` drag with a scale other
-  than [1, 1] (a scale in place is a real edit).
+  than [1, 1] or an angle (a scale or rotation in place is a real edit).
 
 FLUX geometry: pixels -> latent (/8) -> tokens (2x2 latent patches, /16 px). Token (i, j) covers
 pixels [16j, 16j+16) x [16i, 16i+16); the continuous token coordinate of pixel coordinate p is
@@ -78,6 +82,7 @@ class Drag:
     target: Point
     mode: str = "drag"
     scale: Point = (1.0, 1.0)
+    angle: float = 0.0  # degrees, clockwise on screen, about the handle (move mode)
 
 
 @dataclass(eq=False)
@@ -145,6 +150,7 @@ class DragInstructions:
                     "target": _num_list(d.target),
                     "mode": d.mode,
                     "scale": _num_list(d.scale),
+                    **({"angle": _num(d.angle)} if d.angle else {}),
                 }
                 for d in self.drags
             ],
@@ -171,7 +177,8 @@ class TokenDrags:
     """Drags on the FLUX token grid (float token coordinates, (x, y) order).
 
     handles, targets, scales: (n, 2) float64; modes: n strings; mask: (h, w) bool editable
-    region on the token grid or None; grid_hw = (h, w) tokens; image_hw = (H, W) pixels.
+    region on the token grid or None; grid_hw = (h, w) tokens; image_hw = (H, W) pixels;
+    angles: (n,) float64 degrees (move mode; clockwise on screen), None = all 0.
     """
 
     handles: torch.Tensor
@@ -181,6 +188,11 @@ class TokenDrags:
     mask: torch.Tensor | None
     grid_hw: tuple[int, int]
     image_hw: tuple[int, int]
+    angles: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.angles is None:
+            self.angles = torch.zeros(int(self.handles.shape[0]), dtype=torch.float64)
 
     def __len__(self) -> int:
         return int(self.handles.shape[0])
@@ -194,6 +206,7 @@ class TokenDrags:
             "mask": None if self.mask is None else rle_encode(self.mask),
             "grid_hw": list(self.grid_hw),
             "image_hw": list(self.image_hw),
+            "angles": self.angles.tolist(),
         }
 
     @classmethod
@@ -207,6 +220,7 @@ class TokenDrags:
             mask=None if d.get("mask") is None else rle_decode(d["mask"]),
             grid_hw=(int(d["grid_hw"][0]), int(d["grid_hw"][1])),
             image_hw=(int(d["image_hw"][0]), int(d["image_hw"][1])),
+            angles=torch.tensor(d.get("angles") or [0.0] * n, dtype=torch.float64).reshape(n),
         )
 
 
@@ -404,7 +418,19 @@ def _parse_drag(i: int, d: Any) -> Drag:
         target=_parse_point(d["target"], f"{where}.target"),
         mode=mode,
         scale=_parse_point(scale, f"{where}.scale"),
+        angle=_parse_angle(d.get("angle"), f"{where}.angle"),
     )
+
+
+def _parse_angle(a: Any, where: str) -> float:
+    if a is None:
+        return 0.0
+    if isinstance(a, bool):
+        raise ValueError(f"{where} must be a number of degrees, got {a!r}")
+    try:
+        return float(a)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a number of degrees, got {a!r}") from None
 
 
 def _parse_mask(m: Any, H: int, W: int, where: str) -> torch.Tensor | None:
@@ -495,6 +521,7 @@ def _normalise_drag(i: int, d: Drag) -> Drag:
         target=_parse_point(d.target, f"{where}.target"),
         mode=d.mode,
         scale=_parse_point(d.scale, f"{where}.scale"),
+        angle=_parse_angle(d.angle, f"{where}.angle"),
     )
 
 
@@ -529,7 +556,15 @@ def _validate(ins: DragInstructions) -> None:
                 f"{where}.scale {_fmt_point(d.scale)} must be positive on both axes; use [1, 1] "
                 "for a plain move, values > 1 to enlarge, between 0 and 1 to shrink"
             )
-        if d.handle == d.target and not (d.mode == "move" and tuple(d.scale) != (1.0, 1.0)):
+        if not math.isfinite(d.angle):
+            raise ValueError(f"{where}.angle {d.angle} is not finite; use degrees, e.g. 30")
+        if d.angle and d.mode != "move":
+            raise ValueError(
+                f'{where}: "angle" rotates rigid content and needs "mode": "move" (an elastic drag '
+                "cannot rotate); set the mode to move or remove the angle"
+            )
+        in_place = d.mode == "move" and (tuple(d.scale) != (1.0, 1.0) or d.angle % 360 != 0)
+        if d.handle == d.target and not in_place:
             raise ValueError(
                 f"{where}: handle {_fmt_point(d.handle)} equals its target, so the drag does "
                 "nothing; move the target away from the handle or delete this drag"
@@ -699,7 +734,7 @@ def rescale(instr: DragInstructions, new_size: tuple[int, int]) -> DragInstructi
     def sp(p: Point) -> Point:
         return (min(max(p[0] * fx, 0.0), W2), min(max(p[1] * fy, 0.0), H2))
 
-    drags = [Drag(sp(d.handle), sp(d.target), d.mode, d.scale) for d in instr.drags]
+    drags = [Drag(sp(d.handle), sp(d.target), d.mode, d.scale, d.angle) for d in instr.drags]
     mask = None if instr.mask is None else resize_mask_nearest(instr.mask, H2, W2)
     regions = [
         RegionOp(
@@ -821,6 +856,7 @@ def to_token_space(
         mask=mask,
         grid_hw=(h, w),
         image_hw=(H, W),
+        angles=torch.tensor([d.angle for d in ins.drags], dtype=torch.float64).reshape(n),
     )
 
 

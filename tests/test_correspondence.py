@@ -299,3 +299,108 @@ def test_compose_rejects_wrong_latent_size():
     assert compose_initial_latent(torch.zeros(1, 4, 4, 4, dtype=torch.float16), cm).dtype == (
         torch.float16
     )
+
+
+# ---------------------------------------------------------------- issue 18: rotation, backward
+# mapping, rigid fusion, resolution-independent gate, latent-pixel map
+
+
+def test_move_with_angle_rotates_about_the_handle_clockwise_on_screen():
+    from fluxdrag.core.correspondence import move_inverse
+    pts = torch.tensor([[3.0, 2.0], [2.0, 3.0]], dtype=torch.float64)
+    v = move_displacement(pts, [2, 2], [2, 2], angle=90.0)   # (1, 0) -> (0, 1): right -> down
+    assert torch.allclose(pts + v, torch.tensor([[2.0, 3.0], [1.0, 2.0]], dtype=torch.float64))
+    # with a scale, and the inverse undoes it
+    v = move_displacement(pts, [2, 2], [5, 1], [2.0, 0.5], angle=30.0)
+    assert torch.allclose(move_inverse(pts + v, [2, 2], [5, 1], [2.0, 0.5], 30.0), pts)
+    # angle 0 is the paper's d + (r - 1)(p - s)
+    assert torch.allclose(move_displacement(pts, [2, 2], [5, 1], [2.0, 0.5], 0.0),
+                          torch.tensor([5 - 2.0, 1 - 2.0]) + torch.tensor([1.0, -0.5]) * (pts - 2))
+
+
+def test_backward_mapping_leaves_no_holes_when_enlarging():
+    h, w = 12, 12
+    P = torch.zeros(h, w, dtype=torch.bool)
+    P[4:8, 4:8] = True
+    td = _td([[5.5, 5.5]], [[5.5, 5.5]], (h, w), scales=[[2.0, 2.0]], mask=P)
+    fwd = build_correspondence(td, transition_width=0)
+    bwd = build_correspondence(td, transition_width=0, backward=True)
+    assert int(fwd.destination.sum()) == 16           # forward: 16 sources, spread with gaps
+    assert int(bwd.destination.sum()) == 64           # backward: the whole 8x8 block
+    assert bool(bwd.destination[2:10, 2:10].all())
+    # every destination's source lies in P
+    m = bwd.matching[bwd.destination]
+    assert bool(P[m[:, 0], m[:, 1]].all())
+
+
+def test_rigid_fusion_turns_rotating_drags_into_one_rotation():
+    from fluxdrag.core.correspondence import fuse_rigid_drags
+    h, w = 16, 16
+    P = torch.zeros(h, w, dtype=torch.bool)
+    P[5:11, 5:11] = True
+    c = torch.tensor([8.0, 8.0], dtype=torch.float64)
+    th = math.radians(40)
+    R = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
+    hs = c + torch.tensor([[2.0, 0.0], [-1.0, 1.7], [-1.0, -1.7]], dtype=torch.float64)
+    ts = c + (hs - c) @ R.T
+    td = _td(hs.tolist(), ts.tolist(), (h, w), modes=["drag"] * 3, mask=P)
+    fused = fuse_rigid_drags(td, P, tolerance=0.2)
+    assert len(fused) == 1 and fused.modes == ["move"]
+    assert abs(float(fused.angles[0]) - 40.0) < 1e-6
+    assert torch.allclose(fused.handles[0], hs.mean(0)) and torch.allclose(fused.targets[0], ts.mean(0))
+    assert fuse_rigid_drags(td, P, tolerance=0.0) is td          # the paper: never
+    # drags that do not fit a rigid motion stay as they are
+    bent = _td(hs.tolist(), [ts[0].tolist(), hs[1].tolist(), (hs[2] + 3).tolist()], (h, w),
+               modes=["drag"] * 3, mask=P)
+    assert len(fuse_rigid_drags(bent, P, tolerance=0.2)) == 3
+    # drags on two separate parts are fused per part only
+    P2 = P.clone()
+    P2[0:2, 0:2] = True
+    two = _td(hs.tolist() + [[0.5, 0.5]], ts.tolist() + [[1.5, 0.5]], (h, w), modes=["drag"] * 4, mask=P2)
+    out = fuse_rigid_drags(two, P2, tolerance=0.2)
+    assert len(out) == 2 and out.modes == ["drag", "move"]
+
+
+def test_gate_unit_is_resolution_independent():
+    from fluxdrag.core.correspondence import gate_unit_tokens
+    assert gate_unit_tokens((1024, 1024), 0) == 1.0          # the paper: one token at any size
+    assert gate_unit_tokens((512, 512), 512) == 1.0          # equal to the paper at 512²
+    assert gate_unit_tokens((1024, 768), 512) == 1.5         # shorter side 768 → 1.5 tokens
+    # a token three away at 1024²: literal 1/9; image-relative (1.5 px-units away) 4/9 at 1024x1024
+    P = torch.ones(64, 64, dtype=torch.bool)
+    td = TokenDrags(handles=torch.tensor([[10.0, 10.0]]), targets=torch.tensor([[11.0, 10.0]]),
+                    modes=["move"], scales=torch.ones(1, 2), mask=P, grid_hw=(64, 64),
+                    image_hw=(1024, 1024))
+    lit = build_correspondence(td, transition_width=0)
+    rel = build_correspondence(td, transition_width=0, gate_reference=512)
+    assert abs(float(lit.weight[10, 14]) - 1 / 9) < 1e-9       # source (13, 10) → dest (14, 10)
+    assert abs(float(rel.weight[10, 14]) - 4 / 9) < 1e-9
+
+
+def test_fine_map_moves_only_the_masked_pixels():
+    from fluxdrag.core.correspondence import harmonic_fill
+    h, w = 8, 8
+    px = torch.zeros(2 * h, 2 * w, dtype=torch.bool)
+    px[3:6, 3:5] = True                       # a 3x2 latent-pixel object, not token aligned
+    tok = px.reshape(h, 2, w, 2).any(3).any(1)
+    td = _td([[2.0, 2.0]], [[5.5, 2.0]], (h, w), mask=tok)   # 3.5 tokens = 7 latent pixels right
+    cm = build_correspondence(td, backward=True, pixel_mask=px)
+    fm = cm.fine
+    assert int(fm.destination.sum()) == 6 and bool(fm.destination[3:6, 10:12].all())
+    assert torch.equal(fm.vacated, px)       # no overlap: the whole source is vacated
+    z = torch.randn(1, 3, 2 * h, 2 * w)
+    z0 = compose_initial_latent(z, cm, seed=1)
+    assert torch.equal(z0[..., 3:6, 10:12], z[..., 3:6, 3:5])          # moved exactly
+    keep = ~(fm.destination | fm.vacated)
+    assert torch.equal(z0[..., keep], z[..., keep])                     # nothing else touched
+    assert not torch.equal(z0[..., px], z[..., px])                     # vacated: noise
+    # the token map (the paper) would have moved whole tokens, background included
+    tok_cm = build_correspondence(td)
+    assert int(tok_cm.destination.sum()) * 4 > int(fm.destination.sum())
+    # round trip of the record keeps the fine map
+    back = CorrespondenceMap.from_dict(json.loads(json.dumps(cm.to_dict())))
+    assert torch.equal(back.fine.source, fm.source) and torch.equal(back.fine.editable, px)
+    # harmonic fill: a linear ramp is reproduced inside the hole
+    ramp = torch.arange(16, dtype=torch.float32).reshape(1, 1, 1, 16).expand(1, 1, 16, 16).clone()
+    filled = harmonic_fill(ramp.masked_fill(px, 99.0), px)
+    assert (filled - ramp).abs().max() < 1e-3

@@ -318,3 +318,25 @@ def test_to_token_space_snap():
 def test_dataclass_validates_directly():
     with pytest.raises(ValueError, match=r"drags\[0\]"):
         DragInstructions((64, 64), [Drag((1, 1), (1, 1))])
+
+
+def test_angle_on_move_drag_round_trips_and_is_validated():
+    from fluxdrag.core.instructions import parse_instructions, to_token_space
+    doc = {"version": 1, "image_size": [64, 64],
+           "drags": [{"handle": [20, 20], "target": [40, 20], "mode": "move", "angle": 30},
+                     {"handle": [10, 10], "target": [12, 10]}]}
+    ins = parse_instructions(doc)
+    assert ins.drags[0].angle == 30.0 and ins.drags[1].angle == 0.0
+    out = ins.to_dict()
+    assert out["drags"][0]["angle"] == 30 and "angle" not in out["drags"][1]
+    assert parse_instructions(ins.to_json()) == ins
+    assert to_token_space(ins, (64, 64)).angles.tolist() == [30.0, 0.0]
+    # rotation in place is an edit; an angle on an elastic drag is refused
+    parse_instructions({"version": 1, "image_size": [64, 64],
+                        "drags": [{"handle": [20, 20], "target": [20, 20], "mode": "move", "angle": 90}]})
+    with pytest.raises(ValueError, match="needs \"mode\": \"move\""):
+        parse_instructions({"version": 1, "image_size": [64, 64],
+                            "drags": [{"handle": [20, 20], "target": [30, 20], "angle": 10}]})
+    with pytest.raises(ValueError, match="angle"):
+        parse_instructions({"version": 1, "image_size": [64, 64],
+                            "drags": [{"handle": [20, 20], "target": [30, 20], "mode": "move", "angle": "x"}]})

@@ -28,7 +28,7 @@ def test_controls_off_is_bitwise_vanilla(tiny_flux, tiny_cond):
     from fluxdrag.nodes import lazydrag as ld
     lat, plan, rec = _setup(tiny_flux, tiny_cond)
     m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan, background=False, identity=False, refine=False,
-                                    background_lock=0.0)
+                                    background_lock=0.0, content_lock=0.0, hole_lock=0.0)
     patched = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0, keep_cache=True)
     plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), start=z0, keep_cache=True)
     assert ctrl.hits == 0 and ctrl.misses == 0  # nothing to do: every call passed through
@@ -81,11 +81,19 @@ def test_edit_keeps_background_and_changes_region(tiny_flux, tiny_cond):
     far_bg &= ~grown
     assert far_bg.sum() > 50
     assert tok_err[far_bg].mean() < 0.25 * tok_err[cm.destination | cm.inpaint].mean()
-    # destination tokens started from the handle area's noise
-    from fluxdrag.core.correspondence import _patchify
-    src_idx = cm.source_index()
+    # destination pixels started from the handle area's noise (the map's default: latent pixels)
+    src_idx = cm.fine.source
     d = torch.nonzero(src_idx >= 0).flatten()
-    assert torch.equal(_patchify(z0)[..., d], _patchify(rec.z_T)[..., src_idx[d]])
+    assert d.numel() > 0
+    assert torch.equal(z0.flatten(2)[..., d], rec.z_T.flatten(2)[..., src_idx[d]])
+    # the paper's token map: whole tokens
+    from fluxdrag.core.correspondence import _patchify
+    tok = ld.build_plan(DRAGS, lat["samples"], resolution="token").cmap
+    assert tok.fine is None
+    z0t = ld.compose_initial_latent(rec.z_T, tok, 0)
+    src_idx = tok.source_index()
+    d = torch.nonzero(src_idx >= 0).flatten()
+    assert torch.equal(_patchify(z0t)[..., d], _patchify(rec.z_T)[..., src_idx[d]])
 
 
 def test_patch_errors(tiny_flux, tiny_cond):
@@ -146,7 +154,7 @@ def test_paired_policy_needs_no_cache_and_keeps_background(tiny_flux, tiny_cond)
     assert tok_err[far_bg].mean() < 0.25 * tok_err[cm.destination | cm.inpaint].mean()
     # with every control off, the paired batch reproduces the unpaired result exactly per row
     m2, z0b, _ = ld.apply_lazydrag(tiny_flux, rec, plan, background=False, identity=False, refine=False,
-                                   background_lock=0.0)
+                                   background_lock=0.0, content_lock=0.0, hole_lock=0.0)
     off = inv.run_sampling(m2, rec, _guid1(tiny_cond), start=z0b)
     ref = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), start=z0b)
     assert (off - ref).abs().max() < 1e-5

@@ -19,21 +19,28 @@ def _guidance(cond) -> float:
 
 
 def lazydrag(scene, model, cond, steps: int = STEPS, background_query: str = "live",
-             background_lock: float = 1.0) -> torch.Tensor:
-    """Correspondence Map → Invert (Uni-Inv, caching for the map) → LazyDrag Patch → Sample."""
+             background_lock: float = 1.0, **opts) -> torch.Tensor:
+    """Correspondence Map → Invert (Uni-Inv, caching for the map) → LazyDrag Patch → Sample.
+
+    ``opts``: further :class:`LazyDragSettings` fields by name (the nodes' defaults otherwise).
+    """
     from ...pipelines.common import to_latent
     from ...pipelines.lazydrag import LazyDragSettings, run_lazydrag
 
     s = LazyDragSettings(steps=steps, inversion_guidance=_guidance(cond), seed=scene.seed,
-                         background_query=background_query, background_lock=background_lock)
+                         background_query=background_query, background_lock=background_lock, **opts)
     z = run_lazydrag(model, scene_latent_to_comfy(scene.latent), scene.drags, cond, s)
     return comfy_to_scene_latent(to_latent(model, z, exact=False))[0]
 
 
 def lazydrag_paper(scene, model, cond) -> torch.Tensor:
-    """LazyDrag as in the paper: attention control only (``background_lock`` 0) with the background
-    queries cached too — what the latent background lock adds."""
-    return lazydrag(scene, model, cond, background_query="cached", background_lock=0.0)
+    """LazyDrag as in the paper: token map pushed forward, elastic drags never fused, the gate in
+    token units, attention control only (no latent locks), background queries cached too — what
+    our departures (docs/lazydrag.md) add."""
+    from ...pipelines.lazydrag import MAP_PAPER, PATCH_PAPER
+
+    return lazydrag(scene, model, cond, background_query="cached", background_lock=0.0,
+                    **MAP_PAPER, **PATCH_PAPER)
 
 
 def attentiondrag(scene, model, cond, steps: int = STEPS) -> torch.Tensor:

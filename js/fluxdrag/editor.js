@@ -85,6 +85,7 @@ export class DragEditor {
     this.snap = false;
     this.newMode = "drag";
     this.newScale = [1, 1];
+    this.newAngle = 0; // rotation instruction of the next move drag (degrees, clockwise)
     this.newOp = "relocate";
 
     this.image = null;
@@ -142,6 +143,9 @@ export class DragEditor {
     this.modeSelect = select([["drag", "drag (elastic)"], ["move", "move (rigid)"]], "Mode of the selected / next drag", (v) => this.setMode(v));
     this.scaleX = number("Axis scale x of a move drag", (v) => this.setScale(0, v));
     this.scaleY = number("Axis scale y of a move drag", (v) => this.setScale(1, v));
+    // Rotation instruction: degrees about the handle, clockwise on screen (move drags only).
+    this.angleInput = number("Rotation of a move drag about its handle, degrees clockwise", (v) => this.setAngle(v));
+    Object.assign(this.angleInput, { min: "-360", max: "360", step: "5", value: "0" });
     this.opSelect = select(L.REGION_OPS.map((o) => [o, o]), "Operation of the selected / next region", (v) => this.setOp(v));
     this.gridBox = el("input", { type: "checkbox", title: "Show the 16 px token grid and snap points to token centres" });
     this.gridBox.addEventListener("change", () => {
@@ -158,6 +162,7 @@ export class DragEditor {
       this.modeSelect,
       this.scaleX,
       this.scaleY,
+      this.angleInput,
       this.opSelect,
       el("label", { title: this.gridBox.title }, { display: "flex", alignItems: "center", gap: "2px", fontSize: "12px", color: COLORS.text }, [this.gridBox, "Grid"]),
       this.undoButton,
@@ -365,6 +370,16 @@ export class DragEditor {
     }
   }
 
+  setAngle(value) {
+    if (!Number.isFinite(value)) return this.updateToolbar();
+    const s = this.selection;
+    if (s?.kind === "arrow" && this.history) {
+      this.commit(L.setDragAngle(this.history.present, s.index, value));
+    } else {
+      this.newAngle = value;
+    }
+  }
+
   setOp(op) {
     const s = this.selection;
     if (s?.kind === "region" && this.history) {
@@ -389,6 +404,8 @@ export class DragEditor {
     this.scaleY.value = String(scale[1]);
     // The axis scale only means something for rigid "move" drags.
     this.scaleX.disabled = this.scaleY.disabled = this.modeSelect.value !== "move";
+    this.angleInput.value = String(drag ? drag.angle ?? 0 : this.newAngle);
+    this.angleInput.disabled = this.modeSelect.value !== "move";
     this.opSelect.value = region ? region.op : this.newOp;
     this.undoButton.disabled = !this.history || !L.canUndo(this.history);
     this.redoButton.disabled = !this.history || !L.canRedo(this.history);
@@ -565,7 +582,7 @@ export class DragEditor {
     if (g.type === "new-drag") {
       const same = g.handle[0] === g.target[0] && g.handle[1] === g.target[1];
       if (g.moved && !same) {
-        const doc = L.addDrag(this.history.present, g.handle, g.target, { mode: this.newMode, scale: this.newScale });
+        const doc = L.addDrag(this.history.present, g.handle, g.target, { mode: this.newMode, scale: this.newScale, angle: this.newAngle });
         this.selection = { kind: "arrow", index: doc.drags.length - 1 };
         this.commit(doc);
       }
@@ -881,7 +898,8 @@ export class DragEditor {
     this.drawDot(a, POINT_RADIUS, COLORS.handle);
     this.drawDot(b, POINT_RADIUS, COLORS.target);
     const scale = d.scale && (d.scale[0] !== 1 || d.scale[1] !== 1) ? ` x${d.scale[0]},${d.scale[1]}` : "";
-    this.drawLabel(`${i + 1}${d.mode === "move" ? ` move${scale}` : ""}`, [a[0] - 8, a[1] - 10], COLORS.handle);
+    const angle = d.angle ? ` ⟳${d.angle}°` : "";
+    this.drawLabel(`${i + 1}${d.mode === "move" ? ` move${scale}${angle}` : ""}`, [a[0] - 8, a[1] - 10], COLORS.handle);
   }
 
   /** Shaft a -> b with a filled head at b (sizes in layout px). */

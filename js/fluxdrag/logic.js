@@ -15,10 +15,14 @@
  * points are (x, y) = (column, row)):
  *
  *   {"version": 1, "image_size": [W, H],
- *    "drags": [{"handle": [x, y], "target": [x, y], "mode": "drag"|"move", "scale": [sx, sy]}],
+ *    "drags": [{"handle": [x, y], "target": [x, y], "mode": "drag"|"move", "scale": [sx, sy],
+ *               "angle": degrees}],
  *    "mask": null | {"polygons": [[[x, y], ...], ...]},
  *    "regions": [{"op": "relocate"|"deform"|"rotate", "mask": {"polygons": [...]},
  *                 "begin": [x, y], "target": [x, y], "anchor": [x, y] | null}]}
+ *
+ * "angle" (optional, "move" drags only, written only when non-zero) rotates the moved content by
+ * that many degrees about the handle, clockwise on screen, before the axis scale.
  *
  * Pixel coordinates are continuous with pixel i spanning [i, i + 1): a point is inside the
  * image when 0 <= x < W and 0 <= y < H. The token (row i, col j) covers pixels
@@ -227,17 +231,40 @@ export function isEmptyDocument(doc) {
 const copyPoint = (p) => [p[0], p[1]];
 const copyPolygons = (polys) => polys.map((poly) => poly.map(copyPoint));
 
-/** Append a drag handle -> target. Options: mode ("drag" elastic | "move" rigid), scale [sx, sy]. */
-export function addDrag(doc, handle, target, { mode = "drag", scale = [1, 1] } = {}) {
+/**
+ * Append a drag handle -> target. Options: mode ("drag" elastic | "move" rigid), scale [sx, sy],
+ * angle (degrees, clockwise on screen, "move" only).
+ */
+export function addDrag(doc, handle, target, { mode = "drag", scale = [1, 1], angle = 0 } = {}) {
   const drag = { handle: copyPoint(handle), target: copyPoint(target), mode, scale: copyPoint(scale) };
+  if (mode === "move" && angle) drag.angle = angle;
   return { ...doc, drags: [...doc.drags, drag] };
+}
+
+function withoutAngleUnlessMove(d) {
+  if (d.mode === "move" || d.angle === undefined) return d;
+  const { angle: _dropped, ...rest } = d;
+  return rest;
+}
+
+/** Set the rotation (degrees, clockwise on screen, about the handle) of move drag i. */
+export function setDragAngle(doc, index, angle) {
+  const d = doc.drags[index];
+  if (!d || d.mode !== "move" || !Number.isFinite(angle)) return doc;
+  const drags = doc.drags.map((x, i) => {
+    if (i !== index) return x;
+    if (angle) return { ...x, angle };
+    const { angle: _dropped, ...rest } = x;
+    return rest;
+  });
+  return { ...doc, drags };
 }
 
 /** Set the mode (and optionally the axis scale used by "move") of drag i. */
 export function setDragMode(doc, index, mode, scale = undefined) {
   if (!doc.drags[index]) return doc;
   const drags = doc.drags.map((d, i) =>
-    i === index ? { ...d, mode, scale: scale ? copyPoint(scale) : d.scale } : d,
+    i === index ? withoutAngleUnlessMove({ ...d, mode, scale: scale ? copyPoint(scale) : d.scale }) : d,
   );
   return { ...doc, drags };
 }
@@ -644,6 +671,7 @@ export function normalizeDocument(obj) {
       target: readPoint(d.target, `${dragLabel(i)}: target`),
       mode: d.mode ?? "drag",
       scale: readPoint(scale, `${dragLabel(i)}: scale`),
+      ...(d.angle == null || Number(d.angle) === 0 ? {} : { angle: Number(d.angle) }),
     };
   });
   const mask = obj.mask == null ? null : { polygons: readPolygons(obj.mask, "mask") };
@@ -692,7 +720,13 @@ export function serializeDocument(doc) {
   return JSON.stringify({
     version: SCHEMA_VERSION,
     image_size: point(doc.image_size),
-    drags: doc.drags.map((d) => ({ handle: point(d.handle), target: point(d.target), mode: d.mode, scale: point(d.scale) })),
+    drags: doc.drags.map((d) => ({
+      handle: point(d.handle),
+      target: point(d.target),
+      mode: d.mode,
+      scale: point(d.scale),
+      ...(d.angle ? { angle: d.angle } : {}),
+    })),
     mask: doc.mask ? polygons(doc.mask) : null,
     regions: doc.regions.map((r) => ({
       op: r.op,
@@ -747,7 +781,11 @@ export function validateDocument(doc, { requireDrags = false } = {}) {
     const label = dragLabel(i);
     const okH = checkPoint(label, "handle", d.handle);
     const okT = checkPoint(label, "target", d.target);
-    if (okH && okT && d.handle[0] === d.target[0] && d.handle[1] === d.target[1]) {
+    const angle = d.angle ?? 0;
+    if (!Number.isFinite(angle)) errors.push(`${label}: angle ${angle} must be a number of degrees`);
+    else if (angle !== 0 && d.mode !== "move") errors.push(`${label}: an angle needs mode "move" (an elastic drag cannot rotate)`);
+    const inPlace = d.mode === "move" && Number.isFinite(angle) && angle % 360 !== 0; // a rotation in place
+    if (okH && okT && !inPlace && d.handle[0] === d.target[0] && d.handle[1] === d.target[1]) {
       errors.push(`${label}: handle equals target ${fmtPoint(d.handle)}; drag the target away from the handle or delete the drag`);
     }
     if (!DRAG_MODES.includes(d.mode)) errors.push(`${label}: unknown mode ${JSON.stringify(d.mode)}; use "drag" or "move"`);

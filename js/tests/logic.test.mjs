@@ -431,3 +431,31 @@ test("rectContains: inside, edges, empty rects", () => {
   assert.ok(!L.rectContains(r, 50, 19));
   assert.ok(!L.rectContains({ left: 0, top: 0, width: 0, height: 0 }, 0, 0));
 });
+
+test("rotation instruction: angle on a move drag, written only when non-zero, round-trips", () => {
+  let doc = L.createDocument(256, 256);
+  doc = L.addDrag(doc, [100, 100], [140, 100], { mode: "move", angle: 30 });
+  doc = L.addDrag(doc, [20, 20], [40, 40]);
+  assert.equal(doc.drags[0].angle, 30);
+  assert.equal("angle" in doc.drags[1], false);
+  const text = L.serializeDocument(doc);
+  const obj = JSON.parse(text);
+  assert.equal(obj.drags[0].angle, 30);
+  assert.equal("angle" in obj.drags[1], false);
+  assert.deepEqual(L.parseDocument(text), doc);
+  assert.deepEqual(L.validateDocument(doc), []);
+  // set, clear, and dropped when the drag becomes elastic
+  const set = L.setDragAngle(doc, 0, -45);
+  assert.equal(set.drags[0].angle, -45);
+  assert.equal("angle" in L.setDragAngle(doc, 0, 0).drags[0], false);
+  assert.equal(L.setDragAngle(doc, 1, 10), doc); // an elastic drag cannot rotate
+  assert.equal("angle" in L.setDragMode(set, 0, "drag").drags[0], false);
+});
+
+test("rotation instruction: validation", () => {
+  let doc = L.createDocument(64, 64);
+  doc = L.addDrag(doc, [10, 10], [10, 10], { mode: "move", angle: 90 }); // rotate in place: fine
+  assert.deepEqual(L.validateDocument(doc), []);
+  const bad = L.parseDocument('{"version":1,"image_size":[64,64],"drags":[{"handle":[1,1],"target":[9,9],"angle":20}]}');
+  assert.match(L.validateDocument(bad)[0], /angle needs mode "move"/);
+});
