@@ -87,10 +87,10 @@ def test_edit_keeps_background_and_changes_region(tiny_flux, tiny_cond):
     assert d.numel() > 0
     assert torch.equal(z0.flatten(2)[..., d], rec.z_T.flatten(2)[..., src_idx[d]])
     # the paper's token map: whole tokens
-    from fluxdrag.core.correspondence import _patchify
+    from fluxdrag.core.correspondence import _patchify, compose_initial_latent
     tok = ld.build_plan(DRAGS, lat["samples"], resolution="token").cmap
     assert tok.fine is None
-    z0t = ld.compose_initial_latent(rec.z_T, tok, 0)
+    z0t = compose_initial_latent(rec.z_T, tok, 0)
     src_idx = tok.source_index()
     d = torch.nonzero(src_idx >= 0).flatten()
     assert torch.equal(_patchify(z0t)[..., d], _patchify(rec.z_T)[..., src_idx[d]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from workflow_tools import WORKFLOWS, load_api, node_by_title
+from workflow_tools import API_WORKFLOWS, load_api, node_by_title
 
 pytestmark = pytest.mark.tier2
 
@@ -44,7 +44,7 @@ def test_shipped_invert_reconstruct_reconstructs_toy_scenes(toy):
     from fluxdrag.toyworld.scenes import make_scene
 
     model, cond = toy
-    api = load_api(WORKFLOWS / "invert_reconstruct_api.json")
+    api = load_api(API_WORKFLOWS / "invert_reconstruct_api.json")
     inv = node_by_title(api, "Invert")[1]["inputs"]
     sample_g = node_by_title(api, "Target guidance")[1]["inputs"]["guidance"]
     errs = [_roundtrip(model, cond, make_scene(s, f, c).latent, inv["steps"], inv["solver"],
