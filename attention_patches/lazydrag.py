@@ -4,6 +4,9 @@ Math and index sets: ``core/lazydrag.py``; method: anchors §1.3–1.6. Only sin
 are touched (all of them, as in the paper). Cache keys are the sigma of each model call, so the
 inversion's evaluations line up with the sampler's (Uni-Inv ↔ Euler exactly, anchors §1.5); a
 call with no cache entry (e.g. FireFlow's first sampling evaluation at σ = 1) runs unchanged.
+Latent locks after each sampling step [ours, not in the paper; docs/lazydrag.md]: background
+(``background_lock``), moved content (``content_lock``) and vacated area (``hole_lock``); with a
+latent-pixel map (``cmap.fine``) they follow the editable mask per latent pixel.
 """
 from __future__ import annotations
 

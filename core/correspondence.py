@@ -31,6 +31,12 @@ Documented guesses (each a parameter):
 * The circle O circumscribes the rectangle covering P's token *cells* (centres +- 0.5), so every
   token of P has lambda > 0 [guess; FastDrag uses the mask's pixel bounding box]; if a handle lies
   outside P the radius is enlarged to reach one token beyond that handle [guess].
+Departures from the paper [ours, issue 18; each off at this module's defaults, on in the node;
+docs/lazydrag.md]: ``angle`` on move drags (rotation as an instruction); ``backward`` mapping of
+move drags (no holes when enlarging or rotating); ``rigid_tolerance`` (drags that fit a rigid
+motion become one rotation, :func:`fuse_rigid_drags`); ``gate_reference`` (the gate's unit an
+image fraction, :func:`gate_unit_tokens`); ``pixel_mask`` (the same map per latent pixel,
+:class:`FineMap`, for the initial latent and the latent locks).
 """
 from __future__ import annotations
 
