@@ -15,27 +15,11 @@
  * execution_success and the editor's `executed` message; take the screenshot.
  */
 import fs from "node:fs";
-import { chromium } from "playwright-core";
+import { launch, setup } from "./chromium.mjs";
 
-const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
-const timeout = cfg.timeoutMs ?? 60000;
-const log = (...a) => console.error("[driver]", ...a);
-const t0 = Date.now();
-const timings = {};
-const mark = (name) => (timings[name] = (Date.now() - t0) / 1000);
+const { cfg, timeout, log, timings, mark } = setup("driver");
 
-const FLAGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
-
-const ctx = await chromium.launchPersistentContext(cfg.userDataDir, {
-  executablePath: cfg.chromium,
-  headless: true,
-  args: FLAGS,
-  viewport: { width: 1280, height: 800 },
-  deviceScaleFactor: 1,
-});
+const ctx = await launch(cfg);
 const consoleErrors = [];
 let result = { ok: false };
 try {

@@ -19,28 +19,12 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { launch, setup } from "./chromium.mjs";
 
-const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
-const timeout = cfg.timeoutMs ?? 60000;
-const log = (...a) => console.error("[templates]", ...a);
-const t0 = Date.now();
-const timings = {};
-const mark = (name) => (timings[name] = (Date.now() - t0) / 1000);
-
-const FLAGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
+const { cfg, timeout, log, timings, mark } = setup("templates");
 const DIALOG = '[aria-labelledby="global-workflow-template-selector"]';
 
-const ctx = await chromium.launchPersistentContext(cfg.userDataDir, {
-  executablePath: cfg.chromium,
-  headless: true,
-  args: FLAGS,
-  viewport: { width: 1280, height: 800 },
-  deviceScaleFactor: 1,
-});
+const ctx = await launch(cfg);
 const consoleErrors = [];
 const failedRequests = [];
 const thumbResponses = {}; // thumbnail URL path -> [status, content type] (the frontend shows them as blobs)
