@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -134,6 +135,9 @@ def regions_for_latent(drag_instructions, H: int, W: int, node: str = NODE_OPT) 
         raise FluxDragInputError(f"{node}: input 'drag_instructions' has no regions; build them "
                                  f"with {NODE_REGION}.")
     if tuple(ins.image_size) != (W, H):
+        warnings.warn(f"input 'drag_instructions' was drawn on a {ins.image_size[0]}×{ins.image_size[1]} "
+                      f"image but the latent is {W}×{H} px: regions rescaled proportionally; draw them "
+                      f"on the image you edit to avoid this", stacklevel=2)
         ins = rescale(ins, (W, H))
     regions = []
     for k, r in enumerate(ins.regions):
