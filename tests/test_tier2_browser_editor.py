@@ -68,6 +68,19 @@ def _near(rgb: np.ndarray, color: tuple[int, int, int], tol: int = 30) -> np.nda
     return (np.abs(rgb - np.array(color)) <= tol).all(axis=-1)
 
 
+def run_driver(driver: Path, cfg: dict, tmp: Path, timeout: float) -> dict:
+    """Run a browser driver (``tests/browser/*.mjs``) on ``cfg``; its JSON result, asserted ok."""
+    (tmp / "config.json").write_text(json.dumps(cfg))
+    r = subprocess.run(["node", str(driver), str(tmp / "config.json")], capture_output=True,
+                       text=True, timeout=timeout, cwd=BROWSER_DIR)
+    lines = r.stdout.strip().splitlines()
+    assert lines, f"driver printed nothing (exit {r.returncode}):\n{r.stderr[-4000:]}"
+    result = json.loads(lines[-1])
+    assert r.returncode == 0 and result["ok"], (result.get("error"), r.stderr[-4000:])
+    print("browser timings (s since launch):", result["timings"])
+    return result
+
+
 @pytest.fixture(scope="module")
 def browser_run(comfy_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
@@ -77,15 +90,7 @@ def browser_run(comfy_server, tmp_path_factory):
     cfg = {"baseUrl": comfy_server.base_url, "chromium": CHROMIUM,
            "userDataDir": str(tmp / "chromium-profile"), "imageName": name, "drags": DRAGS,
            "screenshot": str(tmp / "editor.png"), "timeoutMs": 90000}
-    (tmp / "config.json").write_text(json.dumps(cfg))
-    r = subprocess.run(["node", str(DRIVER), str(tmp / "config.json")], capture_output=True,
-                       text=True, timeout=240, cwd=BROWSER_DIR)
-    lines = r.stdout.strip().splitlines()
-    assert lines, f"driver printed nothing (exit {r.returncode}):\n{r.stderr[-4000:]}"
-    result = json.loads(lines[-1])
-    assert r.returncode == 0 and result["ok"], (result.get("error"), r.stderr[-4000:])
-    print("browser timings (s since launch):", result["timings"])
-    return result, tmp
+    return run_driver(DRIVER, cfg, tmp, timeout=240), tmp
 
 
 def test_canvas_drawing_reaches_the_server(browser_run, comfy_server, comfy):  # noqa: F811

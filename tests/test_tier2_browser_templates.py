@@ -25,7 +25,7 @@ import subprocess
 
 import pytest
 import workflow_tools as wt
-from test_tier2_browser_editor import BROWSER_DIR, CHROMIUM, SETTINGS, _missing
+from test_tier2_browser_editor import BROWSER_DIR, CHROMIUM, SETTINGS, _missing, run_driver
 
 pytest_plugins = ["comfy_server"]
 pytestmark = [pytest.mark.tier2,
@@ -65,14 +65,7 @@ def browser_templates(comfy_server, tmp_path_factory):
            "toyTemplate": TOY, "editorShotTemplate": EDITOR_SHOT_TEMPLATE, "drag": DRAG,
            "overlapDrag": OVERLAP_DRAG, "shotsDir": str(tmp), "timeoutMs": 90000,
            "runTimeoutMs": 240000}
-    (tmp / "config.json").write_text(json.dumps(cfg))
-    r = subprocess.run(["node", str(DRIVER), str(tmp / "config.json")], capture_output=True,
-                       text=True, timeout=420, cwd=BROWSER_DIR)
-    lines = r.stdout.strip().splitlines()
-    assert lines, f"driver printed nothing (exit {r.returncode}):\n{r.stderr[-4000:]}"
-    result = json.loads(lines[-1])
-    assert r.returncode == 0 and result["ok"], (result.get("error"), r.stderr[-4000:])
-    print("browser timings (s since launch):", result["timings"])
+    result = run_driver(DRIVER, cfg, tmp, timeout=420)
     update = os.environ.get("FLUXDRAG_UPDATE_DOCS") == "1"
     for shot, doc in (("templates.png", "templates.png"), ("editor_template.png", "editor_template.png")):
         if (tmp / shot).is_file() and (update or not (DOCS / doc).is_file()):

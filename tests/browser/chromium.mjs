@@ -34,3 +34,13 @@ export function launch(cfg) {
     deviceScaleFactor: 1,
   });
 }
+
+/** Close the browser, print the result (with timings and console errors) as the last stdout
+ * line — the test reads that line — and exit 0 when it is ok. */
+export async function finish(ctx, result, timings, consoleErrors) {
+  result.timings = timings;
+  result.consoleErrors = consoleErrors;
+  await ctx.close();
+  console.log(JSON.stringify(result));
+  process.exit(result.ok ? 0 : 1);
+}

@@ -15,7 +15,7 @@
  * execution_success and the editor's `executed` message; take the screenshot.
  */
 import fs from "node:fs";
-import { launch, setup } from "./chromium.mjs";
+import { finish, launch, setup } from "./chromium.mjs";
 
 const { cfg, timeout, log, timings, mark } = setup("driver");
 
@@ -162,9 +162,5 @@ try {
 } catch (err) {
   result = { ok: false, error: String(err?.stack ?? err) };
 } finally {
-  result.timings = timings;
-  result.consoleErrors = consoleErrors;
-  await ctx.close();
+  await finish(ctx, result, timings, consoleErrors);
 }
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);

@@ -19,7 +19,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { launch, setup } from "./chromium.mjs";
+import { finish, launch, setup } from "./chromium.mjs";
 
 const { cfg, timeout, log, timings, mark } = setup("templates");
 const DIALOG = '[aria-labelledby="global-workflow-template-selector"]';
@@ -247,9 +247,5 @@ try {
 } catch (err) {
   result = { ok: false, error: String(err?.stack ?? err), templates };
 } finally {
-  result.timings = timings;
-  result.consoleErrors = consoleErrors;
-  await ctx.close();
+  await finish(ctx, result, timings, consoleErrors);
 }
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);
