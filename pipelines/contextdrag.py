@@ -4,6 +4,8 @@ Position-Consistent Attention; ``attention_patches/contextdrag.py``) on clones o
 Sampling is ComfyUI's own (the Kontext graph with a ReferenceLatent)."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..attention_patches.contextdrag import ContextTokenInjection, PositionConsistentAttention, parse_block_list
@@ -65,6 +67,11 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None, anchor
               hull: str = "component", power: float = 2.0) -> ReverseMap:
     """LRM on the token grid of ``latent_samples`` (the reference latent)."""
     check_latent(latent_samples, NODE_MAP)
+    if latent_samples.shape[0] > 1:
+        warnings.warn(f"input 'latent' has a batch of {latent_samples.shape[0]}: ContextDrag edits with "
+                      f"one map, and Kontext's sampler makes as many images as its own empty latent "
+                      f"holds (usually 1) — the other references are not edited one by one; queue "
+                      f"each image separately", stacklevel=2)
     H, W = latent_samples.shape[-2] * 8, latent_samples.shape[-1] * 8
     try:
         td = to_token_space(parse_instructions(drag_instructions), (H, W))

@@ -292,3 +292,22 @@ def test_clear_errors(tiny_flux, tiny_cond):
         cd.PositionConsistentAttentionNode.execute(tiny_flux, rmap, single_blocks="0-2")
     with pytest.raises(FluxDragInputError, match="start"):
         cd.ContextTokenInjectionNode.execute(tiny_flux, rmap, start=0.9, end=0.1)
+
+
+def test_a_batch_of_references_is_reported(comfy, caplog):
+    """A reference latent batch of 2 edits with one map and yields as many images as the sampler's
+    empty latent: said as a warning (was silent), by the pipeline and through the node."""
+    from fluxdrag.nodes import contextdrag as cd
+    from fluxdrag.pipelines.contextdrag import build_map
+
+    two = {"samples": torch.cat([latent(3)["samples"], latent(4)["samples"]])}
+    with pytest.warns(UserWarning, match="input 'latent' has a batch of 2"):
+        build_map(DRAGS, two["samples"])
+    with caplog.at_level("WARNING", logger="FluxDrag"):
+        cd.ReverseMapping.execute(DRAGS, two)
+    assert any("FluxDrag Reverse Mapping: input 'latent' has a batch of 2" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="FluxDrag"):
+        cd.ReverseMapping.execute(DRAGS, latent(3))
+    assert not [r for r in caplog.records if "batch" in r.getMessage()]
