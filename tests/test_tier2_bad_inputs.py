@@ -266,3 +266,21 @@ def test_rescaled_dragflow_regions_are_reported(comfy_server):
     g["3"]["inputs"]["drags_json"] = _json.dumps(doc2)
     texts = _texts(comfy_server, g)
     assert any(n == "4" and "regions rescaled" in t for n, t in texts), texts
+
+
+def test_contextdrag_on_a_model_without_reference(comfy_server, reference):
+    """ContextDrag needs FLUX Kontext's reference tokens: on the toy model (no ReferenceLatent) the
+    patch refuses with the fix, the server stays up, the next edit is unchanged."""
+    g = {
+        "1": node("FluxDragToyModelLoader", family="any", guidance=3.5),
+        "2": node("FluxDragToyScene", seed=SEED, family="single", case="move"),
+        "3": node("FluxDragReverseMapping", drag_instructions=["2", 1], latent=["2", 0]),
+        "4": node("FluxDragContextTokenInjection", model=["1", 0], map=["3", 0]),
+        "5": node("KSampler", model=["4", 0], positive=["1", 1], negative=["1", 1], latent_image=["2", 0],
+                  steps=2, cfg=1.0, denoise=1.0, seed=0),
+        "6": node("SaveLatent", samples=["5", 0], filename_prefix="no_reference"),
+    }
+    err = _error(comfy_server, g)
+    assert "ReferenceLatent" in err["exception_message"], err
+    assert err["exception_type"] == "fluxdrag.ContextDragError", err["exception_type"]
+    _assert_good_run_unchanged(comfy_server, reference)
