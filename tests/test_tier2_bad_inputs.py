@@ -250,9 +250,7 @@ def test_dragflow_batch_of_two_refused(comfy_server, reference):
 
 
 def test_rescaled_dragflow_regions_are_reported(comfy_server):
-    import json as _json
-
-    doc = _json.loads(toy_graphs.region_doc(SEED))
+    doc = json.loads(toy_graphs.region_doc(SEED))
     # the same drawing announced at twice the size: every point and the mask doubled
     from fluxdrag.core.instructions import parse_instructions, rescale, rle_encode
 
@@ -263,7 +261,7 @@ def test_rescaled_dragflow_regions_are_reported(comfy_server):
                 regions=[{"op": r.op, "mask": {"rle": rle_encode(r.mask)}, "begin": list(r.begin),
                           "target": list(r.target)}])
     g = toy_graphs.dragflow(SEED, steps=4, iterations=(1, 0), prefix="warn_regions")
-    g["3"]["inputs"]["drags_json"] = _json.dumps(doc2)
+    g["3"]["inputs"]["drags_json"] = json.dumps(doc2)
     texts = _texts(comfy_server, g)
     assert any(n == "4" and "regions rescaled" in t for n, t in texts), texts
 

@@ -57,13 +57,11 @@ def _lazydrag(model, cond, scene):
 
 
 def _dragflow(model, cond, scene):
-    from fluxdrag.core.instructions import parse_instructions, rle_encode
+    from fluxdrag.core.instructions import parse_instructions
+    from fluxdrag.tools.toy_graphs import region_doc
     from fluxdrag.toyworld.model import comfy_to_scene_latent, scene_latent_to_comfy
 
-    ins = parse_instructions(scene.drags)
-    d = ins.drags[0]
-    doc = dict(scene.drags, regions=[{"op": "relocate", "mask": {"rle": rle_encode(ins.mask)},
-                                      "begin": list(d.handle), "target": list(d.target), "anchor": None}])
+    doc = region_doc(scene.seed, scene.family, scene.case)
     out = _run("FluxDragRegionAffineOptimise", model=model, latent=scene_latent_to_comfy(scene.latent),
                source=cond, target=cond, drag_instructions=parse_instructions(doc), steps=STEPS, skip_steps=2,
                n_transport=4, n_intensify=2)[0]

@@ -105,10 +105,10 @@ class ServerClient(ComfyClient):
         return None
 
 
-def _write_layout(comfyui: Path, root: Path, node_dirs: list[Path]) -> tuple[Path, dict[str, str]]:
+def _write_layout(comfyui: Path, root: Path, node_dirs: list[Path]) -> tuple[Path | None, dict[str, str]]:
     """Writable folders under ``root`` and an extra-model-paths YAML naming the folders that hold
-    ``node_dirs`` (the checkout's own ``custom_nodes`` is searched anyway). Returns the YAML and
-    package name → the path ComfyUI will load it from."""
+    ``node_dirs`` (the checkout's own ``custom_nodes`` is searched anyway; no YAML when all lie
+    there). Returns the YAML (or None) and package name → the path ComfyUI will load it from."""
     for d in ("input", "output", "temp", "user", "models"):
         (root / d).mkdir(parents=True, exist_ok=True)
     own = (comfyui / "custom_nodes").resolve()
@@ -122,10 +122,11 @@ def _write_layout(comfyui: Path, root: Path, node_dirs: list[Path]) -> tuple[Pat
             if str(d.parent) not in parents:
                 parents.append(str(d.parent))
             paths[d.name] = os.path.join(str(d.parent), d.name)
+    if not parents:
+        return None, paths
     lines = ["fluxdrag_server:", "    custom_nodes: |"] + [f"        {p}" for p in parents]
     cfg = root / "extra_model_paths.yaml"
-    cfg.write_text("\n".join(lines if parents else lines[:1] + ["    base_path: ."]) + "\n",
-                   encoding="utf-8")
+    cfg.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return cfg, paths
 
 
@@ -140,7 +141,7 @@ def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S,
     cfg, node_paths = _write_layout(Path(comfyui), root, node_dirs)
     port = free_port()
     cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-           "--disable-auto-launch", "--extra-model-paths-config", str(cfg),
+           "--disable-auto-launch", *(["--extra-model-paths-config", str(cfg)] if cfg else []),
            "--disable-all-custom-nodes", "--whitelist-custom-nodes", *names,
            "--output-directory", str(root / "output"), "--input-directory", str(root / "input"),
            "--temp-directory", str(root / "temp"), "--user-directory", str(root / "user"),
