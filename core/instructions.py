@@ -535,6 +535,7 @@ def _validate(ins: DragInstructions) -> None:
     ins.image_size = (W, H)
     ins.drags = [_normalise_drag(i, d) for i, d in enumerate(ins.drags)]
     ins.regions = list(ins.regions)
+    _check_counts(len(ins.drags), len(ins.regions))  # also for objects built in Python
     if not ins.drags and not ins.regions:
         raise ValueError(
             'DRAG_INSTRUCTIONS has no drags; add at least one {"handle": [x, y], "target": [x, y]} '

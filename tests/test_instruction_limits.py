@@ -37,6 +37,14 @@ def test_drag_and_region_count_limits():
         I.parse_instructions(doc(regions=[region] * (I.MAX_REGIONS + 1)))
 
 
+def test_count_limits_hold_for_instructions_built_in_python():
+    # the same limits for a DragInstructions built directly (scripts, other nodes), not only JSON
+    drag = I.Drag(handle=(10.0, 10.0), target=(20.0, 20.0))
+    with pytest.raises(ValueError, match=f"{I.MAX_DRAGS + 1} drags, over the limit of {I.MAX_DRAGS}"):
+        I.DragInstructions(image_size=(64, 64), drags=[drag] * (I.MAX_DRAGS + 1))
+    assert len(I.DragInstructions(image_size=(64, 64), drags=[drag] * I.MAX_DRAGS).drags) == I.MAX_DRAGS
+
+
 def test_counts_checked_before_masks_are_rasterised():
     # a too-large region list is refused before its (large) masks are decoded
     region = {"op": "relocate", "mask": {"rle": {"size": [4096, 4096], "counts": [4096 * 4096]}},
