@@ -152,6 +152,11 @@ def read_drags(drag_instructions, image_hw_px: tuple, node: str = NODE):
         warnings.warn(f"{node}: drags drawn on a {ins.image_size[0]}x{ins.image_size[1]} image, the "
                       f"latent is {W}x{H}; rescaling them proportionally", stacklevel=2)
         ins = rescale(ins, (W, H))
+    rigid = [i for i, d in enumerate(ins.drags) if d.angle % 360 != 0 or tuple(d.scale) != (1.0, 1.0)]
+    if rigid:
+        warnings.warn(f"{node}: drag(s) {', '.join(map(str, rigid))} carry a rotation or scale "
+                      f"('angle'/'scale' of a move); AttentionDrag only translates content, so they are "
+                      f"ignored. Use LazyDrag for rotations and scaling.", stacklevel=2)
     handles = [tuple(d.handle) for d in ins.drags]
     targets = [tuple(d.target) for d in ins.drags]
     for i, (h, t) in enumerate(zip(handles, targets)):
