@@ -138,8 +138,10 @@ class LazyDragPatch(io.ComfyNode):
                                step=0.05, optional=True,
                                tooltip="Fraction of steps during which the moved pixels follow their "
                                        "sources' inversion path (ours; needs the map's resolution "
-                                       "'pixel'): the object keeps its exact shape, the model then "
-                                       "blends it in. 0: as in the paper."),
+                                       "'pixel'). 1: the object arrives exactly as it was, like the "
+                                       "locked background; below 1 the model re-generates it in the "
+                                       "last steps (blending, at the cost of identity drift). 0: as "
+                                       "in the paper."),
                 io.Float.Input("hole_lock", default=PATCH_DEFAULTS["hole_lock"], min=0.0, max=1.0,
                                step=0.05, optional=True,
                                tooltip="Fraction of steps during which the vacated pixels follow the "

@@ -78,9 +78,12 @@ def inversion_trajectory(inversion) -> dict:
     return out
 
 
-# content/hole locks: the first 80 % of the steps, the paper's activation fraction for its own
-# identity controls; the model alone shapes the last 20 % (blending, detail)
-PATCH_DEFAULTS = {"content_lock": 0.8, "hole_lock": 0.8, "lock_margin": 0}
+# content lock: every step, like the background lock — the moved content follows its sources'
+# inversion path to the end, so it arrives as exact as the background stays (a free step
+# re-generates it: where the inversion is not exact the object drifts, issue 18's identity error).
+# hole lock: the first 80 % of the steps, the paper's activation fraction for its own identity
+# controls; the model alone shapes the vacated area's last 20 % (blending, detail).
+PATCH_DEFAULTS = {"content_lock": 1.0, "hole_lock": 0.8, "lock_margin": 0}
 PATCH_PAPER = {"content_lock": 0.0, "hole_lock": 0.0, "lock_margin": 0}
 
 

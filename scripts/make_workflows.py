@@ -58,7 +58,7 @@ def lazydrag() -> dict:
                   edit_map=["8", 0], cache_policy="cpu", cache_budget_gb=0.0),
         "10": node("FluxDragLazyDragPatch", "LazyDrag patch", model=["1", 0], inversion=["9", 1],
                    map=["8", 0], background=True, identity=True, refine=True, mask_text=True,
-                   h_max=0.8, hold=0.2, end=0.6, background_lock=1.0, content_lock=0.8, hole_lock=0.8,
+                   h_max=0.8, hold=0.2, end=0.6, background_lock=1.0, content_lock=1.0, hole_lock=0.8,
                    lock_margin=0),
         "11": node("CLIPTextEncode", "Target prompt", text="", clip=["2", 0]),
         "12": node("FluxGuidance", "Guidance", conditioning=["11", 0], guidance=2.0),

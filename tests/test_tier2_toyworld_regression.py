@@ -22,14 +22,18 @@ SEED = 7          # the tests' own seed; calibration used 4242
 # seed-4242 means (md, found, iou, residue, seam, bg, hole, id):
 #   no_edit        7.151 1.00 0.000 1.000 0.000 0.000 0.939 0.932
 #   cut_paste      0.000 1.00 1.000 0.000 0.000 0.000 0.041 0.000
-#   lazydrag       0.502 1.00 0.465 0.000 0.715 0.167 0.356 0.504
+#   lazydrag       0.000 1.00 1.000 0.000 0.000 0.000 0.031 0.000   (issue 18 defaults; was
+#                  0.502 1.00 0.465 0.000 0.715 0.167 0.356 0.504 before)
 #   lazydrag_paper 2.274 0.75 0.257 0.000 1.298 0.799 1.244 1.047
 #   attentiondrag  3.005 1.00 0.065 0.056 4.761 0.266 0.528 0.887
 #   dragflow       7.102 1.00 0.000 0.882 0.697 0.084 0.849 0.824
 THRESHOLDS = {
     # method: {metric: (op, bound)}; "<" = at most, ">" = at least
-    "lazydrag": {"md": ("<", 0.75), "iou": (">", 0.23), "residue": ("<", 0.1), "bg_err": ("<", 0.25),
-                 "hole_err": ("<", 0.53)},
+    # lazydrag's values are all near 0, so each bound is the value + 0.1 (hole_err at 1.5x = 0.047
+    # failed on the tests' seed, 0.059: the fill varies per scene more than its size; the issue's
+    # hole target, below cut-and-paste's, is asserted in test_tier2_lazydrag_quality.py)
+    "lazydrag": {"md": ("<", 0.1), "iou": (">", 0.5), "residue": ("<", 0.1), "bg_err": ("<", 0.1),
+                 "hole_err": ("<", 0.13), "id_err": ("<", 0.1)},
     "lazydrag_paper": {"md": ("<", 3.4), "found": (">", 0.5), "residue": ("<", 0.1)},
     # residue was an AttentionDrag headline in the first version of this file (bound 0.18) and
     # failed on the tests' seed: 0.307 there vs 0.056 on seed 4242 — its one-step move leaves
