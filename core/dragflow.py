@@ -265,15 +265,16 @@ def region_edit_mask(region_masks: Sequence[torch.Tensor], affines: Sequence[tor
 
 def vacated_mask(region_masks: Sequence[torch.Tensor], affines: Sequence[torch.Tensor],
                  out_hw: tuple[int, int]) -> torch.Tensor:
-    """The area the regions leave on ``out_hw``: cells touching ∪ R_k but no cell of ∪ A_k(R_k)
-    ("any" rule both). Masks and affines are in the masks' own (pixel) grid."""
+    """The area the regions leave on ``out_hw``: cells touching ∪ R_k ("any" rule) that ∪ A_k(R_k)
+    does not mostly cover ("majority" rule, as the moved copy is placed). Masks and affines are
+    in the masks' own (pixel) grid."""
     src = torch.zeros_like(torch.as_tensor(region_masks[0]).bool())
     dst = torch.zeros_like(src)
     for m, A in zip(region_masks, affines):
         m = torch.as_tensor(m).bool()
         src |= m
         dst |= warp_mask(m, A)
-    return resize_mask(src, tuple(out_hw), "any") & ~resize_mask(dst, tuple(out_hw), "any")
+    return resize_mask(src, tuple(out_hw), "any") & ~resize_mask(dst, tuple(out_hw), "majority")
 
 
 def hole_start(z: torch.Tensor, x0: torch.Tensor, hole: torch.Tensor, sigma: float,
@@ -290,6 +291,24 @@ def hole_start(z: torch.Tensor, x0: torch.Tensor, hole: torch.Tensor, sigma: flo
     eps = torch.randn(z.shape, generator=g, dtype=torch.float32).to(z.device, z.dtype)
     fresh = (1.0 - sigma) * filled + sigma * eps
     return torch.where(hole.to(z.device), fresh, z)
+
+
+WARP_MODE = "nearest"
+
+
+def moved_start(z: torch.Tensor, z_src: torch.Tensor, regions: Sequence[Region],
+                mask_rule: str = "majority") -> torch.Tensor:
+    """[ours] ``z`` with each region's destination cells taken from ``z_src`` (the inverted
+    latent) moved by the region's final affine: the object's own inverted latent — its colour and
+    texture, which features late in the network at a high σ barely pin — starts where it must
+    end. Regions are rescaled to z's grid; later regions win where destinations overlap."""
+    grid = tuple(z.shape[-2:])
+    out = z.clone()
+    for r, m in zip(regions, _regions_on_grid(regions, grid, mask_rule)):
+        A = r.affine(1.0, grid)
+        dst = warp_mask(m.to(z.device), A)
+        out = torch.where(dst, warp_with_affine(z_src, A, mode=WARP_MODE), out)
+    return out
 
 
 def background_half_step(z_orig: torch.Tensor, v: torch.Tensor, delta: float) -> torch.Tensor:
@@ -368,8 +387,8 @@ def optimise_latent(
     ``hole`` [ours]: a bool mask (broadcastable to z) held at z0 after every update, like the
     background — the vacated area keeps its (re-drawn) start and the optimisation cannot paint
     the region back where it left."""
-    if optimizer not in ("sgd", "adam"):
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose sgd or adam")
+    if optimizer not in ("sgd", "adam", "normalized"):
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose sgd, adam or normalized")
     if not regions:
         raise ValueError("optimise_latent needs at least one region")
     if z_bg.shape != z0.shape:
@@ -415,6 +434,10 @@ def optimise_latent(
                 mh = m1 / (1 - betas[0] ** (tau + 1))
                 vh = m2 / (1 - betas[1] ** (tau + 1))
                 step = lr * mh / (vh.sqrt() + eps)
+            elif optimizer == "normalized":
+                sel = grad[M_bg.expand_as(grad)] if use_grad_mask else grad
+                rms = sel.pow(2).mean().sqrt() if sel.numel() else grad.new_zeros(())
+                step = lr * grad / (rms + eps)
             else:
                 step = lr * grad
             z = hard_background_constraint(z.detach() - step, z_bg, M_bg)

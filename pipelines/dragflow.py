@@ -33,6 +33,7 @@ from ..core.dragflow import (
     mean_drag_distance,
     optimise_latent,
     hole_start,
+    moved_start,
     paired_fireflow,
     region_edit_mask,
     scale_level,
@@ -46,11 +47,12 @@ NODE_REGION = "FluxDrag Region Instruction"
 NODE_OPT = "FluxDrag Region Affine Optimise"
 KV_CHOICES = [*KV_PRESETS, "custom"]
 FEATURE_GRIDS = ["token", "image"]      # ours / the paper's
-OPTIMIZERS = ["adam", "sgd"]            # ours / the paper's
+OPTIMIZERS = ["adam", "normalized", "sgd"]  # ours / ours / the paper's
 KV_SCOPES = ["outside_edit", "all"]     # ours / the paper's
 BACKGROUNDS = ["inversion", "resample"]  # ours / the paper's
 HOLE_FILLS = ["surroundings", "none"]    # ours / the paper's
 EDIT_REGIONS = ["regions", "rect"]       # ours / the paper's
+INITS = ["moved", "source"]              # ours / the paper's
 BEGIN_MARGIN_PX = 16  # [guess] how far outside its region a relocate/deform begin point may lie
 
 
@@ -424,8 +426,8 @@ class DragFlowSettings:
     skip_steps: int = 6
     scheduler: str = "simple"
     guidance: float = 3.5
-    n_transport: int = 50
-    n_intensify: int = 20
+    n_transport: int = 0               # paper: 50 (init "moved" starts at the final pose)
+    n_intensify: int = 20              # paper: 20
     lr: float = 1000.0
     adaptive_weights: bool = True
     scale_rule: str = "fixed"
@@ -442,12 +444,13 @@ class DragFlowSettings:
     # departures from the paper (docs/dragflow.md), each with the paper's value one setting away
     feature_grid: str = "token"        # paper: "image" (2×2 token reading, image / level grid)
     optimizer: str = "adam"            # paper: "sgd" with lr
-    adam_lr: float = 0.05              # Adam step, latent units per iteration
+    adam_lr: float = 0.02              # Adam step, latent units per iteration
     kv_scope: str = "outside_edit"     # paper: "all" image tokens of the edited branch
     background: str = "inversion"      # paper: "resample" (the original branch at guidance 1)
     hole_fill: str = "surroundings"    # paper: "none"
     edit_region: str = "regions"       # paper: "rect" (min-area rectangle around each move)
     edit_dilate: int = 0               # latent cells around the regions ("regions" only)
+    init: str = "moved"                # paper: "source" (the optimisation starts at z_T)
 
 
 def run_dragflow(model, latent: dict, source, target, drag_instructions,
@@ -501,7 +504,7 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions,
         raise FluxDragInputError(f"{node}: input 'kv_scope' {st.kv_scope!r} unknown; choose "
                                  f"{', '.join(KV_SCOPES)}.")
     for name, val, choices in (("background", st.background, BACKGROUNDS),
-                               ("hole_fill", st.hole_fill, HOLE_FILLS)):
+                               ("hole_fill", st.hole_fill, HOLE_FILLS), ("init", st.init, INITS)):
         if val not in choices:
             raise FluxDragInputError(f"{node}: input '{name}' {val!r} unknown; choose "
                                      f"{', '.join(choices)}.")
@@ -558,7 +561,7 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions,
         def on_step(d):
             bar.update_absolute(n_iter + d["i"] + 1, n_iter + n_steps)
 
-        adam = st.optimizer == "adam"
+        adam = st.optimizer != "sgd"
         settings = EditSettings(n_transport=n_transport, n_intensify=n_intensify,
                                 lr=st.adam_lr if adam else lr, early_exit=st.early_exit,
                                 weights=weights, optimizer=st.optimizer, token_grid=token_grid)
@@ -568,6 +571,8 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions,
             hole = vacated_mask([r.mask for r in regions], affines, (h, w))
             z_start = hole_start(rec.z_T, rec.z_0.to(rec.z_T), hole, float(rec.sigmas[0]))
             settings.hole = hole
+        if st.init == "moved":
+            z_start = moved_start(rec.z_T if z_start is None else z_start, rec.z_T, regions)
         res: EditResult = run_edit(m, hooks, bank, rec.z_T, rec.sigmas, conds, regions, edit_mask,
                                    fhw, settings, on_iteration, on_step, kv_scope=kv_scope,
                                    orig_path=orig_path, z_start=z_start)
