@@ -29,11 +29,11 @@ from ..core.cache import TokenCache, format_bytes
 from ..core.dragflow import (
     KV_PRESETS,
     feature_grid_hw,
+    hole_start,
     kv_layers,
     mean_drag_distance,
-    optimise_latent,
-    hole_start,
     moved_start,
+    optimise_latent,
     paired_fireflow,
     region_edit_mask,
     scale_level,
