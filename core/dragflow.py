@@ -263,18 +263,18 @@ def region_edit_mask(region_masks: Sequence[torch.Tensor], affines: Sequence[tor
     return out
 
 
-def vacated_mask(region_masks: Sequence[torch.Tensor], affines: Sequence[torch.Tensor],
-                 out_hw: tuple[int, int]) -> torch.Tensor:
-    """The area the regions leave on ``out_hw``: cells touching ∪ R_k ("any" rule) that ∪ A_k(R_k)
-    does not mostly cover ("majority" rule, as the moved copy is placed). Masks and affines are
-    in the masks' own (pixel) grid."""
-    src = torch.zeros_like(torch.as_tensor(region_masks[0]).bool())
-    dst = torch.zeros_like(src)
-    for m, A in zip(region_masks, affines):
-        m = torch.as_tensor(m).bool()
-        src |= m
-        dst |= warp_mask(m, A)
-    return resize_mask(src, tuple(out_hw), "any") & ~resize_mask(dst, tuple(out_hw), "majority")
+def vacated_mask(regions: Sequence[Region], grid_hw: tuple[int, int],
+                 mask_rule: str = "majority") -> torch.Tensor:
+    """The area the regions leave on ``grid_hw`` (e.g. the latent): cells touching any region
+    ("any" rule) that no moved copy covers — the copies placed exactly as :func:`moved_start`
+    places them (the region on the grid by ``mask_rule``, warped, threshold 0.5)."""
+    grid = tuple(grid_hw)
+    src = torch.zeros(grid, dtype=torch.bool)
+    dst = torch.zeros(grid, dtype=torch.bool)
+    for r, m in zip(regions, _regions_on_grid(regions, grid, mask_rule)):
+        src |= resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask
+        dst |= warp_mask(m, r.affine(1.0, grid))
+    return src & ~dst
 
 
 def hole_start(z: torch.Tensor, x0: torch.Tensor, hole: torch.Tensor, sigma: float,

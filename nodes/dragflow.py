@@ -157,7 +157,7 @@ class RegionAffineOptimise(io.ComfyNode):
                                tooltip="adam: Adam steps of about 'adam_lr' latent units, the same "
                                        "for any image size; normalized: gradient divided by its "
                                        "RMS; sgd: plain gradient descent with 'lr' (paper)."),
-                io.Float.Input("adam_lr", default=0.02, min=0.0, max=10.0, step=0.01,
+                io.Float.Input("adam_lr", default=0.005, min=0.0, max=10.0, step=0.01,
                                tooltip="Step of the adam / normalized optimizer, in latent units "
                                        "per iteration."),
                 io.Float.Input("lr", default=1000.0, min=0.0, max=1e7, step=10.0,
@@ -246,7 +246,7 @@ class RegionAffineOptimise(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, source, target, drag_instructions, steps=25, skip_steps=6,
                 scheduler="simple", guidance=3.5, n_transport=0, n_intensify=20,
-                optimizer="adam", adam_lr=0.02, lr=1000.0,
+                optimizer="adam", adam_lr=0.005, lr=1000.0,
                 adaptive_weights=True, scale_rule="fixed", feature_scale=0.0, feature_grid="token",
                 kv_preset="non-ridge", kv_custom="", kv_scope="outside_edit",
                 background="inversion", hole_fill="surroundings", init="moved", edit_region="regions",

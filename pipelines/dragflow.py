@@ -444,13 +444,19 @@ class DragFlowSettings:
     # departures from the paper (docs/dragflow.md), each with the paper's value one setting away
     feature_grid: str = "token"        # paper: "image" (2×2 token reading, image / level grid)
     optimizer: str = "adam"            # paper: "sgd" with lr
-    adam_lr: float = 0.02              # Adam step, latent units per iteration
+    adam_lr: float = 0.005             # Adam step, latent units per iteration
     kv_scope: str = "outside_edit"     # paper: "all" image tokens of the edited branch
     background: str = "inversion"      # paper: "resample" (the original branch at guidance 1)
     hole_fill: str = "surroundings"    # paper: "none"
     edit_region: str = "regions"       # paper: "rect" (min-area rectangle around each move)
     edit_dilate: int = 0               # latent cells around the regions ("regions" only)
     init: str = "moved"                # paper: "source" (the optimisation starts at z_T)
+
+
+#: The paper's values of every departure above (docs/dragflow.md, "Departures from the paper").
+PAPER = dict(n_transport=50, n_intensify=20, optimizer="sgd", lr=1000.0, feature_grid="image",
+             kv_scope="all", background="resample", hole_fill="none", init="source",
+             edit_region="rect")
 
 
 def run_dragflow(model, latent: dict, source, target, drag_instructions,
@@ -568,7 +574,7 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions,
         orig_path = inversion_path(rec) if st.background == "inversion" else None
         z_start = None
         if st.hole_fill == "surroundings":
-            hole = vacated_mask([r.mask for r in regions], affines, (h, w))
+            hole = vacated_mask(regions, (h, w))
             z_start = hole_start(rec.z_T, rec.z_0.to(rec.z_T), hole, float(rec.sigmas[0]))
             settings.hole = hole
         if st.init == "moved":

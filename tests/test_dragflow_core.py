@@ -221,8 +221,7 @@ def test_hole_is_held_at_the_start_and_redrawn_with_fresh_noise():
     x0[..., 2:4, 2:4] = 5.0                   # the object
     z = x0 * 0.1 + 0.9 * torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(3))
     m = _box(64, 64, range(16, 32), range(16, 32))
-    A = Region(m, "relocate", target=(56.0, 24.0), begin=(24.0, 24.0)).affine()
-    hole = vacated_mask([m], [A], (8, 8))
+    hole = vacated_mask([Region(m, "relocate", target=(56.0, 24.0), begin=(24.0, 24.0))], (8, 8))
     assert hole.sum() == 4 and bool(hole[2:4, 2:4].all())
     assert torch.equal(fill_from_surroundings(x0, hole)[..., 2:4, 2:4], torch.zeros(1, 16, 2, 2))
     zs = hole_start(z, x0, hole, 0.9, seed=1)

@@ -205,6 +205,16 @@ def test_kv_injection_never_writes_the_destination_tokens(tiny_flux, tiny_cond, 
     assert calls and all(c[0] is None for c in calls)
 
 
+def test_paper_settings_still_run(tiny_flux, tiny_cond):
+    """Every departure switched back to the paper's value at once: the edit runs, the background
+    outside the paper's rectangle is the re-sampled original branch bit for bit."""
+    from fluxdrag.pipelines.dragflow import PAPER
+    z, _, M, res = _run(tiny_flux, tiny_cond, **{**PAPER, "n_transport": 3, "n_intensify": 2})
+    assert res.z_orig is not None and torch.equal(res.z[..., ~M], res.z_orig[..., ~M])
+    assert 0 < int(M.sum()) < M.numel() and torch.isfinite(z).all()
+    assert len(res.losses) == 5
+
+
 def test_optimisation_lowers_loss_and_background_is_the_original_branch(tiny_flux, tiny_cond):
     """INTENSIFY only (p = 1 throughout): the loss falls; after every update and every sampling
     step the latent outside the editable mask is bitwise the original branch."""
@@ -319,6 +329,11 @@ def test_bad_optimise_inputs(tiny_flux, tiny_cond):
                      S(kv_preset="custom", kv_custom="double: x", **FAST))
     with pytest.raises(FluxDragInputError, match="input 'model'"):
         run_dragflow(comfy_env.build_sd15(), _lat(), tiny_cond, tiny_cond, _instructions(), S(**FAST))
+    for name in ("feature_grid", "optimizer", "kv_scope", "background", "hole_fill", "init",
+                 "edit_region"):
+        with pytest.raises(FluxDragInputError, match=f"input '{name}' 'nope' unknown; choose"):
+            run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, _instructions(),
+                         S(**{**FAST, name: "nope"}))
 
 
 def test_adapter_tokens_join_both_prompts(comfy):  # noqa: F811

@@ -122,8 +122,16 @@ def dragflow_no_kv(scene, model, cond) -> torch.Tensor:
     return dragflow(scene, model, cond, kv_preset="none")
 
 
+def dragflow_paper(scene, model, cond) -> torch.Tensor:
+    """DragFlow with the paper's value of every departure (``pipelines.dragflow.PAPER``)."""
+    from ...pipelines.dragflow import PAPER
+
+    return dragflow(scene, model, cond, **PAPER)
+
+
 register("lazydrag", lazydrag)
 register("lazydrag_paper", lazydrag_paper)
 register("attentiondrag", attentiondrag)
 register("dragflow", dragflow)
 register("dragflow_no_kv", dragflow_no_kv)
+register("dragflow_paper", dragflow_paper)
