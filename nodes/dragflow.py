@@ -157,7 +157,7 @@ class RegionAffineOptimise(io.ComfyNode):
                                tooltip="adam: Adam steps of about 'adam_lr' latent units, the same "
                                        "for any image size; normalized: gradient divided by its "
                                        "RMS; sgd: plain gradient descent with 'lr' (paper)."),
-                io.Float.Input("adam_lr", default=0.005, min=0.0, max=10.0, step=0.01,
+                io.Float.Input("adam_lr", default=0.005, min=0.0, max=10.0, step=0.001,
                                tooltip="Step of the adam / normalized optimizer, in latent units "
                                        "per iteration."),
                 io.Float.Input("lr", default=1000.0, min=0.0, max=1e7, step=10.0,

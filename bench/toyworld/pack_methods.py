@@ -110,7 +110,8 @@ def dragflow(scene, model, cond, steps: int = 25, **opts) -> torch.Tensor:
 
     doc = dict(scene.drags, regions=dragflow_regions(scene))
     opts.setdefault("skip_steps", max(1, round(steps * 6 / 25)))
-    s = DragFlowSettings(steps=steps, guidance=_guidance(cond), **opts)
+    opts.setdefault("guidance", _guidance(cond))
+    s = DragFlowSettings(steps=steps, **opts)
     z, *_ = run_dragflow(model, scene_latent_to_comfy(scene.latent), cond, cond, doc, s)
     return z[0]
 
