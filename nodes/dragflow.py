@@ -198,6 +198,11 @@ class RegionAffineOptimise(io.ComfyNode):
                                        "the background around it with fresh noise and held "
                                        "there while optimising, so the sampler regenerates it; "
                                        "none = left as inverted (paper; the object stays)."),
+                io.Float.Input("hole_release", default=0.3, min=0.0, max=1.0, step=0.05,
+                               tooltip="hole_fill surroundings: while sampling, the vacated area "
+                                       "stays on the noisy path of its re-drawn background down "
+                                       "to this σ, then the sampler blends it in; 1 = never held "
+                                       "while sampling, 0 = held to the end."),
                 io.Combo.Input("init", options=INITS, default="moved",
                                tooltip="Where the optimisation starts: moved = each region's own "
                                        "inverted latent copied to its final pose (colour and "
@@ -249,7 +254,8 @@ class RegionAffineOptimise(io.ComfyNode):
                 optimizer="adam", adam_lr=0.005, lr=1000.0,
                 adaptive_weights=True, scale_rule="fixed", feature_scale=0.0, feature_grid="token",
                 kv_preset="non-ridge", kv_custom="", kv_scope="outside_edit",
-                background="inversion", hole_fill="surroundings", init="moved", edit_region="regions",
+                background="inversion", hole_fill="surroundings", hole_release=0.3, init="moved",
+                edit_region="regions",
                 edit_dilate=0, eta=0.0, inject_text=True, early_exit=True,
                 gradient_checkpointing=True, activations="model", cache_policy="cpu",
                 cache_budget_gb=0.0, adapter=None, image=None) -> io.NodeOutput:
@@ -262,7 +268,8 @@ class RegionAffineOptimise(io.ComfyNode):
             gradient_checkpointing=gradient_checkpointing, activations=activations,
             cache_policy=cache_policy, cache_budget_gb=cache_budget_gb, feature_grid=feature_grid,
             optimizer=optimizer, adam_lr=adam_lr, kv_scope=kv_scope, background=background,
-            hole_fill=hole_fill, init=init, edit_region=edit_region, edit_dilate=edit_dilate)
+            hole_fill=hole_fill, hole_release=hole_release, init=init, edit_region=edit_region,
+            edit_dilate=edit_dilate)
         z, ins, edit_mask, _ = run_dragflow(model, latent, source, target, drag_instructions, s,
                                             adapter, uid)
         prev = regions_preview(ins, image, edit_mask)

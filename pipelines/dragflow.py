@@ -29,6 +29,7 @@ from ..core.cache import TokenCache, format_bytes
 from ..core.dragflow import (
     KV_PRESETS,
     feature_grid_hw,
+    fill_from_surroundings,
     hole_start,
     kv_layers,
     mean_drag_distance,
@@ -313,14 +314,14 @@ def optimise(v: Callable, hooks: DragFlowHooks, z_T: torch.Tensor, sigmas: list,
 
 def sample_lockstep(v: Callable, z_opt: torch.Tensor, z_T: torch.Tensor, sigmas: list, M: torch.Tensor,
                     v_orig0: Optional[torch.Tensor], on_step: Optional[Callable[[dict], None]],
-                    orig_path: Optional[Sequence[torch.Tensor]] = None) -> tuple:
+                    orig_path: Optional[Sequence[torch.Tensor]] = None, hold=None) -> tuple:
     """Step 3: the edit and the original branch sampled with FireFlow in lockstep, the background
     constraint after every step (``core.dragflow.paired_fireflow``); with ``orig_path`` the
     original branch is those latents (no forwards). Returns (z, z_orig)."""
     return paired_fireflow(lambda z, sg: v("drag", z, sg), lambda z, sg: v("original", z, sg),
                            z_opt.clone(), z_T, sigmas, M,
                            v_orig_init=None if v_orig0 is None else v_orig0.detach(),
-                           callback=on_step, orig_path=orig_path)
+                           callback=on_step, orig_path=orig_path, hold=hold)
 
 
 def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Tensor,
@@ -330,7 +331,7 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
              on_step: Optional[Callable[[dict], None]] = None,
              kv_scope: Optional[torch.Tensor] = None,
              orig_path: Optional[Sequence[torch.Tensor]] = None,
-             z_start: Optional[torch.Tensor] = None) -> EditResult:
+             z_start: Optional[torch.Tensor] = None, hold=None) -> EditResult:
     """DragFlow's edit after inversion, on ``model`` (a clone with ``hooks`` installed and,
     when K/V injection is on, ``bank`` in its router), from the inverted latent ``z_T`` at
     ``sigmas[0]`` down ``sigmas`` (decreasing, ending at 0).
@@ -376,7 +377,7 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
             peak = int(torch.cuda.max_memory_allocated(device))
         t2 = time.perf_counter()
         z_opt = opt.z.detach()
-        z, z_o = sample_lockstep(v, z_opt, x, s, M, v_orig0, on_step, orig_path)
+        z, z_o = sample_lockstep(v, z_opt, x, s, M, v_orig0, on_step, orig_path, hold)
         seconds["sample"] = time.perf_counter() - t2
         out.append(EditResult(z=z, z_orig=z_o, z_opt=z_opt, z_bg=z_bg.detach(), losses=opt.losses,
                               seconds=seconds, peak_bytes=peak, calls=dict(hooks.calls)))
@@ -448,6 +449,7 @@ class DragFlowSettings:
     kv_scope: str = "outside_edit"     # paper: "all" image tokens of the edited branch
     background: str = "inversion"      # paper: "resample" (the original branch at guidance 1)
     hole_fill: str = "surroundings"    # paper: "none"
+    hole_release: float = 0.3          # σ below which the re-drawn hole is left to the sampler
     edit_region: str = "regions"       # paper: "rect" (min-area rectangle around each move)
     edit_dilate: int = 0               # latent cells around the regions ("regions" only)
     init: str = "moved"                # paper: "source" (the optimisation starts at z_T)
@@ -572,16 +574,25 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions,
                                 lr=st.adam_lr if adam else lr, early_exit=st.early_exit,
                                 weights=weights, optimizer=st.optimizer, token_grid=token_grid)
         orig_path = inversion_path(rec) if st.background == "inversion" else None
-        z_start = None
+        z_start = hold = None
         if st.hole_fill == "surroundings":
             hole = vacated_mask(regions, (h, w))
             z_start = hole_start(rec.z_T, rec.z_0.to(rec.z_T), hole, float(rec.sigmas[0]))
             settings.hole = hole
+            if not 0.0 <= st.hole_release <= 1.0:
+                raise FluxDragInputError(f"{node}: input 'hole_release' ({st.hole_release}) must lie "
+                                         f"in [0, 1]; 1 = never hold the hole while sampling.")
+            if st.hole_release < 1.0 and bool(hole.any()):
+                s0 = float(rec.sigmas[0])
+                fill = z_start  # on the hole: (1 − σ₀)·fill + σ₀·ε
+                x0f = fill_from_surroundings(rec.z_0.to(rec.z_T), hole)
+                eps = (fill - (1 - s0) * x0f) / s0
+                hold = (hole, lambda sg: (1 - sg) * x0f + sg * eps, float(st.hole_release))
         if st.init == "moved":
             z_start = moved_start(rec.z_T if z_start is None else z_start, rec.z_T, regions)
         res: EditResult = run_edit(m, hooks, bank, rec.z_T, rec.sigmas, conds, regions, edit_mask,
                                    fhw, settings, on_iteration, on_step, kv_scope=kv_scope,
-                                   orig_path=orig_path, z_start=z_start)
+                                   orig_path=orig_path, z_start=z_start, hold=hold)
     finally:
         rec.free_caches()
     loss_txt = (f"loss {res.losses[0]:.4g} → {res.losses[-1]:.4g}" if res.losses else "no iterations")
