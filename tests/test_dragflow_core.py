@@ -260,3 +260,23 @@ def test_paired_fireflow_with_a_given_background_path_never_calls_the_original_b
     z, zo = paired_fireflow(lambda z, s: -z, boom, torch.ones(1, 2, 4, 4), path[0], [1.0, 0.6, 0.3, 0.0],
                             M, orig_path=path)
     assert torch.equal(zo, path[-1]) and torch.equal(z[..., ~M], path[-1][..., ~M])
+
+
+def test_paired_fireflow_holds_the_hole_on_its_path_down_to_the_release_sigma():
+    from fluxdrag.core.dragflow import paired_fireflow
+    sig = [1.0, 0.6, 0.3, 0.0]
+    path = [torch.full((1, 2, 4, 4), 5.0) for _ in sig]
+    M = torch.ones(4, 4, dtype=torch.bool)
+    hole = torch.zeros(4, 4, dtype=torch.bool)
+    hole[0, 0] = True
+    seen = []
+
+    def v(z, s):
+        seen.append((s, float(z[0, 0, 0, 0])))
+        return torch.zeros_like(z)
+    z, _ = paired_fireflow(v, None, torch.zeros(1, 2, 4, 4), path[0], sig, M, orig_path=path,
+                           hold=(hole, lambda s: torch.full((1, 2, 4, 4), 100 * s), 0.5))
+    # after the step ending at 0.6 the hole is the path's value (the next midpoint sees it);
+    # the step ending at 0.3 (< 0.5) releases it: v = 0 leaves it at 60, not 30
+    assert any(abs(s - 0.45) < 1e-9 and abs(val - 60.0) < 1e-4 for s, val in seen), seen
+    assert float(z[0, 0, 0, 0]) == pytest.approx(60.0) and float(z[0, 0, 1, 1]) == 0.0
