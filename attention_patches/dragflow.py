@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from ..core.dragflow import cut_features, unpack_token_features
+from ..core.dragflow import cut_features, token_maps, unpack_token_features
 from .autograd import _Recompute, autograd_safe_params, snapshot_saved
 
 WRAPPER_KEY = "fluxdrag_dragflow"
@@ -223,11 +223,15 @@ class DragFlowHooks:
 
 
 def feature_maps(feats: dict, order: Sequence[int], grid_hw: tuple[int, int],
-                 out_hw: tuple[int, int]) -> torch.Tensor:
+                 out_hw: Optional[tuple[int, int]]) -> torch.Tensor:
     """F: for each feature block in ``order`` its ``-0`` and ``-2`` tokens unpacked to 2×2 maps
-    (``unpack_token_features``), bilinear-resized to ``out_hw``, channel-concatenated; float32."""
+    (``unpack_token_features``), bilinear-resized to ``out_hw``, channel-concatenated; float32.
+    With ``out_hw`` None [ours, ``feature_grid`` "token"] the tokens are taken as they are on
+    the token grid ``grid_hw``, one cell per token (no 2×2 reading, no resize)."""
     maps = []
+    token_grid = out_hw is None
     for i in order:
         for t in feats[i]:
-            maps.append(unpack_token_features(t.float(), grid_hw))
-    return cut_features(maps, out_hw)
+            maps.append(token_maps(t.float(), grid_hw) if token_grid else
+                        unpack_token_features(t.float(), grid_hw))
+    return torch.cat(maps, dim=1) if token_grid else cut_features(maps, out_hw)

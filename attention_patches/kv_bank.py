@@ -52,6 +52,10 @@ class KVBank(Controller):
         self.n_txt: dict = {}
         self.captured = self.hits = self.misses = 0
         self.notes: list[str] = []
+        #: image tokens whose K/V may be replaced (bool (n_img,), True = inject) or None = all
+        #: (the paper). Set per branch by the edit: DragFlow's ``kv_scope`` [ours] keeps the
+        #: edited branch's own K/V on the regions' source and destination tokens.
+        self.scope: Optional[torch.Tensor] = None
 
     def claims(self, call: AttentionCall) -> bool:
         if self.mode == "off" or not self.block_types:
@@ -112,12 +116,28 @@ class KVBank(Controller):
         if kb.shape[2] != stop - start:
             raise RuntimeError(f"FluxDrag DragFlow: cached K/V of block {blk} cover {kb.shape[2]} "
                                f"tokens but the call has {stop - start}; the image size changed")
-        k = self._blend(k, kb, start, stop)
-        v = self._blend(v, vb, start, stop)
+        keep = None
+        if self.scope is not None:
+            n_img = call.slices()["img"].stop - call.slices()["img"].start
+            if self.scope.numel() != n_img:
+                raise RuntimeError(f"FluxDrag DragFlow: K/V scope covers {self.scope.numel()} image "
+                                   f"tokens but the call has {n_img}")
+            img_start = call.slices()["img"].start
+            sel = torch.ones(stop - start, dtype=torch.bool, device=k.device)
+            sel[img_start - start:] = self.scope.to(k.device)
+            keep = sel
+        k = self._blend(k, kb, start, stop, keep)
+        v = self._blend(v, vb, start, stop, keep)
         return next_fn(call.q, k, v, call.mask)
 
-    def _blend(self, t: torch.Tensor, cached: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        seg = cached if self.eta == 0.0 else self.eta * t[:, :, start:stop] + (1.0 - self.eta) * cached
+    def _blend(self, t: torch.Tensor, cached: torch.Tensor, start: int, stop: int,
+               inject: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``t`` with the span [start, stop) blended towards ``cached``; with ``inject`` (bool over
+        the span) only where it is True — elsewhere the span keeps ``t`` bit for bit."""
+        own = t[:, :, start:stop]
+        seg = cached if self.eta == 0.0 else self.eta * own + (1.0 - self.eta) * cached
+        if inject is not None:
+            seg = torch.where(inject.view(1, 1, -1, 1), seg, own)
         return torch.cat((t[:, :, :start], seg, t[:, :, stop:]), dim=2)
 
 

@@ -30,6 +30,9 @@ def main():
     ap.add_argument("--latent", type=int, default=32, help="latent side (image = 8x)")
     ap.add_argument("--iters", type=int, default=6, help="optimisation iterations of the edit run")
     ap.add_argument("--steps", type=int, default=8, help="schedule steps of the edit run (skip 2)")
+    ap.add_argument("--feature-grid", choices=["token", "image"], default="token",
+                    help="feature grid of the measured iteration: the node's default (token) or "
+                         "the paper's (image / 2, each token read as 2x2 sub-pixels)")
     args = ap.parse_args()
     env = setup_comfy()
     import comfy.model_management as mm
@@ -67,7 +70,8 @@ def main():
     q = side // 4
     mask[q:2 * q, q:2 * q] = True
     region = Region(mask, "relocate", target=(2.2 * q, 1.8 * q), begin=(1.5 * q, 1.5 * q))
-    fhw = (side // 2, side // 2)
+    token = args.feature_grid == "token"
+    fhw = (h, w) if token else (side // 2, side // 2)
     fmask = [torch.nn.functional.interpolate(mask[None, None].float(), size=fhw)[0, 0] > 0.5]
     A = [region.affine(1.0, fhw)]
 
@@ -83,7 +87,7 @@ def main():
 
         def F(z):
             feats = hooks.features(lambda: call(z), h * w, early)
-            return feature_maps(feats, hooks.feature_blocks, (h, w), fhw)
+            return feature_maps(feats, hooks.feature_blocks, (h, w), None if token else fhw)
 
         with torch.no_grad():
             targets = region_targets(F(z0), fmask, A)  # once, as optimise_latent caches them
@@ -126,7 +130,8 @@ def main():
                      format_bytes(pk) if pk is not None else "n/a (CPU)"])
     nd, ns = len(dm.double_blocks), len(dm.single_blocks)
     print(f"DragFlow iteration on a FLUX-proportioned model ({nd} double + {ns} single blocks, "
-          f"hidden {dm.hidden_size}, {side}x{side} image, {h * w} image tokens, {dev.type}, {dtype}):")
+          f"hidden {dm.hidden_size}, {side}x{side} image, {h * w} image tokens, {dev.type}, {dtype}, "
+          f"feature grid {args.feature_grid} {fhw[1]}x{fhw[0]}):")
     print(table(rows, ["pass", "ms", "single-block calls", "peak memory"]))
 
     def ratio(ck):

@@ -146,6 +146,16 @@ def unpack_token_features(
     return x.reshape(B, c, h * patch, w * patch)
 
 
+def token_maps(tokens: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """Token features (B, h·w, C) → a map (B, C, h, w) on the model's own token grid (ours: no
+    2×2 unpacking, no resize — one cell per token, the grid the model computes on)."""
+    B, N, C = tokens.shape
+    h, w = grid_hw
+    if N != h * w:
+        raise ValueError(f"{N} tokens do not form a {h}×{w} grid")
+    return tokens.transpose(1, 2).reshape(B, C, h, w)
+
+
 def cut_features(maps: Sequence[torch.Tensor], grid_hw: tuple[int, int]) -> torch.Tensor:
     """Bilinear-resize each (B, C_i, h, w) map to ``grid_hw`` and concatenate the channels."""
     out = []
@@ -218,6 +228,89 @@ def hard_background_constraint(
     return (1 - M) * z_bg + M * z
 
 
+def fill_from_surroundings(x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, h, w) with the ``hole`` (h, w) pixels filled from outside in: each round, every
+    hole pixel with known 8-neighbours takes their mean and becomes known (onion peeling)."""
+    out = x.clone()
+    known = ~hole.bool().to(x.device)
+    if bool(known.all()) or not bool(known.any()):
+        return out
+    kernel = torch.ones(1, 1, 3, 3, dtype=x.dtype, device=x.device)
+    B, C, h, w = x.shape
+    while not bool(known.all()):
+        k = known.to(x.dtype)[None, None]
+        cnt = F.conv2d(k, kernel, padding=1)[0, 0]
+        s = F.conv2d((out * k).reshape(B * C, 1, h, w), kernel, padding=1).reshape(B, C, h, w)
+        front = ~known & (cnt > 0)
+        out = torch.where(front, s / cnt.clamp(min=1), out)
+        known = known | front
+    return out
+
+
+def region_edit_mask(region_masks: Sequence[torch.Tensor], affines: Sequence[torch.Tensor],
+                     out_hw: tuple[int, int], dilate: int = 0) -> torch.Tensor:
+    """[ours] A tight editable mask: the cells touching any region or its moved copy ("any"
+    rule), grown by ``dilate`` cells (a square neighbourhood) so the edit can blend in. The
+    paper's M_bg is the minimum-area rectangle around both (``affine.background_edit_mask``),
+    whose background the edited branch must then regenerate."""
+    out = torch.zeros(tuple(out_hw), dtype=torch.bool)
+    for m, A in zip(region_masks, affines):
+        m = torch.as_tensor(m).bool().cpu()
+        out |= resize_mask(m | warp_mask(m, A), tuple(out_hw), "any")
+    if dilate > 0:
+        k = 2 * int(dilate) + 1
+        out = F.max_pool2d(out.float()[None, None], k, stride=1, padding=int(dilate))[0, 0] > 0
+    return out
+
+
+def vacated_mask(regions: Sequence[Region], grid_hw: tuple[int, int],
+                 mask_rule: str = "majority") -> torch.Tensor:
+    """The area the regions leave on ``grid_hw`` (e.g. the latent): cells touching any region
+    ("any" rule) that no moved copy covers — the copies placed exactly as :func:`moved_start`
+    places them (the region on the grid by ``mask_rule``, warped, threshold 0.5)."""
+    grid = tuple(grid_hw)
+    src = torch.zeros(grid, dtype=torch.bool)
+    dst = torch.zeros(grid, dtype=torch.bool)
+    for r, m in zip(regions, _regions_on_grid(regions, grid, mask_rule)):
+        src |= resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask
+        dst |= warp_mask(m, r.affine(1.0, grid))
+    return src & ~dst
+
+
+def hole_start(z: torch.Tensor, x0: torch.Tensor, hole: torch.Tensor, sigma: float,
+               seed: int = 0) -> torch.Tensor:
+    """[ours] The start latent with the vacated area re-drawn as a fresh sample of the flow's
+    interpolation z_σ = (1 − σ)·x̂ + σ·ε: x̂ = the background around the hole
+    (``fill_from_surroundings`` of the source x₀), ε = new Gaussian noise (seeded). A
+    deterministic inversion's noise still encodes the object there (at σ₀ ≈ 0.9 it is 90 % of
+    the latent), so only fresh noise lets the sampler regenerate the hole as background."""
+    if not bool(hole.any()):
+        return z
+    filled = fill_from_surroundings(x0, hole)
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    eps = torch.randn(z.shape, generator=g, dtype=torch.float32).to(z.device, z.dtype)
+    fresh = (1.0 - sigma) * filled + sigma * eps
+    return torch.where(hole.to(z.device), fresh, z)
+
+
+WARP_MODE = "nearest"
+
+
+def moved_start(z: torch.Tensor, z_src: torch.Tensor, regions: Sequence[Region],
+                mask_rule: str = "majority") -> torch.Tensor:
+    """[ours] ``z`` with each region's destination cells taken from ``z_src`` (the inverted
+    latent) moved by the region's final affine: the object's own inverted latent — its colour and
+    texture, which features late in the network at a high σ barely pin — starts where it must
+    end. Regions are rescaled to z's grid; later regions win where destinations overlap."""
+    grid = tuple(z.shape[-2:])
+    out = z.clone()
+    for r, m in zip(regions, _regions_on_grid(regions, grid, mask_rule)):
+        A = r.affine(1.0, grid)
+        dst = warp_mask(m.to(z.device), A)
+        out = torch.where(dst, warp_with_affine(z_src, A, mode=WARP_MODE), out)
+    return out
+
+
 def background_half_step(z_orig: torch.Tensor, v: torch.Tensor, delta: float) -> torch.Tensor:
     """z_bg = z_orig + (Δ/2)·v(z_orig, t): the original branch's half step used as background."""
     return z_orig + (delta / 2.0) * v
@@ -269,6 +362,10 @@ def optimise_latent(
     use_grad_mask: bool = True,
     early_stop_tol: float | None = None,
     mask_rule: str = "majority",
+    optimizer: str = "sgd",
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    hole: torch.Tensor | None = None,
 ) -> LatentOptimisation:
     """DragFlow latent optimisation (notes §2.4): TRANSPORT then INTENSIFY, plain gradient descent.
 
@@ -280,7 +377,18 @@ def optimise_latent(
     M_bg if ``use_grad_mask``), then the hard background constraint. ``weights`` default to
     :func:`region_weights` of the regions' area fractions. ``callback`` receives
     {i, phase, p, loss, z} after each update (loss = L before that update); it may raise to
-    interrupt. Runs in z's dtype; the first forward sees z0 itself."""
+    interrupt. Runs in z's dtype; the first forward sees z0 itself.
+
+    ``optimizer``: "sgd" (the paper: z ← z − lr·∇L; the step scales with the gradient, hence
+    with the loss's normalisation over C·h·w and the image size) or "adam" (ours: bias-corrected
+    Adam moments, z ← z − lr·m̂/(√v̂ + eps), a step of about ``lr`` latent units per element
+    whatever the feature or image size).
+
+    ``hole`` [ours]: a bool mask (broadcastable to z) held at z0 after every update, like the
+    background — the vacated area keeps its (re-drawn) start and the optimisation cannot paint
+    the region back where it left."""
+    if optimizer not in ("sgd", "adam", "normalized"):
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose sgd, adam or normalized")
     if not regions:
         raise ValueError("optimise_latent needs at least one region")
     if z_bg.shape != z0.shape:
@@ -297,9 +405,13 @@ def optimise_latent(
     z_bg = z_bg.detach()
 
     z = z0.detach().clone()  # the first forward sees z0 itself, as in the notes
+    hole_keep = None if hole is None else hole.to(z0.device).bool()
+    z_hold = z0.detach()
     losses: list[float] = []
     cache: dict[float, list] = {}
     n_total = n_transport + n_intensify
+    m1 = torch.zeros_like(z)
+    m2 = torch.zeros_like(z)
     for tau in range(n_total):
         p = progressive_weight(tau, n_transport)
         if p not in cache:
@@ -316,7 +428,21 @@ def optimise_latent(
         with torch.no_grad():
             if use_grad_mask:
                 grad = grad * M_bg
-            z = hard_background_constraint(z.detach() - lr * grad, z_bg, M_bg)
+            if optimizer == "adam":
+                m1.mul_(betas[0]).add_(grad, alpha=1 - betas[0])
+                m2.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
+                mh = m1 / (1 - betas[0] ** (tau + 1))
+                vh = m2 / (1 - betas[1] ** (tau + 1))
+                step = lr * mh / (vh.sqrt() + eps)
+            elif optimizer == "normalized":
+                sel = grad[M_bg.expand_as(grad)] if use_grad_mask else grad
+                rms = sel.pow(2).mean().sqrt() if sel.numel() else grad.new_zeros(())
+                step = lr * grad / (rms + eps)
+            else:
+                step = lr * grad
+            z = hard_background_constraint(z.detach() - step, z_bg, M_bg)
+            if hole_keep is not None:
+                z = torch.where(hole_keep, z_hold, z)
         losses.append(float(loss.detach()))
         if callback is not None:
             callback({
@@ -485,6 +611,8 @@ def paired_fireflow(
     v_edit_init: torch.Tensor | None = None,
     v_orig_init: torch.Tensor | None = None,
     callback: Callable[[dict], None] | None = None,
+    orig_path: Sequence[torch.Tensor] | None = None,
+    hold: tuple[torch.Tensor, Callable[[float], torch.Tensor], float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The edited and the original branch sampled in lockstep with FireFlow (anchors §4), the
     hard background constraint z ← (1 − M_bg)·z_orig + M_bg·z after every step (notes §2.4).
@@ -492,7 +620,12 @@ def paired_fireflow(
     Each branch is a FireFlow midpoint step reusing its previous midpoint velocity (``*_init``
     stands for the first step's v(z, σ₀) when already known, e.g. the original branch's velocity
     the background half step used). Returns (z, z_orig) at the last sigma; ``callback`` receives
-    {i, sigma, sigma_next, z, z_orig} after each constrained step and may raise to interrupt."""
+    {i, sigma, sigma_next, z, z_orig} after each constrained step and may raise to interrupt.
+
+    ``orig_path`` [ours]: the original branch given as its latents at every sigma (e.g. the
+    inversion's own trajectory, ending at the source): ``v_orig`` is then never called and the
+    background is held at exactly these latents. ``hold`` [ours] = (mask, path(σ), σ_min): the
+    mask's cells are set to path(σ) after every step that ends at σ ≥ σ_min."""
     s = [float(x) for x in (sigmas.tolist() if torch.is_tensor(sigmas) else sigmas)]
     if len(s) < 2:
         raise ValueError(f"a sigma schedule needs at least 2 values, got {len(s)}")
@@ -501,16 +634,23 @@ def paired_fireflow(
     M = edit_mask.to(z.device)
     if M.dtype != torch.bool:
         M = M > 0.5
+    if orig_path is not None and len(orig_path) != len(s):
+        raise ValueError(f"orig_path has {len(orig_path)} latents for {len(s)} sigmas")
     ve_prev, vo_prev = v_edit_init, v_orig_init
     for i in range(len(s) - 1):
         d = s[i + 1] - s[i]
-        vo_c = v_orig(z_orig, s[i]) if vo_prev is None else vo_prev
-        vo_mid = v_orig(z_orig + (d / 2) * vo_c, s[i] + d / 2)
-        z_orig = z_orig + d * vo_mid
-        vo_prev = vo_mid
+        if orig_path is not None:
+            z_orig = orig_path[i + 1].to(z.device, z.dtype)
+        else:
+            vo_c = v_orig(z_orig, s[i]) if vo_prev is None else vo_prev
+            vo_mid = v_orig(z_orig + (d / 2) * vo_c, s[i] + d / 2)
+            z_orig = z_orig + d * vo_mid
+            vo_prev = vo_mid
         ve_c = v_edit(z, s[i]) if ve_prev is None else ve_prev
         ve_mid = v_edit(z + (d / 2) * ve_c, s[i] + d / 2)
         z = hard_background_constraint(z + d * ve_mid, z_orig, M)
+        if hold is not None and s[i + 1] >= hold[2]:
+            z = torch.where(hold[0].to(z.device), hold[1](s[i + 1]).to(z), z)
         ve_prev = ve_mid
         if callback is not None:
             callback({"i": i, "sigma": s[i], "sigma_next": s[i + 1], "z": z, "z_orig": z_orig})

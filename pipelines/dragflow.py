@@ -29,11 +29,16 @@ from ..core.cache import TokenCache, format_bytes
 from ..core.dragflow import (
     KV_PRESETS,
     feature_grid_hw,
+    fill_from_surroundings,
+    hole_start,
     kv_layers,
     mean_drag_distance,
+    moved_start,
     optimise_latent,
     paired_fireflow,
+    region_edit_mask,
     scale_level,
+    vacated_mask,
 )
 from ..core.instructions import REGION_OPS, DragInstructions, RegionOp, parse_instructions, rescale
 from .common import FluxDragInputError, check_latent, log, progress_text, require_flux, sampling_sigmas
@@ -42,6 +47,13 @@ from .inversion import run_inversion
 NODE_REGION = "FluxDrag Region Instruction"
 NODE_OPT = "FluxDrag Region Affine Optimise"
 KV_CHOICES = [*KV_PRESETS, "custom"]
+FEATURE_GRIDS = ["token", "image"]      # ours / the paper's
+OPTIMIZERS = ["adam", "normalized", "sgd"]  # ours / ours / the paper's
+KV_SCOPES = ["outside_edit", "all"]     # ours / the paper's
+BACKGROUNDS = ["inversion", "resample"]  # ours / the paper's
+HOLE_FILLS = ["surroundings", "none"]    # ours / the paper's
+EDIT_REGIONS = ["regions", "rect"]       # ours / the paper's
+INITS = ["moved", "source"]              # ours / the paper's
 BEGIN_MARGIN_PX = 16  # [guess] how far outside its region a relocate/deform begin point may lie
 
 
@@ -205,6 +217,9 @@ class EditSettings:
     mask_rule: str = "majority"
     weights: Optional[Sequence[float]] = None
     early_stop_tol: Optional[float] = None
+    optimizer: str = "sgd"
+    token_grid: bool = False
+    hole: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -261,51 +276,62 @@ def capture_source_kv(v: Callable, bank: Optional[KVBank], z_T: torch.Tensor, si
 
 def optimise(v: Callable, hooks: DragFlowHooks, z_T: torch.Tensor, sigmas: list, regions: Sequence,
              M: torch.Tensor, feature_hw: tuple[int, int], settings: EditSettings,
-             on_iteration: Optional[Callable[[dict], None]], seconds: dict) -> tuple:
+             on_iteration: Optional[Callable[[dict], None]], seconds: dict,
+             exact_background: bool = False, z_start: Optional[torch.Tensor] = None) -> tuple:
     """Step 2: F_orig = F(z_T); the original branch's half step z_bg; TRANSPORT + INTENSIFY by
     gradient descent on the latent with the hard background constraint (``core.dragflow``).
-    Returns (OptimiseResult, v_orig(z_T, σ₀), z_bg)."""
+    Returns (OptimiseResult, v_orig(z_T, σ₀), z_bg). ``exact_background`` [ours]: z_bg = z_T
+    itself (the inversion's latent at σ₀) and no original-branch forward (v_orig is None).
+    ``z_start``: where the optimisation starts (default z_T)."""
     h, w = z_T.shape[-2] // 2, z_T.shape[-1] // 2
     order = tuple(hooks.feature_blocks)
     s0 = sigmas[0]
 
     def F(z: torch.Tensor, early_exit: bool) -> torch.Tensor:
         feats = hooks.features(lambda: v("drag", z, s0), h * w, early_exit)
-        return feature_maps(feats, order, (h, w), feature_hw)
+        return feature_maps(feats, order, (h, w), None if settings.token_grid else feature_hw)
 
     t0 = time.perf_counter()
     with torch.inference_mode(False):
         z_T_n = z_T.clone()
         with torch.no_grad():
             F_orig = F(z_T_n, settings.early_exit)
-            v_orig0 = v("original", z_T_n, s0)
-        z_bg = z_T_n + ((sigmas[1] - s0) / 2.0) * v_orig0
+            v_orig0 = None if exact_background else v("original", z_T_n, s0)
+        z_bg = z_T_n if exact_background else z_T_n + ((sigmas[1] - s0) / 2.0) * v_orig0
+        z_0 = z_T_n if z_start is None else z_start.to(z_T_n)
         seconds["prepare"] = seconds.pop("capture", 0.0) + time.perf_counter() - t0
         t1 = time.perf_counter()
         with torch.enable_grad():
             opt = optimise_latent(
-                z_T_n, lambda z: F(z, settings.early_exit), F_orig, regions, z_bg, M,
+                z_0, lambda z: F(z, settings.early_exit), F_orig, regions, z_bg, M,
                 n_transport=settings.n_transport, n_intensify=settings.n_intensify,
                 lr=settings.lr, callback=on_iteration, weights=settings.weights,
                 use_grad_mask=settings.use_grad_mask, early_stop_tol=settings.early_stop_tol,
-                mask_rule=settings.mask_rule)
+                mask_rule=settings.mask_rule, optimizer=settings.optimizer, hole=settings.hole)
         seconds["optimise"] = time.perf_counter() - t1
     return opt, v_orig0, z_bg
 
 
 def sample_lockstep(v: Callable, z_opt: torch.Tensor, z_T: torch.Tensor, sigmas: list, M: torch.Tensor,
-                    v_orig0: torch.Tensor, on_step: Optional[Callable[[dict], None]]) -> tuple:
+                    v_orig0: Optional[torch.Tensor], on_step: Optional[Callable[[dict], None]],
+                    orig_path: Optional[Sequence[torch.Tensor]] = None, hold=None) -> tuple:
     """Step 3: the edit and the original branch sampled with FireFlow in lockstep, the background
-    constraint after every step (``core.dragflow.paired_fireflow``). Returns (z, z_orig)."""
+    constraint after every step (``core.dragflow.paired_fireflow``); with ``orig_path`` the
+    original branch is those latents (no forwards). Returns (z, z_orig)."""
     return paired_fireflow(lambda z, sg: v("drag", z, sg), lambda z, sg: v("original", z, sg),
-                           z_opt.clone(), z_T, sigmas, M, v_orig_init=v_orig0.detach(), callback=on_step)
+                           z_opt.clone(), z_T, sigmas, M,
+                           v_orig_init=None if v_orig0 is None else v_orig0.detach(),
+                           callback=on_step, orig_path=orig_path, hold=hold)
 
 
 def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Tensor,
              sigmas: torch.Tensor, conds: dict, regions: Sequence, edit_mask: torch.Tensor,
              feature_hw: tuple[int, int], settings: Optional[EditSettings] = None,
              on_iteration: Optional[Callable[[dict], None]] = None,
-             on_step: Optional[Callable[[dict], None]] = None) -> EditResult:
+             on_step: Optional[Callable[[dict], None]] = None,
+             kv_scope: Optional[torch.Tensor] = None,
+             orig_path: Optional[Sequence[torch.Tensor]] = None,
+             z_start: Optional[torch.Tensor] = None, hold=None) -> EditResult:
     """DragFlow's edit after inversion, on ``model`` (a clone with ``hooks`` installed and,
     when K/V injection is on, ``bank`` in its router), from the inverted latent ``z_T`` at
     ``sigmas[0]`` down ``sigmas`` (decreasing, ending at 0).
@@ -317,7 +343,12 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
     feature ("cut") grid. The three steps (:func:`capture_source_kv`, :func:`optimise`,
     :func:`sample_lockstep`) run on the denoiser of one ComfyUI guider run (a plain ``KSAMPLER``
     running this function: the model is loaded and the conditioning prepared once), inside a
-    :func:`rope_autograd` block. Returns model-space latents and diagnostics."""
+    :func:`rope_autograd` block. ``kv_scope``: bool over the image tokens, the only ones whose
+    K/V the bank replaces in the edited ("drag") branch [ours]; None = all (the paper). The
+    original branch and the capture always use every token. ``orig_path`` [ours]: the original
+    branch as given latents at every sigma (the inversion's trajectory): the background is held at
+    them exactly and the original branch costs no forwards. ``z_start``: the optimisation's start
+    (default z_T). Returns model-space latents and diagnostics."""
     settings = settings or EditSettings()
     guider = branch_guider(model, conds)
     seconds: dict = {}
@@ -325,7 +356,13 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
 
     def edit(model_k, x, sigmas_dev, extra_args):
         s = [float(c) for c in sigmas_dev.tolist()]
-        v = branch_velocity(guider, model_k, extra_args)
+        v_all = branch_velocity(guider, model_k, extra_args)
+
+        def v(branch: str, z: torch.Tensor, sigma: float) -> torch.Tensor:
+            if bank is not None:
+                bank.scope = kv_scope if branch == "drag" else None
+            return v_all(branch, z, sigma)
+
         t0 = time.perf_counter()
         capture_source_kv(v, bank, x, s[0])
         seconds["capture"] = time.perf_counter() - t0
@@ -334,12 +371,13 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
         peak = None
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        opt, v_orig0, z_bg = optimise(v, hooks, x, s, regions, M, feature_hw, settings, on_iteration, seconds)
+        opt, v_orig0, z_bg = optimise(v, hooks, x, s, regions, M, feature_hw, settings, on_iteration,
+                                      seconds, exact_background=orig_path is not None, z_start=z_start)
         if device.type == "cuda":
             peak = int(torch.cuda.max_memory_allocated(device))
         t2 = time.perf_counter()
         z_opt = opt.z.detach()
-        z, z_o = sample_lockstep(v, z_opt, x, s, M, v_orig0, on_step)
+        z, z_o = sample_lockstep(v, z_opt, x, s, M, v_orig0, on_step, orig_path, hold)
         seconds["sample"] = time.perf_counter() - t2
         out.append(EditResult(z=z, z_orig=z_o, z_opt=z_opt, z_bg=z_bg.detach(), losses=opt.losses,
                               seconds=seconds, peak_bytes=peak, calls=dict(hooks.calls)))
@@ -349,6 +387,32 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
     with rope_autograd():
         guider.sample(z_T, torch.zeros_like(z_T), sampler, sigmas, disable_pbar=True, seed=0)
     return out[0]
+
+
+def inversion_path(rec) -> list:
+    """The inversion's own latents at each sampling sigma of ``rec`` (σ₀ … 0): z_T, the recorded
+    trajectory in reverse, and the source latent at σ = 0 (model space)."""
+    n = len(rec.sigmas) - 1
+    traj = list(rec.trajectory)
+    if len(traj) != n or rec.z_0 is None:
+        raise RuntimeError(f"FluxDrag DragFlow: the inversion recorded {len(traj)} latents for {n} "
+                           f"steps; use background 'resample'")
+    path = [rec.z_T] + [traj[n - i - 1] for i in range(1, n)] + [rec.z_0]
+    return [p.to(rec.z_T) for p in path]
+
+
+def kv_scope_tokens(edit_mask: torch.Tensor, scope: str) -> Optional[torch.Tensor]:
+    """Image tokens whose K/V the edited branch takes from the inversion (bool (h/2 · w/2,), FLUX's
+    token order) for ``kv_scope``: "all" → None (every token, the paper); "outside_edit" [ours] →
+    the tokens with no latent pixel in M_bg, the background the hard constraint keeps anyway.
+    Inside M_bg — the regions, their destinations, the path between and the vacated area — the
+    edited branch keeps its own K/V, so the source layout is never written over the destination."""
+    if scope == "all":
+        return None
+    m = edit_mask.bool()
+    h, w = m.shape[-2:]
+    touched = m.reshape(h // 2, 2, w // 2, 2).any(3).any(1)
+    return (~touched).reshape(-1)
 
 
 def describe_peak(peak: Optional[int]) -> str:
@@ -363,8 +427,8 @@ class DragFlowSettings:
     skip_steps: int = 6
     scheduler: str = "simple"
     guidance: float = 3.5
-    n_transport: int = 50
-    n_intensify: int = 20
+    n_transport: int = 0               # paper: 50 (init "moved" starts at the final pose)
+    n_intensify: int = 20              # paper: 20
     lr: float = 1000.0
     adaptive_weights: bool = True
     scale_rule: str = "fixed"
@@ -378,6 +442,23 @@ class DragFlowSettings:
     activations: str = "model"
     cache_policy: str = "cpu"
     cache_budget_gb: float = 0.0
+    # departures from the paper (docs/dragflow.md), each with the paper's value one setting away
+    feature_grid: str = "token"        # paper: "image" (2×2 token reading, image / level grid)
+    optimizer: str = "adam"            # paper: "sgd" with lr
+    adam_lr: float = 0.005             # Adam step, latent units per iteration
+    kv_scope: str = "outside_edit"     # paper: "all" image tokens of the edited branch
+    background: str = "inversion"      # paper: "resample" (the original branch at guidance 1)
+    hole_fill: str = "surroundings"    # paper: "none"
+    hole_release: float = 0.3          # σ below which the re-drawn hole is left to the sampler
+    edit_region: str = "regions"       # paper: "rect" (min-area rectangle around each move)
+    edit_dilate: int = 0               # latent cells around the regions ("regions" only)
+    init: str = "moved"                # paper: "source" (the optimisation starts at z_T)
+
+
+#: The paper's values of every departure above (docs/dragflow.md, "Departures from the paper").
+PAPER = dict(n_transport=50, n_intensify=20, optimizer="sgd", lr=1000.0, feature_grid="image",
+             kv_scope="all", background="resample", hole_fill="none", init="source",
+             edit_region="rect")
 
 
 def run_dragflow(model, latent: dict, source, target, drag_instructions,
@@ -408,13 +489,37 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions,
     H, W = h * 8, w * 8
     ins, regions = regions_for_latent(drag_instructions, H, W, node)
     affines = [r.affine(1.0) for r in regions]
-    edit_mask = background_edit_mask([r.mask for r in regions], affines, H, W, out_hw=(h, w))
+    if st.edit_region not in EDIT_REGIONS:
+        raise FluxDragInputError(f"{node}: input 'edit_region' {st.edit_region!r} unknown; choose "
+                                 f"{', '.join(EDIT_REGIONS)}.")
+    if st.edit_region == "rect":
+        edit_mask = background_edit_mask([r.mask for r in regions], affines, H, W, out_hw=(h, w))
+    else:
+        edit_mask = region_edit_mask([r.mask for r in regions], affines, (h, w), st.edit_dilate)
     if st.feature_scale > 0:
         level = float(st.feature_scale)
     else:
         level = scale_level((H, W), mean_drag_distance(regions, (H, W)),
                             use_adaptive=(st.scale_rule == "adaptive"))
     fhw = feature_grid_hw((H, W), level)
+    if st.feature_grid not in FEATURE_GRIDS:
+        raise FluxDragInputError(f"{node}: input 'feature_grid' {st.feature_grid!r} unknown; choose "
+                                 f"{', '.join(FEATURE_GRIDS)}.")
+    if st.optimizer not in OPTIMIZERS:
+        raise FluxDragInputError(f"{node}: input 'optimizer' {st.optimizer!r} unknown; choose "
+                                 f"{', '.join(OPTIMIZERS)}.")
+    if st.kv_scope not in KV_SCOPES:
+        raise FluxDragInputError(f"{node}: input 'kv_scope' {st.kv_scope!r} unknown; choose "
+                                 f"{', '.join(KV_SCOPES)}.")
+    for name, val, choices in (("background", st.background, BACKGROUNDS),
+                               ("hole_fill", st.hole_fill, HOLE_FILLS), ("init", st.init, INITS)):
+        if val not in choices:
+            raise FluxDragInputError(f"{node}: input '{name}' {val!r} unknown; choose "
+                                     f"{', '.join(choices)}.")
+    token_grid = st.feature_grid == "token"
+    if token_grid:
+        fhw = (h // 2, w // 2)
+    kv_scope = kv_scope_tokens(edit_mask, st.kv_scope)
     # None: optimise_latent's adaptive weights w_k ∝ clamp(1 + 0.5/(s_k + 0.1), 1, 5)
     weights = None if st.adaptive_weights else [1.0 / len(regions)] * len(regions)
     try:
@@ -464,10 +569,30 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions,
         def on_step(d):
             bar.update_absolute(n_iter + d["i"] + 1, n_iter + n_steps)
 
-        settings = EditSettings(n_transport=n_transport, n_intensify=n_intensify, lr=lr,
-                                early_exit=st.early_exit, weights=weights)
+        adam = st.optimizer != "sgd"
+        settings = EditSettings(n_transport=n_transport, n_intensify=n_intensify,
+                                lr=st.adam_lr if adam else lr, early_exit=st.early_exit,
+                                weights=weights, optimizer=st.optimizer, token_grid=token_grid)
+        orig_path = inversion_path(rec) if st.background == "inversion" else None
+        z_start = hold = None
+        if st.hole_fill == "surroundings":
+            hole = vacated_mask(regions, (h, w))
+            z_start = hole_start(rec.z_T, rec.z_0.to(rec.z_T), hole, float(rec.sigmas[0]))
+            settings.hole = hole
+            if not 0.0 <= st.hole_release <= 1.0:
+                raise FluxDragInputError(f"{node}: input 'hole_release' ({st.hole_release}) must lie "
+                                         f"in [0, 1]; 1 = never hold the hole while sampling.")
+            if st.hole_release < 1.0 and bool(hole.any()):
+                s0 = float(rec.sigmas[0])
+                fill = z_start  # on the hole: (1 − σ₀)·fill + σ₀·ε
+                x0f = fill_from_surroundings(rec.z_0.to(rec.z_T), hole)
+                eps = (fill - (1 - s0) * x0f) / s0
+                hold = (hole, lambda sg: (1 - sg) * x0f + sg * eps, float(st.hole_release))
+        if st.init == "moved":
+            z_start = moved_start(rec.z_T if z_start is None else z_start, rec.z_T, regions)
         res: EditResult = run_edit(m, hooks, bank, rec.z_T, rec.sigmas, conds, regions, edit_mask,
-                                   fhw, settings, on_iteration, on_step)
+                                   fhw, settings, on_iteration, on_step, kv_scope=kv_scope,
+                                   orig_path=orig_path, z_start=z_start, hold=hold)
     finally:
         rec.free_caches()
     loss_txt = (f"loss {res.losses[0]:.4g} → {res.losses[-1]:.4g}" if res.losses else "no iterations")

@@ -174,7 +174,7 @@ def _dragflow_graph(adapter: bool) -> dict:
                    anchor_y=-1.0, image=["4", 0]),
         "12": node("FluxDragRegionAffineOptimise", "DragFlow", model=["1", 0], latent=["5", 0],
                    source=["6", 0], target=["7", 0], drag_instructions=["11", 0], steps=25,
-                   skip_steps=6, scheduler="simple", guidance=3.5, n_transport=50, n_intensify=20,
+                   skip_steps=6, scheduler="simple", guidance=3.5, n_transport=0, n_intensify=20,
                    lr=1000.0, adaptive_weights=True, scale_rule="fixed", feature_scale=0.0,
                    kv_preset="non-ridge", kv_custom="", eta=0.0, inject_text=True, early_exit=True,
                    gradient_checkpointing=True, activations="model", cache_policy="cpu",

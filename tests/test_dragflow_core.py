@@ -183,3 +183,100 @@ def test_optimise_latent_early_stop_and_rotation():
     assert 10 < res.iterations < 50  # stopped inside INTENSIFY
     assert res.losses[-1] <= 0.3 * before
     assert torch.equal(res.z[..., ~edit], z0[..., ~edit])
+
+
+# ------------------------------------------------------------------------------- ours (issue 17)
+def test_token_maps_are_the_tokens_on_their_grid():
+    from fluxdrag.core.dragflow import token_maps
+    t = torch.randn(2, 12, 5)
+    m = token_maps(t, (3, 4))
+    assert m.shape == (2, 5, 3, 4)
+    assert torch.equal(m[1, :, 2, 1], t[1, 2 * 4 + 1])
+    with pytest.raises(ValueError):
+        token_maps(t, (3, 3))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "normalized"])
+def test_adam_and_normalized_steps_do_not_depend_on_gradient_scale(optimizer):
+    """The same latent moves the same way whatever the loss's scale (its normalisation over C·h·w,
+    the image size); plain SGD's step scales with it."""
+    z0 = torch.zeros(1, 16, 8, 8)
+    r = Region(_box(8, 8, range(2, 4), range(2, 4)), "relocate", target=(5.0, 3.0), begin=(3.0, 3.0))
+    F0 = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    M = torch.ones(8, 8, dtype=torch.bool)
+
+    def run(scale, opt):
+        fn = lambda z: scale * (z[:, :4] + F0)  # noqa: E731
+        return optimise_latent(z0, fn, scale * F0, [r], z0, M, n_transport=2, n_intensify=3,
+                               lr=0.1, optimizer=opt).z
+    a, b = run(1.0, optimizer), run(1000.0, optimizer)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    s1, s2 = run(1.0, "sgd"), run(1000.0, "sgd")
+    assert not torch.allclose(s1, s2)
+
+
+def test_hole_is_held_at_the_start_and_redrawn_with_fresh_noise():
+    from fluxdrag.core.dragflow import fill_from_surroundings, hole_start, vacated_mask
+    x0 = torch.zeros(1, 16, 8, 8)
+    x0[..., 2:4, 2:4] = 5.0                   # the object
+    z = x0 * 0.1 + 0.9 * torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(3))
+    m = _box(64, 64, range(16, 32), range(16, 32))
+    hole = vacated_mask([Region(m, "relocate", target=(56.0, 24.0), begin=(24.0, 24.0))], (8, 8))
+    assert hole.sum() == 4 and bool(hole[2:4, 2:4].all())
+    assert torch.equal(fill_from_surroundings(x0, hole)[..., 2:4, 2:4], torch.zeros(1, 16, 2, 2))
+    zs = hole_start(z, x0, hole, 0.9, seed=1)
+    assert torch.equal(zs[..., ~hole], z[..., ~hole])
+    assert not torch.allclose(zs[..., hole], z[..., hole])
+    # the optimisation keeps the hole at its start whatever the gradient says
+    r = Region(m[::8, ::8], "relocate", target=(7.0, 3.0), begin=(3.0, 3.0))
+    F0 = torch.randn(1, 4, 8, 8)
+    out = optimise_latent(zs, lambda q: q[:, :4] * 3, F0, [r], zs, torch.ones(8, 8, dtype=torch.bool),
+                          n_transport=2, n_intensify=2, lr=0.5, optimizer="adam", hole=hole)
+    assert torch.equal(out.z[..., hole], zs[..., hole])
+    assert not torch.equal(out.z[..., ~hole], zs[..., ~hole])
+
+
+def test_region_edit_mask_is_the_regions_and_their_copies():
+    from fluxdrag.core.dragflow import region_edit_mask
+    m = _box(64, 64, range(16, 32), range(16, 32))
+    A = Region(m, "relocate", target=(56.0, 24.0), begin=(24.0, 24.0)).affine()
+    M = region_edit_mask([m], [A], (8, 8))
+    want = torch.zeros(8, 8, dtype=torch.bool)
+    want[2:4, 2:4] = True
+    want[2:4, 6:8] = True
+    assert torch.equal(M, want)
+    M1 = region_edit_mask([m], [A], (8, 8), dilate=1)
+    assert bool(M1[1:5, 1:5].all()) and int(M1.sum()) > int(M.sum())
+
+
+def test_paired_fireflow_with_a_given_background_path_never_calls_the_original_branch():
+    from fluxdrag.core.dragflow import paired_fireflow
+    path = [torch.full((1, 2, 4, 4), float(i)) for i in range(4)]
+    M = torch.zeros(4, 4, dtype=torch.bool)
+    M[1:3, 1:3] = True
+
+    def boom(z, s):
+        raise AssertionError("original branch evaluated")
+    z, zo = paired_fireflow(lambda z, s: -z, boom, torch.ones(1, 2, 4, 4), path[0], [1.0, 0.6, 0.3, 0.0],
+                            M, orig_path=path)
+    assert torch.equal(zo, path[-1]) and torch.equal(z[..., ~M], path[-1][..., ~M])
+
+
+def test_paired_fireflow_holds_the_hole_on_its_path_down_to_the_release_sigma():
+    from fluxdrag.core.dragflow import paired_fireflow
+    sig = [1.0, 0.6, 0.3, 0.0]
+    path = [torch.full((1, 2, 4, 4), 5.0) for _ in sig]
+    M = torch.ones(4, 4, dtype=torch.bool)
+    hole = torch.zeros(4, 4, dtype=torch.bool)
+    hole[0, 0] = True
+    seen = []
+
+    def v(z, s):
+        seen.append((s, float(z[0, 0, 0, 0])))
+        return torch.zeros_like(z)
+    z, _ = paired_fireflow(v, None, torch.zeros(1, 2, 4, 4), path[0], sig, M, orig_path=path,
+                           hold=(hole, lambda s: torch.full((1, 2, 4, 4), 100 * s), 0.5))
+    # after the step ending at 0.6 the hole is the path's value (the next midpoint sees it);
+    # the step ending at 0.3 (< 0.5) releases it: v = 0 leaves it at 60, not 30
+    assert any(abs(s - 0.45) < 1e-9 and abs(val - 60.0) < 1e-4 for s, val in seen), seen
+    assert float(z[0, 0, 0, 0]) == pytest.approx(60.0) and float(z[0, 0, 1, 1]) == 0.0

@@ -172,6 +172,49 @@ def test_kv_capture_and_injection_hit_every_call(tiny_flux, tiny_cond):
     assert bank.cache.freed and len(bank.cache) == 0  # freed when the node ended
 
 
+def test_kv_injection_never_writes_the_destination_tokens(tiny_flux, tiny_cond, monkeypatch):
+    """With the default ``kv_scope`` every injecting attention call of the edited branch leaves
+    the K/V of the tokens the region moves to (and of the whole editable area) bit for bit the
+    branch's own; only the kept background is replaced. ``kv_scope`` all (the paper) writes them."""
+    from fluxdrag.attention_patches.kv_bank import KVBank
+    from fluxdrag.core.affine import Region, resize_mask, warp_mask
+
+    calls = []
+    orig = KVBank._blend
+
+    def spy(self, t, cached, start, stop, inject=None):
+        out = orig(self, t, cached, start, stop, inject)
+        calls.append((self.scope, t, out, stop))
+        return out
+    monkeypatch.setattr(KVBank, "_blend", spy)
+    _run(tiny_flux, tiny_cond)
+    region = Region(_box(32, 64, 32, 64), "relocate", target=(96, 56), begin=(48, 48))
+    dest = resize_mask(warp_mask(region.mask, region.affine()), (H // 16, W // 16), "any").reshape(-1)
+    assert 0 < int(dest.sum()) < dest.numel()
+    scoped = [c for c in calls if c[0] is not None]
+    assert scoped, "the edited branch never injected"
+    n_img = dest.numel()
+    for scope, t, out, stop in scoped:
+        assert not bool(scope[dest].any())
+        assert bool(scope.any())  # the background is still injected
+        img_t, img_o = t[:, :, stop - n_img:stop], out[:, :, stop - n_img:stop]
+        assert torch.equal(img_o[:, :, ~scope], img_t[:, :, ~scope])
+        assert not torch.equal(img_o[:, :, scope], img_t[:, :, scope])
+    calls.clear()
+    _run(tiny_flux, tiny_cond, kv_scope="all")
+    assert calls and all(c[0] is None for c in calls)
+
+
+def test_paper_settings_still_run(tiny_flux, tiny_cond):
+    """Every departure switched back to the paper's value at once: the edit runs, the background
+    outside the paper's rectangle is the re-sampled original branch bit for bit."""
+    from fluxdrag.pipelines.dragflow import PAPER
+    z, _, M, res = _run(tiny_flux, tiny_cond, **{**PAPER, "n_transport": 3, "n_intensify": 2})
+    assert res.z_orig is not None and torch.equal(res.z[..., ~M], res.z_orig[..., ~M])
+    assert 0 < int(M.sum()) < M.numel() and torch.isfinite(z).all()
+    assert len(res.losses) == 5
+
+
 def test_optimisation_lowers_loss_and_background_is_the_original_branch(tiny_flux, tiny_cond):
     """INTENSIFY only (p = 1 throughout): the loss falls; after every update and every sampling
     step the latent outside the editable mask is bitwise the original branch."""
@@ -286,6 +329,11 @@ def test_bad_optimise_inputs(tiny_flux, tiny_cond):
                      S(kv_preset="custom", kv_custom="double: x", **FAST))
     with pytest.raises(FluxDragInputError, match="input 'model'"):
         run_dragflow(comfy_env.build_sd15(), _lat(), tiny_cond, tiny_cond, _instructions(), S(**FAST))
+    for name in ("feature_grid", "optimizer", "kv_scope", "background", "hole_fill", "init",
+                 "edit_region"):
+        with pytest.raises(FluxDragInputError, match=f"input '{name}' 'nope' unknown; choose"):
+            run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, _instructions(),
+                         S(**{**FAST, name: "nope"}))
 
 
 def test_adapter_tokens_join_both_prompts(comfy):  # noqa: F811

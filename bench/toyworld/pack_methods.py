@@ -52,22 +52,66 @@ def attentiondrag(scene, model, cond, steps: int = STEPS) -> torch.Tensor:
     return out.latent[0]
 
 
-def dragflow(scene, model, cond, steps: int = 25, iters: tuple = (50, 20),
-             kv_preset: str = "non-ridge") -> torch.Tensor:
-    """FluxDrag Region Affine Optimise with one ``relocate`` region: the JSON's editable mask moved
-    by the mean handle→target displacement (rotations/stretches are scored as what a region move
-    can do); the node's defaults (25 steps, 6 skipped, 50 + 20 iterations, lr 1000)."""
-    from ...core.instructions import parse_instructions, rle_encode
+def dragflow_regions(scene) -> list[dict]:
+    """DragFlow region instructions from a scene's JSON (its editable-region mask and drags only):
+    one region per connected part of the mask, driven by the drags nearest to it. Drags of mode
+    "drag" around a part (the toy world's rotations: handles on a circle about the object) make a
+    ``rotate`` about their handles' mean by their mean signed angle; "move" drags (moves, and the
+    move of a scale/stretch, which a region affine of DragFlow cannot scale) make a ``relocate``
+    by the mean handle→target displacement. Exact for every toy-world case but the scaling."""
+    import math
+
+    from ...core.affine import rotation_angle
+    from ...core.instructions import rle_encode
+    from ...toyworld.scenes import PIXELS_PER_LATENT, _components, latent_mask_to_pixels
+    from .methods import _region_latent
+
+    h, w = scene.latent.shape[-2:]
+    region = _region_latent(scene.drags, h, w)
+    comps = _components(region)
+    cents = [torch.tensor(c, dtype=torch.float32).mean(0) for c in comps]      # (row, col)
+    groups: dict[int, list[dict]] = {i: [] for i in range(len(comps))}
+    for d in scene.drags["drags"]:
+        hr = d["handle"][1] / PIXELS_PER_LATENT - 0.5
+        hc = d["handle"][0] / PIXELS_PER_LATENT - 0.5
+        k = min(range(len(comps)), key=lambda i: float((cents[i] - torch.tensor([hr, hc])).norm()))
+        groups[k].append(d)
+    out = []
+    for k, comp in enumerate(comps):
+        ds = groups[k]
+        if not ds:
+            continue
+        m = torch.zeros(h, w, dtype=torch.bool)
+        for r, c in comp:
+            m[r, c] = True
+        rle = {"rle": rle_encode(latent_mask_to_pixels(m))}
+        hx = sum(d["handle"][0] for d in ds) / len(ds)
+        hy = sum(d["handle"][1] for d in ds) / len(ds)
+        if len(ds) >= 2 and all(d.get("mode") == "drag" for d in ds):
+            theta = sum(rotation_angle(d["handle"], d["target"], (hx, hy)) for d in ds) / len(ds)
+            bx, by = ds[0]["handle"]
+            c, s = math.cos(theta), math.sin(theta)
+            tx, ty = hx + c * (bx - hx) - s * (by - hy), hy + s * (bx - hx) + c * (by - hy)
+            out.append({"op": "rotate", "mask": rle, "begin": [float(bx), float(by)],
+                        "target": [tx, ty], "anchor": [hx, hy]})
+        else:
+            tx = sum(d["target"][0] for d in ds) / len(ds)
+            ty = sum(d["target"][1] for d in ds) / len(ds)
+            out.append({"op": "relocate", "mask": rle, "begin": [hx, hy], "target": [tx, ty],
+                        "anchor": None})
+    return out
+
+
+def dragflow(scene, model, cond, steps: int = 25, **opts) -> torch.Tensor:
+    """FluxDrag Region Affine Optimise with the scene's regions (:func:`dragflow_regions`: one per
+    dragged object — relocations, rotations, several regions for multi-object moves) and the
+    node's defaults; ``opts``: further :class:`DragFlowSettings` fields by name."""
     from ...pipelines.dragflow import DragFlowSettings, run_dragflow
 
-    ins = parse_instructions(scene.drags)
-    n = len(ins.drags)
-    begin = [sum(d.handle[i] for d in ins.drags) / n for i in (0, 1)]
-    target = [sum(d.target[i] for d in ins.drags) / n for i in (0, 1)]
-    doc = dict(scene.drags, regions=[{"op": "relocate", "mask": {"rle": rle_encode(ins.mask)},
-                                      "begin": begin, "target": target, "anchor": None}])
-    s = DragFlowSettings(steps=steps, skip_steps=max(1, round(steps * 6 / 25)), n_transport=iters[0],
-                         n_intensify=iters[1], guidance=_guidance(cond), kv_preset=kv_preset)
+    doc = dict(scene.drags, regions=dragflow_regions(scene))
+    opts.setdefault("skip_steps", max(1, round(steps * 6 / 25)))
+    opts.setdefault("guidance", _guidance(cond))
+    s = DragFlowSettings(steps=steps, **opts)
     z, *_ = run_dragflow(model, scene_latent_to_comfy(scene.latent), cond, cond, doc, s)
     return z[0]
 
@@ -79,8 +123,16 @@ def dragflow_no_kv(scene, model, cond) -> torch.Tensor:
     return dragflow(scene, model, cond, kv_preset="none")
 
 
+def dragflow_paper(scene, model, cond) -> torch.Tensor:
+    """DragFlow with the paper's value of every departure (``pipelines.dragflow.PAPER``)."""
+    from ...pipelines.dragflow import PAPER
+
+    return dragflow(scene, model, cond, **PAPER)
+
+
 register("lazydrag", lazydrag)
 register("lazydrag_paper", lazydrag_paper)
 register("attentiondrag", attentiondrag)
 register("dragflow", dragflow)
 register("dragflow_no_kv", dragflow_no_kv)
+register("dragflow_paper", dragflow_paper)
