@@ -9,10 +9,12 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..toyworld import scenes
+from ..toyworld.model import TOY_MODELS
 from .common import CATEGORY, DragInstructions
 
 FAMILY_OPTIONS = ["any", *scenes.FAMILIES]
 CASE_OPTIONS = ["random", *scenes.CASES]
+TOY_MODEL_NAMES = list(TOY_MODELS)
 
 
 class ToyModelLoader(io.ComfyNode):
@@ -22,8 +24,9 @@ class ToyModelLoader(io.ComfyNode):
             node_id="FluxDragToyModelLoader",
             display_name="FluxDrag Toy Model Loader",
             category=f"{CATEGORY}/toy world",
-            description="Loads the bundled toy FLUX-architecture model (trained on synthetic "
-                        "scenes) as a normal MODEL, with its fixed text conditioning.",
+            description="Loads a bundled toy FLUX-architecture model (trained on synthetic "
+                        "scenes) as a normal MODEL, with its fixed text conditioning: the toy FLUX, "
+                        "or the toy Kontext (the toy FLUX fine-tuned to read a ReferenceLatent).",
             inputs=[
                 io.Combo.Input("family", options=FAMILY_OPTIONS, default="any",
                                tooltip="Scene family the conditioning asks for ('any' = the "
@@ -34,16 +37,23 @@ class ToyModelLoader(io.ComfyNode):
                                default="default", optional=True,
                                tooltip="Weight storage, as UNETLoader's weight_dtype: fp8 stores "
                                        "the weights in 8 bits and computes in float32."),
+                io.Combo.Input("model_name", options=list(TOY_MODEL_NAMES), default="toy FLUX", optional=True,
+                               tooltip="Which toy model: 'toy FLUX' (text-to-image) or 'toy Kontext' (reads "
+                                       "a reference image through ComfyUI's ReferenceLatent node, like "
+                                       "FLUX.1 Kontext; for ContextDrag)."),
             ],
             outputs=[io.Model.Output(), io.Conditioning.Output()],
         )
 
     @classmethod
-    def execute(cls, family="any", guidance=3.5, weight_dtype="default") -> io.NodeOutput:
-        from ..toyworld.model import load_toy_model
+    def execute(cls, family="any", guidance=3.5, weight_dtype="default", model_name="toy FLUX") -> io.NodeOutput:
+        from ..toyworld.model import TOY_MODELS, load_toy_model
 
-        model, cond = load_toy_model(family=None if family == "any" else family, guidance=guidance,
-                                     weight_dtype=weight_dtype)
+        if model_name not in TOY_MODELS:
+            raise ValueError(f"FluxDrag Toy Model Loader: input 'model_name' is {model_name!r}; "
+                             f"choose one of {', '.join(TOY_MODELS)}")
+        model, cond = load_toy_model(TOY_MODELS[model_name], family=None if family == "any" else family,
+                                     guidance=guidance, weight_dtype=weight_dtype)
         return io.NodeOutput(model, cond)
 
 

@@ -1,15 +1,14 @@
 """Dev tool: the template thumbnails (``workflows/<name>.jpg``) from real runs.
 
-    python scripts/make_thumbnails.py            # needs ComfyUI (COMFYUI_PATH or ~/comfy/ComfyUI)
+    python scripts/make_thumbnails.py [name ...]   # needs ComfyUI (COMFYUI_PATH or ~/comfy/ComfyUI)
 
 ComfyUI's template browser shows ``/api/workflow_templates/<pack>/<name>.jpg`` for a custom
 node template, i.e. the ``.jpg`` next to the workflow. This starts a server with the pack, runs
 each toy workflow as shipped (``workflows/api/toy_*_api.json``: the bundled toy model, no
 download) and tiles what it saved: source, the method's preview, the result, the ground truth.
 A workflow that needs FLUX (or SD1.5) weights gets the thumbnail of the toy run of the same
-method, labelled so. ContextDrag has no toy version (it needs FLUX.1 Kontext): its thumbnail is
-its own drag preview (the Drag instructions node run on the example image), labelled so.
-A few minutes on a CPU (DragFlow's optimisation is most of it).
+method, labelled so (ContextDrag's is the toy Kontext run). A few minutes on a CPU (DragFlow's
+optimisation is most of it).
 """
 from __future__ import annotations
 
@@ -34,12 +33,14 @@ THUMBS = {
     "toy_lazydrag": ("toy_lazydrag", "toy model - no download"),
     "toy_dragflow": ("toy_dragflow", "toy model - no download"),
     "toy_attentiondrag": ("toy_attentiondrag", "toy model - no download"),
+    "toy_contextdrag": ("toy_contextdrag", "toy Kontext - no download"),
     "invert_reconstruct": ("toy_invert_reconstruct", NEEDS_WEIGHTS.format("FLUX")),
     "lazydrag_flux": ("toy_lazydrag", NEEDS_WEIGHTS.format("FLUX")),
     "dragflow_flux": ("toy_dragflow", NEEDS_WEIGHTS.format("FLUX")),
     "dragflow_redux_flux": ("toy_dragflow", NEEDS_WEIGHTS.format("FLUX + Redux")),
     "attentiondrag_flux": ("toy_attentiondrag", NEEDS_WEIGHTS.format("FLUX")),
     "attentiondrag_sd15": ("toy_attentiondrag", NEEDS_WEIGHTS.format("SD1.5")),
+    "contextdrag_kontext": ("toy_contextdrag", NEEDS_WEIGHTS.format("FLUX.1 Kontext")),
 }
 CAPTIONS = {"source": "source", "preview": "method preview", "edit": "result", "truth": "ground truth"}
 
@@ -73,23 +74,7 @@ def run_toy(client, name: str) -> dict:
     return {p.name.split("_")[-3]: Image.open(p).copy() for p in client.output_files(entry)}
 
 
-def contextdrag_preview(client):
-    """The ContextDrag workflow's drag preview, run on the example image (no model involved)."""
-    from PIL import Image
-
-    api = json.loads((API / "contextdrag_kontext_api.json").read_text(encoding="utf-8"))
-    load = next(k for k, n in api.items() if n["class_type"] == "LoadImage")
-    ins = next(k for k, n in api.items() if n["class_type"] == "FluxDragInstructionsJSON")
-    graph = {load: api[load], ins: api[ins],
-             "900": {"class_type": "SaveImage", "inputs": {"images": [ins, 1],
-                                                           "filename_prefix": "FluxDrag/thumb_ctx"}}}
-    [path] = client.output_files(client.run(graph))
-    src = Image.open(WF / "example_inputs" / "source.png")
-    return tiles_image([("source", src), ("drag preview", Image.open(path))],
-                       "drag preview only - needs FLUX.1 Kontext weights (no toy version)")
-
-
-def main() -> int:
+def main(only: list[str] | None = None) -> int:
     comfyui = find_comfyui()
     if comfyui is None:
         print(not_found_message(), file=sys.stderr)
@@ -98,10 +83,11 @@ def main() -> int:
         client = start_server(comfyui, Path(tmp), timeout=300)
         try:
             runs = {}
-            for toy in sorted({t for t, _ in THUMBS.values()}):
+            todo = {k: v for k, v in THUMBS.items() if not only or k in only}
+            for toy in sorted({t for t, _ in todo.values()}):
                 print("running", toy, flush=True)
                 runs[toy] = run_toy(client, toy)
-            for name, (toy, banner) in THUMBS.items():
+            for name, (toy, banner) in todo.items():
                 saved = runs[toy]
                 tiles = [(CAPTIONS[k], saved[k]) for k in ("source", "preview", "edit", "truth")
                          if k in saved]
@@ -109,8 +95,6 @@ def main() -> int:
                     tiles = [("source", saved["source"]), ("reconstruction", saved["edit"])]
                 tiles_image(tiles, banner).save(WF / f"{name}.jpg", quality=88)
                 print("wrote", name, flush=True)
-            contextdrag_preview(client).save(WF / "contextdrag_kontext.jpg", quality=88)
-            print("wrote contextdrag_kontext")
         finally:
             stop_server(client)
     missing = [p.stem for p in WF.glob("*.json") if not p.with_suffix(".jpg").is_file()]
@@ -121,4 +105,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

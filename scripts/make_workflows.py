@@ -292,8 +292,32 @@ def toy_attentiondrag() -> dict:
     return _toy_result(g, ["11", 0], "toy_attentiondrag")
 
 
+def toy_contextdrag() -> dict:
+    """The Kontext graph on the toy Kontext: the scene's source is the ReferenceLatent, the
+    sampler starts from an empty latent of its size (256×256 px)."""
+    g = _toy_base("toy_contextdrag")
+    g["1"]["inputs"]["model_name"] = "toy Kontext"
+    g["1"]["_meta"]["title"] = "Toy Kontext (bundled, no download)"
+    g.update({
+        "10": node("ReferenceLatent", "Reference latent", conditioning=["1", 1], latent=["2", 0]),
+        "11": node("FluxDragReverseMapping", "Reverse mapping", drag_instructions=["2", 1], latent=["2", 0],
+                   image=["2", 3]),
+        "12": node("FluxDragContextTokenInjection", "Context token injection", model=["1", 0], map=["11", 0]),
+        "13": node("FluxDragPositionConsistentAttention", "Position-consistent attention", model=["12", 0],
+                   map=["11", 0]),
+        "15": node("EmptySD3LatentImage", "Empty latent (reference size)", width=256, height=256, batch_size=1),
+        "16": node("KSampler", "Sample", model=["13", 0], seed=TOY_SEED, steps=20, cfg=1.0, sampler_name="euler",
+                   scheduler="simple", positive=["10", 0], negative=["10", 0], latent_image=["15", 0],
+                   denoise=1.0),
+        "14": node("SaveImage", "Save map preview", images=["11", 1],
+                   filename_prefix="FluxDrag/toy_contextdrag_preview"),
+    })
+    return _toy_result(g, ["16", 0], "toy_contextdrag")
+
+
 TOY_WORKFLOWS = {"toy_invert_reconstruct": toy_invert_reconstruct, "toy_lazydrag": toy_lazydrag,
-                 "toy_dragflow": toy_dragflow, "toy_attentiondrag": toy_attentiondrag}
+                 "toy_dragflow": toy_dragflow, "toy_attentiondrag": toy_attentiondrag,
+                 "toy_contextdrag": toy_contextdrag}
 
 
 def invert_reconstruct() -> dict:

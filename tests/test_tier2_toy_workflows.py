@@ -21,6 +21,7 @@ FAST = {
     "toy_attentiondrag": [("AttentionDrag", "steps", 4)],
     "toy_dragflow": [("DragFlow", "steps", 4), ("DragFlow", "skip_steps", 1),
                      ("DragFlow", "n_transport", 2), ("DragFlow", "n_intensify", 1)],
+    "toy_contextdrag": [("Sample", "steps", 4)],   # the toy Kontext through ComfyUI's ReferenceLatent
 }
 SAVES = {"source", "truth", "edit", "preview"}
 
@@ -34,6 +35,9 @@ def test_one_toy_workflow_per_method():
 def test_toy_workflow_runs(comfy_server, name):
     api = wt.load_api(wt.API_WORKFLOWS / f"{name}_api.json")
     assert "FluxDragToyModelLoader" in wt.node_types(api)
+    if name == "toy_contextdrag":  # stock Kontext plumbing around the pack's three nodes
+        assert {"ReferenceLatent", "FluxDragReverseMapping", "FluxDragContextTokenInjection",
+                "FluxDragPositionConsistentAttention"} <= wt.node_types(api)
     assert not wt.node_types(api) & set(wt.LOADER_SWAP)  # nothing to download
     for title, inp, value in FAST[name]:
         api = wt.set_input(api, title, inp, value)

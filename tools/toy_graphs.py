@@ -94,5 +94,25 @@ def invert_reconstruct(seed: int, steps: int = 8, prefix: str = "toy_reconstruct
     return g
 
 
+def contextdrag(seed: int, steps: int = 4, prefix: str = "toy_contextdrag", family: str = "single",
+                case: str = "move") -> dict:
+    """The Kontext graph on the toy Kontext ("1" loads it): 3 ReferenceLatent (the source) →
+    4 Reverse Mapping → 5 Context Token Injection → 6 Position-Consistent Attention → 7 KSampler
+    (empty latent of the source's size, euler/simple, cfg 1) → 8 SaveLatent."""
+    g = _base(seed, family, case)
+    g["1"]["inputs"]["model_name"] = "toy Kontext"
+    g.update({
+        "3": node("ReferenceLatent", conditioning=["1", 1], latent=["2", 0]),
+        "4": node("FluxDragReverseMapping", drag_instructions=["2", 1], latent=["2", 0]),
+        "5": node("FluxDragContextTokenInjection", model=["1", 0], map=["4", 0]),
+        "6": node("FluxDragPositionConsistentAttention", model=["5", 0], map=["4", 0]),
+        "9": node("EmptySD3LatentImage", width=256, height=256, batch_size=1),
+        "7": node("KSampler", model=["6", 0], positive=["3", 0], negative=["3", 0], latent_image=["9", 0],
+                  steps=steps, cfg=1.0, sampler_name="euler", scheduler="simple", denoise=1.0, seed=seed),
+        "8": node("SaveLatent", samples=["7", 0], filename_prefix=prefix),
+    })
+    return g
+
+
 GRAPHS = {"lazydrag": lazydrag, "dragflow": dragflow, "attentiondrag": attentiondrag,
-          "invert_reconstruct": invert_reconstruct}
+          "invert_reconstruct": invert_reconstruct, "contextdrag": contextdrag}

@@ -20,6 +20,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 WEIGHTS = HERE / "toyflux.safetensors"
 META = HERE / "toyflux.json"
+# the toy FLUX fine-tuned to read a ReferenceLatent like FLUX.1 Kontext (bench/toyworld/train_kontext.py)
+KONTEXT_WEIGHTS = HERE / "toykontext.safetensors"
+#: Toy Model Loader choices → weights
+TOY_MODELS = {"toy FLUX": WEIGHTS, "toy Kontext": KONTEXT_WEIGHTS}
 
 # comfy/latent_formats.py, class Flux (checked against ComfyUI 0.8.0 in the tier-2 test)
 FLUX_SCALE = 0.3611

@@ -1,8 +1,9 @@
 """The pack's drag methods as toy-world benchmark entries, run through their real nodes/patches.
 
 Each takes a ``Scene`` (its ``latent`` and ``drags`` only), the toy MODEL and CONDITIONING, and
-returns the edited model-space latent (16, H, W). ContextDrag is absent: it needs a FLUX Kontext
-model, and the toy model is not one.
+returns the edited model-space latent (16, H, W). ContextDrag runs on the toy Kontext
+(``toyworld/toykontext.safetensors``, loaded here once) instead of the passed toy FLUX: it needs a
+model trained with a reference image.
 """
 from __future__ import annotations
 
@@ -130,9 +131,59 @@ def dragflow_paper(scene, model, cond) -> torch.Tensor:
     return dragflow(scene, model, cond, **PAPER)
 
 
+_KONTEXT: dict = {}
+
+
+def contextdrag(scene, model, cond, steps: int = STEPS, cti: bool = True, pca: bool = True) -> torch.Tensor:
+    """Reverse Mapping → Context Token Injection → Position-Consistent Attention (the nodes'
+    defaults) on the toy Kontext, sampled as the Kontext graph does: the source as the
+    ReferenceLatent of the positive, an empty latent of its size, KSampler euler/simple, cfg 1,
+    ``steps`` steps, noise seed = the scene's seed. ``cti`` / ``pca`` False drop that patch (both
+    False = plain Kontext "keep")."""
+    import comfy.sample
+    from comfy_extras.nodes_edit_model import ReferenceLatent
+
+    from ...pipelines.contextdrag import apply_cti, apply_pca, build_map
+    from ...toyworld.model import KONTEXT_WEIGHTS, load_toy_model
+
+    if "model" not in _KONTEXT:
+        _KONTEXT["model"], _KONTEXT["cond"] = load_toy_model(KONTEXT_WEIGHTS)
+    kmodel, kcond = _KONTEXT["model"], _KONTEXT["cond"]
+    ref = scene_latent_to_comfy(scene.latent)
+    positive = ReferenceLatent.execute(kcond, ref).args[0]
+    rmap = build_map(scene.drags, ref["samples"])
+    if cti:
+        kmodel, _ = apply_cti(kmodel, rmap)
+    if pca:
+        kmodel, _ = apply_pca(kmodel, rmap)
+    noise = torch.randn(ref["samples"].shape, generator=torch.Generator().manual_seed(scene.seed))
+    out = comfy.sample.sample(kmodel, noise, steps, 1.0, "euler", "simple", positive, positive,
+                              torch.zeros_like(ref["samples"]), seed=scene.seed, disable_pbar=True)
+    return comfy_to_scene_latent(out)[0]
+
+
+def contextdrag_cti_only(scene, model, cond) -> torch.Tensor:
+    """ContextDrag ablation: Context Token Injection alone (no PCA)."""
+    return contextdrag(scene, model, cond, pca=False)
+
+
+def contextdrag_pca_only(scene, model, cond) -> torch.Tensor:
+    """ContextDrag ablation: Position-Consistent Attention alone (no CTI)."""
+    return contextdrag(scene, model, cond, cti=False)
+
+
+def contextdrag_keep(scene, model, cond) -> torch.Tensor:
+    """ContextDrag ablation: neither patch — the toy Kontext given the source as its reference."""
+    return contextdrag(scene, model, cond, cti=False, pca=False)
+
+
 register("lazydrag", lazydrag)
 register("lazydrag_paper", lazydrag_paper)
 register("attentiondrag", attentiondrag)
 register("dragflow", dragflow)
 register("dragflow_no_kv", dragflow_no_kv)
 register("dragflow_paper", dragflow_paper)
+register("contextdrag", contextdrag)
+register("contextdrag_cti_only", contextdrag_cti_only)
+register("contextdrag_pca_only", contextdrag_pca_only)
+register("contextdrag_keep", contextdrag_keep)
