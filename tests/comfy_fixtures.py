@@ -25,6 +25,15 @@ def tiny_cond(comfy):
     return comfy_env.tiny_conditioning(seed=0)
 
 
+@pytest.fixture(scope="module")
+def toy(comfy):
+    """The shipped toy FLUX model and its conditioning, loaded once per test module (1 thread)."""
+    torch.set_num_threads(1)
+    from fluxdrag.toyworld.model import load_toy_model
+
+    return load_toy_model()
+
+
 def latent(seed=0, h=32, w=32, b=1):
     g = torch.Generator().manual_seed(seed)
     return {"samples": torch.randn(b, 16, h, w, generator=g) * 0.5}

@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from comfy_fixtures import comfy, toy  # noqa: F401
 from workflow_tools import API_WORKFLOWS, load_api, node_by_title
 
 pytestmark = pytest.mark.tier2
 
 # scenes the benchmark does not use (its seeds are 1000·S + i, i < n ≤ 500) and training never saw
 SCENES = [(90_001, "single", "move"), (90_002, "multi", "rotate"), (90_003, "parts", "move")]
-
-
-@pytest.fixture(scope="module")
-def toy():
-    from fluxdrag.tools.comfy_env import import_comfy
-
-    import_comfy()
-    torch.set_num_threads(1)
-    from fluxdrag.toyworld.model import load_toy_model
-
-    return load_toy_model()
 
 
 def _roundtrip(model, cond, latent, steps, solver, scheduler, inv_guidance, sample_guidance):

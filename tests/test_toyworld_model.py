@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from comfy_fixtures import comfy, toy  # noqa: F401
 
 pytestmark = pytest.mark.tier2
-
-
-@pytest.fixture(scope="module")
-def toy():
-    from fluxdrag.tools.comfy_env import import_comfy
-
-    import_comfy()
-    torch.set_num_threads(1)
-    from fluxdrag.toyworld.model import load_toy_model
-
-    return load_toy_model()
 
 
 def _has_objects(x: torch.Tensor) -> bool:

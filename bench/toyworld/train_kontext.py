@@ -59,7 +59,7 @@ import torch.nn.functional as F
 
 from ...toyworld import model as tm
 from ...toyworld import scenes as ts
-from .train import sample_t, trainable_flux
+from .train import _save, sample_t, trainable_flux
 
 KONTEXT_WEIGHTS = tm.KONTEXT_WEIGHTS
 TRAIN_FAMILIES = ("single", "multi", "crowded", "parts", "border", "overlap", "large")
@@ -166,13 +166,6 @@ def _conditioning(meta: dict) -> dict:
     c = meta["conditioning"]
     return {"context": torch.tensor(c["context"]), "pooled": torch.tensor(c["pooled"]),
             "family_offsets": {k: torch.tensor(v) for k, v in c["family_offsets"].items()}}
-
-
-def _save(state: dict, meta: dict, out: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.detach().float().contiguous() for k, v in state.items()}, str(out))
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=1))
 
 
 def train(args) -> None:
