@@ -39,6 +39,7 @@ import gc
 import json
 import math
 import platform
+import re
 import sys
 import time
 import traceback
@@ -377,8 +378,9 @@ def measure(fn, cuda: bool, tracker: CacheTracker, timer: BlockTimer | None) -> 
 # ---------------------------------------------------------------------------------- the table
 def plan_runs(args, steps: dict) -> list:
     """The runs in priority order (a time budget cuts the tail): the methods at each size with
-    their vanilla bases; then fp8 weights at the largest size; then the cache-policy levers; then
-    fp8 at the other sizes and DragFlow on fp8; last the memory-only sequential-offload runs."""
+    their vanilla bases; fp8 weights at the largest size; the memory-only sequential-offload runs
+    (the smallest VRAM per method at the largest size); the cache-policy levers; last fp8 at the
+    other sizes and DragFlow on fp8."""
     def run(name, method, side, weights="default", lever="", base=None, **kw):
         return dict(name=name, method=method, side=side, weights=weights, lever=lever, base=base, **kw)
 
@@ -416,7 +418,7 @@ def plan_runs(args, steps: dict) -> list:
             offload.append(run(f"{m}_{top}_offload", m, top, "fp8",
                                "fp8 weights, cache_policy cpu, sequential offload (novram); memory only",
                                policy="cpu", offload=True))
-    return core + fp8_top + levers + fp8_rest + offload
+    return core + fp8_top + offload + levers + fp8_rest
 
 
 def run_fn(r: dict, models: dict, steps: dict, args):
@@ -498,6 +500,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=0.0,
                     help="skip the runs left once this many seconds have passed (0: no limit)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--only", default="", help="run only the runs whose name matches this regular expression")
     ap.add_argument("--out", type=Path, default=None, help="write every row as JSON (after each run)")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
@@ -538,6 +541,10 @@ def main(argv=None) -> int:
                    f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
     print(f"real-scale benchmark on {device_name}; torch {torch.__version__}; "
           f"FLUX.1 width, {depth[0]} double + {depth[1]} single blocks, T5 tokens {tokens}", flush=True)
+    runs = plan_runs(args, steps)
+    if args.only:
+        runs = [r for r in runs if re.search(args.only, r["name"])]
+        args.weights = [w for w in args.weights if any(r["weights"] == w for r in runs)] or args.weights[:1]
     t0 = time.perf_counter()
     sd = flux_state_dict(*depth)
     models = {"cond": conditioning(tokens)}
@@ -554,7 +561,6 @@ def main(argv=None) -> int:
           f"manual cast {any_model.model.manual_cast_dtype}, load device {any_model.load_device}", flush=True)
 
     tracker = CacheTracker()
-    runs = plan_runs(args, steps)
     results = {"device": device_name, "torch": torch.__version__, "quick": bool(args.quick),
                "depth": list(depth), "t5_tokens": tokens, "steps": steps,
                "parameters": counts["total"], "parameters_full_depth": full_counts["total"],
