@@ -496,6 +496,9 @@ def main(argv=None) -> int:
     ap.add_argument("--offload-steps", type=int, default=4, help="steps of the memory-only offload runs")
     ap.add_argument("--dragflow-iters", type=int, default=None,
                     help="DragFlow optimisation iterations (default: the shipped workflow's)")
+    ap.add_argument("--depth", type=int, nargs=2, default=None, metavar=("DOUBLE", "SINGLE"),
+                    help="blocks (default FLUX.1's 19 38; quick 1 1): fewer to check the GPU plan on a CPU")
+    ap.add_argument("--steps", type=int, default=None, help="override every method's step count")
     ap.add_argument("--tokens", type=int, default=None, help=f"T5 tokens (default {T5_TOKENS}; quick 32)")
     ap.add_argument("--budget-s", type=float, default=0.0,
                     help="skip the runs left once this many seconds have passed (0: no limit)")
@@ -535,7 +538,11 @@ def main(argv=None) -> int:
     if args.quick:
         steps = dict(steps, lazydrag=QUICK["steps"], dragflow=QUICK["steps"], dragflow_skip=1,
                      attentiondrag=QUICK["steps"], contextdrag=QUICK["steps"])
-    depth = (QUICK["depth"], QUICK["depth_single_blocks"]) if args.quick else (FLUX1["depth"], FLUX1["depth_single_blocks"])
+    if args.steps:
+        steps = dict(steps, lazydrag=args.steps, dragflow=args.steps, attentiondrag=args.steps,
+                     contextdrag=args.steps, dragflow_skip=min(steps["dragflow_skip"], args.steps - 1))
+    depth = tuple(args.depth) if args.depth else (
+        (QUICK["depth"], QUICK["depth_single_blocks"]) if args.quick else (FLUX1["depth"], FLUX1["depth_single_blocks"]))
 
     device_name = (torch.cuda.get_device_name() if cuda else
                    f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
@@ -660,8 +667,11 @@ def report(results: dict) -> str:
                "s full-depth (extrap.)", "device GiB full-depth (extrap.)", "host cache GiB (extrap.)",
                "÷ base (extrap.)"]
     else:
-        lines.append(f"GPU run on {results['device']}: FLUX.1-dev architecture, random weights, "
-                     f"{results['t5_tokens']} T5 tokens.")
+        d = results["depth"]
+        lines.append(f"Run on {results['device']}: FLUX.1-dev architecture ({d[0]} double + {d[1]} single "
+                     f"blocks), random weights, {results['t5_tokens']} T5 tokens, steps {results['steps']}."
+                     + ("" if "CPU" not in results["device"] else " (CPU: memory is the run's peak RSS "
+                        "above the process, not device memory.)"))
         hdr = ["run", "lever", "s / edit", "peak device GiB", "weights resident GiB", "cache peak GiB",
                "pinned host peak GiB", "÷ base"]
     rows = []
@@ -678,10 +688,11 @@ def report(results: dict) -> str:
                          f"{e['ratio']:.2f}" if "ratio" in e else "-"])
             s, b = e["seconds"], e["device_bytes"]
         else:
+            b = r.get("device_peak_bytes", r.get("rss_run_bytes")) or 0  # a CPU check of the plan: RSS
             rows.append([r["name"], r["lever"], f"{r['seconds']:.2f}" if not r.get("offload") else "(memory only)",
-                         fmt_gib(r["device_peak_bytes"]), fmt_gib(r.get("device_before_bytes")),
+                         fmt_gib(b), fmt_gib(r.get("device_before_bytes")),
                          fmt_gib(r["cache_peak_bytes"]), fmt_gib(r.get("pinned_host_peak_bytes")), ratio])
-            s, b = r["seconds"], r["device_peak_bytes"]
+            s = r["seconds"]
         key = f"realscale_{r['name']}"
         if not r.get("offload"):
             named.append(f"{key}_s: {s:.3f}")
