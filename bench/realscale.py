@@ -457,19 +457,33 @@ def run_fn(r: dict, models: dict, steps: dict, args):
     raise ValueError(m)
 
 
-def extrapolate(row: dict, counts: dict, weight_bytes: float) -> dict:
+def cache_block_scale(method: str, depth: tuple) -> dict:
+    """How many more blocks fill a cache at FLUX.1's 19 + 38 blocks than at ``depth``, per block
+    type: LazyDrag captures every single block; DragFlow's K/V bank its preset's layers
+    (``non-ridge``: 6 double + 7 single on FLUX.1, mapped proportionally on fewer blocks)."""
+    if method == "dragflow":
+        from fluxdrag.core.dragflow import kv_layers
+
+        full, small = kv_layers("non-ridge", FLUX1["depth"], FLUX1["depth_single_blocks"]), kv_layers("non-ridge", *depth)
+        return {"double": len(full.double) / max(1, len(small.double)),
+                "single": len(full.single) / max(1, len(small.single))}
+    return {"double": FLUX1["depth"] / depth[0], "single": FLUX1["depth_single_blocks"] / depth[1]}
+
+
+def extrapolate(row: dict, counts: dict, weight_bytes: float, depth: tuple) -> dict:
     """CPU quick mode → FLUX.1's 19 + 38 blocks (an extrapolation, labelled so):
     time: the run's seconds plus its measured double/single block time × (full ÷ quick blocks − 1);
     device memory: the full model's weights + the run's working memory above the process
-    (activations: depth-independent in inference) + a device cache scaled per block type.
-    Backward passes (DragFlow's iterations) are not inside the forward hooks: their blocks'
-    share is scaled only through the recompute forward, so DragFlow's time is a lower bound."""
-    kd = FLUX1["depth"] / QUICK["depth"]
-    ks = FLUX1["depth_single_blocks"] / QUICK["depth_single_blocks"]
+    (activations: depth-independent in inference; on a CPU the peak RSS above what the process
+    held before, which understates a run whose memory the allocator had kept from an earlier
+    run) + a device cache scaled per block type (``cache_block_scale``). Backward passes
+    (DragFlow's iterations) are not inside the forward hooks: their blocks' share is scaled only
+    through the recompute forward, so DragFlow's time is a lower bound."""
+    kd, ks = FLUX1["depth"] / depth[0], FLUX1["depth_single_blocks"] / depth[1]
     bs = row.get("block_seconds", {"double": 0.0, "single": 0.0})
     t = row["seconds"] + bs["double"] * (kd - 1) + bs["single"] * (ks - 1)
-    by = row.get("cache_peak_by_type", {})
-    cache_full = by.get("double", 0) * kd + by.get("single", 0) * ks
+    by, cs = row.get("cache_peak_by_type", {}), cache_block_scale(row["method"], depth)
+    cache_full = by.get("double", 0) * cs["double"] + by.get("single", 0) * cs["single"]
     weights_full = counts["total"] * weight_bytes
     run_mem = max(0, (row.get("rss_run_bytes") or 0) - row.get("cache_peak_bytes", 0))
     device_cache = cache_full if row.get("policy") == "device" else 0
@@ -631,7 +645,7 @@ def main(argv=None) -> int:
             row["ratio"] = row["seconds"] / base["seconds"]
         if args.quick and "seconds" in row:
             wb = 1 if r["weights"] == "fp8" else 2
-            row["extrapolated_full_depth"] = extrapolate(row, full_counts, wb)
+            row["extrapolated_full_depth"] = extrapolate(row, full_counts, wb, depth)
             if base and "extrapolated_full_depth" in base:
                 row["extrapolated_full_depth"]["ratio"] = (row["extrapolated_full_depth"]["seconds"]
                                                            / base["extrapolated_full_depth"]["seconds"])
@@ -663,7 +677,7 @@ def report(results: dict) -> str:
         lines.append(f"CPU SMOKE RUN ({results['device']}): FLUX.1 width, {results['depth'][0]} double + "
                      f"{results['depth'][1]} single block(s), {results['t5_tokens']} T5 tokens. Columns "
                      "'full-depth' are an EXTRAPOLATION to 19 + 38 blocks, not a measurement.")
-        hdr = ["run", "lever", "s (measured)", "run mem GiB (measured)", "cache GiB", "÷ base",
+        hdr = ["run", "lever", "s (measured)", "RSS above process GiB (measured)", "cache GiB", "÷ base",
                "s full-depth (extrap.)", "device GiB full-depth (extrap.)", "host cache GiB (extrap.)",
                "÷ base (extrap.)"]
     else:
