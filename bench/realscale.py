@@ -348,8 +348,10 @@ def measure(fn, cuda: bool, tracker: CacheTracker, timer: BlockTimer | None) -> 
         torch.cuda.synchronize()  # no empty_cache: the timed run keeps the allocator's warm blocks
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        if hasattr(torch.cuda, "reset_peak_host_memory_stats"):
+        try:
             torch.cuda.reset_peak_host_memory_stats()
+        except Exception:  # older torch: no pinned-host statistics
+            pass
     else:
         _reset_peak_rss()
         base = _status_kib("VmRSS")
