@@ -506,6 +506,8 @@ def main(argv=None) -> int:
                     help="UNETLoader weight_dtype: default (bf16 on a GPU, fp32 on a CPU) and fp8_e4m3fn")
     ap.add_argument("--cache-policies", nargs="+", default=None,
                     help="LazyDrag cache policies (default cpu fp8 device paired; quick: cpu paired)")
+    ap.add_argument("--offload", dest="offload", action="store_true", default=None,
+                    help="the sequential-offload memory runs (default: on a GPU only)")
     ap.add_argument("--no-offload", dest="offload", action="store_false",
                     help="skip the sequential-offload memory runs")
     ap.add_argument("--offload-steps", type=int, default=4, help="steps of the memory-only offload runs")
@@ -540,14 +542,14 @@ def main(argv=None) -> int:
 
     if args.quick:
         args.sizes = args.sizes or [QUICK["side"]]
-        args.offload = False
+        args.offload = bool(args.offload)
         if args.dragflow_iters is None:
             args.dragflow_iters = 1
         args.cache_policies = args.cache_policies or QUICK["cache_policies"]
     args.sizes = args.sizes or [512, 1024]
     args.cache_policies = args.cache_policies or ["cpu", "fp8", "device", "paired"]
-    if not cuda:
-        args.offload = False
+    if args.offload is None:
+        args.offload = cuda
     tokens = args.tokens or (QUICK["tokens"] if args.quick else T5_TOKENS)
     steps = shipped_steps()
     if args.quick:
