@@ -452,7 +452,7 @@ def run_fn(r: dict, models: dict, steps: dict, args):
         st = n or steps["dragflow"]
         skip = min(steps["dragflow_skip"], st - 1)
         iters = args.dragflow_iters if args.dragflow_iters is not None else steps["dragflow_iters"]
-        if n:  # memory only: the peak does not grow with the iterations
+        if r.get("offload"):  # memory only: the peak does not grow with the iterations
             iters = min(iters, 2)
         return lambda: adapt_dragflow(model, latent, cond, side, st, skip, iters)
     raise ValueError(m)
