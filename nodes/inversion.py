@@ -128,7 +128,7 @@ class SampleFromInversion(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, cfg=1.0, negative=MISSING, **kwargs):
+    def validate_inputs(cls, cfg=None, negative=MISSING, **kwargs):
         # runs when the prompt is queued, before any node: a linked input is present (its value
         # unknown yet), an unconnected one is MISSING
         if cfg is not None and abs(float(cfg) - 1.0) > 1e-9 and negative is MISSING:

@@ -85,8 +85,8 @@ def branch_guider(model, conds: dict):
         branch = "drag"
 
         def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006
-            return comfy.samplers.sampling_function(self.inner_model, x, timestep, None,
-                                                    self.conds[self.branch], 1.0,
+            return comfy.samplers.sampling_function(self.inner_model, x, timestep, uncond=None,
+                                                    cond=self.conds[self.branch], cond_scale=1.0,
                                                     model_options=model_options, seed=seed)
 
     g = BranchGuider(model)
@@ -266,9 +266,9 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions, *,
         log.info("[FluxDrag] DragFlow K/V layers: %s", note)
     src, tgt = with_adapter(source, target, adapter, node)
 
-    rec, bank = invert(model, latent, src, st, layers, node)
+    rec, bank = invert(model, latent, src, settings=st, layers=layers, node=node)
     try:
-        res = edit(model, dm, rec, bank, src, tgt, plan, st)
+        res = edit(model, dm, rec, bank=bank, src=src, tgt=tgt, plan=plan, settings=st)
     finally:
         rec.free_caches()
     loss_txt = f"loss {res.losses[0]:.4g} → {res.losses[-1]:.4g}" if res.losses else "no iterations"
@@ -291,9 +291,10 @@ def _own_clone(model, st: DragFlowSettings):
     return c
 
 
-def invert(model, latent: dict, src, st: DragFlowSettings, layers, node: str = NODE_OPT) -> tuple:
+def invert(model, latent: dict, src, *, settings: DragFlowSettings, layers, node: str = NODE_OPT) -> tuple:
     """FireFlow inversion of the first steps − skip_steps steps, capturing the K/V of ``layers``
     (none: no bank). Returns (InversionRecord, KVBank or None)."""
+    st = settings
     base = _own_clone(model, st) if st.activations == "fp32" else model
     bank = kv_plan = None
     if layers.count:
@@ -310,9 +311,10 @@ def invert(model, latent: dict, src, st: DragFlowSettings, layers, node: str = N
     return rec, bank
 
 
-def edit(model, dm, rec, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan,
-         st: DragFlowSettings) -> EditResult:
+def edit(model, dm, rec, *, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan,
+         settings: DragFlowSettings) -> EditResult:
     """Optimise at σ₀ and sample back on a hooked clone of ``model``, from the inversion ``rec``."""
+    st = settings
     import comfy.utils
 
     hooks = DragFlowHooks(dm, checkpointing=st.gradient_checkpointing)

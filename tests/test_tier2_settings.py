@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
+from pathlib import Path
 
 import pytest
-from comfy_fixtures import comfy  # noqa: F401
+from comfy_fixtures import comfy, tiny_cond, tiny_flux  # noqa: F401
 
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2
@@ -206,3 +208,73 @@ def test_settings_fields_have_tooltips_and_ranges(comfy):
             if s.kind in ("int", "float"):
                 assert s.min is not None and s.max is not None, (settings_cls.__name__, s.name)
         assert dataclasses.is_dataclass(settings_cls)
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_old_ui_workflows_keep_their_main_widget_values(comfy):
+    """The frontend restores a UI workflow's ``widgets_values`` by position: each node's widgets
+    today are the first of its widgets before the options nodes, in the same order, so an old UI
+    workflow loads every main widget with its own value (the moved ones fall back to the
+    defaults)."""
+    from comfy_api.latest import io
+
+    from fluxdrag.nodes import all_nodes
+
+    before = json.loads((DATA / "widgets_before_issue25.json").read_text())["widgets"]
+    kinds = (io.Int.Input, io.Float.Input, io.Boolean.Input, io.Combo.Input, io.String.Input)
+    for node_cls in all_nodes():
+        schema = node_cls.define_schema()
+        if schema.node_id not in before:
+            assert schema.display_name.endswith(" Options"), schema.node_id  # only the new options nodes
+            continue
+        now = []
+        for i in schema.inputs:
+            if isinstance(i, kinds):
+                now.append(i.id)
+                if getattr(i, "control_after_generate", False):
+                    now.append("control_after_generate")
+        old = before[schema.node_id]
+        assert now == old[:len(now)], (schema.display_name, now, old)
+
+
+def test_old_api_workflow_runs_with_its_expert_values(comfy_server):
+    """toy_attentiondrag as shipped before the options nodes (inversion_guidance 3.5 and the
+    other expert inputs on the AttentionDrag node itself) queues, runs and says where they went."""
+    import workflow_tools as wt
+
+    api = json.loads((DATA / "toy_attentiondrag_api_before_issue25.json").read_text())
+    assert "inversion_guidance" in wt.node_by_title(api, "AttentionDrag")[1]["inputs"]
+    api = wt.set_input(api, "AttentionDrag", "steps", 4)
+    entry = comfy_server.run(api, timeout=600)
+    assert any(o.get("images") for o in entry["outputs"].values())
+    log = comfy_server.log()
+    assert "(an older workflow) are now on FluxDrag AttentionDrag Options" in log
+    assert "inversion_guidance" in log
+
+
+def test_dragflow_checks_everything_before_the_inversion(tiny_flux, tiny_cond, monkeypatch):
+    """run_dragflow is plan → invert → edit: a bad setting (hole_release, once checked after the
+    costly inversion), a bad K/V list or bad regions fail before any model call."""
+    import torch
+
+    from fluxdrag.core.instructions import DragInstructions, RegionOp
+    from fluxdrag.pipelines import dragflow as P
+    from fluxdrag.pipelines.common import FluxDragInputError
+
+    def no_inversion(*a, **k):
+        raise AssertionError("the inversion ran before the checks")
+
+    monkeypatch.setattr(P, "run_inversion", no_inversion)
+    m = torch.zeros(256, 256, dtype=torch.bool)
+    m[32:64, 32:64] = True
+    ins = DragInstructions((256, 256), regions=[RegionOp("relocate", m, (48.0, 48.0), (80.0, 48.0), None)])
+    lat = {"samples": torch.zeros(1, 16, 32, 32)}
+    for bad, what in (({"hole_release": 1.5}, "'hole_release' is 1.5; it must be between 0 and 1"),
+                      ({"kv_preset": "custom", "kv_custom": "double: x"}, "'kv_custom'"),
+                      ({"skip_steps": 30}, "'skip_steps' (30) must be smaller")):
+        with pytest.raises(FluxDragInputError, match=what):
+            P.run_dragflow(tiny_flux, lat, tiny_cond, tiny_cond, ins, settings=P.DragFlowSettings(**bad))
+    with pytest.raises(AssertionError, match="the inversion ran"):  # valid: reaches the inversion
+        P.run_dragflow(tiny_flux, lat, tiny_cond, tiny_cond, ins, settings=P.DragFlowSettings())
