@@ -279,3 +279,14 @@ def test_dragflow_checks_everything_before_the_inversion(tiny_flux, tiny_cond, m
             P.run_dragflow(tiny_flux, lat, tiny_cond, tiny_cond, ins, settings=P.DragFlowSettings(**bad))
     with pytest.raises(AssertionError, match="the inversion ran"):  # valid: reaches the inversion
         P.run_dragflow(tiny_flux, lat, tiny_cond, tiny_cond, ins, settings=P.DragFlowSettings())
+
+
+def test_docs_settings_table_is_generated_from_the_dataclasses(comfy):
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("settings_tables", root / "scripts" / "settings_tables.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert (root / "docs" / "settings.md").read_text(encoding="utf-8") == mod.tables(), \
+        "docs/settings.md is stale: run python scripts/settings_tables.py"
