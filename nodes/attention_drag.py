@@ -41,7 +41,7 @@ class AttentionDrag(io.ComfyNode):
                 io.Conditioning.Input("negative", optional=True,
                                       tooltip="Negative prompt, only used when cfg ≠ 1."),
                 io.Image.Input("image", optional=True, tooltip="Source image, only for the preview."),
-                options_input(AttentionDragSettings, NODE),
+                options_input(AttentionDragSettings),
             ],
             outputs=[io.Latent.Output(display_name="latent"), io.Image.Output(display_name="preview")],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],

@@ -105,7 +105,8 @@ def options_socket(settings_cls):
     return io.Custom(f"FLUXDRAG_{settings_cls.METHOD.upper()}_OPTIONS")
 
 
-def options_input(settings_cls, node_name: str):
+def options_input(settings_cls):
+    """The main node's optional ``options`` socket."""
     return options_socket(settings_cls).Input(
         "options", optional=True,
         tooltip=f"Expert settings from FluxDrag {settings_cls.METHOD} Options (and the paper preset); "

@@ -137,7 +137,7 @@ class RegionAffineOptimise(io.ComfyNode):
                                               "tokens join both prompts in inversion, optimisation "
                                               "and sampling."),
                 io.Image.Input("image", optional=True, tooltip="Source image, only for the preview."),
-                options_input(DragFlowSettings, NODE_OPT),
+                options_input(DragFlowSettings),
             ],
             outputs=[io.Latent.Output(display_name="latent"), io.Image.Output(display_name="preview")],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
