@@ -363,7 +363,7 @@ def invert_reconstruct() -> dict:
         "5": node("VAEEncode", "Encode source", pixels=["4", 0], vae=["3", 0]),
         "6": node("CLIPTextEncode", "Inversion prompt", text="", clip=["2", 0]),
         "7": node("FluxDragInvert", "Invert", model=["1", 0], latent=["5", 0], positive=["6", 0],
-                  **values("Inversion", steps=8)),
+                  **values("Inversion", steps=16, scheduler="beta")),  # the toy world's inversion table
         "8": node("CLIPTextEncode", "Target prompt", text="", clip=["2", 0]),
         "9": node("FluxGuidance", "Target guidance", conditioning=["8", 0], guidance=1.0),
         "10": node("FluxDragSampleFromInversion", "Reconstruct", model=["1", 0], inversion=["7", 1],
