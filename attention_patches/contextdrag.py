@@ -199,9 +199,11 @@ class _ContextDragController(Controller):
 
     display = "FluxDrag ContextDrag"  # how errors name the patch (its node's display name)
 
-    def __init__(self, rmap: ReverseMap, *, double_blocks: Optional[Sequence[int]] = None,
-                 single_blocks: Optional[Sequence[int]] = None, start: float = 0.0, end: float = 1.0,
-                 sigma_range: Optional[tuple] = None, reference_index: int = 0):
+    def __init__(self, rmap: ReverseMap, *, start: float, end: float, reference_index: int,
+                 double_blocks: Optional[Sequence[int]] = None,
+                 single_blocks: Optional[Sequence[int]] = None, sigma_range: Optional[tuple] = None):
+        """Settings by keyword, from ``pipelines.contextdrag.ContextDragSettings`` (no defaults
+        here); ``double_blocks`` / ``single_blocks`` None = every block."""
         if not isinstance(rmap, ReverseMap):
             raise TypeError(f"rmap must be a ReverseMap, got {type(rmap).__name__}")
         if not 0.0 <= start <= end <= 1.0:
@@ -301,7 +303,7 @@ class ContextTokenInjection(_ContextDragController):
     name = "contextdrag_cti"
     display = "FluxDrag Context Token Injection"
 
-    def __init__(self, rmap: ReverseMap, mode: str = "replace", visible_to: str = "image", **kw):
+    def __init__(self, rmap: ReverseMap, *, mode: str, visible_to: str, **kw):
         super().__init__(rmap, **kw)
         if mode not in CTI_MODES:
             raise ValueError(f"mode must be one of {CTI_MODES}, got {mode!r}")
@@ -374,9 +376,9 @@ class PositionConsistentAttention(_ContextDragController):
     name = "contextdrag_pca"
     display = "FluxDrag Position-Consistent Attention"
 
-    def __init__(self, rmap: ReverseMap, rewrite_ids: bool = True, hide: str = "vacated_overlap",
-                 hide_from: str = "image", exclude_sources: Optional[bool] = None, keep_index: bool = True,
-                 collision: str = "mean", vacated_offset: Optional[Sequence[float]] = None, **kw):
+    def __init__(self, rmap: ReverseMap, *, rewrite_ids: bool, hide: str, hide_from: str, collision: str,
+                 exclude_sources: Optional[bool] = None, keep_index: bool = True,
+                 vacated_offset: Optional[Sequence[float]] = None, **kw):
         super().__init__(rmap, **kw)
         if hide not in HIDE_SETS:
             raise ValueError(f"hide must be one of {HIDE_SETS}, got {hide!r}")

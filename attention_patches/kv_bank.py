@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 
 from ..core.cache import TokenCache, sigma_key
-from ..core.dragflow import LayerSelection
+from ..core.dragflow_layers import LayerSelection
 from ..core.geometry import repeat_batch
 from .autograd import autograd_alias
 from .router import AttentionCall, Controller

@@ -139,12 +139,14 @@ class LazyDragControl(Controller):
     name = "lazydrag_control"
     block_types = {"single"}
 
-    def __init__(self, plan: LazyDragPlan, cache: Optional[TokenCache], sigmas: torch.Tensor,
-                 background: bool = True, identity: bool = True, refine: bool = True,
-                 mask_text: bool = True, h_max: float = 0.8, hold: float = 0.2, end: float = 0.6,
-                 free_on_end: bool = True, paired_batch: int = 0, background_lock: float = 0.0,
-                 trajectory: Optional[dict] = None, content_lock: float = 0.0,
-                 hole_lock: float = 0.0, lock_margin: int = 0):
+    def __init__(self, plan: LazyDragPlan, cache: Optional[TokenCache], sigmas: torch.Tensor, *,
+                 background: bool, identity: bool, refine: bool, mask_text: bool, h_max: float,
+                 hold: float, end: float, background_lock: float, content_lock: float,
+                 hole_lock: float, lock_margin: int, trajectory: Optional[dict] = None,
+                 free_on_end: bool = True, paired_batch: int = 0):
+        """The settings fields come from ``pipelines.lazydrag.LazyDragSettings`` (its Patch
+        fields, by keyword; no defaults here); ``trajectory``, ``free_on_end`` and
+        ``paired_batch`` are the run's."""
         self.plan, self.cache = plan, cache
         for name, val in (("background_lock", background_lock), ("content_lock", content_lock),
                           ("hole_lock", hole_lock)):

@@ -157,7 +157,7 @@ def main():
     edit = {}
     for early in (True, False, True, False):
         t = time.perf_counter()
-        run_dragflow(model, lat, cond, cond, ins, DragFlowSettings(early_exit=early, **kw))
+        run_dragflow(model, lat, cond, cond, ins, settings=DragFlowSettings(early_exit=early, **kw))
         if cuda:
             torch.cuda.synchronize()
         edit.setdefault(early, []).append(time.perf_counter() - t)

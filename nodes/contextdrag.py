@@ -17,16 +17,31 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
-from ..attention_patches.contextdrag import CTI_MODES, HIDE_FROM, VISIBILITY
 from ..core.preview import draw_arrows
-from ..core.reverse_mapping import ANCHORS, HIDE_SETS, ReverseMap
-from ..pipelines.contextdrag import NODE_CTI, NODE_MAP, NODE_PCA, apply_cti, apply_pca, build_map
-from .common import CATEGORY, DragInstructions, image_at
+from ..core.reverse_mapping import ReverseMap
+from ..pipelines.contextdrag import (
+    NODE_CTI,
+    NODE_MAP,
+    NODE_PCA,
+    ContextDragSettings,
+    apply_cti,
+    apply_pca,
+    build_map,
+)
+from .common import (
+    CATEGORY,
+    DragInstructions,
+    image_at,
+    legacy_options,
+    make_options_node,
+    options_input,
+    widget_inputs,
+    with_options,
+)
 
 ReverseMapType = io.Custom("FLUXDRAG_REVERSE_MAP")
 
 SUBCATEGORY = f"{CATEGORY}/ContextDrag"
-HULLS = ("component", "all", "none")
 
 PREVIEW_COLORS = {"destination": (0.0, 1.0, 0.0), "vacated": (1.0, 0.0, 0.0),
                   "dropped": (1.0, 1.0, 0.0)}
@@ -54,25 +69,6 @@ def draw_reverse_map_preview(image: torch.Tensor | None, rmap: ReverseMap, H: in
 # --------------------------------------------------------------------------------------------
 # nodes
 # --------------------------------------------------------------------------------------------
-def _block_inputs():
-    return [
-        io.String.Input("double_blocks", default="all",
-                        tooltip="Double-stream blocks to act in: 'all', 'none' or indices/ranges like "
-                                "'0-9, 15' (FLUX.1 has 19). The paper does not say which [guess: all]."),
-        io.String.Input("single_blocks", default="all",
-                        tooltip="Single-stream blocks to act in: 'all', 'none' or e.g. '0-37' (FLUX.1 "
-                                "has 38) [guess: all]."),
-        io.Float.Input("start", default=0.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="First sampling step where the patch acts, as a fraction of the steps."),
-        io.Float.Input("end", default=1.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="Fraction of the steps where the patch stops acting (1 = to the end) "
-                               "[guess: all steps]."),
-        io.Int.Input("reference_index", default=0, min=0, max=15,
-                     tooltip="Which ReferenceLatent (in chaining order) is the drag source; 0 = the "
-                             "first."),
-    ]
-
-
 class ReverseMapping(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -92,16 +88,7 @@ class ReverseMapping(io.ComfyNode):
                                                   "source image); fixes the token grid."),
                 io.Mask.Input("mask", optional=True, tooltip="Region to move (M_SRC); overrides the "
                               "instructions' mask. Default: discs of radius |drag|/2 around the handles."),
-                io.Combo.Input("anchor", options=list(ANCHORS), default="target",
-                               tooltip="Reverse lookup: inverse-distance weights anchored on the targets "
-                                       "(the paper's review reading) or an inversion of the forward field "
-                                       "anchored on the handles [guess]."),
-                io.Combo.Input("hull", options=list(HULLS), default="component",
-                               tooltip="Coarse target region: convex hull per connected region "
-                                       "('component' [guess]), one hull over everything ('all', the "
-                                       "literal reading) or the displaced cells grown by one ('none')."),
-                io.Float.Input("power", default=2.0, min=0.0, max=8.0, step=0.1,
-                               tooltip="Inverse-distance weighting exponent (paper: 2)."),
+                *widget_inputs(ContextDragSettings, ("map",)),
                 io.Image.Input("image", optional=True, tooltip="Image for the preview background (e.g. "
                                                                "the scaled source)."),
             ],
@@ -110,10 +97,9 @@ class ReverseMapping(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, drag_instructions, latent, mask=None, anchor="target", hull="component", power=2.0,
-                image=None) -> io.NodeOutput:
+    def execute(cls, drag_instructions, latent, mask=None, image=None, **widgets) -> io.NodeOutput:
         samples = latent["samples"]
-        rmap = build_map(drag_instructions, samples, mask, anchor, hull, power)
+        rmap = build_map(drag_instructions, samples, mask, with_options(ContextDragSettings, NODE_MAP, **widgets))
         H, W = samples.shape[-2] * 8, samples.shape[-1] * 8
         prev = draw_reverse_map_preview(None if image is None else image[0], rmap, H, W)[None].clamp(0, 1)
         return io.NodeOutput(rmap, prev, ui=ui.PreviewImage(prev, cls=cls))
@@ -134,23 +120,17 @@ class ContextTokenInjectionNode(io.ComfyNode):
                 io.Model.Input("model", tooltip="FLUX.1 Kontext [dev] (may already carry the "
                                                 "Position-Consistent Attention patch)."),
                 ReverseMapType.Input("map", tooltip="From FluxDrag Reverse Mapping."),
-                io.Combo.Input("mode", options=list(CTI_MODES), default="replace",
-                               tooltip="'replace': the image tokens' K/V at the destination become the "
-                                       "reference tokens' [guess]; 'append': the reference K/V are added "
-                                       "as extra keys (the other reading)."),
-                io.Combo.Input("visible_to", options=list(VISIBILITY), default="image",
-                               tooltip="Append mode only: which queries see the appended tokens — all "
-                                       "image queries [guess], only the destination query, or all."),
-                *_block_inputs(),
+                *widget_inputs(ContextDragSettings, ("cti",)),
+                options_input(ContextDragSettings),
             ],
             outputs=[io.Model.Output()],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
-    def execute(cls, model, map, mode="replace", visible_to="image", double_blocks="all", single_blocks="all",
-                start=0.0, end=1.0, reference_index=0) -> io.NodeOutput:
-        m, _ = apply_cti(model, map, mode, visible_to, double_blocks, single_blocks, start, end, reference_index)
+    def execute(cls, model, map, options=None, **widgets) -> io.NodeOutput:
+        options = legacy_options(cls, ContextDragSettings, ("cti", "patch"), options, NODE_CTI)
+        m, _ = apply_cti(model, map, with_options(ContextDragSettings, NODE_CTI, options, **widgets))
         return io.NodeOutput(m)
 
 
@@ -168,32 +148,24 @@ class PositionConsistentAttentionNode(io.ComfyNode):
                 io.Model.Input("model", tooltip="FLUX.1 Kontext [dev] (may already carry the Context "
                                                 "Token Injection patch)."),
                 ReverseMapType.Input("map", tooltip="From FluxDrag Reverse Mapping."),
-                io.Boolean.Input("rewrite_ids", default=True,
-                                 tooltip="Give each moved reference token the position ids of its "
-                                         "destination (mean over several destinations)."),
-                io.Combo.Input("hide", options=list(HIDE_SETS), default="vacated_overlap",
-                               tooltip="Reference tokens hidden from image queries: the vacated area, "
-                                       "the whole source region, the non-moved tokens under the "
-                                       "destination that share position ids with the moved ones "
-                                       "('overlap'), vacated + overlap (default [guess]), or none. With "
-                                       "rewrite_ids, tokens that are a source are never hidden."),
-                io.Combo.Input("hide_from", options=list(HIDE_FROM), default="image",
-                               tooltip="Queries the hidden tokens are hidden from [guess: image]."),
-                io.Combo.Input("collision", options=["mean", "first"], default="mean",
-                               tooltip="Position of a reference token that is the source of several "
-                                       "destinations: their mean [guess] or the first."),
-                *_block_inputs(),
+                *widget_inputs(ContextDragSettings, ("pca",)),
+                options_input(ContextDragSettings),
             ],
             outputs=[io.Model.Output()],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
-    def execute(cls, model, map, rewrite_ids=True, hide="vacated_overlap", hide_from="image", collision="mean",
-                double_blocks="all", single_blocks="all", start=0.0, end=1.0, reference_index=0) -> io.NodeOutput:
-        m, _ = apply_pca(model, map, rewrite_ids, hide, hide_from, collision, double_blocks, single_blocks,
-                         start, end, reference_index)
+    def execute(cls, model, map, options=None, **widgets) -> io.NodeOutput:
+        options = legacy_options(cls, ContextDragSettings, ("pca", "patch"), options, NODE_PCA)
+        m, _ = apply_pca(model, map, with_options(ContextDragSettings, NODE_PCA, options, **widgets))
         return io.NodeOutput(m)
 
 
-NODES = [ReverseMapping, ContextTokenInjectionNode, PositionConsistentAttentionNode]
+ContextDragOptions = make_options_node(
+    ContextDragSettings, "FluxDragContextDragOptions", ("patch",),
+    "ContextDrag's expert settings: the blocks and the share of the sampling steps the patches act in, "
+    "and which ReferenceLatent is the drag source. Connect 'options' to Context Token Injection and/or "
+    "Position-Consistent Attention (one options node each to set them apart).")
+
+NODES = [ReverseMapping, ContextTokenInjectionNode, PositionConsistentAttentionNode, ContextDragOptions]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
@@ -48,30 +48,60 @@ from .common import (
     image_at,
     sampling_sigmas,
 )
-from .inversion import run_inversion, run_sampling
+from .inversion import SCHEDULERS, InversionSettings, run_inversion, run_sampling
+from .settings import SILENT, check_choice, setting, validate
 
 NODE = "FluxDrag AttentionDrag"
 MASK_SOURCES = ("auto", "attention", "instructions", "both")
+EPS_AT = ("next", "current")
 _LAYER_RE = re.compile(r"^\(?\s*['\"]?(input|middle|output|single|double)['\"]?\s*[.,_ ]\s*(\d+)"
                        r"(?:\s*[.,_ ]\s*(\d+))?\s*\)?$")
 
 
 @dataclass
 class AttentionDragSettings:
-    steps: int = 28
-    strength: float = 0.7           # [guess] DragDiffusion/FastDrag invert 35 of 50 DDIM steps
-    layer: str = "auto"
-    tau: float = 2.0                # paper's τ, relative to the mean attention [guess: "mean"]
-    direction: str = "query"
-    mask_source: str = "auto"       # the instructions' mask when there is one, else the automatic mask
-    dilate: int = 0
-    rigid: bool = False
-    fill_with_attention: bool = True
-    cfg: float = 1.0
-    solver: str = "uni_inv"         # FLUX inversion solver
-    scheduler: str = "simple"       # FLUX schedule
-    inversion_guidance: float = 1.0  # FLUX distilled guidance while inverting
-    eps_at: str = "next"            # SD DDIM inversion label
+    """The AttentionDrag node's inputs, the only place their defaults live (the main node shows
+    steps, strength, layer and tau; the rest is on FluxDrag AttentionDrag Options)."""
+
+    METHOD: ClassVar[str] = "AttentionDrag"
+
+    steps: int = setting(28, "Steps of the full schedule (SD1.5 drag papers: 50 DDIM steps; FLUX: 28).",
+                         min=1, max=1000, main=True)
+    # [guess] DragDiffusion/FastDrag invert 35 of 50 DDIM steps
+    strength: float = setting(0.7, "How far to invert before the move: the edit runs the last "
+                                   "round(strength·steps) steps (0.7 = 35 of 50, DragDiffusion/FastDrag).",
+                              min=0.01, max=1.0, step=0.01, main=True, paper=SILENT)
+    layer: str = setting("auto", "Self-attention layer whose map guides the move. FLUX: 'single.N' or "
+                                 "'double.N' (auto: the middle single block). SD1.x: ComfyUI's UNet block "
+                                 "'output.N', 'input.N', 'middle.0' (auto: first output block at half "
+                                 "resolution, output.6 on SD1.5).", main=True, paper=SILENT)
+    # paper's τ, relative to the mean attention [guess: "mean"]
+    tau: float = setting(2.0, "Automatic mask: cells whose attention exceeds tau × the mean attention "
+                              "(paper's τ = 2.0).", min=0.0, max=100.0, step=0.1, main=True)
+    direction: str = setting("query", "query: where the handle looks, softmax_j(q_h·k_j) (the paper's "
+                                      "A_t(h, j)); key: which cells look at the handle.",
+                             options=("query", "key"))
+    # the instructions' mask when there is one, else the automatic mask
+    mask_source: str = setting("auto", "auto: the drag instructions' mask when it has one, else the "
+                                       "automatic mask; attention: always the automatic mask (paper); "
+                                       "instructions: the instructions' mask; both: automatic mask inside it.",
+                               options=MASK_SOURCES, paper="attention")
+    dilate: int = setting(0, "Grow the mask by this many latent cells (8 px each).", min=0, max=16)
+    rigid: bool = setting(False, "Move every masked cell by the full drag instead of weighting the movement "
+                                 "by attention.")
+    fill_with_attention: bool = setting(True, "Fill the vacated area with attention-weighted content (paper); "
+                                              "off: leave it as inverted.")
+    cfg: float = setting(1.0, "Classifier-free guidance while denoising (needs 'negative' when not 1). FLUX "
+                              "dev: 1; guidance comes from FluxGuidance.", min=0.0, max=30.0, step=0.1)
+    solver: str = setting("uni_inv", "FLUX only: inversion solver (uni_inv reads the attention at no extra "
+                                     "cost). SD1.x always uses DDIM.", options=solvers.SOLVERS, paper=SILENT)
+    scheduler: str = setting("simple", "FLUX only: sigma schedule. SD1.x uses DDIM's uniform timesteps.",
+                             options=SCHEDULERS)
+    inversion_guidance: float = setting(1.0, "FLUX only: distilled guidance during inversion (papers use 1).",
+                                        min=0.0, max=100.0, step=0.1)
+    eps_at: str = setting("next", "SD1.x only: the timestep DDIM inversion evaluates the noise at (next: "
+                                  "the usual DDIM inversion; current: the step's own).",
+                          options=EPS_AT, paper=SILENT)
 
 
 @dataclass
@@ -207,8 +237,7 @@ def resolve_mask_source(s: AttentionDragSettings, mask_px, node: str = NODE) -> 
     """``auto`` → ``instructions`` when the drag instructions carry an editable mask (a region the
     user drew is respected), else ``attention`` (the paper's automatic mask); measurements:
     ``docs/attentiondrag.md``."""
-    if s.mask_source not in MASK_SOURCES:
-        raise FluxDragInputError(f"{node}: input 'mask_source' {s.mask_source!r} unknown; choose {MASK_SOURCES}.")
+    check_choice(node, "mask_source", s.mask_source, MASK_SOURCES)
     if s.mask_source != "auto":
         return s
     return replace(s, mask_source="instructions" if mask_px is not None else "attention")
@@ -300,8 +329,7 @@ def run_sd(model, latent: dict, drags, positive, negative=None, s: AttentionDrag
     b, _, h, w = samples.shape
     layer = parse_layer(s.layer, "sd1", model.get_model_object("diffusion_model"), node)
     s, mask = _mask_for(mask_px, (h, w), s, node)
-    if s.eps_at not in ("next", "current"):
-        raise FluxDragInputError(f"{node}: eps_at {s.eps_at!r} unknown; choose 'next' or 'current'.")
+    check_choice(node, "eps_at", s.eps_at, EPS_AT)
     sched = sd_schedule(model, s)
     labels = inversion_labels(sched, s.eps_at)
     bar = comfy.utils.ProgressBar(len(labels) + sched.steps + (0 if labels[-1] == sched.timesteps[0] else 1))
@@ -338,15 +366,15 @@ def run_flux(model, latent: dict, drags, positive, negative=None, s: AttentionDr
     dm = model.get_model_object("diffusion_model")
     layer = parse_layer(s.layer, "flux", dm, node)
     s, mask = _mask_for(mask_px, (h, w), s, node)
-    if s.solver not in solvers.SOLVERS:
-        raise FluxDragInputError(f"{node}: input 'solver' {s.solver!r} unknown; choose {solvers.SOLVERS}.")
+    check_choice(node, "solver", s.solver, solvers.SOLVERS)
     sig = solvers.strength_slice(sampling_sigmas(model, s.scheduler, s.steps), s.strength)
     sigma_top = float(sig[0])
     ctrl = AttentionCapture(layer, handles, (h, w), batch=b, direction=s.direction, sigma=sigma_top,
                             keep_qk=keep_qk)
     patched = patch_model(model, ctrl)
-    rec = run_inversion(patched, latent, positive, s.steps, s.solver, s.strength, s.scheduler,
-                        s.inversion_guidance, node=node)
+    inv = InversionSettings(steps=s.steps, solver=s.solver, strength=s.strength, scheduler=s.scheduler,
+                            guidance=s.inversion_guidance)
+    rec = run_inversion(patched, latent, positive, inv, node=node)
     calls = solvers.model_calls(s.solver, len(rec.sigmas) - 1)
     used_extra = ctrl.capture is None
     if used_extra:  # the solver never evaluated at the top sigma: one call there, on z_T
@@ -377,9 +405,9 @@ def run_flux(model, latent: dict, drags, positive, negative=None, s: AttentionDr
 # --------------------------------------------------------------------------------------------
 # dispatch
 # --------------------------------------------------------------------------------------------
-def run_attention_drag(model, latent: dict, drag_instructions, positive, negative=None,
-                       settings: AttentionDragSettings | None = None, keep_qk: bool = False,
-                       node: str = NODE) -> AttentionDragOutcome:
+def run_attention_drag(model, latent: dict, drag_instructions, positive,
+                       settings: AttentionDragSettings | None = None, *, negative=None,
+                       keep_qk: bool = False, node: str = NODE) -> AttentionDragOutcome:
     """One AttentionDrag edit on a FLUX or SD1.x MODEL (the MODEL itself is never modified)."""
     s = settings or AttentionDragSettings()
     family = model_family(model, node)
@@ -397,12 +425,11 @@ def run_attention_drag(model, latent: dict, drag_instructions, positive, negativ
         check_batch(samples, negative, node, "negative")
     if abs(s.cfg - 1.0) > 1e-9 and negative is None:
         raise FluxDragInputError(f"{node}: cfg {s.cfg} needs input 'negative'; connect one or set cfg 1.")
-    if not 1 <= s.steps <= 1000:
-        raise FluxDragInputError(f"{node}: input 'steps' must be between 1 and 1000, got {s.steps}.")
+    validate(s, node)
     drags = read_drags(drag_instructions, (samples.shape[-2] * LATENT_PX, samples.shape[-1] * LATENT_PX), node)
     run = run_flux if family == "flux" else run_sd
     with torch.no_grad():
-        return run(model, latent, drags, positive, negative, s, keep_qk=keep_qk, node=node)
+        return run(model, latent, drags, positive, negative=negative, s=s, keep_qk=keep_qk, node=node)
 
 
 def outcome_preview(outcome: AttentionDragOutcome, image: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -5,18 +5,89 @@ Sampling is ComfyUI's own (the Kontext graph with a ReferenceLatent)."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from ..attention_patches.contextdrag import ContextTokenInjection, PositionConsistentAttention, parse_block_list
+from ..attention_patches.contextdrag import (
+    CTI_MODES,
+    HIDE_FROM,
+    VISIBILITY,
+    ContextTokenInjection,
+    PositionConsistentAttention,
+    parse_block_list,
+)
 from ..attention_patches.router import patch_model
 from ..core.instructions import parse_instructions, pixel_mask_to_token_mask, to_token_space
-from ..core.reverse_mapping import ReverseMap, build_reverse_map
+from ..core.reverse_mapping import ANCHORS, HIDE_SETS, ReverseMap, build_reverse_map
 from .common import FluxDragInputError, check_latent, mask_at, require_flux
+from .settings import SILENT, node_fields, overrides, paper_settings, pick, setting, validate
 
 NODE_MAP = "FluxDrag Reverse Mapping"
 NODE_CTI = "FluxDrag Context Token Injection"
 NODE_PCA = "FluxDrag Position-Consistent Attention"
+HULLS = ("component", "all", "none")
+COLLISIONS = ("mean", "first")
+
+
+@dataclass
+class ContextDragSettings:
+    """Every ContextDrag input, the only place its defaults live: Reverse Mapping's (``node="map"``),
+    Context Token Injection's (``"cti"``), Position-Consistent Attention's (``"pca"``) and the
+    blocks/steps both patches act in (``"patch"``, on FluxDrag ContextDrag Options). The paper
+    does not say which blocks, steps or reading it uses: those defaults are our guesses."""
+
+    METHOD: ClassVar[str] = "ContextDrag"
+
+    anchor: str = setting("target", "Reverse lookup: inverse-distance weights anchored on the targets (the "
+                                    "paper's review reading) or an inversion of the forward field anchored "
+                                    "on the handles [guess].", options=ANCHORS, main=True, node="map",
+                          paper=SILENT)
+    hull: str = setting("component", "Coarse target region: convex hull per connected region ('component' "
+                                     "[guess]), one hull over everything ('all', the literal reading) or "
+                                     "the displaced cells grown by one ('none').", options=HULLS, main=True,
+                        node="map", paper="all")
+    power: float = setting(2.0, "Inverse-distance weighting exponent (paper: 2).", min=0.0, max=8.0,
+                           step=0.1, main=True, node="map")
+    mode: str = setting("replace", "'replace': the image tokens' K/V at the destination become the reference "
+                                   "tokens' [guess]; 'append': the reference K/V are added as extra keys "
+                                   "(the other reading).", options=CTI_MODES, main=True, node="cti",
+                        paper=SILENT)
+    visible_to: str = setting("image", "Append mode only: which queries see the appended tokens — all image "
+                                       "queries [guess], only the destination query, or all.",
+                              options=VISIBILITY, main=True, node="cti", paper=SILENT)
+    rewrite_ids: bool = setting(True, "Give each moved reference token the position ids of its destination "
+                                      "(mean over several destinations).", main=True, node="pca")
+    hide: str = setting("vacated_overlap", "Reference tokens hidden from image queries: the vacated area, the "
+                                           "whole source region, the non-moved tokens under the destination "
+                                           "that share position ids with the moved ones ('overlap'), vacated "
+                                           "+ overlap (default [guess]), or none. With rewrite_ids, tokens "
+                                           "that are a source are never hidden.",
+                        options=HIDE_SETS, main=True, node="pca", paper=SILENT)
+    hide_from: str = setting("image", "Queries the hidden tokens are hidden from [guess: image].",
+                             options=HIDE_FROM, main=True, node="pca", paper=SILENT)
+    collision: str = setting("mean", "Position of a reference token that is the source of several "
+                                     "destinations: their mean [guess] or the first.", options=COLLISIONS,
+                             main=True, node="pca", paper=SILENT)
+    double_blocks: str = setting("all", "Double-stream blocks to act in: 'all', 'none' or indices/ranges like "
+                                        "'0-9, 15' (FLUX.1 has 19). The paper does not say which [guess: all].",
+                                 node="patch", paper=SILENT)
+    single_blocks: str = setting("all", "Single-stream blocks to act in: 'all', 'none' or e.g. '0-37' (FLUX.1 "
+                                        "has 38) [guess: all].", node="patch", paper=SILENT)
+    start: float = setting(0.0, "First sampling step where the patch acts, as a fraction of the steps.",
+                           min=0.0, max=1.0, step=0.01, node="patch", paper=SILENT)
+    end: float = setting(1.0, "Fraction of the steps where the patch stops acting (1 = to the end) "
+                              "[guess: all steps].", min=0.0, max=1.0, step=0.01, node="patch", paper=SILENT)
+    reference_index: int = setting(0, "Which ReferenceLatent (in chaining order) is the drag source; 0 = the "
+                                      "first.", min=0, max=15, node="patch", paper=SILENT)
+
+
+PAPER = paper_settings(ContextDragSettings)
+MAP_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "map"))
+CTI_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "cti"))
+PCA_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "pca"))
+PATCH_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "patch"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,9 +134,13 @@ def _window(start: float, end: float, node: str) -> dict:
     return {"start": float(start), "end": float(end)}
 
 
-def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None, anchor: str = "target",
-              hull: str = "component", power: float = 2.0) -> ReverseMap:
-    """LRM on the token grid of ``latent_samples`` (the reference latent)."""
+def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
+              settings: ContextDragSettings | None = None, **kw) -> ReverseMap:
+    """LRM on the token grid of ``latent_samples`` (the reference latent); ``kw``: overrides of the
+    map's settings fields."""
+    st = overrides(settings, ContextDragSettings, **kw)
+    validate(st, NODE_MAP, MAP_FIELDS)
+    anchor, hull, power = st.anchor, st.hull, st.power
     check_latent(latent_samples, NODE_MAP)
     if latent_samples.shape[0] > 1:
         warnings.warn(f"input 'latent' has a batch of {latent_samples.shape[0]}: ContextDrag edits with "
@@ -86,23 +161,26 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None, anchor
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
 
 
-def apply_cti(model, rmap, mode="replace", visible_to="image", double_blocks="all", single_blocks="all",
-              start=0.0, end=1.0, reference_index=0):
-    """(patched MODEL clone, controller)."""
+def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
+    """(patched MODEL clone, controller); ``kw``: overrides of the settings fields."""
+    st = overrides(settings, ContextDragSettings, **kw)
+    validate(st, NODE_CTI, CTI_FIELDS + PATCH_FIELDS)
     dm = require_kontext_flux(model, NODE_CTI)
     rmap = _require_map(rmap, NODE_CTI)
-    ctrl = ContextTokenInjection(rmap, mode=mode, visible_to=visible_to, reference_index=reference_index,
-                                 **_blocks(dm, double_blocks, single_blocks, NODE_CTI), **_window(start, end, NODE_CTI))
+    ctrl = ContextTokenInjection(rmap, **pick(st, CTI_FIELDS), **_patch_args(dm, st, NODE_CTI))
     return patch_model(model, ctrl), ctrl
 
 
-def apply_pca(model, rmap, rewrite_ids=True, hide="vacated_overlap", hide_from="image", collision="mean",
-              double_blocks="all", single_blocks="all", start=0.0, end=1.0, reference_index=0):
-    """(patched MODEL clone, controller)."""
+def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
+    """(patched MODEL clone, controller); ``kw``: overrides of the settings fields."""
+    st = overrides(settings, ContextDragSettings, **kw)
+    validate(st, NODE_PCA, PCA_FIELDS + PATCH_FIELDS)
     dm = require_kontext_flux(model, NODE_PCA)
     rmap = _require_map(rmap, NODE_PCA)
-    ctrl = PositionConsistentAttention(rmap, rewrite_ids=rewrite_ids, hide=hide, hide_from=hide_from,
-                                       collision=collision, reference_index=reference_index,
-                                       **_blocks(dm, double_blocks, single_blocks, NODE_PCA),
-                                       **_window(start, end, NODE_PCA))
+    ctrl = PositionConsistentAttention(rmap, **pick(st, PCA_FIELDS), **_patch_args(dm, st, NODE_PCA))
     return patch_model(model, ctrl), ctrl
+
+
+def _patch_args(dm, st: ContextDragSettings, node: str) -> dict:
+    return {**_blocks(dm, st.double_blocks, st.single_blocks, node), **_window(st.start, st.end, node),
+            "reference_index": st.reference_index}

@@ -4,6 +4,8 @@ inverting model and its token cache in the returned :class:`InversionRecord`."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -21,9 +23,55 @@ from .common import (
     require_flux,
     sampling_sigmas,
 )
+from .settings import overrides, setting, validate
 
 SCHEDULERS = ["simple", "beta", "normal", "sgm_uniform", "linear_quadratic", "kl_optimal"]
 SAMPLE_SOLVERS = ["auto", *solvers.SOLVERS]
+CACHE_POLICIES = ("cpu", "fp8", "device", "paired")
+NODE_INVERT = "FluxDrag Invert"
+NODE_SAMPLE = "FluxDrag Sample From Inversion"
+
+
+@dataclass
+class InversionSettings:
+    """FluxDrag Invert's inputs: the only place their defaults live."""
+
+    METHOD: ClassVar[str] = "Inversion"
+
+    steps: int = setting(28, "Steps of the full schedule (FireFlow's paper: 8 on FLUX-dev; the trained "
+                             "toy model needs 16–28, see docs/toyworld_results.md; LazyDrag's default is 50).",
+                         min=1, max=1000, main=True)
+    solver: str = setting("fireflow", "fireflow: 2nd order, N+1 calls; uni_inv: predictor-corrector "
+                                      "(LazyDrag's choice), N+1 calls; euler: baseline.",
+                          options=solvers.SOLVERS, main=True)
+    strength: float = setting(1.0, "How far to invert (1 = to pure noise; 0.7 = LazyDrag's 'optimized' "
+                                   "setting).", min=0.01, max=1.0, step=0.01, main=True)
+    scheduler: str = setting("simple", "Sigma schedule (uses the model's own sampling shift).",
+                             options=SCHEDULERS, main=True)
+    guidance: float = setting(1.0, "FLUX distilled guidance during inversion (papers use 1).",
+                              min=0.0, max=100.0, step=0.1, main=True)
+    cache_policy: str = setting("cpu", "Where the edit cache lives: cpu (pinned where CUDA exists), fp8 on "
+                                       "cpu (half of bf16), device (fastest, costs VRAM), or paired: no "
+                                       "cache, the unedited branch is re-sampled in the same batch (~2x "
+                                       "compute, least memory).", options=CACHE_POLICIES, main=True)
+    cache_budget_gb: float = setting(0.0, "Refuse (with the estimated need) when the cache would exceed this "
+                                          "many GiB. 0 = automatic: a cpu/fp8 cache may use 80% of the RAM "
+                                          "available when the inversion starts; device: no limit.",
+                                     min=0.0, max=4096.0, step=0.5, main=True)
+
+
+@dataclass
+class SamplingSettings:
+    """FluxDrag Sample From Inversion's inputs."""
+
+    METHOD: ClassVar[str] = "Sampling"
+
+    solver: str = setting("auto", "auto = the solver that reconstructs the inversion (fireflow→fireflow, "
+                                  "uni_inv→euler, euler→euler).", options=SAMPLE_SOLVERS, main=True)
+    cfg: float = setting(1.0, "Classifier-free guidance; FLUX dev/Krea use 1 (needs 'negative' otherwise).",
+                         min=0.0, max=30.0, step=0.1, main=True)
+    keep_cache: bool = setting(False, "Keep the inversion's edit cache after sampling (more memory; lets you "
+                                      "re-sample without re-inverting).", main=True)
 
 
 #: share of the host RAM available at the start that an automatic cpu/fp8 cache budget allows
@@ -49,19 +97,20 @@ def cache_budget(policy: str, budget_gb: float) -> tuple[int | None, str]:
 
 
 @torch.no_grad()   # direct Python callers on grad-requiring weights would otherwise keep autograd graphs
-def run_inversion(model, latent: dict, positive, steps: int = 28, solver: str = "fireflow",
-                  strength: float = 1.0, scheduler: str = "simple", guidance: float = 1.0,
-                  edit_map=None, cache_policy: str = "cpu", cache_budget_gb: float = 0.0,
-                  node: str = "FluxDrag Invert") -> InversionRecord:
-    """Invert ``latent`` to noise with ``solver``; capture what ``edit_map`` asks for."""
+def run_inversion(model, latent: dict, positive, settings: InversionSettings | None = None, *,
+                  edit_map=None, node: str = NODE_INVERT, **kw) -> InversionRecord:
+    """Invert ``latent`` to noise as ``settings`` say (keyword overrides of its fields allowed);
+    capture what ``edit_map`` asks for."""
     import node_helpers
 
+    st = overrides(settings, InversionSettings, **kw)
+    steps, solver, strength, scheduler = st.steps, st.solver, st.strength, st.scheduler
+    guidance, cache_policy, cache_budget_gb = st.guidance, st.cache_policy, st.cache_budget_gb
+    validate(st, node)
     require_flux(model, node)
     samples = latent["samples"]
     check_latent(samples, node)
     check_batch(samples, positive, node)
-    if solver not in solvers.SOLVERS:
-        raise FluxDragInputError(f"{node}: input 'solver' {solver!r} unknown; choose {solvers.SOLVERS}.")
     sig = solvers.strength_slice(sampling_sigmas(model, scheduler, steps), strength)
     inv = sig.flip(0)
     cond = node_helpers.conditioning_set_values(positive, {"guidance": guidance})
@@ -99,10 +148,14 @@ def run_inversion(model, latent: dict, positive, steps: int = 28, solver: str = 
 
 
 @torch.no_grad()   # DragFlow's optimisation re-enables grad for its own passes
-def run_sampling(model, record: InversionRecord, positive, start: torch.Tensor | None = None,
-                 solver: str = "auto", cfg: float = 1.0, negative=None, keep_cache: bool = False,
-                 node: str = "FluxDrag Sample From Inversion") -> torch.Tensor:
-    """Sample back from ``start`` (default: the record's z_T); returns the model-space result."""
+def run_sampling(model, record: InversionRecord, positive, settings: SamplingSettings | None = None, *,
+                 start: torch.Tensor | None = None, negative=None, node: str = NODE_SAMPLE,
+                 **kw) -> torch.Tensor:
+    """Sample back from ``start`` (default: the record's z_T); returns the model-space result.
+    ``kw``: overrides of ``settings``' fields (solver, cfg, keep_cache)."""
+    st = overrides(settings, SamplingSettings, **kw)
+    solver, cfg, keep_cache = st.solver, st.cfg, st.keep_cache
+    validate(st, node)
     require_flux(model, node)
     z = record.z_T if start is None else start
     if tuple(z.shape) != record.latent_shape:

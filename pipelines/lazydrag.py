@@ -6,11 +6,13 @@ The nodes expose the steps (Correspondence Map, Invert, LazyDrag Patch, Sample F
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from ..attention_patches.lazydrag import BACKGROUND_QUERY, CACHE_NAME, LazyDragControl, LazyDragPlan
 from ..attention_patches.router import patch_model
+from ..core import solvers
 from ..core.correspondence import (
     build_correspondence,
     compose_initial_latent,
@@ -19,30 +21,125 @@ from ..core.correspondence import (
 )
 from ..core.instructions import parse_instructions, pixel_mask_to_token_mask, to_token_space
 from .common import FluxDragInputError, check_latent, mask_at, require_flux
-from .inversion import run_inversion, run_sampling
+from .inversion import CACHE_POLICIES, SCHEDULERS, InversionSettings, run_inversion, run_sampling
+from .settings import SILENT, node_fields, overrides, paper_settings, pick, setting, validate
 
 NODE_MAP = "FluxDrag Correspondence Map"
 NODE_PATCH = "FluxDrag LazyDrag Patch"
-
-
-# Departures from the paper (docs/lazydrag.md); each input's paper value is named in its tooltip.
-MAP_DEFAULTS = {"resolution": "pixel", "mapping": "backward", "rigid_tolerance": 0.2,
-                "gate_reference": 512}
-MAP_PAPER = {"resolution": "token", "mapping": "forward", "rigid_tolerance": 0.0,
-             "gate_reference": 0}
+NODE_OPTIONS = "FluxDrag LazyDrag Options"
 RESOLUTIONS = ("pixel", "token")
 MAPPINGS = ("backward", "forward")
 
 
-def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None, transition_width=1,
-               activation=0.8, seed=0, background_query="live", resolution="pixel",
-               mapping="backward", rigid_tolerance=0.2, gate_reference=512) -> LazyDragPlan:
+@dataclass
+class LazyDragSettings:
+    """Every LazyDrag input, the only place its defaults live: the Correspondence Map's
+    (``node="map"``), the LazyDrag Patch's (``"patch"``) and, for :func:`run_lazydrag`, the
+    inversion's (``"invert"``: FluxDrag Invert's inputs as LazyDrag runs it, Uni-Inv). Departures
+    from the paper carry its value (docs/lazydrag.md)."""
+
+    METHOD: ClassVar[str] = "LazyDrag"
+
+    # the inversion (FluxDrag Invert in the node graph)
+    steps: int = setting(28, "Steps of the full schedule.", min=1, max=1000, main=True, node="invert")
+    solver: str = setting("uni_inv", "Inversion solver (the paper: Uni-Inv).", options=solvers.SOLVERS,
+                          main=True, node="invert")
+    strength: float = setting(1.0, "How far to invert.", min=0.01, max=1.0, step=0.01, main=True,
+                              node="invert")
+    scheduler: str = setting("simple", "Sigma schedule.", options=SCHEDULERS, main=True, node="invert")
+    inversion_guidance: float = setting(1.0, "FLUX distilled guidance during inversion.", min=0.0,
+                                        max=100.0, step=0.1, main=True, node="invert")
+    cache_policy: str = setting("cpu", "Where the edit cache lives (see FluxDrag Invert).",
+                                options=CACHE_POLICIES, main=True, node="invert")
+    cache_budget_gb: float = setting(0.0, "Cache budget in GiB (0 = automatic).", min=0.0, max=4096.0,
+                                     step=0.5, main=True, node="invert")
+    # Correspondence Map
+    transition_width: int = setting(1, "Width in tokens of the transition band around the moved area "
+                                       "(the paper leaves it open; 1–2 is our choice).",
+                                    min=0, max=8, main=True, node="map", paper=SILENT)
+    activation: float = setting(0.8, "Fraction of sampling steps with identity preservation and output "
+                                     "merging (paper: 40 of 50 = 0.8). Lower: more natural, may miss "
+                                     "targets; higher: accurate, may warp.",
+                                min=0.0, max=1.0, step=0.02, main=True, node="map")
+    seed: int = setting(0, "Seed of the noise that fills the vacated (inpaint) area.", min=0,
+                        max=0xFFFFFFFFFFFFFFFF, main=True, node="map", seed=True)
+    background_query: str = setting(
+        "live", "live: only background keys and values are cached, the queries stay the edit's own — a "
+                "third less cache memory, and the same result when background_lock is 1 (its default). "
+                "cached: queries cached too (the paper) — better background with background_lock < 1 or "
+                "ComfyUI's KSampler.", options=BACKGROUND_QUERY, paper="cached", node="map")
+    resolution: str = setting(
+        "pixel", "pixel (ours): the initial latent and the Patch's latent locks follow the editable mask "
+                 "per latent pixel (8 px) — only the masked content moves, no box of source background "
+                 "travels with it. token (paper): whole 16 px tokens.",
+        options=RESOLUTIONS, paper="token", node="map")
+    mapping: str = setting(
+        "backward", "backward (ours): each destination of a move/rotate/scale looks up its source, so "
+                    "enlarged or rotated content has no holes. forward (paper): sources are pushed and "
+                    "rounded.", options=MAPPINGS, paper="forward", node="map")
+    rigid_tolerance: float = setting(
+        0.2, "Several drags on one part of the mask that fit a rigid motion (residual ≤ this × drag "
+             "length) become one rotation + move (ours). 0: never (paper: each drag bends its own cell).",
+        min=0.0, max=1.0, step=0.05, paper=0.0, node="map")
+    gate_reference: int = setting(
+        512, "The gate A = min(1, |p−s|⁻²) measures distance in units of min(H, W)/gate_reference tokens: "
+             "one token at this image size, the same image fraction at any size (ours). 0: one token at "
+             "any size (the paper read literally).", min=0, max=8192, paper=0, node="map")
+    # LazyDrag Patch
+    background: bool = setting(True, "Background preservation: replace background q,k,v with the "
+                                     "inversion's at every step.", main=True, node="patch")
+    identity: bool = setting(True, "Identity preservation: append cached source K/V re-encoded at the "
+                                   "destination (until the activation step).", main=True, node="patch")
+    refine: bool = setting(True, "Gated output merging y ← (1−γ)y + γȳ_M(x), γ = h_t·A(x).", main=True,
+                           node="patch")
+    mask_text: bool = setting(True, "Hide the appended identity tokens from text queries (our reading; "
+                                    "the paper is silent).", main=True, node="patch", paper=SILENT)
+    h_max: float = setting(0.8, "Peak output-merge strength h_t (CharaConsist's 0.8).", min=0.0, max=1.0,
+                           step=0.05, main=True, node="patch")
+    hold: float = setting(0.2, "Fraction of steps at h_max before the cosine decay.", min=0.0, max=1.0,
+                          step=0.05, main=True, node="patch")
+    end: float = setting(0.6, "Fraction of steps where h_t reaches 0.", min=0.0, max=1.0, step=0.05,
+                         main=True, node="patch")
+    background_lock: float = setting(
+        1.0, "Fraction of sampling steps after which the background tokens' latent is reset to the "
+             "inversion's at the same sigma (ours, not in the paper; needs FluxDrag Sample From "
+             "Inversion). 1: the background ends exactly as the source; 0: attention control only, as in "
+             "the paper.", min=0.0, max=1.0, step=0.05, paper=0.0, node="patch")
+    # content lock: every step, like the background lock — the moved content follows its sources'
+    # inversion path to the end, so it arrives as exact as the background stays (a free step
+    # re-generates it: where the inversion is not exact the object drifts, issue 18's identity error).
+    content_lock: float = setting(
+        1.0, "Fraction of steps during which the moved pixels follow their sources' inversion path (ours; "
+             "needs the map's resolution 'pixel'). 1: the object arrives exactly as it was, like the locked "
+             "background; below 1 the model re-generates it in the last steps (blending, at the cost of "
+             "identity drift). 0: as in the paper.", min=0.0, max=1.0, step=0.05, paper=0.0, node="patch")
+    # hole lock: the first 80 % of the steps, the paper's activation fraction for its own identity
+    # controls; the model alone shapes the vacated area's last 20 % (blending, detail).
+    hole_lock: float = setting(
+        0.8, "Fraction of steps during which the vacated pixels follow the smooth fill of their "
+             "surroundings, noised to the step's sigma (ours; 'pixel' maps): no fragments of the object "
+             "stay behind. 0: the paper's free inpainting from noise.",
+        min=0.0, max=1.0, step=0.05, paper=0.0, node="patch")
+    lock_margin: int = setting(0, "Latent pixels (8 px) around the moved content and its hole left free "
+                                  "of the background lock, for blending ('pixel' maps).", min=0, max=16,
+                               node="patch", paper=SILENT)
+
+
+#: LazyDrag as in the paper (every departure at the paper's value)
+PAPER = paper_settings(LazyDragSettings)
+MAP_FIELDS = tuple(s.name for s in node_fields(LazyDragSettings, "map"))
+PATCH_FIELDS = tuple(s.name for s in node_fields(LazyDragSettings, "patch"))
+INVERT_FIELDS = tuple(s.name for s in node_fields(LazyDragSettings, "invert"))
+
+
+def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
+               settings: LazyDragSettings | None = None, **kw) -> LazyDragPlan:
+    """The validated map record, pure and before any model call (``kw``: overrides of the map's
+    settings fields)."""
+    s = overrides(settings, LazyDragSettings, **kw)
+    validate(s, NODE_MAP, MAP_FIELDS)
     check_latent(latent_samples, NODE_MAP)
     H, W = latent_samples.shape[-2] * 8, latent_samples.shape[-1] * 8
-    for name, val, opts in (("resolution", resolution, RESOLUTIONS), ("mapping", mapping, MAPPINGS)):
-        if val not in opts:
-            raise FluxDragInputError(f"{NODE_MAP}: input '{name}' {val!r} unknown; choose "
-                                     f"{', '.join(opts)}.")
     try:
         ins = parse_instructions(drag_instructions)
         td = to_token_space(ins, (H, W))
@@ -50,21 +147,18 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None, trans
         px = mask_at(mask, H, W) if mask is not None else ins.mask
         if mask is not None:
             region = pixel_mask_to_token_mask(px)
-        if resolution == "pixel":
+        if s.resolution == "pixel":
             if px is not None:
                 pixel = latent_region(px, (H // 8, W // 8))
             else:   # the default discs on the token grid, at latent resolution
                 pixel = default_editable_region(td, td.grid_hw).repeat_interleave(2, 0) \
                     .repeat_interleave(2, 1)
-        cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=transition_width,
-                                    gate_reference=gate_reference, backward=mapping == "backward",
-                                    rigid_tolerance=rigid_tolerance, pixel_mask=pixel)
+        cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
+                                    gate_reference=s.gate_reference, backward=s.mapping == "backward",
+                                    rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
-    if background_query not in BACKGROUND_QUERY:
-        raise FluxDragInputError(f"{NODE_MAP}: input 'background_query' {background_query!r} unknown; "
-                                 f"choose {', '.join(BACKGROUND_QUERY)}.")
-    return LazyDragPlan(cmap, activation=activation, seed=seed, background_query=background_query)
+    return LazyDragPlan(cmap, activation=s.activation, seed=s.seed, background_query=s.background_query)
 
 
 def inversion_trajectory(inversion) -> dict:
@@ -78,32 +172,25 @@ def inversion_trajectory(inversion) -> dict:
     return out
 
 
-# content lock: every step, like the background lock — the moved content follows its sources'
-# inversion path to the end, so it arrives as exact as the background stays (a free step
-# re-generates it: where the inversion is not exact the object drifts, issue 18's identity error).
-# hole lock: the first 80 % of the steps, the paper's activation fraction for its own identity
-# controls; the model alone shapes the vacated area's last 20 % (blending, detail).
-PATCH_DEFAULTS = {"content_lock": 1.0, "hole_lock": 0.8, "lock_margin": 0}
-PATCH_PAPER = {"content_lock": 0.0, "hole_lock": 0.0, "lock_margin": 0}
 
-
-def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identity=True,
-                   refine=True, mask_text=True, h_max=0.8, hold=0.2, end=0.6, background_lock=1.0,
-                   content_lock=PATCH_DEFAULTS["content_lock"], hole_lock=PATCH_DEFAULTS["hole_lock"],
-                   lock_margin=PATCH_DEFAULTS["lock_margin"]):
-    """(patched MODEL, initial model-space latent) for a LazyDrag edit."""
+def apply_lazydrag(model, inversion, plan: LazyDragPlan, settings: LazyDragSettings | None = None,
+                   **kw) -> tuple:
+    """(patched MODEL, initial model-space latent, controller) for a LazyDrag edit (``kw``:
+    overrides of the Patch's settings fields)."""
+    s = overrides(settings, LazyDragSettings, **kw)
+    validate(s, NODE_PATCH, PATCH_FIELDS)
     require_flux(model, NODE_PATCH)
     if not isinstance(plan, LazyDragPlan):
         raise FluxDragInputError(f"{NODE_PATCH}: input 'map' must come from {NODE_MAP}.")
-    locks = dict(content_lock=content_lock, hole_lock=hole_lock, lock_margin=lock_margin)
-    traj = inversion_trajectory(inversion) if max(background_lock, content_lock, hole_lock) > 0 else None
+    control = pick(s, PATCH_FIELDS)
+    locked = max(s.background_lock, s.content_lock, s.hole_lock) > 0
+    traj = inversion_trajectory(inversion) if locked else None
     if inversion.info.get("cache_policy") == "paired":
         if tuple(inversion.z_T.shape[-2:]) != tuple(2 * g for g in plan.cmap.grid_hw):
             raise FluxDragInputError(f"{NODE_PATCH}: input 'map' was built for another image size "
                                      f"than the inversion's latent; rebuild it from that latent.")
-        ctrl = LazyDragControl(plan, None, inversion.sigmas, background, identity, refine, mask_text,
-                               h_max, hold, end, paired_batch=int(inversion.z_T.shape[0]),
-                               background_lock=background_lock, trajectory=traj, **locks)
+        ctrl = LazyDragControl(plan, None, inversion.sigmas, paired_batch=int(inversion.z_T.shape[0]),
+                               trajectory=traj, **control)
         z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
         return patch_model(model, ctrl), z0, ctrl
     cache = inversion.caches.get(CACHE_NAME)
@@ -115,55 +202,25 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identi
         raise FluxDragInputError(
             f"{NODE_PATCH}: the inversion's cache was freed by an earlier sampling; queue again "
             f"(FluxDrag Invert re-runs) or set keep_cache on the sampler.")
-    ctrl = LazyDragControl(plan, cache, inversion.sigmas, background, identity, refine, mask_text,
-                           h_max, hold, end, background_lock=background_lock,
-                           trajectory=traj, **locks)
+    ctrl = LazyDragControl(plan, cache, inversion.sigmas, trajectory=traj, **control)
     z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
     return patch_model(model, ctrl), z0, ctrl
 
 
-@dataclass
-class LazyDragSettings:
-    """The four nodes' inputs, with their defaults (inversion: Uni-Inv, as LazyDrag)."""
-
-    steps: int = 28
-    solver: str = "uni_inv"
-    strength: float = 1.0
-    scheduler: str = "simple"
-    inversion_guidance: float = 1.0
-    transition_width: int = 1
-    activation: float = 0.8
-    seed: int = 0
-    background_query: str = "live"
-    resolution: str = MAP_DEFAULTS["resolution"]
-    mapping: str = MAP_DEFAULTS["mapping"]
-    rigid_tolerance: float = MAP_DEFAULTS["rigid_tolerance"]
-    gate_reference: int = MAP_DEFAULTS["gate_reference"]
-    background: bool = True
-    identity: bool = True
-    refine: bool = True
-    mask_text: bool = True
-    h_max: float = 0.8
-    hold: float = 0.2
-    end: float = 0.6
-    background_lock: float = 1.0
-    content_lock: float = PATCH_DEFAULTS["content_lock"]
-    hole_lock: float = PATCH_DEFAULTS["hole_lock"]
-    lock_margin: int = PATCH_DEFAULTS["lock_margin"]
-    cache_policy: str = "cpu"
-    cache_budget_gb: float = 0.0
+def inversion_settings(s: LazyDragSettings) -> InversionSettings:
+    """The FluxDrag Invert settings of a LazyDrag run."""
+    return InversionSettings(steps=s.steps, solver=s.solver, strength=s.strength, scheduler=s.scheduler,
+                             guidance=s.inversion_guidance, cache_policy=s.cache_policy,
+                             cache_budget_gb=s.cache_budget_gb)
 
 
 def run_lazydrag(model, latent: dict, drag_instructions, positive, settings: LazyDragSettings | None = None,
                  mask=None) -> torch.Tensor:
-    """One LazyDrag edit as the node chain runs it; returns the model-space edited latent."""
+    """One LazyDrag edit as the node chain runs it; returns the model-space edited latent. Plan
+    (every check) first, then invert, patch and sample."""
     s = settings or LazyDragSettings()
-    plan = build_plan(drag_instructions, latent["samples"], mask, s.transition_width, s.activation,
-                      s.seed, s.background_query, s.resolution, s.mapping, s.rigid_tolerance,
-                      s.gate_reference)
-    rec = run_inversion(model, latent, positive, s.steps, s.solver, s.strength, s.scheduler,
-                        s.inversion_guidance, plan, s.cache_policy, s.cache_budget_gb)
-    patched, z0, _ = apply_lazydrag(model, rec, plan, s.background, s.identity, s.refine, s.mask_text,
-                                    s.h_max, s.hold, s.end, s.background_lock, s.content_lock,
-                                    s.hole_lock, s.lock_margin)
+    validate(s, "FluxDrag LazyDrag")
+    plan = build_plan(drag_instructions, latent["samples"], mask, s)
+    rec = run_inversion(model, latent, positive, inversion_settings(s), edit_map=plan)
+    patched, z0, _ = apply_lazydrag(model, rec, plan, s)
     return run_sampling(patched, rec, positive, start=z0)

@@ -9,6 +9,12 @@ download) and tiles what it saved: source, the method's preview, the result, the
 A workflow that needs FLUX (or SD1.5) weights gets the thumbnail of the toy run of the same
 method, labelled so (ContextDrag's is the toy Kontext run). A few minutes on a CPU (DragFlow's
 optimisation is most of it).
+
+Each edit's quality against the scene's ground truth is measured as the toy-world benchmark does
+(``bench/toyworld/metrics.py``: MD = distance in tokens between the dragged object's detected
+centre and its ground-truth centre; IoU of its mask), printed, and written on the thumbnail, so a
+thumbnail shows a failure as one. The result latent is saved for this with a SaveLatent node
+added to the queued graph (not to the shipped workflow).
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from fluxdrag.tools.comfy_server import start_server, stop_server  # noqa: E402
 
 WF = ROOT / "workflows"
 API = WF / "api"
-TILE, PAD, CAPTION, BANNER = 240, 8, 18, 34
+TILE, PAD, CAPTION, BANNER = 240, 8, 18, 52
 # shipped workflow -> (toy workflow whose run it shows, banner)
 NEEDS_WEIGHTS = "toy model run - this workflow needs {} weights"
 THUMBS = {
@@ -56,7 +62,8 @@ def tiles_image(tiles: list, banner: str):
     h = BANNER + rows * (TILE + CAPTION + PAD) + PAD
     out = Image.new("RGB", (w, h), (30, 30, 30))
     draw = ImageDraw.Draw(out)
-    draw.text((PAD, 9), banner, fill=(255, 216, 77), font=font)
+    for i, line in enumerate(banner.split("\n")):
+        draw.text((PAD, 9 + 19 * i), line, fill=(255, 216, 77) if i == 0 else (160, 230, 160), font=font)
     for k, (caption, im) in enumerate(tiles):
         x = PAD + (k % cols) * (TILE + PAD)
         y = BANNER + (k // cols) * (TILE + CAPTION + PAD)
@@ -65,13 +72,39 @@ def tiles_image(tiles: list, banner: str):
     return out
 
 
-def run_toy(client, name: str) -> dict:
-    """{"source"|"truth"|"preview"|"edit": PIL image} saved by one toy workflow run."""
+def run_toy(client, name: str) -> tuple[dict, str]:
+    """({"source"|"truth"|"preview"|"edit": PIL image} saved by one toy workflow run, the edit's
+    metrics against the scene's ground truth as one line)."""
     from PIL import Image
 
     api = json.loads((API / f"{name}_api.json").read_text(encoding="utf-8"))
+    result = api["20"]["inputs"]["latent"]  # the "Result image" node's latent (make_workflows)
+    api["90"] = {"class_type": "SaveLatent", "inputs": {"samples": result, "filename_prefix": f"thumb/{name}"}}
     entry = client.run(api, timeout=1800)
-    return {p.name.split("_")[-3]: Image.open(p).copy() for p in client.output_files(entry)}
+    images = {p.name.split("_")[-3]: Image.open(p).copy() for p in client.output_files(entry)}
+    [latent_file] = client.output_files({"outputs": {"90": entry["outputs"]["90"]}}, kind="latents")
+    scene_node = next(n for n in api.values() if n["class_type"] == "FluxDragToyScene")["inputs"]
+    return images, measure(latent_file, scene_node, name)
+
+
+def measure(latent_file: Path, scene_inputs: dict, name: str) -> str:
+    """MD / IoU of the saved result against the scene's ground truth (reconstruction: the RMS
+    error against the source, in latent units)."""
+    import safetensors.torch
+
+    from fluxdrag.bench.toyworld.metrics import edit_metrics
+    from fluxdrag.toyworld.model import comfy_to_scene_latent
+    from fluxdrag.toyworld.scenes import make_scene
+
+    scene = make_scene(int(scene_inputs["seed"]), scene_inputs["family"], scene_inputs["case"])
+    samples = safetensors.torch.load_file(str(latent_file))["latent_tensor"].float()
+    edited = comfy_to_scene_latent(samples)[0]
+    if name == "toy_invert_reconstruct":
+        rms = float((edited - scene.latent).pow(2).mean().sqrt())
+        return f"reconstruction RMS {rms:.3f} vs source"
+    m = edit_metrics(scene, edited)
+    ref = edit_metrics(scene, scene.latent)  # no edit
+    return f"MD {m['md']:.2f} tok (no edit {ref['md']:.2f}), IoU {m['iou']:.2f} vs truth"
 
 
 def main(only: list[str] | None = None) -> int:
@@ -82,13 +115,15 @@ def main(only: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         client = start_server(comfyui, Path(tmp), timeout=300)
         try:
-            runs = {}
+            runs, scores = {}, {}
             todo = {k: v for k, v in THUMBS.items() if not only or k in only}
             for toy in sorted({t for t, _ in todo.values()}):
                 print("running", toy, flush=True)
-                runs[toy] = run_toy(client, toy)
+                runs[toy], scores[toy] = run_toy(client, toy)
+                print(f"  {toy}: {scores[toy]}", flush=True)
             for name, (toy, banner) in todo.items():
                 saved = runs[toy]
+                banner = f"{banner}\n{scores[toy]}"
                 tiles = [(CAPTIONS[k], saved[k]) for k in ("source", "preview", "edit", "truth")
                          if k in saved]
                 if toy == "toy_invert_reconstruct":

@@ -8,6 +8,10 @@ their API twins to ``workflows/api/<name>_api.json`` (for ``POST /prompt``).
 Each workflow is defined once here as an API graph; the UI file is produced by
 ``scripts/api_to_ui.py`` from a real server's ``/object_info`` (started with the pack loaded),
 so widget order always matches the frontend. Commit both outputs.
+
+The pack's widget values come from the methods' settings dataclasses (``pipelines/*.py``, the only
+place a default lives): :func:`values` reads them; a workflow names only what it changes. The FLUX
+workflows show each method's options node (at its defaults, preset "custom") wired to its nodes.
 """
 from __future__ import annotations
 
@@ -26,6 +30,43 @@ EXAMPLE_IMAGE = "fluxdrag_example.png"
 
 def node(class_type: str, title: str, **inputs) -> dict:
     return {"inputs": inputs, "class_type": class_type, "_meta": {"title": title}}
+
+
+def _pack():
+    if "fluxdrag" not in sys.modules:
+        sys.path.insert(0, str(ROOT))
+        importlib.import_module("fluxdrag_bootstrap")  # registers ``fluxdrag``
+    return sys.modules["fluxdrag"]
+
+
+def settings_class(name: str):
+    """A settings dataclass by its method name (LazyDrag, DragFlow, ContextDrag, AttentionDrag,
+    Inversion, Sampling)."""
+    _pack()
+    mods = {"LazyDrag": "lazydrag", "DragFlow": "dragflow_inputs", "ContextDrag": "contextdrag",
+            "AttentionDrag": "attention_drag", "Inversion": "inversion", "Sampling": "inversion"}
+    mod = importlib.import_module(f"fluxdrag.pipelines.{mods[name]}")
+    return getattr(mod, f"{name}Settings")
+
+
+def values(method: str, node_tag: str = "", main: bool = True, **changes) -> dict:
+    """The widget values of ``method``'s node ``node_tag`` (main widgets, or the options node's
+    with ``main=False``) from its settings dataclass, with ``changes``."""
+    from fluxdrag.pipelines.settings import specs
+
+    out = {s.name: s.default for s in specs(settings_class(method))
+           if (not node_tag or s.node == node_tag) and s.main == main}
+    unknown = set(changes) - set(out)
+    if unknown:
+        raise KeyError(f"{method} {node_tag or ''}: no widgets {sorted(unknown)}")
+    return {**out, **changes}
+
+
+def options_node(method: str, title: str, node_tags: tuple = ("",)) -> dict:
+    opts = {}
+    for tag in node_tags:
+        opts.update(values(method, tag, main=False))
+    return node(f"FluxDrag{method}Options", title, preset="custom", **opts)
 
 
 def flux_loaders() -> dict:
@@ -50,23 +91,19 @@ def lazydrag() -> dict:
         "6": node("CLIPTextEncode", "Inversion prompt", text="", clip=["2", 0]),
         "7": node("FluxDragDragEditor", "Drag Editor", image=["4", 0], drags=json.dumps(SUN_DRAG)),
         "8": node("FluxDragCorrespondenceMap", "Correspondence map", drag_instructions=["7", 0],
-                  latent=["5", 0], transition_width=1, activation=0.8, seed=0, image=["4", 0],
-                  background_query="live", resolution="pixel", mapping="backward", rigid_tolerance=0.2,
-                  gate_reference=512),
+                  latent=["5", 0], image=["4", 0], options=["17", 0], **values("LazyDrag", "map")),
         "9": node("FluxDragInvert", "Invert (Uni-Inv)", model=["1", 0], latent=["5", 0], positive=["6", 0],
-                  steps=28, solver="uni_inv", strength=1.0, scheduler="simple", guidance=1.0,
-                  edit_map=["8", 0], cache_policy="cpu", cache_budget_gb=0.0),
+                  edit_map=["8", 0], **values("Inversion", solver="uni_inv")),
         "10": node("FluxDragLazyDragPatch", "LazyDrag patch", model=["1", 0], inversion=["9", 1],
-                   map=["8", 0], background=True, identity=True, refine=True, mask_text=True,
-                   h_max=0.8, hold=0.2, end=0.6, background_lock=1.0, content_lock=1.0, hole_lock=0.8,
-                   lock_margin=0),
+                   map=["8", 0], options=["17", 0], **values("LazyDrag", "patch")),
         "11": node("CLIPTextEncode", "Target prompt", text="", clip=["2", 0]),
         "12": node("FluxGuidance", "Guidance", conditioning=["11", 0], guidance=2.0),
         "13": node("FluxDragSampleFromInversion", "Sample edited", model=["10", 0], inversion=["9", 1],
-                   positive=["12", 0], solver="auto", cfg=1.0, latent=["10", 1], keep_cache=False),
+                   positive=["12", 0], latent=["10", 1], **values("Sampling")),
         "14": node("VAEDecode", "Decode", samples=["13", 0], vae=["3", 0]),
         "15": node("SaveImage", "Save edited", images=["14", 0], filename_prefix="fluxdrag_lazydrag"),
         "16": node("SaveImage", "Save map preview", images=["8", 1], filename_prefix="fluxdrag_lazydrag_map"),
+        "17": options_node("LazyDrag", "LazyDrag options", ("map", "patch")),
     })
     return g
 
@@ -86,13 +123,11 @@ def contextdrag() -> dict:
         "11": node("FluxDragInstructionsJSON", "Drag instructions", drags_json=json.dumps(SUN_DRAG),
                    image=["4", 0]),
         "12": node("FluxDragReverseMapping", "Reverse mapping", drag_instructions=["11", 0], latent=["6", 0],
-                   anchor="target", hull="component", power=2.0, image=["5", 0]),
+                   image=["5", 0], **values("ContextDrag", "map")),
         "13": node("FluxDragContextTokenInjection", "Context token injection", model=["1", 0], map=["12", 0],
-                   mode="replace", visible_to="image", double_blocks="all", single_blocks="all",
-                   start=0.0, end=1.0, reference_index=0),
+                   options=["21", 0], **values("ContextDrag", "cti")),
         "14": node("FluxDragPositionConsistentAttention", "Position-consistent attention", model=["13", 0],
-                   map=["12", 0], rewrite_ids=True, hide="vacated_overlap", hide_from="image", collision="mean",
-                   double_blocks="all", single_blocks="all", start=0.0, end=1.0, reference_index=0),
+                   map=["12", 0], options=["21", 0], **values("ContextDrag", "pca")),
         "15": node("GetImageSize", "Reference size", image=["5", 0]),
         "16": node("EmptySD3LatentImage", "Empty latent (reference size)", width=["15", 0], height=["15", 1],
                    batch_size=1),
@@ -102,6 +137,7 @@ def contextdrag() -> dict:
         "18": node("VAEDecode", "Decode", samples=["17", 0], vae=["3", 0]),
         "19": node("SaveImage", "Save edited", images=["18", 0], filename_prefix="fluxdrag_contextdrag"),
         "20": node("SaveImage", "Save map preview", images=["12", 1], filename_prefix="fluxdrag_contextdrag_map"),
+        "21": options_node("ContextDrag", "ContextDrag options (blocks, steps)", ("patch",)),
     })
     return g
 
@@ -109,11 +145,10 @@ def contextdrag() -> dict:
 WORKFLOWS = {"lazydrag_flux": lazydrag, "contextdrag_kontext": contextdrag}
 
 
-def _attentiondrag_node(model, latent, drags, positive, image, steps: int) -> dict:
+def _attentiondrag_node(model, latent, drags, positive, image, steps: int, options=None) -> dict:
+    extra = {} if options is None else {"options": options}
     return node("FluxDragAttentionDrag", "AttentionDrag", model=model, latent=latent, drag_instructions=drags,
-                positive=positive, steps=steps, strength=0.7, layer="auto", tau=2.0, direction="query",
-                mask_source="auto", dilate=0, rigid=False, cfg=1.0, solver="uni_inv", scheduler="simple",
-                inversion_guidance=1.0, image=image)
+                positive=positive, image=image, **extra, **values("AttentionDrag", steps=steps))
 
 
 def attentiondrag_sd15() -> dict:
@@ -124,11 +159,12 @@ def attentiondrag_sd15() -> dict:
         "4": node("CLIPTextEncode", "Prompt", text="a red house, a tree and a yellow sun", clip=["1", 1]),
         "5": node("FluxDragInstructionsJSON", "Drag instructions", drags_json=json.dumps(SUN_DRAG),
                   image=["2", 0]),
-        "6": _attentiondrag_node(["1", 0], ["3", 0], ["5", 0], ["4", 0], ["2", 0], steps=50),
+        "6": _attentiondrag_node(["1", 0], ["3", 0], ["5", 0], ["4", 0], ["2", 0], steps=50, options=["10", 0]),
         "7": node("VAEDecode", "Decode", samples=["6", 0], vae=["1", 2]),
         "8": node("SaveImage", "Save edited", images=["7", 0], filename_prefix="fluxdrag_attentiondrag_sd15"),
         "9": node("SaveImage", "Save attention preview", images=["6", 1],
                   filename_prefix="fluxdrag_attentiondrag_sd15_map"),
+        "10": options_node("AttentionDrag", "AttentionDrag options"),
     }
 
 
@@ -142,11 +178,12 @@ def attentiondrag_flux() -> dict:
                   guidance=1.0),
         "8": node("FluxDragInstructionsJSON", "Drag instructions", drags_json=json.dumps(SUN_DRAG),
                   image=["4", 0]),
-        "9": _attentiondrag_node(["1", 0], ["5", 0], ["8", 0], ["7", 0], ["4", 0], steps=28),
+        "9": _attentiondrag_node(["1", 0], ["5", 0], ["8", 0], ["7", 0], ["4", 0], steps=28, options=["13", 0]),
         "10": node("VAEDecode", "Decode", samples=["9", 0], vae=["3", 0]),
         "11": node("SaveImage", "Save edited", images=["10", 0], filename_prefix="fluxdrag_attentiondrag_flux"),
         "12": node("SaveImage", "Save attention preview", images=["9", 1],
                    filename_prefix="fluxdrag_attentiondrag_flux_map"),
+        "13": options_node("AttentionDrag", "AttentionDrag options"),
     })
     return g
 
@@ -173,16 +210,13 @@ def _dragflow_graph(adapter: bool) -> dict:
                    begin_x=204.0, begin_y=46.0, target_x=96.0, target_y=40.0, anchor_x=-1.0,
                    anchor_y=-1.0, image=["4", 0]),
         "12": node("FluxDragRegionAffineOptimise", "DragFlow", model=["1", 0], latent=["5", 0],
-                   source=["6", 0], target=["7", 0], drag_instructions=["11", 0], steps=25,
-                   skip_steps=6, scheduler="simple", guidance=3.5, n_transport=0, n_intensify=20,
-                   lr=1000.0, adaptive_weights=True, scale_rule="fixed", feature_scale=0.0,
-                   kv_preset="non-ridge", kv_custom="", eta=0.0, inject_text=True, early_exit=True,
-                   gradient_checkpointing=True, activations="model", cache_policy="cpu",
-                   cache_budget_gb=0.0, image=["4", 0]),
+                   source=["6", 0], target=["7", 0], drag_instructions=["11", 0], image=["4", 0],
+                   options=["20", 0], **values("DragFlow")),
         "13": node("VAEDecode", "Decode", samples=["12", 0], vae=["3", 0]),
         "14": node("SaveImage", "Save edited", images=["13", 0], filename_prefix="fluxdrag_dragflow"),
         "15": node("SaveImage", "Save region preview", images=["12", 1],
                    filename_prefix="fluxdrag_dragflow_regions"),
+        "20": options_node("DragFlow", "DragFlow options"),
     })
     if adapter:
         g.update({
@@ -273,7 +307,9 @@ def toy_dragflow() -> dict:
     g.update({
         "10": node("FluxDragToySceneRegion", "Scene mask as a region", drag_instructions=["2", 1]),
         "11": node("FluxDragRegionAffineOptimise", "DragFlow", model=["1", 0], latent=["2", 0],
-                   source=["1", 1], target=["1", 1], drag_instructions=["10", 0], image=["2", 3]),
+                   source=["1", 1], target=["1", 1], drag_instructions=["10", 0], image=["2", 3],
+                   options=["12", 0]),
+        "12": node("FluxDragDragFlowOptions", "DragFlow options"),
         "14": node("SaveImage", "Save region preview", images=["11", 1],
                    filename_prefix="FluxDrag/toy_dragflow_preview"),
     })
@@ -284,8 +320,8 @@ def toy_attentiondrag() -> dict:
     g = _toy_base("toy_attentiondrag")
     g.update({
         "11": node("FluxDragAttentionDrag", "AttentionDrag", model=["1", 0], latent=["2", 0],
-                   drag_instructions=["2", 1], positive=["1", 1], inversion_guidance=TOY_GUIDANCE,
-                   image=["2", 3]),
+                   drag_instructions=["2", 1], positive=["1", 1], image=["2", 3], options=["12", 0]),
+        "12": node("FluxDragAttentionDragOptions", "AttentionDrag options", inversion_guidance=TOY_GUIDANCE),
         "14": node("SaveImage", "Save attention preview", images=["11", 1],
                    filename_prefix="FluxDrag/toy_attentiondrag_preview"),
     })
@@ -327,12 +363,11 @@ def invert_reconstruct() -> dict:
         "5": node("VAEEncode", "Encode source", pixels=["4", 0], vae=["3", 0]),
         "6": node("CLIPTextEncode", "Inversion prompt", text="", clip=["2", 0]),
         "7": node("FluxDragInvert", "Invert", model=["1", 0], latent=["5", 0], positive=["6", 0],
-                  steps=8, solver="fireflow", strength=1.0, scheduler="simple", guidance=1.0,
-                  cache_policy="cpu", cache_budget_gb=0.0),
+                  **values("Inversion", steps=16, scheduler="beta")),  # the toy world's inversion table
         "8": node("CLIPTextEncode", "Target prompt", text="", clip=["2", 0]),
         "9": node("FluxGuidance", "Target guidance", conditioning=["8", 0], guidance=1.0),
         "10": node("FluxDragSampleFromInversion", "Reconstruct", model=["1", 0], inversion=["7", 1],
-                   positive=["9", 0], solver="auto", cfg=1.0, keep_cache=False),
+                   positive=["9", 0], **values("Sampling")),
         "11": node("VAEDecode", "Decode", samples=["10", 0], vae=["3", 0]),
         "12": node("SaveImage", "Save reconstruction", images=["11", 0],
                    filename_prefix="FluxDrag/invert_reconstruct"),
@@ -344,10 +379,20 @@ def invert_reconstruct() -> dict:
 WORKFLOWS = {**TOY_WORKFLOWS, "invert_reconstruct": invert_reconstruct, **WORKFLOWS}
 
 
+def check_inputs(name: str, api: dict, info: dict) -> None:
+    """Every input a workflow sets is one its node declares (an undeclared one would be dropped
+    by the UI twin and by ComfyUI)."""
+    for nid, n in api.items():
+        node_info = info[n["class_type"]]["input"]
+        known = {**node_info.get("required", {}), **node_info.get("optional", {})}
+        extra = set(n["inputs"]) - set(known)
+        if extra:
+            raise SystemExit(f"{name}: node {nid} ({n['class_type']}) has no inputs {sorted(extra)}")
+
+
 def main(names: list[str]) -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
-    sys.path.insert(0, str(ROOT))
-    importlib.import_module("fluxdrag_bootstrap")  # registers ``fluxdrag``
+    _pack()
     from api_to_ui import api_to_ui
 
     from fluxdrag.tools.comfy_env import find_comfyui
@@ -357,11 +402,13 @@ def main(names: list[str]) -> None:
     todo = {k: v for k, v in WORKFLOWS.items() if not names or k in names}
     API.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        client = start_server(find_comfyui(), Path(tmp))
+        client = start_server(find_comfyui(), Path(tmp), timeout=300)
         try:
             info = client.object_info()
             for name, fn in todo.items():
-                api = with_defaults(fn(), info)
+                api = fn()
+                check_inputs(name, api, info)
+                api = with_defaults(api, info)
                 (API / f"{name}_api.json").write_text(json.dumps(api, indent=2) + "\n")
                 (WF / f"{name}.json").write_text(json.dumps(api_to_ui(api, info), indent=2) + "\n")
                 print("wrote", name)

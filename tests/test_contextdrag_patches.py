@@ -80,6 +80,24 @@ def _square_shift():
     return build_reverse_map([[2.5, 2.5]], [[5.5, 3.5]], src, (8, 8))
 
 
+def _defaults(fields: tuple) -> dict:
+    """The controllers take their settings by keyword, with no defaults: these are the
+    ContextDragSettings defaults (``pipelines/contextdrag.py``)."""
+    from fluxdrag.pipelines.contextdrag import ContextDragSettings
+    from fluxdrag.pipelines.settings import pick
+
+    return pick(ContextDragSettings(), fields + ("start", "end", "reference_index"))
+
+
+def _cti(rmap, **kw):
+    return ContextTokenInjection(rmap, **{**_defaults(("mode", "visible_to")), **kw})
+
+
+def _pca(rmap, **kw):
+    return PositionConsistentAttention(rmap, **{**_defaults(("rewrite_ids", "hide", "hide_from", "collision")),
+                                                **kw})
+
+
 def test_pca_hidden_sets_follow_the_id_rewrite():
     rmap = _square_shift()
     src = {(y, x) for y in (2, 3) for x in (2, 3)}
@@ -87,24 +105,24 @@ def test_pca_hidden_sets_follow_the_id_rewrite():
     vacated = sorted(y * 8 + x for y, x in src - dst)
     # ids kept: the whole vacated area is hidden; ids rewritten: its tokens sit at the
     # destination, so none of them is hidden, and the overlap set is the destination's own tokens
-    assert PositionConsistentAttention(rmap, rewrite_ids=False, hide="vacated").hidden.tolist() == vacated
-    assert PositionConsistentAttention(rmap, hide="vacated").hidden.tolist() == []
-    ov = PositionConsistentAttention(rmap, hide="vacated_overlap").hidden.tolist()
+    assert _pca(rmap, rewrite_ids=False, hide="vacated").hidden.tolist() == vacated
+    assert _pca(rmap, hide="vacated").hidden.tolist() == []
+    ov = _pca(rmap, hide="vacated_overlap").hidden.tolist()
     assert ov == sorted(y * 8 + x for y, x in dst - src)
-    assert PositionConsistentAttention(rmap).hidden.tolist() == ov  # the default
+    assert _pca(rmap).hidden.tolist() == ov  # the default
     with pytest.raises(ValueError, match="hide must be one of"):
-        PositionConsistentAttention(rmap, hide="all")
+        _pca(rmap, hide="all")
 
 
 def test_controller_arguments_checked():
     rmap = _square_shift()
     with pytest.raises(ValueError, match="mode must be one of"):
-        ContextTokenInjection(rmap, mode="blend")
+        _cti(rmap, mode="blend")
     with pytest.raises(ValueError, match="start <= end"):
-        ContextTokenInjection(rmap, start=0.8, end=0.2)
+        _cti(rmap, start=0.8, end=0.2)
     with pytest.raises(TypeError, match="ReverseMap"):
-        ContextTokenInjection({"pairs": []})
-    c = ContextTokenInjection(rmap, double_blocks=[0], single_blocks=[])
+        _cti({"pairs": []})
+    c = _cti(rmap, double_blocks=[0], single_blocks=[])
     assert c.block_indices == {"double": frozenset({0}), "single": frozenset()}
     d, s = c.pairs("cpu")
     # (y, x) -> (y + 1, x + 3), row-major destinations

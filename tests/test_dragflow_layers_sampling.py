@@ -1,17 +1,13 @@
-"""Tier 1: DragFlow K/V layer sets and lockstep sampling with the hard constraint (core/dragflow.py)."""
+"""Tier 1: DragFlow K/V layer sets (core/dragflow_layers.py) and lockstep sampling with the hard
+constraint (core/dragflow.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from fluxdrag.core import solvers
-from fluxdrag.core.dragflow import (
-    KV_PRESETS,
-    kv_layers,
-    map_block_indices,
-    paired_fireflow,
-    parse_layer_list,
-)
+from fluxdrag.core.dragflow import paired_fireflow
+from fluxdrag.core.dragflow_layers import KV_PRESETS, kv_layers, map_block_indices, parse_layer_list
 
 
 def test_presets_on_flux1_are_the_notes_lists():

@@ -138,7 +138,7 @@ FAST = dict(steps=6, skip_steps=2, n_transport=3, n_intensify=2)
 
 def _run(model, cond, ins=None, **kw):
     from fluxdrag.pipelines.dragflow import DragFlowSettings, run_dragflow
-    return run_dragflow(model, _lat(), cond, cond, ins or _instructions(), DragFlowSettings(**{**FAST, **kw}))
+    return run_dragflow(model, _lat(), cond, cond, ins or _instructions(), settings=DragFlowSettings(**{**FAST, **kw}))
 
 
 def test_eta_one_is_bitwise_no_injection(tiny_flux, tiny_cond):
@@ -151,7 +151,7 @@ def test_eta_one_is_bitwise_no_injection(tiny_flux, tiny_cond):
 
 def test_kv_capture_and_injection_hit_every_call(tiny_flux, tiny_cond):
     from fluxdrag.attention_patches.kv_bank import KVBank
-    from fluxdrag.core.dragflow import kv_layers
+    from fluxdrag.core.dragflow_layers import kv_layers
     seen = {}
     orig_init = KVBank.__init__
 
@@ -208,8 +208,9 @@ def test_kv_injection_never_writes_the_destination_tokens(tiny_flux, tiny_cond, 
 def test_paper_settings_still_run(tiny_flux, tiny_cond):
     """Every departure switched back to the paper's value at once: the edit runs, the background
     outside the paper's rectangle is the re-sampled original branch bit for bit."""
-    from fluxdrag.pipelines.dragflow import PAPER
-    z, _, M, res = _run(tiny_flux, tiny_cond, **{**PAPER, "n_transport": 3, "n_intensify": 2})
+    from fluxdrag.pipelines.dragflow import DragFlowSettings
+    from fluxdrag.pipelines.settings import departures
+    z, _, M, res = _run(tiny_flux, tiny_cond, **{**departures(DragFlowSettings), "n_transport": 3, "n_intensify": 2})
     assert res.z_orig is not None and torch.equal(res.z[..., ~M], res.z_orig[..., ~M])
     assert 0 < int(M.sum()) < M.numel() and torch.isfinite(z).all()
     assert len(res.losses) == 5
@@ -225,7 +226,7 @@ def test_optimisation_lowers_loss_and_background_is_the_original_branch(tiny_flu
     from fluxdrag.attention_patches.router import patch_model
     from fluxdrag.core.affine import Region, background_edit_mask
     from fluxdrag.core.cache import TokenCache
-    from fluxdrag.core.dragflow import kv_layers
+    from fluxdrag.core.dragflow_layers import kv_layers
     from fluxdrag.pipelines import dragflow as P
     from fluxdrag.pipelines.inversion import run_inversion
     dm = tiny_flux.get_model_object("diffusion_model")
@@ -239,8 +240,10 @@ def test_optimisation_lowers_loss_and_background_is_the_original_branch(tiny_flu
     assert 0 < int(M.sum()) < M.numel()
     c1 = node_helpers.conditioning_set_values(tiny_cond, {"guidance": 1.0})
     iters, steps = [], []
-    res = P.run_edit(m, hooks, bank, rec.z_T, rec.sigmas, {"drag": tiny_cond, "original": c1, "source": c1},
-                     [region], M, (32, 32), P.EditSettings(n_transport=0, n_intensify=5, lr=3000.0),
+    opt = P.EditSettings(n_transport=0, n_intensify=5, lr=3000.0, optimizer="sgd", early_exit=True,
+                         token_grid=False)
+    res = P.run_edit(m, hooks, bank, rec.z_T, rec.sigmas, conds={"drag": tiny_cond, "original": c1, "source": c1},
+                     regions=[region], edit_mask=M, feature_hw=(32, 32), settings=opt,
                      on_iteration=lambda d: iters.append(d["z"].clone()),
                      on_step=lambda d: steps.append((d["z"].clone(), d["z_orig"].clone())))
     rec.free_caches()
@@ -318,22 +321,22 @@ def test_bad_optimise_inputs(tiny_flux, tiny_cond):
     from fluxdrag.tools import comfy_env
     drags_only = DragInstructions((W, H), drags=[Drag((10, 10), (20, 20))])
     with pytest.raises(FluxDragInputError, match="'drag_instructions' has no regions"):
-        run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, drags_only, S(**FAST))
+        run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, drags_only, settings=S(**FAST))
     two = {"samples": torch.zeros(2, 16, 16, 16)}
     with pytest.raises(FluxDragInputError, match="'latent' has a batch of 2"):
-        run_dragflow(tiny_flux, two, tiny_cond, tiny_cond, _instructions(), S(**FAST))
+        run_dragflow(tiny_flux, two, tiny_cond, tiny_cond, _instructions(), settings=S(**FAST))
     with pytest.raises(FluxDragInputError, match="'skip_steps'"):
-        run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, _instructions(), S(steps=6, skip_steps=6))
+        run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, _instructions(), settings=S(steps=6, skip_steps=6))
     with pytest.raises(FluxDragInputError, match="'kv_custom'"):
         run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, _instructions(),
-                     S(kv_preset="custom", kv_custom="double: x", **FAST))
+                     settings=S(kv_preset="custom", kv_custom="double: x", **FAST))
     with pytest.raises(FluxDragInputError, match="input 'model'"):
-        run_dragflow(comfy_env.build_sd15(), _lat(), tiny_cond, tiny_cond, _instructions(), S(**FAST))
+        run_dragflow(comfy_env.build_sd15(), _lat(), tiny_cond, tiny_cond, _instructions(), settings=S(**FAST))
     for name in ("feature_grid", "optimizer", "kv_scope", "background", "hole_fill", "init",
                  "edit_region"):
         with pytest.raises(FluxDragInputError, match=f"input '{name}' 'nope' unknown; choose"):
             run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, _instructions(),
-                         S(**{**FAST, name: "nope"}))
+                         settings=S(**{**FAST, name: "nope"}))
 
 
 def test_adapter_tokens_join_both_prompts(comfy):  # noqa: F811

@@ -31,7 +31,7 @@ def test_relocate_with_node_defaults_moves_the_object(toy, seed):
     doc = dict(sc.drags, regions=[region])
     with torch.inference_mode():
         z, *_ = run_dragflow(model, scene_latent_to_comfy(sc.latent), cond, cond, doc,
-                             DragFlowSettings())
+                             settings=DragFlowSettings())
     from fluxdrag.pipelines.common import to_latent
 
     edited = comfy_to_scene_latent(to_latent(model, z, exact=False))[0]

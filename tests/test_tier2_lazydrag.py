@@ -52,7 +52,11 @@ def test_background_only_edit_free_map_equals_roundtrip(tiny_flux, tiny_cond):
     plan = LazyDragPlan(allbg)
     lat = latent(0)
     _, rec = inv.Invert.execute(tiny_flux, lat, tiny_cond, steps=6, solver="uni_inv", edit_map=plan).args
-    ctrl = LazyDragControl(plan, rec.caches["lazydrag"], rec.sigmas, free_on_end=False)
+    from fluxdrag.pipelines.lazydrag import PATCH_FIELDS, LazyDragSettings
+    from fluxdrag.pipelines.settings import pick
+    # the controller alone: attention control only (no latent locks, which need the trajectory)
+    s = LazyDragSettings(background_lock=0.0, content_lock=0.0, hole_lock=0.0)
+    ctrl = LazyDragControl(plan, rec.caches["lazydrag"], rec.sigmas, free_on_end=False, **pick(s, PATCH_FIELDS))
     bg = inv.run_sampling(patch_model(tiny_flux, ctrl), rec, _guid1(tiny_cond), keep_cache=True)
     plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), keep_cache=True)
     src = tiny_flux.model.process_latent_in(lat["samples"])

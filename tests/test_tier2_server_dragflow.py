@@ -23,8 +23,10 @@ API = wt.API_WORKFLOWS / "dragflow_flux_api.json"
 
 def _prompt() -> dict:
     api = wt.swap_loaders(wt.load_api(API))
-    for name, value in (("steps", 6), ("skip_steps", 2), ("n_transport", 3), ("n_intensify", 2)):
+    for name, value in (("steps", 6), ("skip_steps", 2)):
         wt.set_input(api, "DragFlow", name, value)
+    for name, value in (("n_transport", 3), ("n_intensify", 2)):
+        wt.set_input(api, "DragFlow options", name, value)
     return api
 
 

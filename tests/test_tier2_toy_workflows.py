@@ -20,7 +20,7 @@ FAST = {
     "toy_lazydrag": [("Invert (Uni-Inv, caches for the map)", "steps", 4)],
     "toy_attentiondrag": [("AttentionDrag", "steps", 4)],
     "toy_dragflow": [("DragFlow", "steps", 4), ("DragFlow", "skip_steps", 1),
-                     ("DragFlow", "n_transport", 2), ("DragFlow", "n_intensify", 1)],
+                     ("DragFlow options", "n_transport", 2), ("DragFlow options", "n_intensify", 1)],
     "toy_contextdrag": [("Sample", "steps", 4)],   # the toy Kontext through ComfyUI's ReferenceLatent
 }
 SAVES = {"source", "truth", "edit", "preview"}

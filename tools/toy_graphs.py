@@ -30,7 +30,7 @@ def lazydrag(seed: int, steps: int = 4, prefix: str = "toy_lazydrag", family: st
     g = _base(seed, family, case)
     g.update({
         "3": node("FluxDragCorrespondenceMap", drag_instructions=["2", 1], latent=["2", 0],
-                  transition_width=1, activation=0.8, seed=0, background_query="live"),
+                  transition_width=1, activation=0.8, seed=0),
         "4": node("FluxDragInvert", model=["1", 0], latent=["2", 0], positive=["1", 1], steps=steps,
                   solver="uni_inv", strength=1.0, scheduler="simple", guidance=3.5, edit_map=["3", 0],
                   cache_policy="cpu", cache_budget_gb=0.0),
@@ -57,14 +57,16 @@ def region_doc(seed: int, family: str = "single", case: str = "move") -> str:
 
 def dragflow(seed: int, steps: int = 6, iterations: tuple[int, int] = (2, 1), prefix: str = "toy_dragflow",
              family: str = "single", case: str = "move") -> dict:
-    """3 Drag Instructions (JSON, with the region) → 4 Region Affine Optimise → 5 SaveLatent."""
+    """3 Drag Instructions (JSON, with the region) → 4 Region Affine Optimise (6 DragFlow Options:
+    the iterations) → 5 SaveLatent."""
     g = _base(seed, family, case)
     g.update({
         "3": node("FluxDragInstructionsJSON", drags_json=region_doc(seed, family, case)),
         "4": node("FluxDragRegionAffineOptimise", model=["1", 0], latent=["2", 0], source=["1", 1],
                   target=["1", 1], drag_instructions=["3", 0], steps=steps, skip_steps=max(1, steps // 4),
-                  n_transport=iterations[0], n_intensify=iterations[1]),
+                  options=["6", 0]),
         "5": node("SaveLatent", samples=["4", 0], filename_prefix=prefix),
+        "6": node("FluxDragDragFlowOptions", n_transport=iterations[0], n_intensify=iterations[1]),
     })
     return g
 

@@ -38,10 +38,10 @@ def lazydrag_paper(scene, model, cond) -> torch.Tensor:
     """LazyDrag as in the paper: token map pushed forward, elastic drags never fused, the gate in
     token units, attention control only (no latent locks), background queries cached too — what
     our departures (docs/lazydrag.md) add."""
-    from ...pipelines.lazydrag import MAP_PAPER, PATCH_PAPER
+    from ...pipelines.lazydrag import LazyDragSettings
+    from ...pipelines.settings import departures
 
-    return lazydrag(scene, model, cond, background_query="cached", background_lock=0.0,
-                    **MAP_PAPER, **PATCH_PAPER)
+    return lazydrag(scene, model, cond, **departures(LazyDragSettings))
 
 
 def attentiondrag(scene, model, cond, steps: int = STEPS) -> torch.Tensor:
@@ -113,7 +113,7 @@ def dragflow(scene, model, cond, steps: int = 25, **opts) -> torch.Tensor:
     opts.setdefault("skip_steps", max(1, round(steps * 6 / 25)))
     opts.setdefault("guidance", _guidance(cond))
     s = DragFlowSettings(steps=steps, **opts)
-    z, *_ = run_dragflow(model, scene_latent_to_comfy(scene.latent), cond, cond, doc, s)
+    z, *_ = run_dragflow(model, scene_latent_to_comfy(scene.latent), cond, cond, doc, settings=s)
     return z[0]
 
 
@@ -126,9 +126,10 @@ def dragflow_no_kv(scene, model, cond) -> torch.Tensor:
 
 def dragflow_paper(scene, model, cond) -> torch.Tensor:
     """DragFlow with the paper's value of every departure (``pipelines.dragflow.PAPER``)."""
-    from ...pipelines.dragflow import PAPER
+    from ...pipelines.dragflow import DragFlowSettings
+    from ...pipelines.settings import departures
 
-    return dragflow(scene, model, cond, **PAPER)
+    return dragflow(scene, model, cond, **departures(DragFlowSettings))
 
 
 _KONTEXT: dict = {}
