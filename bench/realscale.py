@@ -194,7 +194,7 @@ def adapt_dragflow(model, latent: dict, positive, side: int, steps: int, skip: i
                                         tuple(d["drags"][0]["target"]), None))
     st = DragFlowSettings(steps=steps, skip_steps=skip, n_transport=0, n_intensify=iters,
                           cache_policy=cache_policy)
-    return run_dragflow(model, latent, positive, positive, ins, st)
+    return run_dragflow(model, latent, positive, positive, ins, settings=st)
 
 
 def adapt_attentiondrag(model, latent: dict, drags: dict, positive, steps: int, strength: float):
