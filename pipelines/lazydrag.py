@@ -17,7 +17,8 @@ from ..core.correspondence import (
     default_editable_region,
     latent_region,
 )
-from ..core.instructions import parse_instructions, pixel_mask_to_token_mask, to_token_space
+from ..core.drag_sets import split_drags
+from ..core.instructions import LATENT_PX, TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
 from .common import FluxDragInputError, check_latent, mask_at, require_flux
 from .inversion import run_inversion, run_sampling
 
@@ -45,6 +46,9 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None, trans
                                      f"{', '.join(opts)}.")
     try:
         ins = parse_instructions(drag_instructions)
+        half = LATENT_PX / 2 if resolution == "pixel" else TOKEN_PX / 2
+        ins = split_drags(ins, half, "LazyDrag", f"half a {'latent cell' if resolution == 'pixel' else 'token'}"
+                          f" at resolution {resolution!r}", stacklevel=3).instructions
         td = to_token_space(ins, (H, W))
         region = pixel = None
         px = mask_at(mask, H, W) if mask is not None else ins.mask
