@@ -158,7 +158,7 @@ def regions_from_drags(split: DragSplit, min_radius_px: float = 16.0, radius_fac
 
 
 def _pt(p: Point) -> str:
-    return "(" + ", ".join(f"{c:g}" for c in p) + ")"
+    return "(" + ", ".join(f"{c:.1f}".removesuffix(".0") for c in p) + ")"
 
 
 def hold_mask(points_px: list[Point], grid_hw: tuple[int, int], radius_px: float,

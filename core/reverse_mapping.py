@@ -503,9 +503,8 @@ def _hold_anchors(dst: torch.Tensor, src: torch.Tensor, s: torch.Tensor, t: torc
     """Anchors (a handle on its target: zero displacement) map to themselves, in place.
 
     The cell holding each anchor, and every cell of M_SRC whose nearest handle is an anchor and
-    whose forward displacement rounds to zero, become destinations whose source is the cell
-    itself; they win over a moved drag's destination there (a fixed point holds). The hull of
-    a small component does not reliably cover them (its corners are fractional), hence this.
+    whose forward displacement rounds to zero, map to themselves, over a moved drag's
+    destination there (a fixed point holds; a small component's hull may miss them).
     """
     fixed = (t - s).norm(dim=1) == 0
     if not bool(fixed.any()):

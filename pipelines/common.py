@@ -12,6 +12,7 @@ from ..core.errors import public_name
 
 log = logging.getLogger("FluxDrag")
 
+WARNING_PREFIX = "warning: "  # starts each warning's progress text (API clients tell them apart)
 START_KEY = "fluxdrag_start"  # LATENT key holding an exact model-space start latent
 
 
@@ -158,8 +159,8 @@ def user_warnings(unique_id, node: str):
                 text = str(w.message)
                 if text not in seen:
                     seen.add(text)
-                    progress_text(unique_id, text if text.startswith(node) else f"{node}: {text}",
-                                  level=logging.WARNING)
+                    text = text if text.startswith(node) else f"{node}: {text}"
+                    progress_text(unique_id, WARNING_PREFIX + text, level=logging.WARNING)
 
 
 @public_name
