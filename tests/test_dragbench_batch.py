@@ -50,7 +50,7 @@ def test_crop_maps_points_by_the_offset():
     g = db.fit_geometry(512, 341, 256, "crop")
     assert g.content == (256, 171) and g.offset == (0, -5)
     # the image is resized to exactly 256x171, so each axis maps by its own content size
-    assert db.Geometry.to_work(g, np.array([[0, 10]])).tolist() == pytest.approx([[0.25, 10.5 * 171 / 341 - 5]])
+    assert db.Geometry.to_work(g, np.array([[0, 10]]))[0].tolist() == pytest.approx([0.25, 10.5 * 171 / 341 - 5])
 
 
 def test_samples_found_through_links(tmp_path):
