@@ -163,7 +163,7 @@ def test_failures_are_one_line_with_the_traceback_in_the_log(tmp_path, comfy_ser
     assert r.returncode == 1
     rows = {row["method"]: row for row in read_rows(out / "results.csv")}
     lazy = rows["lazydrag"]
-    assert lazy["status"] == "error" and lazy["error"].startswith("FluxDragInputError: ")
+    assert lazy["status"] == "error" and lazy["error"].startswith("fluxdrag.FluxDragInputError: ")
     assert "no drag is left to move" in lazy["error"] and "Traceback" not in lazy["error"]
     assert rows["nodrags"]["status"] == "error" and "nowhere to put" in rows["nodrags"]["error"]
     log = (out / "results.log").read_text()
