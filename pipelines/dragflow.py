@@ -49,7 +49,7 @@ from ..core.instructions import (
     parse_instructions,
     rescale,
 )
-from .common import FluxDragInputError, check_latent, log, progress_text, require_flux, sampling_sigmas
+from .common import FluxDragInputError, check_finite, check_latent, log, progress_text, require_flux, sampling_sigmas
 from .inversion import run_inversion
 
 NODE_REGION = "FluxDrag Region Instruction"
@@ -391,8 +391,9 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
         if device.type == "cuda":
             peak = int(torch.cuda.max_memory_allocated(device))
         t2 = time.perf_counter()
-        z_opt = opt.z.detach()
+        z_opt = check_finite(opt.z.detach(), NODE_OPT, "latent optimisation")
         z, z_o = sample_lockstep(v, z_opt, x, s, M, v_orig0, on_step, orig_path, hold)
+        check_finite(z, NODE_OPT, "lockstep sampling")
         seconds["sample"] = time.perf_counter() - t2
         out.append(EditResult(z=z, z_orig=z_o, z_opt=z_opt, z_bg=z_bg.detach(), losses=opt.losses,
                               seconds=seconds, peak_bytes=peak, calls=dict(hooks.calls)))

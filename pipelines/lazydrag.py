@@ -19,7 +19,7 @@ from ..core.correspondence import (
 )
 from ..core.drag_sets import split_drags
 from ..core.instructions import LATENT_PX, TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
-from .common import FluxDragInputError, check_latent, mask_at, require_flux
+from .common import FluxDragInputError, check_finite, check_latent, mask_at, require_flux
 from .inversion import run_inversion, run_sampling
 
 NODE_MAP = "FluxDrag Correspondence Map"
@@ -108,7 +108,8 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identi
         ctrl = LazyDragControl(plan, None, inversion.sigmas, background, identity, refine, mask_text,
                                h_max, hold, end, paired_batch=int(inversion.z_T.shape[0]),
                                background_lock=background_lock, trajectory=traj, **locks)
-        z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
+        z0 = check_finite(compose_initial_latent(inversion.z_T, plan.cmap, plan.seed), NODE_PATCH,
+                          "initial latent")
         return patch_model(model, ctrl), z0, ctrl
     cache = inversion.caches.get(CACHE_NAME)
     if cache is None or inversion.info.get("edit_map") is not plan:
@@ -122,7 +123,8 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identi
     ctrl = LazyDragControl(plan, cache, inversion.sigmas, background, identity, refine, mask_text,
                            h_max, hold, end, background_lock=background_lock,
                            trajectory=traj, **locks)
-    z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
+    z0 = check_finite(compose_initial_latent(inversion.z_T, plan.cmap, plan.seed), NODE_PATCH,
+                      "initial latent")
     return patch_model(model, ctrl), z0, ctrl
 
 
