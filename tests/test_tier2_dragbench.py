@@ -124,14 +124,22 @@ def test_aspect_kept_and_outputs_written_back_at_the_original_size(bench):
             assert "_0000" not in f, f
 
 
-def test_dragflow_uses_the_samples_drags(bench):
+def test_dragflow_uses_the_samples_drags(bench, comfy_server, tmp_path):
     _, out, _ = bench
     by = {(r["sample"], r["method"]): r for r in read_rows(out / "results.csv")}
     a = wt.load_png(out / by[("interior_design/pinned", "dragflow")]["output"]).astype(float)
     b = wt.load_png(out / by[("linked/other_drags", "dragflow")]["output"]).astype(float)
     assert a.shape == b.shape
-    # same image, other drags: another edit (the workflow's own region is not what ran)
+    # same image, other drags: another edit (the workflow's own region is not what ran) ...
     assert np.abs(a - b).mean() > 1.0
+    # ... while the same image with the same drags gives the same edit (the run is deterministic)
+    make_sample(tmp_path / "data" / "c" / "again", PAIRS_A)
+    r = run_batch(tmp_path / "data", "--method", "dragflow", "--server", comfy_server.base_url,
+                  "--swap-test-loaders", "--size", 256, *FAST[4:10], "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr[-4000:]
+    [row] = read_rows(tmp_path / "out" / "results.csv")
+    again = wt.load_png(tmp_path / "out" / row["output"]).astype(float)
+    assert np.abs(a - again).mean() < 0.01 * np.abs(a - b).mean()
     doc = json.loads((out / "dragflow" / "interior_design" / "pinned" / "drags.json").read_text())
     assert [d["mode"] for d in doc["drags"]].count("anchor") == 1
 
