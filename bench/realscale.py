@@ -144,7 +144,9 @@ def shipped_steps() -> dict:
         g = json.loads((ROOT / "workflows" / "api" / name).read_text())
         return next(n["inputs"] for n in g.values() if n["class_type"] == cls)
     inv = node("lazydrag_flux_api.json", "FluxDragInvert")
-    df = node("dragflow_flux_api.json", "FluxDragRegionAffineOptimise")
+    # expert values (iterations) sit on the workflow's Options node since the settings schema
+    df = {**node("dragflow_flux_api.json", "FluxDragDragFlowOptions"),
+          **node("dragflow_flux_api.json", "FluxDragRegionAffineOptimise")}
     ad = node("attentiondrag_flux_api.json", "FluxDragAttentionDrag")
     ks = node("contextdrag_kontext_api.json", "KSampler")
     return {"lazydrag": int(inv["steps"]), "dragflow": int(df["steps"]), "dragflow_skip": int(df["skip_steps"]),

@@ -487,6 +487,7 @@ def build_reverse_map(
     dst[qi[:, 1], qi[:, 0]] = True
     src = torch.full((h, w, 2), -1, dtype=torch.long)
     src[qi[:, 1], qi[:, 0]] = src_xy[keep]
+    _hold_anchors(dst, src, s, t, m_src, power, eps)
     params = {
         "power": float(power), "eps": float(eps), "hull": bool(hull), "hull_groups": hull_groups,
         "hull_tol": float(hull_tol), "dilate": int(dilate), "anchor": anchor,
@@ -495,6 +496,31 @@ def build_reverse_map(
         "region_radius_min": float(region_radius_min),
     }
     return ReverseMap((h, w), s, t, m_src, coarse, dst, src, params)
+
+
+def _hold_anchors(dst: torch.Tensor, src: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
+                  m_src: torch.Tensor, power: float, eps: float) -> None:
+    """Anchors (a handle on its target: zero displacement) map to themselves, in place.
+
+    The cell holding each anchor, and every cell of M_SRC whose nearest handle is an anchor and
+    whose forward displacement rounds to zero, map to themselves, over a moved drag's
+    destination there (a fixed point holds; a small component's hull may miss them).
+    """
+    fixed = (t - s).norm(dim=1) == 0
+    if not bool(fixed.any()):
+        return
+    h, w = dst.shape
+    p = _mask_points(m_src)
+    cells = round_half_up(s[fixed]).long()
+    if p.shape[0]:
+        near = torch.cdist(p, s).argmin(dim=1)
+        moved = round_half_up(p + forward_displacement(p, s, t, power=power, eps=eps)).long()
+        stay = fixed[near] & (moved == p.long()).all(dim=1)
+        cells = torch.cat([cells, p[stay].long()])
+    ok = (cells[:, 0] >= 0) & (cells[:, 0] < w) & (cells[:, 1] >= 0) & (cells[:, 1] < h)
+    cells = cells[ok]
+    dst[cells[:, 1], cells[:, 0]] = True
+    src[cells[:, 1], cells[:, 0]] = cells
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Optional
+from typing import ClassVar, NamedTuple, Optional
 
 import torch
 
@@ -39,10 +39,12 @@ from ..core.attention_drag_move import (
     upsample_maps,
 )
 from ..core.ddim import DDIMSchedule, alphas_from_sigmas, ddim_invert, ddim_sample, ddim_schedule, inversion_labels
-from ..core.instructions import parse_instructions, rescale
+from ..core.drag_sets import hold_anchors, split_drags
+from ..core.instructions import Drag, DragInstructions, parse_instructions, rescale
 from .common import (
     FluxDragInputError,
     check_batch,
+    check_finite,
     check_latent,
     guider,
     image_at,
@@ -52,6 +54,7 @@ from .inversion import SCHEDULERS, InversionSettings, run_inversion, run_samplin
 from .settings import SILENT, check_choice, setting, validate
 
 NODE = "FluxDrag AttentionDrag"
+ANCHOR_HOLD_PX = 8  # [guess] latent cells within this many pixels of an anchor keep their content
 MASK_SOURCES = ("auto", "attention", "instructions", "both")
 EPS_AT = ("next", "current")
 _LAYER_RE = re.compile(r"^\(?\s*['\"]?(input|middle|output|single|double)['\"]?\s*[.,_ ]\s*(\d+)"
@@ -167,9 +170,19 @@ def parse_layer(text: str, family: str, dm, node: str = NODE) -> LayerRef:
     return LayerRef(m.group(1), int(m.group(2)), int(m.group(3) or 0))
 
 
-def read_drags(drag_instructions, image_hw_px: tuple, node: str = NODE):
-    """(handles_px, targets_px, mask_px or None) in the latent's pixel frame (rescaled with a
-    warning when drawn on an image of another size); clear errors for bad or zero-length drags."""
+class DragsRead(NamedTuple):
+    """Moving drags (pixels, the latent's frame), the editable mask, and the anchors (points)."""
+
+    handles: list
+    targets: list
+    mask: Optional[torch.Tensor]
+    anchors: list
+
+
+def read_drags(drag_instructions, image_hw_px: tuple, node: str = NODE) -> DragsRead:
+    """Moving handles/targets, mask (or None) and anchors in the latent's pixel frame (rescaled
+    with a warning when drawn on an image of another size). Anchors (handle = target) and drags
+    shorter than half a latent cell (kept as anchors, with a warning) hold their content."""
     try:
         ins = parse_instructions(drag_instructions)
     except ValueError as e:
@@ -183,24 +196,26 @@ def read_drags(drag_instructions, image_hw_px: tuple, node: str = NODE):
                       f"latent is {W}x{H}; rescaling them proportionally", stacklevel=2)
         ins = rescale(ins, (W, H))
     rigid = [i for i, d in enumerate(ins.drags) if d.angle % 360 != 0 or tuple(d.scale) != (1.0, 1.0)]
+    for i, d in enumerate(ins.drags):
+        if d.handle == d.target and d.mode == "move":
+            raise FluxDragInputError(
+                f"{node}: input 'drag_instructions' drag {i} has zero length (handle and target both at "
+                f"({d.handle[0]:g}, {d.handle[1]:g})); AttentionDrag moves content, so move the target "
+                f"away from the handle (scaling in place is not supported).")
     if rigid:
         warnings.warn(f"{node}: drag(s) {', '.join(map(str, rigid))} carry a rotation or scale "
                       f"('angle'/'scale' of a move); AttentionDrag only translates content, so they are "
                       f"ignored. Use LazyDrag for rotations and scaling.", stacklevel=2)
-    handles = [tuple(d.handle) for d in ins.drags]
-    targets = [tuple(d.target) for d in ins.drags]
-    for i, (h, t) in enumerate(zip(handles, targets)):
-        d = ((t[0] - h[0]) ** 2 + (t[1] - h[1]) ** 2) ** 0.5
-        if d == 0:
-            raise FluxDragInputError(
-                f"{node}: input 'drag_instructions' drag {i} has zero length (handle and target both at "
-                f"({h[0]:g}, {h[1]:g})); AttentionDrag moves content, so move the target away from the "
-                f"handle (scaling in place is not supported).")
-        if max(abs(t[0] - h[0]), abs(t[1] - h[1])) < LATENT_PX / 2:
-            raise FluxDragInputError(
-                f"{node}: input 'drag_instructions' drag {i} moves only {d:.1f} px, less than half a "
-                f"latent cell ({LATENT_PX // 2} px), so nothing would move; drag farther.")
-    return handles, targets, ins.mask
+        ins = DragInstructions(ins.image_size, [Drag(d.handle, d.target, "drag") for d in ins.drags],
+                               ins.mask, [], ins.version)
+    try:
+        split = split_drags(ins, LATENT_PX / 2, node, f"half a latent cell of {LATENT_PX} px",
+                            stacklevel=3)
+    except ValueError as e:
+        raise FluxDragInputError(f"{node}: input 'drag_instructions': {e}") from None
+    moving = split.moving_drags
+    return DragsRead([tuple(d.handle) for d in moving], [tuple(d.target) for d in moving], ins.mask,
+                     [tuple(p) for p in split.anchor_points])
 
 
 def latent_mask(mask_px: torch.Tensor, latent_hw: tuple) -> torch.Tensor:
@@ -324,7 +339,7 @@ def run_sd(model, latent: dict, drags, positive, negative=None, s: AttentionDrag
     import comfy.utils
 
     s = s or AttentionDragSettings()
-    handles, targets, mask_px = drags
+    handles, targets, mask_px, anchors = drags
     samples = latent["samples"]
     b, _, h, w = samples.shape
     layer = parse_layer(s.layer, "sd1", model.get_model_object("diffusion_model"), node)
@@ -341,11 +356,13 @@ def run_sd(model, latent: dict, drags, positive, negative=None, s: AttentionDrag
 
     ctrl = AttentionCapture(layer, handles, (h, w), batch=b, direction=s.direction, keep_qk=keep_qk)
     z_top, z0, used_extra = sd_invert(model, samples, positive, sched, ctrl, s.eps_at, tick)
+    check_finite(z_top, node, "DDIM inversion")
     if ctrl.capture is None:
         raise RuntimeError(f"{node}: the attention of layer {layer} was never read; is it a self-attention "
                            f"block of this UNet?")
     z_moved, plans, moves = _move(z_top, ctrl.capture, handles, targets, mask, s)
-    out = sd_denoise(model, z_moved, positive, sched, negative, s.cfg, tick)
+    z_moved = check_finite(hold_anchors(z_moved, z_top, anchors, ANCHOR_HOLD_PX), node, "attention move")
+    out = check_finite(sd_denoise(model, z_moved, positive, sched, negative, s.cfg, tick), node, "DDIM sampling")
     return AttentionDragOutcome(
         "sd1", out, z_top, z_moved, plans, moves, ctrl.capture, layer, calls["n"], used_extra,
         info={"schedule": sched, "inversion_labels": labels, "z_0": z0})
@@ -359,7 +376,7 @@ def run_flux(model, latent: dict, drags, positive, negative=None, s: AttentionDr
     import node_helpers
 
     s = s or AttentionDragSettings()
-    handles, targets, mask_px = drags
+    handles, targets, mask_px, anchors = drags
     samples = latent["samples"]
     check_latent(samples, node)
     b, _, h, w = samples.shape
@@ -394,6 +411,8 @@ def run_flux(model, latent: dict, drags, positive, negative=None, s: AttentionDr
     if ctrl.capture is None:
         raise RuntimeError(f"{node}: the attention of layer {layer} was never read.")
     z_moved, plans, moves = _move(rec.z_T.detach(), ctrl.capture, handles, targets, mask, s)
+    z_moved = check_finite(hold_anchors(z_moved, rec.z_T.detach(), anchors, ANCHOR_HOLD_PX), node,
+                           "attention move")
     out = run_sampling(model, rec, positive, start=z_moved, solver="auto", cfg=s.cfg, negative=negative,
                        node=node)
     calls += solvers.model_calls(rec.sample_solver, len(rec.sigmas) - 1)

@@ -12,6 +12,7 @@ from ..core.errors import public_name
 
 log = logging.getLogger("FluxDrag")
 
+WARNING_PREFIX = "warning: "  # starts each warning's progress text (API clients tell them apart)
 START_KEY = "fluxdrag_start"  # LATENT key holding an exact model-space start latent
 
 
@@ -158,5 +159,23 @@ def user_warnings(unique_id, node: str):
                 text = str(w.message)
                 if text not in seen:
                     seen.add(text)
-                    progress_text(unique_id, text if text.startswith(node) else f"{node}: {text}",
-                                  level=logging.WARNING)
+                    text = text if text.startswith(node) else f"{node}: {text}"
+                    progress_text(unique_id, WARNING_PREFIX + text, level=logging.WARNING)
+
+
+@public_name
+class FluxDragNumericError(RuntimeError):
+    """A latent or image turned NaN/Inf inside a method; the message names the step."""
+
+
+def check_finite(x: torch.Tensor, node: str, step: str) -> torch.Tensor:
+    """``x`` unchanged, or FluxDragNumericError naming ``step`` when it holds NaN or infinity (the
+    one check every pipeline calls after each stage, so a broken step is reported there and never
+    passed on as a black image)."""
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise FluxDragNumericError(
+            f"{node}: the {step} produced {bad} NaN/Inf value(s) of {x.numel()} (shape "
+            f"{tuple(x.shape)}); the model or its settings overflowed here. Try fp16→bf16/fp32 "
+            f"weights or activations, fewer steps of this stage, or a smaller learning rate.")
+    return x

@@ -19,7 +19,8 @@ from ..attention_patches.contextdrag import (
     parse_block_list,
 )
 from ..attention_patches.router import patch_model
-from ..core.instructions import parse_instructions, pixel_mask_to_token_mask, to_token_space
+from ..core.drag_sets import split_drags
+from ..core.instructions import TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
 from ..core.reverse_mapping import ANCHORS, HIDE_SETS, ReverseMap, build_reverse_map
 from .common import FluxDragInputError, check_latent, mask_at, require_flux
 from .settings import SILENT, node_fields, overrides, paper_settings, pick, setting, validate
@@ -149,7 +150,9 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
                       f"each image separately", stacklevel=2)
     H, W = latent_samples.shape[-2] * 8, latent_samples.shape[-1] * 8
     try:
-        td = to_token_space(parse_instructions(drag_instructions), (H, W))
+        ins = split_drags(parse_instructions(drag_instructions), TOKEN_PX / 2, "ContextDrag",
+                          "half a token", stacklevel=3).instructions
+        td = to_token_space(ins, (H, W))  # an anchor is a point mapped to itself
         region = td.mask
         if mask is not None:
             region = pixel_mask_to_token_mask(mask_at(mask, H, W))

@@ -26,7 +26,7 @@ from ..core.cache import TokenCache, format_bytes
 from ..core.dragflow import fill_from_surroundings, hole_start, moved_start, optimise_latent, paired_fireflow
 from ..core.dragflow_layers import kv_layers
 from ..core.dragflow_plan import DragFlowPlan
-from .common import FluxDragInputError, log, progress_text, require_flux, sampling_sigmas
+from .common import FluxDragInputError, check_finite, log, progress_text, require_flux, sampling_sigmas
 from .dragflow_inputs import (  # noqa: F401  (build_region, add_region, PAPER: re-exported)
     NODE_OPT,
     NODE_REGION,
@@ -219,9 +219,10 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
         if device.type == "cuda":
             peak = int(torch.cuda.max_memory_allocated(device))
         t2 = time.perf_counter()
-        z_opt = opt.z.detach()
+        z_opt = check_finite(opt.z.detach(), NODE_OPT, "latent optimisation")
         z, z_o = sample_lockstep(v, z_opt, x, s, M=M, v_orig0=v_orig0, on_step=on_step, orig_path=orig_path,
                                  hold=hold)
+        check_finite(z, NODE_OPT, "lockstep sampling")
         seconds["sample"] = time.perf_counter() - t2
         out.append(EditResult(z=z, z_orig=z_o, z_opt=z_opt, z_bg=z_bg.detach(), losses=opt.losses,
                               seconds=seconds, peak_bytes=peak, calls=dict(hooks.calls)))

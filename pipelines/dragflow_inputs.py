@@ -11,9 +11,10 @@ from typing import ClassVar
 import torch
 
 from ..core.affine import Region, mask_centroid
+from ..core.drag_sets import regions_from_drags, split_drags
 from ..core.dragflow_layers import KV_PRESETS
 from ..core.dragflow_plan import plan_dragflow
-from ..core.instructions import REGION_OPS, DragInstructions, RegionOp, parse_instructions, rescale
+from ..core.instructions import LATENT_PX, REGION_OPS, DragInstructions, RegionOp, parse_instructions, rescale
 from .common import FluxDragInputError, check_latent
 from .inversion import SCHEDULERS
 from .settings import SILENT, check_choice, paper_settings, pick, setting, validate
@@ -113,7 +114,7 @@ def regions_for_latent(drag_instructions, H: int, W: int, node: str = NODE_OPT) 
         ins = parse_instructions(drag_instructions)
     except ValueError as e:
         raise FluxDragInputError(f"{node}: input 'drag_instructions': {e}") from None
-    if not ins.regions:
+    if not ins.regions and not ins.drags:
         raise FluxDragInputError(f"{node}: input 'drag_instructions' has no regions; build them "
                                  f"with {NODE_REGION}.")
     if tuple(ins.image_size) != (W, H):
@@ -121,6 +122,13 @@ def regions_for_latent(drag_instructions, H: int, W: int, node: str = NODE_OPT) 
                       f"image but the latent is {W}×{H} px: regions rescaled proportionally; draw them "
                       f"on the image you edit to avoid this", stacklevel=2)
         ins = rescale(ins, (W, H))
+    if not ins.regions:  # point drags (DragBench): regions from the mask and points, anchors held
+        try:
+            split = split_drags(ins, LATENT_PX / 2, "DragFlow", "half a latent cell", stacklevel=3)
+        except ValueError as e:
+            raise FluxDragInputError(f"{node}: input 'drag_instructions': {e}") from None
+        ins = DragInstructions(ins.image_size, list(split.instructions.drags), ins.mask,
+                               regions_from_drags(split), ins.version)
     regions = []
     for k, r in enumerate(ins.regions):
         anchor = r.anchor if (r.anchor is not None or r.op != "rotate") else mask_centroid(r.mask)

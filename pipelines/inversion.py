@@ -18,6 +18,7 @@ from .common import (
     FluxDragInputError,
     StepProgress,
     check_batch,
+    check_finite,
     check_latent,
     guider,
     require_flux,
@@ -137,6 +138,7 @@ def run_inversion(model, latent: dict, positive, settings: InversionSettings | N
     g = guider(m, cond)
     try:
         g.sample(torch.zeros_like(samples), samples, sampler, inv, disable_pbar=True, seed=0)
+        check_finite(run.latent, node, f"{solver} inversion")
     except BaseException:
         for c in caches.values():
             c.free()
@@ -182,4 +184,4 @@ def run_sampling(model, record: InversionRecord, positive, settings: SamplingSet
     finally:
         if not keep_cache:
             record.free_caches()
-    return run.latent[:b] if paired else run.latent
+    return check_finite(run.latent[:b] if paired else run.latent, node, f"{name} sampling")

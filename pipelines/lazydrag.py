@@ -19,8 +19,9 @@ from ..core.correspondence import (
     default_editable_region,
     latent_region,
 )
-from ..core.instructions import parse_instructions, pixel_mask_to_token_mask, to_token_space
-from .common import FluxDragInputError, check_latent, mask_at, require_flux
+from ..core.drag_sets import split_drags
+from ..core.instructions import LATENT_PX, TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
+from .common import FluxDragInputError, check_finite, check_latent, mask_at, require_flux
 from .inversion import CACHE_POLICIES, SCHEDULERS, InversionSettings, run_inversion, run_sampling
 from .settings import SILENT, node_fields, overrides, paper_settings, pick, setting, validate
 
@@ -142,6 +143,9 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
     H, W = latent_samples.shape[-2] * 8, latent_samples.shape[-1] * 8
     try:
         ins = parse_instructions(drag_instructions)
+        half = LATENT_PX / 2 if s.resolution == "pixel" else TOKEN_PX / 2
+        ins = split_drags(ins, half, "LazyDrag", f"half a {'latent cell' if s.resolution == 'pixel' else 'token'}"
+                          f" at resolution {s.resolution!r}", stacklevel=3).instructions
         td = to_token_space(ins, (H, W))
         region = pixel = None
         px = mask_at(mask, H, W) if mask is not None else ins.mask
@@ -191,7 +195,8 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, settings: LazyDragSetti
                                      f"than the inversion's latent; rebuild it from that latent.")
         ctrl = LazyDragControl(plan, None, inversion.sigmas, paired_batch=int(inversion.z_T.shape[0]),
                                trajectory=traj, **control)
-        z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
+        z0 = check_finite(compose_initial_latent(inversion.z_T, plan.cmap, plan.seed), NODE_PATCH,
+                          "initial latent")
         return patch_model(model, ctrl), z0, ctrl
     cache = inversion.caches.get(CACHE_NAME)
     if cache is None or inversion.info.get("edit_map") is not plan:
@@ -203,7 +208,8 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, settings: LazyDragSetti
             f"{NODE_PATCH}: the inversion's cache was freed by an earlier sampling; queue again "
             f"(FluxDrag Invert re-runs) or set keep_cache on the sampler.")
     ctrl = LazyDragControl(plan, cache, inversion.sigmas, trajectory=traj, **control)
-    z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
+    z0 = check_finite(compose_initial_latent(inversion.z_T, plan.cmap, plan.seed), NODE_PATCH,
+                      "initial latent")
     return patch_model(model, ctrl), z0, ctrl
 
 

@@ -298,6 +298,7 @@ class Job:
     error: str | None = None
     exit_code: int = 0
     entry: dict | None = None
+    texts: list[str] = field(default_factory=list)  # nodes' progress texts (warnings among them)
 
 
 def run_job(server: ComfyServer, job: Job, timeout: float, search: Iterable[Path] = (),
@@ -308,6 +309,8 @@ def run_job(server: ComfyServer, job: Job, timeout: float, search: Iterable[Path
     prompt = job.prompt
 
     def on_event(kind: str, d: dict) -> None:
+        if kind == "progress_text" and d.get("text"):
+            job.texts.append(str(d["text"]))
         if log is None:
             return
         nid = d.get("node")

@@ -94,11 +94,31 @@ def test_error_empty_drags():
     assert "no drags" in msg and '"handle"' in msg
 
 
-def test_error_handle_equals_target_names_index():
+def test_handle_equal_to_target_is_an_anchor():
     d = _doc()
     d["drags"][1] = {"handle": [10, 10], "target": [10, 10]}
+    ins = parse_instructions(d)
+    assert ins.drags[1].mode == "anchor" and ins.drags[1].target == (10.0, 10.0)
+    assert ins.drags[0].mode != "anchor"
+    assert parse_instructions(ins.to_json()) == ins  # written back as "mode": "anchor"
+    assert json.loads(ins.to_json())["drags"][1]["mode"] == "anchor"
+
+
+def test_explicit_anchor_needs_no_target_and_refuses_another_one():
+    d = _doc()
+    d["drags"].append({"handle": [20, 30], "mode": "anchor"})
+    ins = parse_instructions(d)
+    assert ins.drags[-1] == Drag((20.0, 30.0), (20.0, 30.0), "anchor")
+    d["drags"][-1]["target"] = [25, 30]
     msg = _err(d)
-    assert "drags[1]" in msg and "equals its target" in msg and "move the target" in msg
+    assert f"drags[{len(d['drags']) - 1}]" in msg and "anchor" in msg and "leave out" in msg
+
+
+def test_only_anchors_is_refused():
+    d = _doc()
+    d["drags"] = [{"handle": [10, 10], "target": [10, 10]}, {"handle": [5, 5], "mode": "anchor"}]
+    msg = _err(d)
+    assert "only anchors" in msg and "2 fixed point" in msg and "drag at least one" in msg
 
 
 def test_scale_in_place_move_is_allowed():
@@ -224,8 +244,10 @@ def test_from_mask_and_points():
     assert parse_instructions(ins.to_json()) == ins
     with pytest.raises(ValueError, match="2 handles but 1 targets"):
         from_mask_and_points(None, [[1, 1], [2, 2]], [[3, 3]], (64, 48))
-    with pytest.raises(ValueError, match=r"drags\[0\].*equals its target"):
+    with pytest.raises(ValueError, match="only anchors"):
         from_mask_and_points(None, [[1, 1]], [[1, 1]], (64, 48))
+    both = from_mask_and_points(None, [[1, 1], [5, 5]], [[1, 1], [9, 9]], (64, 48))
+    assert [d.mode for d in both.drags] == ["anchor", "drag"]
 
 
 def test_rescale_proportional():
@@ -317,6 +339,8 @@ def test_to_token_space_snap():
 
 def test_dataclass_validates_directly():
     with pytest.raises(ValueError, match=r"drags\[0\]"):
+        DragInstructions((64, 64), [Drag((1, 1), (100, 1))])
+    with pytest.raises(ValueError, match="only anchors"):
         DragInstructions((64, 64), [Drag((1, 1), (1, 1))])
 
 

@@ -162,21 +162,21 @@ def test_dragbench_sample_is_read_and_prepared(tmp_path):
     assert [f.name for f in folders] == ["s1", "s2"]
     s = db.load_sample(folders[0], tmp_path)
     assert s.key == "animals/s1" and s.prompt == "a red card" and s.orig_size == (100, 70)
-    assert s.image.size == (96, 64)  # rounded down to multiples of 16
+    assert s.image.size == (112, 80)  # padded up to multiples of 16 (scale 1)
     import json
     doc = json.loads(s.drags_json)
-    assert doc["image_size"] == [96, 64]
-    # pixel index i -> centre i + 0.5, scaled by 96/100 and 64/70
+    assert doc["image_size"] == [112, 80]
+    # pixel index i -> centre i + 0.5 (no scaling)
     [d] = doc["drags"]
-    assert d["handle"] == pytest.approx([10.5 * 0.96, 20.5 * 64 / 70])
-    assert d["target"] == pytest.approx([50.5 * 0.96, 20.5 * 64 / 70])
+    assert d["handle"] == pytest.approx([10.5, 20.5])
+    assert d["target"] == pytest.approx([50.5, 20.5])
     from fluxdrag.core.instructions import parse_instructions
     mask = parse_instructions(doc).mask
-    assert mask.shape == (64, 96)
-    # nearest resize of the 50x35 editable box: columns < 48, rows < 32
-    assert mask[:32, :48].all() and not mask[32:].any() and not mask[:, 48:].any()
+    assert mask.shape == (80, 112)
+    # the 50x35 editable box; the pad is not editable
+    assert mask[:35, :50].all() and not mask[35:].any() and not mask[:, 50:].any()
     s2 = db.load_sample(folders[1], tmp_path, long_side=48)
-    assert s2.image.size == (48, 32) and s2.n_drags == 2
+    assert s2.image.size == (48, 48) and s2.geometry.content == (48, 34) and s2.n_drags == 2
     assert json.loads(s2.drags_json)["mask"] is None
 
 
@@ -196,5 +196,5 @@ def test_dragbench_bad_samples_give_clear_errors(tmp_path):
     with pytest.raises(db.SampleError, match="mask is 3x3 but the image is 100x70"):
         db.load_sample(bad_mask, tmp_path)
     same = _sample(tmp_path / "same", points=((4, 4), (4, 4)))
-    with pytest.raises(db.SampleError, match=r"drags\[0\]: handle .* equals its target"):
+    with pytest.raises(db.SampleError, match="only anchors"):
         db.load_sample(same, tmp_path)

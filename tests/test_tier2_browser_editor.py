@@ -32,6 +32,7 @@ DOCS_SHOT = ROOT / "docs" / "editor.png"
 CHROMIUM = os.environ.get("FLUXDRAG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # (hx, hy, tx, ty) in image pixels of the 256x256 example: the sun to the left, the door upwards
 DRAGS = [[204, 46, 140, 46], [70, 150, 70, 110]]
+ANCHORS = [[200, 200]]  # a click with no drag: a fixed point
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False,
             "Comfy.Graph.CanvasInfo": False}
 
@@ -89,6 +90,7 @@ def browser_run(comfy_server, tmp_path_factory):
     name = comfy_server.upload_image(wt.EXAMPLE_INPUTS / "source.png")
     cfg = {"baseUrl": comfy_server.base_url, "chromium": CHROMIUM,
            "userDataDir": str(tmp / "chromium-profile"), "imageName": name, "drags": DRAGS,
+           "anchors": ANCHORS,
            "screenshot": str(tmp / "editor.png"), "timeoutMs": 90000}
     return run_driver(DRIVER, cfg, tmp, timeout=240), tmp
 
@@ -103,13 +105,17 @@ def test_canvas_drawing_reaches_the_server(browser_run, comfy_server, comfy):  #
     assert result["canvas"]["natural"] == [256, 256]
     assert result["canvas"]["imageSize"] == [256, 256]
     drawn = json.loads(result["widgetAfterDraw"])
-    assert drawn["image_size"] == [256, 256] and len(drawn["drags"]) == 2
-    for d, (hx, hy, tx, ty) in zip(drawn["drags"], DRAGS, strict=True):
+    assert drawn["image_size"] == [256, 256] and len(drawn["drags"]) == 3
+    # the click with no drag placed an anchor (a fixed point: handle = target)
+    anchor = drawn["drags"][2]
+    assert anchor["mode"] == "anchor" and anchor["handle"] == anchor["target"]
+    assert np.allclose(anchor["handle"], ANCHORS[0], atol=1.0), anchor
+    for d, (hx, hy, tx, ty) in zip(drawn["drags"][:2], DRAGS, strict=True):
         # mouse positions are whole client pixels, 1.5 client px per image px here
         assert np.allclose(d["handle"], [hx, hy], atol=1.0), d
         assert np.allclose(d["target"], [tx, ty], atol=1.0), d
         assert d["mode"] == "drag"
-    assert result["statusAfterDraw"].startswith("2 drag(s)")
+    assert result["statusAfterDraw"].startswith("3 drag(s)")
 
     # what reached the server: the prompt as queued, and its execution
     entry = result["history"]
@@ -137,7 +143,7 @@ def test_server_preview_has_the_arrows(browser_run, comfy_server):
     preview = _view(comfy_server, prev)
     source = _png(wt.EXAMPLE_INPUTS / "source.png")
     drawn = json.loads(result["widgetAfterDraw"])["drags"]
-    for d in drawn:  # the shaft's midpoint is painted in the arrow colour (core/preview.py)
+    for d in drawn[:2]:  # the shaft's midpoint is painted in the arrow colour (core/preview.py)
         x, y = (int(round((d["handle"][i] + d["target"][i]) / 2)) for i in range(2))
         assert _near(preview[y, x], (255, 89, 0), 8), (x, y, preview[y, x])
     assert np.abs(preview[230, 20] - source[230, 20]).max() == 0  # far from any arrow

@@ -319,9 +319,10 @@ def test_bad_optimise_inputs(tiny_flux, tiny_cond):
     from fluxdrag.pipelines.dragflow import DragFlowSettings as S
     from fluxdrag.pipelines.dragflow import run_dragflow
     from fluxdrag.tools import comfy_env
-    drags_only = DragInstructions((W, H), drags=[Drag((10, 10), (20, 20))])
-    with pytest.raises(FluxDragInputError, match="'drag_instructions' has no regions"):
-        run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, drags_only, settings=S(**FAST))
+    # point drags become regions (core/drag_sets.py); with none long enough nothing can move
+    too_short = DragInstructions((W, H), drags=[Drag((10, 10), (11, 10)), Drag((30, 30), (30, 30))])
+    with pytest.raises(FluxDragInputError, match="'drag_instructions': DragFlow: no drag is left to move"):
+        run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, too_short, settings=S(**FAST))
     two = {"samples": torch.zeros(2, 16, 16, 16)}
     with pytest.raises(FluxDragInputError, match="'latent' has a batch of 2"):
         run_dragflow(tiny_flux, two, tiny_cond, tiny_cond, _instructions(), settings=S(**FAST))

@@ -139,15 +139,17 @@ def test_dragbench_batch_runs_both_methods(comfy_server, tmp_path):
     for m in ("lazydrag", "invert_reconstruct"):
         row = by[("art_work/sun", m)]
         assert row["status"] == "ok", row
-        # long side 320 -> 160, so 200 -> 100, rounded down to a multiple of 16
-        assert (row["width"], row["height"], row["orig_height"]) == ("160", "96", "200")
+        # long side 320 -> 160, so 200 -> 100 (one scale), padded to 112, a multiple of 16
+        assert (row["width"], row["height"], row["orig_height"]) == ("160", "112", "200")
+        assert (row["content_width"], row["content_height"]) == ("160", "100")
         edited = wt.load_png(out / row["output"])
-        assert edited.shape == (96, 160, 3) and edited.std() > 1.0
+        assert edited.shape == (112, 160, 3) and edited.std() > 1.0
+        assert wt.load_png(out / row["output_orig"]).shape == (200, 320, 3)
         broken = by[("art_work/broken", m)]
         assert broken["status"] == "error" and "odd number of points" in broken["error"]
-    # the drags queued: pixel index -> centre (+0.5), scaled by 160/320 and 96/200
+    # the drags queued: pixel index -> centre (+0.5), scaled by 160/320 on both axes
     doc = json.loads((out / "lazydrag" / "art_work" / "sun" / "drags.json").read_text())
-    assert doc["image_size"] == [160, 96] and doc["mask"]["rle"]["size"] == [96, 160]
+    assert doc["image_size"] == [160, 112] and doc["mask"]["rle"]["size"] == [112, 160]
     [d] = doc["drags"]
-    assert d["handle"] == pytest.approx([127.75, 36.5 * 0.48])
-    assert d["target"] == pytest.approx([87.75, 36.5 * 0.48])
+    assert d["handle"] == pytest.approx([127.75, 18.25])
+    assert d["target"] == pytest.approx([87.75, 18.25])

@@ -2,7 +2,8 @@
  * Canvas widget of the "FluxDrag Drag Editor" node (DOM side; the pure logic is in logic.js).
  *
  * The editor shows the image the node will receive and lets the user draw on it:
- *   - Drag tool:   click-drag from a handle to its target adds a numbered arrow;
+ *   - Drag tool:   click-drag from a handle to its target adds a numbered arrow; a click with no
+ *                  drag places an anchor (a fixed point: its content stays where it is);
  *   - Mask tool:   click polygon vertices of the editable region, double-click (or click the
  *                  first vertex, or Enter) closes the polygon;
  *   - Region tool: same polygon drawing for a DragFlow region; the new region's arrow starts at
@@ -40,6 +41,7 @@ const COLORS = {
   placeholder: "#333",
   text: "#ddd",
   handle: "#ff4d4d",
+  anchor: "#4dffd2",
   target: "#3d8bff",
   arrow: "#ffd84d",
   moveArrow: "#4dffb8",
@@ -136,7 +138,7 @@ export class DragEditor {
     };
 
     this.toolButtons = {
-      drag: button("Drag", "Drag tool: click-drag from handle to target", () => this.setTool("drag")),
+      drag: button("Drag", "Drag tool: click-drag from handle to target; a click places an anchor (a fixed point)", () => this.setTool("drag")),
       mask: button("Mask", "Editable-region tool: click vertices, double-click closes", () => this.setTool("mask")),
       region: button("Region", "DragFlow region tool: click vertices, double-click closes; Shift+click sets the anchor", () => this.setTool("region")),
     };
@@ -585,6 +587,11 @@ export class DragEditor {
         const doc = L.addDrag(this.history.present, g.handle, g.target, { mode: this.newMode, scale: this.newScale, angle: this.newAngle });
         this.selection = { kind: "arrow", index: doc.drags.length - 1 };
         this.commit(doc);
+      } else if (!g.moved) {
+        // a click with no drag pins that point: an anchor (its content stays where it is)
+        const doc = L.addAnchor(this.history.present, g.handle);
+        this.selection = { kind: "arrow", index: doc.drags.length - 1 };
+        this.commit(doc);
       }
     } else if (live && g.moved) {
       this.commit(live);
@@ -893,6 +900,17 @@ export class DragEditor {
   drawDrag(t, d, i) {
     const selected = this.selection?.kind === "arrow" && this.selection.index === i;
     const a = L.imageToCanvas(t, d.handle);
+    if (L.isAnchor(d)) { // a fixed point: a ringed dot, no arrow
+      const ctx = this.ctx;
+      ctx.strokeStyle = COLORS.anchor;
+      ctx.lineWidth = selected ? 3.5 : 2;
+      ctx.beginPath();
+      ctx.arc(a[0], a[1], POINT_RADIUS + 4, 0, 2 * Math.PI);
+      ctx.stroke();
+      this.drawDot(a, POINT_RADIUS, COLORS.anchor);
+      this.drawLabel(`${i + 1} anchor`, [a[0] - 8, a[1] - 12], COLORS.anchor);
+      return;
+    }
     const b = L.imageToCanvas(t, d.target);
     this.drawArrow(a, b, d.mode === "move" ? COLORS.moveArrow : COLORS.arrow, selected ? 3.5 : 2);
     this.drawDot(a, POINT_RADIUS, COLORS.handle);
@@ -1010,7 +1028,7 @@ export class DragEditor {
       color = "#ff6b6b";
     } else if (doc) {
       const hints = {
-        drag: "click-drag handle -> target; drag points to move; right-click deletes; Ctrl+Z / Ctrl+Shift+Z",
+        drag: "click-drag handle -> target; click: anchor (fixed point); drag points to move; right-click deletes; Ctrl+Z / Ctrl+Shift+Z",
         mask: "click vertices of the editable region; double-click closes; right-click deletes",
         region: "click vertices; double-click closes; drag the arrow head; Shift+click sets the anchor",
       };

@@ -15,7 +15,7 @@
  * points are (x, y) = (column, row)):
  *
  *   {"version": 1, "image_size": [W, H],
- *    "drags": [{"handle": [x, y], "target": [x, y], "mode": "drag"|"move", "scale": [sx, sy],
+ *    "drags": [{"handle": [x, y], "target": [x, y], "mode": "drag"|"move"|"anchor", "scale": [sx, sy],
  *               "angle": degrees}],
  *    "mask": null | {"polygons": [[[x, y], ...], ...]},
  *    "regions": [{"op": "relocate"|"deform"|"rotate", "mask": {"polygons": [...]},
@@ -34,7 +34,7 @@
 export const SCHEMA_VERSION = 1;
 /** FLUX: 8 px per latent cell, 2x2 latent cells per token -> 16 px per token. */
 export const TOKEN_SIZE = 16;
-export const DRAG_MODES = Object.freeze(["drag", "move"]);
+export const DRAG_MODES = Object.freeze(["drag", "move", "anchor"]);
 export const REGION_OPS = Object.freeze(["relocate", "deform", "rotate"]);
 
 /** A structural problem in a drags JSON document (bad JSON, wrong version, wrong shapes). */
@@ -241,6 +241,22 @@ export function addDrag(doc, handle, target, { mode = "drag", scale = [1, 1], an
   return { ...doc, drags: [...doc.drags, drag] };
 }
 
+/**
+ * Append an anchor: a fixed point whose content stays where it is (handle = target,
+ * "mode": "anchor"; the editor places one with a click and no drag).
+ */
+export function addAnchor(doc, point) {
+  const drag = { handle: copyPoint(point), target: copyPoint(point), mode: "anchor", scale: [1, 1] };
+  return { ...doc, drags: [...doc.drags, drag] };
+}
+
+/** Whether drag d is an anchor (explicit, or a handle on its target that is not a scale/rotation in place). */
+export function isAnchor(d) {
+  if (d.mode === "anchor") return true;
+  const inPlace = d.mode === "move" && ((d.angle ?? 0) % 360 !== 0 || d.scale[0] !== 1 || d.scale[1] !== 1);
+  return !inPlace && d.handle[0] === d.target[0] && d.handle[1] === d.target[1];
+}
+
 function withoutAngleUnlessMove(d) {
   if (d.mode === "move" || d.angle === undefined) return d;
   const { angle: _dropped, ...rest } = d;
@@ -341,7 +357,9 @@ export function movePoint(doc, ref, p) {
   switch (ref.kind) {
     case "handle":
     case "target": {
-      const drags = doc.drags.map((d, i) => (i === ref.index ? { ...d, [ref.kind]: copyPoint(p) } : d));
+      // an anchor is one point: moving it moves both
+      const drags = doc.drags.map((d, i) => (i !== ref.index ? d
+        : d.mode === "anchor" ? { ...d, handle: copyPoint(p), target: copyPoint(p) } : { ...d, [ref.kind]: copyPoint(p) }));
       return { ...doc, drags };
     }
     case "region-begin":
@@ -666,9 +684,11 @@ export function normalizeDocument(obj) {
     if (!d || typeof d !== "object") throw new DragDocumentError(`${dragLabel(i)} must be an object`);
     let scale = d.scale ?? [1, 1];
     if (typeof scale === "number") scale = [scale, scale];
+    const handle = readPoint(d.handle, `${dragLabel(i)}: handle`);
     return {
-      handle: readPoint(d.handle, `${dragLabel(i)}: handle`),
-      target: readPoint(d.target, `${dragLabel(i)}: target`),
+      handle,
+      // an anchor's target may be left out: it is its handle
+      target: d.mode === "anchor" && d.target == null ? copyPoint(handle) : readPoint(d.target, `${dragLabel(i)}: target`),
       mode: d.mode ?? "drag",
       scale: readPoint(scale, `${dragLabel(i)}: scale`),
       ...(d.angle == null || Number(d.angle) === 0 ? {} : { angle: Number(d.angle) }),
@@ -743,7 +763,8 @@ export function serializeDocument(doc) {
  * each names the drag / region / polygon and says how to fix it:
  *   - a coordinate that is NaN / infinite / null,
  *   - a point outside the image (0 <= x < W, 0 <= y < H),
- *   - handle == target (region: begin == target),
+ *   - an anchor whose target is not its handle; only anchors (nothing would move);
+ *   - region begin == target,
  *   - unknown mode / op, non-positive scale, polygons with fewer than 3 vertices,
  *   - with `requireDrags`: an empty drag list.
  */
@@ -784,15 +805,17 @@ export function validateDocument(doc, { requireDrags = false } = {}) {
     const angle = d.angle ?? 0;
     if (!Number.isFinite(angle)) errors.push(`${label}: angle ${angle} must be a number of degrees`);
     else if (angle !== 0 && d.mode !== "move") errors.push(`${label}: an angle needs mode "move" (an elastic drag cannot rotate)`);
-    const inPlace = d.mode === "move" && Number.isFinite(angle) && angle % 360 !== 0; // a rotation in place
-    if (okH && okT && !inPlace && d.handle[0] === d.target[0] && d.handle[1] === d.target[1]) {
-      errors.push(`${label}: handle equals target ${fmtPoint(d.handle)}; drag the target away from the handle or delete the drag`);
+    if (okH && okT && d.mode === "anchor" && (d.handle[0] !== d.target[0] || d.handle[1] !== d.target[1])) {
+      errors.push(`${label}: an anchor holds its handle ${fmtPoint(d.handle)} in place, but its target is ${fmtPoint(d.target)}; use mode "drag" to move it`);
     }
-    if (!DRAG_MODES.includes(d.mode)) errors.push(`${label}: unknown mode ${JSON.stringify(d.mode)}; use "drag" or "move"`);
+    if (!DRAG_MODES.includes(d.mode)) errors.push(`${label}: unknown mode ${JSON.stringify(d.mode)}; use "drag", "move" or "anchor"`);
     if (!d.scale.every((s) => Number.isFinite(s) && s > 0)) {
       errors.push(`${label}: scale ${fmtPoint(d.scale)} must be two positive numbers`);
     }
   });
+  if (doc.drags.length && !doc.regions.length && doc.drags.every(isAnchor)) {
+    errors.push(`only anchors (${doc.drags.length} fixed point${doc.drags.length === 1 ? "" : "s"}): nothing would move; drag at least one handle to a new target`);
+  }
   if (doc.mask) doc.mask.polygons.forEach((poly, k) => checkPolygons(maskLabel(k), [poly]));
   doc.regions.forEach((r, i) => {
     const label = regionLabel(i);
@@ -855,9 +878,9 @@ export function rescaleDocument(doc, newSize) {
   let warning = `image size changed from ${W}x${H} to ${nW}x${nH}: ${parts.join(", ")} rescaled (x *${fmt(sx)}, y *${fmt(sy)})`;
   if (Math.abs(sx - sy) > 1e-9 * Math.max(sx, sy)) warning += "; the aspect ratio changed, so shapes are stretched - check the drags";
   const collapsed = out.drags
-    .map((d, i) => (d.handle[0] === d.target[0] && d.handle[1] === d.target[1] ? dragLabel(i) : null))
+    .map((d, i) => (!isAnchor(doc.drags[i]) && isAnchor(d) ? dragLabel(i) : null))
     .filter(Boolean);
-  if (collapsed.length) warning += `; ${collapsed.join(", ")} now ha${collapsed.length === 1 ? "s" : "ve"} handle == target`;
+  if (collapsed.length) warning += `; ${collapsed.join(", ")} now ha${collapsed.length === 1 ? "s" : "ve"} handle == target (an anchor: nothing moves there)`;
   return { doc: out, warning };
 }
 

@@ -306,13 +306,26 @@ test("parse reports structural errors", () => {
   }
 });
 
-test("validation: handle == target names the drag", () => {
+test("anchors: a handle on its target holds its point; only anchors is refused", () => {
   let doc = L.createDocument(64, 64);
   doc = L.addDrag(doc, [1, 1], [9, 9]);
-  doc = L.addDrag(doc, [20, 20], [20, 20]);
-  const errors = L.validateDocument(doc);
-  assert.equal(errors.length, 1);
-  assert.match(errors[0], /^drag #2 \(index 1\): handle equals target \[20, 20\]/);
+  doc = L.addDrag(doc, [20, 20], [20, 20]); // DragBench's fixed point: valid
+  doc = L.addAnchor(doc, [30, 40]);
+  assert.deepEqual(L.validateDocument(doc), []);
+  assert.deepEqual(doc.drags[2], { handle: [30, 40], target: [30, 40], mode: "anchor", scale: [1, 1] });
+  assert.ok(L.isAnchor(doc.drags[1]) && L.isAnchor(doc.drags[2]) && !L.isAnchor(doc.drags[0]));
+  // moving an anchor's point moves both (it stays an anchor)
+  const moved = L.movePoint(doc, { kind: "target", index: 2 }, [33, 44]);
+  assert.deepEqual([moved.drags[2].handle, moved.drags[2].target], [[33, 44], [33, 44]]);
+  // the JSON form: "mode": "anchor", target optional, round trip
+  const parsed = L.parseDocument(JSON.stringify({ version: 1, image_size: [64, 64],
+    drags: [{ handle: [5, 6], mode: "anchor" }, { handle: [1, 1], target: [9, 9] }] }));
+  assert.deepEqual(parsed.drags[0].target, [5, 6]);
+  assert.deepEqual(L.parseDocument(L.serializeDocument(parsed)), parsed);
+  const wrong = { ...parsed, drags: [{ ...parsed.drags[0], target: [7, 7] }, parsed.drags[1]] };
+  assert.match(L.validateDocument(wrong)[0], /^drag #1 \(index 0\): an anchor holds its handle \[5, 6\]/);
+  const only = L.addAnchor(L.addAnchor(L.createDocument(64, 64), [1, 1]), [2, 2]);
+  assert.match(L.validateDocument(only)[0], /^only anchors \(2 fixed points\): nothing would move/);
 });
 
 test("validation: point outside the image names the drag and the bounds", () => {
@@ -392,7 +405,7 @@ test("rescale: same size, empty document, uniform scale, collapsed drags, clampi
   // 10*0.02 = 0.2 and 10.4*0.02 = 0.21 (rounded to 0.01): still distinct; 99 -> 1.98 clamped to 1.
   assert.deepEqual(r.doc.drags[1].handle, [1, 1]);
   const collapse = L.rescaleDocument(L.addDrag(L.createDocument(1000, 1000), [100, 100], [100.1, 100]), [10, 10]);
-  assert.match(collapse.warning, /drag #1 \(index 0\) now has handle == target/);
+  assert.match(collapse.warning, /drag #1 \(index 0\) now has handle == target \(an anchor/);
 });
 
 // ------------------------------------------------------------------ image references

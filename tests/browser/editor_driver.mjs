@@ -5,6 +5,7 @@
  *   node editor_driver.mjs <config.json>
  *
  * config: {baseUrl, chromium, userDataDir, imageName, drags: [[hx, hy, tx, ty], ...] (image px),
+ *   anchors: [[x, y], ...] (image px, placed with a click, optional),
  *          screenshot, timeoutMs}
  * Prints one JSON line (the result) on stdout; progress goes to stderr.
  *
@@ -103,6 +104,13 @@ try {
     await page.mouse.move(ax, ay);
     await page.mouse.down();
     await page.mouse.move(bx, by, { steps: 12 });
+    await page.mouse.up();
+    await page.waitForTimeout(100);
+  }
+  for (const [x, y] of cfg.anchors ?? []) { // a click with no drag places an anchor
+    const [ax, ay] = toClient([x, y]);
+    await page.mouse.move(ax, ay);
+    await page.mouse.down();
     await page.mouse.up();
     await page.waitForTimeout(100);
   }

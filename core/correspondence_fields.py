@@ -1,0 +1,233 @@
+"""Displacement fields of the LazyDrag correspondence (split from ``correspondence.py``; every
+name is re-exported there): elastic drag and rigid move displacements, the winner-takes-all fusion,
+and the fusing of drags that describe one rigid motion. Anchors (``"mode": "anchor"``, a handle on
+its target) have zero displacement: the content nearest to them keeps its place."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from .instructions import TokenDrags
+
+
+def drag_displacement(
+    points: torch.Tensor,
+    handle: torch.Tensor | Sequence[float],
+    target: torch.Tensor | Sequence[float],
+    circle_center: torch.Tensor | Sequence[float],
+    circle_radius: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Elastic (drag-mode) displacement v = lambda * d for points (N, 2) -> (v (N, 2), lambda (N,)).
+
+    lambda = |p - q| / |s - q| with q the intersection of the ray s -> p with circle O; 1 at the
+    handle s, 0 on the circle, clamped at 0 outside it (and 0 where the ray misses O).
+    """
+    p = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
+    s = torch.as_tensor(handle, dtype=torch.float64).reshape(2)
+    e = torch.as_tensor(target, dtype=torch.float64).reshape(2)
+    c = torch.as_tensor(circle_center, dtype=torch.float64).reshape(2)
+    R = float(circle_radius)
+    diff = p - s  # (N, 2)
+    dist = diff.norm(dim=1)  # |p - s|
+    at_handle = dist == 0
+    u = diff / torch.where(at_handle, torch.ones_like(dist), dist).unsqueeze(1)
+    sc = s - c
+    b = (u * sc).sum(dim=1)  # u . (s - c)
+    disc = b * b - (sc @ sc - R * R)
+    t = -b + disc.clamp(min=0).sqrt()  # distance from s to q along u (t > 0 when s inside O)
+    ok = (disc >= 0) & (t > 0)
+    lam = torch.where(ok, 1.0 - dist / torch.where(ok, t, torch.ones_like(t)), torch.zeros_like(t))
+    lam = lam.clamp(min=0.0)
+    lam = torch.where(at_handle, torch.ones_like(lam), lam)
+    return lam.unsqueeze(1) * (e - s), lam
+
+
+def _rotation(angle_deg: float) -> torch.Tensor:
+    """2x2 rotation by ``angle_deg`` degrees, clockwise on screen ((x, y) with y down)."""
+    a = math.radians(float(angle_deg))
+    c, s = math.cos(a), math.sin(a)
+    return torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+
+
+def move_displacement(
+    points: torch.Tensor,
+    handle: torch.Tensor | Sequence[float],
+    target: torch.Tensor | Sequence[float],
+    scale: torch.Tensor | Sequence[float] = (1.0, 1.0),
+    angle: float = 0.0,
+) -> torch.Tensor:
+    """Rigid (move-mode) displacement for points (N, 2) -> (N, 2).
+
+    v = e + r * R(angle) (p - s) - p; with angle 0 this is the paper's d + (r - 1) * (p - s).
+    ``angle`` [ours: rotation as an instruction] is in degrees, clockwise on screen.
+    """
+    p = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
+    s = torch.as_tensor(handle, dtype=torch.float64).reshape(2)
+    e = torch.as_tensor(target, dtype=torch.float64).reshape(2)
+    r = torch.as_tensor(scale, dtype=torch.float64).reshape(2)
+    if not angle:
+        return (e - s) + (r - 1.0) * (p - s)
+    return e + r * ((p - s) @ _rotation(angle).T) - p
+
+
+def move_inverse(
+    points: torch.Tensor,
+    handle: torch.Tensor | Sequence[float],
+    target: torch.Tensor | Sequence[float],
+    scale: torch.Tensor | Sequence[float] = (1.0, 1.0),
+    angle: float = 0.0,
+) -> torch.Tensor:
+    """Source positions (N, 2) of destinations x under a move drag: s + R(-angle) ((x - e) / r)."""
+    x = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
+    s = torch.as_tensor(handle, dtype=torch.float64).reshape(2)
+    e = torch.as_tensor(target, dtype=torch.float64).reshape(2)
+    r = torch.as_tensor(scale, dtype=torch.float64).reshape(2)
+    return s + ((x - e) / r) @ _rotation(-angle).T
+
+
+def winner_takes_all_field(
+    points: torch.Tensor,
+    handles: torch.Tensor,
+    targets: torch.Tensor,
+    modes: Sequence[str] | None = None,
+    scales: torch.Tensor | None = None,
+    circle_center: torch.Tensor | Sequence[float] | None = None,
+    circle_radius: float | None = None,
+    angles: torch.Tensor | Sequence[float] | None = None,
+    gate_unit: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fuse per-drag displacements by the nearest handle.
+
+    Returns v (N, 2), alpha (N,) = (gate_unit / |p - s_{i*}|)^2 (inf at a handle) and i* (N,)
+    long. ``gate_unit`` is the distance, in this grid's cells, that counts as 1 in alpha (the
+    paper: 1 token). ``modes`` default to all "drag" (which needs the circle), ``scales`` to
+    ones, ``angles`` (degrees, move mode) to zeros.
+    """
+    p = torch.as_tensor(points, dtype=torch.float64).reshape(-1, 2)
+    s = torch.as_tensor(handles, dtype=torch.float64).reshape(-1, 2)
+    e = torch.as_tensor(targets, dtype=torch.float64).reshape(-1, 2)
+    n = s.shape[0]
+    if n == 0:
+        raise ValueError("winner_takes_all_field needs at least one drag")
+    modes = ["drag"] * n if modes is None else list(modes)
+    r = (
+        torch.ones(n, 2, dtype=torch.float64)
+        if scales is None
+        else torch.as_tensor(scales, dtype=torch.float64).reshape(n, 2)
+    )
+    ang = [0.0] * n if angles is None else [float(a) for a in torch.as_tensor(angles).reshape(n)]
+    d2 = ((p.unsqueeze(1) - s.unsqueeze(0)) ** 2).sum(dim=2)  # (N, n) squared distances
+    idx = d2.argmin(dim=1)  # first minimum -> lowest drag index on ties
+    d2_best = d2.gather(1, idx.unsqueeze(1)).squeeze(1)
+    alpha = torch.where(
+        d2_best > 0,
+        float(gate_unit) ** 2 / torch.where(d2_best > 0, d2_best, torch.ones_like(d2_best)),
+        torch.full_like(d2_best, float("inf")),
+    )
+    v = torch.zeros_like(p)
+    for i in range(n):
+        sel = idx == i
+        if not bool(sel.any()):
+            continue
+        if modes[i] == "anchor":
+            v[sel] = 0.0  # a fixed point: the content nearest to it stays where it is
+        elif modes[i] == "move":
+            v[sel] = move_displacement(p[sel], s[i], e[i], r[i], ang[i])
+        elif modes[i] == "drag":
+            if circle_center is None or circle_radius is None:
+                raise ValueError("drag-mode displacement needs circle_center and circle_radius")
+            v[sel] = drag_displacement(p[sel], s[i], e[i], circle_center, circle_radius)[0]
+        else:
+            raise ValueError(f'drags[{i}]: unknown mode {modes[i]!r}; use "drag", "move" or '
+                             '"anchor"')
+    return v, alpha, idx
+
+
+def _components(mask: torch.Tensor) -> torch.Tensor:
+    """8-connected component labels (h, w) long, -1 off the mask (small grids: token level)."""
+    h, w = mask.shape
+    lab = torch.full((h, w), -1, dtype=torch.long)
+    m = mask.tolist()
+    lb = lab.tolist()
+    n = 0
+    for r in range(h):
+        for c in range(w):
+            if m[r][c] and lb[r][c] < 0:
+                stack = [(r, c)]
+                lb[r][c] = n
+                while stack:
+                    y, x = stack.pop()
+                    for yy in (y - 1, y, y + 1):
+                        for xx in (x - 1, x, x + 1):
+                            if 0 <= yy < h and 0 <= xx < w and m[yy][xx] and lb[yy][xx] < 0:
+                                lb[yy][xx] = n
+                                stack.append((yy, xx))
+                n += 1
+    return torch.tensor(lb, dtype=torch.long).reshape(h, w)
+
+
+def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: float = 0.0
+                     ) -> TokenDrags:
+    """[ours, not in the paper] Drags on one connected part of the editable region that describe
+    a rigid motion become one ``move`` drag with an angle.
+
+    The drags are grouped by the 8-connected component of ``region`` (token grid) nearest to
+    each handle. For a group of two or more, the least-squares rigid motion (rotation about the
+    handles' centroid + translation; 2-D Kabsch) is fitted; when its RMS residual is at most
+    ``tolerance`` times the mean drag length, the group is replaced by one move drag from the
+    handles' centroid to the targets' centroid with the fitted angle (two handles dragged round
+    their midpoint = a rotation about that midpoint). ``tolerance`` 0: never (the paper — each
+    drag moves its Voronoi cell elastically, which tears a rotated object apart).
+    """
+    n = len(token_drags)
+    if tolerance <= 0 or n < 2:
+        return token_drags
+    lab = _components(region.to(torch.bool).cpu())
+    yx = torch.nonzero(lab >= 0)
+    if yx.shape[0] == 0:
+        return token_drags
+    pts = yx.flip(1).to(torch.float64)
+    groups: dict[int, list[int]] = {}
+    for i, h in enumerate(token_drags.handles):
+        if token_drags.modes[i] == "anchor":
+            continue  # a fixed point is not part of a rigid motion
+        j = int(((pts - h) ** 2).sum(1).argmin())
+        groups.setdefault(int(lab[yx[j, 0], yx[j, 1]]), []).append(i)
+    keep = [True] * n
+    new_h, new_t, new_m, new_s, new_a = [], [], [], [], []
+    for idx in groups.values():
+        if len(idx) < 2:
+            continue
+        hs, ts = token_drags.handles[idx], token_drags.targets[idx]
+        if any(token_drags.modes[i] == "move" and (token_drags.scales[i] != 1).any() for i in idx):
+            continue  # a scaled move is not rigid
+        hc, tc = hs.mean(0), ts.mean(0)
+        a, b = hs - hc, ts - tc
+        theta = math.atan2(float((a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum()), float((a * b).sum()))
+        fit = tc + a @ _rotation(math.degrees(theta)).T
+        resid = float(((fit - ts) ** 2).sum(1).mean().sqrt())
+        length = float((ts - hs).norm(dim=1).mean())
+        if resid > tolerance * max(length, 1e-9):
+            continue
+        for i in idx:
+            keep[i] = False
+        new_h.append(hc)
+        new_t.append(tc)
+        new_m.append("move")
+        new_s.append(torch.ones(2, dtype=torch.float64))
+        new_a.append(math.degrees(theta))
+    if not new_h:
+        return token_drags
+    k = [i for i in range(n) if keep[i]]
+    return TokenDrags(
+        handles=torch.cat([token_drags.handles[k], torch.stack(new_h)]),
+        targets=torch.cat([token_drags.targets[k], torch.stack(new_t)]),
+        modes=[token_drags.modes[i] for i in k] + new_m,
+        scales=torch.cat([token_drags.scales[k], torch.stack(new_s)]),
+        mask=token_drags.mask,
+        grid_hw=token_drags.grid_hw,
+        image_hw=token_drags.image_hw,
+        angles=torch.cat([token_drags.angles[k], torch.tensor(new_a, dtype=torch.float64)]),
+    )
