@@ -160,6 +160,7 @@ def plan_move(
     rigid: bool = False,
     mask: torch.Tensor | None = None,
     mask_mode: str = "replace",
+    fuse: str = "sum",
 ) -> MovePlan:
     """Masks, weights and displacement field on the latent grid.
 
@@ -167,7 +168,9 @@ def plan_move(
     (n, 2) latent cell coordinates. Without ``mask``: the automatic mask per handle
     (``auto_mask`` with ``tau``/``relative_to``/``dilate``, handle cell included). With ``mask``
     (h, w): ``mask_mode`` "replace" — that mask for every handle; "intersect" — the automatic
-    mask ∩ ``mask`` (plus the handle cell) [guess]. ValueError on a zero-length drag.
+    mask ∩ ``mask`` (plus the handle cell) [guess]. ``normalise``/``fuse``: see
+    ``attention_displacement_field`` ("threshold" uses ``tau``/``relative_to``, the automatic
+    mask's own threshold). ValueError on a zero-length drag.
     """
     if attention.ndim != 3:
         raise ValueError(f"attention must be (n, h, w), got {tuple(attention.shape)}")
@@ -189,8 +192,9 @@ def plan_move(
                 masks[i, y, x] = True
     else:
         masks = mask.to(device=attention.device, dtype=torch.bool)[None].expand_as(attention)
-    wts = handle_weights(attention, hp, masks, normalise=normalise, rigid=rigid)
-    field = attention_displacement_field(attention, hp, tp, masks, normalise=normalise, rigid=rigid)
+    kw = dict(normalise=normalise, rigid=rigid, tau=tau, relative_to=relative_to)
+    wts = handle_weights(attention, hp, masks, **kw)
+    field = attention_displacement_field(attention, hp, tp, masks, fuse=fuse, **kw)
     return MovePlan(attention, masks, wts, field, masks.any(dim=0), hp, tp)
 
 

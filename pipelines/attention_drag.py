@@ -17,11 +17,13 @@ import torch
 
 from ..attention_patches.attention_drag import (
     AttentionCapture,
+    BackgroundLock,
     Capture,
     LayerRef,
     ddim_eps_function,
     default_flux_layer,
     default_unet_layer,
+    flux_trajectory,
     unet_attention_layers,
 )
 from ..attention_patches.router import patch_model
@@ -72,6 +74,11 @@ class AttentionDragSettings:
     scheduler: str = "simple"       # FLUX schedule
     inversion_guidance: float = 1.0  # FLUX distilled guidance while inverting
     eps_at: str = "next"            # SD DDIM inversion label
+    # [ours] movement weights: "threshold" = min(1, A / (τ·mean A)), every automatically masked cell
+    # moves by the full drag; the earlier reading "max" (A / max A) tears objects apart
+    normalise: str = "threshold"
+    fuse: str = "mean"              # [ours] several drags on one cell: weighted mean; paper wording "sum"
+    background_lock: float = 1.0    # [ours] steps keeping untouched cells on the inversion path; paper 0
 
 
 @dataclass
@@ -195,12 +202,22 @@ def _move(z: torch.Tensor, cap: Capture, handles_px, targets_px, mask: Optional[
         maps = cap.maps[min(r, cap.maps.shape[0] - 1)]
         attn = upsample_maps(maps, (h, w)).to(z.device)
         plan: MovePlan = plan_move(attn, hc, tc, tau=s.tau, dilate=s.dilate, rigid=s.rigid,
-                                   mask=mask if s.mask_source != "attention" else None, mask_mode=mask_mode)
+                                   mask=mask if s.mask_source != "attention" else None, mask_mode=mask_mode,
+                                   normalise=s.normalise, fuse=s.fuse)
         res: MoveResult = apply_move(z[r:r + 1], plan, fill_with_attention=s.fill_with_attention)
         plans.append(plan)
         moves.append(res)
         rows.append(res.latent)
     return torch.cat(rows, dim=0), plans, moves
+
+
+def _lock(moves: list, trajectory: dict, n_steps: int, s: AttentionDragSettings) -> Optional[BackgroundLock]:
+    """The background lock for ``s.background_lock`` of ``n_steps`` (None when off)."""
+    steps = int(round(s.background_lock * n_steps))
+    if steps <= 0:
+        return None
+    keep = torch.stack([~m.changed_region for m in moves])[:, None]
+    return BackgroundLock(keep, trajectory, steps)
 
 
 def resolve_mask_source(s: AttentionDragSettings, mask_px, node: str = NODE) -> AttentionDragSettings:
@@ -235,11 +252,12 @@ def sd_schedule(model, s: AttentionDragSettings) -> DDIMSchedule:
 
 
 def sd_invert(model, samples: torch.Tensor, positive, sched: DDIMSchedule, ctrl: AttentionCapture,
-              eps_at: str = "next", tick=None) -> tuple:
+              eps_at: str = "next", tick=None, trajectory: Optional[dict] = None) -> tuple:
     """DDIM-invert ``samples`` (a LATENT's samples) to ``sched.timesteps[0]`` on a clone of ``model``
     carrying ``ctrl``; ``ctrl`` reads the attention on the call labelled with that timestep (the
     last inversion call for eps_at "next", else one extra call on the inverted latent).
-    Returns (DDIM-space latent, model-space source latent, whether the extra call was made)."""
+    Returns (DDIM-space latent, model-space source latent, whether the extra call was made);
+    ``trajectory`` (a dict) receives ᾱ → DDIM-space latent of every level reached (ᾱ = 1: the source)."""
     ms = model.get_model_object("model_sampling")
     table = ms.sigmas.detach().cpu()
     labels = inversion_labels(sched, eps_at)
@@ -260,7 +278,10 @@ def sd_invert(model, samples: torch.Tensor, positive, sched: DDIMSchedule, ctrl:
             ctrl.armed = count["i"] == len(labels) and t == t_top
 
         eps = ddim_eps_function(model_k, extra_args, table, before_call=arm, after_call=after)
-        x_top = ddim_invert(eps, x, sched, eps_at=eps_at)
+        if trajectory is not None:
+            trajectory[sched.alphas[-1]] = x.detach()
+        record = None if trajectory is None else (lambda d: trajectory.__setitem__(d["alpha"], d["x"].detach()))
+        x_top = ddim_invert(eps, x, sched, eps_at=eps_at, callback=record)
         if ctrl.capture is None:  # no inversion call at the top level: read it there once
             extra["used"] = True
             probe = ddim_eps_function(model_k, extra_args, table,
@@ -276,13 +297,15 @@ def sd_invert(model, samples: torch.Tensor, positive, sched: DDIMSchedule, ctrl:
 
 
 def sd_denoise(model, z: torch.Tensor, positive, sched: DDIMSchedule, negative=None, cfg: float = 1.0,
-               tick=None) -> torch.Tensor:
-    """DDIM-denoise the DDIM-space latent ``z`` (at ``sched.timesteps[0]``) to a model-space latent."""
+               tick=None, lock: Optional[BackgroundLock] = None) -> torch.Tensor:
+    """DDIM-denoise the DDIM-space latent ``z`` (at ``sched.timesteps[0]``) to a model-space latent
+    (``lock``: keyed by ᾱ, see :func:`sd_invert`)."""
     table = model.get_model_object("model_sampling").sigmas.detach().cpu()
 
     def samp_fn(model_k, x, _sigmas, extra_args):
         eps = ddim_eps_function(model_k, extra_args, table, after_call=(lambda t: tick()) if tick else None)
-        return ddim_sample(eps, x, sched)
+        cb = None if lock is None else (lambda d: lock.lock(d["i"], d["alpha"], d["x"]))
+        return ddim_sample(eps, x, sched, callback=cb)
 
     samp, samp_run = direct_sampler(samp_fn)
     sigmas = torch.tensor([float(table[t]) for t in sched.timesteps] + [0.0])
@@ -312,12 +335,13 @@ def run_sd(model, latent: dict, drags, positive, negative=None, s: AttentionDrag
         bar.update(1)
 
     ctrl = AttentionCapture(layer, handles, (h, w), batch=b, direction=s.direction, keep_qk=keep_qk)
-    z_top, z0, used_extra = sd_invert(model, samples, positive, sched, ctrl, s.eps_at, tick)
+    traj: dict = {}
+    z_top, z0, used_extra = sd_invert(model, samples, positive, sched, ctrl, s.eps_at, tick, traj)
     if ctrl.capture is None:
         raise RuntimeError(f"{node}: the attention of layer {layer} was never read; is it a self-attention "
                            f"block of this UNet?")
     z_moved, plans, moves = _move(z_top, ctrl.capture, handles, targets, mask, s)
-    out = sd_denoise(model, z_moved, positive, sched, negative, s.cfg, tick)
+    out = sd_denoise(model, z_moved, positive, sched, negative, s.cfg, tick, _lock(moves, traj, sched.steps, s))
     return AttentionDragOutcome(
         "sd1", out, z_top, z_moved, plans, moves, ctrl.capture, layer, calls["n"], used_extra,
         info={"schedule": sched, "inversion_labels": labels, "z_0": z0})
@@ -366,8 +390,9 @@ def run_flux(model, latent: dict, drags, positive, negative=None, s: AttentionDr
     if ctrl.capture is None:
         raise RuntimeError(f"{node}: the attention of layer {layer} was never read.")
     z_moved, plans, moves = _move(rec.z_T.detach(), ctrl.capture, handles, targets, mask, s)
-    out = run_sampling(model, rec, positive, start=z_moved, solver="auto", cfg=s.cfg, negative=negative,
-                       node=node)
+    lock = _lock(moves, flux_trajectory(rec.sigmas, rec.trajectory, rec.z_0), len(rec.sigmas) - 1, s)
+    out = run_sampling(model if lock is None else patch_model(model, lock), rec, positive, start=z_moved,
+                       solver="auto", cfg=s.cfg, negative=negative, node=node)
     calls += solvers.model_calls(rec.sample_solver, len(rec.sigmas) - 1)
     return AttentionDragOutcome(
         "flux", out.detach(), rec.z_T.detach(), z_moved, plans, moves, ctrl.capture, layer, calls, used_extra,
