@@ -33,7 +33,6 @@ from ..core.attention_drag_move import LATENT_PX, attention_maps_from_qk, block_
 from .router import AttentionCall, Controller
 
 UNET_BLOCKS = ("input", "middle", "output")
-FLUX_BLOCKS = ("single", "double")
 
 
 @dataclass(frozen=True)

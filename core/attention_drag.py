@@ -40,7 +40,7 @@ Points = Point | Sequence[Point] | torch.Tensor
 
 _DIRECTIONS = ("query", "key")
 _REDUCES = ("mean", "max")
-_RELATIVE = ("mean", "max", "absolute")
+_RELATIVE = ("mean", "max", "absolute", "zscore")
 _NORMALISE = ("max", "handle", "none", "threshold")
 _FUSE = ("sum", "mean")
 
@@ -181,6 +181,23 @@ def _dilate(mask: torch.Tensor, cells: int) -> torch.Tensor:
     return m[:, 0] > 0
 
 
+def mask_threshold(attn: torch.Tensor, tau: float = 2.0, relative_to: str = "mean") -> torch.Tensor:
+    """Per-map threshold of :func:`auto_mask` for (n, h, w) maps, shape (n, 1, 1): τ·mean
+    ("mean"), τ·max ("max"), τ ("absolute") or mean + τ·std ("zscore": τ standard deviations
+    above the mean [ours, an alternative reading of the paper's τ = 2.0])."""
+    if relative_to not in _RELATIVE:
+        raise ValueError(f"relative_to must be one of {_RELATIVE}, got {relative_to!r}")
+    a = attn.float()
+    mean = a.mean(dim=(-2, -1), keepdim=True)
+    if relative_to == "mean":
+        return tau * mean
+    if relative_to == "max":
+        return tau * a.amax(dim=(-2, -1), keepdim=True)
+    if relative_to == "zscore":
+        return mean + tau * a.flatten(-2).std(dim=-1, unbiased=False)[..., None, None]
+    return torch.full_like(mean, float(tau))
+
+
 def auto_mask(
     attn: torch.Tensor,
     tau: float = 2.0,
@@ -191,7 +208,8 @@ def auto_mask(
     """Automatic edit mask M = {p : A(p) > τ · ref} from attention map(s) (h, w) or (n, h, w).
 
     ``relative_to``: "mean" (ref = mean of the map; [guess] reading of the paper's τ = 2.0),
-    "max" (ref = max of the map, needs τ < 1) or "absolute" (ref = 1). The threshold is
+    "max" (ref = max of the map, needs τ < 1), "absolute" (ref = 1) or "zscore" (the threshold
+    is mean + τ·std instead, :func:`mask_threshold`). The threshold is
     strict (``>``), per map. ``handles``: (x, y) cell points always included — for a
     (n, h, w) stack one handle per map (handle i into mask i), for a single (h, w) map all of
     them. ``dilate``: grow the mask by that many cells (square neighbourhood), after adding
@@ -204,13 +222,7 @@ def auto_mask(
     single = attn.ndim == 2
     a = attn[None] if single else attn
     a = a.float()
-    if relative_to == "mean":
-        ref = a.mean(dim=(-2, -1), keepdim=True)
-    elif relative_to == "max":
-        ref = a.amax(dim=(-2, -1), keepdim=True)
-    else:
-        ref = torch.ones((), device=a.device)
-    mask = a > tau * ref
+    mask = a > mask_threshold(a, tau, relative_to)
     if handles is not None:
         cells = handle_cells(handles, tuple(a.shape[-2:]))
         if single:
@@ -273,13 +285,7 @@ def handle_weights(
     elif normalise == "none":
         wts = a.clone()
     elif normalise == "threshold":
-        if relative_to == "mean":
-            ref = a.mean(dim=(-2, -1), keepdim=True)
-        elif relative_to == "max":
-            ref = a.amax(dim=(-2, -1), keepdim=True)
-        else:
-            ref = torch.ones((1, 1, 1), device=a.device)
-        ref = (float(tau) * ref).clamp_min(torch.finfo(a.dtype).tiny)
+        ref = mask_threshold(a, float(tau), relative_to).clamp_min(torch.finfo(a.dtype).tiny)
         wts = (a / ref).clamp(0.0, 1.0)
         for i, (x, y) in enumerate(cells):
             wts[i, y, x] = 1.0
@@ -571,6 +577,7 @@ __all__ = [
     "fill_holes_attention_weighted",
     "handle_cells",
     "handle_weights",
+    "mask_threshold",
     "pixel_to_cell",
     "warp_latent_one_step",
 ]

@@ -79,6 +79,7 @@ class AttentionDragSettings:
     normalise: str = "threshold"
     fuse: str = "mean"              # [ours] several drags on one cell: weighted mean; paper wording "sum"
     background_lock: float = 1.0    # [ours] steps keeping untouched cells on the inversion path; paper 0
+    tau_relative_to: str = "mean"   # τ·mean attention [guess]; "zscore": mean + τ·std [ours]
 
 
 @dataclass
@@ -203,7 +204,7 @@ def _move(z: torch.Tensor, cap: Capture, handles_px, targets_px, mask: Optional[
         attn = upsample_maps(maps, (h, w)).to(z.device)
         plan: MovePlan = plan_move(attn, hc, tc, tau=s.tau, dilate=s.dilate, rigid=s.rigid,
                                    mask=mask if s.mask_source != "attention" else None, mask_mode=mask_mode,
-                                   normalise=s.normalise, fuse=s.fuse)
+                                   normalise=s.normalise, fuse=s.fuse, relative_to=s.tau_relative_to)
         res: MoveResult = apply_move(z[r:r + 1], plan, fill_with_attention=s.fill_with_attention)
         plans.append(plan)
         moves.append(res)
