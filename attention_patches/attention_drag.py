@@ -191,25 +191,41 @@ class BackgroundLock(Controller):
     move wrote or vacated (the mask ∪ the destinations) is sampled freely. Claims no attention
     call. FLUX: through the router's ``after_step`` (FluxDrag's own samplers); SD1.x: the DDIM
     loop calls :meth:`lock` with its own keys.
+
+    Content lock [ours; setting ``content_lock``, paper value 0]: for the first ``content_steps``
+    steps the cells the move wrote (``written``, (B, 1, h, w)) take ``move(ref)``, the same
+    one-step move applied to the inversion's latent at that level, so the moved content follows
+    its source's own path instead of being re-generated at high noise; the rest of the steps
+    blend it in.
     """
 
     name = "attentiondrag_background_lock"
     block_types: set = set()   # no attention call
 
-    def __init__(self, keep: torch.Tensor, trajectory: dict, steps: int):
+    def __init__(self, keep: torch.Tensor, trajectory: dict, steps: int,
+                 written: Optional[torch.Tensor] = None, move: Optional[Callable] = None,
+                 content_steps: int = 0):
         self.keep = keep.bool()
         self.trajectory = trajectory
         self.steps = int(steps)
+        self.written = None if written is None else written.bool()
+        self.move = move
+        self.content_steps = int(content_steps) if move is not None and written is not None else 0
         self.locked = 0
 
     def lock(self, i: int, key, x: torch.Tensor) -> Optional[torch.Tensor]:
-        if i >= self.steps:
+        if i >= max(self.steps, self.content_steps):
             return None
         ref = self.trajectory.get(key)
         if ref is None or tuple(ref.shape) != tuple(x.shape):
             return None
         self.locked += 1
-        return torch.where(self.keep.to(x.device), ref.to(device=x.device, dtype=x.dtype), x)
+        ref = ref.to(device=x.device, dtype=x.dtype)
+        if i < self.steps:
+            x = torch.where(self.keep.to(x.device), ref, x)
+        if i < self.content_steps:
+            x = torch.where(self.written.to(x.device), self.move(ref).to(x.dtype), x)
+        return x
 
     def after_step(self, i: int, sigma_next: float, x: torch.Tensor) -> Optional[torch.Tensor]:
         from ..core.cache import sigma_key

@@ -132,6 +132,34 @@ def upsample_maps(maps: torch.Tensor, latent_hw: tuple[int, int], mode: str = "b
 # ----------------------------------------------------------------------------- plan and move
 
 
+def mask_part(mask: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
+    """The connected part (4-neighbourhood) of the (h, w) bool ``mask`` holding the integer cell
+    ``(x, y)``; when that cell is outside the mask, the part of the nearest mask cell (empty
+    mask → empty). Pure torch flood fill by repeated constrained dilation."""
+    m = mask.bool()
+    if not bool(m.any()):
+        return m.clone()
+    x, y = int(cell[0]), int(cell[1])
+    if not bool(m[y, x]):
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        j = int(((ys - y) ** 2 + (xs - x) ** 2).argmin())
+        y, x = int(ys[j]), int(xs[j])
+    part = torch.zeros_like(m)
+    part[y, x] = True
+    cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]], device=m.device)[None, None]
+    while True:
+        grown = (torch.nn.functional.conv2d(part.float()[None, None], cross, padding=1)[0, 0] > 0) & m
+        if torch.equal(grown, part):
+            return part
+        part = grown
+
+
+def split_mask(mask: torch.Tensor, cells: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """(n, h, w): for each handle cell the connected part of ``mask`` it lies in (or is nearest
+    to), so a region drawn around several objects gives each drag its own object [ours]."""
+    return torch.stack([mask_part(mask, c) for c in cells])
+
+
 class MovePlan(NamedTuple):
     attention: torch.Tensor  # (n, h, w) attention to each handle on the latent grid
     masks: torch.Tensor  # (n, h, w) bool, per-handle masks
@@ -161,6 +189,7 @@ def plan_move(
     mask: torch.Tensor | None = None,
     mask_mode: str = "replace",
     fuse: str = "sum",
+    split: bool = False,
 ) -> MovePlan:
     """Masks, weights and displacement field on the latent grid.
 
@@ -168,7 +197,8 @@ def plan_move(
     (n, 2) latent cell coordinates. Without ``mask``: the automatic mask per handle
     (``auto_mask`` with ``tau``/``relative_to``/``dilate``, handle cell included). With ``mask``
     (h, w): ``mask_mode`` "replace" — that mask for every handle; "intersect" — the automatic
-    mask ∩ ``mask`` (plus the handle cell) [guess]. ``normalise``/``fuse``: see
+    mask ∩ ``mask`` (plus the handle cell) [guess]. ``split``: each handle uses only the connected
+    part of ``mask`` it lies in (:func:`split_mask`) [ours]. ``normalise``/``fuse``: see
     ``attention_displacement_field`` ("threshold" uses ``tau``/``relative_to``, the automatic
     mask's own threshold). ValueError on a zero-length drag.
     """
@@ -184,14 +214,18 @@ def plan_move(
     cells = handle_cells(hp, grid)
     if mask is not None and tuple(mask.shape) != grid:
         raise ValueError(f"mask must be {grid}, got {tuple(mask.shape)}")
+    given = None
+    if mask is not None:
+        m = mask.to(device=attention.device, dtype=torch.bool)
+        given = split_mask(m, cells) if split else m[None].expand_as(attention)
     if mask is None or mask_mode == "intersect":
         masks = auto_mask(attention, tau=tau, relative_to=relative_to, handles=cells, dilate=dilate)
-        if mask is not None:
-            masks = masks & mask.to(device=masks.device, dtype=torch.bool)[None]
+        if given is not None:
+            masks = masks & given
             for i, (x, y) in enumerate(cells):
                 masks[i, y, x] = True
     else:
-        masks = mask.to(device=attention.device, dtype=torch.bool)[None].expand_as(attention)
+        masks = given
     kw = dict(normalise=normalise, rigid=rigid, tau=tau, relative_to=relative_to)
     wts = handle_weights(attention, hp, masks, **kw)
     field = attention_displacement_field(attention, hp, tp, masks, fuse=fuse, **kw)
@@ -264,6 +298,8 @@ __all__ = [
     "clamp_cells",
     "handle_index_on_grid",
     "pixels_to_cells",
+    "mask_part",
     "plan_move",
+    "split_mask",
     "upsample_maps",
 ]

@@ -80,6 +80,13 @@ class AttentionDragSettings:
     fuse: str = "mean"              # [ours] several drags on one cell: weighted mean; paper wording "sum"
     background_lock: float = 1.0    # [ours] steps keeping untouched cells on the inversion path; paper 0
     tau_relative_to: str = "mean"   # τ·mean attention [guess]; "zscore": mean + τ·std [ours]
+    content_lock: float = 0.5       # [ours] steps the moved cells follow their moved inversion path; paper 0
+    split_mask: bool = True         # [ours] each drag moves only the part of a drawn mask its handle is in
+
+
+#: the paper's reading of every setting where ours departs (docs/attentiondrag.md): the automatic
+#: mask, weights A / max A, drags summed, no background lock
+PAPER = {"mask_source": "attention", "normalise": "max", "fuse": "sum", "background_lock": 0.0}
 
 
 @dataclass
@@ -204,7 +211,8 @@ def _move(z: torch.Tensor, cap: Capture, handles_px, targets_px, mask: Optional[
         attn = upsample_maps(maps, (h, w)).to(z.device)
         plan: MovePlan = plan_move(attn, hc, tc, tau=s.tau, dilate=s.dilate, rigid=s.rigid,
                                    mask=mask if s.mask_source != "attention" else None, mask_mode=mask_mode,
-                                   normalise=s.normalise, fuse=s.fuse, relative_to=s.tau_relative_to)
+                                   normalise=s.normalise, fuse=s.fuse, relative_to=s.tau_relative_to,
+                                   split=s.split_mask)
         res: MoveResult = apply_move(z[r:r + 1], plan, fill_with_attention=s.fill_with_attention)
         plans.append(plan)
         moves.append(res)
@@ -212,13 +220,22 @@ def _move(z: torch.Tensor, cap: Capture, handles_px, targets_px, mask: Optional[
     return torch.cat(rows, dim=0), plans, moves
 
 
-def _lock(moves: list, trajectory: dict, n_steps: int, s: AttentionDragSettings) -> Optional[BackgroundLock]:
-    """The background lock for ``s.background_lock`` of ``n_steps`` (None when off)."""
+def _lock(plans: list, moves: list, trajectory: dict, n_steps: int,
+          s: AttentionDragSettings) -> Optional[BackgroundLock]:
+    """The background / content lock for ``s.background_lock`` / ``s.content_lock`` of ``n_steps``
+    (None when both are off)."""
     steps = int(round(s.background_lock * n_steps))
-    if steps <= 0:
+    content = int(round(s.content_lock * n_steps))
+    if steps <= 0 and content <= 0:
         return None
     keep = torch.stack([~m.changed_region for m in moves])[:, None]
-    return BackgroundLock(keep, trajectory, steps)
+    written = torch.stack([m.written for m in moves])[:, None]
+
+    def move(z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([apply_move(z[r:r + 1], plans[r], fill_with_attention=s.fill_with_attention).latent
+                          for r in range(z.shape[0])])
+
+    return BackgroundLock(keep, trajectory, steps, written, move, content)
 
 
 def resolve_mask_source(s: AttentionDragSettings, mask_px, node: str = NODE) -> AttentionDragSettings:
@@ -342,7 +359,7 @@ def run_sd(model, latent: dict, drags, positive, negative=None, s: AttentionDrag
         raise RuntimeError(f"{node}: the attention of layer {layer} was never read; is it a self-attention "
                            f"block of this UNet?")
     z_moved, plans, moves = _move(z_top, ctrl.capture, handles, targets, mask, s)
-    out = sd_denoise(model, z_moved, positive, sched, negative, s.cfg, tick, _lock(moves, traj, sched.steps, s))
+    out = sd_denoise(model, z_moved, positive, sched, negative, s.cfg, tick, _lock(plans, moves, traj, sched.steps, s))
     return AttentionDragOutcome(
         "sd1", out, z_top, z_moved, plans, moves, ctrl.capture, layer, calls["n"], used_extra,
         info={"schedule": sched, "inversion_labels": labels, "z_0": z0})
@@ -391,7 +408,7 @@ def run_flux(model, latent: dict, drags, positive, negative=None, s: AttentionDr
     if ctrl.capture is None:
         raise RuntimeError(f"{node}: the attention of layer {layer} was never read.")
     z_moved, plans, moves = _move(rec.z_T.detach(), ctrl.capture, handles, targets, mask, s)
-    lock = _lock(moves, flux_trajectory(rec.sigmas, rec.trajectory, rec.z_0), len(rec.sigmas) - 1, s)
+    lock = _lock(plans, moves, flux_trajectory(rec.sigmas, rec.trajectory, rec.z_0), len(rec.sigmas) - 1, s)
     out = run_sampling(model if lock is None else patch_model(model, lock), rec, positive, start=z_moved,
                        solver="auto", cfg=s.cfg, negative=negative, node=node)
     calls += solvers.model_calls(rec.sample_solver, len(rec.sigmas) - 1)

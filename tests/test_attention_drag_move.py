@@ -143,3 +143,21 @@ def test_preview_draws_map_mask_and_arrow():
     assert float(img[20, 20, 0]) > float(img[60, 4, 0]) + 0.3
     with pytest.raises(ValueError):
         attention_preview(plan, (64, 64), image=torch.zeros(32, 32, 3))
+
+
+def test_split_mask_gives_each_handle_its_own_part():
+    from fluxdrag.core.attention_drag_move import mask_part, split_mask
+
+    m = torch.zeros(6, 8, dtype=torch.bool)
+    m[1:3, 1:3] = True          # part A
+    m[3:5, 5:8] = True          # part B, not touching A
+    a, b = split_mask(m, [(1, 1), (6, 4)])
+    assert int(a.sum()) == 4 and int(b.sum()) == 6 and not (a & b).any()
+    assert torch.equal(mask_part(m, (0, 0)), a)      # outside: the nearest part
+    assert not mask_part(torch.zeros(3, 3, dtype=torch.bool), (1, 1)).any()
+    attn = torch.ones(2, 6, 8)
+    plan = plan_move(attn, [(1, 1), (6, 4)], [(1, 2), (5, 4)], mask=m, split=True, rigid=True, fuse="mean")
+    assert torch.equal(plan.field[1, 1], torch.tensor([0.0, 1.0]))   # A moves by drag 0 only
+    assert torch.equal(plan.field[4, 6], torch.tensor([-1.0, 0.0]))  # B by drag 1 only
+    shared = plan_move(attn, [(1, 1), (6, 4)], [(1, 2), (5, 4)], mask=m, rigid=True, fuse="mean")
+    assert torch.equal(shared.field[1, 1], torch.tensor([-0.5, 0.5]))  # one shared mask mixes them
