@@ -200,7 +200,8 @@ def plan_move(
     mask ∩ ``mask`` (plus the handle cell) [guess]. ``split``: each handle uses only the connected
     part of ``mask`` it lies in (:func:`split_mask`) [ours]. ``normalise``/``fuse``: see
     ``attention_displacement_field`` ("threshold" uses ``tau``/``relative_to``, the automatic
-    mask's own threshold). ValueError on a zero-length drag.
+    mask's own threshold; with a drawn mask in "replace" mode every cell of it counts as selected
+    and moves by the full drag [ours]). ValueError on a zero-length drag.
     """
     if attention.ndim != 3:
         raise ValueError(f"attention must be (n, h, w), got {tuple(attention.shape)}")
@@ -226,7 +227,11 @@ def plan_move(
                 masks[i, y, x] = True
     else:
         masks = given
-    kw = dict(normalise=normalise, rigid=rigid, tau=tau, relative_to=relative_to)
+    # "threshold": the cells a mask selects move by the full drag — above the threshold for the
+    # automatic mask, every cell of a drawn mask ("replace"; a share would leave debris of the
+    # object's low-attention cells along the drag), a share only on a dilation ring
+    whole = normalise == "threshold" and mask is not None and mask_mode == "replace"
+    kw = dict(normalise=normalise, rigid=rigid or whole, tau=tau, relative_to=relative_to)
     wts = handle_weights(attention, hp, masks, **kw)
     field = attention_displacement_field(attention, hp, tp, masks, fuse=fuse, **kw)
     return MovePlan(attention, masks, wts, field, masks.any(dim=0), hp, tp)

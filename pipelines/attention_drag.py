@@ -80,7 +80,7 @@ class AttentionDragSettings:
     fuse: str = "mean"              # [ours] several drags on one cell: weighted mean; paper wording "sum"
     background_lock: float = 1.0    # [ours] steps keeping untouched cells on the inversion path; paper 0
     tau_relative_to: str = "mean"   # τ·mean attention [guess]; "zscore": mean + τ·std [ours]
-    content_lock: float = 0.5       # [ours] steps the moved cells follow their moved inversion path; paper 0
+    content_lock: float = 0.75      # [ours] steps the moved cells follow their moved inversion path; paper 0
     split_mask: bool = True         # [ours] each drag moves only the part of a drawn mask its handle is in
 
 

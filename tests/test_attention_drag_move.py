@@ -161,3 +161,17 @@ def test_split_mask_gives_each_handle_its_own_part():
     assert torch.equal(plan.field[4, 6], torch.tensor([-1.0, 0.0]))  # B by drag 1 only
     shared = plan_move(attn, [(1, 1), (6, 4)], [(1, 2), (5, 4)], mask=m, rigid=True, fuse="mean")
     assert torch.equal(shared.field[1, 1], torch.tensor([-0.5, 0.5]))  # one shared mask mixes them
+
+
+def test_threshold_weights_move_a_drawn_mask_whole():
+    """normalise="threshold" with a drawn mask ("replace"): every cell of it moves by the full drag
+    (low-attention cells of the object would otherwise be left as debris along the drag)."""
+    attn = torch.full((1, 6, 6), 0.01)
+    attn[0, 2, 2] = 1.0
+    drawn = torch.zeros(6, 6, dtype=torch.bool)
+    drawn[1:4, 1:4] = True
+    plan = plan_move(attn, [(2, 2)], [(4, 2)], mask=drawn, normalise="threshold")
+    assert torch.equal(plan.weights[0], drawn.float())
+    auto = plan_move(attn, [(2, 2)], [(4, 2)], normalise="threshold", dilate=1)
+    ring = auto.union & ~(attn[0] > 2 * attn[0].mean())
+    assert ring.any() and float(auto.weights[0][ring].max()) < 1.0   # a share on the dilation ring

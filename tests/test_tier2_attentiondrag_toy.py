@@ -19,22 +19,24 @@ import torch
 
 pytestmark = pytest.mark.tier2
 
-SEED = 17         # the tests' own seed
+SEED = 23         # the tests' own seed (17 was used to diagnose the drawn-mask debris, so it was dropped)
 CAL_SEED = 11     # the calibration seed (neither is the README table's seed 0)
 
 # seed-11 means (md, found, iou, residue, seam, bg, hole, id):
 #   no_edit        6.552 1.00 0.022 1.000 0.000 0.000 0.985 0.957
-#   attentiondrag  0.272 1.00 0.832 0.047 0.053 0.015 0.309 0.291   (per-scene MD 0.81 0.23 0.13
-#                  0.22 0.24 0.00; before issue 29 on seed 4242: 3.005 1.00 0.065 0.056 4.761
-#                  0.266 0.528 0.887)
+#   attentiondrag  0.028 1.00 0.972 0.000 -0.000 0.000 0.315 0.104   (per-scene MD 0 0 0.08 0.08
+#                  0 0). Recalibrated on seed 11 twice, each time the defaults changed: content_lock
+#                  0.5 → 0.75 and drawn masks moved whole (before: 0.272 1.00 0.832 0.047 0.053 0.015
+#                  0.309 0.291, then 0.231 1.00 0.865 0.050 0.054 0.020 0.310 0.258). Before issue 29,
+#                  on seed 4242: 3.005 1.00 0.065 0.056 4.761 0.266 0.528 0.887
 THRESHOLDS = {
     # metric: (op, bound); "<" = at most, ">" = at least; seam is bounded in absolute value
-    "md": ("<", 0.51),          # 1.5 · 0.272 + 0.1
+    "md": ("<", 0.14),          # 1.5 · 0.028 + 0.1
     "found": (">", 5 / 6 - 1e-9),
-    "iou": (">", 0.41),         # 0.832 / 2
-    "bg_err": ("<", 0.12),      # 1.5 · 0.015 + 0.1
-    "seam": ("<", 0.18),        # 1.5 · 0.053 + 0.1, on |seam|
-    "hole_err": ("<", 0.56),    # 1.5 · 0.309 + 0.1
+    "iou": (">", 0.48),         # 0.972 / 2
+    "bg_err": ("<", 0.10),      # 1.5 · 0.000 + 0.1
+    "seam": ("<", 0.10),        # 1.5 · 0.000 + 0.1, on |seam|
+    "hole_err": ("<", 0.57),    # 1.5 · 0.315 + 0.1
 }
 
 
