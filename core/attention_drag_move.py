@@ -132,32 +132,44 @@ def upsample_maps(maps: torch.Tensor, latent_hw: tuple[int, int], mode: str = "b
 # ----------------------------------------------------------------------------- plan and move
 
 
-def mask_part(mask: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
-    """The connected part (4-neighbourhood) of the (h, w) bool ``mask`` holding the integer cell
-    ``(x, y)``; when that cell is outside the mask, the part of the nearest mask cell (empty
-    mask → empty). Pure torch flood fill by repeated constrained dilation."""
+def mask_parts(mask: torch.Tensor) -> list[torch.Tensor]:
+    """The connected parts (8-neighbourhood: cells touching at a corner belong together) of the
+    (h, w) bool ``mask``, each an (h, w) bool mask, in row-major order of their first cell. Pure
+    torch flood fill by repeated constrained dilation."""
     m = mask.bool()
-    if not bool(m.any()):
-        return m.clone()
-    x, y = int(cell[0]), int(cell[1])
-    if not bool(m[y, x]):
-        ys, xs = torch.nonzero(m, as_tuple=True)
-        j = int(((ys - y) ** 2 + (xs - x) ** 2).argmin())
-        y, x = int(ys[j]), int(xs[j])
-    part = torch.zeros_like(m)
-    part[y, x] = True
-    cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]], device=m.device)[None, None]
-    while True:
-        grown = (torch.nn.functional.conv2d(part.float()[None, None], cross, padding=1)[0, 0] > 0) & m
-        if torch.equal(grown, part):
-            return part
-        part = grown
+    left = m.clone()
+    parts = []
+    while bool(left.any()):
+        y, x = (int(v) for v in torch.nonzero(left)[0])
+        part = torch.zeros_like(m)
+        part[y, x] = True
+        while True:
+            grown = (torch.nn.functional.max_pool2d(part.float()[None, None], 3, 1, 1)[0, 0] > 0) & m
+            if torch.equal(grown, part):
+                break
+            part = grown
+        parts.append(part)
+        left &= ~part
+    return parts
 
 
 def split_mask(mask: torch.Tensor, cells: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """(n, h, w): for each handle cell the connected part of ``mask`` it lies in (or is nearest
-    to), so a region drawn around several objects gives each drag its own object [ours]."""
-    return torch.stack([mask_part(mask, c) for c in cells])
+    """(n, h, w): the drawn ``mask`` shared out among the handle cells ``(x, y)`` [ours]: each
+    connected part (:func:`mask_parts`) goes to the handles lying in it, or, when none does, to
+    the handle nearest to it; so a region drawn around several objects gives each drag its own
+    object, and with one drag the whole mask moves."""
+    m = mask.bool()
+    out = torch.zeros((len(cells), *m.shape), dtype=torch.bool, device=m.device)
+    for part in mask_parts(m):
+        inside = [i for i, (x, y) in enumerate(cells) if bool(part[int(y), int(x)])]
+        if not inside:
+            ys, xs = torch.nonzero(part, as_tuple=True)
+            dist = [float(((ys - int(y)) ** 2 + (xs - int(x)) ** 2).min()) for x, y in cells]
+            best = min(dist)
+            inside = [i for i, d in enumerate(dist) if d == best]
+        for i in inside:
+            out[i] |= part
+    return out
 
 
 class MovePlan(NamedTuple):
@@ -303,7 +315,7 @@ __all__ = [
     "clamp_cells",
     "handle_index_on_grid",
     "pixels_to_cells",
-    "mask_part",
+    "mask_parts",
     "plan_move",
     "split_mask",
     "upsample_maps",

@@ -146,15 +146,19 @@ def test_preview_draws_map_mask_and_arrow():
 
 
 def test_split_mask_gives_each_handle_its_own_part():
-    from fluxdrag.core.attention_drag_move import mask_part, split_mask
+    from fluxdrag.core.attention_drag_move import mask_parts, split_mask
 
     m = torch.zeros(6, 8, dtype=torch.bool)
     m[1:3, 1:3] = True          # part A
     m[3:5, 5:8] = True          # part B, not touching A
+    m[5, 4] = True              # touches B at a corner only: part of B
+    assert len(mask_parts(m)) == 2
     a, b = split_mask(m, [(1, 1), (6, 4)])
-    assert int(a.sum()) == 4 and int(b.sum()) == 6 and not (a & b).any()
-    assert torch.equal(mask_part(m, (0, 0)), a)      # outside: the nearest part
-    assert not mask_part(torch.zeros(3, 3, dtype=torch.bool), (1, 1)).any()
+    assert int(a.sum()) == 4 and int(b.sum()) == 7 and not (a & b).any()
+    whole = split_mask(m, [(0, 0)])[0]                 # one handle: every part is its
+    assert torch.equal(whole, m)
+    near = split_mask(m, [(1, 1), (7, 0)])             # B has no handle: the nearest one takes it
+    assert int(near[0].sum()) == 4 and int(near[1].sum()) == 7
     attn = torch.ones(2, 6, 8)
     plan = plan_move(attn, [(1, 1), (6, 4)], [(1, 2), (5, 4)], mask=m, split=True, rigid=True, fuse="mean")
     assert torch.equal(plan.field[1, 1], torch.tensor([0.0, 1.0]))   # A moves by drag 0 only
