@@ -81,12 +81,13 @@ class AttentionDragSettings:
     background_lock: float = 1.0    # [ours] steps keeping untouched cells on the inversion path; paper 0
     tau_relative_to: str = "mean"   # τ·mean attention [guess]; "zscore": mean + τ·std [ours]
     content_lock: float = 0.75      # [ours] steps the moved cells follow their moved inversion path; paper 0
-    split_mask: bool = True         # [ours] each drag moves only the part of a drawn mask its handle is in
+    split_mask: bool = True         # [ours] a drawn mask's parts go to the drags whose handles are in them
 
 
 #: the paper's reading of every setting where ours departs (docs/attentiondrag.md): the automatic
-#: mask, weights A / max A, drags summed, no background lock
-PAPER = {"mask_source": "attention", "normalise": "max", "fuse": "sum", "background_lock": 0.0}
+#: mask (so no drawn mask to split), weights A / max A, drags summed, no background or content lock
+PAPER = {"mask_source": "attention", "normalise": "max", "fuse": "sum", "background_lock": 0.0,
+         "content_lock": 0.0, "split_mask": False}
 
 
 @dataclass
