@@ -33,7 +33,6 @@ from ..core.attention_drag_move import LATENT_PX, attention_maps_from_qk, block_
 from .router import AttentionCall, Controller
 
 UNET_BLOCKS = ("input", "middle", "output")
-FLUX_BLOCKS = ("single", "double")
 
 
 @dataclass(frozen=True)
@@ -182,6 +181,70 @@ class AttentionCapture(Controller):
         self.captures += 1
 
 
+class BackgroundLock(Controller):
+    """Keeps the cells an AttentionDrag move left alone on the inversion's own path while
+    sampling back [ours, not in the paper; setting ``background_lock``, paper value 0].
+
+    After each of the first ``steps`` sampling steps the cells where ``keep`` (B, 1, h, w) is True
+    are set to the inversion's latent at the level just reached (``trajectory``: key → latent of
+    the whole batch; FLUX keys are ``sigma_key(σ)``, the σ = 0 entry the source). Everything the
+    move wrote or vacated (the mask ∪ the destinations) is sampled freely. Claims no attention
+    call. FLUX: through the router's ``after_step`` (FluxDrag's own samplers); SD1.x: the DDIM
+    loop calls :meth:`lock` with its own keys.
+
+    Content lock [ours; setting ``content_lock``, paper value 0]: for the first ``content_steps``
+    steps the cells the move wrote (``written``, (B, 1, h, w)) take ``move(ref)``, the same
+    one-step move applied to the inversion's latent at that level, so the moved content follows
+    its source's own path instead of being re-generated at high noise; the rest of the steps
+    blend it in.
+    """
+
+    name = "attentiondrag_background_lock"
+    block_types: set = set()   # no attention call
+
+    def __init__(self, keep: torch.Tensor, trajectory: dict, steps: int,
+                 written: Optional[torch.Tensor] = None, move: Optional[Callable] = None,
+                 content_steps: int = 0):
+        self.keep = keep.bool()
+        self.trajectory = trajectory
+        self.steps = int(steps)
+        self.written = None if written is None else written.bool()
+        self.move = move
+        self.content_steps = int(content_steps) if move is not None and written is not None else 0
+        self.locked = 0
+
+    def lock(self, i: int, key, x: torch.Tensor) -> Optional[torch.Tensor]:
+        if i >= max(self.steps, self.content_steps):
+            return None
+        ref = self.trajectory.get(key)
+        if ref is None or tuple(ref.shape) != tuple(x.shape):
+            return None
+        self.locked += 1
+        ref = ref.to(device=x.device, dtype=x.dtype)
+        if i < self.steps:
+            x = torch.where(self.keep.to(x.device), ref, x)
+        if i < self.content_steps:
+            x = torch.where(self.written.to(x.device), self.move(ref).to(x.dtype), x)
+        return x
+
+    def after_step(self, i: int, sigma_next: float, x: torch.Tensor) -> Optional[torch.Tensor]:
+        from ..core.cache import sigma_key
+
+        return self.lock(i, sigma_key(sigma_next), x)
+
+
+def flux_trajectory(sigmas: torch.Tensor, trajectory: list, z_0: Optional[torch.Tensor]) -> dict:
+    """``sigma_key(σ)`` → model-space latent of a FLUX inversion record (its sampling ``sigmas``,
+    its per-step ``trajectory`` and the source ``z_0`` at σ = 0)."""
+    from ..core.cache import sigma_key
+
+    inv = sigmas.flip(0).tolist()
+    out = {sigma_key(s): z for s, z in zip(inv[1:], trajectory)}
+    if z_0 is not None:
+        out[sigma_key(0.0)] = z_0.detach().cpu()
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # sampling helpers
 # --------------------------------------------------------------------------------------------
@@ -265,10 +328,12 @@ def default_flux_layer(dm) -> LayerRef:
 
 __all__ = [
     "AttentionCapture",
+    "BackgroundLock",
     "Capture",
     "LayerRef",
     "ddim_eps_function",
     "default_flux_layer",
     "default_unet_layer",
+    "flux_trajectory",
     "unet_attention_layers",
 ]

@@ -40,8 +40,9 @@ Points = Point | Sequence[Point] | torch.Tensor
 
 _DIRECTIONS = ("query", "key")
 _REDUCES = ("mean", "max")
-_RELATIVE = ("mean", "max", "absolute")
-_NORMALISE = ("max", "handle", "none")
+_RELATIVE = ("mean", "max", "absolute", "zscore")
+_NORMALISE = ("max", "handle", "none", "threshold")
+_FUSE = ("sum", "mean")
 
 
 # ----------------------------------------------------------------------------- coordinates
@@ -180,6 +181,23 @@ def _dilate(mask: torch.Tensor, cells: int) -> torch.Tensor:
     return m[:, 0] > 0
 
 
+def mask_threshold(attn: torch.Tensor, tau: float = 2.0, relative_to: str = "mean") -> torch.Tensor:
+    """Per-map threshold of :func:`auto_mask` for (n, h, w) maps, shape (n, 1, 1): τ·mean
+    ("mean"), τ·max ("max"), τ ("absolute") or mean + τ·std ("zscore": τ standard deviations
+    above the mean [ours, an alternative reading of the paper's τ = 2.0])."""
+    if relative_to not in _RELATIVE:
+        raise ValueError(f"relative_to must be one of {_RELATIVE}, got {relative_to!r}")
+    a = attn.float()
+    mean = a.mean(dim=(-2, -1), keepdim=True)
+    if relative_to == "mean":
+        return tau * mean
+    if relative_to == "max":
+        return tau * a.amax(dim=(-2, -1), keepdim=True)
+    if relative_to == "zscore":
+        return mean + tau * a.flatten(-2).std(dim=-1, unbiased=False)[..., None, None]
+    return torch.full_like(mean, float(tau))
+
+
 def auto_mask(
     attn: torch.Tensor,
     tau: float = 2.0,
@@ -190,7 +208,8 @@ def auto_mask(
     """Automatic edit mask M = {p : A(p) > τ · ref} from attention map(s) (h, w) or (n, h, w).
 
     ``relative_to``: "mean" (ref = mean of the map; [guess] reading of the paper's τ = 2.0),
-    "max" (ref = max of the map, needs τ < 1) or "absolute" (ref = 1). The threshold is
+    "max" (ref = max of the map, needs τ < 1), "absolute" (ref = 1) or "zscore" (the threshold
+    is mean + τ·std instead, :func:`mask_threshold`). The threshold is
     strict (``>``), per map. ``handles``: (x, y) cell points always included — for a
     (n, h, w) stack one handle per map (handle i into mask i), for a single (h, w) map all of
     them. ``dilate``: grow the mask by that many cells (square neighbourhood), after adding
@@ -203,13 +222,7 @@ def auto_mask(
     single = attn.ndim == 2
     a = attn[None] if single else attn
     a = a.float()
-    if relative_to == "mean":
-        ref = a.mean(dim=(-2, -1), keepdim=True)
-    elif relative_to == "max":
-        ref = a.amax(dim=(-2, -1), keepdim=True)
-    else:
-        ref = torch.ones((), device=a.device)
-    mask = a > tau * ref
+    mask = a > mask_threshold(a, tau, relative_to)
     if handles is not None:
         cells = handle_cells(handles, tuple(a.shape[-2:]))
         if single:
@@ -240,17 +253,26 @@ def handle_weights(
     masks: torch.Tensor,
     normalise: str = "max",
     rigid: bool = False,
+    tau: float = 2.0,
+    relative_to: str = "mean",
 ) -> torch.Tensor:
     """Per-handle movement weights w_i(p), (n, h, w) float32, zero outside mask_i.
 
     ``normalise`` [guess]: "max" — ``w_i = A_i / max A_i`` and the handle cell's own weight
     set to 1, so the handle moves by exactly d_i; "handle" — ``w_i = min(1, A_i / A_i(handle))``;
-    "none" — raw attention (the handle then moves by A_i(handle)·d_i, usually a small fraction).
-    ``rigid=True``: ``w_i = 1`` everywhere in mask_i. Each w_i is restricted to its own
-    mask_i (a handle outside its mask does not move); ``masks`` may be (h, w), shared.
+    "none" — raw attention (the handle then moves by A_i(handle)·d_i, usually a small fraction);
+    "threshold" — ``w_i = min(1, A_i / (τ · ref_i))`` with the automatic mask's own reference
+    (``relative_to``, as :func:`auto_mask`): every cell the automatic mask selects moves by the full
+    drag, cells below the threshold (reached only by a dilated or drawn mask) by the share of it
+    their attention reaches [ours: "max" moves most of an object by a fraction of the drag, which
+    tears it apart; measured in docs/attentiondrag.md]. ``rigid=True``: ``w_i = 1`` everywhere in
+    mask_i. Each w_i is restricted to its own mask_i (a handle outside its mask does not move);
+    ``masks`` may be (h, w), shared.
     """
     if normalise not in _NORMALISE:
         raise ValueError(f"normalise must be one of {_NORMALISE}, got {normalise!r}")
+    if relative_to not in _RELATIVE:
+        raise ValueError(f"relative_to must be one of {_RELATIVE}, got {relative_to!r}")
     hp = _as_points(handles, "handles")
     n = hp.shape[0]
     a = _stack_maps(attns, n, "attns").float()
@@ -262,6 +284,11 @@ def handle_weights(
         wts = torch.ones_like(a)
     elif normalise == "none":
         wts = a.clone()
+    elif normalise == "threshold":
+        ref = mask_threshold(a, float(tau), relative_to).clamp_min(torch.finfo(a.dtype).tiny)
+        wts = (a / ref).clamp(0.0, 1.0)
+        for i, (x, y) in enumerate(cells):
+            wts[i, y, x] = 1.0
     else:
         wts = torch.empty_like(a)
         for i, (x, y) in enumerate(cells):
@@ -278,19 +305,30 @@ def attention_displacement_field(
     masks: torch.Tensor,
     normalise: str = "max",
     rigid: bool = False,
+    tau: float = 2.0,
+    relative_to: str = "mean",
+    fuse: str = "sum",
 ) -> torch.Tensor:
-    """Attention-weighted displacement field v(p) = Σ_i w_i(p) · d_i, (h, w, 2) as (dx, dy).
+    """Attention-weighted displacement field of several drags, (h, w, 2) as (dx, dy).
 
-    ``d_i = target_i − handle_i`` in cells; w_i from :func:`handle_weights` (``normalise`` is
-    a [guess], see there; ``rigid=True`` moves mask_i by exactly d_i). Contributions of
-    several handles add up [guess: the paper's sum], so a cell in two masks moves by the
-    weighted sum. Zero outside the union of masks. ValueError naming the drag if one has zero
-    length.
+    ``d_i = target_i − handle_i`` in cells; w_i from :func:`handle_weights` (``normalise``,
+    ``tau``, ``relative_to`` are [guess]es, see there; ``rigid=True`` moves mask_i by exactly
+    d_i). ``fuse``: "sum" — v(p) = Σ_i w_i(p)·d_i, a cell in two masks moves by the sum [guess:
+    the paper's wording]; "mean" — v(p) = Σ_i w_i(p)·d_i / max(1, Σ_i w_i(p)), the weighted mean
+    where the weights add up to more than one, so two handles on one object dragged alike move it
+    by their drag, not twice it [ours]. Zero outside the union of masks. ValueError naming the
+    drag if one has zero length.
     """
+    if fuse not in _FUSE:
+        raise ValueError(f"fuse must be one of {_FUSE}, got {fuse!r}")
     d = _drag_vectors(handles, targets)
-    wts = handle_weights(attns, handles, masks, normalise=normalise, rigid=rigid)
+    wts = handle_weights(attns, handles, masks, normalise=normalise, rigid=rigid, tau=tau,
+                         relative_to=relative_to)
     d = d.to(device=wts.device, dtype=torch.float32)
-    return torch.einsum("nhw,nc->hwc", wts, d)
+    v = torch.einsum("nhw,nc->hwc", wts, d)
+    if fuse == "mean":
+        v = v / wts.sum(dim=0).clamp_min(1.0)[..., None]
+    return v
 
 
 # ----------------------------------------------------------------------------- 4. warp
@@ -539,6 +577,7 @@ __all__ = [
     "fill_holes_attention_weighted",
     "handle_cells",
     "handle_weights",
+    "mask_threshold",
     "pixel_to_cell",
     "warp_latent_one_step",
 ]

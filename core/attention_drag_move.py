@@ -132,6 +132,46 @@ def upsample_maps(maps: torch.Tensor, latent_hw: tuple[int, int], mode: str = "b
 # ----------------------------------------------------------------------------- plan and move
 
 
+def mask_parts(mask: torch.Tensor) -> list[torch.Tensor]:
+    """The connected parts (8-neighbourhood: cells touching at a corner belong together) of the
+    (h, w) bool ``mask``, each an (h, w) bool mask, in row-major order of their first cell. Pure
+    torch flood fill by repeated constrained dilation."""
+    m = mask.bool()
+    left = m.clone()
+    parts = []
+    while bool(left.any()):
+        y, x = (int(v) for v in torch.nonzero(left)[0])
+        part = torch.zeros_like(m)
+        part[y, x] = True
+        while True:
+            grown = (torch.nn.functional.max_pool2d(part.float()[None, None], 3, 1, 1)[0, 0] > 0) & m
+            if torch.equal(grown, part):
+                break
+            part = grown
+        parts.append(part)
+        left &= ~part
+    return parts
+
+
+def split_mask(mask: torch.Tensor, cells: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """(n, h, w): the drawn ``mask`` shared out among the handle cells ``(x, y)`` [ours]: each
+    connected part (:func:`mask_parts`) goes to the handles lying in it, or, when none does, to
+    the handle nearest to it; so a region drawn around several objects gives each drag its own
+    object, and with one drag the whole mask moves."""
+    m = mask.bool()
+    out = torch.zeros((len(cells), *m.shape), dtype=torch.bool, device=m.device)
+    for part in mask_parts(m):
+        inside = [i for i, (x, y) in enumerate(cells) if bool(part[int(y), int(x)])]
+        if not inside:
+            ys, xs = torch.nonzero(part, as_tuple=True)
+            dist = [float(((ys - int(y)) ** 2 + (xs - int(x)) ** 2).min()) for x, y in cells]
+            best = min(dist)
+            inside = [i for i, d in enumerate(dist) if d == best]
+        for i in inside:
+            out[i] |= part
+    return out
+
+
 class MovePlan(NamedTuple):
     attention: torch.Tensor  # (n, h, w) attention to each handle on the latent grid
     masks: torch.Tensor  # (n, h, w) bool, per-handle masks
@@ -160,6 +200,8 @@ def plan_move(
     rigid: bool = False,
     mask: torch.Tensor | None = None,
     mask_mode: str = "replace",
+    fuse: str = "sum",
+    split: bool = False,
 ) -> MovePlan:
     """Masks, weights and displacement field on the latent grid.
 
@@ -167,7 +209,11 @@ def plan_move(
     (n, 2) latent cell coordinates. Without ``mask``: the automatic mask per handle
     (``auto_mask`` with ``tau``/``relative_to``/``dilate``, handle cell included). With ``mask``
     (h, w): ``mask_mode`` "replace" — that mask for every handle; "intersect" — the automatic
-    mask ∩ ``mask`` (plus the handle cell) [guess]. ValueError on a zero-length drag.
+    mask ∩ ``mask`` (plus the handle cell) [guess]. ``split``: each handle uses only the connected
+    part of ``mask`` it lies in (:func:`split_mask`) [ours]. ``normalise``/``fuse``: see
+    ``attention_displacement_field`` ("threshold" uses ``tau``/``relative_to``, the automatic
+    mask's own threshold; with a drawn mask in "replace" mode every cell of it counts as selected
+    and moves by the full drag [ours]). ValueError on a zero-length drag.
     """
     if attention.ndim != 3:
         raise ValueError(f"attention must be (n, h, w), got {tuple(attention.shape)}")
@@ -181,16 +227,25 @@ def plan_move(
     cells = handle_cells(hp, grid)
     if mask is not None and tuple(mask.shape) != grid:
         raise ValueError(f"mask must be {grid}, got {tuple(mask.shape)}")
+    given = None
+    if mask is not None:
+        m = mask.to(device=attention.device, dtype=torch.bool)
+        given = split_mask(m, cells) if split else m[None].expand_as(attention)
     if mask is None or mask_mode == "intersect":
         masks = auto_mask(attention, tau=tau, relative_to=relative_to, handles=cells, dilate=dilate)
-        if mask is not None:
-            masks = masks & mask.to(device=masks.device, dtype=torch.bool)[None]
+        if given is not None:
+            masks = masks & given
             for i, (x, y) in enumerate(cells):
                 masks[i, y, x] = True
     else:
-        masks = mask.to(device=attention.device, dtype=torch.bool)[None].expand_as(attention)
-    wts = handle_weights(attention, hp, masks, normalise=normalise, rigid=rigid)
-    field = attention_displacement_field(attention, hp, tp, masks, normalise=normalise, rigid=rigid)
+        masks = given
+    # "threshold": the cells a mask selects move by the full drag — above the threshold for the
+    # automatic mask, every cell of a drawn mask ("replace"; a share would leave debris of the
+    # object's low-attention cells along the drag), a share only on a dilation ring
+    whole = normalise == "threshold" and mask is not None and mask_mode == "replace"
+    kw = dict(normalise=normalise, rigid=rigid or whole, tau=tau, relative_to=relative_to)
+    wts = handle_weights(attention, hp, masks, **kw)
+    field = attention_displacement_field(attention, hp, tp, masks, fuse=fuse, **kw)
     return MovePlan(attention, masks, wts, field, masks.any(dim=0), hp, tp)
 
 
@@ -260,6 +315,8 @@ __all__ = [
     "clamp_cells",
     "handle_index_on_grid",
     "pixels_to_cells",
+    "mask_parts",
     "plan_move",
+    "split_mask",
     "upsample_maps",
 ]

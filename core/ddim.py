@@ -36,7 +36,7 @@ from typing import NamedTuple, Optional
 import torch
 
 Eps = Callable[[torch.Tensor, int], torch.Tensor]
-Callback = Optional[Callable[[dict], None]]
+Callback = Optional[Callable[[dict], Optional[torch.Tensor]]]
 
 EPS_AT = ("next", "current")
 
@@ -124,14 +124,17 @@ def ddim_sample(eps_fn: Eps, x: torch.Tensor, schedule: DDIMSchedule,
     """Denoise ``x`` (DDIM latent at ``schedule.timesteps[0]``) to the clean end.
 
     Calls ``eps_fn(x, t)`` once per step; ``callback({"i", "x", "t", "alpha"})`` after each
-    step (``alpha``: the level reached).
+    step (``alpha``: the level reached); a tensor it returns replaces ``x`` (a latent-level
+    control, e.g. AttentionDrag's background lock).
     """
     ts, al = schedule
     for i, t in enumerate(ts):
         eps = eps_fn(x, t)
         x = ddim_step(x, eps, al[i], al[i + 1])
         if callback is not None:
-            callback({"i": i, "x": x, "t": t, "alpha": al[i + 1]})
+            r = callback({"i": i, "x": x, "t": t, "alpha": al[i + 1]})
+            if r is not None:
+                x = r
     return x
 
 

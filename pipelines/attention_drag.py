@@ -17,11 +17,13 @@ import torch
 
 from ..attention_patches.attention_drag import (
     AttentionCapture,
+    BackgroundLock,
     Capture,
     LayerRef,
     ddim_eps_function,
     default_flux_layer,
     default_unet_layer,
+    flux_trajectory,
     unet_attention_layers,
 )
 from ..attention_patches.router import patch_model
@@ -51,12 +53,15 @@ from .common import (
     sampling_sigmas,
 )
 from .inversion import SCHEDULERS, InversionSettings, run_inversion, run_sampling
-from .settings import SILENT, check_choice, setting, validate
+from .settings import SILENT, check_choice, departures, setting, validate
 
 NODE = "FluxDrag AttentionDrag"
 ANCHOR_HOLD_PX = 8  # [guess] latent cells within this many pixels of an anchor keep their content
 MASK_SOURCES = ("auto", "attention", "instructions", "both")
 EPS_AT = ("next", "current")
+NORMALISE = ("threshold", "max")
+FUSE = ("mean", "sum")
+TAU_RELATIVE_TO = ("mean", "zscore")
 _LAYER_RE = re.compile(r"^\(?\s*['\"]?(input|middle|output|single|double)['\"]?\s*[.,_ ]\s*(\d+)"
                        r"(?:\s*[.,_ ]\s*(\d+))?\s*\)?$")
 
@@ -105,6 +110,28 @@ class AttentionDragSettings:
     eps_at: str = setting("next", "SD1.x only: the timestep DDIM inversion evaluates the noise at (next: "
                                   "the usual DDIM inversion; current: the step's own).",
                           options=EPS_AT, paper=SILENT)
+    # [ours] each a departure from the paper (docs/attentiondrag.md); PAPER collects the paper's reading
+    normalise: str = setting("threshold", "Movement weights: threshold = min(1, A / (τ·mean A)), every "
+                                          "automatically masked cell moves by the full drag (ours); max = "
+                                          "A / max A (the paper's wording; tears objects apart).",
+                             options=NORMALISE, paper="max")
+    fuse: str = setting("mean", "Several drags on one cell: weighted mean (ours) or sum (the paper's wording).",
+                        options=FUSE, paper="sum")
+    background_lock: float = setting(1.0, "Fraction of steps keeping the cells the move did not touch on the "
+                                          "inversion's path (ours; 0 = the paper).", min=0.0, max=1.0,
+                                     step=0.05, paper=0.0)
+    tau_relative_to: str = setting("mean", "Automatic mask threshold: τ·mean attention [guess], or zscore: "
+                                           "mean + τ·std (ours).", options=TAU_RELATIVE_TO, paper=SILENT)
+    content_lock: float = setting(0.75, "Fraction of steps the moved cells follow the same move applied to "
+                                        "the inversion's latent (ours; 0 = the paper).", min=0.0, max=1.0,
+                                  step=0.05, paper=0.0)
+    split_mask: bool = setting(True, "A drawn mask's connected parts go to the drags whose handles lie in "
+                                     "them (ours); off: one region for every drag.", paper=False)
+
+
+#: the paper's reading of every setting where ours departs (docs/attentiondrag.md): the automatic
+#: mask (so no drawn mask to split), weights A / max A, drags summed, no background or content lock
+PAPER = departures(AttentionDragSettings)
 
 
 @dataclass
@@ -240,12 +267,32 @@ def _move(z: torch.Tensor, cap: Capture, handles_px, targets_px, mask: Optional[
         maps = cap.maps[min(r, cap.maps.shape[0] - 1)]
         attn = upsample_maps(maps, (h, w)).to(z.device)
         plan: MovePlan = plan_move(attn, hc, tc, tau=s.tau, dilate=s.dilate, rigid=s.rigid,
-                                   mask=mask if s.mask_source != "attention" else None, mask_mode=mask_mode)
+                                   mask=mask if s.mask_source != "attention" else None, mask_mode=mask_mode,
+                                   normalise=s.normalise, fuse=s.fuse, relative_to=s.tau_relative_to,
+                                   split=s.split_mask)
         res: MoveResult = apply_move(z[r:r + 1], plan, fill_with_attention=s.fill_with_attention)
         plans.append(plan)
         moves.append(res)
         rows.append(res.latent)
     return torch.cat(rows, dim=0), plans, moves
+
+
+def _lock(plans: list, moves: list, trajectory: dict, n_steps: int,
+          s: AttentionDragSettings) -> Optional[BackgroundLock]:
+    """The background / content lock for ``s.background_lock`` / ``s.content_lock`` of ``n_steps``
+    (None when both are off)."""
+    steps = int(round(s.background_lock * n_steps))
+    content = int(round(s.content_lock * n_steps))
+    if steps <= 0 and content <= 0:
+        return None
+    keep = torch.stack([~m.changed_region for m in moves])[:, None]
+    written = torch.stack([m.written for m in moves])[:, None]
+
+    def move(z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([apply_move(z[r:r + 1], plans[r], fill_with_attention=s.fill_with_attention).latent
+                          for r in range(z.shape[0])])
+
+    return BackgroundLock(keep, trajectory, steps, written, move, content)
 
 
 def resolve_mask_source(s: AttentionDragSettings, mask_px, node: str = NODE) -> AttentionDragSettings:
@@ -279,11 +326,12 @@ def sd_schedule(model, s: AttentionDragSettings) -> DDIMSchedule:
 
 
 def sd_invert(model, samples: torch.Tensor, positive, sched: DDIMSchedule, ctrl: AttentionCapture,
-              eps_at: str = "next", tick=None) -> tuple:
+              eps_at: str = "next", tick=None, trajectory: Optional[dict] = None) -> tuple:
     """DDIM-invert ``samples`` (a LATENT's samples) to ``sched.timesteps[0]`` on a clone of ``model``
     carrying ``ctrl``; ``ctrl`` reads the attention on the call labelled with that timestep (the
     last inversion call for eps_at "next", else one extra call on the inverted latent).
-    Returns (DDIM-space latent, model-space source latent, whether the extra call was made)."""
+    Returns (DDIM-space latent, model-space source latent, whether the extra call was made);
+    ``trajectory`` (a dict) receives ᾱ → DDIM-space latent of every level reached (ᾱ = 1: the source)."""
     ms = model.get_model_object("model_sampling")
     table = ms.sigmas.detach().cpu()
     labels = inversion_labels(sched, eps_at)
@@ -304,7 +352,10 @@ def sd_invert(model, samples: torch.Tensor, positive, sched: DDIMSchedule, ctrl:
             ctrl.armed = count["i"] == len(labels) and t == t_top
 
         eps = ddim_eps_function(model_k, extra_args, table, before_call=arm, after_call=after)
-        x_top = ddim_invert(eps, x, sched, eps_at=eps_at)
+        if trajectory is not None:
+            trajectory[sched.alphas[-1]] = x.detach()
+        record = None if trajectory is None else (lambda d: trajectory.__setitem__(d["alpha"], d["x"].detach()))
+        x_top = ddim_invert(eps, x, sched, eps_at=eps_at, callback=record)
         if ctrl.capture is None:  # no inversion call at the top level: read it there once
             extra["used"] = True
             probe = ddim_eps_function(model_k, extra_args, table,
@@ -320,13 +371,15 @@ def sd_invert(model, samples: torch.Tensor, positive, sched: DDIMSchedule, ctrl:
 
 
 def sd_denoise(model, z: torch.Tensor, positive, sched: DDIMSchedule, negative=None, cfg: float = 1.0,
-               tick=None) -> torch.Tensor:
-    """DDIM-denoise the DDIM-space latent ``z`` (at ``sched.timesteps[0]``) to a model-space latent."""
+               tick=None, lock: Optional[BackgroundLock] = None) -> torch.Tensor:
+    """DDIM-denoise the DDIM-space latent ``z`` (at ``sched.timesteps[0]``) to a model-space latent
+    (``lock``: keyed by ᾱ, see :func:`sd_invert`)."""
     table = model.get_model_object("model_sampling").sigmas.detach().cpu()
 
     def samp_fn(model_k, x, _sigmas, extra_args):
         eps = ddim_eps_function(model_k, extra_args, table, after_call=(lambda t: tick()) if tick else None)
-        return ddim_sample(eps, x, sched)
+        cb = None if lock is None else (lambda d: lock.lock(d["i"], d["alpha"], d["x"]))
+        return ddim_sample(eps, x, sched, callback=cb)
 
     samp, samp_run = direct_sampler(samp_fn)
     sigmas = torch.tensor([float(table[t]) for t in sched.timesteps] + [0.0])
@@ -355,14 +408,16 @@ def run_sd(model, latent: dict, drags, positive, negative=None, s: AttentionDrag
         bar.update(1)
 
     ctrl = AttentionCapture(layer, handles, (h, w), batch=b, direction=s.direction, keep_qk=keep_qk)
-    z_top, z0, used_extra = sd_invert(model, samples, positive, sched, ctrl, s.eps_at, tick)
+    traj: dict = {}
+    z_top, z0, used_extra = sd_invert(model, samples, positive, sched, ctrl, s.eps_at, tick, traj)
     check_finite(z_top, node, "DDIM inversion")
     if ctrl.capture is None:
         raise RuntimeError(f"{node}: the attention of layer {layer} was never read; is it a self-attention "
                            f"block of this UNet?")
     z_moved, plans, moves = _move(z_top, ctrl.capture, handles, targets, mask, s)
     z_moved = check_finite(hold_anchors(z_moved, z_top, anchors, ANCHOR_HOLD_PX), node, "attention move")
-    out = check_finite(sd_denoise(model, z_moved, positive, sched, negative, s.cfg, tick), node, "DDIM sampling")
+    out = check_finite(sd_denoise(model, z_moved, positive, sched, negative, s.cfg, tick,
+                                  _lock(plans, moves, traj, sched.steps, s)), node, "DDIM sampling")
     return AttentionDragOutcome(
         "sd1", out, z_top, z_moved, plans, moves, ctrl.capture, layer, calls["n"], used_extra,
         info={"schedule": sched, "inversion_labels": labels, "z_0": z0})
@@ -413,8 +468,9 @@ def run_flux(model, latent: dict, drags, positive, negative=None, s: AttentionDr
     z_moved, plans, moves = _move(rec.z_T.detach(), ctrl.capture, handles, targets, mask, s)
     z_moved = check_finite(hold_anchors(z_moved, rec.z_T.detach(), anchors, ANCHOR_HOLD_PX), node,
                            "attention move")
-    out = run_sampling(model, rec, positive, start=z_moved, solver="auto", cfg=s.cfg, negative=negative,
-                       node=node)
+    lock = _lock(plans, moves, flux_trajectory(rec.sigmas, rec.trajectory, rec.z_0), len(rec.sigmas) - 1, s)
+    out = run_sampling(model if lock is None else patch_model(model, lock), rec, positive, start=z_moved,
+                       solver="auto", cfg=s.cfg, negative=negative, node=node)
     calls += solvers.model_calls(rec.sample_solver, len(rec.sigmas) - 1)
     return AttentionDragOutcome(
         "flux", out.detach(), rec.z_T.detach(), z_moved, plans, moves, ctrl.capture, layer, calls, used_extra,

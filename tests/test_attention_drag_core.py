@@ -15,6 +15,7 @@ from fluxdrag.core.attention_drag import (
     cell_index,
     fill_holes_attention_weighted,
     handle_weights,
+    mask_threshold,
     pixel_to_cell,
     warp_latent_one_step,
 )
@@ -201,6 +202,52 @@ def test_field_sums_handles_and_zero_length_drag_raises():
     assert torch.equal(w, masks.float())
     with pytest.raises(ValueError, match="drag 1 has zero length"):
         attention_displacement_field(a, [(0, 1), (1, 1)], [(0, 0), (1, 1)], masks)
+
+
+def test_threshold_weights_move_every_masked_cell_by_the_full_drag():
+    """normalise="threshold": w = min(1, A / (τ·mean A)) — every cell of the automatic mask moves
+    rigidly (an object is not torn apart), a cell below the threshold by its share."""
+    a = torch.full((1, 4, 4), 0.01)
+    a[0, 1, 1], a[0, 1, 2], a[0, 2, 1] = 0.4, 0.8, 0.3
+    thr = float(mask_threshold(a, 2.0, "mean"))
+    assert abs(thr - 2.0 * float(a.mean())) < 1e-7
+    auto = auto_mask(a, tau=2.0, handles=[(1, 1)])[0]
+    f = attention_displacement_field(a, [(1, 1)], [(3, 1)], auto, normalise="threshold")
+    assert torch.equal(f[auto], torch.tensor([2.0, 0.0]).expand(int(auto.sum()), 2))
+    assert float(f[~auto].abs().max()) == 0.0
+    wider = torch.ones(4, 4, dtype=torch.bool)  # a drawn mask: cells below the threshold get their share
+    w = handle_weights(a, [(1, 1)], wider, normalise="threshold")
+    assert abs(float(w[0, 0, 0]) - 0.01 / thr) < 1e-6 and float(w[0, 1, 2]) == 1.0
+    # the "max" reading moves the 0.3 cell by 3/8 of the drag: the object tears
+    f_max = attention_displacement_field(a, [(1, 1)], [(3, 1)], auto, normalise="max")
+    assert abs(float(f_max[2, 1, 0]) - 0.75) < 1e-6
+
+
+def test_zscore_threshold_is_mean_plus_tau_std():
+    a = torch.rand(2, 5, 5, generator=torch.Generator().manual_seed(0))
+    thr = mask_threshold(a, 2.0, "zscore")
+    for i in range(2):
+        assert abs(float(thr[i]) - float(a[i].mean() + 2.0 * a[i].std(unbiased=False))) < 1e-6
+    assert torch.equal(auto_mask(a, relative_to="zscore"), a > thr)
+    with pytest.raises(ValueError, match="relative_to"):
+        mask_threshold(a, 2.0, "median")
+
+
+def test_mean_fusion_does_not_add_drags_on_one_object():
+    """fuse="mean": two handles on one object dragged alike move it by their drag (the sum moves it
+    twice as far); a cell reached by one drag only moves by w·d in both."""
+    a = torch.ones(2, 3, 3)
+    masks = torch.zeros(2, 3, 3, dtype=torch.bool)
+    masks[0, :, :2] = True
+    masks[1, :, 1:] = True
+    hs, ts = [(0, 1), (2, 1)], [(1, 2), (3, 2)]
+    f_sum = attention_displacement_field(a, hs, ts, masks, rigid=True)
+    f_mean = attention_displacement_field(a, hs, ts, masks, rigid=True, fuse="mean")
+    assert torch.equal(f_sum[1, 1], torch.tensor([2.0, 2.0]))
+    assert torch.equal(f_mean[1, 1], torch.tensor([1.0, 1.0]))
+    assert torch.equal(f_mean[1, 0], f_sum[1, 0]) and torch.equal(f_mean[1, 2], f_sum[1, 2])
+    with pytest.raises(ValueError, match="fuse"):
+        attention_displacement_field(a, hs, ts, masks, fuse="max")
 
 
 # --------------------------------------------------------------------------- warp

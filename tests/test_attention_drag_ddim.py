@@ -147,3 +147,23 @@ def test_deterministic_and_calls_once_per_step():
 def test_schedule_is_a_namedtuple_of_lists():
     sch = DDIMSchedule([5, 1], [0.5, 0.9, 1.0])
     assert sch.steps == 2 and sch.tail(0.5) == DDIMSchedule([1], [0.9, 1.0])
+
+
+def test_sample_callback_may_replace_the_latent():
+    """A tensor returned by the callback replaces x (AttentionDrag's background lock)."""
+    from fluxdrag.core.ddim import ddim_sample, ddim_schedule
+
+    sched = ddim_schedule(torch.linspace(0.99, 0.01, 1000), 4)
+    x = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    seen = []
+
+    def cb(d):
+        seen.append(d["x"].clone())
+        return torch.zeros_like(d["x"]) if d["i"] == 1 else None
+
+    def eps(z, t):
+        return 0.1 * z
+
+    ddim_sample(eps, x, sched, callback=cb)
+    # the step after the replacement starts from zeros, so eps = 0 and the latent stays 0
+    assert torch.equal(seen[2], torch.zeros_like(x)) and not torch.equal(seen[1], torch.zeros_like(x))

@@ -143,3 +143,39 @@ def test_preview_draws_map_mask_and_arrow():
     assert float(img[20, 20, 0]) > float(img[60, 4, 0]) + 0.3
     with pytest.raises(ValueError):
         attention_preview(plan, (64, 64), image=torch.zeros(32, 32, 3))
+
+
+def test_split_mask_gives_each_handle_its_own_part():
+    from fluxdrag.core.attention_drag_move import mask_parts, split_mask
+
+    m = torch.zeros(6, 8, dtype=torch.bool)
+    m[1:3, 1:3] = True          # part A
+    m[3:5, 5:8] = True          # part B, not touching A
+    m[5, 4] = True              # touches B at a corner only: part of B
+    assert len(mask_parts(m)) == 2
+    a, b = split_mask(m, [(1, 1), (6, 4)])
+    assert int(a.sum()) == 4 and int(b.sum()) == 7 and not (a & b).any()
+    whole = split_mask(m, [(0, 0)])[0]                 # one handle: every part is its
+    assert torch.equal(whole, m)
+    near = split_mask(m, [(1, 1), (7, 0)])             # B has no handle: the nearest one takes it
+    assert int(near[0].sum()) == 4 and int(near[1].sum()) == 7
+    attn = torch.ones(2, 6, 8)
+    plan = plan_move(attn, [(1, 1), (6, 4)], [(1, 2), (5, 4)], mask=m, split=True, rigid=True, fuse="mean")
+    assert torch.equal(plan.field[1, 1], torch.tensor([0.0, 1.0]))   # A moves by drag 0 only
+    assert torch.equal(plan.field[4, 6], torch.tensor([-1.0, 0.0]))  # B by drag 1 only
+    shared = plan_move(attn, [(1, 1), (6, 4)], [(1, 2), (5, 4)], mask=m, rigid=True, fuse="mean")
+    assert torch.equal(shared.field[1, 1], torch.tensor([-0.5, 0.5]))  # one shared mask mixes them
+
+
+def test_threshold_weights_move_a_drawn_mask_whole():
+    """normalise="threshold" with a drawn mask ("replace"): every cell of it moves by the full drag
+    (low-attention cells of the object would otherwise be left as debris along the drag)."""
+    attn = torch.full((1, 6, 6), 0.01)
+    attn[0, 2, 2] = 1.0
+    drawn = torch.zeros(6, 6, dtype=torch.bool)
+    drawn[1:4, 1:4] = True
+    plan = plan_move(attn, [(2, 2)], [(4, 2)], mask=drawn, normalise="threshold")
+    assert torch.equal(plan.weights[0], drawn.float())
+    auto = plan_move(attn, [(2, 2)], [(4, 2)], normalise="threshold", dilate=1)
+    ring = auto.union & ~(attn[0] > 2 * attn[0].mean())
+    assert ring.any() and float(auto.weights[0][ring].max()) < 1.0   # a share on the dilation ring

@@ -44,13 +44,21 @@ def lazydrag_paper(scene, model, cond) -> torch.Tensor:
     return lazydrag(scene, model, cond, **departures(LazyDragSettings))
 
 
-def attentiondrag(scene, model, cond, steps: int = STEPS) -> torch.Tensor:
-    """FluxDrag AttentionDrag, FLUX path (Uni-Inv to strength 0.7, one-step move, sample back)."""
+def attentiondrag(scene, model, cond, steps: int = STEPS, **opts) -> torch.Tensor:
+    """FluxDrag AttentionDrag, FLUX path (Uni-Inv to strength 0.7, one-step move, sample back);
+    ``opts``: further :class:`AttentionDragSettings` fields by name."""
     from ...pipelines.attention_drag import AttentionDragSettings, run_attention_drag
 
-    s = AttentionDragSettings(steps=steps, inversion_guidance=_guidance(cond))
+    s = AttentionDragSettings(steps=steps, inversion_guidance=_guidance(cond), **opts)
     out = run_attention_drag(model, scene_latent_to_comfy(scene.latent), scene.drags, cond, settings=s)
     return out.latent[0]
+
+
+def attentiondrag_paper(scene, model, cond) -> torch.Tensor:
+    """AttentionDrag with the paper's reading of every departure (``pipelines.attention_drag.PAPER``)."""
+    from ...pipelines.attention_drag import PAPER
+
+    return attentiondrag(scene, model, cond, **PAPER)
 
 
 def dragflow_regions(scene) -> list[dict]:
@@ -181,6 +189,7 @@ def contextdrag_keep(scene, model, cond) -> torch.Tensor:
 register("lazydrag", lazydrag)
 register("lazydrag_paper", lazydrag_paper)
 register("attentiondrag", attentiondrag)
+register("attentiondrag_paper", attentiondrag_paper)
 register("dragflow", dragflow)
 register("dragflow_no_kv", dragflow_no_kv)
 register("dragflow_paper", dragflow_paper)
