@@ -97,7 +97,9 @@ def family_reconstruction(model, cond, seed: int, families, k: int = 4, ratio: f
     28-step round-trip error of the sources and ground-truth edits, and the one-step denoising error
     (``denoise_error``) of both. ``judged``: the edits' denoising error is at most ``ratio`` × that
     of the sources of the ``reference`` families, the ones the model was first trained on [guess:
-    1.5] — a family the model denoises much worse it does not represent, so it cannot judge edits."""
+    1.5] — a family the model denoises much worse it does not represent, so it cannot judge edits.
+    ``represented`` repeats ``judged`` and ``denoise_err`` the edits' denoising error under the
+    names the v3 JSON uses."""
     from .run import FAMILY_CASES
 
     def scenes_of(f):
@@ -118,5 +120,5 @@ def family_reconstruction(model, cond, seed: int, families, k: int = 4, ratio: f
         de = sum(dn_edit) / k
         out[f] = {"source": sum(src) / k, "edit": sum(edit) / k, "edit_max": max(edit),
                   "denoise_source": sum(dn_src) / k, "denoise_edit": de, "denoise_bar": bar, "n": k,
-                  "judged": de <= bar}
+                  "judged": de <= bar, "represented": de <= bar, "denoise_err": de}
     return out
