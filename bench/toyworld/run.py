@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="toy model weights, e.g. toyworld/toyflux_v3.safetensors (default: the shipped "
                         "toyworld/toyflux.safetensors)")
     p.add_argument("--no-inversion-table", dest="inversion_table", action="store_false")
+    p.add_argument("--no-model", action="store_true",
+                   help="model-free methods only: no model, no per-family check (seconds, not minutes)")
     p.add_argument("--inv-steps", type=int, nargs="+", default=[8, 16, 28])
     p.add_argument("--inv-schedulers", nargs="+", default=["simple", "beta", "normal"])
     p.add_argument("--inv-scenes", type=int, default=6, help="scenes per inversion-table entry")
@@ -214,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = []
     model = cond = None
     try:
+        if args.no_model:
+            raise RuntimeError("--no-model")
         from ...tools.comfy_env import import_comfy
         from ...toyworld.model import WEIGHTS, load_toy_model
 
