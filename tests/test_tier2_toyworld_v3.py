@@ -66,7 +66,7 @@ def test_run_json_carries_v3_rows(comfy, tmp_path):
     from fluxdrag.bench.toyworld.run import main
 
     out = tmp_path / "v3.json"
-    rc = main(["--seed", "97", "--n", "4", "--families", "single", *("lit", "texture", "occlusion", "articulated"),
+    rc = main(["--seed", "97", "--n", "5", "--families", "single", *("lit", "texture", "occlusion", "articulated"),
                "--methods", "no_edit", "cut_paste", "ground_truth", "--docs", "", "--json", str(out),
                "--no-inversion-table", "--recon-scenes", "1"])
     assert rc == 0
