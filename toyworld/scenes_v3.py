@@ -32,7 +32,8 @@ Families (cases):
     ``textured_bg`` family stays held out of training.)
   * ``occlusion`` ("move"): a depth order. Kind "reveal": the dragged object starts 20–60 %
     hidden behind another and is dragged free, so the ground truth shows its hidden part; kind
-    "hide": it is dragged behind another and ends 20–60 % hidden (``extra["kind"]``).
+    "hide": it is dragged behind another and ends 20–60 % hidden (``extra["kind"]``). The drag's
+    handle is on the object's visible part (the visible pixel nearest to its centroid).
   * ``articulated`` ("bend"): a two-segment limb (``Limb``: a base segment and a free segment
     joined at ``joint``), optionally with one other object. One "drag"-mode drag from the free
     end's tip to its new place bends the free segment about the joint by 35–75°; the base
@@ -421,7 +422,13 @@ def try_v3_scene(g, seed, family, case, size, width, height, mask_in_json) -> S.
         objects, after = [back, front], [new, front]
         order_src = order_gt = [0, 1]             # the dragged object is behind ``front``
         moved = [0]
-        drags = [S._drag((back.cx, back.cy), (new.cx, new.cy), "move")]
+        # the handle on what the user sees: the visible pixel nearest to the visible part's centroid
+        vis = S.object_mask(back, h, w) & ~S.object_mask(front, h, w)
+        px, py = pixel_grid(h, w)
+        vx, vy = px[vis], py[vis]
+        j = int(torch.argmin((vx - vx.mean()) ** 2 + (vy - vy.mean()) ** 2))
+        hx, hy = float(vx[j]), float(vy[j])
+        drags = [S._drag((hx, hy), (hx + new.cx - back.cx, hy + new.cy - back.cy), "move")]
         extra = {"kind": kind}
     else:                                          # lit, texture
         n_obj = S._randint(g, 1, 2)
