@@ -8,6 +8,7 @@ import torch
 
 from fluxdrag.bench.toyworld.methods import copy_paste, ground_truth, no_edit
 from fluxdrag.bench.toyworld.metrics import edit_metrics
+from fluxdrag.bench.toyworld.sampling import sample_scene_latents, sample_small_latents
 from fluxdrag.toyworld import scenes as S
 
 
@@ -18,8 +19,8 @@ def test_seeded_determinism():
     assert torch.equal(a.latent, b.latent) and torch.equal(a.edited, b.edited)
     assert a.drags == b.drags and a.case == b.case
     assert not torch.equal(a.latent, c.latent)
-    x1, f1 = S.sample_scene_latents(3, seed=11)
-    x2, f2 = S.sample_scene_latents(3, seed=11)
+    x1, f1 = sample_scene_latents(3, seed=11)
+    x2, f2 = sample_scene_latents(3, seed=11)
     assert torch.equal(x1, x2) and torch.equal(f1, f2)
     assert x1.shape == (3, 16, 32, 32)
 
@@ -179,9 +180,9 @@ def test_baseline_metrics():
 
 
 def test_small_training_scenes():
-    x = S.sample_small_latents(6, seed=3)
+    x = sample_small_latents(6, seed=3)
     assert x.shape == (6, 16, 16, 16)
-    assert torch.equal(x, S.sample_small_latents(6, seed=3))
+    assert torch.equal(x, sample_small_latents(6, seed=3))
     for s in x:
         found = S.detect_all(s)
         assert 1 <= len(found) <= 2 and all(d.area >= 6 for d in found.values())

@@ -113,6 +113,9 @@ def conditioning_from_meta(meta: dict, family: str | None = None,
     ctx = torch.tensor(c["context"], dtype=torch.float32)
     pooled = torch.tensor(c["pooled"], dtype=torch.float32)
     if family is not None:
+        if family not in c["family_offsets"]:
+            raise ValueError(f"toy model: family {family!r} has no condition in these weights (trained "
+                             f"with {', '.join(c['family_offsets'])}); use one of those or 'any'")
         pooled = pooled + torch.tensor(c["family_offsets"][family], dtype=torch.float32)
     return [[ctx, {"pooled_output": pooled, "guidance": float(guidance)}]]
 

@@ -42,61 +42,47 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from ..core.geometry import connected_components
-from ..core.instructions import rle_decode as core_rle_decode
-from ..core.instructions import rle_encode as core_rle_encode
+from .latent import (  # noqa: F401  (re-exported: the scene API users import from here)
+    _RGB_M,
+    _TEX_DIR,
+    _TINT,
+    BASIS_SEED,
+    BG_BASIS,
+    LATENT_CHANNELS,
+    OBJECT_AMPLITUDE,
+    PALETTE_SIZE,
+    PIXELS_PER_LATENT,
+    SIGNATURES,
+    Detection,
+    _components,
+    detect_all,
+    detect_objects,
+    latent_mask_to_pixels,
+    pixel_grid,
+    rle_decode,
+    rle_encode,
+    signature_map,
+    to_rgb,
+)
 
-LATENT_CHANNELS = 16
-PALETTE_SIZE = 6
-OBJECT_AMPLITUDE = 2.0
-PIXELS_PER_LATENT = 8
 SHAPES = ("disc", "square", "triangle", "bar", "ring")
 TEXTURES = ("flat", "stripes", "checker", "radial", "dot")
 _BASIC_TEXTURES = TEXTURES[:4]          # the first four families draw from these (seeds unchanged)
 PART_TEXTURES = ("stripes", "checker", "dot")
-FAMILIES = ("single", "multi", "textured_bg", "crowded", "parts", "border", "overlap", "large")
+#: the v3 families (``scenes_v3``): light and cast shadows, textured backgrounds, occlusion, joints
+V3_FAMILIES = ("lit", "texture", "occlusion", "articulated")
+FAMILIES = ("single", "multi", "textured_bg", "crowded", "parts", "border", "overlap", "large",
+            *V3_FAMILIES)
 NEW_FAMILIES = ("parts", "border", "overlap", "large")
-CASES = ("move", "rotate", "stretch", "multi_move", "scale")
-# the cases each new family is drawn with (the first four families: move/rotate/stretch/multi_move)
+CASES = ("move", "rotate", "stretch", "multi_move", "scale", "bend")
+# the cases each later family is drawn with (the first four families: move/rotate/stretch/multi_move)
 NEW_FAMILY_CASES = {"parts": ("move", "rotate", "scale"), "border": ("move",),
-                    "overlap": ("move",), "large": ("move", "scale")}
-BASIS_SEED = 20240917
+                    "overlap": ("move",), "large": ("move", "scale"),
+                    "lit": ("move", "rotate"), "texture": ("move", "rotate"), "occlusion": ("move",),
+                    "articulated": ("bend",)}
 
 # bounding radius of each shape in units of its size (for placement without overlap)
 _BOUND = {"disc": 1.0, "square": 1.21, "triangle": 1.0, "bar": 1.27, "ring": 1.0}
-_PALETTE_RGB = torch.tensor([
-    [0.90, 0.20, 0.20], [0.20, 0.80, 0.25], [0.25, 0.35, 0.95],
-    [0.95, 0.85, 0.20], [0.85, 0.25, 0.85], [0.20, 0.85, 0.90],
-])
-
-
-def _basis() -> torch.Tensor:
-    """Fixed orthonormal basis (16, 16) by Gram-Schmidt on seeded Gaussian rows (float64)."""
-    g = torch.Generator().manual_seed(BASIS_SEED)
-    a = torch.randn(LATENT_CHANNELS, LATENT_CHANNELS, generator=g, dtype=torch.float64)
-    rows = []
-    for v in a:
-        for u in rows:
-            v = v - (v @ u) * u
-        rows.append(v / v.norm())
-    return torch.stack(rows)
-
-
-_Q = _basis()
-SIGNATURES = _Q[:PALETTE_SIZE].float()          # (P, 16) unit rows
-BG_BASIS = _Q[PALETTE_SIZE:].float()            # (16-P, 16) unit rows, ⟂ SIGNATURES
-
-
-def _palette_extras() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(BASIS_SEED + 1)
-    nb = BG_BASIS.shape[0]
-    tint = torch.randn(PALETTE_SIZE, nb, generator=g) * 0.25 @ BG_BASIS       # (P, 16)
-    tex = torch.randn(PALETTE_SIZE, nb, generator=g)
-    tex = tex / tex.norm(dim=1, keepdim=True) @ BG_BASIS                       # (P, 16)
-    return tint, tex
-
-
-_TINT, _TEX_DIR = _palette_extras()
 
 
 @dataclass(frozen=True)
@@ -115,6 +101,7 @@ class SceneObject:
     tex_freq: float = 1.5
     tex_phase: float = 0.0
     tex_amp: float = 1.0
+    tilt: float = 0.0               # v3 light: slope of the top facet along local a (0 = flat top)
 
     @property
     def radius(self) -> float:
@@ -142,6 +129,34 @@ class Scene:
     masks_after: torch.Tensor       # (K, H, W) after
     moved: list[int]                # indices of the dragged objects
     drags: dict = field(default_factory=dict)
+    # v3 families (``scenes_v3``): the light, each object's soft cast shadow (K, H, W) in [0, 1]
+    # before and after, family-specific ground truth (``extra``: joint, occlusion kind…); None /
+    # empty for the unlit families
+    light: object | None = None
+    shadows: torch.Tensor | None = None
+    shadows_after: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)
+
+    def render(self, objects: list, order: list[int] | None = None,
+               shadows: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latent, visible masks) of ``objects`` on this scene's background, lit and shadowed
+        like the scene (``shadows`` False: no cast shadows, the objects' pixels are the same)."""
+        if self.light is None:
+            return compose(self.background, objects, order)
+        from .scenes_v3 import compose_lit
+
+        lat, masks, _ = compose_lit(self.background, objects, self.light, order, shadows)
+        return lat, masks
+
+    def moved_shadow_area(self, threshold: float = 0.2) -> torch.Tensor:
+        """(H, W) bool: where a dragged object's cast shadow (> ``threshold``) shows on the
+        background before or after the edit (empty for unlit scenes)."""
+        h, w = self.latent.shape[-2:]
+        if self.shadows is None or self.shadows_after is None:
+            return torch.zeros(h, w, dtype=torch.bool)
+        before = (self.shadows[self.moved].amax(0) > threshold) & ~self.masks.any(0)
+        after = (self.shadows_after[self.moved].amax(0) > threshold) & ~self.masks_after.any(0)
+        return before | after
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -162,16 +177,10 @@ class Scene:
 
 # ----------------------------------------------------------------------------- rendering
 
-def pixel_grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image-pixel coordinates (x, y) of the latent pixel centres, each (H, W)."""
-    ys = torch.arange(h, dtype=torch.float32) * PIXELS_PER_LATENT + PIXELS_PER_LATENT / 2
-    xs = torch.arange(w, dtype=torch.float32) * PIXELS_PER_LATENT + PIXELS_PER_LATENT / 2
-    return xs[None, :].expand(h, w), ys[:, None].expand(h, w)
 
-
-def _local(obj: SceneObject, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Object-local coordinates (a, b) in units of size: inverse of centre + S·R·size·local."""
-    x, y = pixel_grid(h, w)
+def _local_at(obj: SceneObject, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object-local coordinates (a, b) in units of size of image points (x, y): inverse of
+    centre + S·R·size·local."""
     dx = (x - obj.cx) / obj.sx
     dy = (y - obj.cy) / obj.sy
     c, s = math.cos(obj.angle), math.sin(obj.angle)
@@ -180,9 +189,14 @@ def _local(obj: SceneObject, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor
     return a, b
 
 
-def object_mask(obj: SceneObject, h: int = 32, w: int = 32) -> torch.Tensor:
-    """(H, W) bool: latent pixels whose centre lies inside the object."""
-    a, b = _local(obj, h, w)
+def _local(obj: SceneObject, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object-local coordinates of the latent pixel centres."""
+    return _local_at(obj, *pixel_grid(h, w))
+
+
+def shape_mask_at(obj: SceneObject, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Bool: image points (x, y) inside the object."""
+    a, b = _local_at(obj, x, y)
     if obj.shape == "disc":
         return a * a + b * b <= 1.0
     if obj.shape == "square":
@@ -195,6 +209,11 @@ def object_mask(obj: SceneObject, h: int = 32, w: int = 32) -> torch.Tensor:
         r2 = a * a + b * b
         return (r2 <= 1.0) & (r2 >= 0.36)
     raise ValueError(f"unknown shape {obj.shape!r}; expected one of {SHAPES}")
+
+
+def object_mask(obj: SceneObject, h: int = 32, w: int = 32) -> torch.Tensor:
+    """(H, W) bool: latent pixels whose centre lies inside the object."""
+    return shape_mask_at(obj, *pixel_grid(h, w))
 
 
 def _texture(obj: SceneObject, h: int, w: int) -> torch.Tensor:
@@ -260,113 +279,6 @@ def render_background(g: torch.Generator, h: int = 32, w: int = 32, textured: bo
         fine = torch.randn(1, nb, 8, 8, generator=g) * 0.2
         coef = coef + d[:, None, None] * wave[None] + F.interpolate(fine, size=(h, w), mode="nearest")[0]
     return torch.einsum("nhw,nc->chw", coef, BG_BASIS)
-
-
-# ----------------------------------------------------------------------------- masks / RLE
-
-def rle_encode(mask: torch.Tensor) -> dict:
-    """Pack's RLE: run lengths alternating 0/1 starting with 0, row-major over (H, W)."""
-    return core_rle_encode(mask.bool())
-
-
-def rle_decode(rle: dict) -> torch.Tensor:
-    """Inverse of ``rle_encode``: (H, W) bool."""
-    return core_rle_decode(rle)
-
-
-def latent_mask_to_pixels(mask: torch.Tensor) -> torch.Tensor:
-    """(H, W) latent mask → (8H, 8W) pixel mask (nearest)."""
-    return mask.repeat_interleave(PIXELS_PER_LATENT, 0).repeat_interleave(PIXELS_PER_LATENT, 1)
-
-
-# ----------------------------------------------------------------------------- RGB view
-
-def _rgb_matrix() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(BASIS_SEED + 2)
-    m = (_PALETTE_RGB - 0.5).T @ SIGNATURES / (0.8 * OBJECT_AMPLITUDE)        # (3, 16)
-    m = m + torch.randn(3, BG_BASIS.shape[0], generator=g) * 0.07 @ BG_BASIS
-    return m, torch.full((3,), 0.5)
-
-
-_RGB_M, _RGB_B = _rgb_matrix()
-
-
-def to_rgb(latent: torch.Tensor) -> torch.Tensor:
-    """Fixed 16→RGB projection, nearest-upsampled ×8 so coordinates match the image.
-
-    (16, H, W) → (3, 8H, 8W), or (B, 16, H, W) → (B, 3, 8H, 8W); values in [0, 1].
-    """
-    single = latent.dim() == 3
-    x = latent[None] if single else latent
-    rgb = torch.einsum("bchw,dc->bdhw", x.float(), _RGB_M) + _RGB_B[None, :, None, None]
-    rgb = rgb.clamp(0, 1).repeat_interleave(PIXELS_PER_LATENT, 2).repeat_interleave(PIXELS_PER_LATENT, 3)
-    return rgb[0] if single else rgb
-
-
-# ----------------------------------------------------------------------------- detection
-
-@dataclass
-class Detection:
-    mask: torch.Tensor                    # (H, W) bool, largest connected blob
-    centre: tuple[float, float] | None    # (x, y) px, None when nothing found
-    area: int                             # latent pixels in the blob
-    total: int                            # latent pixels above threshold anywhere
-    score: float                          # mean correlation inside the blob / OBJECT_AMPLITUDE
-
-
-def _components(mask: torch.Tensor) -> list[list[tuple[int, int]]]:
-    """8-connected blobs of a bool (H, W) mask as (y, x) pixel lists, in row-major order of
-    their first pixel."""
-    labels = connected_components(mask.bool())
-    n = int(labels.max()) + 1 if labels.numel() else 0
-    return [[(y, x) for y, x in torch.nonzero(labels == k).tolist()] for k in range(n)]
-
-
-def signature_map(latent: torch.Tensor, signature: torch.Tensor | int) -> torch.Tensor:
-    """Per-pixel correlation <x, s> (H, W) with a signature row or a palette index."""
-    s = SIGNATURES[signature] if isinstance(signature, int) else signature
-    return torch.einsum("chw,c->hw", latent.float(), s.float() / s.float().norm())
-
-
-def detect_objects(latent: torch.Tensor, signature: torch.Tensor | int,
-                   threshold: float = 0.5) -> Detection:
-    """Find the object painted with ``signature`` by correlation.
-
-    Pixels with <x, s> > threshold·OBJECT_AMPLITUDE are candidates; the largest 8-connected blob
-    is the object. ``threshold`` = 0.5 [guess]: halfway between background (0) and object (A).
-    """
-    corr = signature_map(latent, signature)
-    cand = corr > threshold * OBJECT_AMPLITUDE
-    comps = _components(cand)
-    h, w = corr.shape
-    if not comps:
-        return Detection(torch.zeros(h, w, dtype=torch.bool), None, 0, 0, 0.0)
-    best = max(comps, key=len)
-    mask = torch.zeros(h, w, dtype=torch.bool)
-    idx = torch.tensor(best)
-    mask[idx[:, 0], idx[:, 1]] = True
-    x, y = pixel_grid(h, w)
-    cx = float(x[mask].mean())
-    cy = float(y[mask].mean())
-    score = float(corr[mask].mean()) / OBJECT_AMPLITUDE
-    return Detection(mask, (cx, cy), len(best), int(cand.sum()), score)
-
-
-def detect_all(latent: torch.Tensor, min_area: int = 4, purity: float = 0.7,
-               threshold: float = 0.5) -> dict[int, Detection]:
-    """Palette index → detection, for every signature whose largest blob is an object.
-
-    A blob counts when it has at least ``min_area`` latent pixels and holds at least ``purity``
-    of all pixels above threshold for that signature (noise gives many scattered pixels, a scene
-    one compact blob) [guess: 4 px, 0.7].
-    """
-    out = {}
-    for k in range(PALETTE_SIZE):
-        d = detect_objects(latent, k, threshold)
-        if d.area >= min_area and d.area >= purity * d.total:
-            out[k] = d
-    return out
-
 
 # ----------------------------------------------------------------------------- generation
 
@@ -465,6 +377,21 @@ def _drag(handle, target, mode: str = "move", scale=(1.0, 1.0)) -> dict:
             "mode": mode, "scale": [float(scale[0]), float(scale[1])]}
 
 
+def rotation_drags(o: SceneObject, theta: float) -> list[dict]:
+    """The drags of a rotation of ``o`` by ``theta`` about its centre: two or three elastic
+    ("drag") drags on points of the object towards its vertices."""
+    arm = o.size * {"bar": 0.96, "triangle": 0.7}.get(o.shape, 0.75)
+    n_handles = 2 if o.shape == "bar" else 3
+    phi0 = -math.pi / 2 if o.shape == "triangle" else 0.0   # towards the vertices
+    out = []
+    for j in range(n_handles):
+        phi = o.angle + phi0 + 2 * math.pi * j / n_handles
+        hp = (o.cx + arm * math.cos(phi), o.cy + arm * math.sin(phi))
+        tp = (o.cx + arm * math.cos(phi + theta), o.cy + arm * math.sin(phi + theta))
+        out.append(_drag(hp, tp, "drag"))
+    return out
+
+
 def make_scene(seed: int, family: str = "single", case: str | None = None, size: int = 32,
                mask_in_json: bool = True) -> Scene:
     """A seeded scene of ``family`` with an edit ``case`` (random among allowed ones when None).
@@ -484,8 +411,18 @@ def make_scene(seed: int, family: str = "single", case: str | None = None, size:
     case_idx = 0 if case is None else 1 + CASES.index(case)
     g = torch.Generator().manual_seed(1_000_003 * fam_idx + 7919 * case_idx + int(seed))
     width = height = size * PIXELS_PER_LATENT
+    if family in V3_FAMILIES:
+        from .scenes_v3 import try_v3_scene as try_scene
+        if case is not None and case not in NEW_FAMILY_CASES[family]:
+            raise ValueError(f"case {case!r} is not drawn for family {family!r}; use one of "
+                             f"{NEW_FAMILY_CASES[family]}")
+    else:
+        try_scene = _try_scene
+        if case == "bend":
+            raise ValueError(f"case 'bend' needs an articulated object; family {family!r} has none "
+                             "(use family 'articulated')")
     for _attempt in range(20):
-        scene = _try_scene(g, seed, family, case, size, width, height, mask_in_json)
+        scene = try_scene(g, seed, family, case, size, width, height, mask_in_json)
         if scene is not None:
             return scene
     raise RuntimeError(f"could not place a scene for seed={seed} family={family} case={case}")
@@ -572,14 +509,7 @@ def _try_scene(g, seed, family, case, size, width, height, mask_in_json) -> Scen
         if not _fits(new, objects[1:], width, height):
             return None
         after[0] = new
-        arm = o.size * {"bar": 0.96, "triangle": 0.7}.get(o.shape, 0.75)
-        n_handles = 2 if o.shape == "bar" else 3
-        phi0 = -math.pi / 2 if o.shape == "triangle" else 0.0   # towards the vertices
-        for j in range(n_handles):
-            phi = o.angle + phi0 + 2 * math.pi * j / n_handles
-            hp = (o.cx + arm * math.cos(phi), o.cy + arm * math.sin(phi))
-            tp = (o.cx + arm * math.cos(phi + theta), o.cy + arm * math.sin(phi + theta))
-            drags.append(_drag(hp, tp, "drag"))
+        drags.extend(rotation_drags(o, theta))
     elif case == "scale":   # uniform scale up or down with a move from the centre
         moved = [0]
         o = objects[0]
@@ -615,53 +545,3 @@ def _try_scene(g, seed, family, case, size, width, height, mask_in_json) -> Scen
     doc = {"version": 1, "image_size": [width, height], "drags": drags, "mask": mask_json}
     return Scene(int(seed), family, case, latent, edited, background, objects, after,
                  masks, masks_after, moved, doc)
-
-
-def sample_scene_latents(n: int, seed: int, families: tuple[str, ...] = ("single", "multi"),
-                         size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` source latents (n, 16, H, W) and family indices into ``FAMILIES`` (n,) for training.
-
-    Scene seeds are drawn from ``seed`` in a range (≥ 10**8) that benchmarks never use. The
-    default families leave "textured_bg" out: the shipped model never saw it (a held-out family).
-    For the new families (``NEW_FAMILIES``) half the draws are the scene's ground-truth edit
-    instead of its source, so the model also sees what an edit must produce (an object on top of
-    another, an object cut by the border); the first four families draw sources only, as before.
-    """
-    g = torch.Generator().manual_seed(int(seed))
-    lat, fam = [], []
-    for _ in range(n):
-        f = families[_randint(g, 0, len(families) - 1)]
-        use_edit = f in NEW_FAMILIES and _randint(g, 0, 1) == 1
-        while True:
-            s = 10**8 + _randint(g, 0, 10**8)
-            try:
-                sc = make_scene(s, f, size=size, mask_in_json=False)
-                lat.append(sc.edited if use_edit else sc.latent)
-                break
-            except RuntimeError:   # no placement found for this seed: draw another
-                continue
-        fam.append(FAMILIES.index(f))
-    return torch.stack(lat), torch.tensor(fam)
-
-
-def sample_small_latents(n: int, seed: int, size: int = 16) -> torch.Tensor:
-    """``n`` small source scenes (n, 16, size, size) for multi-resolution training.
-
-    One or two objects of the default scenes' pixel size (radius 18–30 px) on a smooth background
-    in a ``size``·8-pixel image: many object pixels per token, cheap steps (64 tokens at 16×16).
-    No drags, no edits. Seeds are drawn in the training range (≥ 10**8).
-    """
-    g = torch.Generator().manual_seed(int(seed) + 10**8)
-    width = height = size * PIXELS_PER_LATENT
-    out = []
-    while len(out) < n:
-        background = render_background(g, size, size)
-        palette = torch.randperm(PALETTE_SIZE, generator=g)[: _randint(g, 1, 2)].tolist()
-        objects: list[SceneObject] = []
-        for k in palette:
-            obj = _random_object(g, k, (18.0, 30.0), width, height, objects)
-            if obj is not None:
-                objects.append(obj)
-        if objects:
-            out.append(compose(background, objects)[0])
-    return torch.stack(out)

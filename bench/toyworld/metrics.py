@@ -27,6 +27,25 @@ not moved (its source detection).
   * ``hole_err``: on the vacated area, where the ground truth shows background;
   * ``id_err``: on the dragged objects' masks after the edit: their appearance at the target vs the
     source object transformed (the ground truth).
+
+The v3 families (``toyworld.scenes_v3``: lit scenes with cast shadows) add, each None where it
+does not apply:
+  * ``shadow`` (v3 families): RMS over the dragged objects' shadow areas before ∪ after (their
+    cast shadow > 0.2 where no object covers it): a copy leaves the old shadow and carries it,
+    with the old background under it, to the target;
+  * ``shading`` (v3 families): RMS on the pixels where both the detected object and its
+    ground-truth mask lie — appearance apart from shape (a copy carries the old light);
+  * ``completion`` (occlusion): IoU of the dragged object's detected mask against its ground-truth
+    mask, which for a revealed object is the whole object, hidden part included (1 = complete);
+  * ``joint_deg`` (bend): |joint angle that best explains the edit − the ground truth's| in
+    degrees: candidates are the source limb with its free segment at every joint angle (3° grid
+    through the ground truth's angle, refined by 1°), scored by RMS against the edit over the
+    candidate's mask ∪ the detected mask (not found: the source angle);
+  * ``tip`` (bend): distance in tokens between the free end found in the edit and in the ground
+    truth, the free end being the mean of the 4 detected-mask pixels farthest from the limb's
+    fixed base end;
+  * ``hole_err`` on textured backgrounds is as above: the vacated area must continue the texture.
+For the v3 families ``bg_err`` also leaves out the dragged objects' shadow areas (they change).
 """
 from __future__ import annotations
 
@@ -36,11 +55,13 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from ...toyworld.scenes import OBJECT_AMPLITUDE, Scene, compose, detect_objects, pixel_grid, signature_map
+from ...toyworld.scenes import OBJECT_AMPLITUDE, Scene, detect_objects, pixel_grid, signature_map
 
 TOKEN_PX = 16.0
 METRIC_KEYS = ("md", "found", "iou", "orientation_deg", "scale_err", "residue", "seam",
-               "bg_err", "hole_err", "id_err")
+               "bg_err", "hole_err", "id_err", "shadow", "shading", "completion", "joint_deg", "tip")
+#: std of pixel coordinates over one latent pixel (8 px uniform): the spread floor of ``scale_error``
+MIN_SPREAD = 8.0 / math.sqrt(12.0)
 
 
 def _rms(diff: torch.Tensor, region: torch.Tensor) -> float:
@@ -92,9 +113,13 @@ def _axis_std(mask: torch.Tensor) -> tuple[float, float]:
 
 
 def scale_error(edit_mask: torch.Tensor, gt_mask: torch.Tensor) -> float:
-    """Mean over x and y of |σ_edit / σ_gt − 1| (σ: std of the mask's pixel coordinates)."""
+    """Mean over x and y of |σ_edit / σ_gt − 1| (σ: std of the mask's pixel coordinates).
+
+    A mask one latent pixel wide along an axis has σ = 0 there; both spreads are floored at
+    ``MIN_SPREAD`` (the spread of one latent pixel's own 8 px) so the ratio stays finite and the
+    ground truth still scores 0 [ours]."""
     se, sg = _axis_std(edit_mask), _axis_std(gt_mask)
-    return sum(abs(a / b - 1.0) for a, b in zip(se, sg)) / 2
+    return sum(abs(max(a, MIN_SPREAD) / max(b, MIN_SPREAD) - 1.0) for a, b in zip(se, sg)) / 2
 
 
 def _wrap(deg: float) -> float:
@@ -102,7 +127,7 @@ def _wrap(deg: float) -> float:
 
 
 def _render_rms(scene: Scene, obj, edited: torch.Tensor, region: torch.Tensor) -> tuple[float, torch.Tensor]:
-    lat, masks = compose(scene.background, [obj])
+    lat, masks = scene.render([obj], shadows=False)
     reg = region | masks[0]
     return _rms(edited - lat, reg), masks[0]
 
@@ -132,15 +157,41 @@ def orientation_error(scene: Scene, i: int, edited: torch.Tensor, det_mask: torc
     coarse = min((theta_gt + d for d in range(-180, 180, 3)), key=key)
     best = min((coarse + d for d in range(-2, 3)), key=key)
     # rotational symmetries of the ground-truth rendering
-    ref, ref_masks = compose(scene.background, [gt])
+    ref, ref_masks = scene.render([gt], shadows=False)
     ref_mask = ref_masks[0]
     sym = [0.0]
     for p in (90.0, 120.0, 180.0):
-        lat, m = compose(scene.background, [replace(gt, angle=gt.angle + math.radians(p))])
+        lat, m = scene.render([replace(gt, angle=gt.angle + math.radians(p))], shadows=False)
         if _rms(lat - ref, m[0] | ref_mask) < 0.2 * OBJECT_AMPLITUDE:
             sym = [p * k for k in range(int(round(360 / p)))]
             break
     return min(abs(_wrap(best - theta_gt - s)) for s in sym)
+
+
+def joint_error(scene: Scene, i: int, edited: torch.Tensor, det_mask: torch.Tensor | None) -> float:
+    """Degrees between the joint angle that best explains the edited limb and the ground truth's
+    (module doc); the candidates' base segment stays where it is."""
+    src, gt = scene.objects[i], scene.objects_after[i]
+    d_gt = math.degrees(gt.bend - src.bend)
+    if det_mask is None:
+        return abs(_wrap(d_gt))
+
+    def key(d: float) -> tuple[float, float]:
+        cand = replace(src, bend=src.bend + math.radians(d))
+        return (round(_render_rms(scene, cand, edited, det_mask)[0], 6), abs(_wrap(d - d_gt)))
+
+    coarse = min((d_gt + d for d in range(-180, 180, 3)), key=key)
+    best = min((coarse + d for d in range(-2, 3)), key=key)
+    return abs(_wrap(best - d_gt))
+
+
+def free_end(mask: torch.Tensor, base: tuple[float, float], k: int = 4) -> tuple[float, float]:
+    """(x, y) px: mean of the ``k`` mask pixels farthest from ``base``."""
+    x, y = pixel_grid(*mask.shape)
+    xs, ys = x[mask], y[mask]
+    d = (xs - base[0]) ** 2 + (ys - base[1]) ** 2
+    idx = torch.argsort(d, descending=True, stable=True)[:k]
+    return float(xs[idx].mean()), float(ys[idx].mean())
 
 
 def edit_metrics(scene: Scene, edited: torch.Tensor) -> dict[str, float | None]:
@@ -152,6 +203,7 @@ def edit_metrics(scene: Scene, edited: torch.Tensor) -> dict[str, float | None]:
     after = scene.masks_after[scene.moved].any(0)
     vac = scene.vacated
     dists, ious, orients, scales, found = [], [], [], [], 0
+    joints, tips, shade_region = [], [], torch.zeros_like(vac)
     shows_object = torch.zeros_like(vac)
     for i in scene.moved:
         k = scene.objects[i].palette
@@ -170,8 +222,17 @@ def edit_metrics(scene: Scene, edited: torch.Tensor) -> dict[str, float | None]:
                                              (cx - gx, cy - gy)))
         if scene.case in ("stretch", "scale"):
             scales.append(scale_error(use.mask, gt_det.mask))
+        if scene.case == "bend":
+            joints.append(joint_error(scene, i, edited, det.mask if det.centre else None))
+            base = (scene.objects[i].x0, scene.objects[i].y0)
+            ex, ey = free_end(use.mask, base)
+            gx_, gy_ = free_end(gt_det.mask, base)
+            tips.append(math.hypot(ex - gx_, ey - gy_) / TOKEN_PX)
+        shade_region |= use.mask & scene.masks_after[i]
         shows_object |= signature_map(edited, k) > 0.5 * OBJECT_AMPLITUDE
     n_vac = int(vac.sum())
+    lit = scene.light is not None
+    shadow_area = scene.moved_shadow_area()
     return {
         "md": sum(dists) / len(dists),
         "found": found / len(scene.moved),
@@ -180,9 +241,14 @@ def edit_metrics(scene: Scene, edited: torch.Tensor) -> dict[str, float | None]:
         "scale_err": sum(scales) / len(scales) if scales else None,
         "residue": int((shows_object & vac).sum()) / n_vac if n_vac else float("nan"),
         "seam": seam_energy(scene, edited),
-        "bg_err": _rms(diff, ~(before | after)),
+        "bg_err": _rms(diff, ~(before | after | shadow_area)),
         "hole_err": _rms(diff, vac),
         "id_err": _rms(diff, after),
+        "shadow": _rms(diff, shadow_area) if lit else None,
+        "shading": _rms(diff, shade_region) if lit else None,
+        "completion": sum(ious) / len(ious) if scene.family == "occlusion" else None,
+        "joint_deg": sum(joints) / len(joints) if joints else None,
+        "tip": sum(tips) / len(tips) if tips else None,
     }
 
 

@@ -67,7 +67,11 @@ def dragflow_regions(scene) -> list[dict]:
     "drag" around a part (the toy world's rotations: handles on a circle about the object) make a
     ``rotate`` about their handles' mean by their mean signed angle; "move" drags (moves, and the
     move of a scale/stretch, which a region affine of DragFlow cannot scale) make a ``relocate``
-    by the mean handle→target displacement. Exact for every toy-world case but the scaling."""
+    by the mean handle→target displacement. Exact for every toy-world case but the scaling.
+
+    A ``bend`` (toy world v3, articulated objects: one "drag" drag on the free end) becomes a
+    ``rotate`` of the masked free segment about the joint, which the adapter takes from the
+    scene's ground truth (``scene.extra["joint"]``), as a user would place the anchor."""
     import math
 
     from ...core.affine import rotation_angle
@@ -96,7 +100,13 @@ def dragflow_regions(scene) -> list[dict]:
         rle = {"rle": rle_encode(latent_mask_to_pixels(m))}
         hx = sum(d["handle"][0] for d in ds) / len(ds)
         hy = sum(d["handle"][1] for d in ds) / len(ds)
-        if len(ds) >= 2 and all(d.get("mode") == "drag" for d in ds):
+        joint = scene.extra.get("joint") if scene.case == "bend" else None
+        if joint is not None:
+            bx, by = ds[0]["handle"]
+            tx, ty = ds[0]["target"]
+            out.append({"op": "rotate", "mask": rle, "begin": [float(bx), float(by)],
+                        "target": [float(tx), float(ty)], "anchor": [float(joint[0]), float(joint[1])]})
+        elif len(ds) >= 2 and all(d.get("mode") == "drag" for d in ds):
             theta = sum(rotation_angle(d["handle"], d["target"], (hx, hy)) for d in ds) / len(ds)
             bx, by = ds[0]["handle"]
             c, s = math.cos(theta), math.sin(theta)

@@ -92,12 +92,15 @@ def denoise_error(model, cond, latent: torch.Tensor, seed: int = 0, guidance: fl
 
 
 def family_reconstruction(model, cond, seed: int, families, k: int = 4, ratio: float = 1.5,
-                          reference=("single", "multi")) -> dict[str, dict]:
+                          reference=("single", "multi"), extra_schedulers=()) -> dict[str, dict]:
     """Per family, over ``k`` scenes (seeds 1000·seed + 500 + j, not the benchmark's): the FireFlow
     28-step round-trip error of the sources and ground-truth edits, and the one-step denoising error
     (``denoise_error``) of both. ``judged``: the edits' denoising error is at most ``ratio`` × that
     of the sources of the ``reference`` families, the ones the model was first trained on [guess:
-    1.5] — a family the model denoises much worse it does not represent, so it cannot judge edits."""
+    1.5] — a family the model denoises much worse it does not represent, so it cannot judge edits.
+    ``represented`` repeats ``judged`` and ``denoise_err`` the edits' denoising error under the
+    names the v3 JSON uses. ``extra_schedulers`` (e.g. ("beta",)) add the round trips on those
+    σ schedules as ``source_<name>`` / ``edit_<name>``."""
     from .run import FAMILY_CASES
 
     def scenes_of(f):
@@ -115,8 +118,15 @@ def family_reconstruction(model, cond, seed: int, families, k: int = 4, ratio: f
             edit.append(roundtrip_error(model, cond, sc.edited, solver=RECON_SOLVER, steps=RECON_STEPS))
             dn_src.append(denoise_error(model, cond, sc.latent, seed=j))
             dn_edit.append(denoise_error(model, cond, sc.edited, seed=j))
+        extra = {}
+        for sch in extra_schedulers:
+            for key, lat in (("source", [sc.latent for sc in scenes_of(f)]),
+                             ("edit", [sc.edited for sc in scenes_of(f)])):
+                extra[f"{key}_{sch}"] = sum(roundtrip_error(model, cond, x, solver=RECON_SOLVER,
+                                                            steps=RECON_STEPS, scheduler=sch)
+                                            for x in lat) / k
         de = sum(dn_edit) / k
-        out[f] = {"source": sum(src) / k, "edit": sum(edit) / k, "edit_max": max(edit),
+        out[f] = {**extra, "source": sum(src) / k, "edit": sum(edit) / k, "edit_max": max(edit),
                   "denoise_source": sum(dn_src) / k, "denoise_edit": de, "denoise_bar": bar, "n": k,
-                  "judged": de <= bar}
+                  "judged": de <= bar, "represented": de <= bar, "denoise_err": de}
     return out

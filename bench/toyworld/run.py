@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from ...toyworld.scenes import FAMILIES, NEW_FAMILY_CASES, Scene, make_scene, to_rgb
+from ...toyworld.scenes import FAMILIES, NEW_FAMILY_CASES, V3_FAMILIES, Scene, make_scene, to_rgb
 from . import pack_methods  # noqa: F401  (registers the pack's drag methods)
 from .methods import METHODS, NEEDS_MODEL
 from .metrics import edit_metrics, mean_metrics
@@ -44,13 +44,18 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 COLUMNS = [("md", "MD ↓"), ("found", "found"), ("iou", "IoU ↑"), ("orientation_deg", "orient° ↓"),
            ("scale_err", "scale ↓"), ("residue", "residue ↓"), ("seam", "seam ↓"), ("bg", "BG ↓"),
            ("hole", "hole ↓"), ("id", "ID ↓"), ("s_per_edit", "s/edit")]
+#: the v3 metrics (toy world v3 families), shown in their own table
+V3_COLUMNS = [("shadow", "shadow ↓"), ("shading", "shading ↓"), ("completion", "completion ↑"),
+              ("joint_deg", "joint° ↓"), ("tip", "tip ↓"), ("hole", "hole ↓"), ("iou", "IoU ↑"),
+              ("bg", "BG ↓")]
 FAMILY_CASES = {"single": ["move", "rotate", "stretch"],
                 "multi": ["move", "rotate", "stretch", "multi_move"],
                 "textured_bg": ["move", "rotate", "stretch", "multi_move"],
                 "crowded": ["move", "rotate", "stretch", "multi_move"],
                 **{f: list(c) for f, c in NEW_FAMILY_CASES.items()}}
-DEFAULT_FAMILIES = ["single", "multi", "textured_bg", "parts", "border", "overlap", "large"]
-CASE_ORDER = ["move", "rotate", "stretch", "scale", "multi_move"]
+DEFAULT_FAMILIES = ["single", "multi", "textured_bg", "parts", "border", "overlap", "large",
+                    *V3_FAMILIES]
+CASE_ORDER = ["move", "rotate", "stretch", "scale", "multi_move", "bend"]
 #: how the metric names of ``edit_metrics`` appear in the JSON rows
 JSON_KEYS = {"bg_err": "bg", "hole_err": "hole", "id_err": "id", "time": "s_per_edit"}
 
@@ -79,7 +84,7 @@ def _fmt(v, k: str) -> str:
         return "–"
     if k == "found":
         return f"{100 * v:.0f}%"
-    if k == "orientation_deg":
+    if k in ("orientation_deg", "joint_deg"):
         return f"{v:.1f}"
     return f"{v:.3f}"
 
@@ -88,9 +93,12 @@ def _rename(r: dict) -> dict:
     return {JSON_KEYS.get(k, k): v for k, v in r.items()}
 
 
-def aggregate(per_scene: dict[str, list[tuple[Scene, dict]]], judged: set[str]) -> list[dict]:
+def aggregate(per_scene: dict[str, list[tuple[Scene, dict]]], judged: set[str],
+              recon: dict[str, dict] | None = None) -> list[dict]:
     """JSON rows: per method × family × case, then "all" aggregates — per family (case "all"), per
-    case over the judged families (family "all") and overall over the judged families."""
+    case over the judged families (family "all") and overall over the judged families. With the
+    model's per-family check (``recon``), each family's rows carry ``represented`` (judged) and
+    ``denoise_err`` (its edits' one-step denoising error / spread); "all" rows carry None."""
     rows = []
     for m, items in per_scene.items():
         groups: dict[tuple[str, str], list[dict]] = {}
@@ -101,8 +109,11 @@ def aggregate(per_scene: dict[str, list[tuple[Scene, dict]]], judged: set[str]) 
                 groups.setdefault(("all", sc.case), []).append(r)
                 groups.setdefault(("all", "all"), []).append(r)
         for (fam, case), rs in groups.items():
+            rc = (recon or {}).get(fam)
             rows.append({"method": m, "family": fam, "case": case, "n": len(rs),
-                         **_rename(mean_metrics(rs))})
+                         **_rename(mean_metrics(rs)),
+                         "represented": rc["judged"] if rc else None,
+                         "denoise_err": rc["denoise_edit"] if rc else None})
     fam_order = {f: i for i, f in enumerate([*FAMILIES, "all"])}
     case_order = {c: i for i, c in enumerate([*CASE_ORDER, "all"])}
     meth_order = {m: i for i, m in enumerate(per_scene)}
@@ -182,8 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", default=str(DOCS), help="folder for toyworld_results.md / _grid.png "
                                                      "('' = write no docs)")
     p.add_argument("--json", default=None, help="also write the table as JSON to this file")
-    p.add_argument("--weights", default=None, help="toy model weights (default: the shipped ones)")
+    p.add_argument("--weights", "--model", dest="weights", default=None,
+                   help="toy model weights, e.g. toyworld/toyflux_v3.safetensors (default: the shipped "
+                        "toyworld/toyflux.safetensors)")
     p.add_argument("--no-inversion-table", dest="inversion_table", action="store_false")
+    p.add_argument("--no-model", action="store_true",
+                   help="model-free methods only: no model, no per-family check (seconds, not minutes)")
     p.add_argument("--inv-steps", type=int, nargs="+", default=[8, 16, 28])
     p.add_argument("--inv-schedulers", nargs="+", default=["simple", "beta", "normal"])
     p.add_argument("--inv-scenes", type=int, default=6, help="scenes per inversion-table entry")
@@ -201,11 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     notes = []
     model = cond = None
     try:
+        if args.no_model:
+            raise RuntimeError("--no-model")
         from ...tools.comfy_env import import_comfy
         from ...toyworld.model import WEIGHTS, load_toy_model
 
         import_comfy()
-        model, cond = load_toy_model(args.weights or WEIGHTS)
+        weights = Path(args.weights or WEIGHTS)
+        model, cond = load_toy_model(weights)
     except Exception as e:  # noqa: BLE001 — report and go on with the model-free rows
         skipped = [m for m in names if m in NEEDS_MODEL]
         notes.append(f"skipped {skipped} and the model checks: toy model unavailable "
@@ -247,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         outputs[m] = outs
         print(f"  {m}: done ({sum(r['time'] for _, r in items) / len(items):.3f} s/edit)", flush=True)
 
-    rows = aggregate(per_scene, judged)
+    rows = aggregate(per_scene, judged, recon)
     cases = [c for c in CASE_ORDER if any(sc.case == c for sc in scenes)]
     shown = [a for a in (sys.argv[1:] if argv is None else argv)]
     for flag in ("--docs", "--json"):          # where the files went is not part of the result
@@ -274,7 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print("note:", note)
 
+    v3 = [f for f in families if f in V3_FAMILIES]
+    if v3:
+        print("\nv3 families (metrics of toy world v3):")
+        print("\n".join(v3_table(rows, v3)))
     report = json_report(args.seed, args.n, rows, command=cmd, families=families,
+                         weights=_weights_name(args.weights),
                          judged_families=sorted(judged, key=families.index),
                          reconstruction=recon, inversion=inversion, threads=args.threads, notes=notes)
     if args.json:
@@ -289,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Toy-world drag benchmark",
         "",
         (f"`{cmd}` — {len(scenes)} scenes (families {', '.join(families)}; cases "
-         f"{', '.join(cases)}), toy FLUX model `toyworld/toyflux.safetensors`, CPU, "
+         f"{', '.join(cases)}), toy FLUX model `{_weights_name(args.weights)}`, CPU, "
          f"{args.threads} thread(s). Generated by that command; the same numbers are in "
          f"machine-readable form with `--json FILE`."),
         "",
@@ -337,6 +360,16 @@ def main(argv: list[str] | None = None) -> int:
     for key, label in (("md", "MD"), ("iou", "IoU"), ("residue", "residue")):
         md += [f"{label} per family (all cases):", "",
                *pivot(rows, key, "family", families, ("case", "all")), ""]
+    if v3:
+        md += ["## Toy world v3 families", "",
+               ("Per family (all cases): **shadow** (RMS over the dragged object's old ∪ new shadow "
+                "areas), **shading** (RMS where the detected object and its ground-truth mask "
+                "overlap), **completion** (occlusion: IoU against the full revealed / partly hidden "
+                "ground-truth mask), **joint°** and **tip** (bend: joint-angle error, free end's "
+                "distance in tokens), hole (textured backgrounds: the texture must be continued), "
+                "IoU, BG (outside objects and their shadows); definitions in "
+                "`bench/toyworld/metrics.py`, scenes in `toyworld/scenes_v3.py`."), "",
+               *v3_table(rows, v3), ""]
     if inversion:
         md += ["## Inversion round trips", "",
                (f"Invert → Sample From Inversion through the nodes on the first {args.inv_scenes} "
@@ -357,4 +390,25 @@ def inversion_lines(inv: list[dict]) -> list[str]:
     sep = "|---|---:|---|---:|---:|---:|---:|"
     body = [f"| {r['solver']} | {r['steps']} | {r['scheduler']} | {r['calls']} | {r['rel_rms']:.3f} | "
             f"{r['rel_rms_max']:.3f} | {r['s_per_roundtrip']:.2f} |" for r in inv]
+    return [head, sep, *body]
+
+
+def _weights_name(weights: str | None) -> str:
+    from ...toyworld.model import WEIGHTS
+
+    p = Path(weights) if weights else WEIGHTS
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return str(p.resolve().relative_to(root))
+    except ValueError:
+        return str(p)
+
+
+def v3_table(rows: list[dict], families: list[str]) -> list[str]:
+    """Method × v3 family table of the v3 metrics (case "all")."""
+    sel = [r for r in rows if r["family"] in families and r["case"] == "all"]
+    head = "| method | family | n | " + " | ".join(c[1] for c in V3_COLUMNS) + " |"
+    sep = "|---|---|---:|" + "---:|" * len(V3_COLUMNS)
+    body = [f"| {r['method']} | {r['family']} | {r['n']} | "
+            + " | ".join(_fmt(r.get(k), k) for k, _ in V3_COLUMNS) + " |" for r in sel]
     return [head, sep, *body]
