@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..attention_patches.sampling import solver_sampler
 from ..core import solvers
-from ..core.cache import TokenCache, format_bytes
+from ..core.cache import format_bytes
 from ..pipelines.common import log
 from ..pipelines.inversion import SAMPLE_SOLVERS, SCHEDULERS, run_inversion, run_sampling
 from .common import CATEGORY, EditMap, Inversion, to_latent, to_model_space
@@ -98,11 +98,6 @@ class Invert(io.ComfyNode):
             outputs=[io.Latent.Output(display_name="noise"), Inversion.Output(display_name="inversion")],
             hidden=[io.Hidden.unique_id, io.Hidden.dynprompt],
         )
-
-    @classmethod
-    def fingerprint_inputs(cls, **kwargs):
-        # a cache freed by the sampling that used it must be refilled: re-run after each free
-        return TokenCache.free_count
 
     @classmethod
     def execute(cls, model, latent, positive, steps=28, solver="fireflow", strength=1.0,

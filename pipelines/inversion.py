@@ -1,6 +1,10 @@
 """Inversion and sampling back on FLUX: FireFlow / Uni-Inv / Euler through ComfyUI's guider and
 ``KSAMPLER`` (``attention_patches/sampling.py``), with an edit map's capture controllers on the
-inverting model and its token cache in the returned :class:`InversionRecord`."""
+inverting model and its token cache in the returned :class:`InversionRecord`.
+
+The record is a node output: :func:`run_sampling` reads it and changes nothing in it (its cache is
+not freed there), so one Invert feeds several samplers and a cached Invert output re-samples the
+same. The cache's memory goes with the record; an inversion that fails frees what it captured."""
 from __future__ import annotations
 
 import warnings
@@ -94,15 +98,18 @@ def run_inversion(model, latent: dict, positive, steps: int = 28, solver: str = 
         raise
     return InversionRecord(z_T=run.latent.detach(), sigmas=sig, solver=solver, steps=steps,
                            strength=strength, z_0=z0, trajectory=trajectory, caches=caches,
-                           info={"scheduler": scheduler, "guidance": guidance, "edit_map": edit_map,
-                                 "cache_policy": cache_policy})
+                           scheduler=scheduler, guidance=float(guidance), edit_map=edit_map,
+                           cache_policy=cache_policy)
 
 
 @torch.no_grad()   # DragFlow's optimisation re-enables grad for its own passes
 def run_sampling(model, record: InversionRecord, positive, start: torch.Tensor | None = None,
                  solver: str = "auto", cfg: float = 1.0, negative=None, keep_cache: bool = False,
                  node: str = "FluxDrag Sample From Inversion") -> torch.Tensor:
-    """Sample back from ``start`` (default: the record's z_T); returns the model-space result."""
+    """Sample back from ``start`` (default: the record's z_T); returns the model-space result.
+
+    ``record`` is read only. ``keep_cache`` is kept for callers and ignored: the record's cache is
+    never freed here (it lives as long as the record, see the module doc)."""
     require_flux(model, node)
     z = record.z_T if start is None else start
     if tuple(z.shape) != record.latent_shape:
@@ -124,9 +131,5 @@ def run_sampling(model, record: InversionRecord, positive, start: torch.Tensor |
     b = z.shape[0]
     if paired:  # [edit | reconstruction] rows; the controllers read the second half live
         z = torch.cat((z, record.z_T.to(z)), dim=0)
-    try:
-        g.sample(z, torch.zeros_like(z), sampler, record.sigmas, disable_pbar=True, seed=0)
-    finally:
-        if not keep_cache:
-            record.free_caches()
+    g.sample(z, torch.zeros_like(z), sampler, record.sigmas, disable_pbar=True, seed=0)
     return run.latent[:b] if paired else run.latent

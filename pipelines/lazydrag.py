@@ -97,7 +97,7 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identi
         raise FluxDragInputError(f"{NODE_PATCH}: input 'map' must come from {NODE_MAP}.")
     locks = dict(content_lock=content_lock, hole_lock=hole_lock, lock_margin=lock_margin)
     traj = inversion_trajectory(inversion) if max(background_lock, content_lock, hole_lock) > 0 else None
-    if inversion.info.get("cache_policy") == "paired":
+    if inversion.cache_policy == "paired":
         if tuple(inversion.z_T.shape[-2:]) != tuple(2 * g for g in plan.cmap.grid_hw):
             raise FluxDragInputError(f"{NODE_PATCH}: input 'map' was built for another image size "
                                      f"than the inversion's latent; rebuild it from that latent.")
@@ -107,14 +107,13 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, background=True, identi
         z0 = compose_initial_latent(inversion.z_T, plan.cmap, plan.seed)
         return patch_model(model, ctrl), z0, ctrl
     cache = inversion.caches.get(CACHE_NAME)
-    if cache is None or inversion.info.get("edit_map") is not plan:
+    if cache is None or inversion.edit_map is not plan:
         raise FluxDragInputError(
             f"{NODE_PATCH}: the inversion holds no LazyDrag cache for this map. Connect the same "
             f"'map' output of {NODE_MAP} to FluxDrag Invert's 'edit_map' input.")
-    if cache.freed:
+    if cache.freed:  # only a caller that freed the record itself gets here
         raise FluxDragInputError(
-            f"{NODE_PATCH}: the inversion's cache was freed by an earlier sampling; queue again "
-            f"(FluxDrag Invert re-runs) or set keep_cache on the sampler.")
+            f"{NODE_PATCH}: the inversion's cache was freed (free_caches); run FluxDrag Invert again.")
     ctrl = LazyDragControl(plan, cache, inversion.sigmas, background, identity, refine, mask_text,
                            h_max, hold, end, background_lock=background_lock,
                            trajectory=traj, **locks)
