@@ -183,13 +183,18 @@ def test_kv_injection_never_writes_the_destination_tokens(tiny_flux, tiny_cond, 
     from fluxdrag.attention_patches.kv_bank import KVBank
     from fluxdrag.core.affine import Region, resize_mask, warp_mask
 
-    calls = []
-    orig = KVBank._blend
+    calls, current = [], {}
+    orig, orig_attention = KVBank._blend, KVBank.attention
+
+    def attention_spy(self, call, next_fn):   # the scope travels with the call
+        current["scope"] = self._call(call).scope
+        return orig_attention(self, call, next_fn)
 
     def spy(self, t, cached, start, stop, inject=None):
         out = orig(self, t, cached, start, stop, inject)
-        calls.append((self.scope, t, out, stop))
+        calls.append((current["scope"], t, out, stop))
         return out
+    monkeypatch.setattr(KVBank, "attention", attention_spy)
     monkeypatch.setattr(KVBank, "_blend", spy)
     _run(tiny_flux, tiny_cond)
     region = Region(_box(32, 64, 32, 64), "relocate", target=(96, 56), begin=(48, 48))
