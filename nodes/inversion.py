@@ -120,7 +120,8 @@ class SampleFromInversion(io.ComfyNode):
             display_name="FluxDrag Sample From Inversion",
             category=f"{CATEGORY}/inversion",
             description="Denoises back from an inversion with the matching solver and schedule "
-                        "(optionally from an edited start latent) and frees the edit cache.",
+                        "(optionally from an edited start latent). Reads the inversion and leaves "
+                        "it as it is: one Invert can feed several samplers.",
             inputs=[
                 io.Model.Input("model", tooltip="The FLUX model, patched by an edit node or plain "
                                                 "(plain = reconstruction)."),
@@ -139,8 +140,9 @@ class SampleFromInversion(io.ComfyNode):
                 io.Conditioning.Input("negative", optional=True,
                                       tooltip="Negative prompt, only used when cfg ≠ 1."),
                 io.Boolean.Input("keep_cache", default=False, optional=True,
-                                 tooltip="Keep the inversion's edit cache after sampling (more "
-                                         "memory; lets you re-sample without re-inverting)."),
+                                 tooltip="No effect (kept so older workflows load): the edit cache "
+                                         "belongs to the Invert output and lives as long as "
+                                         "ComfyUI keeps that output; sampling never frees it."),
             ],
             outputs=[io.Latent.Output()],
             hidden=[io.Hidden.unique_id],

@@ -190,9 +190,11 @@ def test_cti_replace_puts_the_source_tokens_at_the_destinations(tiny_flux, tiny_
     from fluxdrag.nodes import contextdrag as cd
     before, after = Recorder(), Recorder()
     m, ctrl = cd.apply_cti(patch_model(tiny_flux, before), _map(), mode="replace", double_blocks="1")
+    spec = {k: id(v) for k, v in vars(ctrl).items()}
     with watch_runs() as runs:
         sample_plain(patch_model(m, after), _kontext(tiny_cond), steps=2)
     assert runs[-1].of(ctrl).active_calls == 2 * 3  # 2 steps x (double 1 + single 0, 1)
+    assert {k: id(v) for k, v in vars(ctrl).items()} == spec   # the run kept its state to itself
     dst = torch.tensor([IMG0 + q for q in SRC_OF])
     src = torch.tensor([REF0 + s for s in SRC_OF.values()])
     rest = torch.tensor([i for i in range(N) if i not in set(dst.tolist())])
