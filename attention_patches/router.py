@@ -18,8 +18,8 @@ How it is wired (all on a ``model.clone()``; the MODEL passed in is never writte
 - an ``OUTER_SAMPLE`` wrapper builds the run state (:class:`RunState`) on the run's own copy of
   ``model_options`` (ComfyUI's guider makes that copy per ``sample`` call): each controller's
   :meth:`Controller.start_run` result, found by the controllers through ``transformer_options``
-  (``call.run``, ``ctx.run``, the ``after_step`` hooks). It is dropped in ``finally`` — also when
-  the run ends in an exception or a ComfyUI interrupt — after :meth:`Controller.end_run`.
+  (``call.state(c)``, ``ctx.state(c)``, the ``after_step`` hooks). It is dropped in ``finally`` —
+  also when the run ends in an exception or a ComfyUI interrupt — after :meth:`Controller.end_run`.
 
 Routers and controllers are immutable specs once installed (``__deepcopy__`` returns the same
 object, so ComfyUI's ``clone()`` shares them safely): everything a run counts, caches or switches
@@ -201,8 +201,9 @@ class Controller:
     A controller is an immutable spec, shared by every clone and every run of the MODEL it is
     installed on: what a run counts, caches or switches goes in the object :meth:`start_run`
     returns, which the calls find with ``call.state(self)`` / ``ctx.state(self)`` and
-    :meth:`after_step` / :meth:`end_run` receive. Nothing may be assigned to ``self`` after
-    ``__init__`` (tested).
+    :meth:`after_step` / :meth:`end_run` receive. Nothing is assigned to ``self`` after
+    ``__init__`` (tested for the LazyDrag and ContextDrag controllers; AttentionDrag's capture
+    controller still keeps its capture on itself).
     """
 
     name = "controller"
