@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
@@ -194,6 +195,17 @@ def extras_mask(n_q: int, n_k: int, n_extra: int, visible_rows: Optional[Sequenc
 # --------------------------------------------------------------------------------------------
 # shared base
 # --------------------------------------------------------------------------------------------
+@dataclass
+class ContextDragRun:
+    """One sampling run of a ContextDrag controller: its count of controlled attention calls and
+    what it derived once for the run (index tensors on the device, masks, rewritten ids)."""
+
+    active_calls: int = 0
+    on_device: dict = field(default_factory=dict)
+    masks: dict = field(default_factory=dict)
+    ids: Optional[tuple] = None
+
+
 class _ContextDragController(Controller):
     """Block/step filtering, reference bookkeeping and the sampling-time checks."""
 
@@ -220,21 +232,25 @@ class _ContextDragController(Controller):
         self.reference_index = int(reference_index)
         dst, src = injection_pairs(rmap)
         self._pairs_cpu = (dst, src)
-        self._dev_cache: dict = {}
-        self.active_calls = 0
 
     # -- helpers --------------------------------------------------------------------------
-    def _on(self, t: torch.Tensor, device) -> torch.Tensor:
+    @staticmethod
+    def _on(state: ContextDragRun, t: torch.Tensor, device) -> torch.Tensor:
         key = (id(t), str(device))
-        hit = self._dev_cache.get(key)
+        hit = state.on_device.get(key)
         if hit is None:
-            hit = self._dev_cache[key] = t.to(device)
+            hit = state.on_device[key] = t.to(device)
         return hit
 
-    def pairs(self, device) -> tuple:
-        """(dst, src) flat token indices on ``device``."""
+    def pairs(self, device, state: Optional[ContextDragRun] = None) -> tuple:
+        """(dst, src) flat token indices on ``device`` (moved once per run with ``state``)."""
         d, s = self._pairs_cpu
-        return self._on(d, device), self._on(s, device)
+        if state is None:
+            return d.to(device), s.to(device)
+        return self._on(state, d, device), self._on(state, s, device)
+
+    def start_run(self, sigmas) -> ContextDragRun:
+        return ContextDragRun()
 
     def ref_offset(self, ctx: ForwardContext) -> int:
         """Tokens of the references before the one the map applies to."""
@@ -284,8 +300,6 @@ class _ContextDragController(Controller):
                 f"of the reference's size (e.g. EmptySD3LatentImage fed by GetImageSize of the "
                 f"scaled source image).")
 
-    def on_sample_end(self, error: Optional[BaseException]) -> None:
-        self._dev_cache.clear()
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,17 +324,12 @@ class ContextTokenInjection(_ContextDragController):
         if visible_to not in VISIBILITY:
             raise ValueError(f"visible_to must be one of {VISIBILITY}, got {visible_to!r}")
         self.mode, self.visible_to = mode, visible_to
-        self._masks: dict = {}
-
-    def on_sample_end(self, error: Optional[BaseException]) -> None:
-        super().on_sample_end(error)
-        self._masks.clear()
 
     def injected(self, call: AttentionCall) -> tuple:
         """(dst sequence positions, source K re-encoded at dst, source V): the tokens CTI puts in."""
         ctx, dev = call.ctx, call.k.device
         sl = call.slices()
-        dst, src = self.pairs(dev)
+        dst, src = self.pairs(dev, call.state(self))
         dst_pos = dst + sl["img"].start
         src_pos = src + (sl["ref"].start + self.ref_offset(ctx))
         pe = ctx.pe()
@@ -332,7 +341,7 @@ class ContextTokenInjection(_ContextDragController):
     def attention(self, call: AttentionCall, next_fn):
         if not self._pairs_cpu[0].numel():
             return next_fn(call.q, call.k, call.v, call.mask)
-        self.active_calls += 1
+        call.state(self).active_calls += 1
         dst_pos, k_new, v_new = self.injected(call)
         if self.mode == "replace":
             k = call.k.index_copy(2, dst_pos, k_new)
@@ -351,13 +360,14 @@ class ContextTokenInjection(_ContextDragController):
             return None
         sl = call.slices()
         key = (n_q, n_k, m, sl["img"].start, sl["img"].stop, call.q.dtype, str(call.q.device))
-        hit = self._masks.get(key)
+        masks = call.state(self).masks
+        hit = masks.get(key)
         if hit is None:
             if self.visible_to == "image":
                 hit = extras_mask(n_q, n_k, m, [sl["img"]], call.q.dtype, call.q.device)
             else:
                 hit = extras_mask(n_q, n_k, m, None, call.q.dtype, call.q.device, pairs=dst_pos)
-            self._masks[key] = hit
+            masks[key] = hit
         return hit
 
 
@@ -388,13 +398,6 @@ class PositionConsistentAttention(_ContextDragController):
         self.id_kw = dict(keep_index=keep_index, collision=collision, vacated_offset=vacated_offset)
         self.exclude_sources = self.rewrite_ids if exclude_sources is None else bool(exclude_sources)
         self.hidden = torch.nonzero(rmap.hide_mask(hide, self.exclude_sources).reshape(-1)).flatten()
-        self._masks: dict = {}
-        self._ids: Optional[tuple] = None
-
-    def on_sample_end(self, error: Optional[BaseException]) -> None:
-        super().on_sample_end(error)
-        self._masks.clear()
-        self._ids = None
 
     def intended_ids(self, base_ids: torch.Tensor) -> torch.Tensor:
         """The reference tokens' ids after the rewrite, for their Kontext ids ``base_ids``."""
@@ -407,12 +410,14 @@ class PositionConsistentAttention(_ContextDragController):
         a = ctx.n_img + self.ref_offset(ctx)
         ids = d["img_ids"]
         seg = ids[:, a:a + h * w]
-        if self._ids is not None and self._ids[0].shape == seg.shape and self._ids[0].device == seg.device \
-                and torch.equal(self._ids[0], seg):
-            new = self._ids[1]
+        state = ctx.state(self)
+        last = state.ids
+        if last is not None and last[0].shape == seg.shape and last[0].device == seg.device \
+                and torch.equal(last[0], seg):
+            new = last[1]
         else:
             new = self.intended_ids(seg)
-            self._ids = (seg.clone(), new)
+            state.ids = (seg.clone(), new)
         out = ids.clone()
         out[:, a:a + h * w] = new
         d = dict(d)
@@ -429,16 +434,17 @@ class PositionConsistentAttention(_ContextDragController):
         n_seq = call.ctx.n_tokens
         cols0 = sl["ref"].start + self.ref_offset(call.ctx)
         key = (n_q, n_seq, cols0, sl["img"].start, sl["txt"].start, call.q.dtype, str(call.q.device))
-        hit = self._masks.get(key)
+        masks = call.state(self).masks
+        hit = masks.get(key)
         if hit is None:
             rows = {"image": [sl["img"]], "image_text": [sl["img"], sl["txt"]],
                     "all": [slice(0, n_q)]}[self.hide_from]
             hit = key_hiding_mask(n_q, n_seq, rows, self.hidden + cols0, call.q.dtype, call.q.device)
-            self._masks[key] = hit
+            masks[key] = hit
         return hit
 
     def attention(self, call: AttentionCall, next_fn):
-        self.active_calls += 1
+        call.state(self).active_calls += 1
         mask = combine_masks(call.mask, self.mask_for(call))
         if mask.shape[-1] != call.k.shape[2]:
             mask = pad_keys(mask, call.k.shape[2], call.q.dtype)

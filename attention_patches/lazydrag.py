@@ -7,12 +7,17 @@ call with no cache entry (e.g. FireFlow's first sampling evaluation at σ = 1) r
 Latent locks after each sampling step [ours, not in the paper; docs/lazydrag.md]: background
 (``background_lock``), moved content (``content_lock``) and vacated area (``hole_lock``); with a
 latent-pixel map (``cmap.fine``) they follow the editable mask per latent pixel.
+
+The controllers are immutable specs; what a sampling run counts (hits, misses, locked steps) and
+the hole fill it derives live in its :class:`LazyDragRun` (``router.RunState``). The cache is the
+inversion record's and is only read here: it lives as long as that record (the Invert node's
+output) and the patched MODEL holding this controller.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +132,16 @@ class LazyDragCapture(Controller):
         return out
 
 
+@dataclass
+class LazyDragRun:
+    """What one sampling run of a :class:`LazyDragControl` counts and derives."""
+
+    hits: int = 0           # attention calls that found their sources
+    misses: int = 0         # calls with no cache entry (ran unchanged)
+    locked: int = 0         # steps whose background the latent lock set
+    hole: Optional[tuple] = None   # (fill, noise) of the hole lock, built on first use
+
+
 class LazyDragControl(Controller):
     """During sampling: background replacement, re-encoded identity K/V, gated output merging.
 
@@ -182,8 +197,6 @@ class LazyDragControl(Controller):
         has_fine = self.fine is not None
         self.content_steps = int(round(content_lock * n_steps)) if has_fine else 0
         self.hole_steps = int(round(hole_lock * n_steps)) if has_fine else 0
-        self._hole = None  # (fill, noise) on first use
-        self.locked = 0
         self.paired = paired_batch > 0
         self.paired_batch = paired_batch
         if cache is None and not self.paired:
@@ -194,21 +207,22 @@ class LazyDragControl(Controller):
         self.refine = refine and plan.refine
         self.mask_text = mask_text
         self.h = (h_max, hold, end)
+        #: kept for the signature; ignored: the cache belongs to the inversion record (Invert's
+        #: output), which no downstream node frees — it goes when that output goes
         self.free_on_end = free_on_end
-        self.misses = 0
-        self.hits = 0
 
-    def on_sample_end(self, error: Optional[BaseException]) -> None:
-        if self.free_on_end and self.cache is not None:
-            self.cache.free()
-        if error is None and self.lock_steps > 0 and self.locked == 0 and (self.hits or self.misses):
+    def start_run(self, sigmas) -> LazyDragRun:
+        return LazyDragRun()
+
+    def end_run(self, state: Any, error: Optional[BaseException]) -> None:
+        if error is None and self.lock_steps > 0 and state.locked == 0 and (state.hits or state.misses):
             log.warning(
                 "[FluxDrag] LazyDrag: background_lock is %.2f but this sampler never called the lock "
                 "(only FluxDrag Sample From Inversion and the FluxDrag FireFlow / Uni-Inv SAMPLER nodes "
                 "do); the background was kept by attention control alone. Sample with FluxDrag Sample "
                 "From Inversion, or set background_lock to 0 to silence this.", self.background_lock)
 
-    def after_step(self, i: int, sigma_next: float, x: torch.Tensor) -> Optional[torch.Tensor]:
+    def after_step(self, state: Any, i: int, sigma_next: float, x: torch.Tensor) -> Optional[torch.Tensor]:
         if i >= max(self.lock_steps, self.content_steps, self.hole_steps):
             return None
         ref = self.trajectory.get(sigma_key(sigma_next))
@@ -216,7 +230,7 @@ class LazyDragControl(Controller):
             return None
         ref = _batch(ref.to(device=x.device, dtype=x.dtype), x.shape[0])
         if i < self.lock_steps:
-            self.locked += 1
+            state.locked += 1
             x = torch.where(self.bg_pixels.to(x.device), ref, x)
         if i < self.content_steps or i < self.hole_steps:
             B, C, H, W = x.shape
@@ -226,15 +240,15 @@ class LazyDragControl(Controller):
                 dst = src >= 0
                 x[..., dst] = ref.reshape(B, C, H * W)[..., src[dst]]
             if i < self.hole_steps:
-                fill, eps = self._hole_terms(x.shape, x.device, x.dtype)
+                fill, eps = self._hole_terms(state, x.shape, x.device, x.dtype)
                 vac = self.fine.vacated.reshape(-1).to(x.device)
                 s = float(sigma_next)
                 x[..., vac] = (1 - s) * fill[..., vac] + s * eps[..., vac]
             x = x.reshape(B, C, H, W)
         return x
 
-    def _hole_terms(self, shape, device, dtype):
-        if self._hole is None or self._hole[0].shape != shape:
+    def _hole_terms(self, state: LazyDragRun, shape, device, dtype):
+        if state.hole is None or state.hole[0].shape != shape:
             z0 = self.trajectory.get(sigma_key(0.0))
             if z0 is None:
                 raise RuntimeError("FluxDrag LazyDrag: hole_lock needs the source latent (σ = 0) in "
@@ -244,8 +258,8 @@ class LazyDragControl(Controller):
             z0 = z0.to(device=device, dtype=torch.float32)
             fill = _batch(harmonic_fill(z0, self.fine.editable), B).reshape(B, C, H * W).to(dtype)
             eps = _batch(inpaint_noise(z0.shape, self.plan.seed, device, dtype), B)  # as composed
-            self._hole = (fill, eps.reshape(B, C, H * W))
-        return self._hole
+            state.hole = (fill, eps.reshape(B, C, H * W))
+        return state.hole
 
     def _rows(self, B: int, dev) -> tuple:
         b = self.paired_batch
@@ -267,10 +281,11 @@ class LazyDragControl(Controller):
         needed = [n for n, on in ((self.plan.bg_names[0], do_bg), ("k_id", do_id), ("y", do_y)) if on]
         if not needed:
             return next_fn(call.q, call.k, call.v, call.mask)
+        state = call.state(self)
         if not self.paired and not all(c.has(key, blk, n) for n in needed):
-            self.misses += 1
+            state.misses += 1
             return next_fn(call.q, call.k, call.v, call.mask)
-        self.hits += 1
+        state.hits += 1
         q, k, v, mask = call.q, call.k, call.v, call.mask
         B, dev = q.shape[0], q.device
         off = call.slices()["img"].start

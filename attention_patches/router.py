@@ -15,26 +15,87 @@ How it is wired (all on a ``model.clone()``; the MODEL passed in is never writte
   (for its rotary embedder). Controllers see it as ``call.ctx``.
 - a ``post_input`` patch records the token ids (and lets controllers rewrite them, e.g. the
   reference tokens' positions for ContextDrag) before FLUX computes its rotary embedding.
-- an ``OUTER_SAMPLE`` wrapper tells controllers when a sampling run starts and ends — also when
-  it ends in an exception or a ComfyUI interrupt — so caches are freed.
+- an ``OUTER_SAMPLE`` wrapper builds the run state (:class:`RunState`) on the run's own copy of
+  ``model_options`` (ComfyUI's guider makes that copy per ``sample`` call): each controller's
+  :meth:`Controller.start_run` result, found by the controllers through ``transformer_options``
+  (``call.state(c)``, ``ctx.state(c)``, the ``after_step`` hooks). It is dropped in ``finally`` —
+  also when the run ends in an exception or a ComfyUI interrupt — after :meth:`Controller.end_run`.
 
-Routers are immutable once installed (``__deepcopy__`` returns the same object, so ComfyUI's
-``clone()`` shares it safely); adding a controller installs a new router on a new clone.
+Routers and controllers are immutable specs once installed (``__deepcopy__`` returns the same
+object, so ComfyUI's ``clone()`` shares them safely): everything a run counts, caches or switches
+lives in its run state, so one patched MODEL feeding two samplers, or queued twice, gives each run
+the same result as a run of its own. Adding a controller installs a new router on a new clone.
 Nothing here swaps classes or overrides ``forward_orig``, and weights are never touched, so fp8
 and GGUF models work the same.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 
 CTX_KEY = "fluxdrag_ctx"
+RUN_KEY = "fluxdrag_run"
 WRAPPER_KEY = "fluxdrag_router"
 
 _CURRENT: contextvars.ContextVar = contextvars.ContextVar("fluxdrag_forward", default=None)
+_WATCH: contextvars.ContextVar = contextvars.ContextVar("fluxdrag_watch", default=None)
+
+
+# --------------------------------------------------------------------------------------------
+# run state
+# --------------------------------------------------------------------------------------------
+class RunState:
+    """The per-run state of one router's controllers (one sampling run: one guider ``sample``).
+
+    Built by the ``OUTER_SAMPLE`` wrapper, stored under ``transformer_options[RUN_KEY]`` of the
+    run's own ``model_options`` copy (not a dict, so ComfyUI's per-call copies share it), dropped
+    when the run ends. ``error`` is the exception the run ended with (None: success or running).
+    """
+
+    def __init__(self, controllers: Sequence["Controller"], sigmas):
+        self.controllers = tuple(controllers)
+        self.sigmas = sigmas
+        self.error: Optional[BaseException] = None
+        self._states: dict = {}
+
+    def of(self, controller: "Controller") -> Any:
+        """``controller``'s state in this run (its :meth:`Controller.start_run` result)."""
+        return self._states.get(id(controller))
+
+    def __repr__(self) -> str:
+        return f"RunState({', '.join(c.name for c in self.controllers)})"
+
+
+def run_of(transformer_options: Optional[dict]) -> Optional[RunState]:
+    """The run state in ``transformer_options`` (None outside a run)."""
+    r = (transformer_options or {}).get(RUN_KEY)
+    return r if isinstance(r, RunState) else None
+
+
+def state_of(controller: "Controller", transformer_options: Optional[dict]) -> Any:
+    """``controller``'s state in the run ``transformer_options`` belong to. Outside a sampling run
+    (a model called directly, without a guider) every call gets a fresh state of its own."""
+    run = run_of(transformer_options)
+    if run is not None and id(controller) in run._states:
+        return run._states[id(controller)]
+    return controller.start_run(None)
+
+
+@contextlib.contextmanager
+def watch_runs() -> Iterator[list]:
+    """Collects the :class:`RunState` of every run that ends inside the block, in order (tests and
+    benchmarks read what a run counted; the runs themselves keep nothing after they end)."""
+    seen: list = []
+    token = _WATCH.set(seen)
+    try:
+        yield seen
+    finally:
+        _WATCH.reset(token)
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,6 +121,10 @@ class ForwardContext:
     img_ids: Optional[torch.Tensor] = None
     scratch: dict = field(default_factory=dict)   # per-call storage shared by controllers
     _pe: Optional[torch.Tensor] = None
+
+    def state(self, controller: "Controller") -> Any:
+        """``controller``'s state in the run this call belongs to (see :func:`state_of`)."""
+        return state_of(controller, self.transformer_options)
 
     @property
     def n_ref(self) -> int:
@@ -118,6 +183,10 @@ class AttentionCall:
     def slices(self) -> dict:
         return self.ctx.slices(self.block_type, self.block_index)
 
+    def state(self, controller: "Controller") -> Any:
+        """``controller``'s state in the run this call belongs to (see :func:`state_of`)."""
+        return state_of(controller, self.transformer_options)
+
 
 Next = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
@@ -128,6 +197,13 @@ class Controller:
     Subclasses set ``block_types`` (e.g. ``{"single"}``), optionally ``block_indices``
     (``{"single": {0, 3}}``) and ``sigma_range`` (lo, hi inclusive), or override :meth:`claims`.
     ``needs_unet`` controllers also see SD-family UNet calls (no FLUX context).
+
+    A controller is an immutable spec, shared by every clone and every run of the MODEL it is
+    installed on: what a run counts, caches or switches goes in the object :meth:`start_run`
+    returns, which the calls find with ``call.state(self)`` / ``ctx.state(self)`` and
+    :meth:`after_step` / :meth:`end_run` receive. Nothing is assigned to ``self`` after
+    ``__init__`` (tested for the LazyDrag and ContextDrag controllers; AttentionDrag's capture
+    controller still keeps its capture on itself).
     """
 
     name = "controller"
@@ -164,17 +240,20 @@ class Controller:
     def on_forward_end(self, ctx: ForwardContext, out: torch.Tensor) -> Optional[torch.Tensor]:
         return None
 
-    def on_sample_start(self, sigmas: torch.Tensor) -> None:
-        pass
+    def start_run(self, sigmas: Optional[torch.Tensor]) -> Any:
+        """This controller's state for a new sampling run over ``sigmas`` (None: a call outside
+        any run). Default: no state."""
+        return None
 
-    def after_step(self, i: int, sigma_next: float, x: torch.Tensor) -> Optional[torch.Tensor]:
+    def after_step(self, state: Any, i: int, sigma_next: float, x: torch.Tensor) -> Optional[torch.Tensor]:
         """Latent-level control after sampling step ``i`` (x is at ``sigma_next``, model space):
         return a replacement x or None. Only FluxDrag's own samplers (Sample From Inversion, the
         FireFlow / Uni-Inv SAMPLER nodes) call it; ComfyUI's samplers do not."""
         return None
 
-    def on_sample_end(self, error: Optional[BaseException]) -> None:
-        pass
+    def end_run(self, state: Any, error: Optional[BaseException]) -> None:
+        """The run that :meth:`start_run` made ``state`` for ended (``error``: how, None on
+        success); called also on exceptions and interrupts. The state is dropped afterwards."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,37 +396,58 @@ def post_input_patch(d: dict) -> dict:
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
-    """``OUTER_SAMPLE`` wrapper: start/end notifications, with the end also on error/interrupt."""
+    """``OUTER_SAMPLE`` wrapper: builds the run state on the run's own ``model_options`` and drops
+    it in ``finally`` (also on error and interrupt), after each controller's ``end_run``."""
     guider = executor.class_obj
-    router = _router_of(getattr(guider, "model_options", {}).get("transformer_options"))
+    options = getattr(guider, "model_options", None)
+    router = _router_of((options or {}).get("transformer_options"))
     if router is None:
         return executor(*args, **kwargs)
     sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
-    started = []
-    error: Optional[BaseException] = None
+    to = options["transformer_options"]
+    outer = to.get(RUN_KEY, _ABSENT)   # a run inside a run (not expected): restored afterwards
+    run = RunState(router.controllers, sigmas)
+    to[RUN_KEY] = run
     try:
         for c in router.controllers:
-            c.on_sample_start(sigmas)
-            started.append(c)
+            run._states[id(c)] = c.start_run(sigmas)
         return executor(*args, **kwargs)
     except BaseException as e:  # includes ComfyUI's InterruptProcessingException
-        error = e
+        run.error = e
         raise
     finally:
-        for c in started:
-            c.on_sample_end(error)
+        try:
+            for c in router.controllers:
+                if id(c) in run._states:
+                    c.end_run(run._states[id(c)], run.error)
+        finally:
+            if outer is _ABSENT:
+                to.pop(RUN_KEY, None)
+            else:
+                to[RUN_KEY] = outer
+            seen = _WATCH.get()
+            if seen is not None:
+                seen.append(run)
+
+
+_ABSENT = object()
 
 
 # --------------------------------------------------------------------------------------------
 # installing
 # --------------------------------------------------------------------------------------------
 def after_step_hooks(model_options: Optional[dict]) -> list:
-    """The ``after_step`` methods of the controllers routed in ``model_options`` that define one."""
+    """``hook(i, sigma_next, x)`` for each controller routed in ``model_options`` that defines
+    ``after_step``, bound to its state in the run ``model_options`` belong to."""
     to = (model_options or {}).get("transformer_options", {})
     router = to.get("optimized_attention_override")
     if not isinstance(router, AttentionRouter):
         return []
-    return [c.after_step for c in router.controllers if type(c).after_step is not Controller.after_step]
+    hooks = []
+    for c in router.controllers:
+        if type(c).after_step is not Controller.after_step:
+            hooks.append(functools.partial(c.after_step, state_of(c, to)))
+    return hooks
 
 
 def router_of_model(model) -> Optional[AttentionRouter]:

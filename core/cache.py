@@ -12,7 +12,10 @@ Storage policies (anchors §1.6, §13.1):
 
 The cache reports its bytes, refuses to grow past ``budget_bytes`` with :class:`CacheBudgetError`
 (also before a run via :meth:`TokenCache.reserve` where the need is known) and is emptied by
-:meth:`TokenCache.free`, which the sampling wrappers call on success, error and interrupt.
+:meth:`TokenCache.free`. Who frees it is its owner's business: an inversion record that is a node
+output is never freed by the nodes downstream (it goes when ComfyUI drops that output); a cache a
+pipeline makes for one run of its own (DragFlow's K/V) is freed when that run ends, also on error
+and interrupt. Nothing here counts across caches or processes.
 """
 from __future__ import annotations
 
@@ -71,11 +74,8 @@ class _Entry:
 
 
 class TokenCache:
-    """Per-run store of selected tokens, with a storage policy and a byte budget."""
-
-    #: how many non-empty caches have been freed in this process (lets ComfyUI re-run an inversion
-    #: whose cache a sampling consumed)
-    free_count = 0
+    """Store of selected tokens, with a storage policy and a byte budget. ``meta`` holds what a
+    controller records about its entries (e.g. DragFlow's captured text length per entry)."""
 
     def __init__(self, policy: str = "device", budget_bytes: Optional[int] = None,
                  pin_memory: Optional[bool] = None, name: str = "FluxDrag cache", budget_label: str = ""):
@@ -88,7 +88,10 @@ class TokenCache:
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.name = name
         self._entries: dict[tuple, _Entry] = {}
+        self._steps: set = set()
+        self._sorted_steps: Optional[list] = None
         self._bytes = 0
+        self.meta: dict = {}
         self.freed = False
 
     # ------------------------------------------------------------------ budget
@@ -127,6 +130,9 @@ class TokenCache:
                 f"a smaller cache policy.")
         self._entries[key] = entry
         self._bytes += entry.nbytes
+        if step not in self._steps:
+            self._steps.add(step)
+            self._sorted_steps = None
 
     def _encode(self, t: torch.Tensor) -> _Entry:
         if self.policy == "device":
@@ -152,7 +158,7 @@ class TokenCache:
         """The stored tensor, decoded to ``dtype`` (default: as produced) on ``device``."""
         if self.freed:
             raise CacheFreedError(
-                f"{self.name} was freed when the sampling that used it ended; run the inversion again "
+                f"{self.name} was freed when the run that owned it ended; run the inversion again "
                 f"(re-queue the workflow) to refill it.")
         try:
             e = self._entries[(step, block, name)]
@@ -167,6 +173,12 @@ class TokenCache:
     def keys(self):
         return list(self._entries.keys())
 
+    def steps(self) -> list:
+        """The steps that hold entries, sorted (steps must be comparable, e.g. sigma keys)."""
+        if self._sorted_steps is None:
+            self._sorted_steps = sorted(self._steps)
+        return self._sorted_steps
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -176,9 +188,10 @@ class TokenCache:
         return self._bytes
 
     def free(self) -> None:
-        """Drop every entry (idempotent)."""
-        if self._entries:
-            TokenCache.free_count += 1
+        """Drop every entry and the metadata (idempotent)."""
         self._entries.clear()
+        self._steps.clear()
+        self._sorted_steps = None
+        self.meta.clear()
         self._bytes = 0
         self.freed = True

@@ -4,12 +4,16 @@ Pure data. ``z_T`` is the inverted latent in the *model's* latent space (after C
 ``process_latent_in``), kept exactly so that sampling back starts bit-for-bit where the inversion
 ended. ``sigmas`` is the sampling-direction schedule (decreasing); the inversion ran it reversed.
 ``caches`` holds whatever capture controllers stored during the inversion (e.g. LazyDrag's token
-cache), keyed by the controller's name, and is freed by the sampling that consumes it.
+cache), keyed by the edit map's cache name. The record is a node output: the nodes downstream
+read it and never change or free it, so one record feeds any number of samplers, and a record
+ComfyUI keeps in its cache gives the same edit when the graph is queued again. Its caches go when
+the record goes (ComfyUI drops the output); a pipeline that makes a record for one run of its own
+(DragFlow) frees them when that run ends (:meth:`InversionRecord.free_caches`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -25,8 +29,13 @@ class InversionRecord:
     strength: float
     z_0: Optional[torch.Tensor] = None  # model-space source latent
     trajectory: list = field(default_factory=list)  # model-space latents after each inversion step
-    caches: dict = field(default_factory=dict)
-    info: dict = field(default_factory=dict)
+    caches: dict = field(default_factory=dict)      # {cache name: TokenCache}, read-only downstream
+    scheduler: str = "simple"         # the sigma schedule's scheduler
+    guidance: float = 1.0             # FLUX guidance the inversion ran at
+    #: the edit map the caches were captured for (e.g. a ``LazyDragPlan``; None: no edit map);
+    #: an edit node checks it is the map it was given (identity)
+    edit_map: Optional[Any] = None
+    cache_policy: str = "cpu"         # "cpu" / "fp8" / "device", or "paired" (no cache)
 
     @property
     def sample_solver(self) -> str:
@@ -38,6 +47,7 @@ class InversionRecord:
         return tuple(self.z_T.shape)
 
     def free_caches(self) -> None:
+        """Empty the caches: only for the owner of a record made for one run (never a node output)."""
         for c in self.caches.values():
             free = getattr(c, "free", None)
             if free is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..attention_patches.sampling import solver_sampler
-from ..core.cache import TokenCache, format_bytes
+from ..core.cache import format_bytes
 from ..pipelines.common import log
 from ..pipelines.inversion import (
     NODE_INVERT,
@@ -85,11 +85,6 @@ class Invert(io.ComfyNode):
         )
 
     @classmethod
-    def fingerprint_inputs(cls, **kwargs):
-        # a cache freed by the sampling that used it must be refilled: re-run after each free
-        return TokenCache.free_count
-
-    @classmethod
     def execute(cls, model, latent, positive, edit_map=None, **widgets) -> io.NodeOutput:
         hidden = getattr(cls, "hidden", None)
         check_patch_maps(getattr(hidden, "dynprompt", None), getattr(hidden, "unique_id", None))
@@ -108,7 +103,8 @@ class SampleFromInversion(io.ComfyNode):
             display_name="FluxDrag Sample From Inversion",
             category=f"{CATEGORY}/inversion",
             description="Denoises back from an inversion with the matching solver and schedule "
-                        "(optionally from an edited start latent) and frees the edit cache.",
+                        "(optionally from an edited start latent). Reads the inversion and leaves "
+                        "it as it is: one Invert can feed several samplers.",
             inputs=[
                 io.Model.Input("model", tooltip="The FLUX model, patched by an edit node or plain "
                                                 "(plain = reconstruction)."),

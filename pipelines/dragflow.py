@@ -19,7 +19,7 @@ import torch
 
 from ..attention_patches.autograd import rope_autograd
 from ..attention_patches.dragflow import DragFlowHooks, feature_maps
-from ..attention_patches.kv_bank import DragFlowKVPlan, KVBank
+from ..attention_patches.kv_bank import DragFlowKVPlan, KVBank, KVCall, kv_call_options
 from ..attention_patches.router import patch_model
 from ..attention_patches.sampling import direct_sampler
 from ..core.cache import TokenCache, format_bytes
@@ -77,16 +77,19 @@ class EditResult:
     calls: dict
 
 
+BRANCH_KEY = "fluxdrag_branch"
+
+
 def branch_guider(model, conds: dict):
-    """A ``CFGGuider`` that evaluates one of several conditionings (its ``branch``) at cfg 1."""
+    """A ``CFGGuider`` that evaluates one of several conditionings at cfg 1: the one each call's
+    ``model_options[BRANCH_KEY]`` names (default "drag"; see :func:`branch_velocity`)."""
     import comfy.samplers
 
     class BranchGuider(comfy.samplers.CFGGuider):
-        branch = "drag"
-
         def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006
+            branch = model_options.get(BRANCH_KEY, "drag")
             return comfy.samplers.sampling_function(self.inner_model, x, timestep, uncond=None,
-                                                    cond=self.conds[self.branch], cond_scale=1.0,
+                                                    cond=self.conds[branch], cond_scale=1.0,
                                                     model_options=model_options, seed=seed)
 
     g = BranchGuider(model)
@@ -96,13 +99,18 @@ def branch_guider(model, conds: dict):
 
 
 def branch_velocity(guider, model_k, extra_args: dict) -> Callable:
-    """v(branch, z, σ) = (z − D_branch(z, σ))/σ over ComfyUI's denoiser (interruptible)."""
+    """v(branch, z, σ, kv=None) = (z − D_branch(z, σ))/σ over ComfyUI's denoiser (interruptible).
+    The branch, and the K/V bank's mode and scope (``kv``), travel with the call in its own
+    shallow copy of ``model_options``: nothing shared is switched between calls."""
     import comfy.model_management as mm
 
-    def v(branch: str, z: torch.Tensor, sigma: float) -> torch.Tensor:
+    def v(branch: str, z: torch.Tensor, sigma: float, kv: Optional[KVCall] = None) -> torch.Tensor:
         mm.throw_exception_if_processing_interrupted()
-        guider.branch = branch
-        den = model_k(z, z.new_ones([z.shape[0]]) * sigma, **extra_args)
+        mo = dict(extra_args.get("model_options") or {})
+        mo[BRANCH_KEY] = branch
+        if kv is not None:
+            mo = kv_call_options(mo, kv.mode, kv.scope)
+        den = model_k(z, z.new_ones([z.shape[0]]) * sigma, **{**extra_args, "model_options": mo})
         return (z - den) / sigma
 
     return v
@@ -110,11 +118,9 @@ def branch_velocity(guider, model_k, extra_args: dict) -> Callable:
 
 def capture_source_kv(v: Callable, bank: Optional[KVBank], z_T: torch.Tensor, sigma0: float) -> None:
     """Step 1: K/V of the source prompt at the inversion's end point (z_T, σ₀), which FireFlow's
-    inversion never evaluated; the bank injects from here on."""
+    inversion never evaluated; every later call of the edit injects."""
     if bank is not None and bank.block_types:
-        bank.mode = "capture"
-        v("source", z_T, sigma0)
-        bank.mode = "inject"
+        v("source", z_T, sigma0, KVCall("capture"))
 
 
 def optimise(v: Callable, hooks: DragFlowHooks, z_T: torch.Tensor, sigmas: list, *, regions: Sequence,
@@ -200,10 +206,10 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
         s = [float(c) for c in sigmas_dev.tolist()]
         v_all = branch_velocity(guider, model_k, extra_args)
 
-        def v(branch: str, z: torch.Tensor, sigma: float) -> torch.Tensor:
-            if bank is not None:
-                bank.scope = kv_scope if branch == "drag" else None
-            return v_all(branch, z, sigma)
+        def v(branch: str, z: torch.Tensor, sigma: float, kv: Optional[KVCall] = None) -> torch.Tensor:
+            if kv is None and bank is not None:
+                kv = KVCall("inject", kv_scope if branch == "drag" else None)
+            return v_all(branch, z, sigma, kv)
 
         t0 = time.perf_counter()
         capture_source_kv(v, bank, x, s[0])
@@ -277,8 +283,6 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions, *,
     progress_text(unique_id, f"{plan.n_iter} iterations, {loss_txt}, {describe_peak(res.peak_bytes)}, "
                              f"optimise {res.seconds.get('optimise', 0):.1f}s, feature grid {fhw[1]}×{fhw[0]}",
                   "DragFlow")
-    if bank is not None and bank.notes:
-        log.info("[FluxDrag] DragFlow K/V: %s", "; ".join(bank.notes))
     return res.z, ins, plan.edit_mask, res
 
 

@@ -1,6 +1,10 @@
 """Inversion and sampling back on FLUX: FireFlow / Uni-Inv / Euler through ComfyUI's guider and
 ``KSAMPLER`` (``attention_patches/sampling.py``), with an edit map's capture controllers on the
-inverting model and its token cache in the returned :class:`InversionRecord`."""
+inverting model and its token cache in the returned :class:`InversionRecord`.
+
+The record is a node output: :func:`run_sampling` reads it and changes nothing in it (its cache is
+not freed there), so one Invert feeds several samplers and a cached Invert output re-samples the
+same. The cache's memory goes with the record; an inversion that fails frees what it captured."""
 from __future__ import annotations
 
 import warnings
@@ -71,8 +75,9 @@ class SamplingSettings:
                                   "uni_inv→euler, euler→euler).", options=SAMPLE_SOLVERS, main=True)
     cfg: float = setting(1.0, "Classifier-free guidance; FLUX dev/Krea use 1 (needs 'negative' otherwise).",
                          min=0.0, max=30.0, step=0.1, main=True)
-    keep_cache: bool = setting(False, "Keep the inversion's edit cache after sampling (more memory; lets you "
-                                      "re-sample without re-inverting).", main=True)
+    keep_cache: bool = setting(False, "No effect (kept so older workflows load): the edit cache belongs to "
+                                      "the Invert output and lives as long as ComfyUI keeps that output; "
+                                      "sampling never frees it.", main=True)
 
 
 #: share of the host RAM available at the start that an automatic cpu/fp8 cache budget allows
@@ -145,8 +150,8 @@ def run_inversion(model, latent: dict, positive, settings: InversionSettings | N
         raise
     return InversionRecord(z_T=run.latent.detach(), sigmas=sig, solver=solver, steps=steps,
                            strength=strength, z_0=z0, trajectory=trajectory, caches=caches,
-                           info={"scheduler": scheduler, "guidance": guidance, "edit_map": edit_map,
-                                 "cache_policy": cache_policy})
+                           scheduler=scheduler, guidance=float(guidance), edit_map=edit_map,
+                           cache_policy=cache_policy)
 
 
 @torch.no_grad()   # DragFlow's optimisation re-enables grad for its own passes
@@ -156,8 +161,10 @@ def run_sampling(model, record: InversionRecord, positive, settings: SamplingSet
     """Sample back from ``start`` (default: the record's z_T); returns the model-space result.
     ``kw``: overrides of ``settings``' fields (solver, cfg, keep_cache)."""
     st = overrides(settings, SamplingSettings, **kw)
-    solver, cfg, keep_cache = st.solver, st.cfg, st.keep_cache
+    solver, cfg = st.solver, st.cfg
     validate(st, node)
+    # ``record`` is read only: its cache is never freed here (it lives as long as the record, see
+    # the module doc); ``keep_cache`` is kept for callers and ignored
     require_flux(model, node)
     z = record.z_T if start is None else start
     if tuple(z.shape) != record.latent_shape:
@@ -179,9 +186,5 @@ def run_sampling(model, record: InversionRecord, positive, settings: SamplingSet
     b = z.shape[0]
     if paired:  # [edit | reconstruction] rows; the controllers read the second half live
         z = torch.cat((z, record.z_T.to(z)), dim=0)
-    try:
-        g.sample(z, torch.zeros_like(z), sampler, record.sigmas, disable_pbar=True, seed=0)
-    finally:
-        if not keep_cache:
-            record.free_caches()
+    g.sample(z, torch.zeros_like(z), sampler, record.sigmas, disable_pbar=True, seed=0)
     return check_finite(run.latent[:b] if paired else run.latent, node, f"{name} sampling")

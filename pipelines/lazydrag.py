@@ -189,7 +189,7 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, settings: LazyDragSetti
     control = pick(s, PATCH_FIELDS)
     locked = max(s.background_lock, s.content_lock, s.hole_lock) > 0
     traj = inversion_trajectory(inversion) if locked else None
-    if inversion.info.get("cache_policy") == "paired":
+    if inversion.cache_policy == "paired":
         if tuple(inversion.z_T.shape[-2:]) != tuple(2 * g for g in plan.cmap.grid_hw):
             raise FluxDragInputError(f"{NODE_PATCH}: input 'map' was built for another image size "
                                      f"than the inversion's latent; rebuild it from that latent.")
@@ -199,14 +199,13 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, settings: LazyDragSetti
                           "initial latent")
         return patch_model(model, ctrl), z0, ctrl
     cache = inversion.caches.get(CACHE_NAME)
-    if cache is None or inversion.info.get("edit_map") is not plan:
+    if cache is None or inversion.edit_map is not plan:
         raise FluxDragInputError(
             f"{NODE_PATCH}: the inversion holds no LazyDrag cache for this map. Connect the same "
             f"'map' output of {NODE_MAP} to FluxDrag Invert's 'edit_map' input.")
-    if cache.freed:
+    if cache.freed:  # only a caller that freed the record itself gets here
         raise FluxDragInputError(
-            f"{NODE_PATCH}: the inversion's cache was freed by an earlier sampling; queue again "
-            f"(FluxDrag Invert re-runs) or set keep_cache on the sampler.")
+            f"{NODE_PATCH}: the inversion's cache was freed (free_caches); run FluxDrag Invert again.")
     ctrl = LazyDragControl(plan, cache, inversion.sigmas, trajectory=traj, **control)
     z0 = check_finite(compose_initial_latent(inversion.z_T, plan.cmap, plan.seed), NODE_PATCH,
                       "initial latent")

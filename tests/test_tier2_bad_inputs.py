@@ -232,6 +232,10 @@ def test_patch_map_mismatch_refused_before_inversion(comfy_server, reference):
     g = edit_graph(extra={"30": node("FluxDragCorrespondenceMap", drag_instructions=["2", 1], latent=["2", 0],
                                      transition_width=2, activation=0.8, seed=0, background_query="live")})
     g["5"]["inputs"]["map"] = ["30", 0]
+    # an Invert input that does not change the edit, so that ComfyUI runs the Invert instead of
+    # serving the reference run's cached output (which it may: node outputs are never changed
+    # downstream); a cached Invert wastes no work, and the Patch refuses the map itself
+    g["4"]["inputs"]["cache_budget_gb"] = 64.0
     t0 = time.monotonic()
     err = _error(comfy_server, g)
     assert err["node_type"] == "FluxDragInvert", err

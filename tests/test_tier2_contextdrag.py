@@ -25,6 +25,11 @@ DST = sorted((6 + dy) * W + 9 + dx for dx, dy in DISC)                  # M_DST
 SRC_OF = {(6 + dy) * W + 9 + dx: (4 + dy) * W + 4 + dx for dx, dy in DISC}  # q -> src(q)
 
 
+def watch_runs():
+    from fluxdrag.attention_patches.router import watch_runs as w
+    return w()
+
+
 def _kontext(cond, seed=3, h=32, w=32):
     from comfy_extras.nodes_edit_model import ReferenceLatent
     return ReferenceLatent.execute(cond, latent(seed, h, w)).args[0]
@@ -163,13 +168,15 @@ def test_pca_vacated_hides_nothing_for_a_rigid_move(tiny_flux, tiny_cond):
     from fluxdrag.nodes import contextdrag as cd
     m, ctrl = cd.apply_pca(tiny_flux, _map(), hide="vacated")
     rec = Recorder()
-    sample_plain(patch_model(m, rec), _kontext(tiny_cond), steps=2)
-    assert ctrl.hidden.numel() == 0 and ctrl.active_calls == 0
+    with watch_runs() as runs:
+        sample_plain(patch_model(m, rec), _kontext(tiny_cond), steps=2)
+    assert ctrl.hidden.numel() == 0 and runs[-1].of(ctrl).active_calls == 0
     assert all(c["mask"] is None for c in rec.calls)
     m, ctrl = cd.apply_pca(tiny_flux, _map())
     rec = Recorder()
-    sample_plain(patch_model(m, rec), _kontext(tiny_cond), steps=2)
-    assert ctrl.hide == "vacated_overlap" and ctrl.hidden.numel() > 0 and ctrl.active_calls > 0
+    with watch_runs() as runs:
+        sample_plain(patch_model(m, rec), _kontext(tiny_cond), steps=2)
+    assert ctrl.hide == "vacated_overlap" and ctrl.hidden.numel() > 0 and runs[-1].of(ctrl).active_calls > 0
     assert any(c["mask"] is not None for c in rec.calls)
 
 
@@ -183,8 +190,11 @@ def test_cti_replace_puts_the_source_tokens_at_the_destinations(tiny_flux, tiny_
     from fluxdrag.nodes import contextdrag as cd
     before, after = Recorder(), Recorder()
     m, ctrl = cd.apply_cti(patch_model(tiny_flux, before), _map(), mode="replace", double_blocks="1")
-    sample_plain(patch_model(m, after), _kontext(tiny_cond), steps=2)
-    assert ctrl.active_calls == 2 * 3  # 2 steps x (double 1 + single 0, 1)
+    spec = {k: id(v) for k, v in vars(ctrl).items()}
+    with watch_runs() as runs:
+        sample_plain(patch_model(m, after), _kontext(tiny_cond), steps=2)
+    assert runs[-1].of(ctrl).active_calls == 2 * 3  # 2 steps x (double 1 + single 0, 1)
+    assert {k: id(v) for k, v in vars(ctrl).items()} == spec   # the run kept its state to itself
     dst = torch.tensor([IMG0 + q for q in SRC_OF])
     src = torch.tensor([REF0 + s for s in SRC_OF.values()])
     rest = torch.tensor([i for i in range(N) if i not in set(dst.tolist())])

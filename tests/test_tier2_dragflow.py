@@ -159,17 +159,21 @@ def test_kv_capture_and_injection_hit_every_call(tiny_flux, tiny_cond):
         orig_init(self, *a, **k)
         seen["bank"] = self
     KVBank.__init__ = spy
+    from fluxdrag.attention_patches.router import watch_runs
     try:
-        _run(tiny_flux, tiny_cond)
+        with watch_runs() as runs:
+            _run(tiny_flux, tiny_cond)
     finally:
         KVBank.__init__ = orig_init
     bank = seen["bank"]
     assert bank.layers == kv_layers("non-ridge", 2, 2)  # mapped, keeping the share: double 0, single 1
     assert bank.layers.count == 2
+    # the inversion's run and the edit's run, each with its own counts
+    inv_run, edit_run = [r.of(bank) for r in runs if r.of(bank) is not None]
     # FireFlow inversion of 4 steps: 5 calls, the one at sigma 0 skipped, + the end point
-    assert len(bank.keys) == 5 and bank.captured == 5 * 2
-    assert bank.misses == 0 and bank.hits > 0
-    assert bank.cache.freed and len(bank.cache) == 0  # freed when the node ended
+    assert inv_run.captured == 4 * 2 and edit_run.captured == 1 * 2
+    assert inv_run.hits == 0 and edit_run.misses == 0 and edit_run.hits > 0
+    assert bank.cache.freed and len(bank.cache) == 0 and bank.keys == []  # freed when the node ended
 
 
 def test_kv_injection_never_writes_the_destination_tokens(tiny_flux, tiny_cond, monkeypatch):
@@ -179,13 +183,18 @@ def test_kv_injection_never_writes_the_destination_tokens(tiny_flux, tiny_cond, 
     from fluxdrag.attention_patches.kv_bank import KVBank
     from fluxdrag.core.affine import Region, resize_mask, warp_mask
 
-    calls = []
-    orig = KVBank._blend
+    calls, current = [], {}
+    orig, orig_attention = KVBank._blend, KVBank.attention
+
+    def attention_spy(self, call, next_fn):   # the scope travels with the call
+        current["scope"] = self._call(call).scope
+        return orig_attention(self, call, next_fn)
 
     def spy(self, t, cached, start, stop, inject=None):
         out = orig(self, t, cached, start, stop, inject)
-        calls.append((self.scope, t, out, stop))
+        calls.append((current["scope"], t, out, stop))
         return out
+    monkeypatch.setattr(KVBank, "attention", attention_spy)
     monkeypatch.setattr(KVBank, "_blend", spy)
     _run(tiny_flux, tiny_cond)
     region = Region(_box(32, 64, 32, 64), "relocate", target=(96, 56), begin=(48, 48))

@@ -9,6 +9,11 @@ DRAGS = {"version": 1, "image_size": [256, 256],
          "drags": [{"handle": [88, 88], "target": [152, 120], "mode": "move"}]}
 
 
+def watch_runs():
+    from fluxdrag.attention_patches.router import watch_runs as w
+    return w()
+
+
 def _guid1(cond):
     import node_helpers
     return node_helpers.conditioning_set_values(cond, {"guidance": 1.0})
@@ -29,9 +34,11 @@ def test_controls_off_is_bitwise_vanilla(tiny_flux, tiny_cond):
     lat, plan, rec = _setup(tiny_flux, tiny_cond)
     m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan, background=False, identity=False, refine=False,
                                     background_lock=0.0, content_lock=0.0, hole_lock=0.0)
-    patched = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0, keep_cache=True)
-    plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), start=z0, keep_cache=True)
-    assert ctrl.hits == 0 and ctrl.misses == 0  # nothing to do: every call passed through
+    with watch_runs() as runs:
+        patched = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0)
+    plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), start=z0)
+    st = runs[-1].of(ctrl)
+    assert st.hits == 0 and st.misses == 0  # nothing to do: every call passed through
     assert torch.equal(patched, plain)
 
 
@@ -56,11 +63,12 @@ def test_background_only_edit_free_map_equals_roundtrip(tiny_flux, tiny_cond):
     from fluxdrag.pipelines.settings import pick
     # the controller alone: attention control only (no latent locks, which need the trajectory)
     s = LazyDragSettings(background_lock=0.0, content_lock=0.0, hole_lock=0.0)
-    ctrl = LazyDragControl(plan, rec.caches["lazydrag"], rec.sigmas, free_on_end=False, **pick(s, PATCH_FIELDS))
-    bg = inv.run_sampling(patch_model(tiny_flux, ctrl), rec, _guid1(tiny_cond), keep_cache=True)
-    plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), keep_cache=True)
+    ctrl = LazyDragControl(plan, rec.caches["lazydrag"], rec.sigmas, **pick(s, PATCH_FIELDS))
+    with watch_runs() as runs:
+        bg = inv.run_sampling(patch_model(tiny_flux, ctrl), rec, _guid1(tiny_cond))
+    plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond))
     src = tiny_flux.model.process_latent_in(lat["samples"])
-    assert ctrl.hits == 12
+    assert runs[-1].of(ctrl).hits == 12
     assert (bg - plain).abs().mean() < 0.05 * (plain - src).abs().mean() + 1e-3
     assert (bg - src).abs().mean() <= (plain - src).abs().mean() * 1.05
 
@@ -73,10 +81,13 @@ def test_edit_keeps_background_and_changes_region(tiny_flux, tiny_cond):
     assert cache.nbytes > 0
     before = repr(tiny_flux.model_options)
     m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan)
-    plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), keep_cache=True)
-    edited = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0)
-    assert ctrl.hits == 6 * 2 and ctrl.misses == 0  # every Euler evaluation found its entries
-    assert cache.nbytes == 0 and cache.freed  # freed when sampling ended
+    plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond))
+    nbytes = cache.nbytes
+    with watch_runs() as runs:
+        edited = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0)
+    st = runs[-1].of(ctrl)
+    assert st.hits == 6 * 2 and st.misses == 0  # every Euler evaluation found its entries
+    assert cache.nbytes == nbytes and not cache.freed  # the record's cache is read, never freed
     assert repr(tiny_flux.model_options) == before  # shared MODEL untouched
     cm = plan.cmap
     tok_err = (edited - plain).abs().reshape(1, 16, 16, 2, 16, 2).mean(dim=(0, 1, 3, 5))  # (h, w)
@@ -115,6 +126,8 @@ def test_patch_errors(tiny_flux, tiny_cond):
     _, rec2 = inv.Invert.execute(tiny_flux, lat, tiny_cond, steps=2, edit_map=plan).args
     m = ld.LazyDragPatch.execute(tiny_flux, rec2, plan).args[0]
     inv.SampleFromInversion.execute(m, rec2, tiny_cond)
+    ld.LazyDragPatch.execute(tiny_flux, rec2, plan)   # sampling read the record; it still serves
+    rec2.free_caches()   # only a record's owner frees it (e.g. a pipeline's own run)
     with pytest.raises(FluxDragInputError, match="freed"):
         ld.LazyDragPatch.execute(tiny_flux, rec2, plan)
 
@@ -148,9 +161,10 @@ def test_paired_policy_needs_no_cache_and_keeps_background(tiny_flux, tiny_cond)
                                 cache_policy="paired").args
     assert rec.caches == {} and rec.cache_bytes() == 0
     m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan)
-    edited = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0)
+    with watch_runs() as runs:
+        edited = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0)
     plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond))
-    assert edited.shape == plain.shape and ctrl.hits == 12
+    assert edited.shape == plain.shape and runs[-1].of(ctrl).hits == 12
     cm = plan.cmap
     tok_err = (edited - plain).abs().reshape(1, 16, 16, 2, 16, 2).mean(dim=(0, 1, 3, 5))
     grown = torch.nn.functional.max_pool2d((~cm.background).float()[None, None], 5, 1, 2)[0, 0] > 0
@@ -180,11 +194,12 @@ def test_live_background_query_caches_kv_only(tiny_flux, tiny_cond):
     n_bg = ix.bg.numel() * tiny_flux.model.diffusion_model.hidden_size * 4 * 2 * 6  # fp32, 2 blocks, 6 keys
     assert rec_c.cache_bytes() - rec.cache_bytes() == n_bg  # exactly the background queries
     m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan, background_lock=0.0)
-    plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond), keep_cache=True)
-    edited = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0, keep_cache=True)
-    assert ctrl.hits == 6 * 2 and ctrl.misses == 0
+    plain = inv.run_sampling(tiny_flux, rec, _guid1(tiny_cond))
+    with watch_runs() as runs:
+        edited = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0)
+    assert runs[-1].of(ctrl).hits == 6 * 2 and runs[-1].of(ctrl).misses == 0
     m_c, z0_c, _ = ld.apply_lazydrag(tiny_flux, rec_c, plan_c, background_lock=0.0)
-    edited_c = inv.run_sampling(m_c, rec_c, _guid1(tiny_cond), start=z0_c, keep_cache=True)
+    edited_c = inv.run_sampling(m_c, rec_c, _guid1(tiny_cond), start=z0_c)
     assert not torch.equal(edited, edited_c)  # without the latent lock the live queries change the result
     # with the lock on every step, background queries only shape background outputs, which the
     # lock overwrites: live and cached queries give bitwise the same edit
@@ -209,12 +224,14 @@ def test_background_lock_ends_on_the_source_and_is_off_at_zero(tiny_flux, tiny_c
     0 leaves it to attention control (the paper)."""
     from fluxdrag.nodes import inversion as inv
     from fluxdrag.nodes import lazydrag as ld
-    outs, ctrls = {}, {}
+    outs, locked = {}, {}
     for lock in (1.0, 0.5, 0.0):
         lat, plan, rec = _setup(tiny_flux, tiny_cond)
-        m, z0, ctrls[lock] = ld.apply_lazydrag(tiny_flux, rec, plan, background_lock=lock)
-        outs[lock] = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0)
-    assert (ctrls[1.0].locked, ctrls[0.5].locked, ctrls[0.0].locked) == (6, 3, 0)
+        m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan, background_lock=lock)
+        with watch_runs() as runs:
+            outs[lock] = inv.run_sampling(m, rec, _guid1(tiny_cond), start=z0)
+        locked[lock] = runs[-1].of(ctrl).locked
+    assert (locked[1.0], locked[0.5], locked[0.0]) == (6, 3, 0)
     bg = plan.cmap.background.repeat_interleave(2, 0).repeat_interleave(2, 1)
     src = rec.z_0
     assert torch.equal(outs[1.0][..., bg], src[..., bg])
@@ -236,8 +253,8 @@ def test_lock_under_comfy_ksampler_warns(tiny_flux, tiny_cond, caplog):
     from fluxdrag.nodes import lazydrag as ld
     lat, plan, rec = _setup(tiny_flux, tiny_cond)
     m, z0, ctrl = ld.apply_lazydrag(tiny_flux, rec, plan)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), watch_runs() as runs:
         comfy.sample.sample(m, rec.z_T, 6, 1.0, "euler", "simple", _guid1(tiny_cond), _guid1(tiny_cond),
                             torch.zeros_like(rec.z_T), disable_pbar=True, seed=0)
-    assert ctrl.locked == 0 and ctrl.hits > 0
+    assert runs[-1].of(ctrl).locked == 0 and runs[-1].of(ctrl).hits > 0
     assert any("background_lock" in r.getMessage() for r in caplog.records)

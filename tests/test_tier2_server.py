@@ -243,8 +243,9 @@ def test_ui_twin_matches_api(comfy_server, api_path):
 
 
 def test_lazydrag_workflow_runs_over_http_twice(comfy_server):
-    """The shipped LazyDrag graph runs end to end; queued again it still works (the inversion
-    re-runs because the cache it filled was freed by the first sampling)."""
+    """The shipped LazyDrag graph runs end to end; queued again with only the sampler changed (to
+    the solver "auto" picks anyway) the sampler re-runs on ComfyUI's cached inversion, whose cache
+    the first sampling left as it was, and the edit comes out the same (issue 25)."""
     api = wt.swap_loaders(wt.load_api(wt.API_WORKFLOWS / "lazydrag_flux_api.json"))
     api = wt.set_input(api, "Invert (Uni-Inv)", "steps", 6)
     entry = comfy_server.run(api)
@@ -259,9 +260,15 @@ def test_lazydrag_workflow_runs_over_http_twice(comfy_server):
     # the map preview tints the destination green somewhere
     p = wt.load_png(preview)
     assert ((p[..., 1] > p[..., 0] + 40) & (p[..., 1] > p[..., 2] + 40)).any()
-    entry2 = comfy_server.run(api)
+    [sampler_id] = [k for k, n in api.items() if n["class_type"] == "FluxDragSampleFromInversion"]
+    assert api[sampler_id]["inputs"]["solver"] == "auto"
+    api2 = {k: dict(n, inputs=dict(n["inputs"])) for k, n in api.items()}
+    api2[sampler_id]["inputs"]["solver"] = "euler"   # what "auto" picks for a Uni-Inv inversion
+    entry2 = comfy_server.run(api2)
     assert entry2["status"]["status_str"] == "success"
     cached = {n for kind, data in entry2["status"]["messages"] if kind == "execution_cached"
               for n in data["nodes"]}
     inv_id = wt.node_by_title(api, "Invert (Uni-Inv)")[0]
-    assert inv_id not in cached and outs - cached, (cached, inv_id)  # the inversion and the edit re-ran
+    assert inv_id in cached and sampler_id not in cached, (cached, inv_id)  # only the sampling re-ran
+    edited2 = [f for f in comfy_server.output_files(entry2) if "lazydrag_0" in f.name or "lazydrag_000" in f.name]
+    assert edited2 and (wt.load_png(edited2[0]) == wt.load_png(edited[0])).all()

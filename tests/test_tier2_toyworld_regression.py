@@ -1,14 +1,28 @@
-"""Tier 2: per-method regression tests on the toy world (issue 16).
+"""Tier 2: per-method regression tests on the toy world (issues 16, 25).
 
 On the tests' own seed (``SEED``), each pack method runs through its real nodes on the six
-move-type scenes of ``bench/toyworld/regression.py`` and must beat ``no_edit`` on MD and meet the
-thresholds of its headline metrics. The thresholds come from ONE run on another seed,
+move-type scenes of ``bench/toyworld/regression.py``; every metric of every method must stay
+within a bound computed from ONE run on another seed (``CALIBRATION_SEED``),
 
     python bench/toyworld/regression.py --seed 4242      (shipped weights, 1 thread)
 
-whose means are quoted next to each threshold. Slack rule [guess]: an error may grow to 1.5× the
-calibration value (plus 0.1 where that value is ~0, residue), a score may fall to half (IoU) —
-six scenes per seed vary that much; a method that stops moving objects fails by far more.
+by one rule for all methods and metrics, fixed before the test seed was run (issue 25):
+
+- an error (md, residue, seam, bg_err, hole_err, id_err) may grow to max(1.5 × v, v + 0.1):
+  1.5× for values well above 0, + 0.1 of residue for values near 0 (six scenes per seed vary
+  that much);
+- a score (found, iou) may fall to v / 2.
+
+A bound is never moved because the test seed failed it: a metric that six scenes cannot pin is
+marked here as an expected failure with its numbers (``KNOWN_MISSES``), so that it stays visible
+and a fix turns it into an error (strict). The do-nothing edit (``no_edit``) must violate every
+method's bounds — on the test seed (``test_no_edit_fails_every_method``) and on the calibration
+run itself (``test_no_edit_fails_every_method_on_the_calibration_run``).
+
+The tests' seed was 7 until issue 25; some bounds had been loosened or dropped after failing on
+seed 7 (LazyDrag hole 0.047 → 0.13, AttentionDrag's residue dropped) and DragFlow's were older
+than its fix (bg < 0.13, hole < 1.27: ``no_edit`` passed them). Issue 25 recalibrated every method
+on seed 4242 with today's code and weights and moved the test seed to 2718, never used before.
 """
 from __future__ import annotations
 
@@ -17,31 +31,66 @@ import torch
 
 pytestmark = pytest.mark.tier2
 
-SEED = 7          # the tests' own seed; calibration used 4242
+SEED = 2718              # the tests' own seed
+CALIBRATION_SEED = 4242  # the seed the bounds come from (never 0: the README table's seed)
 
-# seed-4242 means (md, found, iou, residue, seam, bg, hole, id):
-#   no_edit        7.151 1.00 0.000 1.000 0.000 0.000 0.939 0.932
-#   cut_paste      0.000 1.00 1.000 0.000 0.000 0.000 0.041 0.000
-#   lazydrag       0.000 1.00 1.000 0.000 0.000 0.000 0.031 0.000   (issue 18 defaults; was
-#                  0.502 1.00 0.465 0.000 0.715 0.167 0.356 0.504 before)
-#   lazydrag_paper 2.274 0.75 0.257 0.000 1.298 0.799 1.244 1.047
-#   attentiondrag  3.005 1.00 0.065 0.056 4.761 0.266 0.528 0.887
-#   dragflow       0.242 1.00 0.841 0.000 0.000 0.000 0.027 0.342   (issue 17; was 7.102 1.00
-#                  0.000 0.882 0.697 0.084 0.849 0.824 before it)
-THRESHOLDS = {
-    # method: {metric: (op, bound)}; "<" = at most, ">" = at least
-    # lazydrag's values are all near 0, so each bound is the value + 0.1 (hole_err at 1.5x = 0.047
-    # failed on the tests' seed, 0.059: the fill varies per scene more than its size; the issue's
-    # hole target, below cut-and-paste's, is asserted in test_tier2_lazydrag_quality.py)
-    "lazydrag": {"md": ("<", 0.1), "iou": (">", 0.5), "residue": ("<", 0.1), "bg_err": ("<", 0.1),
-                 "hole_err": ("<", 0.13), "id_err": ("<", 0.1)},
-    "lazydrag_paper": {"md": ("<", 3.4), "found": (">", 0.5), "residue": ("<", 0.1)},
-    # residue was an AttentionDrag headline in the first version of this file (bound 0.18) and
-    # failed on the tests' seed: 0.307 there vs 0.056 on seed 4242 — its one-step move leaves
-    # fragments on some scenes, so six scenes cannot pin it; dropped, said here so it is visible
-    "attentiondrag": {"md": ("<", 4.5), "hole_err": ("<", 0.79), "bg_err": ("<", 0.40)},
-    "dragflow": {"bg_err": ("<", 0.13), "hole_err": ("<", 1.27)},
+ERRORS = ("md", "residue", "seam", "bg_err", "hole_err", "id_err")
+SCORES = ("found", "iou")
+
+# seed-4242 means, today's code and shipped weights (issue 25):
+# method:          md     found  iou    residue seam   bg     hole   id
+CALIBRATION = {
+    "no_edit":        (7.151, 1.00, 0.000, 1.000, 0.000, 0.000, 0.939, 0.932),
+    "cut_paste":      (0.000, 1.00, 1.000, 0.000, 0.000, 0.000, 0.041, 0.000),
+    "lazydrag":       (0.000, 1.00, 1.000, 0.000, 0.000, 0.000, 0.031, 0.000),
+    "lazydrag_paper": (2.274, 0.75, 0.257, 0.000, 1.298, 0.799, 1.244, 1.047),
+    "attentiondrag":  (3.005, 1.00, 0.065, 0.056, 4.761, 0.266, 0.528, 0.887),
+    "dragflow":       (0.242, 1.00, 0.841, 0.000, 0.000, 0.000, 0.027, 0.342),
 }
+COLUMNS = ("md", "found", "iou", "residue", "seam", "bg_err", "hole_err", "id_err")
+METHODS_UNDER_TEST = ("lazydrag", "lazydrag_paper", "attentiondrag", "dragflow")
+
+# (method, metric): what the test seed measured against the bound. Seed 7 measured 0.307 too:
+# AttentionDrag's one-step move leaves fragments on some scenes, which six scenes cannot pin.
+KNOWN_MISSES = {
+    ("attentiondrag", "residue"): "seed 2718 measured 0.260 vs bound 0.156 (seed 7: 0.307)",
+}
+
+
+def bound(metric: str, v: float) -> tuple[str, float]:
+    """(op, bound) of ``metric`` for calibration value ``v`` (the rule in the module doc)."""
+    if metric in SCORES:
+        return ">", v / 2.0
+    return "<", max(1.5 * v, v + 0.1)
+
+
+def thresholds(method: str) -> dict[str, tuple[str, float]]:
+    return {m: bound(m, v) for m, v in zip(COLUMNS, CALIBRATION[method])}
+
+
+def violations(r: dict, method: str) -> list[str]:
+    """The bounds of ``method`` that the metrics ``r`` do not meet."""
+    out = []
+    for key, (op, b) in thresholds(method).items():
+        ok = r[key] <= b if op == "<" else r[key] >= b
+        if not ok:
+            out.append(f"{key} {r[key]:.3f} not {op} {b:.3f}")
+    return out
+
+
+def test_rule_gives_meaningful_bounds():
+    """The bounds as the rule computes them (pinned, so a change of rule is a visible diff)."""
+    assert thresholds("dragflow")["bg_err"] == ("<", 0.1)
+    assert thresholds("dragflow")["hole_err"] == pytest.approx(("<", 0.127))
+    assert thresholds("lazydrag")["hole_err"] == pytest.approx(("<", 0.131))
+    assert thresholds("attentiondrag")["md"] == pytest.approx(("<", 4.5075))
+    assert thresholds("lazydrag_paper")["iou"] == pytest.approx((">", 0.1285))
+
+
+@pytest.mark.parametrize("method", METHODS_UNDER_TEST)
+def test_no_edit_fails_every_method_on_the_calibration_run(method):
+    r = dict(zip(COLUMNS, CALIBRATION["no_edit"]))
+    assert violations(r, method), f"no_edit meets every bound of {method}"
 
 
 @pytest.fixture(scope="module")
@@ -62,21 +111,29 @@ def test_cut_paste_is_exact_on_moves(results):
     assert r["md"] == 0 and r["iou"] == 1 and r["residue"] == 0 and r["id_err"] == 0
 
 
-@pytest.mark.parametrize("method", ["lazydrag", "lazydrag_paper", "attentiondrag"])
-def test_method_beats_no_edit_and_meets_thresholds(results, method):
+@pytest.mark.parametrize("method", METHODS_UNDER_TEST)
+def test_no_edit_fails_every_method(results, method):
+    """The do-nothing edit on the test seed violates at least one bound of every method."""
+    assert violations(results["no_edit"], method), f"no_edit meets every bound of {method}"
+
+
+@pytest.mark.parametrize("method", METHODS_UNDER_TEST)
+def test_method_beats_no_edit(results, method):
     r, base = results[method], results["no_edit"]
-    assert r["md"] < 0.6 * base["md"], (method, r["md"], base["md"])
-    for key, (op, bound) in THRESHOLDS[method].items():
-        ok = r[key] <= bound if op == "<" else r[key] >= bound
-        assert ok, f"{method} {key} {r[key]:.3f} not {op} {bound} (MD per scene {r['md_per_scene']})"
+    assert r["md"] < 0.6 * base["md"], (method, r["md"], base["md"], r["md_per_scene"])
 
 
-def test_dragflow_keeps_the_background(results):
-    r = results["dragflow"]
-    for key, (_op, bound) in THRESHOLDS["dragflow"].items():
-        assert r[key] <= bound, (key, r[key])
+def _cases():
+    for method in METHODS_UNDER_TEST:
+        for metric in COLUMNS:
+            miss = KNOWN_MISSES.get((method, metric))
+            marks = [pytest.mark.xfail(strict=True, reason=miss)] if miss else []
+            yield pytest.param(method, metric, marks=marks, id=f"{method}-{metric}")
 
 
-def test_dragflow_beats_no_edit(results):
-    """Was a strict xfail (seed 4242 MD 7.10 vs no_edit 7.15) until issue 17."""
-    assert results["dragflow"]["md"] < 0.6 * results["no_edit"]["md"], results["dragflow"]["md_per_scene"]
+@pytest.mark.parametrize(("method", "metric"), list(_cases()))
+def test_method_meets_its_bound(results, method, metric):
+    op, b = thresholds(method)[metric]
+    v = results[method][metric]
+    ok = v <= b if op == "<" else v >= b
+    assert ok, f"{method} {metric} {v:.3f} not {op} {b:.3f} (MD per scene {results[method]['md_per_scene']})"
