@@ -189,8 +189,8 @@ class BackgroundLock(Controller):
     are set to the inversion's latent at the level just reached (``trajectory``: key → latent of
     the whole batch; FLUX keys are ``sigma_key(σ)``, the σ = 0 entry the source). Everything the
     move wrote or vacated (the mask ∪ the destinations) is sampled freely. Claims no attention
-    call. FLUX: through the router's ``after_step`` (FluxDrag's own samplers); SD1.x: the DDIM
-    loop calls :meth:`lock` with its own keys.
+    call and keeps no run state (an immutable spec). FLUX: through the router's ``after_step``
+    (FluxDrag's own samplers); SD1.x: the DDIM loop calls :meth:`lock` with its own keys.
 
     Content lock [ours; setting ``content_lock``, paper value 0]: for the first ``content_steps``
     steps the cells the move wrote (``written``, (B, 1, h, w)) take ``move(ref)``, the same
@@ -211,7 +211,6 @@ class BackgroundLock(Controller):
         self.written = None if written is None else written.bool()
         self.move = move
         self.content_steps = int(content_steps) if move is not None and written is not None else 0
-        self.locked = 0
 
     def lock(self, i: int, key, x: torch.Tensor) -> Optional[torch.Tensor]:
         if i >= max(self.steps, self.content_steps):
@@ -219,7 +218,6 @@ class BackgroundLock(Controller):
         ref = self.trajectory.get(key)
         if ref is None or tuple(ref.shape) != tuple(x.shape):
             return None
-        self.locked += 1
         ref = ref.to(device=x.device, dtype=x.dtype)
         if i < self.steps:
             x = torch.where(self.keep.to(x.device), ref, x)
@@ -227,7 +225,7 @@ class BackgroundLock(Controller):
             x = torch.where(self.written.to(x.device), self.move(ref).to(x.dtype), x)
         return x
 
-    def after_step(self, i: int, sigma_next: float, x: torch.Tensor) -> Optional[torch.Tensor]:
+    def after_step(self, state, i: int, sigma_next: float, x: torch.Tensor) -> Optional[torch.Tensor]:
         from ..core.cache import sigma_key
 
         return self.lock(i, sigma_key(sigma_next), x)
