@@ -465,7 +465,7 @@ def cache_block_scale(method: str, depth: tuple) -> dict:
     type: LazyDrag captures every single block; DragFlow's K/V bank its preset's layers
     (``non-ridge``: 6 double + 7 single on FLUX.1, mapped proportionally on fewer blocks)."""
     if method == "dragflow":
-        from fluxdrag.core.dragflow import kv_layers
+        from fluxdrag.core.dragflow_layers import kv_layers
 
         full, small = kv_layers("non-ridge", FLUX1["depth"], FLUX1["depth_single_blocks"]), kv_layers("non-ridge", *depth)
         return {"double": len(full.double) / max(1, len(small.double)),

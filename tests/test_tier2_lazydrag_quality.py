@@ -33,11 +33,11 @@ def results():
     from fluxdrag.bench.toyworld import pack_methods
     from fluxdrag.bench.toyworld.methods import copy_paste, cut_paste
     from fluxdrag.bench.toyworld.metrics import edit_metrics
-    from fluxdrag.bench.toyworld.run import DEFAULT_FAMILIES, benchmark_scenes
+    from fluxdrag.bench.toyworld.run import V2_FAMILIES, benchmark_scenes
     from fluxdrag.toyworld.model import load_toy_model
 
     model, cond = load_toy_model()
-    scenes = [sc for sc in benchmark_scenes(SEED, 14, DEFAULT_FAMILIES) if sc.family in JUDGED]
+    scenes = [sc for sc in benchmark_scenes(SEED, 14, V2_FAMILIES) if sc.family in JUDGED]
     rows = []
     with torch.inference_mode():
         for sc in scenes:
