@@ -84,7 +84,7 @@ def test_rule_gives_meaningful_bounds():
     assert thresholds("dragflow")["bg_err"] == ("<", 0.1)
     assert thresholds("dragflow")["hole_err"] == pytest.approx(("<", 0.127))
     assert thresholds("lazydrag")["hole_err"] == pytest.approx(("<", 0.131))
-    assert thresholds("attentiondrag")["md"] == pytest.approx(("<", 4.5075))
+    assert thresholds("attentiondrag")["md"] == pytest.approx(("<", 0.339))
     assert thresholds("lazydrag_paper")["iou"] == pytest.approx((">", 0.1285))
 
 
