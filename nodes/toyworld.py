@@ -10,7 +10,7 @@ from comfy_api.latest import io
 
 from ..toyworld import scenes
 from ..toyworld.model import TOY_MODELS
-from .common import CATEGORY, DragInstructions
+from .common import CATEGORY, DragInstructions, FluxDragInputError
 
 FAMILY_OPTIONS = ["any", *scenes.FAMILIES]
 CASE_OPTIONS = ["random", *scenes.CASES]
@@ -70,9 +70,14 @@ class ToyScene(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1,
                              tooltip="Scene seed (every seed is a different scene)."),
                 io.Combo.Input("family", options=list(scenes.FAMILIES), default="single",
-                               tooltip="single / multi / textured_bg / crowded."),
+                               tooltip=" / ".join(scenes.FAMILIES) + " (textured_bg: held out of the "
+                                       "toy model's training; lit / texture / occlusion / articulated: "
+                                       "the v3 world, docs/toyworld_v3.md)."),
                 io.Combo.Input("case", options=CASE_OPTIONS, default="move",
-                               tooltip="Edit: move, rotate, stretch, multi_move (or random)."),
+                               tooltip="Edit (or random). single / multi / textured_bg / crowded: move, "
+                                       "rotate, stretch, multi_move; the other families: "
+                                       + "; ".join(f"{f}: {', '.join(c)}" for f, c in
+                                                   scenes.NEW_FAMILY_CASES.items()) + "."),
             ],
             outputs=[io.Latent.Output(display_name="source"),
                      DragInstructions.Output(display_name="drag_instructions"),
@@ -85,7 +90,11 @@ class ToyScene(io.ComfyNode):
         from ..core.instructions import parse_instructions
         from ..toyworld.model import scene_latent_to_comfy
 
-        sc = scenes.make_scene(int(seed), family, None if case == "random" else case)
+        try:
+            sc = scenes.make_scene(int(seed), family, None if case == "random" else case)
+        except ValueError as e:
+            raise FluxDragInputError(f"FluxDrag Toy Scene: inputs 'family' / 'case': {e}; pick a case "
+                                     f"that family has (the 'case' tooltip lists them).") from None
         img = scenes.to_rgb(sc.latent).permute(1, 2, 0)[None]
         return io.NodeOutput(scene_latent_to_comfy(sc.latent), parse_instructions(sc.drags),
                              scene_latent_to_comfy(sc.edited), img)

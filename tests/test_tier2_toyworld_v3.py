@@ -83,3 +83,13 @@ def test_run_json_carries_v3_rows(comfy, tmp_path):
         assert {"represented", "denoise_err", "source", "edit"} <= set(rc_)
     gt = [r for r in rep["rows"] if r["method"] == "ground_truth" and r["family"] == "articulated"]
     assert gt and gt[0]["joint_deg"] == 0 and gt[0]["tip"] == 0
+
+
+def test_toy_scene_refuses_a_case_its_family_lacks(comfy):
+    """The Toy Scene node names the inputs and the cases the family has (articulated: bend only)."""
+    from fluxdrag.nodes.toyworld import ToyScene
+    from fluxdrag.pipelines.common import FluxDragInputError
+
+    with pytest.raises(FluxDragInputError, match=r"'family' / 'case'.*'bend'"):
+        ToyScene.execute(seed=0, family="articulated", case="move")
+    assert ToyScene.execute(seed=0, family="articulated", case="bend").result[1].drags
