@@ -195,18 +195,16 @@ def apply_lazydrag(model, inversion, plan: LazyDragPlan, settings: LazyDragSetti
                                      f"than the inversion's latent; rebuild it from that latent.")
         ctrl = LazyDragControl(plan, None, inversion.sigmas, paired_batch=int(inversion.z_T.shape[0]),
                                trajectory=traj, **control)
-        z0 = check_finite(compose_initial_latent(inversion.z_T, plan.cmap, plan.seed), NODE_PATCH,
-                          "initial latent")
-        return patch_model(model, ctrl), z0, ctrl
-    cache = inversion.caches.get(CACHE_NAME)
-    if cache is None or inversion.edit_map is not plan:
-        raise FluxDragInputError(
-            f"{NODE_PATCH}: the inversion holds no LazyDrag cache for this map. Connect the same "
-            f"'map' output of {NODE_MAP} to FluxDrag Invert's 'edit_map' input.")
-    if cache.freed:  # only a caller that freed the record itself gets here
-        raise FluxDragInputError(
-            f"{NODE_PATCH}: the inversion's cache was freed (free_caches); run FluxDrag Invert again.")
-    ctrl = LazyDragControl(plan, cache, inversion.sigmas, trajectory=traj, **control)
+    else:
+        cache = inversion.caches.get(CACHE_NAME)
+        if cache is None or inversion.edit_map is not plan:
+            raise FluxDragInputError(
+                f"{NODE_PATCH}: the inversion holds no LazyDrag cache for this map. Connect the same "
+                f"'map' output of {NODE_MAP} to FluxDrag Invert's 'edit_map' input.")
+        if cache.freed:  # only a caller that freed the record itself gets here
+            raise FluxDragInputError(
+                f"{NODE_PATCH}: the inversion's cache was freed (free_caches); run FluxDrag Invert again.")
+        ctrl = LazyDragControl(plan, cache, inversion.sigmas, trajectory=traj, **control)
     z0 = check_finite(compose_initial_latent(inversion.z_T, plan.cmap, plan.seed), NODE_PATCH,
                       "initial latent")
     return patch_model(model, ctrl), z0, ctrl
