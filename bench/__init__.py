@@ -1,1 +1,1 @@
-"""Benchmarks (run as scripts) and the toy-world benchmark ``bench.toyworld`` (scenes and model: ``toyworld/``)."""
+"""Benchmarks (run as scripts) and the toy-world benchmark ``bench.toybench`` (scenes and model: ``fluxdrag/toyworld/``)."""

@@ -1,6 +1,6 @@
 """AttentionDrag benchmark (issue 6): full edit time ÷ one vanilla generation at the same step count.
 
-Run: ``python bench/attentiondrag.py [--latent 64 --steps 28 --strength 0.7]`` (finds ComfyUI like
+Run: ``python -m bench.attentiondrag [--latent 64 --steps 28 --strength 0.7]`` (finds ComfyUI like
 the tests do). In one process, for both families, on models large enough for timing to mean
 something on a CPU (FLUX: ``BENCH_FLUX``; SD1.x: a UNet with 128 channels, 3 levels):
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
+from .common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
 
 #: an SD1.x UNet large enough to time: 128 channels, 3 levels, attention at every level
 BENCH_SD15 = dict(model_channels=128, channel_mult=[1, 2, 4], num_res_blocks=[1, 1, 1],

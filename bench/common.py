@@ -1,14 +1,9 @@
 """Shared benchmark helpers: import the pack and ComfyUI, time callables in one process."""
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import fluxdrag_bootstrap  # noqa: E402,F401
-from fluxdrag.tools import comfy_env  # noqa: E402
+from tools import comfy_env
 
 #: "large enough for timing to mean something" on a CPU: hidden 512, 8 heads, 4+8 blocks
 BENCH_FLUX = dict(hidden_size=512, num_heads=8, axes_dim=[16, 24, 24], depth=4,

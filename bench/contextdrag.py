@@ -1,6 +1,6 @@
 """ContextDrag benchmark (issue 5): patched Kontext step ÷ stock Kontext step, in one process.
 
-Run: ``python bench/contextdrag.py [--latent 64 --steps 4]`` (finds ComfyUI like the tests do).
+Run: ``python -m bench.contextdrag [--latent 64 --steps 4]`` (finds ComfyUI like the tests do).
 A FLUX-architecture model (hidden 512, 8 heads, 4+8 blocks) sampled with a Kontext reference
 latent of the same size (ComfyUI's ReferenceLatent conditioning), Euler, cfg 1, the same noise for
 every variant: stock Kontext; CTI replace; CTI append; PCA with ``hide="vacated"`` (ids
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
+from .common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
 
 
 def main():

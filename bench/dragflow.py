@@ -1,6 +1,6 @@
 """DragFlow benchmark (issue 4): early exit vs the full forward, per iteration and per edit.
 
-Run: ``python bench/dragflow.py [--latent 32 --iters 6 --steps 8]`` (finds ComfyUI like the tests
+Run: ``python -m bench.dragflow [--latent 32 --iters 6 --steps 8]`` (finds ComfyUI like the tests
 do; uses CUDA when present, else the CPU). In one process, on a FLUX-architecture model that keeps
 FLUX's proportions (BENCH_FLUX: twice as many single as double blocks, MLP ratio 4):
 
@@ -21,7 +21,7 @@ import contextlib
 import copy
 import time
 
-from common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
+from .common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
 
 
 def main():

@@ -1,6 +1,6 @@
 """Inversion benchmark (issue 2): round-trip error per solver, and the router's overhead.
 
-Run: ``python bench/inversion.py`` (finds ComfyUI like the demo: $COMFYUI_PATH, the ComfyUI
+Run: ``python -m bench.inversion`` (finds ComfyUI like the demo: $COMFYUI_PATH, the ComfyUI
 holding the pack, ~/comfy/ComfyUI).
 On a FLUX-architecture model (hidden 512, 8 heads, 4+8 blocks, 64×64 latent) in one process:
 (1) a table of round-trip reconstruction error for Euler 28 steps vs FireFlow 8 vs Uni-Inv 8 with
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
+from .common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
 
 
 def main():

@@ -1,6 +1,6 @@
 """LazyDrag benchmark (issue 3): patched step ÷ vanilla step, cache bytes per policy, real-FLUX table.
 
-Run: ``python bench/lazydrag.py [--latent 64 --steps 8]`` (finds ComfyUI like the tests do).
+Run: ``python -m bench.lazydrag [--latent 64 --steps 8]`` (finds ComfyUI like the tests do).
 In one process on a FLUX-architecture model (hidden 512, 8 heads, 4+8 blocks):
 (1) per ``cache_policy`` the cache bytes and the time per sampling step with the LazyDrag patch
 active, next to vanilla sampling from the same start, ending with ``lazydrag_step_ratio: X`` for
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
+from .common import BENCH_FLUX, add_timing_args, apply_threads, interleaved_times, setup_comfy, table
 
 DRAGS = {"version": 1, "image_size": [512, 512],
          "drags": [{"handle": [180, 200], "target": [300, 240], "mode": "move"}]}

@@ -1,8 +1,8 @@
 """LazyDrag edit quality on the toy world (issue 18): the artefact metrics next to the bench's own.
 
-    python bench/lazydrag_quality.py [--seed 0] [--n 12] [--steps 20] [--set key=value ...]
+    python -m bench.lazydrag_quality [--seed 0] [--n 12] [--steps 20] [--set key=value ...]
 
-Runs the LazyDrag row of the toy-world benchmark (``bench/toyworld/pack_methods.lazydrag``, the
+Runs the LazyDrag row of the toy-world benchmark (``bench/toybench/pack_methods.lazydrag``, the
 real nodes) on the seed's fixed scenes and prints, per case and overall, the benchmark metrics
 (MD, BG, hole, ID error) plus the ones issue 18 targets, defined here (pure torch, latent pixels;
 an object's signature amplitude A = 2.0):
@@ -13,7 +13,7 @@ an object's signature amplitude A = 2.0):
   object's signature template about its centre that best matches the edit (grid search, 1°),
   minus the same for the ground truth, modulo the shape's symmetry (square 90°, triangle 120°,
   bar 180°);
-* ``residue``: the benchmark's source residue (``bench/toyworld/metrics.py``) — the share of the
+* ``residue``: the benchmark's source residue (``bench/toybench/metrics.py``) — the share of the
   vacated pixels (source object minus every object after) where the dragged object's signature is
   still above A/2, every vacated pixel counted (the issue's target); ``residue_far`` (a
   diagnostic, not the target) counts only vacated pixels that do not touch (8-neighbourhood) an
@@ -37,16 +37,6 @@ an object's signature amplitude A = 2.0):
 """
 from __future__ import annotations
 
-if __name__ == "__main__" and not __package__:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import fluxdrag_bootstrap  # noqa: F401
-    from fluxdrag.bench.lazydrag_quality import main
-
-    sys.exit(main())
-
 import argparse
 import json
 import math
@@ -55,14 +45,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..toyworld.scenes import (
+from fluxdrag.toyworld.scenes import (
     OBJECT_AMPLITUDE,
     Scene,
     detect_objects,
     signature_map,
 )
-from .toyworld.methods import copy_paste
-from .toyworld.metrics import edit_metrics
+
+from .toybench.methods import copy_paste
+from .toybench.metrics import edit_metrics
 
 SYMMETRY_DEG = {"square": 90.0, "triangle": 120.0, "bar": 180.0, "disc": 360.0, "ring": 360.0}
 
@@ -175,8 +166,9 @@ def cut_paste(scene: Scene, model=None, cond=None) -> torch.Tensor:
     """Naive cut-and-paste (see module doc): cut the editable mask, fill it with the mean of the
     background ring around it, paste each part's pixels translated by the mean drag of the drags
     whose handle is nearest that part (as ``copy_paste`` groups them)."""
-    from ..toyworld.scenes import PIXELS_PER_LATENT, _components
-    from .toyworld.methods import _region_latent
+    from fluxdrag.toyworld.scenes import PIXELS_PER_LATENT, _components
+
+    from .toybench.methods import _region_latent
 
     src = scene.latent
     H, W = src.shape[-2:]
@@ -227,9 +219,10 @@ KEYS = ("md", "iou", "orient", "residue", "residue_far", "seam", "seam_ratio", "
 
 
 def run(seed: int, n: int, opts: dict, families=("single", "multi", "textured_bg"), verbose=False):
-    from ..toyworld.model import load_toy_model
-    from .toyworld import pack_methods
-    from .toyworld.run import benchmark_scenes
+    from fluxdrag.toyworld.model import load_toy_model
+
+    from .toybench import pack_methods
+    from .toybench.run import benchmark_scenes
 
     model, cond = load_toy_model()
     scenes = benchmark_scenes(seed, n, list(families))
@@ -253,7 +246,7 @@ def run(seed: int, n: int, opts: dict, families=("single", "multi", "textured_bg
 
 
 def main(argv=None) -> int:
-    from ..tools.comfy_env import import_comfy
+    from tools.comfy_env import import_comfy
 
     p = argparse.ArgumentParser()
     p.add_argument("--seed", type=int, default=0)
@@ -276,3 +269,7 @@ def main(argv=None) -> int:
     for c, s in summary.items():
         print(f"{c:10} " + " ".join(f"{s[k]:9.3f}" for k in KEYS))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

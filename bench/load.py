@@ -1,6 +1,6 @@
 """Load benchmark: toy edits of mixed methods queued back to back on one ComfyUI server.
 
-    python bench/load.py [--edits 20] [--out bench/out/load.json]
+    python -m bench.load [--edits 20] [--out bench/out/load.json]
 
 Starts ComfyUI (found like the demo) with the pack, queues ``--edits`` toy-model edits cycling
 through LazyDrag, DragFlow, AttentionDrag and invert/reconstruct (each with a different seed, so
@@ -20,12 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from tools import toy_graphs
+from tools.comfy_env import find_comfyui, not_found_message
+from tools.comfy_server import start_server, stop_server
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import fluxdrag_bootstrap  # noqa: E402,F401
-from fluxdrag.tools import toy_graphs  # noqa: E402
-from fluxdrag.tools.comfy_env import find_comfyui, not_found_message  # noqa: E402
-from fluxdrag.tools.comfy_server import start_server, stop_server  # noqa: E402
 
 ORDER = ("lazydrag", "dragflow", "attentiondrag", "invert_reconstruct")
 LEAK_MARKERS = ("memory leak with model", "Potential memory leak detected")

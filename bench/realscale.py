@@ -3,12 +3,12 @@
 Run on a GPU (the whole table, one process; ``scripts/device_realscale.sh`` wraps it for a lent
 device machine)::
 
-    python bench/realscale.py --out results.json [--sizes 512 1024] [--budget-s 420]
+    python -m bench.realscale --out results.json [--sizes 512 1024] [--budget-s 420]
 
 CPU smoke mode (full width, 1 double + 1 single block, 128², 2 steps, a short text; the per-block
 time and memory are extrapolated to FLUX.1's 19 + 38 blocks and labelled as an extrapolation)::
 
-    python bench/realscale.py --quick [--out quick.json]
+    python -m bench.realscale --quick [--out quick.json]
 
 The model: a FLUX.1-dev state dict of random tensors (hidden 3072, 24 heads, T5 context 4096,
 pooled 768, guidance embedding) with the key names and shapes of ComfyUI's own
@@ -47,8 +47,6 @@ import weakref
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(Path(__file__).resolve().parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 GIB = 1024 ** 3
 #: FLUX.1-dev / Kontext-dev as ComfyUI's detection reads them from the checkpoint
@@ -528,11 +526,12 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
 
     import torch
-    from common import setup_comfy
+
+    from .common import setup_comfy
 
     cuda = torch.cuda.is_available() and not args.quick
     if cuda:
-        from fluxdrag.tools import comfy_env
+        from tools import comfy_env
 
         comfy_env.import_comfy(cpu=False)
     else:
@@ -676,7 +675,7 @@ def main(argv=None) -> int:
 
 def report(results: dict) -> str:
     """The table (markdown) and the named lines."""
-    from common import table
+    from .common import table
 
     quick = results["quick"]
     lines, named = [], []

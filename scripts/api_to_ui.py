@@ -3,7 +3,7 @@
 Dev tool: run it against a ComfyUI server you started (the pack must be loaded there), and commit
 the output next to the API file::
 
-    python scripts/api_to_ui.py workflows/invert_reconstruct_api.json \
+    python -m scripts.api_to_ui workflows/invert_reconstruct_api.json \
         --server http://127.0.0.1:8188 -o workflows/invert_reconstruct.json
 
 The server's ``/object_info`` says which inputs are widgets and in which order the frontend
@@ -20,16 +20,15 @@ import sys
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import fluxdrag_bootstrap  # noqa: E402,F401
-from fluxdrag.tools.object_info import (  # noqa: E402
+from tools.object_info import (
     default_value,
     is_widget,
     ordered_inputs,
 )
-from fluxdrag.tools.object_info import opts_of as _opts  # noqa: E402
-from fluxdrag.tools.object_info import spec_of as _spec  # noqa: E402
+from tools.object_info import opts_of as _opts
+from tools.object_info import spec_of as _spec
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MEDIA_UPLOAD_KEYS = ("image_upload", "video_upload", "animated_image_upload", "audio_upload")
 COLUMN_W, GAP_Y, NODE_W = 400, 40, 320

@@ -1,6 +1,6 @@
 """The pack's main job on the bundled toy model: a LazyDrag edit through ComfyUI's execution.
 
-    python scripts/demo.py [--seed 3] [--case move] [--steps 20] [--out out/demo.png]
+    python -m scripts.demo [--seed 3] [--case move] [--steps 20] [--out out/demo.png]
 
 Starts ComfyUI (``$COMFYUI_PATH``, else the ComfyUI whose ``custom_nodes`` holds this pack, else
 ``~/comfy/ComfyUI``) on a free loopback port with this pack loaded from where it lies (no symlink,
@@ -17,11 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tools.comfy_env import find_comfyui, not_found_message
+from tools.comfy_server import start_server, stop_server
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import fluxdrag_bootstrap  # noqa: E402,F401
-from fluxdrag.tools.comfy_env import find_comfyui, not_found_message  # noqa: E402
-from fluxdrag.tools.comfy_server import start_server, stop_server  # noqa: E402
 
 
 def node(class_type: str, title: str, **inputs) -> dict:

@@ -11,10 +11,10 @@
 #   There, with the device tool: run(command="bash scripts/device_realscale.sh",
 #                                     carry=[".device"], timeout_s=540)
 #   unpacks ComfyUI into /tmp, installs the wheels into /tmp/site, and runs the whole table
-#   (bench/realscale.py: 512² and 1024², every method and memory lever) with a time budget, so the
+#   (python -m bench.realscale: 512² and 1024², every method and memory lever) with a time budget, so the
 #   command ends in under 8 minutes. $OUT receives realscale.json (rewritten after every run, so
 #   a cut-off run still returns the rows done), realscale.log and nvidia-smi.txt.
-#   Arguments after the script name go to bench/realscale.py, e.g. --only 'dragflow' to rerun
+#   Arguments after the script name go to bench.realscale, e.g. --only 'dragflow' to rerun
 #   some rows, or --quick to check this script on a CPU (OUT=/tmp/x bash scripts/device_realscale.sh --quick).
 #
 # Environment: REALSCALE_BUDGET_S (default 330: no run starts later), REALSCALE_TIMEOUT_S
@@ -53,7 +53,7 @@ export COMFYUI_PATH="$work/ComfyUI" PYTHONUNBUFFERED=1
 python3 -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 echo "setup took $(( $(date +%s) - t0 )) s"
 set +e
-timeout "${REALSCALE_TIMEOUT_S:-450}" python3 bench/realscale.py --out "$OUT/realscale.json" \
+timeout "${REALSCALE_TIMEOUT_S:-450}" python3 -m bench.realscale --out "$OUT/realscale.json" \
     --budget-s "${REALSCALE_BUDGET_S:-330}" "$@" 2>&1 | tee "$OUT/realscale.log"
 rc=${PIPESTATUS[0]}
 echo "bench exit $rc after $(( $(date +%s) - t0 )) s in all"

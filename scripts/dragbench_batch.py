@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Run drag methods over a DragBench-format folder through ComfyUI and write outputs + a CSV.
 
-    python scripts/dragbench_batch.py path/to/drag_bench_data --method lazydrag \\
+    python -m scripts.dragbench_batch path/to/drag_bench_data --method lazydrag \\
         --method invert_reconstruct --server http://127.0.0.1:8188 --out out/dragbench
 
 A sample is any folder holding ``original_image.png`` and ``meta_data.pkl`` (DragBench, as used by
 DragDiffusion and the drag papers; folders are found through symbolic links too): the pickle is a
 dict with ``points`` ([[x, y], ...] alternating handle, target, in pixels of the image), ``mask``
 (an (H, W) array, > 0 = editable) and ``prompt``. The pickle is read with the restricted unpickler
-of ``core/safe_pickle.py`` (numpy arrays and plain data only: a file naming any other code is
+of ``fluxdrag/core/safe_pickle.py`` (numpy arrays and plain data only: a file naming any other code is
 refused, never run). A pair whose handle equals its target is a fixed point (an anchor: that
 content stays put); every method holds it. Drags shorter than a method's resolution are kept as
 anchors by the method, with a warning (in the CSV's ``warnings`` column and on stderr).
@@ -66,15 +66,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT))
-import queue_workflow as qw  # noqa: E402
-
-import fluxdrag_bootstrap  # noqa: E402,F401  (registers the pack as ``fluxdrag``)
-from fluxdrag.core.instructions import from_mask_and_points  # noqa: E402
-from fluxdrag.core.safe_pickle import UnsafePickleError, safe_load  # noqa: E402
+from fluxdrag.core.instructions import from_mask_and_points
+from fluxdrag.core.safe_pickle import UnsafePickleError, safe_load
+from scripts import queue_workflow as qw
 
 # method -> shipped workflow; any other workflow name or *_api.json path works too, as long as it
 # follows the shipped conventions (LoadImage "Source image", a drag instructions node, SaveImage)
@@ -85,7 +79,7 @@ NO_DRAG_METHODS = {"invert_reconstruct"}  # baselines that take no drags by desi
 IMAGE_FILE, META_FILE = "original_image.png", "meta_data.pkl"
 TOKEN_PX = 16
 FITS = ("pad", "crop")
-WARNING_PREFIX = "warning: "  # pipelines/common.py's prefix of a warning's progress text
+WARNING_PREFIX = "warning: "  # fluxdrag/pipelines/common.py's prefix of a warning's progress text
 # text-encode node types of ComfyUI's FLUX (and SD) workflows -> their prompt inputs
 TEXT_ENCODERS = {"CLIPTextEncode": ("text",), "CLIPTextEncodeFlux": ("clip_l", "t5xxl"),
                  "CLIPTextEncodeSD3": ("clip_l", "clip_g", "t5xxl"),

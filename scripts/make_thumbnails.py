@@ -1,6 +1,6 @@
 """Dev tool: the template thumbnails (``workflows/<name>.jpg``) from real runs.
 
-    python scripts/make_thumbnails.py [name ...]   # needs ComfyUI (COMFYUI_PATH or ~/comfy/ComfyUI)
+    python -m scripts.make_thumbnails [name ...]   # needs ComfyUI (COMFYUI_PATH or ~/comfy/ComfyUI)
 
 ComfyUI's template browser shows ``/api/workflow_templates/<pack>/<name>.jpg`` for a custom
 node template, i.e. the ``.jpg`` next to the workflow. This starts a server with the pack, runs
@@ -11,7 +11,7 @@ method, labelled so (ContextDrag's is the toy Kontext run). A few minutes on a C
 optimisation is most of it).
 
 Each edit's quality against the scene's ground truth is measured as the toy-world benchmark does
-(``bench/toyworld/metrics.py``: MD = distance in tokens between the dragged object's detected
+(``bench/toybench/metrics.py``: MD = distance in tokens between the dragged object's detected
 centre and its ground-truth centre; IoU of its mask), printed, and written on the thumbnail, so a
 thumbnail shows a failure as one. The result latent is saved for this with a SaveLatent node
 added to the queued graph (not to the shipped workflow).
@@ -23,11 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tools.comfy_env import find_comfyui, not_found_message
+from tools.comfy_server import start_server, stop_server
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import fluxdrag_bootstrap  # noqa: E402,F401
-from fluxdrag.tools.comfy_env import find_comfyui, not_found_message  # noqa: E402
-from fluxdrag.tools.comfy_server import start_server, stop_server  # noqa: E402
 
 WF = ROOT / "workflows"
 API = WF / "api"
@@ -92,7 +91,7 @@ def measure(latent_file: Path, scene_inputs: dict, name: str) -> str:
     error against the source, in latent units)."""
     import safetensors.torch
 
-    from fluxdrag.bench.toyworld.metrics import edit_metrics
+    from bench.toybench.metrics import edit_metrics
     from fluxdrag.toyworld.model import comfy_to_scene_latent
     from fluxdrag.toyworld.scenes import make_scene
 

@@ -1,6 +1,6 @@
 """Dev tool: write the shipped workflows (API format) and their UI twins.
 
-    python scripts/make_workflows.py [name ...]   # needs ComfyUI (found like the demo)
+    python -m scripts.make_workflows [name ...]   # needs ComfyUI (found like the demo)
 
 UI workflows go to ``workflows/`` (ComfyUI's template browser lists that folder, one level deep);
 their API twins to ``workflows/api/<name>_api.json`` (for ``POST /prompt``).
@@ -9,7 +9,7 @@ Each workflow is defined once here as an API graph; the UI file is produced by
 ``scripts/api_to_ui.py`` from a real server's ``/object_info`` (started with the pack loaded),
 so widget order always matches the frontend. Commit both outputs.
 
-The pack's widget values come from the methods' settings dataclasses (``pipelines/*.py``, the only
+The pack's widget values come from the methods' settings dataclasses (``fluxdrag/pipelines/*.py``, the only
 place a default lives): :func:`values` reads them; a workflow names only what it changes. The FLUX
 workflows show each method's options node (at its defaults, preset "custom") wired to its nodes.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WF = ROOT / "workflows"  # UI workflows: what ComfyUI's template browser lists (one level only)
 API = WF / "api"  # their API twins, for POST /prompt (scripts/queue_workflow.py)
-# the example input as the pack installs it into ComfyUI's input folder (nodes/editor.py)
+# the example input as the pack installs it into ComfyUI's input folder (fluxdrag/nodes/editor.py)
 EXAMPLE_IMAGE = "fluxdrag_example.png"
 
 
@@ -32,17 +32,9 @@ def node(class_type: str, title: str, **inputs) -> dict:
     return {"inputs": inputs, "class_type": class_type, "_meta": {"title": title}}
 
 
-def _pack():
-    if "fluxdrag" not in sys.modules:
-        sys.path.insert(0, str(ROOT))
-        importlib.import_module("fluxdrag_bootstrap")  # registers ``fluxdrag``
-    return sys.modules["fluxdrag"]
-
-
 def settings_class(name: str):
     """A settings dataclass by its method name (LazyDrag, DragFlow, ContextDrag, AttentionDrag,
     Inversion, Sampling)."""
-    _pack()
     mods = {"LazyDrag": "lazydrag", "DragFlow": "dragflow_inputs", "ContextDrag": "contextdrag",
             "AttentionDrag": "attention_drag", "Inversion": "inversion", "Sampling": "inversion"}
     mod = importlib.import_module(f"fluxdrag.pipelines.{mods[name]}")
@@ -391,13 +383,10 @@ def check_inputs(name: str, api: dict, info: dict) -> None:
 
 
 def main(names: list[str]) -> None:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    _pack()
-    from api_to_ui import api_to_ui
-
-    from fluxdrag.tools.comfy_env import find_comfyui
-    from fluxdrag.tools.comfy_server import start_server, stop_server
-    from fluxdrag.tools.object_info import with_defaults
+    from scripts.api_to_ui import api_to_ui
+    from tools.comfy_env import find_comfyui
+    from tools.comfy_server import start_server, stop_server
+    from tools.object_info import with_defaults
 
     todo = {k: v for k, v in WORKFLOWS.items() if not names or k in names}
     API.mkdir(exist_ok=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Queue an API-format workflow on one or several ComfyUI servers and download what it saves.
 
-    python scripts/queue_workflow.py lazydrag_flux \\
+    python -m scripts.queue_workflow lazydrag_flux \\
         --set "Drag instructions.drags_json=@drags.json" --set "9.steps=20" \\
         --server http://127.0.0.1:8188 --out out/lazydrag
 
@@ -41,10 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if "fluxdrag" not in sys.modules:  # run as a script: import the pack as ``fluxdrag``
-    sys.path.insert(0, str(ROOT))
-    import fluxdrag_bootstrap  # noqa: F401
-from fluxdrag.tools.comfy_client import ComfyClient, ComfyError  # noqa: E402
+from tools.comfy_client import ComfyClient, ComfyError  # noqa: E402
 
 WORKFLOWS = ROOT / "workflows"
 API_WORKFLOWS = WORKFLOWS / "api"  # the shipped API twins (workflows/ itself holds the UI files)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fluxdrag.tools import comfy_env
+from tools import comfy_env
 
 
 @pytest.fixture(scope="session")

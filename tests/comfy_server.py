@@ -1,6 +1,6 @@
 """A real ComfyUI server for tier-2 tests, started once per test session.
 
-``comfy_server`` starts ``python main.py --cpu`` (``fluxdrag.tools.comfy_server``) with the pack
+``comfy_server`` starts ``python main.py --cpu`` (``tools.comfy_server``) with the pack
 and the test-only loaders in ``tests/comfy_test_nodes``, both loaded from where they lie; every
 folder the server writes is temporary, so nothing is written into the ComfyUI checkout.
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fluxdrag.tools import comfy_server as _server
-from fluxdrag.tools.comfy_server import (  # noqa: F401  (re-exported for tests and scripts)
+from tools import comfy_server as _server
+from tools.comfy_server import (  # noqa: F401  (re-exported for tests and scripts)
     IMPORT_FAILURE_MARKERS,
     PACK_LINK,
     STARTUP_TIMEOUT_S,
@@ -32,13 +32,13 @@ TEST_NODES = ROOT / "tests" / "comfy_test_nodes"
 
 def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S) -> ServerClient:
     """Start ComfyUI with the pack and the test loaders; returns once /object_info answers."""
-    return _server.start_server(comfyui, root, timeout, extra_nodes=[TEST_NODES])
+    return _server.start_server(comfyui, root, timeout, extra_nodes=[TEST_NODES], pythonpath=[ROOT])
 
 
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """A running ComfyUI (one per session) with the pack and the test loaders installed."""
-    from fluxdrag.tools.comfy_env import find_comfyui, not_found_message
+    from tools.comfy_env import find_comfyui, not_found_message
 
     comfyui = find_comfyui()
     if comfyui is None:

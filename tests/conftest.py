@@ -1,6 +1,7 @@
-"""Test setup: the pack is imported as the package ``fluxdrag`` (its folder name has a dash),
-and ComfyUI is found by ``tools/comfy_env.find_comfyui`` ($COMFYUI_PATH, the ComfyUI holding the
-pack, ~/comfy/ComfyUI).
+"""Test setup: the runtime is the package ``fluxdrag`` and the dev packages are ``bench``, ``tools``
+and ``scripts``, all importable because ``pytest.ini`` puts the repository root on ``sys.path``
+(``pythonpath = .``). ComfyUI is found by ``tools/comfy_env.find_comfyui`` ($COMFYUI_PATH, the
+ComfyUI holding the pack, ~/comfy/ComfyUI).
 
 Tier 2 (marked ``tier2``) needs that ComfyUI. Locally it is skipped with one line when there is
 none; under ``CI=true`` it is required: a missing ComfyUI, or any tier-2 test that skips for any
@@ -9,15 +10,10 @@ reason (no server, no browser, ...), fails the run.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import fluxdrag_bootstrap  # noqa: E402,F401  (registers the pack as ``fluxdrag``)
-from fluxdrag.tools.comfy_env import find_comfyui, not_found_message  # noqa: E402
+from tools.comfy_env import find_comfyui, not_found_message
 
 COMFYUI = find_comfyui()
 REQUIRE_TIER2 = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")

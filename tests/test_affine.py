@@ -1,4 +1,4 @@
-"""Tier 1: region affines, warps, min-area rectangles, DragFlow's editable mask (core/affine.py)."""
+"""Tier 1: region affines, warps, min-area rectangles, DragFlow's editable mask (fluxdrag/core/affine.py)."""
 from __future__ import annotations
 
 import math

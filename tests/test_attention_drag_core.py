@@ -1,4 +1,4 @@
-"""Tier 1: AttentionDrag pure-core math (core/attention_drag.py) with hand-built attention."""
+"""Tier 1: AttentionDrag pure-core math (fluxdrag/core/attention_drag.py) with hand-built attention."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tier 1: deterministic DDIM sampling/inversion (core/ddim.py) with analytic ε."""
+"""Tier 1: deterministic DDIM sampling/inversion (fluxdrag/core/ddim.py) with analytic ε."""
 from __future__ import annotations
 
 import math

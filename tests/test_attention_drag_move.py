@@ -1,4 +1,4 @@
-"""Tier 1: AttentionDrag across grids (core/attention_drag_move.py): layer grid → latent grid."""
+"""Tier 1: AttentionDrag across grids (fluxdrag/core/attention_drag_move.py): layer grid → latent grid."""
 from __future__ import annotations
 
 import pytest

@@ -2,7 +2,7 @@
 event type 3 (u32 BE), node-id length (u32 BE), node id, UTF-8 text)."""
 import struct
 
-from fluxdrag.tools.comfy_client import decode_progress_text
+from tools.comfy_client import decode_progress_text
 
 
 def test_progress_text_frame():

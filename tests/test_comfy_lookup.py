@@ -2,7 +2,7 @@
 ComfyUI whose custom_nodes holds the pack, then ~/comfy/ComfyUI; one message when none is found."""
 from pathlib import Path
 
-from fluxdrag.tools.comfy_env import find_comfyui, not_found_message
+from tools.comfy_env import find_comfyui, not_found_message
 
 
 def _tree(path: Path) -> Path:

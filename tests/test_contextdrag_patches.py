@@ -82,7 +82,7 @@ def _square_shift():
 
 def _defaults(fields: tuple) -> dict:
     """The controllers take their settings by keyword, with no defaults: these are the
-    ContextDragSettings defaults (``pipelines/contextdrag.py``)."""
+    ContextDragSettings defaults (``fluxdrag/pipelines/contextdrag.py``)."""
     from fluxdrag.pipelines.contextdrag import ContextDragSettings
     from fluxdrag.pipelines.settings import pick
 

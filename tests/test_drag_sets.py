@@ -1,4 +1,4 @@
-"""Anchors (handle = target) and drags too short for a method: split once in core/drag_sets.py,
+"""Anchors (handle = target) and drags too short for a method: split once in fluxdrag/core/drag_sets.py,
 held by each method's map (LazyDrag, ContextDrag), regions (DragFlow) and latent (AttentionDrag)."""
 from __future__ import annotations
 

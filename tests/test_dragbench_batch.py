@@ -17,12 +17,9 @@ from PIL import Image
 
 
 def _batch():
-    spec = importlib.util.spec_from_file_location("fluxdrag_dragbench_batch",
-                                                  wt.ROOT / "scripts" / "dragbench_batch.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    from scripts import dragbench_batch
+
+    return dragbench_batch
 
 
 db = _batch()

@@ -1,4 +1,4 @@
-"""Tier 1: DragFlow schedule, weights, feature unpacking, loss, latent loop (core/dragflow.py)."""
+"""Tier 1: DragFlow schedule, weights, feature unpacking, loss, latent loop (fluxdrag/core/dragflow.py)."""
 from __future__ import annotations
 
 import pytest

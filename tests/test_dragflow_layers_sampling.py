@@ -1,5 +1,5 @@
-"""Tier 1: DragFlow K/V layer sets (core/dragflow_layers.py) and lockstep sampling with the hard
-constraint (core/dragflow.py)."""
+"""Tier 1: DragFlow K/V layer sets (fluxdrag/core/dragflow_layers.py) and lockstep sampling with the hard
+constraint (fluxdrag/core/dragflow.py)."""
 from __future__ import annotations
 
 import pytest

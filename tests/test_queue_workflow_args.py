@@ -13,12 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _qw():
-    spec = importlib.util.spec_from_file_location("fluxdrag_queue_workflow",
-                                                  ROOT / "scripts" / "queue_workflow.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    from scripts import queue_workflow
+
+    return queue_workflow
 
 
 qw = _qw()

@@ -1,4 +1,4 @@
-"""Tier 1: ContextDrag latent-space reverse mapping (core/reverse_mapping.py), hand-computed."""
+"""Tier 1: ContextDrag latent-space reverse mapping (fluxdrag/core/reverse_mapping.py), hand-computed."""
 from __future__ import annotations
 
 import json

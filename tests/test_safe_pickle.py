@@ -131,12 +131,9 @@ def test_allow_list_is_small_and_has_no_callables_beyond_numpy_rebuild():
 
 
 def _batch():
-    spec = importlib.util.spec_from_file_location("fluxdrag_dragbench_batch",
-                                                  ROOT / "scripts" / "dragbench_batch.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    from scripts import dragbench_batch
+
+    return dragbench_batch
 
 
 def _sample(folder: Path, size=(100, 70), points=((10, 20), (50, 20)), mask=True, meta=None):

@@ -16,7 +16,7 @@ RIGID = dict(SD_DRAGS, mask=BOX)
 
 @pytest.fixture(scope="module")
 def tiny_sd(comfy):  # noqa: F811
-    from fluxdrag.tools import comfy_env
+    from tools import comfy_env
 
     return comfy_env.build_sd15(seed=0)
 
@@ -248,7 +248,7 @@ def test_other_families_and_bad_inputs_are_refused(comfy, tiny_sd, sd_cond, tiny
     import comfy.supported_models
 
     from fluxdrag.pipelines.attention_drag import run_attention_drag
-    from fluxdrag.tools.comfy_env import TINY_SD15
+    from tools.comfy_env import TINY_SD15
 
     mc = comfy.supported_models.SD20(dict(TINY_SD15))
     mc.set_inference_dtype(torch.float32, None)

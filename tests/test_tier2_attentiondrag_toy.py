@@ -1,12 +1,12 @@
 """Tier 2: AttentionDrag on the toy world (issue 29): objects arrive, the background stays.
 
 On the tests' own seed (``SEED``) AttentionDrag runs through ``run_attention_drag`` (the bench's
-adapter, the node's defaults) on the six move-type scenes of ``bench/toyworld/regression.py``
+adapter, the node's defaults) on the six move-type scenes of ``bench/toybench/regression.py``
 (single, multi (two objects, one drawn region), parts, border, overlap, large) and must meet
 the thresholds below; ``no_edit`` (the do-nothing edit) must fail them. The thresholds come from
 ONE run on another seed,
 
-    python bench/toyworld/regression.py --seed 11 --methods no_edit attentiondrag
+    python -m bench.toybench.regression --seed 11 --methods no_edit attentiondrag
 
 (shipped weights, 1 thread), whose means are quoted next to them. Slack rule [guess], as in
 ``test_tier2_toyworld_regression.py``: an error may grow to 1.5× its calibration value plus 0.1,
@@ -42,11 +42,11 @@ THRESHOLDS = {
 
 @pytest.fixture(scope="module")
 def results():
-    from fluxdrag.tools.comfy_env import import_comfy
+    from tools.comfy_env import import_comfy
 
     import_comfy()
     torch.set_num_threads(1)
-    from fluxdrag.bench.toyworld.regression import run_methods
+    from bench.toybench.regression import run_methods
     from fluxdrag.toyworld.model import load_toy_model
 
     model, cond = load_toy_model()

@@ -14,8 +14,8 @@ import time
 import pytest
 import torch
 
-from fluxdrag.tools import toy_graphs
-from fluxdrag.tools.toy_graphs import node
+from tools import toy_graphs
+from tools.toy_graphs import node
 
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2
@@ -147,8 +147,8 @@ def test_wrong_model_family(comfy_server, reference):
 def test_interrupt_leaves_nothing(comfy_server, reference, phase, node_type):
     """Interrupt while ``node_type`` runs (found from the websocket's ``executing`` event); the
     next good edit is bit-identical."""
-    from fluxdrag.tools.comfy_client import ComfyClient
-    from fluxdrag.tools.comfy_server import ServerError
+    from tools.comfy_client import ComfyClient
+    from tools.comfy_server import ServerError
 
     nid = "4" if phase == "inversion" else "6"
     other = ComfyClient(comfy_server.base_url)    # interrupts from its own thread and loop

@@ -143,7 +143,7 @@ def test_server_preview_has_the_arrows(browser_run, comfy_server):
     preview = _view(comfy_server, prev)
     source = _png(wt.EXAMPLE_INPUTS / "source.png")
     drawn = json.loads(result["widgetAfterDraw"])["drags"]
-    for d in drawn[:2]:  # the shaft's midpoint is painted in the arrow colour (core/preview.py)
+    for d in drawn[:2]:  # the shaft's midpoint is painted in the arrow colour (fluxdrag/core/preview.py)
         x, y = (int(round((d["handle"][i] + d["target"][i]) / 2)) for i in range(2))
         assert _near(preview[y, x], (255, 89, 0), 8), (x, y, preview[y, x])
     assert np.abs(preview[230, 20] - source[230, 20]).max() == 0  # far from any arrow

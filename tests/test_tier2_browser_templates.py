@@ -40,7 +40,7 @@ EDITOR_SHOT_TEMPLATE = "lazydrag_flux"
 DRAG = [0.3, 0.3, 0.45, 0.35]
 OVERLAP_DRAG = [0.5, 0.45, 0.55, 0.7]
 MIN_SIDE = 384
-EXAMPLE_INPUT_NAME = "fluxdrag_example.png"  # nodes/editor.py installs it; test_tier2_server checks
+EXAMPLE_INPUT_NAME = "fluxdrag_example.png"  # fluxdrag/nodes/editor.py installs it; test_tier2_server checks
 
 
 def _ui(name: str) -> dict:

@@ -272,7 +272,7 @@ def test_clear_errors(tiny_flux, tiny_cond):
     from fluxdrag.attention_patches.contextdrag import ContextDragError
     from fluxdrag.nodes import contextdrag as cd
     from fluxdrag.nodes.common import FluxDragInputError
-    from fluxdrag.tools import comfy_env
+    from tools import comfy_env
     rmap = _map()
     patched = cd.PositionConsistentAttentionNode.execute(tiny_flux, rmap).args[0]
     with pytest.raises(ContextDragError, match="add ComfyUI's ReferenceLatent|Add ComfyUI's ReferenceLatent"):

@@ -1,4 +1,4 @@
-"""The README's main command: ``python scripts/demo.py`` writes its picture (tier 2)."""
+"""The README's main command: ``python -m scripts.demo`` writes its picture (tier 2)."""
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_demo_writes_picture(tmp_path, comfy):
     out = tmp_path / "demo.png"
-    r = subprocess.run([sys.executable, "scripts/demo.py", "--steps", "6", "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "scripts.demo", "--steps", "6", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     with Image.open(out) as im:

@@ -19,7 +19,7 @@ from PIL import Image
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2
 
-BATCH = wt.ROOT / "scripts" / "dragbench_batch.py"
+BATCH = "scripts.dragbench_batch"  # run as ``python -m`` from the repository root
 METHODS = ("lazydrag", "dragflow", "contextdrag", "attentiondrag", "attentiondrag_sd15")
 FAST = ["--set", "Invert (Uni-Inv).steps=3",                       # LazyDrag
         "--set", "AttentionDrag.steps=3",
@@ -55,7 +55,7 @@ def make_sample(folder, pairs, size=SIZE, prompt="a house under the sun"):
 
 
 def run_batch(*args, timeout=900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BATCH), *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", BATCH, *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=wt.ROOT)
 
 
@@ -176,4 +176,4 @@ def test_failures_are_one_line_with_the_traceback_in_the_log(tmp_path, comfy_ser
     assert "no drag is left to move" in lazy["error"] and "Traceback" not in lazy["error"]
     assert rows["nodrags"]["status"] == "error" and "nowhere to put" in rows["nodrags"]["error"]
     log = (out / "results.log").read_text()
-    assert 'pipelines/lazydrag.py", line' in log and "no drag is left to move" in log  # the traceback
+    assert 'fluxdrag/pipelines/lazydrag.py", line' in log and "no drag is left to move" in log  # the traceback

@@ -105,7 +105,7 @@ def test_checkpointing_gives_the_same_gradient_with_inference_mode_weights(comfy
     """Weights created under torch.inference_mode (as a ComfyUI server loads them) still give the
     gradient of a normally built model, with and without checkpointing; weights are untouched."""
     from fluxdrag.attention_patches.dragflow import DragFlowHooks
-    from fluxdrag.tools import comfy_env
+    from tools import comfy_env
     cond = comfy_env.tiny_conditioning(seed=0)
     normal = comfy_env.build_flux(seed=5)
     with torch.inference_mode():
@@ -327,8 +327,8 @@ def test_bad_optimise_inputs(tiny_flux, tiny_cond):
     from fluxdrag.nodes.common import FluxDragInputError
     from fluxdrag.pipelines.dragflow import DragFlowSettings as S
     from fluxdrag.pipelines.dragflow import run_dragflow
-    from fluxdrag.tools import comfy_env
-    # point drags become regions (core/drag_sets.py); with none long enough nothing can move
+    from tools import comfy_env
+    # point drags become regions (fluxdrag/core/drag_sets.py); with none long enough nothing can move
     too_short = DragInstructions((W, H), drags=[Drag((10, 10), (11, 10)), Drag((30, 30), (30, 30))])
     with pytest.raises(FluxDragInputError, match="'drag_instructions': DragFlow: no drag is left to move"):
         run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, too_short, settings=S(**FAST))

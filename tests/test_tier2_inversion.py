@@ -87,7 +87,7 @@ def test_bad_inputs_have_clear_messages(tiny_flux, tiny_cond):
 
 def test_sd15_model_rejected(comfy, tiny_cond):
     from fluxdrag.nodes.common import FluxDragInputError
-    from fluxdrag.tools.comfy_env import build_sd15
+    from tools.comfy_env import build_sd15
     sd = build_sd15()
     with pytest.raises(FluxDragInputError, match="input 'model' is a BaseModel.*needs a FLUX model"):
         _nodes().Invert.execute(sd, latent(0, h=8, w=8).copy() | {"samples": torch.zeros(1, 4, 8, 8)}, tiny_cond)

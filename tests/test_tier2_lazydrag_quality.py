@@ -6,7 +6,7 @@ Scenes: the toy-world benchmark's own set (``benchmark_scenes``: families and ca
 the tests' seed 7, 14 scenes, the families the table judges (``textured_bg`` is not: the model
 cannot reconstruct its edits) — 12 scenes: moves, rotations (two or three elastic drags round an
 object, fused into one rotation) and scales. Metrics: the benchmark's, by their definitions in
-``bench/toyworld/metrics.py`` (residue counts every vacated pixel; seam is the relative excess of
+``bench/toybench/metrics.py`` (residue counts every vacated pixel; seam is the relative excess of
 gradient energy over the ground truth's). Targets are the issue's, on the means over the scenes
 as the table reports them (orientation over the rotate scenes). Baselines: the table's
 ``copy_paste`` and ``cut_paste`` rows on the same scenes.
@@ -26,14 +26,14 @@ JUDGED = ("single", "multi", "parts", "border", "overlap", "large")
 
 @pytest.fixture(scope="module")
 def results():
-    from fluxdrag.tools.comfy_env import import_comfy
+    from tools.comfy_env import import_comfy
 
     import_comfy()
     torch.set_num_threads(1)
-    from fluxdrag.bench.toyworld import pack_methods
-    from fluxdrag.bench.toyworld.methods import copy_paste, cut_paste
-    from fluxdrag.bench.toyworld.metrics import edit_metrics
-    from fluxdrag.bench.toyworld.run import V2_FAMILIES, benchmark_scenes
+    from bench.toybench import pack_methods
+    from bench.toybench.methods import copy_paste, cut_paste
+    from bench.toybench.metrics import edit_metrics
+    from bench.toybench.run import V2_FAMILIES, benchmark_scenes
     from fluxdrag.toyworld.model import load_toy_model
 
     model, cond = load_toy_model()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from fluxdrag.tools import toy_graphs
+from tools import toy_graphs
 
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2
@@ -54,7 +54,7 @@ def test_interrupted_edit_leaves_nothing_behind(comfy_server):
 
     import torch
 
-    from fluxdrag.tools.comfy_server import ServerError
+    from tools.comfy_server import ServerError
 
     info = comfy_server.object_info()
     start = len(comfy_server.log())

@@ -1,5 +1,5 @@
 """Tier 2: a latent that turns NaN/Inf inside a method is an error naming the step (one shared
-check, ``pipelines/common.check_finite``, called after each stage), never a black image."""
+check, ``fluxdrag/pipelines/common.check_finite``, called after each stage), never a black image."""
 from __future__ import annotations
 
 import pytest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -16,8 +17,8 @@ from PIL import Image
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2
 
-SCRIPT = wt.ROOT / "scripts" / "queue_workflow.py"
-BATCH = wt.ROOT / "scripts" / "dragbench_batch.py"
+SCRIPT = "scripts.queue_workflow"  # run as ``python -m`` (the repository root on PYTHONPATH)
+BATCH = "scripts.dragbench_batch"
 # the sun (204, 46) moved left, as in the shipped LazyDrag workflow, plus a second drag
 DRAGS = {"version": 1, "image_size": [256, 256],
          "drags": [{"handle": [204, 46], "target": [140, 46], "mode": "drag", "scale": [1, 1]},
@@ -26,8 +27,9 @@ DRAGS = {"version": 1, "image_size": [256, 256],
 
 
 def _script(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd or wt.ROOT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(wt.ROOT), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or wt.ROOT, env=env)
 
 
 

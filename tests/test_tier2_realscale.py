@@ -24,7 +24,7 @@ METHODS = ("vanilla", "lazydrag", "attentiondrag", "kontext_vanilla", "contextdr
 @pytest.mark.tier2
 def test_realscale_quick_runs_every_method_at_full_width(tmp_path, comfy):
     out = tmp_path / "quick.json"
-    r = subprocess.run([sys.executable, "bench/realscale.py", "--quick", "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "bench.realscale", "--quick", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     res = json.loads(out.read_text())
@@ -55,8 +55,7 @@ def test_realscale_quick_runs_every_method_at_full_width(tmp_path, comfy):
 
 
 def _realscale():
-    sys.path.insert(0, str(ROOT / "bench"))
-    import realscale
+    from bench import realscale
 
     return realscale
 

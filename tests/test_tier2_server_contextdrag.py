@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import workflow_tools as wt
 
-from fluxdrag.tools.comfy_server import ServerError
+from tools.comfy_server import ServerError
 
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2

@@ -3,7 +3,7 @@
 The graph runs as shipped except the weight loaders (tiny stand-ins) and the iteration/step
 counts. This is where autograd meets the server: nodes execute under ``torch.inference_mode()``
 and the tiny loader builds its weights there, so the optimisation only runs if the pack handles
-inference tensors and ComfyUI's in-place FLUX blocks (attention_patches/dragflow.py).
+inference tensors and ComfyUI's in-place FLUX blocks (fluxdrag/attention_patches/dragflow.py).
 """
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ def test_every_node_default_equals_the_dataclass_default(comfy):
 
 
 def test_each_node_shows_at_most_eight_widgets(comfy_server):
-    from fluxdrag.tools.object_info import is_widget, opts_of, ordered_inputs, spec_of
+    from tools.object_info import is_widget, opts_of, ordered_inputs, spec_of
 
     info = comfy_server.get_json("/object_info")
     ours = [v for k, v in info.items() if k.startswith("FluxDrag")]
@@ -282,11 +282,8 @@ def test_dragflow_checks_everything_before_the_inversion(tiny_flux, tiny_cond, m
 
 
 def test_docs_settings_table_is_generated_from_the_dataclasses(comfy):
-    import importlib.util
+    from scripts import settings_tables as mod
 
     root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("settings_tables", root / "scripts" / "settings_tables.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     assert (root / "docs" / "settings.md").read_text(encoding="utf-8") == mod.tables(), \
-        "docs/settings.md is stale: run python scripts/settings_tables.py"
+        "docs/settings.md is stale: run python -m scripts.settings_tables"

@@ -11,7 +11,7 @@ import pytest
 import torch
 from comfy_fixtures import comfy, latent, tiny_cond, tiny_flux  # noqa: F401
 
-from fluxdrag.tools import toy_graphs
+from tools import toy_graphs
 
 pytest_plugins = ["comfy_server"]
 pytestmark = pytest.mark.tier2

@@ -4,7 +4,7 @@ truth, the result and (for the drag methods) the method's preview. Their UI twin
 seed fixed, so a second run from the UI shows the same scene.
 
 The result is measured against the scene's ground truth with the benchmark's own metrics
-(``bench/toyworld/metrics.py``, on the result's latent, saved by a SaveLatent the test adds): a
+(``bench/toybench/metrics.py``, on the result's latent, saved by a SaveLatent the test adds): a
 drag workflow must move the object (MD below ``MD_SHARE`` of the do-nothing edit's MD — the
 regression tests' rule) without ruining the background (``BG_MAX``); the reconstruction must
 leave the object where it is. A do-nothing result fails every drag workflow's check
@@ -70,7 +70,7 @@ def check_result(name: str, r: dict, base: dict) -> list[str]:
 
 @pytest.mark.parametrize("name", sorted(set(FAST) - {"toy_invert_reconstruct"}))
 def test_do_nothing_fails_the_workflow_checks(name):
-    from fluxdrag.bench.toyworld.metrics import edit_metrics
+    from bench.toybench.metrics import edit_metrics
     scene = _scene_of(wt.load_api(wt.API_WORKFLOWS / f"{name}_api.json"))
     base = edit_metrics(scene, scene.latent)
     assert check_result(name, base, base)
@@ -101,7 +101,7 @@ def test_toy_workflow_runs(comfy_server, name):
     assert np.abs(imgs["source"] - imgs["truth"]).mean() > 0.5  # the scene asks for an edit
     from safetensors.torch import load_file
 
-    from fluxdrag.bench.toyworld.metrics import edit_metrics
+    from bench.toybench.metrics import edit_metrics
     from fluxdrag.toyworld.model import comfy_to_scene_latent
     [lat] = comfy_server.output_files(entry, kind="latents")
     scene = _scene_of(api)

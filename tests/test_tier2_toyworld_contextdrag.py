@@ -1,11 +1,11 @@
 """Tier 2: ContextDrag measured on the toy Kontext (issue 19).
 
-The toy Kontext (``toyworld/toykontext.safetensors``, ``bench/toyworld/train_kontext.py``) is
+The toy Kontext (``fluxdrag/toyworld/toykontext.safetensors``, ``bench/toybench/train_kontext.py``) is
 the toy FLUX fine-tuned to read a ReferenceLatent. On the tests' own seed (``SEED``) ContextDrag
 and its ablations run through the pipeline functions the nodes call, on the six move-type scenes
-of ``bench/toyworld/regression.py``. Thresholds come from ONE run on another seed,
+of ``bench/toybench/regression.py``. Thresholds come from ONE run on another seed,
 
-    python bench/toyworld/regression.py --seed 4242 --methods no_edit cut_paste contextdrag \\
+    python -m bench.toybench.regression --seed 4242 --methods no_edit cut_paste contextdrag \\
         contextdrag_keep contextdrag_pca_only contextdrag_cti_only
 
 whose means are quoted next to them; slack as in ``test_tier2_toyworld_regression.py`` (an error
@@ -45,11 +45,11 @@ THRESHOLDS = {"contextdrag": {m: bound(m, v) for m, v in zip(
 
 @pytest.fixture(scope="module")
 def results():
-    from fluxdrag.tools.comfy_env import import_comfy
+    from tools.comfy_env import import_comfy
 
     import_comfy()
     torch.set_num_threads(1)
-    from fluxdrag.bench.toyworld.regression import run_methods
+    from bench.toybench.regression import run_methods
 
     return run_methods(SEED, METHODS)
 
@@ -135,10 +135,10 @@ def test_toy_contextdrag_graph_on_a_server(comfy_server):
     three nodes on the toy Kontext moves the dragged object (``tools/toy_graphs.contextdrag``)."""
     from safetensors.torch import load_file
 
-    from fluxdrag.bench.toyworld.metrics import edit_metrics
-    from fluxdrag.tools import toy_graphs
+    from bench.toybench.metrics import edit_metrics
     from fluxdrag.toyworld.model import comfy_to_scene_latent
     from fluxdrag.toyworld.scenes import make_scene
+    from tools import toy_graphs
 
     g = toy_graphs.with_defaults(toy_graphs.contextdrag(SEED, steps=20, prefix="ctx_toy"),
                                  comfy_server.object_info())

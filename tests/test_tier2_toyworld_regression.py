@@ -1,10 +1,10 @@
 """Tier 2: per-method regression tests on the toy world (issues 16, 25).
 
 On the tests' own seed (``SEED``), each pack method runs through its real nodes on the six
-move-type scenes of ``bench/toyworld/regression.py``; every metric of every method must stay
+move-type scenes of ``bench/toybench/regression.py``; every metric of every method must stay
 within a bound computed from ONE run on another seed (``CALIBRATION_SEED``),
 
-    python bench/toyworld/regression.py --seed 4242      (shipped weights, 1 thread)
+    python -m bench.toybench.regression --seed 4242      (shipped weights, 1 thread)
 
 by one rule for all methods and metrics, fixed before the test seed was run (issue 25):
 
@@ -96,11 +96,11 @@ def test_no_edit_fails_every_method_on_the_calibration_run(method):
 
 @pytest.fixture(scope="module")
 def results():
-    from fluxdrag.tools.comfy_env import import_comfy
+    from tools.comfy_env import import_comfy
 
     import_comfy()
     torch.set_num_threads(1)
-    from fluxdrag.bench.toyworld.regression import METHODS, run_methods
+    from bench.toybench.regression import METHODS, run_methods
     from fluxdrag.toyworld.model import load_toy_model
 
     model, cond = load_toy_model()

@@ -20,9 +20,9 @@ SEED = 91_003
 
 @pytest.mark.parametrize("method", ["lazydrag", "lazydrag_paper", "attentiondrag", "dragflow", "contextdrag"])
 def test_every_method_runs_on_every_v3_family(toy, method):
-    from fluxdrag.bench.toyworld import pack_methods  # noqa: F401
-    from fluxdrag.bench.toyworld.methods import METHODS
-    from fluxdrag.bench.toyworld.metrics import edit_metrics
+    from bench.toybench import pack_methods  # noqa: F401
+    from bench.toybench.methods import METHODS
+    from bench.toybench.metrics import edit_metrics
     from fluxdrag.toyworld.scenes import V3_FAMILIES, make_scene
 
     model, cond = toy
@@ -38,7 +38,7 @@ def test_every_method_runs_on_every_v3_family(toy, method):
 
 
 def test_dragflow_bend_region_rotates_about_the_joint():
-    from fluxdrag.bench.toyworld.pack_methods import dragflow_regions
+    from bench.toybench.pack_methods import dragflow_regions
     from fluxdrag.core.affine import rotation_angle
     from fluxdrag.toyworld.scenes import make_scene
 
@@ -63,7 +63,7 @@ def test_v3_checkpoint_has_a_condition_per_v3_family(comfy):
 
 
 def test_run_json_carries_v3_rows(comfy, tmp_path):
-    from fluxdrag.bench.toyworld.run import main
+    from bench.toybench.run import main
 
     out = tmp_path / "v3.json"
     rc = main(["--seed", "97", "--n", "5", "--families", "single", *("lit", "texture", "occlusion", "articulated"),

@@ -58,8 +58,8 @@ def _lazydrag(model, cond, scene):
 
 def _dragflow(model, cond, scene):
     from fluxdrag.core.instructions import parse_instructions
-    from fluxdrag.tools.toy_graphs import region_doc
     from fluxdrag.toyworld.model import comfy_to_scene_latent, scene_latent_to_comfy
+    from tools.toy_graphs import region_doc
 
     doc = region_doc(scene.seed, scene.family, scene.case)
     out = _run("FluxDragRegionAffineOptimise", model=model, latent=scene_latent_to_comfy(scene.latent),

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fluxdrag.bench.toyworld import metrics as M
-from fluxdrag.bench.toyworld.methods import copy_paste, cut_paste, fill_from_surroundings, ground_truth, no_edit
-from fluxdrag.bench.toyworld.run import FAMILY_CASES, aggregate, benchmark_scenes, json_report
+from bench.toybench import metrics as M
+from bench.toybench.methods import copy_paste, cut_paste, fill_from_surroundings, ground_truth, no_edit
+from bench.toybench.run import FAMILY_CASES, aggregate, benchmark_scenes, json_report
 from fluxdrag.toyworld import scenes as S
 
 

@@ -53,8 +53,8 @@ def test_latent_convention_matches_comfy():
 
 
 def test_samples_hold_signature_objects(toy):
-    from fluxdrag.tools.comfy_env import build_flux
     from fluxdrag.toyworld.model import TOY_CONFIG, euler_sample
+    from tools.comfy_env import build_flux
 
     model, cond = toy
     noise = torch.randn(8, 16, 32, 32, generator=torch.Generator().manual_seed(123))

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from fluxdrag.bench.toyworld.methods import copy_paste, ground_truth, no_edit
-from fluxdrag.bench.toyworld.metrics import edit_metrics
-from fluxdrag.bench.toyworld.sampling import sample_scene_latents, sample_small_latents
+from bench.toybench.methods import copy_paste, ground_truth, no_edit
+from bench.toybench.metrics import edit_metrics
+from bench.toybench.sampling import sample_scene_latents, sample_small_latents
 from fluxdrag.toyworld import scenes as S
 
 

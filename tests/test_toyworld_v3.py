@@ -15,8 +15,8 @@ import math
 import pytest
 import torch
 
-from fluxdrag.bench.toyworld import metrics as M
-from fluxdrag.bench.toyworld.methods import copy_paste, cut_paste, ground_truth, no_edit
+from bench.toybench import metrics as M
+from bench.toybench.methods import copy_paste, cut_paste, ground_truth, no_edit
 from fluxdrag.toyworld import scenes as S
 from fluxdrag.toyworld import scenes_v3 as V
 

@@ -70,12 +70,10 @@ def set_input(api_prompt: dict, title: str, name: str, value) -> dict:
 
 
 def api_to_ui_module():
-    """``scripts/api_to_ui.py`` as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("fluxdrag_api_to_ui",
-                                                  ROOT / "scripts" / "api_to_ui.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """``scripts/api_to_ui.py`` as a module."""
+    from scripts import api_to_ui
+
+    return api_to_ui
 
 
 def load_png(path, dtype="float32"):

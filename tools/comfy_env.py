@@ -96,7 +96,7 @@ def build_flux(config: dict | None = None, seed: int = 0, init_std: float = 0.05
     """
     import torch
 
-    from ..toyworld.model import build_flux_model
+    from fluxdrag.toyworld.model import build_flux_model
 
     cfg = dict(TINY_FLUX)
     cfg.update(config or {})

@@ -131,9 +131,11 @@ def _write_layout(comfyui: Path, root: Path, node_dirs: list[Path]) -> tuple[Pat
 
 
 def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S,
-                 extra_nodes: list | tuple = ()) -> ServerClient:
+                 extra_nodes: list | tuple = (), pythonpath: list | tuple = ()) -> ServerClient:
     """Start ComfyUI with the pack (and ``extra_nodes``: more node package folders, loaded by
-    their folder names); returns once /object_info answers."""
+    their folder names); returns once /object_info answers. ``pythonpath``: folders appended to
+    the server's ``PYTHONPATH`` (the test-only nodes import ``tools`` from the repository root;
+    the pack itself needs none)."""
     node_dirs = [ROOT, *map(Path, extra_nodes)]
     names = [d.name for d in node_dirs]
     if len(set(names)) != len(names):
@@ -148,6 +150,8 @@ def start_server(comfyui: Path, root: Path, timeout: float = STARTUP_TIMEOUT_S,
            "--database-url", "sqlite:///:memory:", "--disable-api-nodes"]
     log_path = root / "server.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), *filter(None, [env.get("PYTHONPATH")])])
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=comfyui, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env)

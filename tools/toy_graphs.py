@@ -45,8 +45,8 @@ def lazydrag(seed: int, steps: int = 4, prefix: str = "toy_lazydrag", family: st
 def region_doc(seed: int, family: str = "single", case: str = "move") -> str:
     """The scene's drag JSON plus one DragFlow ``relocate`` region: its editable mask moved from
     the first drag's handle to its target."""
-    from ..core.instructions import parse_instructions, rle_encode
-    from ..toyworld.scenes import make_scene
+    from fluxdrag.core.instructions import parse_instructions, rle_encode
+    from fluxdrag.toyworld.scenes import make_scene
 
     scene = make_scene(seed, family, case)
     ins = parse_instructions(scene.drags)

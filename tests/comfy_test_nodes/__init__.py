@@ -5,8 +5,8 @@ takes the same input names as the ComfyUI loader it replaces (``UNETLoader``, ``
 ``VAELoader``), as plain strings, so a test swaps only ``class_type`` in a shipped API workflow:
 
 - ``FluxDragTestTinyUNET``: a tiny FLUX-architecture MODEL built through
-  ``comfy.supported_models.Flux`` (the pack's ``tools/comfy_env.build_flux``, through the pack
-  imported as ``fluxdrag`` by ``fluxdrag_bootstrap``).
+  ``comfy.supported_models.Flux`` (the repository's ``tools/comfy_env.build_flux``: the test server
+  runs with the repository root on ``PYTHONPATH``, ``tests/comfy_server.py``).
 - ``FluxDragTestTinyCLIP``: a CLIP stand-in whose conditioning (context (1, 8, 64), pooled (1, 32))
   is a deterministic function of the prompt text, so ``CLIPTextEncode`` / ``FluxGuidance`` run
   unchanged.
@@ -22,24 +22,11 @@ takes the same input names as the ComfyUI loader it replaces (``UNETLoader``, ``
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-from pathlib import Path
 
 import torch
 
-_BOOTSTRAP = Path(__file__).resolve().parents[2] / "fluxdrag_bootstrap.py"
+from tools import comfy_env as _ENV
 
-
-def _comfy_env():
-    """The pack's ``tools/comfy_env`` (the checkout registered as package ``fluxdrag``)."""
-    spec = importlib.util.spec_from_file_location("fluxdrag_bootstrap", _BOOTSTRAP)
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    from fluxdrag.tools import comfy_env
-
-    return comfy_env
-
-
-_ENV = _comfy_env()
 TINY_FLUX = _ENV.TINY_FLUX
 TEXT_TOKENS = 8
 CATEGORY = "FluxDragTest"

@@ -23,30 +23,20 @@ Scenes: 32×32 latents of the families single, multi, crowded, parts, border, ov
 Time t, guidance and the family-offset dropout are drawn as in ``train.py``. Starts from the
 shipped toy FLUX weights; EMA weights are saved.
 
-Reproduce the shipped ``toyworld/toykontext.safetensors`` (it stopped on its 45-minute budget at
+Reproduce the shipped ``fluxdrag/toyworld/toykontext.safetensors`` (it stopped on its 45-minute budget at
 step 1433 of 1500, ~1.9 s/step on a shared core; held-out eval loss keep 0.026, remove 0.021,
 inpaint 0.027 against the toy FLUX's 0.136 without a reference; bitwise reproduction needs the
 same stopping step)::
 
-    OMP_NUM_THREADS=1 python bench/toyworld/train_kontext.py --max-minutes 45
+    OMP_NUM_THREADS=1 python -m bench.toybench.train_kontext --max-minutes 45
 
 bf16 autocast (the toy FLUX's setting) is off by default: on this CPU (no AMX) it made a step
 about 4× slower than fp32.
 
-Resume: ``--init toyworld/toykontext.safetensors --seed 1 ...`` continues from those weights and
+Resume: ``--init fluxdrag/toyworld/toykontext.safetensors --seed 1 ...`` continues from those weights and
 keeps their log and step count (as ``train.py --init``). ``--plots-only`` redraws the sample grid.
 """
 from __future__ import annotations
-
-if __name__ == "__main__" and not __package__:   # run as a script: import the pack as `fluxdrag`
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    import fluxdrag_bootstrap  # noqa: F401  (registers the pack as ``fluxdrag``)
-    from fluxdrag.bench.toyworld.train_kontext import main
-
-    sys.exit(main())
 
 import argparse
 import json
@@ -57,8 +47,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...toyworld import model as tm
-from ...toyworld import scenes as ts
+from fluxdrag.toyworld import model as tm
+from fluxdrag.toyworld import scenes as ts
+
 from .train import _save, sample_t, trainable_flux
 
 KONTEXT_WEIGHTS = tm.KONTEXT_WEIGHTS
@@ -171,7 +162,7 @@ def _conditioning(meta: dict) -> dict:
 def train(args) -> None:
     from safetensors.torch import load_file
 
-    from ...tools import comfy_env
+    from tools import comfy_env
 
     comfy_env.import_comfy()
     torch.set_num_threads(args.threads)
@@ -365,3 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         train(args)
     plots(args)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

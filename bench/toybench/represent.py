@@ -2,7 +2,7 @@
 28-step round trips per family (``roundtrip.family_reconstruction``), for a checkpoint that may
 still be training (the v3 training saves atomically, so reading it mid-run is safe).
 
-``python bench/toyworld/represent.py --model toyworld/toyflux_v3.safetensors [--scenes 2] [--json F]``
+``python -m bench.toybench.represent --model fluxdrag/toyworld/toyflux_v3.safetensors [--scenes 2] [--json F]``
 
 A family is *represented* (judged) when its ground-truth edits denoise within 1.5× of the sources
 of single and multi (the bar ``run.py`` uses); the issue's round-trip target is ≤ 0.05 of the
@@ -12,16 +12,6 @@ workflow's, which puts more steps near σ = 0 where the toy flow is stiff).
 """
 from __future__ import annotations
 
-if __name__ == "__main__" and not __package__:   # run as a script: import the pack as `fluxdrag`
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    import fluxdrag_bootstrap  # noqa: F401  (registers the pack as ``fluxdrag``)
-    from fluxdrag.bench.toyworld.represent import main
-
-    sys.exit(main())
-
 import argparse
 import json
 import time
@@ -29,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from ...toyworld.scenes import FAMILIES
+from fluxdrag.toyworld.scenes import FAMILIES
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default=None, help="weights (default: the shipped toyworld/toyflux.safetensors)")
+    p.add_argument("--model", default=None, help="weights (default: the shipped fluxdrag/toyworld/toyflux.safetensors)")
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--scenes", type=int, default=2, help="scenes per family")
     p.add_argument("--seed", type=int, default=0, help="scene seeds 1000·seed + 500 + j (not the tables')")
@@ -44,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="σ schedules for extra round trips besides 'simple' (the table's)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from ...tools.comfy_env import import_comfy
-    from ...toyworld.model import WEIGHTS, load_toy_model, read_meta
+    from fluxdrag.toyworld.model import WEIGHTS, load_toy_model, read_meta
+    from tools.comfy_env import import_comfy
+
     from .roundtrip import family_reconstruction
 
     import_comfy()
@@ -69,3 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"model": str(path), "steps": steps, "scenes": args.scenes,
                                                "seed": args.seed, "families": rec}, indent=1) + "\n")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """The small, fixed scene set of the per-method regression tests (tests/test_tier2_toyworld_regression.py).
 
-``python bench/toyworld/regression.py --seed S`` prints each method's mean metrics on the set of
+``python -m bench.toybench.regression --seed S`` prints each method's mean metrics on the set of
 seed S; the tests' thresholds come from one such run on a seed other than the tests' own, and
 the numbers of that run are written next to the thresholds.
 
@@ -10,23 +10,13 @@ is meaningful for every scene (a rotation has MD ≈ 0 for no_edit).
 """
 from __future__ import annotations
 
-if __name__ == "__main__" and not __package__:   # run as a script: import the pack as `fluxdrag`
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    import fluxdrag_bootstrap  # noqa: F401  (registers the pack as ``fluxdrag``)
-    from fluxdrag.bench.toyworld.regression import main
-
-    sys.exit(main())
-
 import argparse
 import json
 import time
 
 import torch
 
-from ...toyworld.scenes import Scene, make_scene
+from fluxdrag.toyworld.scenes import Scene, make_scene
 
 REGRESSION_SET = [("single", "move"), ("multi", "multi_move"), ("parts", "move"),
                   ("border", "move"), ("overlap", "move"), ("large", "move")]
@@ -66,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="*", default=METHODS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from ...tools.comfy_env import import_comfy
-    from ...toyworld.model import load_toy_model
+    from fluxdrag.toyworld.model import load_toy_model
+    from tools.comfy_env import import_comfy
 
     import_comfy()
     model, cond = load_toy_model()
@@ -77,3 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                              if k != "md_per_scene"}),
               "md per scene", [round(v, 2) for v in r["md_per_scene"]], flush=True)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,5 +3,5 @@
 
 Runtime code of the pack (the toy-world nodes use it): it never looks for ComfyUI or changes its
 arguments; ``model`` builds with whatever ``comfy`` package is importable (the running server's).
-The benchmark, training and metrics live in ``bench/toyworld`` and import this, never the reverse.
+The benchmark, training and metrics live in ``bench/toybench`` and import this, never the reverse.
 """

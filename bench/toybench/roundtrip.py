@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from ...toyworld.model import scene_latent_to_comfy
-from ...toyworld.scenes import make_scene
+from fluxdrag.toyworld.model import scene_latent_to_comfy
+from fluxdrag.toyworld.scenes import make_scene
 
 #: the round trip used to ask "can the model represent this family": the Invert node's default
 #: solver and step count (28), guidance 1 as in the shipped workflow
@@ -29,7 +29,7 @@ def _cond(cond, guidance: float):
 def roundtrip(model, cond, latent: torch.Tensor, solver: str = "fireflow", steps: int = 28,
               scheduler: str = "simple", guidance: float = 1.0) -> torch.Tensor:
     """Invert (16, H, W) model-space ``latent`` and sample it back with the matching solver."""
-    from ...nodes import inversion as inv
+    from fluxdrag.nodes import inversion as inv
 
     c = _cond(cond, guidance)
     rec = inv.run_inversion(model, scene_latent_to_comfy(latent), c, steps=steps, solver=solver,
@@ -49,7 +49,7 @@ def roundtrip_error(model, cond, latent: torch.Tensor, **kw) -> float:
 def inversion_table(model, cond, scenes, solvers=("fireflow", "uni_inv", "euler"),
                     steps=(8, 16, 28), schedulers=("simple",), guidance: float = 1.0) -> list[dict]:
     """One row per solver × steps × scheduler: mean and worst relative RMS over ``scenes``' sources."""
-    from ...core.solvers import MATCHING_SAMPLER, model_calls
+    from fluxdrag.core.solvers import MATCHING_SAMPLER, model_calls
 
     rows = []
     for solver in solvers:
@@ -77,7 +77,7 @@ def denoise_error(model, cond, latent: torch.Tensor, seed: int = 0, guidance: fl
     RMS(x̂₀ − x₀) / std(x₀), x̂₀ = x_σ − σ·v(x_σ, σ), x_σ = (1−σ)x₀ + σε, ε fixed by ``seed``.
     A round trip of 28 steps comes back near-exactly for anything (even latents the model never
     saw), so it cannot tell whether the model represents a family; the one-step prediction can."""
-    from ...toyworld.model import velocity
+    from fluxdrag.toyworld.model import velocity
 
     dm = model.model.diffusion_model
     c = _cond(cond, guidance)

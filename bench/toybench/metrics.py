@@ -55,7 +55,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from ...toyworld.scenes import OBJECT_AMPLITUDE, Scene, detect_objects, pixel_grid, signature_map
+from fluxdrag.toyworld.scenes import OBJECT_AMPLITUDE, Scene, detect_objects, pixel_grid, signature_map
 
 TOKEN_PX = 16.0
 METRIC_KEYS = ("md", "found", "iou", "orientation_deg", "scale_err", "residue", "seam",

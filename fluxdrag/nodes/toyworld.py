@@ -2,7 +2,7 @@
 
 The toy model (``toyworld/toyflux.safetensors``) is a small FLUX-architecture model trained
 on synthetic scenes; it lets every node of the pack run anywhere (CPU, no downloads) and gives
-edits a measurable ground truth. Scenes and model are runtime code in ``toyworld/``; the benchmark is ``bench/toyworld/``.
+edits a measurable ground truth. Scenes and model are runtime code in ``toyworld/``; the benchmark is ``bench/toybench/``.
 """
 from __future__ import annotations
 

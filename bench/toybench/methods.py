@@ -26,8 +26,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ...toyworld.model import euler_invert, euler_sample
-from ...toyworld.scenes import PIXELS_PER_LATENT, Scene, _components, rle_decode
+from fluxdrag.toyworld.model import euler_invert, euler_sample
+from fluxdrag.toyworld.scenes import PIXELS_PER_LATENT, Scene, _components, rle_decode
 
 METHODS: dict[str, Callable] = {}
 NEEDS_MODEL: set[str] = set()
@@ -133,8 +133,8 @@ def inversion_roundtrip_50(scene: Scene, model, cond) -> torch.Tensor:
 
 
 def _pack_roundtrip(scene: Scene, model, cond, solver: str, steps: int = 20) -> torch.Tensor:
-    from ...pipelines import inversion as inv
-    from ...toyworld.model import scene_latent_to_comfy
+    from fluxdrag.pipelines import inversion as inv
+    from fluxdrag.toyworld.model import scene_latent_to_comfy
 
     g = float(cond[0][1].get("guidance", 3.5))
     rec = inv.run_inversion(model, scene_latent_to_comfy(scene.latent), cond, steps=steps,

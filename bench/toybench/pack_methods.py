@@ -2,14 +2,15 @@
 
 Each takes a ``Scene`` (its ``latent`` and ``drags`` only), the toy MODEL and CONDITIONING, and
 returns the edited model-space latent (16, H, W). ContextDrag runs on the toy Kontext
-(``toyworld/toykontext.safetensors``, loaded here once) instead of the passed toy FLUX: it needs a
+(``fluxdrag/toyworld/toykontext.safetensors``, loaded here once) instead of the passed toy FLUX: it needs a
 model trained with a reference image.
 """
 from __future__ import annotations
 
 import torch
 
-from ...toyworld.model import comfy_to_scene_latent, scene_latent_to_comfy
+from fluxdrag.toyworld.model import comfy_to_scene_latent, scene_latent_to_comfy
+
 from .methods import register
 
 STEPS = 20
@@ -25,8 +26,8 @@ def lazydrag(scene, model, cond, steps: int = STEPS, background_query: str = "li
 
     ``opts``: further :class:`LazyDragSettings` fields by name (the nodes' defaults otherwise).
     """
-    from ...pipelines.common import to_latent
-    from ...pipelines.lazydrag import LazyDragSettings, run_lazydrag
+    from fluxdrag.pipelines.common import to_latent
+    from fluxdrag.pipelines.lazydrag import LazyDragSettings, run_lazydrag
 
     s = LazyDragSettings(steps=steps, inversion_guidance=_guidance(cond), seed=scene.seed,
                          background_query=background_query, background_lock=background_lock, **opts)
@@ -38,8 +39,8 @@ def lazydrag_paper(scene, model, cond) -> torch.Tensor:
     """LazyDrag as in the paper: token map pushed forward, elastic drags never fused, the gate in
     token units, attention control only (no latent locks), background queries cached too — what
     our departures (docs/lazydrag.md) add."""
-    from ...pipelines.lazydrag import LazyDragSettings
-    from ...pipelines.settings import departures
+    from fluxdrag.pipelines.lazydrag import LazyDragSettings
+    from fluxdrag.pipelines.settings import departures
 
     return lazydrag(scene, model, cond, **departures(LazyDragSettings))
 
@@ -47,7 +48,7 @@ def lazydrag_paper(scene, model, cond) -> torch.Tensor:
 def attentiondrag(scene, model, cond, steps: int = STEPS, **opts) -> torch.Tensor:
     """FluxDrag AttentionDrag, FLUX path (Uni-Inv to strength 0.7, one-step move, sample back);
     ``opts``: further :class:`AttentionDragSettings` fields by name."""
-    from ...pipelines.attention_drag import AttentionDragSettings, run_attention_drag
+    from fluxdrag.pipelines.attention_drag import AttentionDragSettings, run_attention_drag
 
     s = AttentionDragSettings(steps=steps, inversion_guidance=_guidance(cond), **opts)
     out = run_attention_drag(model, scene_latent_to_comfy(scene.latent), scene.drags, cond, settings=s)
@@ -56,7 +57,7 @@ def attentiondrag(scene, model, cond, steps: int = STEPS, **opts) -> torch.Tenso
 
 def attentiondrag_paper(scene, model, cond) -> torch.Tensor:
     """AttentionDrag with the paper's reading of every departure (``pipelines.attention_drag.PAPER``)."""
-    from ...pipelines.attention_drag import PAPER
+    from fluxdrag.pipelines.attention_drag import PAPER
 
     return attentiondrag(scene, model, cond, **PAPER)
 
@@ -74,9 +75,10 @@ def dragflow_regions(scene) -> list[dict]:
     scene's ground truth (``scene.extra["joint"]``), as a user would place the anchor."""
     import math
 
-    from ...core.affine import rotation_angle
-    from ...core.instructions import rle_encode
-    from ...toyworld.scenes import PIXELS_PER_LATENT, _components, latent_mask_to_pixels
+    from fluxdrag.core.affine import rotation_angle
+    from fluxdrag.core.instructions import rle_encode
+    from fluxdrag.toyworld.scenes import PIXELS_PER_LATENT, _components, latent_mask_to_pixels
+
     from .methods import _region_latent
 
     h, w = scene.latent.shape[-2:]
@@ -125,7 +127,7 @@ def dragflow(scene, model, cond, steps: int = 25, **opts) -> torch.Tensor:
     """FluxDrag Region Affine Optimise with the scene's regions (:func:`dragflow_regions`: one per
     dragged object — relocations, rotations, several regions for multi-object moves) and the
     node's defaults; ``opts``: further :class:`DragFlowSettings` fields by name."""
-    from ...pipelines.dragflow import DragFlowSettings, run_dragflow
+    from fluxdrag.pipelines.dragflow import DragFlowSettings, run_dragflow
 
     doc = dict(scene.drags, regions=dragflow_regions(scene))
     opts.setdefault("skip_steps", max(1, round(steps * 6 / 25)))
@@ -144,8 +146,8 @@ def dragflow_no_kv(scene, model, cond) -> torch.Tensor:
 
 def dragflow_paper(scene, model, cond) -> torch.Tensor:
     """DragFlow with the paper's value of every departure (``pipelines.dragflow.PAPER``)."""
-    from ...pipelines.dragflow import DragFlowSettings
-    from ...pipelines.settings import departures
+    from fluxdrag.pipelines.dragflow import DragFlowSettings
+    from fluxdrag.pipelines.settings import departures
 
     return dragflow(scene, model, cond, **departures(DragFlowSettings))
 
@@ -162,8 +164,8 @@ def contextdrag(scene, model, cond, steps: int = STEPS, cti: bool = True, pca: b
     import comfy.sample
     from comfy_extras.nodes_edit_model import ReferenceLatent
 
-    from ...pipelines.contextdrag import apply_cti, apply_pca, build_map
-    from ...toyworld.model import KONTEXT_WEIGHTS, load_toy_model
+    from fluxdrag.pipelines.contextdrag import apply_cti, apply_pca, build_map
+    from fluxdrag.toyworld.model import KONTEXT_WEIGHTS, load_toy_model
 
     if "model" not in _KONTEXT:
         _KONTEXT["model"], _KONTEXT["cond"] = load_toy_model(KONTEXT_WEIGHTS)

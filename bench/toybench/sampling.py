@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...toyworld.scenes import (
+from fluxdrag.toyworld.scenes import (
     FAMILIES,
     NEW_FAMILIES,
     PALETTE_SIZE,

@@ -1,6 +1,6 @@
 """Why few-step inversion fails on the trained toy model: round trips under controlled changes.
 
-``python bench/toyworld/inversion_diagnosis.py [--steps 8]`` inverts six toy scenes (seeds
+``python -m bench.toybench.inversion_diagnosis [--steps 8]`` inverts six toy scenes (seeds
 500–505: single, multi, textured_bg, single, multi, crowded) and samples them back with the
 core solvers on the raw toy velocity (no ComfyUI sampler; the same σ grid as ComfyUI's `simple`
 FLUX schedule), printing RMS error / source spread per scene for: FireFlow (midpoint with reuse),
@@ -9,23 +9,13 @@ instead of 1.15, Uni-Inv → Euler, FireFlow at twice the steps, and the std of 
 """
 from __future__ import annotations
 
-if __name__ == "__main__" and not __package__:   # run as a script: import the pack as `fluxdrag`
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    import fluxdrag_bootstrap  # noqa: F401  (registers the pack as ``fluxdrag``)
-    from fluxdrag.bench.toyworld.inversion_diagnosis import main
-
-    sys.exit(main())
-
 import argparse
 
 import torch
 
-from ...core import solvers
-from ...toyworld.model import flux_sigmas, velocity
-from ...toyworld.scenes import make_scene
+from fluxdrag.core import solvers
+from fluxdrag.toyworld.model import flux_sigmas, velocity
+from fluxdrag.toyworld.scenes import make_scene
 
 FAMS = ["single", "multi", "textured_bg", "single", "multi", "crowded"]
 
@@ -45,8 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from ...tools.comfy_env import import_comfy
-    from ...toyworld.model import load_toy_model
+    from fluxdrag.toyworld.model import load_toy_model
+    from tools.comfy_env import import_comfy
 
     import_comfy()
     import node_helpers
@@ -80,3 +70,7 @@ def main(argv=None) -> int:
     run("uni_inv -> euler", U, E)
     run("fireflow, twice the steps", F, F, steps=2 * n)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,7 +20,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 WEIGHTS = HERE / "toyflux.safetensors"
 META = HERE / "toyflux.json"
-# the toy FLUX fine-tuned to read a ReferenceLatent like FLUX.1 Kontext (bench/toyworld/train_kontext.py)
+# the toy FLUX fine-tuned to read a ReferenceLatent like FLUX.1 Kontext (bench/toybench/train_kontext.py)
 KONTEXT_WEIGHTS = HERE / "toykontext.safetensors"
 #: Toy Model Loader choices → weights
 TOY_MODELS = {"toy FLUX": WEIGHTS, "toy Kontext": KONTEXT_WEIGHTS}

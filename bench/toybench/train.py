@@ -29,18 +29,18 @@ resumed from (6) with ``--init`` (seed 1, lr 6e-4, warmup 50, ``--small-frac 0.5
 the samples hold compact signature objects. The record of (6) is kept under ``resumed_from`` in
 toyflux.json and its loss curve continues in toyflux.log.jsonl. Reproduce::
 
-    python bench/toyworld/train.py --seed 0 --max-minutes 33 --out A.safetensors
-    python bench/toyworld/train.py --init A.safetensors --seed 1 --lr 6e-4 --warmup 50 \
+    python -m bench.toybench.train --seed 0 --max-minutes 33 --out A.safetensors
+    python -m bench.toybench.train --init A.safetensors --seed 1 --lr 6e-4 --warmup 50 \
         --steps 12000 --threads 2 --small-frac 0.5 --max-minutes 100
 
 (bitwise reproduction needs the same thread counts; (6) stopped on its wall-clock budget).
 (8) A continuation of (7) with the newer families in the mix (``--families single multi crowded
 parts border overlap large``, seed 2, lr 2e-4) ran 732 steps in its 50-minute budget on two
 shared cores and was not adopted: its per-family denoising errors equal the shipped weights' to
-0.001 (record and loss log in ``bench/toyworld/logs/``). The shipped weights already denoise the
+0.001 (record and loss log in ``bench/toybench/logs/``). The shipped weights already denoise the
 new families as well as the ones they were trained on (``docs/toyworld_results.md``).
 
-(9) Toy world v3 (``toyworld/toyflux_v3.safetensors``, not shipped yet: every method's
+(9) Toy world v3 (``fluxdrag/toyworld/toyflux_v3.safetensors``, not shipped yet: every method's
 calibrated thresholds depend on the shipped weights): resumed from the shipped weights in fp32
 (``--no-bf16``: about 4× faster than bf16 autocast on this CPU), seed 3, lr 3e-4, warmup 50,
 ``--small-frac 0.2``, the earlier families once and the v3 families twice
@@ -57,20 +57,10 @@ Two training-only adaptations, neither changes the function the network computes
   * FLUX blocks add residuals in place (``img += …``), which autograd rejects; tensors saved for
     backward are copied at save time (``saved_tensors_hooks``).
 
-Usage: ``python bench/toyworld/train.py [--steps 3600] [--batch 16] [--seed 0]``;
+Usage: ``python -m bench.toybench.train [--steps 3600] [--batch 16] [--seed 0]``;
 ``--plots-only`` redraws docs/toyworld_loss.png and docs/toyworld_samples.png from the saved model.
 """
 from __future__ import annotations
-
-if __name__ == "__main__" and not __package__:   # run as a script: import the pack as `fluxdrag`
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    import fluxdrag_bootstrap  # noqa: F401  (registers the pack as ``fluxdrag``)
-    from fluxdrag.bench.toyworld.train import main
-
-    sys.exit(main())
 
 import argparse
 import contextlib
@@ -83,8 +73,9 @@ from pathlib import Path
 
 import torch
 
-from ...toyworld import model as tm
-from ...toyworld.scenes import FAMILIES
+from fluxdrag.toyworld import model as tm
+from fluxdrag.toyworld.scenes import FAMILIES
+
 from .sampling import sample_scene_latents, sample_small_latents
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -219,7 +210,7 @@ def _cond_lists(cond: dict) -> dict:
 
 
 def train(args) -> None:
-    from ...tools import comfy_env
+    from tools import comfy_env
 
     comfy_env.import_comfy()
     torch.set_num_threads(args.threads)
@@ -361,7 +352,8 @@ def eval_loss(dm, cond: dict, seed: int, families: tuple[str, ...], n: int = 64)
 
 def plots(args) -> None:
     """docs/toyworld_loss.png from the log, docs/toyworld_samples.png from the saved model."""
-    from ...toyworld.scenes import detect_all, make_scene, to_rgb
+    from fluxdrag.toyworld.scenes import detect_all, make_scene, to_rgb
+
     from . import viz
 
     out = Path(args.out)
@@ -428,3 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plots or args.plots_only:
         plots(args)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

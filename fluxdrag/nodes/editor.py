@@ -35,7 +35,7 @@ log = logging.getLogger("FluxDrag")
 
 # The example picture the shipped workflows load (LoadImage), installed into ComfyUI's input folder
 # under a pack-specific name so that every template opens with its image.
-EXAMPLE_SOURCE = Path(__file__).resolve().parent.parent / "workflows" / "example_inputs" / "source.png"
+EXAMPLE_SOURCE = Path(__file__).resolve().parents[2] / "workflows" / "example_inputs" / "source.png"
 EXAMPLE_INPUT_NAME = "fluxdrag_example.png"
 
 
