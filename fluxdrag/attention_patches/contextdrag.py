@@ -364,9 +364,9 @@ class ContextTokenInjection(_ContextDragController):
         hit = masks.get(key)
         if hit is None:
             if self.visible_to == "image":
-                hit = extras_mask(n_q, n_k, m, [sl["img"]], call.q.dtype, call.q.device)
+                hit = extras_mask(n_q, n_k, m, [sl["img"]], dtype=call.q.dtype, device=call.q.device)
             else:
-                hit = extras_mask(n_q, n_k, m, None, call.q.dtype, call.q.device, pairs=dst_pos)
+                hit = extras_mask(n_q, n_k, m, None, dtype=call.q.dtype, device=call.q.device, pairs=dst_pos)
             masks[key] = hit
         return hit
 
@@ -439,7 +439,7 @@ class PositionConsistentAttention(_ContextDragController):
         if hit is None:
             rows = {"image": [sl["img"]], "image_text": [sl["img"], sl["txt"]],
                     "all": [slice(0, n_q)]}[self.hide_from]
-            hit = key_hiding_mask(n_q, n_seq, rows, self.hidden + cols0, call.q.dtype, call.q.device)
+            hit = key_hiding_mask(n_q, n_seq, rows, self.hidden + cols0, dtype=call.q.dtype, device=call.q.device)
             masks[key] = hit
         return hit
 

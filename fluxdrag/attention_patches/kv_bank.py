@@ -217,9 +217,11 @@ class DragFlowKVPlan:
         dm = model.get_model_object("diffusion_model")
         n_evals = len(sigmas)  # FireFlow: one per step + the end point the edit adds
         dtype = model.model.get_dtype() if hasattr(model.model, "get_dtype") else torch.bfloat16
-        need = estimate_kv_bytes(self.bank.layers, n_evals, shape[0], dm.num_heads,
-                                 dm.hidden_size // dm.num_heads, (shape[-2] // 2) * (shape[-1] // 2),
-                                 self.n_txt, self.bank.inject_text, bytes_per_element(cache.policy, dtype))
+        need = estimate_kv_bytes(self.bank.layers, n_evals, batch=shape[0], heads=dm.num_heads,
+                                 head_dim=dm.hidden_size // dm.num_heads,
+                                 n_img=(shape[-2] // 2) * (shape[-1] // 2), n_txt=self.n_txt,
+                                 inject_text=self.bank.inject_text,
+                                 bytes_per=bytes_per_element(cache.policy, dtype))
         cache.reserve(need)
         # the bank is wired to the inversion's cache before it is installed anywhere; it captures
         # in that run because its mode says so (the edit's calls say what they want)

@@ -80,10 +80,11 @@ class LazyDragPlan:
         ix = self.indices
         dtype = model.model.get_dtype() if hasattr(model.model, "get_dtype") else torch.bfloat16
         return estimate_cache_bytes(
-            len(dm.single_blocks), n, n_active, ix.bg.numel() if self.background else 0,
-            ix.id_src_unique.numel() if self.identity else 0,
-            ix.y_src_unique.numel() if self.refine else 0,
-            dm.hidden_size, batch, bytes_per_element(policy, dtype), bg_tensors=len(self.bg_names))
+            len(dm.single_blocks), n, n_active, n_bg=ix.bg.numel() if self.background else 0,
+            n_uid=ix.id_src_unique.numel() if self.identity else 0,
+            n_uy=ix.y_src_unique.numel() if self.refine else 0,
+            hidden=dm.hidden_size, batch=batch, bytes_per_element=bytes_per_element(policy, dtype),
+            bg_tensors=len(self.bg_names))
 
     def capture_controllers(self, cache: TokenCache, sigmas: torch.Tensor, shape: tuple, model):
         h, w = shape[-2] // 2, shape[-1] // 2
@@ -328,7 +329,7 @@ class LazyDragControl(Controller):
             k = torch.cat((k, k_extra), dim=2)
             v = torch.cat((v, v_src), dim=2)
             txt = call.slices()["txt"] if self.mask_text else None
-            mask = extra_kv_mask(q.shape[2], n_k, k_extra.shape[2], txt, q.dtype, dev, base=mask)
+            mask = extra_kv_mask(q.shape[2], n_k, k_extra.shape[2], txt, dtype=q.dtype, device=dev, base=mask)
             if E is not None:  # the reconstruction rows never see the extras
                 if mask is None:
                     mask = torch.zeros(1, 1, q.shape[2], k.shape[2], dtype=q.dtype, device=dev)

@@ -165,7 +165,7 @@ class ForwardContext:
         return self._pe
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AttentionCall:
     """One intercepted attention call."""
 
@@ -285,8 +285,9 @@ class AttentionRouter:
         block_type = to.get("block_type") if ctx is not None else None
         block_index = to.get("block_index") if ctx is not None else None
         q, k, v, heads = args[:4]
-        call = AttentionCall(ctx, block_type, block_index, q, k, v, heads, kwargs.get("mask"), to,
-                             bool(kwargs.get("skip_reshape", False)))
+        call = AttentionCall(ctx=ctx, block_type=block_type, block_index=block_index, q=q, k=k, v=v,
+                             heads=heads, mask=kwargs.get("mask"), transformer_options=to,
+                             skip_reshape=bool(kwargs.get("skip_reshape", False)))
         chain = [c for c in self.controllers if c.claims(call)]
         if not chain:
             return self._fallback(func, args, kwargs)
@@ -298,7 +299,8 @@ class AttentionRouter:
                 if mask is not None or "mask" in kw:
                     kw["mask"] = mask
                 return self._fallback(func, (q, k, v, heads) + rest, kw)
-            c = AttentionCall(ctx, block_type, block_index, q, k, v, heads, mask, to, call.skip_reshape)
+            c = AttentionCall(ctx=ctx, block_type=block_type, block_index=block_index, q=q, k=k, v=v,
+                              heads=heads, mask=mask, transformer_options=to, skip_reshape=call.skip_reshape)
             return chain[i].attention(c, lambda q2, k2, v2, m2: run(i + 1, q2, k2, v2, m2))
 
         return run(0, q, k, v, call.mask)

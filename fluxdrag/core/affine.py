@@ -485,7 +485,7 @@ class Region:
     def affine(self, progress: float = 1.0, grid_hw: tuple[int, int] | None = None) -> torch.Tensor:
         """A_k(p) as 2×3 float64; on another grid (e.g. the latent or a feature map) when
         ``grid_hw`` is given (scaled by grid/mask size)."""
-        A = region_affine(self.op, self.begin, self.target, self.anchor, progress, self.hw)
+        A = region_affine(self.op, self.begin, self.target, self.anchor, progress=progress, image_hw=self.hw)
         if grid_hw is not None and tuple(grid_hw) != self.hw:
             H, W = self.hw
             A = rescale_affine(A, grid_hw[1] / W, grid_hw[0] / H)

@@ -246,7 +246,8 @@ def plan_move(
     kw = dict(normalise=normalise, rigid=rigid or whole, tau=tau, relative_to=relative_to)
     wts = handle_weights(attention, hp, masks, **kw)
     field = attention_displacement_field(attention, hp, tp, masks, fuse=fuse, **kw)
-    return MovePlan(attention, masks, wts, field, masks.any(dim=0), hp, tp)
+    return MovePlan(attention=attention, masks=masks, weights=wts, field=field, union=masks.any(dim=0),
+                    handles=hp, targets=tp)
 
 
 def apply_move(z: torch.Tensor, plan: MovePlan, fill_radius: int | None = None,

@@ -207,6 +207,7 @@ def _match(
     P: torch.Tensor,
     handles: torch.Tensor,
     targets: torch.Tensor,
+    *,
     modes: Sequence[str],
     scales: torch.Tensor,
     angles: torch.Tensor,
@@ -227,8 +228,9 @@ def _match(
     src_yx = torch.nonzero(P)
     pts = src_yx.flip(1).to(torch.float64)
     cc, rr = (None, None) if circle is None else circle
-    v, alpha, win = winner_takes_all_field(pts, handles, targets, modes, scales, cc, rr, angles,
-                                           gate_unit)
+    v, alpha, win = winner_takes_all_field(pts, handles, targets, modes=modes, scales=scales,
+                                           circle_center=cc, circle_radius=rr, angles=angles,
+                                           gate_unit=gate_unit)
     src_flat_all = src_yx[:, 0] * w + src_yx[:, 1]
     fwd = torch.ones(pts.shape[0], dtype=torch.bool)
     if backward:
@@ -340,8 +342,8 @@ def build_fine_map(token_drags: TokenDrags, editable_px: torch.Tensor, circle: t
     to_px = lambda t: 2.0 * t + 0.5  # noqa: E731
     circ = None if circle is None else (to_px(circle[0]), 2.0 * circle[1])
     chosen, _ = _match(P, to_px(token_drags.handles), to_px(token_drags.targets),
-                       token_drags.modes, token_drags.scales, token_drags.angles, circ,
-                       2.0 * gate_unit, backward)
+                       modes=token_drags.modes, scales=token_drags.scales, angles=token_drags.angles,
+                       circle=circ, gate_unit=2.0 * gate_unit, backward=backward)
     N = H * W
     dest = chosen < N
     source = torch.where(dest, chosen, -1)
@@ -411,9 +413,9 @@ def build_correspondence(
     gate_unit = gate_unit_tokens(token_drags.image_hw, gate_reference)
     needs_circle = any(m == "drag" for m in token_drags.modes)
     circle = circumscribed_circle(P, token_drags.handles) if needs_circle else None
-    chosen, alpha_of_src = _match(P, token_drags.handles, token_drags.targets, token_drags.modes,
-                                  token_drags.scales, token_drags.angles, circle, gate_unit,
-                                  backward)
+    chosen, alpha_of_src = _match(P, token_drags.handles, token_drags.targets, modes=token_drags.modes,
+                                  scales=token_drags.scales, angles=token_drags.angles, circle=circle,
+                                  gate_unit=gate_unit, backward=backward)
     N = h * w
     dest = chosen < N  # (N,)
     weight = torch.zeros(N, dtype=torch.float64)

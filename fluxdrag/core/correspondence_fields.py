@@ -91,6 +91,7 @@ def winner_takes_all_field(
     points: torch.Tensor,
     handles: torch.Tensor,
     targets: torch.Tensor,
+    *,
     modes: Sequence[str] | None = None,
     scales: torch.Tensor | None = None,
     circle_center: torch.Tensor | Sequence[float] | None = None,

@@ -55,8 +55,9 @@ def lazydrag_indices(cmap: CorrespondenceMap) -> LazyDragIndices:
     y_dst = torch.nonzero(m >= 0).flatten()
     y_u, y_pos = torch.unique(m[y_dst], return_inverse=True)
     wgt = cmap.weight.reshape(-1)[y_dst].to(torch.float32)
-    return LazyDragIndices(bg, id_dst, id_src, id_u, id_pos.reshape(-1), y_dst, y_u,
-                           y_pos.reshape(-1), wgt)
+    return LazyDragIndices(bg=bg, id_dst=id_dst, id_src=id_src, id_src_unique=id_u,
+                           id_src_pos=id_pos.reshape(-1), y_dst=y_dst, y_src_unique=y_u,
+                           y_src_pos=y_pos.reshape(-1), y_weight=wgt)
 
 
 def output_gate(step: float, total_steps: int, h_max: float = 0.8, hold: float = 0.2,

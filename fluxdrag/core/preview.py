@@ -163,8 +163,9 @@ def _triangle(img: torch.Tensor, pts: Sequence[Sequence[float]], color: torch.Te
     img[y0:y1, x0:x1][inside] = color
 
 
-def _text(img: torch.Tensor, text: str, x: float, y: float, px: int, color: torch.Tensor) -> None:
-    """Digits in the 3x5 bitmap font, top-left at (x, y), each font pixel ``px`` image pixels."""
+def _text(img: torch.Tensor, text: str, xy: tuple[float, float], *, px: int, color: torch.Tensor) -> None:
+    """Digits in the 3x5 bitmap font, top-left at ``xy`` = (x, y), each font pixel ``px`` image pixels."""
+    x, y = xy
     H, W = img.shape[:2]
     cx = round(x)
     for ch in text:
@@ -238,6 +239,6 @@ def draw_arrows(
             _disc(out, s[0], s[1], dot_radius, torch.tensor(handle_color, dtype=out.dtype))
         if numbers:
             fpx = max(2, round(width / 1.5))
-            _text(out, str(i + 1), s[0] + dot_radius + 1, s[1] - dot_radius - 5 * fpx,
-                  fpx, torch.tensor(handle_color or colors[i], dtype=out.dtype))
+            _text(out, str(i + 1), (s[0] + dot_radius + 1, s[1] - dot_radius - 5 * fpx),
+                  px=fpx, color=torch.tensor(handle_color or colors[i], dtype=out.dtype))
     return out

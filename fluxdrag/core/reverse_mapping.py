@@ -487,7 +487,7 @@ def build_reverse_map(
     dst[qi[:, 1], qi[:, 0]] = True
     src = torch.full((h, w, 2), -1, dtype=torch.long)
     src[qi[:, 1], qi[:, 0]] = src_xy[keep]
-    _hold_anchors(dst, src, s, t, m_src, power, eps)
+    _hold_anchors(dst, src, s, t, m_src, power=power, eps=eps)
     params = {
         "power": float(power), "eps": float(eps), "hull": bool(hull), "hull_groups": hull_groups,
         "hull_tol": float(hull_tol), "dilate": int(dilate), "anchor": anchor,
@@ -495,11 +495,12 @@ def build_reverse_map(
         "region_radius_scale": float(region_radius_scale),
         "region_radius_min": float(region_radius_min),
     }
-    return ReverseMap((h, w), s, t, m_src, coarse, dst, src, params)
+    return ReverseMap(grid_hw=(h, w), handles=s, targets=t, src_mask=m_src, coarse_mask=coarse, dst_mask=dst,
+                      src=src, params=params)
 
 
 def _hold_anchors(dst: torch.Tensor, src: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
-                  m_src: torch.Tensor, power: float, eps: float) -> None:
+                  m_src: torch.Tensor, *, power: float, eps: float) -> None:
     """Anchors (a handle on its target: zero displacement) map to themselves, in place.
 
     The cell holding each anchor, and every cell of M_SRC whose nearest handle is an anchor and

@@ -134,7 +134,7 @@ class AttentionDragSettings:
 PAPER = departures(AttentionDragSettings)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AttentionDragOutcome:
     """Everything an edit produced (model space unless noted)."""
 
@@ -256,7 +256,7 @@ def latent_mask(mask_px: torch.Tensor, latent_hw: tuple) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # the move (shared)
 # --------------------------------------------------------------------------------------------
-def _move(z: torch.Tensor, cap: Capture, handles_px, targets_px, mask: Optional[torch.Tensor],
+def _move(z: torch.Tensor, cap: Capture, handles_px, targets_px, *, mask: Optional[torch.Tensor],
           s: AttentionDragSettings) -> tuple:
     h, w = z.shape[-2:]
     hc = clamp_cells(pixels_to_cells(handles_px), (h, w))
@@ -292,7 +292,7 @@ def _lock(plans: list, moves: list, trajectory: dict, n_steps: int,
         return torch.cat([apply_move(z[r:r + 1], plans[r], fill_with_attention=s.fill_with_attention).latent
                           for r in range(z.shape[0])])
 
-    return BackgroundLock(keep, trajectory, steps, written, move, content)
+    return BackgroundLock(keep, trajectory, steps, written=written, move=move, content_steps=content)
 
 
 def resolve_mask_source(s: AttentionDragSettings, mask_px, node: str = NODE) -> AttentionDragSettings:
@@ -325,7 +325,7 @@ def sd_schedule(model, s: AttentionDragSettings) -> DDIMSchedule:
     return ddim_schedule(alphas_from_sigmas(ms.sigmas.detach().cpu()), s.steps).tail(s.strength)
 
 
-def sd_invert(model, samples: torch.Tensor, positive, sched: DDIMSchedule, ctrl: AttentionCapture,
+def sd_invert(model, samples: torch.Tensor, positive, sched: DDIMSchedule, ctrl: AttentionCapture, *,
               eps_at: str = "next", tick=None, trajectory: Optional[dict] = None) -> tuple:
     """DDIM-invert ``samples`` (a LATENT's samples) to ``sched.timesteps[0]`` on a clone of ``model``
     carrying ``ctrl``; ``ctrl`` reads the attention on the call labelled with that timestep (the
@@ -370,7 +370,7 @@ def sd_invert(model, samples: torch.Tensor, positive, sched: DDIMSchedule, ctrl:
     return inv_run.latent.detach(), z0, extra["used"]
 
 
-def sd_denoise(model, z: torch.Tensor, positive, sched: DDIMSchedule, negative=None, cfg: float = 1.0,
+def sd_denoise(model, z: torch.Tensor, positive, sched: DDIMSchedule, *, negative=None, cfg: float = 1.0,
                tick=None, lock: Optional[BackgroundLock] = None) -> torch.Tensor:
     """DDIM-denoise the DDIM-space latent ``z`` (at ``sched.timesteps[0]``) to a model-space latent
     (``lock``: keyed by ᾱ, see :func:`sd_invert`)."""
@@ -409,17 +409,19 @@ def run_sd(model, latent: dict, drags, positive, negative=None, s: AttentionDrag
 
     ctrl = AttentionCapture(layer, handles, (h, w), batch=b, direction=s.direction, keep_qk=keep_qk)
     traj: dict = {}
-    z_top, z0, used_extra = sd_invert(model, samples, positive, sched, ctrl, s.eps_at, tick, traj)
+    z_top, z0, used_extra = sd_invert(model, samples, positive, sched, ctrl, eps_at=s.eps_at, tick=tick,
+                                      trajectory=traj)
     check_finite(z_top, node, "DDIM inversion")
     if ctrl.capture is None:
         raise RuntimeError(f"{node}: the attention of layer {layer} was never read; is it a self-attention "
                            f"block of this UNet?")
-    z_moved, plans, moves = _move(z_top, ctrl.capture, handles, targets, mask, s)
+    z_moved, plans, moves = _move(z_top, ctrl.capture, handles, targets, mask=mask, s=s)
     z_moved = check_finite(hold_anchors(z_moved, z_top, anchors, ANCHOR_HOLD_PX), node, "attention move")
-    out = check_finite(sd_denoise(model, z_moved, positive, sched, negative, s.cfg, tick,
-                                  _lock(plans, moves, traj, sched.steps, s)), node, "DDIM sampling")
+    out = check_finite(sd_denoise(model, z_moved, positive, sched, negative=negative, cfg=s.cfg, tick=tick,
+                                  lock=_lock(plans, moves, traj, sched.steps, s)), node, "DDIM sampling")
     return AttentionDragOutcome(
-        "sd1", out, z_top, z_moved, plans, moves, ctrl.capture, layer, calls["n"], used_extra,
+        family="sd1", latent=out, z_start=z_top, z_moved=z_moved, plans=plans, moves=moves,
+        capture=ctrl.capture, layer=layer, model_calls=calls["n"], extra_capture_call=used_extra,
         info={"schedule": sched, "inversion_labels": labels, "z_0": z0})
 
 
@@ -465,7 +467,7 @@ def run_flux(model, latent: dict, drags, positive, negative=None, s: AttentionDr
         calls += 1
     if ctrl.capture is None:
         raise RuntimeError(f"{node}: the attention of layer {layer} was never read.")
-    z_moved, plans, moves = _move(rec.z_T.detach(), ctrl.capture, handles, targets, mask, s)
+    z_moved, plans, moves = _move(rec.z_T.detach(), ctrl.capture, handles, targets, mask=mask, s=s)
     z_moved = check_finite(hold_anchors(z_moved, rec.z_T.detach(), anchors, ANCHOR_HOLD_PX), node,
                            "attention move")
     lock = _lock(plans, moves, flux_trajectory(rec.sigmas, rec.trajectory, rec.z_0), len(rec.sigmas) - 1, s)
@@ -473,7 +475,8 @@ def run_flux(model, latent: dict, drags, positive, negative=None, s: AttentionDr
                        solver="auto", cfg=s.cfg, negative=negative, node=node)
     calls += solvers.model_calls(rec.sample_solver, len(rec.sigmas) - 1)
     return AttentionDragOutcome(
-        "flux", out.detach(), rec.z_T.detach(), z_moved, plans, moves, ctrl.capture, layer, calls, used_extra,
+        family="flux", latent=out.detach(), z_start=rec.z_T.detach(), z_moved=z_moved, plans=plans, moves=moves,
+        capture=ctrl.capture, layer=layer, model_calls=calls, extra_capture_call=used_extra,
         info={"record": rec, "sigmas": rec.sigmas, "z_0": rec.z_0})
 
 

@@ -312,7 +312,8 @@ def _random_object(g: torch.Generator, palette: int, size_range: tuple[float, fl
     for _ in range(50):
         cx = 4.0 * _randint(g, 0, width // 4)
         cy = 4.0 * _randint(g, 0, height // 4)
-        obj = SceneObject(shape, palette, cx, cy, size, angle, 1.0, 1.0, texture, freq, phase, tex_amp)
+        obj = SceneObject(shape, palette, cx, cy, size, angle=angle, texture=texture, tex_freq=freq,
+                          tex_phase=phase, tex_amp=tex_amp)
         if at_border:
             r = 4.0 * math.ceil(obj.radius / 4.0)
             side = _randint(g, 0, 3)
@@ -422,7 +423,7 @@ def make_scene(seed: int, family: str = "single", case: str | None = None, size:
             raise ValueError(f"case 'bend' needs an articulated object; family {family!r} has none "
                              "(use family 'articulated')")
     for _attempt in range(20):
-        scene = try_scene(g, seed, family, case, size, width, height, mask_in_json)
+        scene = try_scene(g, seed, family, case, size=size, width=width, height=height, mask_in_json=mask_in_json)
         if scene is not None:
             return scene
     raise RuntimeError(f"could not place a scene for seed={seed} family={family} case={case}")
@@ -470,12 +471,13 @@ def _try_scene(g, seed, family, case, size, width, height, mask_in_json) -> Scen
         rot_shapes = ("square", "triangle", "bar") + (("disc",) if family == "parts" else ())
         shapes = SHAPES if case != "rotate" or objects else rot_shapes
         if family == "parts":
-            obj = _random_object(g, k, size_range, width, height, objects, shapes,
+            obj = _random_object(g, k, size_range, width, height, others=objects, shapes=shapes,
                                  textures=PART_TEXTURES, tex_amp=2.0)
         elif family == "border":
-            obj = _random_object(g, k, size_range, width, height, objects, shapes, at_border=not objects)
+            obj = _random_object(g, k, size_range, width, height, others=objects, shapes=shapes,
+                                 at_border=not objects)
         else:
-            obj = _random_object(g, k, size_range, width, height, objects, shapes)
+            obj = _random_object(g, k, size_range, width, height, others=objects, shapes=shapes)
         if obj is None:
             return None
         objects.append(obj)
@@ -543,5 +545,6 @@ def _try_scene(g, seed, family, case, size, width, height, mask_in_json) -> Scen
     if mask_in_json:
         mask_json = {"rle": rle_encode(latent_mask_to_pixels(masks[moved].any(0)))}
     doc = {"version": 1, "image_size": [width, height], "drags": drags, "mask": mask_json}
-    return Scene(int(seed), family, case, latent, edited, background, objects, after,
-                 masks, masks_after, moved, doc)
+    return Scene(seed=int(seed), family=family, case=case, latent=latent, edited=edited,
+                 background=background, objects=objects, objects_after=after, masks=masks,
+                 masks_after=masks_after, moved=moved, drags=doc)

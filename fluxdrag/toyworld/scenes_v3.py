@@ -344,8 +344,8 @@ def _limb_inside(limb: Limb, width: int, height: int, margin: float = 4.0) -> bo
 def _random_limb(g: torch.Generator, palette: int, width: int, height: int) -> Limb | None:
     for _ in range(50):
         lim = Limb(palette, S._rand(g, 24, width - 24), S._rand(g, 24, height - 24),
-                   S._rand(g, 40, 64), S._rand(g, 40, 60), S._rand(g, 0, 2 * math.pi),
-                   math.radians(S._rand(g, 15, 55)) * (1 if S._rand(g, 0, 1) < 0.5 else -1),
+                   S._rand(g, 40, 64), S._rand(g, 40, 60), angle=S._rand(g, 0, 2 * math.pi),
+                   bend=math.radians(S._rand(g, 15, 55)) * (1 if S._rand(g, 0, 1) < 0.5 else -1),
                    width=S._rand(g, 9, 12))
         if _limb_inside(lim, width, height):
             return lim
@@ -384,7 +384,7 @@ def try_v3_scene(g, seed, family, case, size, width, height, mask_in_json) -> S.
             return None
         objects = [limb]
         if S._rand(g, 0, 1) < 0.5:
-            other = S._random_object(g, k1, (22 * scale_px, 30 * scale_px), width, height, [])
+            other = S._random_object(g, k1, (22 * scale_px, 30 * scale_px), width, height, others=[])
             if other is None or not (_far(other, [limb]) and _far(other, [bent])):
                 return None
             objects.append(other)
@@ -397,13 +397,13 @@ def try_v3_scene(g, seed, family, case, size, width, height, mask_in_json) -> S.
     elif family == "occlusion":
         k0, k1 = torch.randperm(S.PALETTE_SIZE, generator=g)[:2].tolist()
         rng = (24 * scale_px, 34 * scale_px)
-        front = S._random_object(g, k1, rng, width, height, [])
+        front = S._random_object(g, k1, rng, width, height, others=[])
         if front is None:
             return None
         kind = "reveal" if S._rand(g, 0, 1) < 0.5 else "hide"
         h, w = size, size
         if kind == "reveal":    # the dragged object starts partly behind ``front``, ends free
-            shape_obj = S._random_object(g, k0, rng, width, height, [])
+            shape_obj = S._random_object(g, k0, rng, width, height, others=[])
             if shape_obj is None:
                 return None
             back = S._overlap_target(g, shape_obj, front, width, height, min_px=0)
@@ -413,7 +413,7 @@ def try_v3_scene(g, seed, family, case, size, width, height, mask_in_json) -> S.
             if new is None:
                 return None
         else:                   # the dragged object starts free, ends partly behind ``front``
-            back = S._random_object(g, k0, rng, width, height, [front])
+            back = S._random_object(g, k0, rng, width, height, others=[front])
             if back is None:
                 return None
             new = S._overlap_target(g, back, front, width, height)
@@ -436,7 +436,7 @@ def try_v3_scene(g, seed, family, case, size, width, height, mask_in_json) -> S.
         rng = (28 * scale_px, 40 * scale_px) if n_obj == 1 else (22 * scale_px, 32 * scale_px)
         for k in palette:
             shapes = S.SHAPES if case != "rotate" or objects else ("square", "triangle", "bar")
-            obj = S._random_object(g, k, rng, width, height, objects, shapes,
+            obj = S._random_object(g, k, rng, width, height, others=objects, shapes=shapes,
                                    textures=("flat",) if family == "lit" else S.TEXTURES[:4])
             if obj is None:
                 return None
@@ -479,6 +479,7 @@ def try_v3_scene(g, seed, family, case, size, width, height, mask_in_json) -> S.
             region = region & ~masks[static].any(0)
         mask_json = {"rle": rle_encode(latent_mask_to_pixels(region))}
     doc = {"version": 1, "image_size": [width, height], "drags": drags, "mask": mask_json}
-    return S.Scene(int(seed), family, case, latent, edited, background, objects, after, masks,
-                   masks_after, moved, doc, light=light, shadows=shadows, shadows_after=shadows_after,
-                   extra=extra)
+    return S.Scene(seed=int(seed), family=family, case=case, latent=latent, edited=edited,
+                   background=background, objects=objects, objects_after=after, masks=masks,
+                   masks_after=masks_after, moved=moved, drags=doc, light=light, shadows=shadows,
+                   shadows_after=shadows_after, extra=extra)
