@@ -1,6 +1,6 @@
 """AttentionDrag on the router: capture one self-attention layer's map to the handles, and DDIM.
 
-Method: ``core/attention_drag.py`` + ``core/attention_drag_move.py`` (anchors §11). Here:
+Method: ``core/attention_drag.py`` + ``core/attention_drag_move.py`` (docs/attentiondrag.md). Here:
 
 - :class:`AttentionCapture`, a router controller that, on the one model call it is armed for,
   reads q/k of one layer's *image* self-attention and turns them into attention-to-handle maps

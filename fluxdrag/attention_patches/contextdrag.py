@@ -1,5 +1,5 @@
 """ContextDrag controllers on the router: context-preserving token injection (CTI) and
-position-consistent attention (PCA) on FLUX.1 Kontext (arXiv 2512.08477, anchors §3).
+position-consistent attention (PCA) on FLUX.1 Kontext (arXiv 2512.08477; docs/contextdrag.md).
 
 Kontext appends the reference image's noise-free VAE tokens after the image tokens
 (``call.slices()["ref"]``, ids (index 1, h, w) for a single reference). The latent-space reverse

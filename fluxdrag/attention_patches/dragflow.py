@@ -1,5 +1,5 @@
 """DragFlow's block hooks on FLUX through ComfyUI's own hooks: features with early exit and
-differentiable blocks (arXiv 2510.02253, notes ``anchors.md`` §2.3–2.5, §9).
+differentiable blocks (arXiv 2510.02253; docs/dragflow.md).
 
 **Block hooks** (:class:`DragFlowHooks`). Every double and single block gets a
 ``patches_replace["dit"][(kind, i)]`` entry on a *clone* of the MODEL (a replacement another pack

@@ -1,4 +1,4 @@
-"""DragFlow's K/V bank, an attention-router controller (arXiv 2510.02253, notes §2.5).
+"""DragFlow's K/V bank, an attention-router controller (arXiv 2510.02253; docs/dragflow.md, "K/V injection").
 
 **K/V injection** (:class:`KVBank`, an attention-router controller). During inversion it captures
 K and V of the chosen blocks' attention calls; during the optimisation forwards and sampling it
@@ -9,7 +9,7 @@ blended keys: no un-rotation is needed (the notes' "pre-RoPE" is honoured exactl
 blends ``to_k`` outputs *before* the QK RMS-norm; for η ∈ (0, 1) we blend after it [guess:
 differs only for partial blends; η = 0 and η = 1 are identical]. Double blocks: image tokens
 only (DragFlow's ``to_k``/``to_v`` there see image tokens only). Single blocks: text and image
-tokens, as in DragFlow (notes §2.5) — ``inject_text=True`` default; when the captured and the
+tokens, as in DragFlow — ``inject_text=True`` default; when the captured and the
 current text lengths differ, the text part is skipped for that call and noted (ComfyUI pads
 FLUX T5 prompts to 256 tokens, so this only happens for longer prompts). Entries are keyed by
 sigma like LazyDrag's cache (``TokenCache``), with a nearest-key fallback of ±``key_tolerance``

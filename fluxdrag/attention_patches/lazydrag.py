@@ -1,8 +1,9 @@
 """LazyDrag controllers on the router: capture during inversion, control during sampling.
 
-Math and index sets: ``core/lazydrag.py``; method: anchors §1.3–1.6. Only single-stream blocks
-are touched (all of them, as in the paper). Cache keys are the sigma of each model call, so the
-inversion's evaluations line up with the sampler's (Uni-Inv ↔ Euler exactly, anchors §1.5); a
+Math and index sets: ``core/lazydrag.py``; method: LazyDrag (arXiv 2509.12203) and
+docs/lazydrag.md. Only single-stream blocks are touched (all of them, as in the paper). Cache keys
+are the sigma of each model call, so the inversion's evaluations line up with the sampler's
+(Uni-Inv ↔ Euler exactly, ``core/solvers.MATCHING_SAMPLER``); a
 call with no cache entry (e.g. FireFlow's first sampling evaluation at σ = 1) runs unchanged.
 Latent locks after each sampling step [ours, not in the paper; docs/lazydrag.md]: background
 (``background_lock``), moved content (``content_lock``) and vacated area (``hole_lock``); with a
@@ -53,8 +54,8 @@ class LazyDragPlan:
     background: bool = True          # what the inversion must cache
     identity: bool = True
     refine: bool = True
-    #: "cached": background q, k, v all come from the inversion (the paper); "live" [ours, notes
-    #: §1.6 option (c)]: only k, v are cached and replaced, the background queries stay the edit's
+    #: "cached": background q, k, v all come from the inversion (the paper); "live" [ours: the
+    #: paper caches all three]: only k, v are cached and replaced, the background queries stay the edit's
     #: own — a third less background cache. With the latent background lock on every step (the
     #: Patch's default) background queries only shape background outputs, which the lock
     #: overwrites, so "live" gives bitwise the same edit (tested); without the lock it drifts more.

@@ -3,7 +3,7 @@
 The attention override receives q and k *after* RoPE. FLUX's rotary embedding rotates each pair
 of channels by an angle that depends on the token's (index, h, w) ids, so it is undone exactly by
 the transposed rotation. Re-encoding a cached key at another grid position (LazyDrag's
-``RoPE_x(K̄_M(x))``, anchors §1.3) is un-rotate with the source position, rotate with the
+``RoPE_x(K̄_M(x))``, arXiv 2509.12203) is un-rotate with the source position, rotate with the
 destination position.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Region affines, affine warps and DragFlow's editable (background) mask, in pure torch.
 
-DragFlow (arXiv 2510.02253; notes ``anchors.md`` §2.1, §2.4) supervises each user region with
+DragFlow (arXiv 2510.02253; docs/dragflow.md) supervises each user region with
 an affine map A_k: ``relocate`` / ``deform`` translate the region by p·(target − begin),
 ``rotate`` turns it by p·θ about an anchor, θ being the signed angle from (begin − anchor) to
 (target − anchor); p ∈ (0, 1] is the progressive weight. Its editable mask M_bg is the union,

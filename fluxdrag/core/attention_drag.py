@@ -1,7 +1,7 @@
 """AttentionDrag, pure-torch core: one-step latent move guided by self-attention to the handle.
 
-Paper: AttentionDrag (IJCAI 2025, arXiv 2506.13301); notes in ``anchors.md`` §11, hole filling
-after FastDrag (``anchors.md`` §7, bilateral nearest-neighbour interpolation). The paper's
+Paper: AttentionDrag (IJCAI 2025, arXiv 2506.13301); docs/attentiondrag.md, hole filling
+after FastDrag (arXiv 2405.15769, bilateral nearest-neighbour interpolation). The paper's
 repository has no code, so everything beyond the formula A_t(h, j) = softmax_j(q_h·k_j/√d_k),
 "movement weighted by attention", "mask = attention above τ = 2.0" and "holes filled by
 attention-weighted interpolation" is a reconstruction; each such choice is a parameter whose
@@ -422,7 +422,7 @@ def fill_holes_attention_weighted(
 
     For a hole cell p, look along −x, +x, −y, +y for the nearest non-hole cell n_d at
     distance r_d (cells; only r_d ≤ ``radius`` if given; FastDrag's bilateral
-    nearest-neighbour interpolation, anchors.md §7). Then
+    nearest-neighbour interpolation, arXiv 2405.15769). Then
 
         z(p) = Σ_d ω_d z(n_d) / Σ_d ω_d,   ω_d = (1 / r_d) · (1 − a(n_d))
 

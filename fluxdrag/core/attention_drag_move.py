@@ -1,6 +1,6 @@
 """AttentionDrag across grids: a model layer's attention map (its own token grid) moves the latent.
 
-Paper: AttentionDrag (IJCAI 2025, arXiv 2506.13301; anchors §11). The one-step pipeline of
+Paper: AttentionDrag (IJCAI 2025, arXiv 2506.13301; docs/attentiondrag.md). The one-step pipeline of
 ``core/attention_drag.py`` assumes the attention grid *is* the latent grid. A model's attention
 usually runs on a coarser grid: an SD1.5 UNet block at 1/1, 1/2, 1/4 or 1/8 of the latent, FLUX
 image tokens at 1/2 (2×2 latent patches). This module

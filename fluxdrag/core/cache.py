@@ -5,7 +5,7 @@ passes (the sigma key from :func:`sigma_key` for LazyDrag), ``block`` e.g. ``("s
 ``name`` e.g. ``"k"``. Only the token indices a controller asks for are stored (``index`` along
 the token axis, dim −2 of (B, heads, N, D) or dim 1 of (B, N, C) — the caller says which).
 
-Storage policies (anchors §1.6, §13.1):
+Storage policies (docs/lazydrag.md, docs/performance.md):
 - ``device``: kept where it was produced (fast, costs accelerator memory);
 - ``cpu``: moved to CPU memory, pinned where CUDA exists so it streams back asynchronously;
 - ``fp8``: CPU, ``float8_e4m3fn`` with one scale per entry (amax / 448), half of bf16.

@@ -1,5 +1,5 @@
 """LazyDrag explicit correspondence map and initial latent (LazyDrag, arXiv 2509.12203, §3;
-anchors.md §1.2; elastic displacement from FastDrag, anchors §7).
+docs/lazydrag.md; elastic displacement from FastDrag, arXiv 2405.15769).
 
 Everything lives on the integer FLUX token grid (h, w); points are (x, y) = (column, row) in token
 coordinates (token centres are integers, see ``instructions.pixel_to_token``).

@@ -1,6 +1,6 @@
 """Deterministic DDIM sampling and inversion against an ε callable and an ᾱ table (pure torch).
 
-DDIM (Song et al., ICLR 2021, eq. 12 with η = 0), the sampler AttentionDrag (anchors §11) and the
+DDIM (Song et al., ICLR 2021, eq. 12 with η = 0), the sampler AttentionDrag (docs/attentiondrag.md) and the
 SD1.5 drag methods it builds on (DragDiffusion, FastDrag) invert and denoise with. For a step
 from noise level ᾱ_a to ᾱ_b with the prediction ε = ε_θ(x_a, t):
 

@@ -1,4 +1,4 @@
-"""DragFlow's region-level affine supervision in pure torch (notes ``anchors.md`` §2.2–2.4).
+"""DragFlow's region-level affine supervision in pure torch (docs/dragflow.md).
 
 DragFlow (arXiv 2510.02253) edits by optimising the latent z at one timestep so that the
 FLUX image-stream features F(z) inside each region, at its current pose A_k(p), match the
@@ -12,7 +12,7 @@ with p = (τ+1)/50 during TRANSPORT (τ < 50) and p = 1 during INTENSIFY (20 mor
 plain gradient descent, lr 1000, and adaptive region weights w_k. This module holds the
 schedule, weights, feature unpacking, the loss and the loop, written against any
 differentiable ``feature_fn(z) -> F`` so it can be tested without a model. Region geometry
-and the editable mask M_bg live in :mod:`.affine`. Written from the notes only.
+and the editable mask M_bg live in :mod:`.affine`. Written from the paper and docs/dragflow.md only.
 
 Documented guesses ([guess], each a parameter with the guess as default):
 - ``scale_level``: "full" resolution is the *image* resolution and the level is a divisor, so
@@ -26,7 +26,7 @@ Documented guesses ([guess], each a parameter with the guess as default):
 - ``early_stop_tol`` (off by default) ends INTENSIFY once the loss is at or below it.
 
 Also here: :func:`paired_fireflow`, the edited and original branches sampled in lockstep with
-the hard background constraint after every step (notes §2.4). The K/V injection layer sets are in
+the hard background constraint after every step. The K/V injection layer sets are in
 :mod:`.dragflow_layers`; the validated edit plan in :mod:`.dragflow_plan`.
 """
 from __future__ import annotations
@@ -357,7 +357,7 @@ def optimise_latent(
     eps: float = 1e-8,
     hole: torch.Tensor | None = None,
 ) -> LatentOptimisation:
-    """DragFlow latent optimisation (notes §2.4): TRANSPORT then INTENSIFY, plain gradient descent.
+    """DragFlow latent optimisation (arXiv 2510.02253; docs/dragflow.md): TRANSPORT then INTENSIFY, plain gradient descent.
 
     z0, z_bg: (B, 16, h_z, w_z) latents (start point and background branch); ``feature_fn``:
     differentiable z ↦ F (B, C, h, w); F_orig = F(z_orig) (no grad); ``regions``: their masks
@@ -460,8 +460,8 @@ def paired_fireflow(
     orig_path: Sequence[torch.Tensor] | None = None,
     hold: tuple[torch.Tensor, Callable[[float], torch.Tensor], float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The edited and the original branch sampled in lockstep with FireFlow (anchors §4), the
-    hard background constraint z ← (1 − M_bg)·z_orig + M_bg·z after every step (notes §2.4).
+    """The edited and the original branch sampled in lockstep with FireFlow (arXiv 2412.07517), the
+    hard background constraint z ← (1 − M_bg)·z_orig + M_bg·z after every step.
 
     Each branch is a FireFlow midpoint step reusing its previous midpoint velocity (``*_init``
     stands for the first step's v(z, σ₀) when already known, e.g. the original branch's velocity

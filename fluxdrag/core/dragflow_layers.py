@@ -1,4 +1,5 @@
-"""DragFlow's K/V injection layer sets (notes §2.5, §9): ``non-ridge`` / ``position`` in FLUX.1
+"""DragFlow's K/V injection layer sets (docs/dragflow.md, "K/V injection"; FreeFlux, arXiv
+2503.16153): ``non-ridge`` / ``position`` in FLUX.1
 block indices, mapped proportionally onto models of another depth [guess], or a literal custom
 list. Pure Python."""
 from __future__ import annotations
@@ -7,7 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: DragFlow's ``hook_block_combo`` lists (notes §2.5 = FreeFlux's layer roles, §9), in FLUX.1
+#: DragFlow's ``hook_block_combo`` lists (FreeFlux's layer roles, arXiv 2503.16153), in FLUX.1
 #: block indices: (double blocks, single blocks).
 KV_PRESETS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "non-ridge": ((0, 7, 8, 9, 10, 18), (6, 9, 18, 23, 26, 31, 37)),

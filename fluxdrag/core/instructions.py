@@ -2,7 +2,8 @@
 become FLUX token coordinates.
 
 Every method of the pack (LazyDrag, DragFlow, ContextDrag, AttentionDrag) and the editor node read
-and write the same versioned JSON document, in image pixels (issue 3, anchors §1.2 and §2.1)::
+and write the same versioned JSON document, in image pixels (points as LazyDrag takes them,
+regions as DragFlow does)::
 
     {"version": 1, "image_size": [W, H],
      "drags": [{"handle": [x, y], "target": [x, y], "mode": "drag" | "move" | "anchor",

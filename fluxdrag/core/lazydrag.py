@@ -1,4 +1,4 @@
-"""LazyDrag attention control, the pure parts (Yin et al., arXiv 2509.12203, anchors §1.3–1.6).
+"""LazyDrag attention control, the pure parts (Yin et al., arXiv 2509.12203; docs/lazydrag.md).
 
 What the single-stream attention controls need, computed from a :class:`CorrespondenceMap`:
 

@@ -1,6 +1,6 @@
 """Pure-torch preview drawing shared by the Correspondence Map, Drag Editor and method nodes.
 
-``draw_map_preview`` tints the LazyDrag regions (anchors.md §1.2) over the image: destination
+``draw_map_preview`` tints the LazyDrag regions (``core/correspondence.py``) over the image: destination
 green, inpaint red, transition yellow, background untouched, blended with alpha 0.45.
 ``draw_arrows`` draws handle -> target arrows (anti-alias free line rasterisation by distance to
 the segment, a filled triangular head, a dot at the handle and, optionally, the drag number in a

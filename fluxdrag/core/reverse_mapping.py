@@ -1,6 +1,6 @@
 """ContextDrag latent-space reverse mapping (LRM) on the FLUX token grid.
 
-ContextDrag (arXiv 2512.08477, anchors §3) drags on FLUX.1 Kontext without inversion: the
+ContextDrag (arXiv 2512.08477; docs/contextdrag.md) drags on FLUX.1 Kontext without inversion: the
 source image is Kontext's reference and its noise-free tokens are re-used at the dragged
 positions. LRM gives every destination token q a source token src(q), with no holes:
 

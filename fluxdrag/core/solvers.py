@@ -6,10 +6,10 @@ noise, sigmas increasing) and samples (noise → image, sigmas decreasing); only
 solver is a small function of a velocity callable, a state and a sigma list.
 
 - ``euler``: the baseline, one velocity evaluation per step (N calls for N steps).
-- ``fireflow``: FireFlow (Deng et al., ICML 2025, arXiv 2412.07517, anchors §4): the midpoint
+- ``fireflow``: FireFlow (Deng et al., ICML 2025, arXiv 2412.07517): the midpoint
   method whose first evaluation of each step reuses the previous step's midpoint velocity —
   N + 1 calls for N steps, second order.
-- ``uni_inv``: Uni-Inv of UniEdit-Flow (Jiao et al., arXiv 2504.13109, anchors §5): a full
+- ``uni_inv``: Uni-Inv of UniEdit-Flow (Jiao et al., arXiv 2504.13109): a full
   Euler predictor, then the step is re-taken with the velocity at the predicted end point;
   that end-point velocity is reused as the next step's predictor velocity (N + 1 calls).
   ``zero_init`` (UniEdit-Flow's ``--zero_init``) starts from v = 0 instead (N calls).
@@ -28,7 +28,7 @@ Callback = Optional[Callable[[dict], Optional[torch.Tensor]]]  # may return a re
 SOLVERS = ("euler", "fireflow", "uni_inv")
 
 #: The sampling solver that reconstructs what each inversion solver inverted. Uni-Inv pairs with
-#: plain Euler sampling, which evaluates at the same (σ, latent) pairs (anchors §1.5, §5).
+#: plain Euler sampling, which evaluates at the same (σ, latent) pairs.
 MATCHING_SAMPLER = {"euler": "euler", "fireflow": "fireflow", "uni_inv": "euler"}
 
 

@@ -8,10 +8,11 @@ API runs get it too). It also saves the source image to ComfyUI's temp folder an
 ``ui.fluxdrag_image`` ([{filename, subfolder, type}]) so the canvas shows the image the node ran on.
 It is an output node, so that ui is sent on every run, cached or not.
 
-Anchors §12.3 (KJNodes PointsEditor: hidden JSON widget + DOM canvas) and §13.5 (image before the
-first run, undo, several regions). When the image size differs from the document's ``image_size``
-the drags are rescaled proportionally per axis and a warning naming both sizes is logged; a drag
-that collapses (handle == target) after rescaling is refused with its index.
+Modelled on KJNodes' PointsEditor (a hidden JSON widget plus a DOM canvas), with the image shown
+before the first run, undo and several regions (docs/editor.md). When the image size differs from
+the document's ``image_size`` the drags are rescaled proportionally per axis and a warning naming
+both sizes is logged; a drag that collapses (handle == target) after rescaling is refused with its
+index.
 """
 from __future__ import annotations
 

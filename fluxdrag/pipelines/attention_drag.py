@@ -4,7 +4,7 @@ Pipeline (both families): invert the source latent to the level ``strength`` of 
 schedule, read one self-attention layer's attention to the handles on the inversion's call at that
 level (one extra model call when the inversion made none there), move the latent once
 (``core/attention_drag_move.py``), denoise back. SD1.x: our DDIM (``core/ddim.py``) through
-ComfyUI's guider; FLUX: ``run_inversion`` / ``run_sampling``. Method notes: anchors §11.
+ComfyUI's guider; FLUX: ``run_inversion`` / ``run_sampling``. Method and departures: docs/attentiondrag.md.
 """
 from __future__ import annotations
 

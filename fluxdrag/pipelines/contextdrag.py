@@ -166,21 +166,23 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
 
 def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
     """(patched MODEL clone, controller); ``kw``: overrides of the settings fields."""
-    st = overrides(settings, ContextDragSettings, **kw)
-    validate(st, NODE_CTI, CTI_FIELDS + PATCH_FIELDS)
-    dm = require_kontext_flux(model, NODE_CTI)
-    rmap = _require_map(rmap, NODE_CTI)
-    ctrl = ContextTokenInjection(rmap, **pick(st, CTI_FIELDS), **_patch_args(dm, st, NODE_CTI))
-    return patch_model(model, ctrl), ctrl
+    return _apply(model, rmap, overrides(settings, ContextDragSettings, **kw), ContextTokenInjection,
+                  node=NODE_CTI, fields=CTI_FIELDS)
 
 
 def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
     """(patched MODEL clone, controller); ``kw``: overrides of the settings fields."""
-    st = overrides(settings, ContextDragSettings, **kw)
-    validate(st, NODE_PCA, PCA_FIELDS + PATCH_FIELDS)
-    dm = require_kontext_flux(model, NODE_PCA)
-    rmap = _require_map(rmap, NODE_PCA)
-    ctrl = PositionConsistentAttention(rmap, **pick(st, PCA_FIELDS), **_patch_args(dm, st, NODE_PCA))
+    return _apply(model, rmap, overrides(settings, ContextDragSettings, **kw), PositionConsistentAttention,
+                  node=NODE_PCA, fields=PCA_FIELDS)
+
+
+def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str, fields: tuple) -> tuple:
+    """Validate ``fields`` (+ the shared patch fields), check the model and the map, then put one
+    ``controller`` on a clone of ``model``."""
+    validate(st, node, fields + PATCH_FIELDS)
+    dm = require_kontext_flux(model, node)
+    rmap = _require_map(rmap, node)
+    ctrl = controller(rmap, **pick(st, fields), **_patch_args(dm, st, node))
     return patch_model(model, ctrl), ctrl
 
 

@@ -27,7 +27,6 @@ from .settings import SILENT, node_fields, overrides, paper_settings, pick, sett
 
 NODE_MAP = "FluxDrag Correspondence Map"
 NODE_PATCH = "FluxDrag LazyDrag Patch"
-NODE_OPTIONS = "FluxDrag LazyDrag Options"
 RESOLUTIONS = ("pixel", "token")
 MAPPINGS = ("backward", "forward")
 
@@ -130,7 +129,6 @@ class LazyDragSettings:
 PAPER = paper_settings(LazyDragSettings)
 MAP_FIELDS = tuple(s.name for s in node_fields(LazyDragSettings, "map"))
 PATCH_FIELDS = tuple(s.name for s in node_fields(LazyDragSettings, "patch"))
-INVERT_FIELDS = tuple(s.name for s in node_fields(LazyDragSettings, "invert"))
 
 
 def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,

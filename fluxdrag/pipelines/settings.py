@@ -92,10 +92,6 @@ def specs(cls_or_obj) -> list[Spec]:
     return out
 
 
-def spec_map(cls_or_obj) -> dict[str, Spec]:
-    return {s.name: s for s in specs(cls_or_obj)}
-
-
 def node_fields(cls, node: str = "", main: bool | None = None) -> list[Spec]:
     """The fields a node reads (``node`` "" = every field), only main widgets (``main`` True),
     only options (False) or both (None)."""

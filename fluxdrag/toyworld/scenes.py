@@ -169,11 +169,6 @@ class Scene:
         before = self.masks[self.moved].any(0)
         return before & ~self.masks_after.any(0)
 
-    @property
-    def target_centres(self) -> list[tuple[float, float]]:
-        """Ground-truth centres (x, y) px of the dragged objects after the edit."""
-        return [(self.objects_after[i].cx, self.objects_after[i].cy) for i in self.moved]
-
 
 # ----------------------------------------------------------------------------- rendering
 
