@@ -77,9 +77,9 @@ def main():
         m, z0, ctrl = ld.apply_lazydrag(model, rec, plan)
         ctrl.free_on_end = False
         runs[policy] = rec.cache_bytes()
-        fns[policy] = (lambda m=m, rec=rec, z0=z0: inv.run_sampling(m, rec, cond1, start=z0, keep_cache=True))
+        fns[policy] = (lambda m=m, rec=rec, z0=z0: inv.run_sampling(m, rec, cond1, start=z0))
         if policy == "cpu":
-            fns["vanilla"] = (lambda rec=rec, z0=z0: inv.run_sampling(model, rec, cond1, start=z0, keep_cache=True))
+            fns["vanilla"] = (lambda rec=rec, z0=z0: inv.run_sampling(model, rec, cond1, start=z0))
     times = interleaved_times(fns, repeats=args.repeats)
     van = times["vanilla"] / args.steps
     for policy in ("cpu", "fp8", "device", "paired"):

@@ -39,7 +39,7 @@ def demo_graph(seed: int, family: str, case: str, steps: int) -> dict:
         "5": node("FluxDragLazyDragPatch", "LazyDrag patch", model=["1", 0], inversion=["4", 1], map=["3", 0],
                   background=True, identity=True, refine=True, mask_text=True, h_max=0.8, hold=0.2, end=0.6),
         "6": node("FluxDragSampleFromInversion", "Sample", model=["5", 0], inversion=["4", 1],
-                  positive=["1", 1], solver="auto", cfg=1.0, latent=["5", 1], keep_cache=False),
+                  positive=["1", 1], solver="auto", cfg=1.0, latent=["5", 1]),
         "7": node("FluxDragToyLatentToImage", "Result image", latent=["6", 0]),
         "8": node("FluxDragToyLatentToImage", "Ground truth image", latent=["2", 2]),
         "9": node("SaveImage", "Save result", images=["7", 0], filename_prefix="demo_result"),

@@ -255,6 +255,20 @@ def test_old_api_workflow_runs_with_its_expert_values(comfy_server):
     assert "inversion_guidance" in log
 
 
+def test_old_workflow_with_keep_cache_still_runs(comfy_server):
+    """``keep_cache`` left Sample From Inversion (issue 25; it had no effect): an API workflow that
+    still sets it queues and runs (ComfyUI ignores an input a node no longer declares), and the
+    node no longer lists it."""
+    import workflow_tools as wt
+
+    assert "keep_cache" not in str(comfy_server.object_info()["FluxDragSampleFromInversion"]["input"])
+    api = wt.load_api(wt.WORKFLOWS / "api" / "toy_invert_reconstruct_api.json")
+    wt.node_by_title(api, "Reconstruct")[1]["inputs"]["keep_cache"] = True
+    wt.set_input(api, "Invert", "steps", 4)
+    entry = comfy_server.run(api, timeout=600)
+    assert any(o.get("images") for o in entry["outputs"].values())
+
+
 def test_dragflow_checks_everything_before_the_inversion(tiny_flux, tiny_cond, monkeypatch):
     """run_dragflow is plan → invert → edit: a bad setting (hole_release, once checked after the
     costly inversion), a bad K/V list or bad regions fail before any model call."""

@@ -36,7 +36,7 @@ def lazydrag(seed: int, steps: int = 4, prefix: str = "toy_lazydrag", family: st
                   cache_policy="cpu", cache_budget_gb=0.0),
         "5": node("FluxDragLazyDragPatch", model=["1", 0], inversion=["4", 1], map=["3", 0]),
         "6": node("FluxDragSampleFromInversion", model=["5", 0], inversion=["4", 1], positive=["1", 1],
-                  solver="auto", cfg=1.0, latent=["5", 1], keep_cache=False),
+                  solver="auto", cfg=1.0, latent=["5", 1]),
         "7": node("SaveLatent", samples=["6", 0], filename_prefix=prefix),
     })
     return g

@@ -111,13 +111,12 @@ class SampleFromInversion(io.ComfyNode):
                 Inversion.Input("inversion", tooltip="Record from FluxDrag Invert."),
                 io.Conditioning.Input("positive", tooltip="Target prompt (FLUX guidance comes from "
                                                           "the conditioning; use FluxGuidance)."),
-                *[widget_input(x) for x in specs(SamplingSettings)[:2]],
+                *[widget_input(x) for x in specs(SamplingSettings)],
                 io.Latent.Input("latent", optional=True,
                                 tooltip="Start latent (e.g. an edit's initial latent); default: "
                                         "the inverted noise."),
                 io.Conditioning.Input("negative", optional=True,
                                       tooltip="Negative prompt, only used when cfg ≠ 1."),
-                *[widget_input(x, optional=True) for x in specs(SamplingSettings)[2:]],
             ],
             outputs=[io.Latent.Output()],
             hidden=[io.Hidden.unique_id],

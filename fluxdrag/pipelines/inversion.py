@@ -75,9 +75,10 @@ class SamplingSettings:
                                   "uni_inv→euler, euler→euler).", options=SAMPLE_SOLVERS, main=True)
     cfg: float = setting(1.0, "Classifier-free guidance; FLUX dev/Krea use 1 (needs 'negative' otherwise).",
                          min=0.0, max=30.0, step=0.1, main=True)
-    keep_cache: bool = setting(False, "No effect (kept so older workflows load): the edit cache belongs to "
-                                      "the Invert output and lives as long as ComfyUI keeps that output; "
-                                      "sampling never frees it.", main=True)
+    # ``keep_cache`` (a widget until issue 25) is gone: the edit cache belongs to the Invert output
+    # and lives as long as ComfyUI keeps that output; sampling never frees it. Older workflows
+    # still load (ComfyUI ignores an input a node no longer declares; js/fluxdrag/legacy.js drops
+    # the saved UI value).
 
 
 #: share of the host RAM available at the start that an automatic cpu/fp8 cache budget allows
@@ -159,12 +160,12 @@ def run_sampling(model, record: InversionRecord, positive, settings: SamplingSet
                  start: torch.Tensor | None = None, negative=None, node: str = NODE_SAMPLE,
                  **kw) -> torch.Tensor:
     """Sample back from ``start`` (default: the record's z_T); returns the model-space result.
-    ``kw``: overrides of ``settings``' fields (solver, cfg, keep_cache)."""
+    ``kw``: overrides of ``settings``' fields (solver, cfg)."""
     st = overrides(settings, SamplingSettings, **kw)
     solver, cfg = st.solver, st.cfg
     validate(st, node)
     # ``record`` is read only: its cache is never freed here (it lives as long as the record, see
-    # the module doc); ``keep_cache`` is kept for callers and ignored
+    # the module doc)
     require_flux(model, node)
     z = record.z_T if start is None else start
     if tuple(z.shape) != record.latent_shape:

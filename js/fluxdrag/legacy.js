@@ -28,6 +28,10 @@ export const OLD_WIDGETS = {
   FluxDragToyScene: ["seed", "family", "case"],
 };
 
+/** Widgets removed without a successor (they had no effect any more): their saved values are
+ * dropped without a word. */
+export const RETIRED = { FluxDragSampleFromInversion: ["keep_cache"] };
+
 /**
  * The saved values of widgets a node no longer has, ``{name: value}`` ({} when there are none).
  * ``widgetsValues``: the node's saved list; ``currentNames``: its widgets' names today. Only a
@@ -36,7 +40,7 @@ export const OLD_WIDGETS = {
 export function movedWidgetValues(nodeId, widgetsValues, currentNames) {
   const old = OLD_WIDGETS[nodeId];
   if (!old || !Array.isArray(widgetsValues) || widgetsValues.length !== old.length) return {};
-  const now = new Set(currentNames ?? []);
+  const now = new Set([...(currentNames ?? []), ...(RETIRED[nodeId] ?? [])]);
   const out = {};
   old.forEach((name, i) => {
     if (name !== "control_after_generate" && !now.has(name)) out[name] = widgetsValues[i];

@@ -34,6 +34,10 @@ test("the seed's companion is never a setting; a list saved today is not the old
   assert.deepEqual(G.movedWidgetValues("FluxDragAttentionDrag", undefined, []), {});
 });
 
+test("keep_cache (retired, no effect) is dropped without a message", () => {
+  assert.deepEqual(G.movedWidgetValues("FluxDragSampleFromInversion", ["auto", 1.0, true], ["solver", "cfg"]), {});
+});
+
 test("only values that differ from the Options node's own are kept; the message names node, values, fix", () => {
   const kept = G.changedValues({ tau: 2.0, inversion_guidance: 2.5, gone: 1 }, { tau: 2.0, inversion_guidance: 3.5 });
   assert.deepEqual(kept, { inversion_guidance: 2.5 });
