@@ -201,7 +201,9 @@ class DragFlowSettings:
     optimizer: str = setting("adam", "adam: Adam steps of about 'adam_lr' latent units, the same for any image "
                                      "size; normalized: gradient divided by its RMS; sgd: plain gradient "
                                      "descent with 'lr' (paper).", options=OPTIMIZERS, paper="sgd")
-    adam_lr: float = setting(0.005, "Step of the adam / normalized optimizer, in latent units per iteration.",
+    adam_lr: float = setting(0.001, "Step of the adam / normalized optimizer, in latent units per iteration. "
+                                    "Keep n_intensify × adam_lr well under the object's share (1 − σ₀)·amplitude "
+                                    "of the latent at σ₀, or thin parts dissolve.",
                              min=0.0, max=10.0, step=0.001, paper=SILENT)
     lr: float = setting(1000.0, "Gradient-descent step of optimizer 'sgd' (paper code: 1000); its effect "
                                 "depends on the image size.", min=0.0, max=1e7, step=10.0)
