@@ -133,7 +133,7 @@ def _instructions(op="relocate", target=(96, 56), anchor=None, begin=(48, 48)):
     return add_region(None, build_region(_box(32, 64, 32, 64).float()[None], op, begin, target, anchor))
 
 
-FAST = dict(steps=6, skip_steps=2, n_transport=3, n_intensify=2)
+FAST = dict(steps=6, skip_steps=2, n_transport=3, n_intensify=2, kv_preset="non-ridge")  # K/V on: these tests exercise it
 
 
 def _run(model, cond, ins=None, **kw):
@@ -339,7 +339,7 @@ def test_bad_optimise_inputs(tiny_flux, tiny_cond):
         run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, _instructions(), settings=S(steps=6, skip_steps=6))
     with pytest.raises(FluxDragInputError, match="'kv_custom'"):
         run_dragflow(tiny_flux, _lat(), tiny_cond, tiny_cond, _instructions(),
-                     settings=S(kv_preset="custom", kv_custom="double: x", **FAST))
+                     settings=S(**{**FAST, "kv_preset": "custom", "kv_custom": "double: x"}))
     with pytest.raises(FluxDragInputError, match="input 'model'"):
         run_dragflow(comfy_env.build_sd15(), _lat(), tiny_cond, tiny_cond, _instructions(), settings=S(**FAST))
     for name in ("feature_grid", "optimizer", "kv_scope", "background", "hole_fill", "init",

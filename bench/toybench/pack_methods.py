@@ -144,6 +144,12 @@ def dragflow_no_kv(scene, model, cond) -> torch.Tensor:
     return dragflow(scene, model, cond, kv_preset="none")
 
 
+def dragflow_kv(scene, model, cond) -> torch.Tensor:
+    """DragFlow with the paper's K/V injection (``kv_preset`` non-ridge; off by default since
+    issue 27: no measured gain on the toy world): the row that measures what it adds."""
+    return dragflow(scene, model, cond, kv_preset="non-ridge")
+
+
 def dragflow_paper(scene, model, cond) -> torch.Tensor:
     """DragFlow with the paper's value of every departure (``pipelines.dragflow.PAPER``)."""
     from fluxdrag.pipelines.dragflow import DragFlowSettings
@@ -204,6 +210,7 @@ register("attentiondrag", attentiondrag)
 register("attentiondrag_paper", attentiondrag_paper)
 register("dragflow", dragflow)
 register("dragflow_no_kv", dragflow_no_kv)
+register("dragflow_kv", dragflow_kv)
 register("dragflow_paper", dragflow_paper)
 register("contextdrag", contextdrag)
 register("contextdrag_cti_only", contextdrag_cti_only)

@@ -168,6 +168,7 @@ def region_targets(
     F_orig: torch.Tensor,
     region_masks: Sequence[torch.Tensor],
     affines: Sequence[torch.Tensor],
+    target_mode: str = "bilinear",
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per region (M_k, T_k): the region mask at pose A_k, (1, 1, h, w) in F's dtype, and the
     warped original features T_k = warp(F_orig, A_k). Masks and affines are on F's grid."""
@@ -175,7 +176,7 @@ def region_targets(
     with torch.no_grad():
         for mask, A in zip(region_masks, affines):
             M = warp_mask(torch.as_tensor(mask).bool().to(F_orig.device), A)
-            T = warp_with_affine(F_orig, A, mode="bilinear")
+            T = warp_with_affine(F_orig, A, mode=target_mode)
             out.append((M.reshape(1, 1, *M.shape[-2:]).to(F_orig.dtype), T))
     return out
 
@@ -272,16 +273,41 @@ def vacated_mask(regions: Sequence[Region], grid_hw: tuple[int, int],
     return src & ~dst
 
 
+def destination_mask(regions: Sequence[Region], grid_hw: tuple[int, int],
+                     mask_rule: str = "majority") -> torch.Tensor:
+    """The cells of ``grid_hw`` the regions' moved copies cover, placed exactly as
+    :func:`moved_start` places them (bool (h, w))."""
+    grid = tuple(grid_hw)
+    dst = torch.zeros(grid, dtype=torch.bool)
+    for r, m in zip(regions, _regions_on_grid(regions, grid, mask_rule)):
+        dst |= warp_mask(m, r.affine(1.0, grid))
+    return dst
+
+
+def near_tokens(mask: torch.Tensor, margin: int, patch: int = 2) -> torch.Tensor:
+    """The latent cells (bool (h, w)) of every token (``patch``×``patch`` cells) that holds a cell
+    of ``mask`` or lies within ``margin`` tokens of one (a square neighbourhood); margin < 0: none."""
+    h, w = mask.shape[-2:]
+    if margin < 0 or h % patch or w % patch:
+        return torch.zeros((h, w), dtype=torch.bool) if margin < 0 else mask.bool().clone()
+    tok = mask.bool().reshape(h // patch, patch, w // patch, patch).any(3).any(1).float()
+    if margin > 0:
+        tok = F.max_pool2d(tok[None, None], 2 * margin + 1, stride=1, padding=margin)[0, 0]
+    return tok.bool().repeat_interleave(patch, 0).repeat_interleave(patch, 1)
+
+
 def hole_start(z: torch.Tensor, x0: torch.Tensor, hole: torch.Tensor, sigma: float,
-               seed: int = 0) -> torch.Tensor:
+               seed: int = 0, fill_mask: torch.Tensor | None = None) -> torch.Tensor:
     """[ours] The start latent with the vacated area re-drawn as a fresh sample of the flow's
     interpolation z_σ = (1 − σ)·x̂ + σ·ε: x̂ = the background around the hole
     (``fill_from_surroundings`` of the source x₀), ε = new Gaussian noise (seeded). A
     deterministic inversion's noise still encodes the object there (at σ₀ ≈ 0.9 it is 90 % of
-    the latent), so only fresh noise lets the sampler regenerate the hole as background."""
+    the latent), so only fresh noise lets the sampler regenerate the hole as background.
+    ``fill_mask`` (default ``hole``): the area filled from its surroundings (e.g. the whole
+    vacated area when only part of it is re-drawn)."""
     if not bool(hole.any()):
         return z
-    filled = fill_from_surroundings(x0, hole)
+    filled = fill_from_surroundings(x0, hole if fill_mask is None else fill_mask)
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     eps = torch.randn(z.shape, generator=g, dtype=torch.float32).to(z.device, z.dtype)
     fresh = (1.0 - sigma) * filled + sigma * eps
@@ -356,6 +382,7 @@ def optimise_latent(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     hole: torch.Tensor | None = None,
+    target_warp: str = "bilinear",
 ) -> LatentOptimisation:
     """DragFlow latent optimisation (arXiv 2510.02253; docs/dragflow.md): TRANSPORT then INTENSIFY, plain gradient descent.
 
@@ -376,7 +403,15 @@ def optimise_latent(
 
     ``hole`` [ours]: a bool mask (broadcastable to z) held at z0 after every update, like the
     background — the vacated area keeps its (re-drawn) start and the optimisation cannot paint
-    the region back where it left."""
+    the region back where it left.
+
+    ``target_warp`` [ours]: how F_orig is resampled at the region's pose, "bilinear" (the notes)
+    or "nearest". On a coarse grid (FLUX's token grid) a bilinear target of a rotation or of a
+    shift that is not cell-aligned is a blend of neighbouring cells: a blurred object that the
+    optimisation then paints (small rotated objects dissolved on the toy world); a nearest
+    target keeps every cell a real feature vector at the pose the moved start has."""
+    if target_warp not in ("bilinear", "nearest"):
+        raise ValueError(f"unknown target_warp {target_warp!r}; choose bilinear or nearest")
     if optimizer not in ("sgd", "adam", "normalized"):
         raise ValueError(f"unknown optimizer {optimizer!r}; choose sgd, adam or normalized")
     if not regions:
@@ -406,7 +441,7 @@ def optimise_latent(
         p = progressive_weight(tau, n_transport)
         if p not in cache:
             cache.clear()
-            cache[p] = region_targets(F_orig, masks, [r.affine(p, grid_hw) for r in regions])
+            cache[p] = region_targets(F_orig, masks, [r.affine(p, grid_hw) for r in regions], target_warp)
         z.requires_grad_(True)
         feats = feature_fn(z)
         if feats.shape != F_orig.shape:

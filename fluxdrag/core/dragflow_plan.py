@@ -9,7 +9,15 @@ from typing import Optional
 import torch
 
 from .affine import Region, background_edit_mask
-from .dragflow import feature_grid_hw, mean_drag_distance, region_edit_mask, scale_level, vacated_mask
+from .dragflow import (
+    destination_mask,
+    feature_grid_hw,
+    mean_drag_distance,
+    near_tokens,
+    region_edit_mask,
+    scale_level,
+    vacated_mask,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,6 +32,7 @@ class DragFlowPlan:
     kv_scope: Optional[torch.Tensor]    # image tokens whose K/V are injected; None = all
     weights: Optional[list]             # None: adaptive region weights
     hole: Optional[torch.Tensor]        # vacated cells held while optimising (hole_fill surroundings)
+    fresh: Optional[torch.Tensor]       # the part of the hole re-drawn with fresh noise (hole_margin)
     n_iter: int                         # TRANSPORT + INTENSIFY iterations
 
 
@@ -44,9 +53,10 @@ def kv_scope_tokens(edit_mask: torch.Tensor, scope: str) -> Optional[torch.Tenso
 def plan_dragflow(regions: Sequence[Region], latent_hw: tuple[int, int], *, edit_region: str,
                   edit_dilate: int, feature_scale: float, scale_rule: str, feature_grid: str,
                   kv_scope: str, adaptive_weights: bool, hole_fill: str, n_transport: int,
-                  n_intensify: int) -> DragFlowPlan:
+                  n_intensify: int, hole_margin: int = -1) -> DragFlowPlan:
     """The edit's masks, feature grid, K/V scope and region weights (settings fields by keyword,
-    as ``pipelines.dragflow_inputs.DragFlowSettings`` names them)."""
+    as ``pipelines.dragflow_inputs.DragFlowSettings`` names them). ``hole_margin`` < 0: the whole
+    hole is re-drawn with fresh noise."""
     h, w = latent_hw
     H, W = h * 8, w * 8
     affines = [r.affine(1.0) for r in regions]
@@ -65,6 +75,9 @@ def plan_dragflow(regions: Sequence[Region], latent_hw: tuple[int, int], *, edit
     # None: optimise_latent's adaptive weights w_k ∝ clamp(1 + 0.5/(s_k + 0.1), 1, 5)
     weights = None if adaptive_weights else [1.0 / len(regions)] * len(regions)
     hole = vacated_mask(regions, (h, w)) if hole_fill == "surroundings" else None
+    # fresh noise only in the hole's cells farther than hole_margin tokens from a moved copy: a
+    # token that mixes fresh noise with an object's latent is neither, and small objects dissolved
+    fresh = None if hole is None else hole & ~near_tokens(destination_mask(regions, (h, w)), hole_margin)
     return DragFlowPlan(regions=tuple(regions), latent_hw=(h, w), edit_mask=edit_mask, feature_hw=fhw,
                         token_grid=token_grid, kv_scope=kv_scope_tokens(edit_mask, kv_scope),
-                        weights=weights, hole=hole, n_iter=n_transport + n_intensify)
+                        weights=weights, hole=hole, fresh=fresh, n_iter=n_transport + n_intensify)

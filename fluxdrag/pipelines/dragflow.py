@@ -23,7 +23,14 @@ from ..attention_patches.kv_bank import DragFlowKVPlan, KVBank, KVCall, kv_call_
 from ..attention_patches.router import patch_model
 from ..attention_patches.sampling import direct_sampler
 from ..core.cache import TokenCache, format_bytes
-from ..core.dragflow import fill_from_surroundings, hole_start, moved_start, optimise_latent, paired_fireflow
+from ..core.dragflow import (
+    fill_from_surroundings,
+    hole_start,
+    moved_start,
+    optimise_latent,
+    paired_fireflow,
+    vacated_mask,
+)
 from ..core.dragflow_layers import kv_layers
 from ..core.dragflow_plan import DragFlowPlan
 from .common import FluxDragInputError, check_finite, log, progress_text, require_flux, sampling_sigmas
@@ -49,7 +56,7 @@ def _guided(cond, guidance: float):
 @dataclass
 class EditSettings:
     """What the optimisation needs: fields of :class:`DragFlowSettings` (n_transport, n_intensify,
-    the optimizer and its step, early_exit) and of the plan (token_grid, weights, hole), no
+    the optimizer and its step, early_exit, target_warp) and of the plan (token_grid, weights, hole), no
     defaults of their own; the rest are ``core.dragflow.optimise_latent``'s [guess] choices."""
 
     n_transport: int
@@ -63,6 +70,7 @@ class EditSettings:
     use_grad_mask: bool = True
     mask_rule: str = "majority"
     early_stop_tol: Optional[float] = None
+    target_warp: str = "bilinear"
 
 
 @dataclass
@@ -156,7 +164,8 @@ def optimise(v: Callable, hooks: DragFlowHooks, z_T: torch.Tensor, sigmas: list,
                 n_transport=settings.n_transport, n_intensify=settings.n_intensify,
                 lr=settings.lr, callback=on_iteration, weights=settings.weights,
                 use_grad_mask=settings.use_grad_mask, early_stop_tol=settings.early_stop_tol,
-                mask_rule=settings.mask_rule, optimizer=settings.optimizer, hole=settings.hole)
+                mask_rule=settings.mask_rule, optimizer=settings.optimizer, hole=settings.hole,
+                target_warp=settings.target_warp)
         seconds["optimise"] = time.perf_counter() - t1
     return opt, v_orig0, z_bg
 
@@ -316,6 +325,39 @@ def invert(model, latent: dict, src, *, settings: DragFlowSettings, layers, node
     return rec, bank
 
 
+def proposal(z_0: torch.Tensor, regions: Sequence) -> torch.Tensor:
+    """The edit done by geometry alone, in model space: the vacated area filled from its
+    surroundings, each region's source latent copied to its final pose (``moved_start`` at σ = 0)."""
+    return moved_start(fill_from_surroundings(z_0, vacated_mask(regions, tuple(z_0.shape[-2:]))), z_0, regions)
+
+
+def start_latent(model, rec, src, plan: DragFlowPlan, st: DragFlowSettings) -> Optional[torch.Tensor]:
+    """The optimisation's start at σ₀ (``init``; None = the inverted latent z_T itself).
+
+    reinverted [ours]: inside M_bg, the FireFlow inversion (same schedule, source prompt, no K/V
+    capture) of :func:`proposal` — each region at its final pose and the vacated area filled — so
+    the moved object's latent is an inversion of the object *where it now is*, among the
+    neighbours it now has. moved [ours]: each region's own inverted latent copied to its final pose.
+    source (paper): z_T. With ``hole_fill`` surroundings the vacated cells ``plan.fresh`` (beyond
+    ``hole_margin`` tokens of a moved copy) are then re-drawn with fresh noise (``hole_start``)."""
+    z_T = rec.z_T
+    z_0 = rec.z_0.to(z_T)
+    z = None
+    if st.init == "reinverted":
+        base = _own_clone(model, st) if st.activations == "fp32" else model
+        inv = InversionSettings(steps=st.steps, solver="fireflow", strength=(st.steps - st.skip_steps) / st.steps,
+                                scheduler=st.scheduler, guidance=1.0, cache_policy=st.cache_policy,
+                                cache_budget_gb=st.cache_budget_gb)
+        x_hat = proposal(z_0, plan.regions)
+        rec2 = run_inversion(base, {"samples": model.model.process_latent_out(x_hat)}, src, inv)
+        z = torch.where(plan.edit_mask.to(z_T.device), rec2.z_T.to(z_T), z_T)
+    if plan.fresh is not None:
+        z = hole_start(z_T if z is None else z, z_0, plan.fresh, float(rec.sigmas[0]), fill_mask=plan.hole)
+    if st.init == "moved":
+        z = moved_start(z_T if z is None else z, z_T, plan.regions)
+    return z
+
+
 def edit(model, dm, rec, *, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan,
          settings: DragFlowSettings) -> EditResult:
     """Optimise at σ₀ and sample back on a hooked clone of ``model``, from the inversion ``rec``."""
@@ -332,19 +374,16 @@ def edit(model, dm, rec, *, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan
     adam = st.optimizer != "sgd"
     opt = EditSettings(n_transport=st.n_transport, n_intensify=st.n_intensify, lr=st.adam_lr if adam else st.lr,
                        early_exit=st.early_exit, weights=plan.weights, optimizer=st.optimizer,
-                       token_grid=plan.token_grid, hole=plan.hole)
+                       token_grid=plan.token_grid, hole=plan.hole, target_warp=st.target_warp)
     orig_path = inversion_path(rec) if st.background == "inversion" else None
-    z_start = hold = None
-    if plan.hole is not None:
+    z_start = start_latent(model, rec, src, plan, st)
+    hold = None
+    if plan.fresh is not None and st.hole_release < 1.0 and bool(plan.fresh.any()):
+        s0 = float(rec.sigmas[0])
         z_0 = rec.z_0.to(rec.z_T)
-        z_start = hole_start(rec.z_T, z_0, plan.hole, float(rec.sigmas[0]))
-        if st.hole_release < 1.0 and bool(plan.hole.any()):
-            s0 = float(rec.sigmas[0])
-            x0f = fill_from_surroundings(z_0, plan.hole)
-            eps = (z_start - (1 - s0) * x0f) / s0  # on the hole: z_start = (1 − σ₀)·fill + σ₀·ε
-            hold = (plan.hole, lambda sg: (1 - sg) * x0f + sg * eps, float(st.hole_release))
-    if st.init == "moved":
-        z_start = moved_start(rec.z_T if z_start is None else z_start, rec.z_T, plan.regions)
+        x0f = fill_from_surroundings(z_0, plan.hole)
+        eps = (z_start - (1 - s0) * x0f) / s0  # on the fresh hole: z_start = (1 − σ₀)·fill + σ₀·ε
+        hold = (plan.fresh, lambda sg: (1 - sg) * x0f + sg * eps, float(st.hole_release))
     return run_edit(m, hooks, bank, rec.z_T, rec.sigmas, conds=conds, regions=plan.regions,
                     edit_mask=plan.edit_mask, feature_hw=plan.feature_hw, settings=opt, kv_scope=plan.kv_scope,
                     orig_path=orig_path, z_start=z_start,

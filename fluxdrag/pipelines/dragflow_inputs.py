@@ -28,7 +28,8 @@ KV_SCOPES = ["outside_edit", "all"]     # ours / the paper's
 BACKGROUNDS = ["inversion", "resample"]  # ours / the paper's
 HOLE_FILLS = ["surroundings", "none"]    # ours / the paper's
 EDIT_REGIONS = ["regions", "rect"]       # ours / the paper's
-INITS = ["moved", "source"]              # ours / the paper's
+TARGET_WARPS = ["nearest", "bilinear"]       # ours / the paper's
+INITS = ["reinverted", "moved", "source"]             # ours / the paper's
 SCALE_RULES = ["fixed", "adaptive"]
 ACTIVATIONS = ["model", "fp32"]
 KV_CACHE_POLICIES = ["cpu", "fp8", "device"]
@@ -200,10 +201,17 @@ class DragFlowSettings:
     optimizer: str = setting("adam", "adam: Adam steps of about 'adam_lr' latent units, the same for any image "
                                      "size; normalized: gradient divided by its RMS; sgd: plain gradient "
                                      "descent with 'lr' (paper).", options=OPTIMIZERS, paper="sgd")
-    adam_lr: float = setting(0.005, "Step of the adam / normalized optimizer, in latent units per iteration.",
+    adam_lr: float = setting(0.001, "Step of the adam / normalized optimizer, in latent units per iteration. "
+                                    "Keep n_intensify × adam_lr well under the object's share (1 − σ₀)·amplitude "
+                                    "of the latent at σ₀, or thin parts dissolve.",
                              min=0.0, max=10.0, step=0.001, paper=SILENT)
     lr: float = setting(1000.0, "Gradient-descent step of optimizer 'sgd' (paper code: 1000); its effect "
                                 "depends on the image size.", min=0.0, max=1e7, step=10.0)
+    target_warp: str = setting("nearest", "How the original features are resampled at a region's pose: nearest "
+                                          "= each cell a real feature vector (a bilinear target of a rotation on "
+                                          "the coarse token grid is a blurred object, which the optimisation "
+                                          "paints); bilinear = the paper's warp.", options=TARGET_WARPS,
+                               paper="bilinear")
     adaptive_weights: bool = setting(True, "Region weights ∝ clamp(1 + 0.5/(area + 0.1), 1, 5) (small regions "
                                            "count more); off = equal weights.")
     scale_rule: str = setting("fixed", "Feature-grid rule: fixed = image side / 2, 3 or 4 by size; adaptive = "
@@ -214,10 +222,11 @@ class DragFlowSettings:
                                          "each token as 2×2 sub-pixels resized to the image / level grid "
                                          "(paper; uses scale_rule/feature_scale).", options=FEATURE_GRIDS,
                                 paper="image")
-    kv_preset: str = setting("non-ridge", "Blocks whose K/V come from the inversion (identity preservation): "
-                                          "non-ridge (paper default), position, none or custom (kv_custom). "
-                                          "Mapped proportionally on models with another block count.",
-                             options=KV_CHOICES)
+    kv_preset: str = setting("none", "Blocks whose K/V come from the inversion (identity preservation): "
+                                     "non-ridge (paper default), position, none or custom (kv_custom). Off by "
+                                     "default: no measured gain on the toy world (docs/dragflow.md). Mapped "
+                                     "proportionally on models with another block count.",
+                             options=KV_CHOICES, paper="non-ridge")
     kv_custom: str = setting("", "Custom blocks: 'double: 0, 7; single: 6, 37' or global indices '0, 7, 25' "
                                  "(single = global − #double).")
     kv_scope: str = setting("outside_edit", "Image tokens of the edited branch whose K/V come from the "
@@ -236,10 +245,17 @@ class DragFlowSettings:
                                        "noisy path of its re-drawn background down to this σ, then the sampler "
                                        "blends it in; 1 = never held while sampling, 0 = held to the end.",
                                   min=0.0, max=1.0, step=0.05, paper=SILENT)
-    init: str = setting("moved", "Where the optimisation starts: moved = each region's own inverted latent "
-                                 "copied to its final pose (colour and texture travel with it); source = the "
-                                 "inverted latent as is (TRANSPORT then moves the region).", options=INITS,
-                        paper="source")
+    init: str = setting("reinverted", "Where the optimisation starts: reinverted = inside the editable area, "
+                                      "the inversion of the source with each region moved to its final pose "
+                                      "and its hole filled (one more inversion; the object's latent fits its "
+                                      "new place); moved = each region's own inverted latent copied to its "
+                                      "final pose; source = the inverted latent as is (TRANSPORT then moves "
+                                      "the region).", options=INITS, paper="source")
+    hole_margin: int = setting(1, "init reinverted, hole_fill surroundings: the vacated cells within this many "
+                                  "tokens of a moved region keep the inversion of the filled hole; only the "
+                                  "rest is re-drawn with fresh noise (a token half fresh noise, half object "
+                                  "dissolved small objects). -1 = the whole hole fresh.", min=-1, max=64,
+                               paper=SILENT)
     edit_region: str = setting("regions", "Editable area: regions = the cells of the regions and their moved "
                                           "copies (+ edit_dilate); rect = the minimum-area rectangle around "
                                           "each region and its copy.", options=EDIT_REGIONS, paper="rect")
@@ -282,7 +298,8 @@ def plan_edit(drag_instructions, latent_samples: torch.Tensor, settings: DragFlo
                                  f"'steps' ({st.steps}).")
     h, w = latent_samples.shape[-2:]
     ins, regions = regions_for_latent(drag_instructions, h * 8, w * 8, node)
-    plan = plan_dragflow(regions, (h, w), **pick(st, PLAN_FIELDS))
+    margin = st.hole_margin if st.init == "reinverted" else -1
+    plan = plan_dragflow(regions, (h, w), hole_margin=margin, **pick(st, PLAN_FIELDS))
     return ins, plan
 
 

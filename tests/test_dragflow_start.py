@@ -1,0 +1,84 @@
+"""Tier 1: DragFlow's start-latent pieces of issue 27 (core/dragflow.py, core/dragflow_plan.py):
+the moved copies' cells, the token ring around them, the nearest-warped feature target, the hole's
+fill area and the plan's fresh-noise cells."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fluxdrag.core.affine import Region
+from fluxdrag.core.dragflow import (
+    destination_mask,
+    hole_start,
+    moved_start,
+    near_tokens,
+    region_targets,
+    vacated_mask,
+)
+from fluxdrag.core.dragflow_plan import plan_dragflow
+
+
+def _box(H, W, r0, r1, c0, c1):
+    m = torch.zeros(H, W, dtype=torch.bool)
+    m[r0:r1, c0:c1] = True
+    return m
+
+
+def test_destination_mask_is_where_moved_start_writes():
+    r = Region(_box(16, 16, 2, 6, 2, 6), "relocate", target=(11.0, 4.0), begin=(4.0, 4.0))
+    dst = destination_mask([r], (16, 16))
+    assert dst.sum() == 16 and dst[2:6, 9:13].all()
+    z = torch.zeros(1, 1, 16, 16)
+    src = torch.arange(256.0).reshape(1, 1, 16, 16)
+    out = moved_start(z, src, [r])
+    assert torch.equal(out[0, 0] != 0, dst)
+    assert not (vacated_mask([r], (16, 16)) & dst).any()
+
+
+def test_near_tokens_grows_by_whole_tokens():
+    m = torch.zeros(8, 8, dtype=torch.bool)
+    m[2, 3] = True                                  # token (1, 1)
+    t0 = near_tokens(m, 0)
+    assert t0.sum() == 4 and t0[2:4, 2:4].all()
+    t1 = near_tokens(m, 1)
+    assert t1.sum() == 36 and t1[0:6, 0:6].all()
+    assert not near_tokens(m, -1).any()
+
+
+def test_nearest_target_keeps_real_feature_vectors():
+    F0 = torch.randn(1, 3, 8, 8)
+    mask = _box(8, 8, 2, 5, 2, 5)
+    A = Region(mask, "rotate", target=(3.5 + math.cos(0.5), 3.5 + math.sin(0.5)), begin=(4.5, 3.5),
+               anchor=(3.5, 3.5)).affine(1.0, (8, 8))
+    (M, T), = region_targets(F0, [mask], [A], "nearest")
+    cells = F0[0].reshape(3, -1).T
+    inside = T[0].permute(1, 2, 0)[M[0, 0].bool()]
+    assert all(torch.isclose(cells, v).all(1).any() for v in inside)   # every target cell is a source cell
+    (_, Tb), = region_targets(F0, [mask], [A], "bilinear")
+    assert not torch.equal(Tb, T)
+
+
+def test_hole_start_fills_the_whole_vacated_area_but_redraws_only_the_fresh_cells():
+    x0 = torch.zeros(1, 2, 8, 8)
+    x0[..., 2:6, 2:6] = 5.0                          # an object
+    hole = _box(8, 8, 2, 6, 2, 6)
+    fresh = _box(8, 8, 2, 6, 2, 4)
+    z = torch.full((1, 2, 8, 8), 7.0)
+    out = hole_start(z, x0, fresh, 0.5, fill_mask=hole)
+    assert torch.equal(out[..., ~fresh], z[..., ~fresh])
+    eps = (out[..., fresh] - 0.5 * 0.0) / 0.5        # fill from outside the whole hole is background 0
+    assert eps.abs().max() < 6 and eps.std() > 0.5
+
+
+def test_plan_fresh_is_the_hole_beyond_the_margin():
+    r = Region(_box(32, 32, 4, 12, 4, 12), "relocate", target=(20.0, 8.0), begin=(8.0, 8.0))
+    kw = dict(edit_region="regions", edit_dilate=0, feature_scale=0.0, scale_rule="fixed",
+              feature_grid="token", kv_scope="outside_edit", adaptive_weights=True,
+              hole_fill="surroundings", n_transport=0, n_intensify=0)
+    whole = plan_dragflow([r], (4, 4), hole_margin=-1, **kw)
+    ring = plan_dragflow([r], (4, 4), hole_margin=1, **kw)
+    assert torch.equal(whole.fresh, whole.hole)
+    assert (ring.fresh <= ring.hole).all() and ring.fresh.sum() < ring.hole.sum()
+    none = plan_dragflow([r], (4, 4), hole_margin=1, **{**kw, "hole_fill": "none"})
+    assert none.hole is None and none.fresh is None
