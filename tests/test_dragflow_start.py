@@ -1,4 +1,4 @@
-"""Tier 1: DragFlow's start-latent pieces of issue 27 (core/dragflow.py, core/dragflow_plan.py):
+"""Tier 1: DragFlow's start-latent pieces of issue 27 (fluxdrag/core/dragflow.py, fluxdrag/core/dragflow_plan.py):
 the moved copies' cells, the token ring around them, the nearest-warped feature target, the hole's
 fill area and the plan's fresh-noise cells."""
 from __future__ import annotations

@@ -5,7 +5,7 @@ and a ``parts`` rotation lost their object or its pose (seed 101: found 0, 74°;
 world the thin free segment of a bent limb vanished (joint 93°). This set is the cases that
 failed: rotations on ``single``/``multi``/``parts`` (shipped weights) and ``bend`` on
 ``articulated`` (v3 weights), with the node's defaults through the bench adapter
-(``bench.toyworld.pack_methods.dragflow``: the rotate region about the object's centre, the bend
+(``bench.toybench.pack_methods.dragflow``: the rotate region about the object's centre, the bend
 about the scene's joint).
 
 Bounds come from ONE run on ``CALIBRATION_SEED`` by the rule of
@@ -45,9 +45,9 @@ def scene_set(seed: int) -> dict:
 
 def run_set(seed: int, method: str = "dragflow") -> dict:
     """Mean metrics of ``method`` on the set of ``seed``: {"rotate": {...}, "bend": {...}}."""
-    from fluxdrag.bench.toyworld import pack_methods  # noqa: F401
-    from fluxdrag.bench.toyworld.methods import METHODS
-    from fluxdrag.bench.toyworld.metrics import edit_metrics, mean_metrics
+    from bench.toybench import pack_methods  # noqa: F401
+    from bench.toybench.methods import METHODS
+    from bench.toybench.metrics import edit_metrics, mean_metrics
     from fluxdrag.toyworld.model import HERE, load_toy_model
 
     out = {}
@@ -83,7 +83,7 @@ def violations(res: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def measured():
-    from fluxdrag.tools.comfy_env import import_comfy
+    from tools.comfy_env import import_comfy
 
     import_comfy()
     torch.set_num_threads(1)
@@ -121,9 +121,7 @@ if __name__ == "__main__":   # calibration: python tests/test_tier2_dragflow_obj
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import fluxdrag_bootstrap  # noqa: F401
-    from fluxdrag.tools.comfy_env import import_comfy
+    from tools.comfy_env import import_comfy
 
     import_comfy()
     torch.set_num_threads(1)
