@@ -54,6 +54,7 @@ from .correspondence_fields import (  # noqa: F401  (re-exported)
     fuse_rigid_drags,
     move_displacement,
     move_inverse,
+    swing_lone_drags,
     winner_takes_all_field,
 )
 from .instructions import TokenDrags, rle_decode, rle_encode
@@ -368,6 +369,7 @@ def build_correspondence(
     backward: bool = False,
     rigid_tolerance: float = 0.0,
     pixel_mask: torch.Tensor | None = None,
+    swing: bool = False,
 ) -> CorrespondenceMap:
     """Build (M, A) and the four regions from token-space drags.
 
@@ -375,7 +377,8 @@ def build_correspondence(
     :func:`default_editable_region` [guess]. ``transition_width`` [guess] is the width in tokens of
     the R_trans ring. Departures from the paper, each off at its default here (the node turns
     them on): ``gate_reference`` (:func:`gate_unit_tokens`), ``backward`` (see :func:`_match`),
-    ``rigid_tolerance`` (:func:`fuse_rigid_drags`) and ``pixel_mask`` — an editable mask at latent
+    ``rigid_tolerance`` (:func:`fuse_rigid_drags`), ``swing`` (:func:`swing_lone_drags`, only on
+    a painted region: ``region_mask`` or the instructions' mask) and ``pixel_mask`` — an editable mask at latent
     resolution (2h, 2w) — which adds the latent-pixel map (:class:`FineMap`) used to compose the
     initial latent and to place the latent locks at pixel precision.
     """
@@ -408,6 +411,9 @@ def build_correspondence(
             "16x16 pixels)"
         )
     token_drags = fuse_rigid_drags(token_drags, P, rigid_tolerance)
+    painted = region_mask is not None or token_drags.mask is not None
+    if swing and painted:
+        token_drags = swing_lone_drags(token_drags, P, pixel_mask)
     gate_unit = gate_unit_tokens(token_drags.image_hw, gate_reference)
     needs_circle = any(m == "drag" for m in token_drags.modes)
     circle = circumscribed_circle(P, token_drags.handles) if needs_circle else None

@@ -82,6 +82,11 @@ class LazyDragSettings:
         0.2, "Several drags on one part of the mask that fit a rigid motion (residual ≤ this × drag "
              "length) become one rotation + move (ours). 0: never (paper: each drag bends its own cell).",
         min=0.0, max=1.0, step=0.05, paper=0.0, node="map")
+    swing: bool = setting(
+        True, "A lone 'drag' drag on a part of a painted mask swings the part rigidly about its far end "
+              "(the pivot on the handle→target bisector nearest to the part's point farthest from the "
+              "handle): an articulated part bends about its joint (ours). Off: the drag bends its cell "
+              "elastically (the paper).", paper=False, node="map")
     gate_reference: int = setting(
         512, "The gate A = min(1, |p−s|⁻²) measures distance in units of min(H, W)/gate_reference tokens: "
              "one token at this image size, the same image fraction at any size (ours). 0: one token at "
@@ -159,7 +164,8 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
                     .repeat_interleave(2, 1)
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
-                                    rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel)
+                                    rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,
+                                    swing=s.swing)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     return LazyDragPlan(cmap, activation=s.activation, seed=s.seed, background_query=s.background_query)
