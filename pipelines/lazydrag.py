@@ -84,10 +84,10 @@ class LazyDragSettings:
              "length) become one rotation + move (ours). 0: never (paper: each drag bends its own cell).",
         min=0.0, max=1.0, step=0.05, paper=0.0, node="map")
     content_contrast: float = setting(
-        0.35, "Only the painted pixels that stand out from what their surroundings continue into the "
+        0.5, "Only the painted pixels that stand out from what their surroundings continue into the "
               "mask (≥ this × the part's strongest contrast) move; the rest (a cast shadow, background "
               "painted with the object) is vacated and filled, not carried to the target (ours; 'pixel' "
-              "maps). 0: the whole painted region moves (the paper).",
+              "maps, painted masks). 0: the whole painted region moves (the paper).",
         min=0.0, max=1.0, step=0.05, paper=0.0, node="map")
     swing: bool = setting(
         True, "A lone 'drag' drag on a part of a painted mask swings the part rigidly about its far end "
@@ -170,7 +170,7 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
                 pixel = default_editable_region(td, td.grid_hw).repeat_interleave(2, 0) \
                     .repeat_interleave(2, 1)
         content = None
-        if pixel is not None and s.content_contrast > 0:
+        if px is not None and s.content_contrast > 0:   # a painted mask, not the default discs
             content = content_pixels(latent_samples[:1], pixel, s.content_contrast)
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
