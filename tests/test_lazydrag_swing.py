@@ -59,3 +59,20 @@ def test_swing_is_off_for_the_paper_and_for_unpainted_or_shared_parts():
     two = dict(doc, drags=doc["drags"] + [{"handle": [100, 128], "target": [100, 140], "mode": "drag"}])
     t2 = to_token_space(parse_instructions(two), (256, 256))
     assert swing_lone_drags(t2, t2.mask, pm).modes == ["drag", "drag"]
+
+
+def test_content_pixels_leave_a_painted_shadow_behind():
+    """content_contrast [ours]: the object moves, the weaker painted shadow beside it is only
+    vacated; 0 (the paper) moves the whole painted region."""
+    from fluxdrag.core.correspondence import content_pixels
+
+    z = torch.zeros(16, 16, 16)
+    z[0, 4:8, 4:8] = 2.0                       # an object
+    z[1, 4:8, 8:11] = -0.5                     # its soft shadow, painted with it
+    painted = torch.zeros(16, 16, dtype=torch.bool)
+    painted[3:9, 3:12] = True
+    keep = content_pixels(z, painted, 0.5)
+    obj = torch.zeros_like(painted)
+    obj[4:8, 4:8] = True
+    assert torch.equal(keep & obj, obj) and not bool((keep & ~obj).any())
+    assert torch.equal(content_pixels(z, painted, 0.0), painted)
