@@ -54,6 +54,7 @@ from .correspondence_fields import (  # noqa: F401  (re-exported)
     fuse_rigid_drags,
     move_displacement,
     move_inverse,
+    swing_lone_drags,
     winner_takes_all_field,
 )
 from .instructions import TokenDrags, rle_decode, rle_encode
@@ -331,17 +332,22 @@ class FineMap:
 
 
 def build_fine_map(token_drags: TokenDrags, editable_px: torch.Tensor, circle: tuple | None,
-                   gate_unit: float = 1.0, backward: bool = True) -> FineMap:
+                   gate_unit: float = 1.0, backward: bool = True,
+                   content_px: torch.Tensor | None = None) -> FineMap:
     """The map on the latent-pixel grid for a latent-resolution editable mask (H, W).
+
+    ``content_px`` [ours]: the part of the mask that moves (``content_pixels``); the rest of the
+    mask is only vacated. None: all of it moves.
 
     Latent-pixel coordinates are 2·token + 0.5 (a token is 2x2 latent pixels); lengths double,
     the gate unit too, so each pixel's winner and weight match its token's.
     """
     P = editable_px.to(torch.bool).cpu()
+    Pc = P if content_px is None else content_px.to(torch.bool).cpu() & P
     H, W = P.shape
     to_px = lambda t: 2.0 * t + 0.5  # noqa: E731
     circ = None if circle is None else (to_px(circle[0]), 2.0 * circle[1])
-    chosen, _ = _match(P, to_px(token_drags.handles), to_px(token_drags.targets),
+    chosen, _ = _match(Pc, to_px(token_drags.handles), to_px(token_drags.targets),
                        modes=token_drags.modes, scales=token_drags.scales, angles=token_drags.angles,
                        circle=circ, gate_unit=2.0 * gate_unit, backward=backward)
     N = H * W
@@ -370,6 +376,8 @@ def build_correspondence(
     backward: bool = False,
     rigid_tolerance: float = 0.0,
     pixel_mask: torch.Tensor | None = None,
+    swing: bool = False,
+    content_mask: torch.Tensor | None = None,
 ) -> CorrespondenceMap:
     """Build (M, A) and the four regions from token-space drags.
 
@@ -377,9 +385,11 @@ def build_correspondence(
     :func:`default_editable_region` [guess]. ``transition_width`` [guess] is the width in tokens of
     the R_trans ring. Departures from the paper, each off at its default here (the node turns
     them on): ``gate_reference`` (:func:`gate_unit_tokens`), ``backward`` (see :func:`_match`),
-    ``rigid_tolerance`` (:func:`fuse_rigid_drags`) and ``pixel_mask`` — an editable mask at latent
+    ``rigid_tolerance`` (:func:`fuse_rigid_drags`), ``swing`` (:func:`swing_lone_drags`, only on
+    a painted region: ``region_mask`` or the instructions' mask) and ``pixel_mask`` — an editable mask at latent
     resolution (2h, 2w) — which adds the latent-pixel map (:class:`FineMap`) used to compose the
-    initial latent and to place the latent locks at pixel precision.
+    initial latent and to place the latent locks at pixel precision; ``content_mask`` (same
+    grid, with ``pixel_mask``) is the part of it that moves (:func:`build_fine_map`).
     """
     h, w = token_drags.grid_hw if grid_hw is None else (int(grid_hw[0]), int(grid_hw[1]))
     if (h, w) != tuple(token_drags.grid_hw):
@@ -410,6 +420,9 @@ def build_correspondence(
             "16x16 pixels)"
         )
     token_drags = fuse_rigid_drags(token_drags, P, rigid_tolerance)
+    painted = region_mask is not None or token_drags.mask is not None
+    if swing and painted:
+        token_drags = swing_lone_drags(token_drags, P, pixel_mask if content_mask is None else content_mask)
     gate_unit = gate_unit_tokens(token_drags.image_hw, gate_reference)
     needs_circle = any(m == "drag" for m in token_drags.modes)
     circle = circumscribed_circle(P, token_drags.handles) if needs_circle else None
@@ -441,7 +454,7 @@ def build_correspondence(
         pm = torch.as_tensor(pixel_mask).to(torch.bool).cpu()
         if tuple(pm.shape) != (2 * h, 2 * w):
             raise ValueError(f"pixel_mask is {tuple(pm.shape)} but the latent grid is {(2 * h, 2 * w)}")
-        fine = build_fine_map(token_drags, pm, circle, gate_unit, backward)
+        fine = build_fine_map(token_drags, pm, circle, gate_unit, backward=backward, content_mask=content_mask)
     return CorrespondenceMap(
         matching=matching.reshape(h, w, 2),
         weight=weight.reshape(h, w),
@@ -462,6 +475,7 @@ from .correspondence_latent import (  # noqa: E402,F401  (re-exported; that modu
     _patchify,
     _unpatchify,
     compose_initial_latent,
+    content_pixels,
     harmonic_fill,
     inpaint_noise,
 )

@@ -232,3 +232,75 @@ def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: f
         image_hw=token_drags.image_hw,
         angles=torch.cat([token_drags.angles[k], torch.tensor(new_a, dtype=torch.float64)]),
     )
+
+
+#: the part's far end: its points at least this share of the farthest point's distance from the
+#: handle (their centroid is the far end's centre, e.g. the joint of a limb's free segment) [ours]
+FAR_END = 0.8
+
+
+def swing_lone_drags(token_drags: TokenDrags, region: torch.Tensor,
+                     pixel_region: torch.Tensor | None = None) -> TokenDrags:
+    """[ours, not in the paper] A lone elastic drag on a part of a painted mask swings the part
+    about its far end: the drag becomes a rotation in place (a ``move`` drag from the pivot to
+    itself with an angle), rigid, so the part bends about its joint instead of being smeared.
+
+    A *lone* drag is the only non-anchor drag whose nearest connected part of the editable region
+    is that part (drags grouped as in :func:`fuse_rigid_drags`; ``pixel_region``, the mask at
+    latent resolution (2h, 2w), is used when given, else ``region`` on the token grid). The pivot
+    is the point of the perpendicular bisector of handle → target nearest to the part's point
+    farthest from the handle: the rotation about it carries the handle exactly onto the target
+    (no scaling), and it pivots as near the far end as a rigid swing allows. The paper has no such
+    rule (each drag moves its own cell elastically, with the gate decaying away from the handle);
+    a drag of zero length, or a part with several drags, is left as it is.
+    """
+    n = len(token_drags)
+    if n == 0:
+        return token_drags
+    if pixel_region is not None:
+        mask = pixel_region.to(torch.bool).cpu()
+        lab = _components(mask)
+        yx = torch.nonzero(lab >= 0)
+        pts = yx.flip(1).to(torch.float64) / 2 - 0.25     # latent-pixel centres in token units
+    else:
+        lab = _components(region.to(torch.bool).cpu())
+        yx = torch.nonzero(lab >= 0)
+        pts = yx.flip(1).to(torch.float64)
+    if yx.shape[0] == 0:
+        return token_drags
+    part = lab[yx[:, 0], yx[:, 1]]
+    groups: dict[int, list[int]] = {}
+    for i, h in enumerate(token_drags.handles):
+        if token_drags.modes[i] == "anchor":
+            continue
+        j = int(((pts - h) ** 2).sum(1).argmin())
+        groups.setdefault(int(part[j]), []).append(i)
+    handles, targets = token_drags.handles.clone(), token_drags.targets.clone()
+    modes, angles = list(token_drags.modes), token_drags.angles.clone()
+    changed = False
+    for comp, idx in groups.items():
+        if len(idx) != 1 or modes[idx[0]] != "drag":
+            continue
+        i = idx[0]
+        h, t = handles[i], targets[i]
+        d = t - h
+        if float(d.norm()) < 1e-9:
+            continue
+        own = pts[part == comp]
+        dist = (own - h).norm(dim=1)
+        f = own[dist >= FAR_END * dist.max()].mean(0)
+        b = torch.stack((-d[1], d[0])) / d.norm()         # along the bisector
+        mid = (h + t) / 2
+        c = mid + ((f - mid) @ b) * b
+        a, e = h - c, t - c
+        if float(a.norm()) < 1e-9:
+            continue
+        theta = math.atan2(float(a[0] * e[1] - a[1] * e[0]), float((a * e).sum()))
+        handles[i], targets[i], modes[i] = c, c.clone(), "move"
+        angles[i] = math.degrees(theta)
+        changed = True
+    if not changed:
+        return token_drags
+    return TokenDrags(handles=handles, targets=targets, modes=modes, scales=token_drags.scales.clone(),
+                      mask=token_drags.mask, grid_hw=token_drags.grid_hw, image_hw=token_drags.image_hw,
+                      angles=angles)

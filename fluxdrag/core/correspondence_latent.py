@@ -95,3 +95,29 @@ def harmonic_fill(latent: torch.Tensor, region: torch.Tensor, iters: int = 0) ->
         avg = 0.25 * (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:])
         x = torch.where(region, avg, x)
     return x.to(latent.dtype)
+
+
+def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float) -> torch.Tensor:
+    """[ours] The painted pixels that carry content: (H, W) bool, those of ``editable`` whose
+    latent stands out from the region's harmonic fill (:func:`harmonic_fill`, what the
+    surroundings would continue into it) by at least ``contrast`` × the strongest such contrast
+    of their connected part (8-connected; norm over channels, ``latent`` (C, H, W) or
+    (1, C, H, W)). The rest of the painted region (a cast shadow, a penumbra, background painted
+    with the object) changes with the scene, not with the object: it is vacated and filled,
+    never carried to the target. ``contrast`` 0: every painted pixel (the paper moves the whole
+    region)."""
+    from .correspondence_fields import _components
+
+    P = editable.to(torch.bool).cpu()
+    if contrast <= 0 or not bool(P.any()):
+        return P.clone()
+    z = latent.detach().float().cpu()
+    z = z[0] if z.dim() == 4 else z
+    s = (z - harmonic_fill(z[None], P)[0]).norm(dim=0)
+    lab = _components(P)
+    keep = torch.zeros_like(P)
+    for k in range(int(lab.max()) + 1):
+        part = lab == k
+        top = float(s[part].max())
+        keep |= part & (s >= contrast * top) if top > 0 else part
+    return keep

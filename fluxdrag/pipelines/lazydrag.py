@@ -16,6 +16,7 @@ from ..core import solvers
 from ..core.correspondence import (
     build_correspondence,
     compose_initial_latent,
+    content_pixels,
     default_editable_region,
     latent_region,
 )
@@ -81,6 +82,17 @@ class LazyDragSettings:
         0.2, "Several drags on one part of the mask that fit a rigid motion (residual ≤ this × drag "
              "length) become one rotation + move (ours). 0: never (paper: each drag bends its own cell).",
         min=0.0, max=1.0, step=0.05, paper=0.0, node="map")
+    content_contrast: float = setting(
+        0.5, "Only the painted pixels that stand out from what their surroundings continue into the "
+              "mask (≥ this × the part's strongest contrast) move; the rest (a cast shadow, background "
+              "painted with the object) is vacated and filled, not carried to the target (ours; 'pixel' "
+              "maps, painted masks). 0: the whole painted region moves (the paper).",
+        min=0.0, max=1.0, step=0.05, paper=0.0, node="map")
+    swing: bool = setting(
+        True, "A lone 'drag' drag on a part of a painted mask swings the part rigidly about its far end "
+              "(the pivot on the handle→target bisector nearest to the part's point farthest from the "
+              "handle): an articulated part bends about its joint (ours). Off: the drag bends its cell "
+              "elastically (the paper).", paper=False, node="map")
     gate_reference: int = setting(
         512, "The gate A = min(1, |p−s|⁻²) measures distance in units of min(H, W)/gate_reference tokens: "
              "one token at this image size, the same image fraction at any size (ours). 0: one token at "
@@ -155,9 +167,13 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
             else:   # the default discs on the token grid, at latent resolution
                 pixel = default_editable_region(td, td.grid_hw).repeat_interleave(2, 0) \
                     .repeat_interleave(2, 1)
+        content = None
+        if px is not None and s.content_contrast > 0:   # a painted mask, not the default discs
+            content = content_pixels(latent_samples[:1], pixel, s.content_contrast)
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
-                                    rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel)
+                                    rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,
+                                    swing=s.swing, content_mask=content)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     return LazyDragPlan(cmap, activation=s.activation, seed=s.seed, background_query=s.background_query)
