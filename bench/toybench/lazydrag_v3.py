@@ -1,13 +1,13 @@
 """LazyDrag on the toy world v3 (issue 26): the issue's targets per family, the regression bounds,
 and how much the toy generator can do at all.
 
-    python bench/toyworld/lazydrag_v3.py --seed S [--n 16]             # targets table
-    python bench/toyworld/lazydrag_v3.py --seed S --calibrate          # regression bounds (Python)
-    python bench/toyworld/lazydrag_v3.py --seed S --headroom           # the generator's headroom
+    python -m bench.toybench.lazydrag_v3 --seed S [--n 16]             # targets table
+    python -m bench.toybench.lazydrag_v3 --seed S --calibrate          # regression bounds (Python)
+    python -m bench.toybench.lazydrag_v3 --seed S --headroom           # the generator's headroom
 
 The scenes are ``run.py``'s benchmark set of seed S over the v3 families (``benchmark_scenes``),
 scored with its metrics; ``cut_paste`` / ``copy_paste`` are the baselines of the same run. The
-model is ``toyworld/toyflux_v3.safetensors`` unless ``--model`` names another (the checkpoint may
+model is ``fluxdrag/toyworld/toyflux_v3.safetensors`` unless ``--model`` names another (the checkpoint may
 be replaced by a newer one: rerun ``--calibrate`` on the calibration seed and copy its output into
 ``tests/test_tier2_lazydrag_v3.py``). ``--set name=value`` overrides LazyDrag settings fields.
 
@@ -19,16 +19,6 @@ continues textures lowers ``shading``, ``shadow``, ``hole`` and raises ``complet
 """
 from __future__ import annotations
 
-if __name__ == "__main__" and not __package__:   # run as a script: import the pack as `fluxdrag`
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    import fluxdrag_bootstrap  # noqa: F401  (registers the pack as ``fluxdrag``)
-    from fluxdrag.bench.toyworld.lazydrag_v3 import main
-
-    sys.exit(main())
-
 import argparse
 import json
 import math
@@ -37,7 +27,7 @@ from pathlib import Path
 import torch
 
 FAMILIES = ("lit", "texture", "occlusion", "articulated")
-V3_MODEL = Path(__file__).resolve().parents[2] / "toyworld" / "toyflux_v3.safetensors"
+V3_MODEL = Path(__file__).resolve().parents[2] / "fluxdrag" / "toyworld" / "toyflux_v3.safetensors"
 BASELINES = ("no_edit", "copy_paste", "cut_paste")
 #: what each family's regression test bounds: (metric, "max" | "min")
 BOUNDED = {
@@ -156,7 +146,8 @@ def target_lines(measured: dict[str, dict]) -> list[str]:
 
 def headroom(model, cond, scene_list, sigmas=(0.0, 0.4, 0.6, 0.8, 1.0), steps: int = 20) -> dict:
     """σ₀ → family → mean metrics of the oracle-background regeneration (module doc)."""
-    from ...toyworld.model import flux_sigmas, velocity
+    from fluxdrag.toyworld.model import flux_sigmas, velocity
+
     from .methods import cut_paste
     from .metrics import edit_metrics, mean_metrics
 
@@ -184,8 +175,8 @@ def headroom(model, cond, scene_list, sigmas=(0.0, 0.4, 0.6, 0.8, 1.0), steps: i
 
 
 def load(model_path: str | Path | None = None):
-    from ...tools.comfy_env import import_comfy
-    from ...toyworld.model import load_toy_model
+    from fluxdrag.toyworld.model import load_toy_model
+    from tools.comfy_env import import_comfy
 
     import_comfy()
     return load_toy_model(Path(model_path or V3_MODEL))
@@ -234,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "shading", "completion", "joint_deg", "tip")
                 if r.get(k) is not None), flush=True)
     if args.calibrate:
-        print(f"# python bench/toyworld/lazydrag_v3.py --seed {args.seed} --n {args.n} --calibrate")
+        print(f"# python -m bench.toybench.lazydrag_v3 --seed {args.seed} --n {args.n} --calibrate")
         print("BOUNDS = {")
         for fam, b in bounds(measured).items():
             print(f"    {fam!r}: {{" + ", ".join(f"{k!r}: ({h!r}, {v})" for k, (h, v) in b.items()) + "},")
@@ -245,3 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(measured, indent=1, default=float), encoding="utf-8")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -454,7 +454,7 @@ def build_correspondence(
         pm = torch.as_tensor(pixel_mask).to(torch.bool).cpu()
         if tuple(pm.shape) != (2 * h, 2 * w):
             raise ValueError(f"pixel_mask is {tuple(pm.shape)} but the latent grid is {(2 * h, 2 * w)}")
-        fine = build_fine_map(token_drags, pm, circle, gate_unit, backward=backward, content_mask=content_mask)
+        fine = build_fine_map(token_drags, pm, circle, gate_unit, backward=backward, content_px=content_mask)
     return CorrespondenceMap(
         matching=matching.reshape(h, w, 2),
         weight=weight.reshape(h, w),
