@@ -159,3 +159,10 @@ def test_layer_checker_catches_an_upward_import(tmp_path):
     assert _resolve(PKG / "pipelines" / "a.py", 2, "nodes.common") == "nodes"
     assert _resolve(PKG / "core" / "a.py", 2, "pipelines.inversion") == "pipelines"
     assert "nodes" not in ALLOWED["pipelines"] and "pipelines" not in ALLOWED["attention_patches"]
+
+
+def test_no_runtime_module_over_600_lines():
+    """Modules by concern (issue 25): no runtime module is longer than 600 lines."""
+    long = {str(p.relative_to(ROOT)): n for p in PKG.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}
+    assert not long, f"runtime modules over 600 lines (split them by concern): {long}"

@@ -301,3 +301,23 @@ def test_docs_settings_table_is_generated_from_the_dataclasses(comfy):
     root = Path(__file__).resolve().parent.parent
     assert (root / "docs" / "settings.md").read_text(encoding="utf-8") == mod.tables(), \
         "docs/settings.md is stale: run python -m scripts.settings_tables"
+
+
+def test_options_nodes_from_older_workflows_run_without_newer_fields(comfy_server):
+    """An options node saved before a field existed (LazyDrag's ``swing``, ContextDrag's
+    ``subtoken``, DragFlow's ``init``…) still queues: every options widget is optional and a
+    missing one takes the dataclass default."""
+    import workflow_tools as wt
+
+    info = comfy_server.object_info()
+    for node in ("FluxDragLazyDragOptions", "FluxDragDragFlowOptions", "FluxDragContextDragOptions",
+                 "FluxDragAttentionDragOptions"):
+        required = set(info[node]["input"].get("required", {}))
+        assert required <= {"preset"}, f"{node}: required options widgets {required - {'preset'}}"
+    api = wt.load_api(wt.WORKFLOWS / "api" / "toy_dragflow_api.json")
+    title, inputs = "DragFlow options", wt.node_by_title(api, "DragFlow options")[1]["inputs"]
+    for name in ("init", "target_warp", "hole_margin", "adam_lr"):
+        inputs.pop(name, None)
+    assert "init" not in wt.node_by_title(api, title)[1]["inputs"]
+    entry = comfy_server.run(api, timeout=600)
+    assert any(o.get("images") for o in entry["outputs"].values())

@@ -136,7 +136,7 @@ def make_options_node(settings_cls, node_id: str, nodes: tuple = ("",), descript
                                        tooltip="custom: the values below; paper: every setting here at "
                                                "the paper's value (the widgets below are then ignored; "
                                                "each tooltip names the paper's value).")]
-                + [widget_input(s) for s in specs(settings_cls) if s.name in names],
+                + [widget_input(s, optional=True) for s in specs(settings_cls) if s.name in names],
                 outputs=[socket.Output(display_name="options")],
             )
 
