@@ -82,6 +82,15 @@ class ContextDragSettings:
                               "[guess: all steps].", min=0.0, max=1.0, step=0.01, node="patch", paper=SILENT)
     reference_index: int = setting(0, "Which ReferenceLatent (in chaining order) is the drag source; 0 = the "
                                       "first.", min=0, max=15, node="patch", paper=SILENT)
+    subtoken: bool = setting(True, "Sub-token precision [departure: the paper moves whole tokens]. The map's "
+                                   "coarse region also holds the cells the displaced tokens round to and its "
+                                   "reverse lookup rounds half down (the mirror of the forward half-up), so a "
+                                   "half-token drag moves the whole region instead of losing a row; and "
+                                   "Position-Consistent Attention shifts each moved reference token's content by "
+                                   "the rest of the drag below the token grid (whole latent pixels, re-embedded "
+                                   "with the model's own input layer), so the object lands where the drag ends. "
+                                   "Off = the paper's reading (cells inside the hull, half-up rounding, whole "
+                                   "tokens).", node="patch", paper=False)
 
 
 PAPER = paper_settings(ContextDragSettings)
@@ -159,9 +168,23 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
         if region is not None and not region.any():
             raise ValueError("the editable mask is empty; draw the region to move or leave it out")
         return build_reverse_map(td.handles, td.targets, region, td.grid_hw, power=power, anchor=anchor,
-                                 hull=hull != "none", hull_groups="all" if hull == "all" else "component")
+                                 hull=hull != "none", hull_groups="all" if hull == "all" else "component",
+                                 snap=True)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
+
+
+def map_for(rmap: ReverseMap, subtoken: bool) -> ReverseMap:
+    """``rmap`` with the rounding ``subtoken`` asks for: the map node always builds the sub-token
+    map (``snap``, see ``ContextDragSettings.subtoken``); ``subtoken=False`` rebuilds it from the
+    same drags, region and parameters with the literal rounding (cells inside the hull, half-up)."""
+    if bool(rmap.params.get("snap", False)) == bool(subtoken):
+        return rmap
+    p = rmap.params
+    return build_reverse_map(rmap.handles, rmap.targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
+                             eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
+                             dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
+                             snap=bool(subtoken))
 
 
 def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
@@ -169,7 +192,7 @@ def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
     st = overrides(settings, ContextDragSettings, **kw)
     validate(st, NODE_CTI, CTI_FIELDS + PATCH_FIELDS)
     dm = require_kontext_flux(model, NODE_CTI)
-    rmap = _require_map(rmap, NODE_CTI)
+    rmap = map_for(_require_map(rmap, NODE_CTI), st.subtoken)
     ctrl = ContextTokenInjection(rmap, **pick(st, CTI_FIELDS), **_patch_args(dm, st, NODE_CTI))
     return patch_model(model, ctrl), ctrl
 
@@ -179,8 +202,9 @@ def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
     st = overrides(settings, ContextDragSettings, **kw)
     validate(st, NODE_PCA, PCA_FIELDS + PATCH_FIELDS)
     dm = require_kontext_flux(model, NODE_PCA)
-    rmap = _require_map(rmap, NODE_PCA)
-    ctrl = PositionConsistentAttention(rmap, **pick(st, PCA_FIELDS), **_patch_args(dm, st, NODE_PCA))
+    rmap = map_for(_require_map(rmap, NODE_PCA), st.subtoken)
+    ctrl = PositionConsistentAttention(rmap, **pick(st, PCA_FIELDS), subtoken=st.subtoken,
+                                       **_patch_args(dm, st, NODE_PCA))
     return patch_model(model, ctrl), ctrl
 
 

@@ -62,7 +62,13 @@ def test_toy_kontext_is_shipped_with_its_record():
     meta = read_meta(KONTEXT_WEIGHTS.with_suffix(".json"))
     base = read_meta(TOY_MODELS["toy FLUX"].with_suffix(".json"))
     assert meta["unet_config"] == base["unet_config"] and meta["conditioning"] == base["conditioning"]
-    assert meta["training"]["resumed_from"]["steps"] == base["training"]["steps"]   # fine-tuned from it
+    chain, rec = [], meta["training"]   # a resumed toy Kontext keeps its earlier runs' records
+    while "resumed_from" in rec:
+        rec = rec["resumed_from"]
+        chain.append(rec)
+    kontext_runs = [r for r in [meta["training"], *chain] if r.get("resumed_from", {}).get("steps")
+                    == base["training"]["steps"]]
+    assert kontext_runs, "the toy Kontext is not fine-tuned from the shipped toy FLUX"
     log = KONTEXT_WEIGHTS.with_suffix(".log.jsonl").read_text().splitlines()
     assert 0 <= meta["training"]["steps"] - json.loads(log[-1])["step"] < 10   # logged every 10 steps
 
