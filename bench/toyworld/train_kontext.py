@@ -379,8 +379,10 @@ def sample(dm, cond: dict, noise, ref, hidden=None, steps: int = 20):
 
 def plots(args) -> None:
     """Sample grid (docs/toykontext_samples.png): reference, keep, hidden reference, remove/inpaint."""
+    from ...tools import comfy_env
     from . import viz
 
+    comfy_env.import_comfy()
     out = Path(args.out)
     torch.set_num_threads(args.threads)
     patcher, _ = tm.load_toy_model(out)
