@@ -5,9 +5,10 @@ A FLUX-architecture model (hidden 512, 8 heads, 4+8 blocks) sampled with a Konte
 latent of the same size (ComfyUI's ReferenceLatent conditioning), Euler, cfg 1, the same noise for
 every variant: stock Kontext; CTI replace; CTI append; PCA with ``hide="vacated"`` (ids
 rewritten; for this rigid drag that set is empty, so no mask); PCA with the default settings
-(``hide="vacated_overlap"``: a dense additive mask); and the shipped workflow's chain CTI replace →
-PCA (defaults), whose ratio is printed last as ``contextdrag_step_ratio: X`` (goal ≤ 1.2). The
-chain without a mask is printed as ``contextdrag_step_ratio_unmasked: X``.
+(``hide="vacated"`` since issue 28, so also no mask here; ``subtoken`` on); and the shipped
+workflow's chain CTI replace → PCA (defaults), whose ratio is printed last as
+``contextdrag_step_ratio: X`` (goal ≤ 1.2). The chain with ``hide="vacated"`` is printed as
+``contextdrag_step_ratio_unmasked: X``.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def main():
     chain, _ = cd.apply_pca(cti_r, rmap)
     variants = {"stock Kontext": model, "CTI replace": cti_r, "CTI append": cti_a,
                 f"PCA vacated ({pca_u_ctrl.hidden.numel()} hidden)": pca_u,
-                f"PCA default vacated_overlap ({pca_ctrl.hidden.numel()} hidden)": pca,
+                f"PCA default {pca_ctrl.hide} ({pca_ctrl.hidden.numel()} hidden)": pca,
                 "CTI replace → PCA vacated": chain_u,
                 "CTI replace → PCA default (workflow)": chain}
     times = interleaved_times({k: sampler(m) for k, m in variants.items()}, repeats=args.repeats)

@@ -163,7 +163,8 @@ def test_pca_mask_blocks_exactly_the_intended_pairs(tiny_flux, tiny_cond, rewrit
 
 def test_pca_vacated_hides_nothing_for_a_rigid_move(tiny_flux, tiny_cond):
     """With the rewrite, every vacated token is a source and sits at its destination: hide=vacated
-    is empty, no mask; the default (vacated_overlap) hides the tokens under the destination."""
+    (the default since issue 28) is empty, no mask; vacated_overlap hides the tokens under the
+    destination."""
     from fluxdrag.attention_patches.router import patch_model
     from fluxdrag.nodes import contextdrag as cd
     m, ctrl = cd.apply_pca(tiny_flux, _map(), hide="vacated")
@@ -172,11 +173,12 @@ def test_pca_vacated_hides_nothing_for_a_rigid_move(tiny_flux, tiny_cond):
         sample_plain(patch_model(m, rec), _kontext(tiny_cond), steps=2)
     assert ctrl.hidden.numel() == 0 and runs[-1].of(ctrl).active_calls == 0
     assert all(c["mask"] is None for c in rec.calls)
-    m, ctrl = cd.apply_pca(tiny_flux, _map())
+    assert cd.ContextDragSettings().hide == "vacated"
+    m, ctrl = cd.apply_pca(tiny_flux, _map(), hide="vacated_overlap")
     rec = Recorder()
     with watch_runs() as runs:
         sample_plain(patch_model(m, rec), _kontext(tiny_cond), steps=2)
-    assert ctrl.hide == "vacated_overlap" and ctrl.hidden.numel() > 0 and runs[-1].of(ctrl).active_calls > 0
+    assert ctrl.hidden.numel() > 0 and runs[-1].of(ctrl).active_calls > 0
     assert any(c["mask"] is not None for c in rec.calls)
 
 

@@ -49,11 +49,16 @@ import torch.nn.functional as F
 
 from fluxdrag.toyworld import model as tm
 from fluxdrag.toyworld import scenes as ts
+from fluxdrag.toyworld.scenes_v3 import SHADOW_THRESHOLD
 
-from .train import _save, sample_t, trainable_flux
+from .train import _save, _stop_time, sample_t, trainable_flux
 
 KONTEXT_WEIGHTS = tm.KONTEXT_WEIGHTS
 TRAIN_FAMILIES = ("single", "multi", "crowded", "parts", "border", "overlap", "large")
+#: toy world v3 (``toyworld/scenes_v3.py``): lit and shadowed scenes; drawn twice as often as an old
+#: family by the default ``--families`` (as the toy FLUX v3's training)
+V3_TRAIN_FAMILIES = ("lit", "texture", "occlusion", "articulated")
+DEFAULT_FAMILIES = TRAIN_FAMILIES + V3_TRAIN_FAMILIES * 2
 TASKS = ("keep", "remove", "inpaint")
 
 
@@ -86,23 +91,32 @@ def _small_scene(g: torch.Generator, size: int = 16):
 
 
 def _scene(g: torch.Generator, size: int, families: tuple[str, ...]):
-    """(background, objects, family index) of a training scene (seeds ≥ 10**8, as train.py)."""
+    """(render, objects, shadows, family index) of a training scene (seeds ≥ 10**8, as train.py).
+
+    ``render(objects)`` → (latent, visible masks) of those objects on the scene's background, in
+    their list order (later on top), lit and shadowed like the scene for the v3 families: removing
+    an object also removes its shadow and shows the lit background there (and, in ``occlusion``,
+    the part of an object it hid). ``shadows``: (K, H, W) cast shadows, or None (unlit)."""
     if size != 32:
         bg, objs = _small_scene(g, size)
-        return bg, objs, 0
+        return (lambda o: ts.compose(bg, o)), objs, None, 0
     f = families[ts._randint(g, 0, len(families) - 1)]
     while True:
         try:
             sc = ts.make_scene(10**8 + ts._randint(g, 0, 10**8), f, mask_in_json=False)
-            return sc.background, list(sc.objects), ts.FAMILIES.index(f)
+            return sc.render, list(sc.objects), sc.shadows, ts.FAMILIES.index(f)
         except (RuntimeError, ValueError):
             continue
 
 
 def make_pair(g: torch.Generator, task: str, size: int = 32, families: tuple[str, ...] = TRAIN_FAMILIES):
-    """(reference (16,H,W), target (16,H,W), hidden token mask (H/2·W/2,) bool, family index)."""
-    bg, objs, fam = _scene(g, size, families)
-    ref, masks = ts.compose(bg, objs)
+    """(reference (16,H,W), target (16,H,W), hidden token mask (H/2·W/2,) bool, family index).
+
+    v3 ``remove``: the removed objects' token cells are hidden and, half of the time, also their
+    cast shadow's (shadow > ``SHADOW_THRESHOLD``, as the v3 scenes' editable region); the target
+    has neither the objects nor their shadows (lit background there) [guess]."""
+    render, objs, shadows, fam = _scene(g, size, families)
+    ref, masks = render(objs)
     n_tok = (size // 2) ** 2
     hidden = torch.zeros(size // 2, size // 2, dtype=torch.bool)
     keep_objs = list(objs)
@@ -110,8 +124,11 @@ def make_pair(g: torch.Generator, task: str, size: int = 32, families: tuple[str
         n = ts._randint(g, 1, len(objs))
         gone = torch.randperm(len(objs), generator=g)[:n].tolist()
         r = ts._randint(g, 0, 1)
+        with_shadow = shadows is not None and float(torch.rand((), generator=g)) < 0.5
         for i in gone:
             hidden |= grow(token_cells(masks[i]), r)
+            if with_shadow:
+                hidden |= token_cells(shadows[i] > SHADOW_THRESHOLD)
         keep_objs = [o for i, o in enumerate(objs) if i not in gone]
     elif task == "inpaint":
         side = size // 2
@@ -120,7 +137,7 @@ def make_pair(g: torch.Generator, task: str, size: int = 32, families: tuple[str
             y0, x0 = ts._randint(g, 0, side - hh), ts._randint(g, 0, side - ww)
             hidden[y0:y0 + hh, x0:x0 + ww] = True
         keep_objs = [o for i, o in enumerate(objs) if (token_cells(masks[i]) & ~hidden).any()]
-    target = ref if len(keep_objs) == len(objs) else ts.compose(bg, keep_objs)[0]
+    target = ref if len(keep_objs) == len(objs) else render(keep_objs)[0]
     return ref, target, hidden.reshape(n_tok), fam
 
 
@@ -133,6 +150,31 @@ def make_batch(g: torch.Generator, task: str, n: int, size: int, families=TRAIN_
         hid.append(h)
         fams.append(f)
     return torch.stack(refs), torch.stack(tgts), torch.stack(hid), torch.tensor(fams)
+
+
+def drift(x0: torch.Tensor, t: torch.Tensor, g: torch.Generator, blur: float = 0.6,
+          noise: float = 0.15, ramp: float = 0.25) -> torch.Tensor:
+    """(B, 16, H, W) a sampler-like error to add to ``x0`` in a ``keep`` pair's noisy input.
+
+    Why: the exact ``keep`` velocity is v(x_t) = (x_t − reference) / t for *every* x_t, but the
+    plain pairs only show x_t on the straight line from the reference to the noise. A sampler's
+    x_t leaves that line as soon as one step is off (the first toy Kontext: x0 error 0.02 one
+    step from the data at t = 0.14, but 0.14 after 20 Euler steps: the later steps trusted x_t and
+    kept the drift). So part of the keep pairs start from x0 + δ, δ a mix of lost detail
+    (a·(blur(x0) − x0), a ~ U(0, ``blur``): rings turn into blobs) and a smooth random field
+    (RMS ~ U(0, ``noise``)), while the target stays the reference: the model learns to pull x_t
+    back to the reference. δ is scaled by min(1, t / ``ramp``) so the velocity target
+    (1 − t)·δ / t stays bounded at small t [guess; the idea of training on off-trajectory inputs is
+    the exposure-bias remedy of input perturbation, not Kontext's recipe]."""
+    b, c, h, w = x0.shape
+    soft = F.avg_pool2d(F.pad(x0, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    a = torch.rand(b, 1, 1, 1, generator=g) * blur
+    field = F.interpolate(torch.randn(b, c, max(h // 4, 1), max(w // 4, 1), generator=g), size=(h, w),
+                          mode="bilinear", align_corners=False)
+    field = field / field.pow(2).mean((1, 2, 3), keepdim=True).sqrt().clamp_min(1e-6)
+    field = field * torch.rand(b, 1, 1, 1, generator=g) * noise
+    scale = (t / ramp).clamp(max=1.0)[:, None, None, None]
+    return scale * (a * (soft - x0) + field)
 
 
 def key_mask(hidden: torch.Tensor, text_tokens: int, image_tokens: int) -> torch.Tensor:
@@ -199,9 +241,14 @@ def train(args) -> None:
     losses: list[float] = []
     t0 = time.time()
     meta: dict = {}
+    stop_t = _stop_time(args.stop_at)
+    budget = args.max_minutes * 60 if stop_t is None else min(args.max_minutes * 60, stop_t - time.time())
+    last_save = time.time()
     with trainable_flux():
         for step in range(1, args.steps + 1):
-            lr = args.lr * min(1.0, step / args.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps)))
+            # cosine over the planned steps or the wall-clock budget, whichever ends first
+            prog = min(1.0, max(step / args.steps, (time.time() - t0) / budget))
+            lr = args.lr * min(1.0, step / args.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * prog)))
             for grp in opt.param_groups:
                 grp["lr"] = lr
             small = float(torch.rand((), generator=g)) < args.small_frac
@@ -210,15 +257,21 @@ def train(args) -> None:
             ref, x0, hidden, fam = make_batch(g, task, n, size, tuple(args.families))
             eps = torch.randn(x0.shape, generator=g)
             t = sample_t(n, g)
-            xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * eps
+            base = x0
+            if task == "keep" and args.keep_drift > 0:
+                on = (torch.rand(n, generator=g) < args.keep_drift).float()[:, None, None, None]
+                base = x0 + on * drift(x0, t, g)
+            xt = (1 - t)[:, None, None, None] * base + t[:, None, None, None] * eps
             keep = (torch.rand(n, generator=g) > 0.25).float()[:, None] * (0.0 if small else 1.0)
             y = cond["pooled"].expand(n, -1) + keep * fam_off[fam]
             guid = 1.0 + 4.0 * torch.rand(n, generator=g)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 v = call(dm, xt, t, cond, y, guid, ref, hidden)
-            loss = F.mse_loss(v.float(), eps - x0)
+            tt = t[:, None, None, None]
+            target = eps - x0 + (1 - tt) / tt * (base - x0)     # (x_t − x0) / t: back to the reference
+            loss = F.mse_loss(v.float(), target)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * (args.keep_weight if task == "keep" else 1.0)).backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             d = min(args.ema, (1 + step) / (10 + step))
@@ -234,13 +287,15 @@ def train(args) -> None:
             if step % 50 == 0:
                 print(f"step {offset + step} loss {sum(losses[-50:]) / 50:.4f} lr {lr:.2e} "
                       f"{elapsed / step:.2f}s/step", flush=True)
-            stop = elapsed > args.max_minutes * 60
-            if step % 200 == 0 or step == args.steps or stop:
+            stop = elapsed > budget
+            if step % 200 == 0 or step == args.steps or stop or time.time() - last_save > args.save_minutes * 60:
+                last_save = time.time()
                 meta = {
                     "unet_config": config,
                     "conditioning": base_meta["conditioning"],
                     "kontext": {"reference": "ComfyUI ReferenceLatent (ref_latents, method 'offset': ids (1, h, w))",
                                 "tasks": dict(zip(TASKS, args.task_mix)),
+                                "keep_weight": args.keep_weight, "keep_drift": args.keep_drift,
                                 "hidden_tokens": "boolean key mask over reference tokens (attention_mask)"},
                     "training": {
                         "seed": args.seed, "steps": offset + step, "planned_steps": offset + args.steps,
@@ -265,22 +320,38 @@ def train(args) -> None:
     dm.load_state_dict(ema)
     dm.eval()
     meta["training"]["eval_loss"] = eval_losses(dm, cond, args.seed)
+    meta["training"]["eval_loss_v3"] = eval_losses(dm, cond, args.seed, families=V3_TRAIN_FAMILIES)
+    meta["training"]["keep_sample_rms"] = keep_sample_rms(dm, cond)
     _save(ema, meta, out)
-    print(json.dumps(meta["training"]["eval_loss"]), flush=True)
+    print(json.dumps({k: meta["training"][k] for k in ("eval_loss", "eval_loss_v3", "keep_sample_rms")}), flush=True)
 
 
 @torch.no_grad()
-def eval_losses(dm, cond: dict, seed: int, n: int = 32) -> dict:
-    """Rectified-flow loss per task on a fixed held-out batch of 32×32 scenes, t on a fixed grid."""
+def eval_losses(dm, cond: dict, seed: int, n: int = 32, families: tuple[str, ...] = TRAIN_FAMILIES) -> dict:
+    """Rectified-flow loss per task on a fixed held-out batch of 32×32 scenes, t on a fixed grid
+    (the old families by default, comparable with the first toy Kontext's record)."""
     out = {}
     for i, task in enumerate(TASKS):
         g = torch.Generator().manual_seed(777_000 + i)
-        ref, x0, hidden, _ = make_batch(g, task, n, 32)
+        ref, x0, hidden, _ = make_batch(g, task, n, 32, families)
         eps = torch.randn(x0.shape, generator=g)
         t = (torch.arange(n) + 0.5) / n
         xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * eps
         v = call(dm, xt, t, cond, cond["pooled"].expand(n, -1), torch.full((n,), 3.5), ref, hidden)
         out[task] = round(float(F.mse_loss(v, eps - x0)), 5)
+    return out
+
+
+@torch.no_grad()
+def keep_sample_rms(dm, cond: dict, n: int = 8) -> dict:
+    """RMS of a 20-step Euler ``keep`` sample against its reference (8 held-out 32×32 scenes per
+    group): what ``contextdrag_keep`` measures, without the benchmark."""
+    out = {}
+    for name, fams in (("old", TRAIN_FAMILIES), ("v3", V3_TRAIN_FAMILIES)):
+        g = torch.Generator().manual_seed(888_000)
+        ref, x0, hidden, _ = make_batch(g, "keep", n, 32, fams)
+        x = sample(dm, cond, torch.randn(x0.shape, generator=g), ref, hidden)
+        out[name] = round(float((x - x0).pow(2).mean().sqrt()), 5)
     return out
 
 
@@ -299,8 +370,10 @@ def sample(dm, cond: dict, noise, ref, hidden=None, steps: int = 20):
 
 def plots(args) -> None:
     """Sample grid (docs/toykontext_samples.png): reference, keep, hidden reference, remove/inpaint."""
+    from ...tools import comfy_env
     from . import viz
 
+    comfy_env.import_comfy()
     out = Path(args.out)
     torch.set_num_threads(args.threads)
     patcher, _ = tm.load_toy_model(out)
@@ -343,18 +416,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--task-mix", type=float, nargs=3, default=[0.4, 0.4, 0.2], metavar=("KEEP", "REMOVE", "INPAINT"))
-    p.add_argument("--families", nargs="+", default=list(TRAIN_FAMILIES), choices=list(ts.FAMILIES))
+    p.add_argument("--task-mix", type=float, nargs=3, default=[0.5, 0.3, 0.2], metavar=("KEEP", "REMOVE", "INPAINT"))
+    p.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES), choices=list(ts.FAMILIES),
+                   help="scene families (a repeated name is drawn more often)")
+    p.add_argument("--keep-weight", type=float, default=2.0, help="loss weight of a keep step")
+    p.add_argument("--keep-drift", type=float, default=0.5,
+                   help="share of keep pairs whose noisy input starts from the reference plus a drift (see drift)")
+    p.add_argument("--stop-at", default=None, help="also stop at this UTC time (HH:MM); the cosine ends there")
+    p.add_argument("--save-minutes", type=float, default=5.0, help="save (atomically) at least this often")
     p.add_argument("--bf16", action="store_true",
                    help="bf16 autocast (4x slower than fp32 on a CPU without AMX; the toy FLUX used it)")
     p.add_argument("--max-minutes", type=float, default=45.0)
     p.add_argument("--init", default=str(tm.WEIGHTS), help="start weights (toy FLUX, or a toy Kontext to resume)")
     p.add_argument("--out", default=str(KONTEXT_WEIGHTS))
     p.add_argument("--plots-only", action="store_true")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="do not redraw the docs figures")
     args = p.parse_args(argv)
     if not args.plots_only:
         train(args)
-    plots(args)
+    if args.plots:
+        plots(args)
     return 0
 
 

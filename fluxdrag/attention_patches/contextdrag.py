@@ -61,7 +61,7 @@ from typing import Any, Optional
 import torch
 
 from ..core.errors import public_name
-from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs, reference_position_ids
+from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs, reference_position_ids, subtoken_shifts
 from .rope import pe_tokens, rope_reencode
 from .router import AttentionCall, Controller, ForwardContext
 
@@ -387,9 +387,11 @@ class PositionConsistentAttention(_ContextDragController):
     display = "FluxDrag Position-Consistent Attention"
 
     def __init__(self, rmap: ReverseMap, *, rewrite_ids: bool, hide: str, hide_from: str, collision: str,
-                 exclude_sources: Optional[bool] = None, keep_index: bool = True,
+                 subtoken: bool = False, exclude_sources: Optional[bool] = None, keep_index: bool = True,
                  vacated_offset: Optional[Sequence[float]] = None, **kw):
         super().__init__(rmap, **kw)
+        self.subtoken = bool(subtoken)
+        self._shifts = subtoken_shifts(rmap) if self.subtoken else None
         if hide not in HIDE_SETS:
             raise ValueError(f"hide must be one of {HIDE_SETS}, got {hide!r}")
         if hide_from not in HIDE_FROM:
@@ -422,7 +424,43 @@ class PositionConsistentAttention(_ContextDragController):
         out[:, a:a + h * w] = new
         d = dict(d)
         d["img_ids"] = out
+        if self.subtoken:
+            d["img"] = self._shift_content(ctx, d["img"], a, state)
         return d
+
+    def shifted_patches(self, ref: torch.Tensor) -> tuple:
+        """(token indices, (B, n, C·p·p) patches): the moved tokens' reference content shifted by
+        :func:`~fluxdrag.core.reverse_mapping.subtoken_shifts` (edge pixels repeated at the border),
+        in the order of FLUX's patchify ("b c (h ph) (w pw) -> b (h w) (c ph pw)")."""
+        src, shift = self._shifts
+        p = 2
+        h, w = self.rmap.grid_hw
+        x = ref
+        if x.shape[-2] < h * p or x.shape[-1] < w * p:
+            x = torch.nn.functional.pad(x, (0, w * p - x.shape[-1], 0, h * p - x.shape[-2]), mode="replicate")
+        sel = (shift != 0).any(1)
+        src, shift = src[sel], shift[sel]
+        dev = x.device
+        off = torch.arange(p)
+        rows = ((src // w)[:, None] * p + shift[:, 1:2] + off[None]).clamp(0, h * p - 1).to(dev)   # (n, p)
+        cols = ((src % w)[:, None] * p + shift[:, 0:1] + off[None]).clamp(0, w * p - 1).to(dev)
+        patches = x[:, :, rows[:, :, None], cols[:, None, :]]           # (B, C, n, p, p)
+        return src, patches.permute(0, 2, 1, 3, 4).reshape(x.shape[0], src.numel(), x.shape[1] * p * p)
+
+    def _shift_content(self, ctx: ForwardContext, img: torch.Tensor, a: int, state) -> torch.Tensor:
+        """The embedded sequence with the moved reference tokens re-embedded from shifted content."""
+        if not ctx.ref_latents or not self._shifts[0].numel():
+            return img
+        ref = ctx.ref_latents[self.reference_index]
+        src, patches = self.shifted_patches(ref)
+        if not src.numel():
+            return img
+        emb = ctx.model.img_in(patches.to(device=img.device, dtype=img.dtype))
+        if emb.shape[0] != img.shape[0]:
+            emb = emb.expand(img.shape[0], -1, -1) if emb.shape[0] == 1 else emb
+        out = img.clone()
+        out[:, a + src.to(img.device)] = emb.to(img.dtype)
+        return out
 
     def claims(self, call: AttentionCall) -> bool:
         return bool(self.hidden.numel()) and super().claims(call)

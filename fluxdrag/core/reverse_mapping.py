@@ -62,6 +62,8 @@ HULL_GROUPS = ("component", "all")
 ANCHORS = ("target", "handle")
 HIDE_SETS = ("vacated", "source", "overlap", "vacated_overlap", "none")
 COLLISIONS = ("mean", "first")
+#: ``snap`` rounding: a forward point within this of a half-token tie rounds up, a reverse one down
+SNAP_TOL = 1e-6
 
 PointsLike = torch.Tensor | Sequence[Sequence[float]]
 
@@ -77,6 +79,7 @@ __all__ = [
     "points_in_convex_polygon",
     "reference_position_ids",
     "reverse_lookup",
+    "subtoken_shifts",
 ]
 
 
@@ -219,14 +222,18 @@ def forward_coarse_region(
     hull_groups: str = "component",
     hull_tol: float = 1e-3,
     dilate: int = 1,
+    snap: bool = False,
 ) -> torch.Tensor:
     """M_DST^coarse: bool (h, w) cells covered by the forward-displaced source region.
 
     ``hull=True``: cells inside the convex hull of {p + D(p) : p in M_SRC} (boundary
     inclusive within ``hull_tol``), one hull per 8-connected component of M_SRC
     (``hull_groups="component"`` [guess]) or one over all of it (``"all"``, the review's
-    literal reading). ``hull=False``: the rounded forward points dilated by ``dilate``
-    cells (Chebyshev) [guess]. Always clipped to the grid.
+    literal reading); ``snap=True`` adds the cells the forward points round to (half-up) [guess]:
+    a drag of a half token puts every forward point between cell centres, so the hull's cells
+    alone lose one row or column of the region (and a one-token-thin region, whose hull is a
+    segment between centres, loses every cell). ``hull=False``: the rounded forward points
+    dilated by ``dilate`` cells (Chebyshev) [guess]. Always clipped to the grid.
     """
     if hull_groups not in HULL_GROUPS:
         raise ValueError(f"hull_groups must be one of {HULL_GROUPS}, got {hull_groups!r}")
@@ -259,6 +266,10 @@ def forward_coarse_region(
     for g in torch.unique(groups).tolist():
         poly = convex_hull(fwd[groups == g])
         flat |= points_in_convex_polygon(grid, poly, tol=hull_tol)
+    if snap:   # ties within SNAP_TOL count as ties (eps in D(p) makes 2.5 into 2.4999…)
+        cells = round_half_up(fwd + SNAP_TOL).long()
+        ok = (cells[:, 0] >= 0) & (cells[:, 0] < w) & (cells[:, 1] >= 0) & (cells[:, 1] < h)
+        out[cells[ok, 1], cells[ok, 0]] = True
     return out
 
 
@@ -447,12 +458,20 @@ def build_reverse_map(
     fixed_point_iters: int = 5,
     region_radius_scale: float = 0.5,
     region_radius_min: float = 1.0,
+    snap: bool = False,
 ) -> ReverseMap:
     """Latent-space reverse mapping: M_SRC -> M_DST^coarse -> (M_DST, src).
 
     handles, targets: (k, 2) token (x, y); src_mask: bool (h, w) M_SRC or None for the
     default discs (:func:`default_region_mask`). Every destination has a source inside M_SRC
     and the grid. Parameters and their guesses are described in the module docstring.
+
+    ``snap=True`` [guess]: M_DST^coarse also holds the rounded forward cells
+    (:func:`forward_coarse_region`), and the reverse lookup rounds half *down*, the mirror of the
+    forward half-up: for a rigid drag d, q = ⌊p + d + ½⌋ then gives ⌈q − d − ½⌉ = p back, so a
+    drag of a half token moves the whole region by one rounded displacement. With both half-up
+    (``snap=False``) the first source row/column is never a source and the last destination
+    row/column is dropped: the region shrinks by one token per half-token axis.
     """
     h, w = _check_grid(grid_hw)
     s = _points(handles, "handles")
@@ -471,13 +490,12 @@ def build_reverse_map(
 
     coarse = forward_coarse_region(
         s, t, m_src, power=power, eps=eps, hull=hull, hull_groups=hull_groups,
-        hull_tol=hull_tol, dilate=dilate,
+        hull_tol=hull_tol, dilate=dilate, snap=snap,
     )
     q = _mask_points(coarse)  # (n, 2) row-major
-    src_xy = round_half_up(
-        reverse_lookup(q, s, t, anchor=anchor, power=power, eps=eps,
-                       fixed_point_iters=fixed_point_iters)
-    ).long()  # (n, 2) long
+    back = reverse_lookup(q, s, t, anchor=anchor, power=power, eps=eps,
+                          fixed_point_iters=fixed_point_iters)
+    src_xy = (torch.ceil(back - 0.5 - SNAP_TOL) if snap else round_half_up(back)).long()  # (n, 2) long
     sx, sy = src_xy[:, 0], src_xy[:, 1]
     keep = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
     keep[keep.clone()] = m_src[sy[keep], sx[keep]]
@@ -493,7 +511,7 @@ def build_reverse_map(
         "hull_tol": float(hull_tol), "dilate": int(dilate), "anchor": anchor,
         "fixed_point_iters": int(fixed_point_iters), "region_default": src_mask is None,
         "region_radius_scale": float(region_radius_scale),
-        "region_radius_min": float(region_radius_min),
+        "region_radius_min": float(region_radius_min), "snap": bool(snap),
     }
     return ReverseMap(grid_hw=(h, w), handles=s, targets=t, src_mask=m_src, coarse_mask=coarse, dst_mask=dst,
                       src=src, params=params)
@@ -536,6 +554,37 @@ def injection_pairs(rmap: ReverseMap) -> tuple[torch.Tensor, torch.Tensor]:
     dst_idx = qyx[:, 0] * w + qyx[:, 1]
     s = rmap.src[qyx[:, 0], qyx[:, 1]]  # (m, 2) x, y
     return dst_idx, s[:, 1] * w + s[:, 0]
+
+
+def subtoken_shifts(rmap: ReverseMap, patch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """(src_flat_idx (n,) long, shift (n, 2) long (dx, dy) in latent pixels): for each reference
+    token that is a source, the latent-pixel offset of its content that puts it where the drag
+    really ends, below the token grid [guess; ContextDrag works on whole tokens].
+
+    A token holds ``patch`` × ``patch`` latent pixels. The destination q shows the reference token
+    s = src(q), but the drag asks for the content at the continuous source q + W(q)
+    (:func:`reverse_lookup`); their difference, in latent pixels round(patch · (q + W(q) − s)),
+    is the shift (within ±(patch − 1)). A token that is the source of several destinations takes
+    the first one's (row-major); a destination whose source is more than half a token from q + W(q)
+    (an anchor held in place) gives no shift."""
+    dst_idx, src_idx = injection_pairs(rmap)
+    if not dst_idx.numel():
+        return src_idx, torch.zeros(0, 2, dtype=torch.long)
+    w = rmap.grid_hw[1]
+    q = torch.stack([dst_idx % w, dst_idx // w], 1).to(torch.float64)
+    s = torch.stack([src_idx % w, src_idx // w], 1).to(torch.float64)
+    prm = rmap.params
+    back = reverse_lookup(q, rmap.handles, rmap.targets, anchor=prm.get("anchor", "target"),
+                          power=prm.get("power", 2.0), eps=prm.get("eps", 1e-12),
+                          fixed_point_iters=prm.get("fixed_point_iters", 5))
+    frac = back - s
+    shift = round_half_up(frac * patch).long().clamp(-(patch - 1), patch - 1)
+    shift[(frac.abs() > 0.5 + 1e-9).any(1)] = 0
+    order = torch.sort(src_idx, stable=True).indices
+    s_sorted = src_idx[order]
+    first = torch.ones_like(s_sorted, dtype=torch.bool)
+    first[1:] = s_sorted[1:] != s_sorted[:-1]
+    return s_sorted[first], shift[order[first]]
 
 
 def reference_position_ids(

@@ -60,11 +60,13 @@ class ContextDragSettings:
                               options=VISIBILITY, main=True, node="cti", paper=SILENT)
     rewrite_ids: bool = setting(True, "Give each moved reference token the position ids of its destination "
                                       "(mean over several destinations).", main=True, node="pca")
-    hide: str = setting("vacated_overlap", "Reference tokens hidden from image queries: the vacated area, the "
-                                           "whole source region, the non-moved tokens under the destination "
-                                           "that share position ids with the moved ones ('overlap'), vacated "
-                                           "+ overlap (default [guess]), or none. With rewrite_ids, tokens "
-                                           "that are a source are never hidden.",
+    hide: str = setting("vacated", "Reference tokens hidden from image queries: the vacated area (default "
+                                   "[guess]; with rewrite_ids and a rigid drag it is empty: no mask), the "
+                                   "whole source region, the non-moved tokens under the destination that "
+                                   "share position ids with the moved ones ('overlap'), vacated + overlap, "
+                                   "or none. With rewrite_ids, tokens that are a source are never hidden. "
+                                   "Measured on the toy Kontext (issue 28): hiding the overlap costs BG, "
+                                   "IoU and hole error.",
                         options=HIDE_SETS, main=True, node="pca", paper=SILENT)
     hide_from: str = setting("image", "Queries the hidden tokens are hidden from [guess: image].",
                              options=HIDE_FROM, main=True, node="pca", paper=SILENT)
@@ -82,6 +84,15 @@ class ContextDragSettings:
                               "[guess: all steps].", min=0.0, max=1.0, step=0.01, node="patch", paper=SILENT)
     reference_index: int = setting(0, "Which ReferenceLatent (in chaining order) is the drag source; 0 = the "
                                       "first.", min=0, max=15, node="patch", paper=SILENT)
+    subtoken: bool = setting(True, "Sub-token precision [departure: the paper moves whole tokens]. The map's "
+                                   "coarse region also holds the cells the displaced tokens round to and its "
+                                   "reverse lookup rounds half down (the mirror of the forward half-up), so a "
+                                   "half-token drag moves the whole region instead of losing a row; and "
+                                   "Position-Consistent Attention shifts each moved reference token's content by "
+                                   "the rest of the drag below the token grid (whole latent pixels, re-embedded "
+                                   "with the model's own input layer), so the object lands where the drag ends. "
+                                   "Off = the paper's reading (cells inside the hull, half-up rounding, whole "
+                                   "tokens).", node="patch", paper=False)
 
 
 PAPER = paper_settings(ContextDragSettings)
@@ -159,9 +170,23 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
         if region is not None and not region.any():
             raise ValueError("the editable mask is empty; draw the region to move or leave it out")
         return build_reverse_map(td.handles, td.targets, region, td.grid_hw, power=power, anchor=anchor,
-                                 hull=hull != "none", hull_groups="all" if hull == "all" else "component")
+                                 hull=hull != "none", hull_groups="all" if hull == "all" else "component",
+                                 snap=True)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
+
+
+def map_for(rmap: ReverseMap, subtoken: bool) -> ReverseMap:
+    """``rmap`` with the rounding ``subtoken`` asks for: the map node always builds the sub-token
+    map (``snap``, see ``ContextDragSettings.subtoken``); ``subtoken=False`` rebuilds it from the
+    same drags, region and parameters with the literal rounding (cells inside the hull, half-up)."""
+    if bool(rmap.params.get("snap", False)) == bool(subtoken):
+        return rmap
+    p = rmap.params
+    return build_reverse_map(rmap.handles, rmap.targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
+                             eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
+                             dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
+                             snap=bool(subtoken))
 
 
 def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
@@ -172,17 +197,19 @@ def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
 
 def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
     """(patched MODEL clone, controller); ``kw``: overrides of the settings fields."""
-    return _apply(model, rmap, overrides(settings, ContextDragSettings, **kw), PositionConsistentAttention,
-                  node=NODE_PCA, fields=PCA_FIELDS)
+    st = overrides(settings, ContextDragSettings, **kw)
+    return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
+                  subtoken=st.subtoken)
 
 
-def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str, fields: tuple) -> tuple:
-    """Validate ``fields`` (+ the shared patch fields), check the model and the map, then put one
-    ``controller`` on a clone of ``model``."""
+def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str, fields: tuple,
+           **extra) -> tuple:
+    """Validate ``fields`` (+ the shared patch fields), check the model and the map (with the
+    rounding ``st.subtoken`` asks for), then put one ``controller`` on a clone of ``model``."""
     validate(st, node, fields + PATCH_FIELDS)
     dm = require_kontext_flux(model, node)
-    rmap = _require_map(rmap, node)
-    ctrl = controller(rmap, **pick(st, fields), **_patch_args(dm, st, node))
+    rmap = map_for(_require_map(rmap, node), st.subtoken)
+    ctrl = controller(rmap, **pick(st, fields), **extra, **_patch_args(dm, st, node))
     return patch_model(model, ctrl), ctrl
 
 
