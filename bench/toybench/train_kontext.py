@@ -55,7 +55,7 @@ from .train import _save, _stop_time, sample_t, trainable_flux
 
 KONTEXT_WEIGHTS = tm.KONTEXT_WEIGHTS
 TRAIN_FAMILIES = ("single", "multi", "crowded", "parts", "border", "overlap", "large")
-#: toy world v3 (``toyworld/scenes_v3.py``): lit and shadowed scenes; drawn twice as often as an old
+#: toy world v3 (``fluxdrag/toyworld/scenes_v3.py``): lit and shadowed scenes; drawn twice as often as an old
 #: family by the default ``--families`` (as the toy FLUX v3's training)
 V3_TRAIN_FAMILIES = ("lit", "texture", "occlusion", "articulated")
 DEFAULT_FAMILIES = TRAIN_FAMILIES + V3_TRAIN_FAMILIES * 2
@@ -370,7 +370,8 @@ def sample(dm, cond: dict, noise, ref, hidden=None, steps: int = 20):
 
 def plots(args) -> None:
     """Sample grid (docs/toykontext_samples.png): reference, keep, hidden reference, remove/inpaint."""
-    from ...tools import comfy_env
+    from tools import comfy_env
+
     from . import viz
 
     comfy_env.import_comfy()
