@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fluxdrag.core.reverse_mapping import build_reverse_map, injection_pairs, subtoken_shifts
+from fluxdrag.core.reverse_mapping import build_reverse_map, injection_pairs
+from fluxdrag.core.reverse_tokens import subtoken_shifts
 
 
 def _region(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:

@@ -15,9 +15,9 @@ from fluxdrag.core.reverse_mapping import (
     forward_displacement,
     injection_pairs,
     points_in_convex_polygon,
-    reference_position_ids,
     reverse_lookup,
 )
+from fluxdrag.core.reverse_tokens import reference_position_ids
 
 
 def rect(h: int, w: int, x0: int, x1: int, y0: int, y1: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ mapping (``core/reverse_mapping.py``) gives every destination token q a source t
   queries named by ``visible_to``.
 * :class:`PositionConsistentAttention` (PCA): a ``post_input`` hook rewrites the reference
   tokens' position ids so a moved token carries its destination position
-  (:func:`~fluxdrag.core.reverse_mapping.reference_position_ids`), and an overlap-aware additive
+  (:func:`~fluxdrag.core.reverse_tokens.reference_position_ids`), and an overlap-aware additive
   attention mask hides a set of reference tokens (:meth:`ReverseMap.hide_mask`) from the image
   queries.
 
@@ -61,7 +61,8 @@ from typing import Any, Optional
 import torch
 
 from ..core.errors import public_name
-from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs, reference_position_ids, subtoken_shifts
+from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs
+from ..core.reverse_tokens import reference_position_ids, subtoken_shifts
 from .rope import pe_tokens, rope_reencode
 from .router import AttentionCall, Controller, ForwardContext
 
@@ -430,7 +431,7 @@ class PositionConsistentAttention(_ContextDragController):
 
     def shifted_patches(self, ref: torch.Tensor) -> tuple:
         """(token indices, (B, n, C·p·p) patches): the moved tokens' reference content shifted by
-        :func:`~fluxdrag.core.reverse_mapping.subtoken_shifts` (edge pixels repeated at the border),
+        :func:`~fluxdrag.core.reverse_tokens.subtoken_shifts` (edge pixels repeated at the border),
         in the order of FLUX's patchify ("b c (h ph) (w pw) -> b (h w) (c ph pw)")."""
         src, shift = self._shifts
         p = 2
