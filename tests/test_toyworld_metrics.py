@@ -177,3 +177,15 @@ def test_json_rows_shape():
     rot = [r for r in rep["rows"] if r["case"] == "rotate"]
     assert rot and all(r["orientation_deg"] is not None for r in rot)
     assert all(r["orientation_deg"] is None for r in rep["rows"] if r["case"] == "move")
+
+
+def test_run_refuses_zero_reconstruction_scenes_before_any_model_work(capsys):
+    """``--recon-scenes 0`` divided by zero after loading the model; now it is an argument error
+    naming the option and the fix."""
+    from bench.toybench.run import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--recon-scenes", "0", "--n", "1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--recon-scenes 0" in err and "--no-model" in err

@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recon-scenes", type=int, default=4, help="scenes per family for the "
                                                                 "reconstruction check")
     args = p.parse_args(argv)
+    if args.recon_scenes < 1 and not args.no_model:
+        p.error(f"--recon-scenes {args.recon_scenes}: the per-family check needs at least 1 scene per "
+                f"family (it decides which families are judged); use --no-model to run without a model")
     torch.set_num_threads(args.threads)
 
     names = args.methods if args.methods is not None else list(METHODS)
