@@ -105,61 +105,54 @@ class ReverseMapping(io.ComfyNode):
         return io.NodeOutput(rmap, prev, ui=ui.PreviewImage(prev, cls=cls))
 
 
-class ContextTokenInjectionNode(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="FluxDragContextTokenInjection",
-            display_name=NODE_CTI,
-            category=SUBCATEGORY,
-            description="ContextDrag's context-preserving token injection on FLUX.1 Kontext: the "
-                        "noise-free reference token at src(q) is put into attention for the image "
-                        "token q, its key re-encoded with RoPE at q. Sample with a ReferenceLatent of "
-                        "the same image the map was built from.",
-            inputs=[
-                io.Model.Input("model", tooltip="FLUX.1 Kontext [dev] (may already carry the "
-                                                "Position-Consistent Attention patch)."),
-                ReverseMapType.Input("map", tooltip="From FluxDrag Reverse Mapping."),
-                *widget_inputs(ContextDragSettings, ("cti",)),
-                options_input(ContextDragSettings),
-            ],
-            outputs=[io.Model.Output()],
-            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
-        )
+def _patch_node(*, node_id: str, name: str, tag: str, apply, description: str, model_tooltip: str):
+    """One of the two MODEL → MODEL patch nodes: the ``tag`` fields of ContextDragSettings as
+    widgets, the shared options socket, and ``apply`` (``apply_cti`` / ``apply_pca``)."""
 
-    @classmethod
-    def execute(cls, model, map, options=None, **widgets) -> io.NodeOutput:
-        options = legacy_options(cls, ContextDragSettings, ("cti", "patch"), options, NODE_CTI)
-        m, _ = apply_cti(model, map, with_options(ContextDragSettings, NODE_CTI, options, **widgets))
-        return io.NodeOutput(m)
+    class PatchNode(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            return io.Schema(
+                node_id=node_id,
+                display_name=name,
+                category=SUBCATEGORY,
+                description=description,
+                inputs=[
+                    io.Model.Input("model", tooltip=model_tooltip),
+                    ReverseMapType.Input("map", tooltip="From FluxDrag Reverse Mapping."),
+                    *widget_inputs(ContextDragSettings, (tag,)),
+                    options_input(ContextDragSettings),
+                ],
+                outputs=[io.Model.Output()],
+                hidden=[io.Hidden.unique_id, io.Hidden.prompt],
+            )
+
+        @classmethod
+        def execute(cls, model, map, options=None, **widgets) -> io.NodeOutput:
+            options = legacy_options(cls, ContextDragSettings, (tag, "patch"), options, name)
+            m, _ = apply(model, map, with_options(ContextDragSettings, name, options, **widgets))
+            return io.NodeOutput(m)
+
+    return PatchNode
 
 
-class PositionConsistentAttentionNode(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="FluxDragPositionConsistentAttention",
-            display_name=NODE_PCA,
-            category=SUBCATEGORY,
-            description="ContextDrag's position-consistent attention on FLUX.1 Kontext: moved reference "
-                        "tokens get their destination's rotary position, and an overlap-aware mask hides "
-                        "conflicting reference tokens (default: the vacated area) from the image queries.",
-            inputs=[
-                io.Model.Input("model", tooltip="FLUX.1 Kontext [dev] (may already carry the Context "
-                                                "Token Injection patch)."),
-                ReverseMapType.Input("map", tooltip="From FluxDrag Reverse Mapping."),
-                *widget_inputs(ContextDragSettings, ("pca",)),
-                options_input(ContextDragSettings),
-            ],
-            outputs=[io.Model.Output()],
-            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
-        )
+ContextTokenInjectionNode = _patch_node(
+    node_id="FluxDragContextTokenInjection", name=NODE_CTI, tag="cti", apply=apply_cti,
+    description="ContextDrag's context-preserving token injection on FLUX.1 Kontext: the "
+                "noise-free reference token at src(q) is put into attention for the image "
+                "token q, its key re-encoded with RoPE at q. Sample with a ReferenceLatent of "
+                "the same image the map was built from.",
+    model_tooltip="FLUX.1 Kontext [dev] (may already carry the Position-Consistent Attention patch).")
+ContextTokenInjectionNode.__name__ = ContextTokenInjectionNode.__qualname__ = "ContextTokenInjectionNode"
 
-    @classmethod
-    def execute(cls, model, map, options=None, **widgets) -> io.NodeOutput:
-        options = legacy_options(cls, ContextDragSettings, ("pca", "patch"), options, NODE_PCA)
-        m, _ = apply_pca(model, map, with_options(ContextDragSettings, NODE_PCA, options, **widgets))
-        return io.NodeOutput(m)
+PositionConsistentAttentionNode = _patch_node(
+    node_id="FluxDragPositionConsistentAttention", name=NODE_PCA, tag="pca", apply=apply_pca,
+    description="ContextDrag's position-consistent attention on FLUX.1 Kontext: moved reference "
+                "tokens get their destination's rotary position, and an overlap-aware mask hides "
+                "conflicting reference tokens (default: the vacated area) from the image queries.",
+    model_tooltip="FLUX.1 Kontext [dev] (may already carry the Context Token Injection patch).")
+PositionConsistentAttentionNode.__name__ = PositionConsistentAttentionNode.__qualname__ = \
+    "PositionConsistentAttentionNode"
 
 
 ContextDragOptions = make_options_node(
