@@ -146,6 +146,25 @@ def init_weights(dm: torch.nn.Module, seed: int, local_attention: float = 3.0,
     return sd
 
 
+def grow_single_blocks(sd: dict, config: dict, k: int) -> tuple[dict, dict]:
+    """``k`` single-stream blocks appended after the last one, each starting as the identity.
+
+    A FLUX single block adds ``gate · linear2(…)`` to its input, so a block whose ``linear2`` is
+    zero passes its input through unchanged: the grown model computes exactly the trained one at
+    step 0. The new blocks copy the last block's other weights (its modulation, norms and
+    ``linear1``), so their attention starts from a trained pattern and ``linear2`` gets gradients
+    at once [ours: growing depth this way is a choice, not from a paper]."""
+    n = int(config["depth_single_blocks"])
+    src = f"single_blocks.{n - 1}."
+    out = dict(sd)
+    for j in range(n, n + k):
+        for name, v in sd.items():
+            if name.startswith(src):
+                new = f"single_blocks.{j}." + name[len(src):]
+                out[new] = torch.zeros_like(v) if ".linear2." in new else v.clone()
+    return out, {**config, "depth_single_blocks": n + k}
+
+
 def sample_t(n: int, g: torch.Generator, mu: float = tm.FLUX_MU) -> torch.Tensor:
     """t ~ logit-normal(0, 1) shifted like the sampler's σ grid (FLUX time shift, e^mu), 15 % uniform."""
     t = torch.sigmoid(torch.randn(n, generator=g))
@@ -217,18 +236,26 @@ def train(args) -> None:
     torch.manual_seed(args.seed)
     out = Path(args.out)
     config = dict(tm.TOY_CONFIG)
-    patcher = comfy_env.build_flux(config)
-    dm = patcher.model.diffusion_model
     prev_log: list[str] = []
     prev_training: dict | None = None
     init_meta: dict | None = None
     offset = 0
+    init_sd = None
     if args.init:   # resume: continue from saved (EMA) weights, keep their log and step count
         from safetensors.torch import load_file
 
         init = Path(args.init)
-        dm.load_state_dict(load_file(str(init)))
         init_meta = tm.read_meta(init.with_suffix(".json"))
+        config = dict(init_meta.get("unet_config") or config)
+        init_sd = load_file(str(init))
+        if args.grow_single:
+            init_sd, config = grow_single_blocks(init_sd, config, args.grow_single)
+    elif args.grow_single:
+        raise SystemExit("--grow-single needs --init (it grows a trained model)")
+    patcher = comfy_env.build_flux(config)
+    dm = patcher.model.diffusion_model
+    if init_sd is not None:
+        dm.load_state_dict(init_sd)
         prev_training = init_meta["training"]
         offset = int(prev_training["steps"])
         if init.with_suffix(".log.jsonl").exists():
@@ -321,6 +348,7 @@ def train(args) -> None:
                         "held_out_families": [f for f in FAMILIES if f not in args.families],
                         "scene_seeds": "make_scene seeds >= 10**8 (benchmarks use smaller ones)",
                         "resumed_from": prev_training,
+                        "grew_single_blocks": args.grow_single,
                     },
                     "latent": {"channels": 16, "size": [32, 32], "space": "FLUX model space"},
                 }
@@ -414,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="resume from these weights (a saved toyflux.safetensors with its .json/.log.jsonl); "
                         "--seed should differ from the earlier run's so new scenes are drawn")
     p.add_argument("--plots-only", action="store_true")
+    p.add_argument("--grow-single", type=int, default=0,
+                   help="with --init: append this many identity-initialised single-stream blocks")
     args = p.parse_args(argv)
     if not args.plots_only:
         train(args)
