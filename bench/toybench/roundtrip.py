@@ -92,7 +92,8 @@ def denoise_error(model, cond, latent: torch.Tensor, seed: int = 0, guidance: fl
 
 
 def family_reconstruction(model, cond, seed: int, families, k: int = 4, ratio: float = 1.5,
-                          reference=("single", "multi"), extra_schedulers=()) -> dict[str, dict]:
+                          reference=("single", "multi"), extra_schedulers=(),
+                          roundtrips: bool = True) -> dict[str, dict]:
     """Per family, over ``k`` scenes (seeds 1000·seed + 500 + j, not the benchmark's): the FireFlow
     28-step round-trip error of the sources and ground-truth edits, and the one-step denoising error
     (``denoise_error``) of both. ``judged``: the edits' denoising error is at most ``ratio`` × that
@@ -100,7 +101,8 @@ def family_reconstruction(model, cond, seed: int, families, k: int = 4, ratio: f
     1.5] — a family the model denoises much worse it does not represent, so it cannot judge edits.
     ``represented`` repeats ``judged`` and ``denoise_err`` the edits' denoising error under the
     names the v3 JSON uses. ``extra_schedulers`` (e.g. ("beta",)) add the round trips on those
-    σ schedules as ``source_<name>`` / ``edit_<name>``."""
+    σ schedules as ``source_<name>`` / ``edit_<name>``; ``roundtrips`` False skips every round
+    trip (``source`` / ``edit`` are then None) for the judgement alone."""
     from .run import FAMILY_CASES
 
     def scenes_of(f):
@@ -114,19 +116,21 @@ def family_reconstruction(model, cond, seed: int, families, k: int = 4, ratio: f
     for f in families:
         src, edit, dn_src, dn_edit = [], [], [], []
         for j, sc in enumerate(scenes_of(f)):
-            src.append(roundtrip_error(model, cond, sc.latent, solver=RECON_SOLVER, steps=RECON_STEPS))
-            edit.append(roundtrip_error(model, cond, sc.edited, solver=RECON_SOLVER, steps=RECON_STEPS))
+            if roundtrips:
+                src.append(roundtrip_error(model, cond, sc.latent, solver=RECON_SOLVER, steps=RECON_STEPS))
+                edit.append(roundtrip_error(model, cond, sc.edited, solver=RECON_SOLVER, steps=RECON_STEPS))
             dn_src.append(denoise_error(model, cond, sc.latent, seed=j))
             dn_edit.append(denoise_error(model, cond, sc.edited, seed=j))
         extra = {}
-        for sch in extra_schedulers:
+        for sch in extra_schedulers if roundtrips else ():
             for key, lat in (("source", [sc.latent for sc in scenes_of(f)]),
                              ("edit", [sc.edited for sc in scenes_of(f)])):
                 extra[f"{key}_{sch}"] = sum(roundtrip_error(model, cond, x, solver=RECON_SOLVER,
                                                             steps=RECON_STEPS, scheduler=sch)
                                             for x in lat) / k
         de = sum(dn_edit) / k
-        out[f] = {**extra, "source": sum(src) / k, "edit": sum(edit) / k, "edit_max": max(edit),
+        out[f] = {**extra, "source": sum(src) / k if src else None, "edit": sum(edit) / k if edit else None,
+                  "edit_max": max(edit) if edit else None,
                   "denoise_source": sum(dn_src) / k, "denoise_edit": de, "denoise_bar": bar, "n": k,
                   "judged": de <= bar, "represented": de <= bar, "denoise_err": de}
     return out

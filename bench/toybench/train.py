@@ -298,7 +298,7 @@ def train(args) -> None:
                                                families=tuple(args.families))
             b = x0.shape[0]
             eps = torch.randn(x0.shape, generator=g)
-            t = sample_t(b, g)
+            t = sample_t(b, g, mu=args.t_mu)
             xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * eps
             keep = (torch.rand(b, generator=g) > 0.25).float()[:, None] * (0.0 if small else 1.0)
             y = cond["pooled"].expand(b, -1) + keep * fam_off[fam]
@@ -336,7 +336,7 @@ def train(args) -> None:
                     "training": {
                         "seed": args.seed, "steps": offset + step, "planned_steps": offset + args.steps,
                         "batch": args.batch, "lr": args.lr, "warmup": args.warmup, "ema": args.ema,
-                        "t_sampling": f"logit-normal(0,1) shifted by e^{tm.FLUX_MU} 85% + uniform 15%",
+                        "t_sampling": f"logit-normal(0,1) shifted by e^{args.t_mu} 85% + uniform 15%",
                         "family_dropout": 0.25, "guidance_range": [1.0, 5.0],
                         "autocast": "bf16" if args.bf16 else "off",
                         "small_frac": args.small_frac, "small_batch": args.small_batch,
@@ -442,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="resume from these weights (a saved toyflux.safetensors with its .json/.log.jsonl); "
                         "--seed should differ from the earlier run's so new scenes are drawn")
     p.add_argument("--plots-only", action="store_true")
+    p.add_argument("--t-mu", type=float, default=tm.FLUX_MU,
+                   help="time shift of the logit-normal t (default FLUX's 1.15, the sampler's; 0 = "
+                        "unshifted, more steps at the low and middle σ where edits and inversions act)")
     p.add_argument("--grow-single", type=int, default=0,
                    help="with --init: append this many identity-initialised single-stream blocks")
     args = p.parse_args(argv)
