@@ -23,7 +23,7 @@ EDIT_FAMILIES = NEW_FAMILIES + V3_FAMILIES
 
 
 def sample_scene_latents(n: int, seed: int, families: tuple[str, ...] = ("single", "multi"),
-                         size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+                         size: int = 32, fix_frac: float = 0.0):
     """``n`` source latents (n, 16, H, W) and family indices into ``FAMILIES`` (n,) for training.
 
     Scene seeds are drawn from ``seed`` in a range (≥ 10**8) that benchmarks never use. The
@@ -33,22 +33,43 @@ def sample_scene_latents(n: int, seed: int, families: tuple[str, ...] = ("single
     another, an object cut by the border, a re-shaded object with its moved shadow, a revealed or
     hidden part, a bent limb); the first four families draw sources only, as before. A family
     listed twice in ``families`` is drawn twice as often.
+
+    ``fix_frac`` > 0 also returns a third tensor, the *starts*: for that share of the v3
+    ground-truth edits drawn, the naive copy of the same drag blended toward it (``fix_start``),
+    elsewhere the latent itself (the consistency task of ``train.py --fix-frac``).
     """
     g = torch.Generator().manual_seed(int(seed))
-    lat, fam = [], []
+    lat, fam, start = [], [], []
     for _ in range(n):
         f = families[_randint(g, 0, len(families) - 1)]
         use_edit = f in EDIT_FAMILIES and _randint(g, 0, 1) == 1
         while True:
             s = 10**8 + _randint(g, 0, 10**8)
             try:
-                sc = make_scene(s, f, size=size, mask_in_json=False)
+                sc = make_scene(s, f, size=size, mask_in_json=fix_frac > 0)   # the copy needs the mask
                 lat.append(sc.edited if use_edit else sc.latent)
                 break
             except RuntimeError:   # no placement found for this seed: draw another
                 continue
         fam.append(FAMILIES.index(f))
+        if fix_frac > 0:
+            fix = use_edit and f in V3_FAMILIES and float(torch.rand((), generator=g)) < fix_frac
+            start.append(fix_start(sc, g) if fix else lat[-1])
+    if fix_frac > 0:
+        return torch.stack(lat), torch.tensor(fam), torch.stack(start)
     return torch.stack(lat), torch.tensor(fam)
+
+
+def fix_start(sc, g: torch.Generator) -> torch.Tensor:
+    """A start that is wrong where a copy is wrong: the naive ``cut_paste`` (or, one time in four,
+    ``copy_paste``) of the scene's drag, blended toward the ground truth by a share in [0, 0.5):
+    the object carries its old light, the old shadow stays and no new one falls, the hole is a
+    smooth fill, the hidden part is missing, the limb is moved whole (docs/toyworld_v3.md)."""
+    from .methods import copy_paste, cut_paste
+
+    naive = copy_paste(sc) if float(torch.rand((), generator=g)) < 0.25 else cut_paste(sc)
+    share = 0.5 * float(torch.rand((), generator=g))
+    return naive + share * (sc.edited - naive)
 
 
 def sample_small_latents(n: int, seed: int, size: int = 16) -> torch.Tensor:

@@ -294,19 +294,27 @@ def train(args) -> None:
                 x0 = sample_small_latents(args.small_batch, seed=args.seed * 10**6 + step)
                 fam = torch.zeros(x0.shape[0], dtype=torch.long)
             else:
-                x0, fam = sample_scene_latents(args.batch, seed=args.seed * 10**6 + step,
-                                               families=tuple(args.families))
+                x0, fam, *st = sample_scene_latents(args.batch, seed=args.seed * 10**6 + step,
+                                                    families=tuple(args.families), fix_frac=args.fix_frac)
             b = x0.shape[0]
             eps = torch.randn(x0.shape, generator=g)
             t = sample_t(b, g, mu=args.t_mu)
-            xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * eps
+            start = x0
+            if not small and st:   # consistency task: x_t from the naive copy, x̂0 = the truth
+                start = st[0]
+                fixing = (start != x0).flatten(1).any(1)
+                lo, hi = args.fix_sigmas
+                t = torch.where(fixing, lo + (hi - lo) * torch.rand(b, generator=g), t)
+            xt = (1 - t)[:, None, None, None] * start + t[:, None, None, None] * eps
             keep = (torch.rand(b, generator=g) > 0.25).float()[:, None] * (0.0 if small else 1.0)
             y = cond["pooled"].expand(b, -1) + keep * fam_off[fam]
             ctx = cond["context"].expand(b, -1, -1)
             guid = 1.0 + 4.0 * torch.rand(b, generator=g)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
                 v = dm(xt, t, ctx, y=y, guidance=guid)
-            loss = torch.nn.functional.mse_loss(v.float(), eps - x0)
+            # v such that x_t − t·v = x0: ε − x0, plus (1 − t)/t · (start − x0) from a copy
+            target = eps - x0 + ((1 - t) / t)[:, None, None, None] * (start - x0)
+            loss = torch.nn.functional.mse_loss(v.float(), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -349,6 +357,7 @@ def train(args) -> None:
                         "scene_seeds": "make_scene seeds >= 10**8 (benchmarks use smaller ones)",
                         "resumed_from": prev_training,
                         "grew_single_blocks": args.grow_single,
+                        "fix_frac": args.fix_frac, "fix_sigmas": list(args.fix_sigmas),
                     },
                     "latent": {"channels": 16, "size": [32, 32], "space": "FLUX model space"},
                 }
@@ -445,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--t-mu", type=float, default=tm.FLUX_MU,
                    help="time shift of the logit-normal t (default FLUX's 1.15, the sampler's; 0 = "
                         "unshifted, more steps at the low and middle σ where edits and inversions act)")
+    p.add_argument("--fix-frac", type=float, default=0.0,
+                   help="share of the v3 ground-truth edits drawn whose x_t starts from the naive "
+                        "copy of the same drag (target: the truth) — the consistency task")
+    p.add_argument("--fix-sigmas", type=float, nargs=2, default=(0.35, 0.9),
+                   help="the consistency task's t range (uniform)")
     p.add_argument("--grow-single", type=int, default=0,
                    help="with --init: append this many identity-initialised single-stream blocks")
     args = p.parse_args(argv)
