@@ -40,6 +40,7 @@ def sample_scene_latents(n: int, seed: int, families: tuple[str, ...] = ("single
     """
     g = torch.Generator().manual_seed(int(seed))
     lat, fam, start = [], [], []
+    g_fix = torch.Generator().manual_seed(int(seed) + 7)   # own stream: the latents do not depend on fix_frac
     for _ in range(n):
         f = families[_randint(g, 0, len(families) - 1)]
         use_edit = f in EDIT_FAMILIES and _randint(g, 0, 1) == 1
@@ -53,8 +54,8 @@ def sample_scene_latents(n: int, seed: int, families: tuple[str, ...] = ("single
                 continue
         fam.append(FAMILIES.index(f))
         if fix_frac > 0:
-            fix = use_edit and f in V3_FAMILIES and float(torch.rand((), generator=g)) < fix_frac
-            start.append(fix_start(sc, g) if fix else lat[-1])
+            fix = use_edit and f in V3_FAMILIES and float(torch.rand((), generator=g_fix)) < fix_frac
+            start.append(fix_start(sc, g_fix) if fix else lat[-1])
     if fix_frac > 0:
         return torch.stack(lat), torch.tensor(fam), torch.stack(start)
     return torch.stack(lat), torch.tensor(fam)
