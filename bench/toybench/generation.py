@@ -13,7 +13,10 @@ A model blind to the effect treats both alike (both are shrunk toward its mean t
 pull(cp → gt) ≈ pull(gt → cp). A model that knows the physics pulls the copy toward the truth and
 leaves the truth alone. ``knows`` = pull(cp → gt) − pull(gt → cp), averaged over σ and scenes: 0 for
 a blind model, toward 1 for one that corrects the copy (ours; a generation check beside the
-denoise bar, docs/toyworld_v3.md). The same ε serves both directions.
+denoise bar, docs/toyworld_v3.md). The same ε serves both directions. A blind model's two pulls are
+equal only when copy and truth have the same norm (its shrinkage toward the mean favours the
+smaller one), so the table also gives ``gain``: ``knows`` minus that of a reference model that
+never saw the v3 world (``--reference``, default the shipped pre-v3 ``toyflux.safetensors``).
 
     python -m bench.toybench.generation --model fluxdrag/toyworld/toyflux_v3.safetensors [--scenes 6]
 """
@@ -101,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
+    p.add_argument("--reference", default=None,
+                   help="a model blind to the v3 world (default: the shipped pre-v3 toyflux.safetensors)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from fluxdrag.toyworld.model import HERE, load_toy_model, read_meta
+    from fluxdrag.toyworld.model import HERE, WEIGHTS, load_toy_model, read_meta
     from tools.comfy_env import import_comfy
 
     import_comfy()
@@ -112,15 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     steps = read_meta(path.with_suffix(".json"))["training"]["steps"]
     t0 = time.perf_counter()
     rep = generation_check(model, cond, args.seed, args.families, args.scenes)
+    ref_model, ref_cond = load_toy_model(Path(args.reference or WEIGHTS))
+    ref = generation_check(ref_model, ref_cond, args.seed, args.families, args.scenes)
+    for f, r in rep.items():
+        for key in ("knows", "knows_object", "knows_around"):
+            r[f"gain{key[5:]}"] = r[key] - ref[f][key]
     print(f"{path.name} (step {steps}), {args.scenes} scenes per family, seed {args.seed}, "
-          f"{time.perf_counter() - t0:.0f} s")
+          f"{time.perf_counter() - t0:.0f} s; gain over {Path(args.reference or WEIGHTS).name}")
     head = " | ".join(f"knows σ {s}" for s in SIGMAS)
-    print(f"| family | pull copy → truth | pull truth → copy | knows | knows: object | knows: around | {head} |")
-    print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(SIGMAS))
+    print(f"| family | pull copy → truth | pull truth → copy | knows | gain | gain: object | gain: around | {head} |")
+    print("|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(SIGMAS))
     for f, r in rep.items():
         per = " | ".join(f"{r['per_sigma'][str(s)]['knows']:.3f}" for s in SIGMAS)
-        print(f"| {f} | {r['to_truth']:.3f} | {r['to_copy']:.3f} | {r['knows']:.3f} | "
-              f"{r['knows_object']:.3f} | {r['knows_around']:.3f} | {per} |")
+        print(f"| {f} | {r['to_truth']:.3f} | {r['to_copy']:.3f} | {r['knows']:.3f} | {r['gain']:.3f} | "
+              f"{r['gain_object']:.3f} | {r['gain_around']:.3f} | {per} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": str(path), "steps": steps, "seed": args.seed,
                                                "families": rep}, indent=1) + "\n")
