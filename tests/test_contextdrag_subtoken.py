@@ -63,3 +63,68 @@ def test_shifted_patches_follow_fluxs_patchify():
     assert tok.tolist() == [2 * 6 + 1]
     want = ref[:, :, 4:6, 3:5].reshape(2, 1, -1)               # token (x 1, y 2) shifted one pixel right
     assert torch.equal(patches, want)
+
+
+def _fine(h: int, w: int, pixels) -> torch.Tensor:
+    m = torch.zeros(2 * h, 2 * w, dtype=torch.bool)
+    for y, x in pixels:
+        m[y, x] = True
+    return m
+
+
+def test_composite_keeps_the_destination_background_in_edge_tokens():
+    """A one-pixel object in the corner of its token, dragged one whole token right: the moved
+    token takes the object pixel from the source and its other three pixels from the destination
+    (the background there); ``composite=False`` moves the whole token."""
+    from fluxdrag.core.reverse_tokens import moved_patch_pixels
+
+    rm = build_reverse_map([[1.0, 1.0]], [[2.0, 1.0]], _region(4, 4, 1, 2, 1, 2), (4, 4), snap=True)
+    rm.fine_mask = _fine(4, 4, [(2, 2)])                     # latent pixel (row 2, col 2): token (x 1, y 1)
+    tok, rows, cols = moved_patch_pixels(rm, subtoken=True, composite=True)
+    assert tok.tolist() == [1 * 4 + 1]
+    assert rows[0].tolist() == [[2, 2], [3, 3]]
+    assert cols[0].tolist() == [[2, 5], [4, 5]]              # object pixel from the source, the rest at x 4..5
+    assert not moved_patch_pixels(rm, subtoken=True, composite=False)[0].numel()   # whole token, no shift
+
+
+def test_composite_spills_the_edge_row_a_half_token_drag_leaves_between_tokens():
+    """A drag of 2.5 tokens down: each destination gathers the last pixel row of one source token
+    and the first of the next (a one-pixel shift). The region's first pixel row (row 2, the upper
+    row of token y 1, whose upper neighbour is no source) is carried by no destination; the
+    reference token above the destination (y 3, no source, it stays where it is) gets it over its
+    own lower row."""
+    from fluxdrag.core.reverse_tokens import moved_patch_pixels
+
+    rm = build_reverse_map([[1.0, 2.0]], [[1.0, 4.5]], _region(8, 4, 1, 3, 1, 2), (8, 4), snap=True)
+    rm.fine_mask = _fine(8, 4, [(y, x) for y in (2, 3, 4) for x in (2, 3)])
+    dst, src = injection_pairs(rm)
+    assert sorted(dst.tolist()) == [4 * 4 + 1, 5 * 4 + 1]
+    tok, rows, cols = moved_patch_pixels(rm, subtoken=True, composite=True)
+    assert sorted(tok.tolist()) == [1 * 4 + 1, 2 * 4 + 1, 3 * 4 + 1]
+    spill = tok.tolist().index(3 * 4 + 1)
+    assert rows[spill].tolist() == [[6, 6], [2, 2]] and cols[spill].tolist() == [[2, 3], [2, 3]]
+    without = moved_patch_pixels(rm, subtoken=True, composite=False)[0]
+    assert sorted(without.tolist()) == [1 * 4 + 1, 2 * 4 + 1]        # row 2 is carried by no token
+
+
+def test_map_keeps_the_region_at_latent_pixels_and_its_json_round_trips():
+    """The map node keeps the drawn region on the latent-pixel grid (a latent pixel is in when any
+    of its 8×8 image pixels is), rescaled when drawn on another size; to_dict / from_dict keep it."""
+    from fluxdrag.core.reverse_mapping import ReverseMap
+    from fluxdrag.pipelines.contextdrag import build_map
+
+    drags = {"version": 1, "image_size": [128, 128],
+             "drags": [{"handle": [40, 40], "target": [72, 40], "mode": "move"}],
+             "mask": {"polygons": [[[33, 33], [47, 33], [47, 47], [33, 47]]]}}
+    rm = build_map(drags, torch.zeros(1, 16, 16, 16))
+    assert rm.fine_mask.shape == (16, 16)
+    assert torch.nonzero(rm.fine_mask.any(0)).flatten().tolist() == [4, 5]
+    assert torch.nonzero(rm.fine_mask.any(1)).flatten().tolist() == [4, 5]
+    back = ReverseMap.from_dict(rm.to_dict())
+    assert torch.equal(back.fine_mask, rm.fine_mask)
+    big = build_map({**drags, "image_size": [64, 64],
+                     "drags": [{"handle": [20, 20], "target": [36, 20], "mode": "move"}],
+                     "mask": {"polygons": [[[16.5, 16.5], [23.5, 16.5], [23.5, 23.5], [16.5, 23.5]]]}},
+                    torch.zeros(1, 16, 16, 16))
+    assert torch.equal(big.fine_mask, rm.fine_mask)
+    assert build_map({k: v for k, v in drags.items() if k != "mask"}, torch.zeros(1, 16, 16, 16)).fine_mask is None

@@ -62,7 +62,7 @@ import torch
 
 from ..core.errors import public_name
 from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs
-from ..core.reverse_tokens import reference_position_ids, subtoken_shifts
+from ..core.reverse_tokens import moved_patch_pixels, reference_position_ids
 from .rope import pe_tokens, rope_reencode
 from .router import AttentionCall, Controller, ForwardContext
 
@@ -388,11 +388,11 @@ class PositionConsistentAttention(_ContextDragController):
     display = "FluxDrag Position-Consistent Attention"
 
     def __init__(self, rmap: ReverseMap, *, rewrite_ids: bool, hide: str, hide_from: str, collision: str,
-                 subtoken: bool = False, exclude_sources: Optional[bool] = None, keep_index: bool = True,
-                 vacated_offset: Optional[Sequence[float]] = None, **kw):
+                 subtoken: bool = False, composite: bool = False, exclude_sources: Optional[bool] = None,
+                 keep_index: bool = True, vacated_offset: Optional[Sequence[float]] = None, **kw):
         super().__init__(rmap, **kw)
-        self.subtoken = bool(subtoken)
-        self._shifts = subtoken_shifts(rmap) if self.subtoken else None
+        self.subtoken, self.composite = bool(subtoken), bool(composite)
+        self._pixels = moved_patch_pixels(rmap, subtoken=self.subtoken, composite=self.composite)
         if hide not in HIDE_SETS:
             raise ValueError(f"hide must be one of {HIDE_SETS}, got {hide!r}")
         if hide_from not in HIDE_FROM:
@@ -425,32 +425,28 @@ class PositionConsistentAttention(_ContextDragController):
         out[:, a:a + h * w] = new
         d = dict(d)
         d["img_ids"] = out
-        if self.subtoken:
+        if self._pixels[0].numel():
             d["img"] = self._shift_content(ctx, d["img"], a, state)
         return d
 
     def shifted_patches(self, ref: torch.Tensor) -> tuple:
         """(token indices, (B, n, C·p·p) patches): the moved tokens' reference content shifted by
-        :func:`~fluxdrag.core.reverse_tokens.subtoken_shifts` (edge pixels repeated at the border),
-        in the order of FLUX's patchify ("b c (h ph) (w pw) -> b (h w) (c ph pw)")."""
-        src, shift = self._shifts
-        p = 2
+        :func:`~fluxdrag.core.reverse_tokens.subtoken_shifts` and composited onto the destination's
+        background (``moved_patch_pixels``; edge pixels repeated at the border), in the order of
+        FLUX's patchify ("b c (h ph) (w pw) -> b (h w) (c ph pw)")."""
+        src, rows, cols = self._pixels
+        p = rows.shape[-1]
         h, w = self.rmap.grid_hw
         x = ref
         if x.shape[-2] < h * p or x.shape[-1] < w * p:
             x = torch.nn.functional.pad(x, (0, w * p - x.shape[-1], 0, h * p - x.shape[-2]), mode="replicate")
-        sel = (shift != 0).any(1)
-        src, shift = src[sel], shift[sel]
-        dev = x.device
-        off = torch.arange(p)
-        rows = ((src // w)[:, None] * p + shift[:, 1:2] + off[None]).clamp(0, h * p - 1).to(dev)   # (n, p)
-        cols = ((src % w)[:, None] * p + shift[:, 0:1] + off[None]).clamp(0, w * p - 1).to(dev)
-        patches = x[:, :, rows[:, :, None], cols[:, None, :]]           # (B, C, n, p, p)
+        patches = x[:, :, rows.to(x.device), cols.to(x.device)]           # (B, C, n, p, p)
         return src, patches.permute(0, 2, 1, 3, 4).reshape(x.shape[0], src.numel(), x.shape[1] * p * p)
 
     def _shift_content(self, ctx: ForwardContext, img: torch.Tensor, a: int, state) -> torch.Tensor:
-        """The embedded sequence with the moved reference tokens re-embedded from shifted content."""
-        if not ctx.ref_latents or not self._shifts[0].numel():
+        """The embedded sequence with the moved reference tokens re-embedded from their
+        shifted / composited content."""
+        if not ctx.ref_latents:
             return img
         ref = ctx.ref_latents[self.reference_index]
         src, patches = self.shifted_patches(ref)

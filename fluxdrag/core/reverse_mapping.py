@@ -318,7 +318,10 @@ class ReverseMap:
     handles, targets: (k, 2) float64 token (x, y); src_mask = M_SRC, coarse_mask =
     M_DST^coarse, dst_mask = M_DST: bool (h, w); src: (h, w, 2) long, src[y, x] = (x', y') of
     the source token of destination (x, y), -1 where not a destination; params: the settings
-    used (JSON values).
+    used (JSON values); fine_mask: the region to move at latent-pixel resolution, bool
+    (patch·h, patch·w) (a token is patch × patch latent pixels), or None when it is only known
+    by token (the default discs): what :func:`~fluxdrag.core.reverse_tokens.moved_patch_pixels`
+    composites with.
     """
 
     grid_hw: tuple[int, int]
@@ -329,6 +332,7 @@ class ReverseMap:
     dst_mask: torch.Tensor
     src: torch.Tensor
     params: dict[str, Any] = field(default_factory=dict)
+    fine_mask: torch.Tensor | None = None
 
     @property
     def vacated_mask(self) -> torch.Tensor:
@@ -386,6 +390,7 @@ class ReverseMap:
             "coarse_mask": rle_encode(self.coarse_mask),
             "pairs": pairs,
             "params": dict(self.params),
+            "fine_mask": None if self.fine_mask is None else rle_encode(self.fine_mask),
         }
 
     @classmethod
@@ -412,6 +417,11 @@ class ReverseMap:
         src = torch.full((h, w, 2), -1, dtype=torch.long)
         src[qy, qx] = torch.stack([sx, sy], dim=1)
         k = len(d["handles"])
+        fine = d.get("fine_mask")
+        if fine is not None:
+            fine = rle_decode(fine, "fine_mask")
+            if fine.shape[0] % h or fine.shape[1] % w or fine.shape[0] // h != fine.shape[1] // w:
+                raise ValueError(f"fine_mask {tuple(fine.shape)} is no whole multiple of the {h}x{w} grid")
         return cls(
             grid_hw=(h, w),
             handles=torch.tensor(d["handles"], dtype=torch.float64).reshape(k, 2),
@@ -421,6 +431,7 @@ class ReverseMap:
             dst_mask=dst,
             src=src,
             params=dict(d.get("params", {})),
+            fine_mask=fine,
         )
 
 

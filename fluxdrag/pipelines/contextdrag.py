@@ -5,7 +5,7 @@ Sampling is ComfyUI's own (the Kontext graph with a ReferenceLatent)."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -21,6 +21,7 @@ from ..attention_patches.contextdrag import (
 from ..attention_patches.router import patch_model
 from ..core.drag_sets import split_drags
 from ..core.instructions import TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
+from ..core.instructions import rescale as rescale_instructions
 from ..core.reverse_mapping import ANCHORS, HIDE_SETS, ReverseMap, build_reverse_map
 from .common import FluxDragInputError, check_latent, mask_at, require_flux
 from .settings import SILENT, node_fields, overrides, paper_settings, pick, setting, validate
@@ -93,6 +94,18 @@ class ContextDragSettings:
                                    "with the model's own input layer), so the object lands where the drag ends. "
                                    "Off = the paper's reading (cells inside the hull, half-up rounding, whole "
                                    "tokens).", node="patch", paper=False)
+    composite: bool = setting(True, "Moved tokens carry the region's pixels only [departure: the paper moves "
+                                    "whole tokens]. A token on the region's edge is part object, part the "
+                                    "background it was cut with; each moved reference token is re-embedded "
+                                    "(the model's own input layer) with its latent pixels outside the drawn "
+                                    "region taken from the reference at its destination, so the object lands "
+                                    "on the destination's own background. Needs the region at pixel level "
+                                    "(the instructions' mask or the mask input; the default discs are whole "
+                                    "tokens); with subtoken on, region pixels a fractional drag leaves "
+                                    "between destinations are pasted onto the reference tokens there. "
+                                    "Off = whole "
+                                    "tokens. On the Options node; CTI injects what PCA re-embeds.", node="patch",
+                          paper=False)
 
 
 PAPER = paper_settings(ContextDragSettings)
@@ -169,11 +182,22 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
             region = pixel_mask_to_token_mask(mask_at(mask, H, W))
         if region is not None and not region.any():
             raise ValueError("the editable mask is empty; draw the region to move or leave it out")
-        return build_reverse_map(td.handles, td.targets, region, td.grid_hw, power=power, anchor=anchor,
+        rmap = build_reverse_map(td.handles, td.targets, region, td.grid_hw, power=power, anchor=anchor,
                                  hull=hull != "none", hull_groups="all" if hull == "all" else "component",
                                  snap=True)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
+    pixels = mask_at(mask, H, W) if mask is not None else None
+    if pixels is None and ins.mask is not None:
+        pixels = (ins.mask if tuple(ins.image_size) == (W, H) else rescale_instructions(ins, (W, H)).mask)
+    return replace(rmap, fine_mask=None if pixels is None else latent_pixel_mask(pixels))
+
+
+def latent_pixel_mask(pixels: torch.Tensor, px: int = 8) -> torch.Tensor:
+    """A bool (H, W) image mask on the latent-pixel grid (H/px, W/px): a latent pixel is in when
+    any of its image pixels is (edge pixels move with the region)."""
+    H, W = pixels.shape
+    return pixels.bool().reshape(H // px, px, W // px, px).any(3).any(1)
 
 
 def map_for(rmap: ReverseMap, subtoken: bool) -> ReverseMap:
@@ -183,10 +207,10 @@ def map_for(rmap: ReverseMap, subtoken: bool) -> ReverseMap:
     if bool(rmap.params.get("snap", False)) == bool(subtoken):
         return rmap
     p = rmap.params
-    return build_reverse_map(rmap.handles, rmap.targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
+    return replace(build_reverse_map(rmap.handles, rmap.targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
                              eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
                              dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
-                             snap=bool(subtoken))
+                             snap=bool(subtoken)), fine_mask=rmap.fine_mask)
 
 
 def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
@@ -199,7 +223,7 @@ def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
     """(patched MODEL clone, controller); ``kw``: overrides of the settings fields."""
     st = overrides(settings, ContextDragSettings, **kw)
     return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
-                  subtoken=st.subtoken)
+                  subtoken=st.subtoken, composite=st.composite)
 
 
 def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str, fields: tuple,
