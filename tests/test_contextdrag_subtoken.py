@@ -128,3 +128,64 @@ def test_map_keeps_the_region_at_latent_pixels_and_its_json_round_trips():
                     torch.zeros(1, 16, 16, 16))
     assert torch.equal(big.fine_mask, rm.fine_mask)
     assert build_map({k: v for k, v in drags.items() if k != "mask"}, torch.zeros(1, 16, 16, 16)).fine_mask is None
+
+
+def _pca(rm, **kw):
+    from fluxdrag.attention_patches.contextdrag import PositionConsistentAttention
+
+    args = dict(rewrite_ids=True, hide="vacated", hide_from="image", collision="mean", subtoken=True,
+                composite=True, start=0.0, end=1.0, reference_index=0)
+    return PositionConsistentAttention(rm, **{**args, **kw})
+
+
+def test_edited_pixels_and_the_background_lock():
+    """The lock holds every latent pixel but the region and where it lands (grown by lock_margin):
+    there the velocity becomes (x − reference) / σ, which denoises to the reference in one step;
+    elsewhere, outside the first ``background_lock`` fraction of the steps and with 0, the model's
+    output is left alone."""
+    from fluxdrag.attention_patches.router import ForwardContext
+    from fluxdrag.core.reverse_tokens import edited_pixels
+
+    rm = build_reverse_map([[1.0, 1.0]], [[2.0, 1.0]], _region(4, 4, 1, 2, 1, 2), (4, 4), snap=True)
+    rm.fine_mask = _fine(4, 4, [(2, 2)])
+    assert torch.nonzero(edited_pixels(rm, subtoken=True)).tolist() == [[2, 2], [2, 4]]
+    assert int(edited_pixels(rm.__class__(**{**rm.__dict__, "fine_mask": None}), subtoken=True).sum()) == 8
+    x, ref, out = torch.randn(2, 16, 8, 8), torch.randn(1, 16, 8, 8), torch.randn(2, 16, 8, 8)
+    sig = [1.0, 0.75, 0.5, 0.25, 0.0]
+
+    def call(pca, step):
+        ctx = ForwardContext(model=None, sigma=sig[step], step=step, sample_sigmas=sig, direction=-1, batch=2,
+                             n_txt=0, n_img=16, grid=(4, 4), ref_grids=[(4, 4)], cond_or_uncond=[0, 1],
+                             transformer_options={}, ref_latents=[ref], x=x)
+        return pca.on_forward_end(ctx, out)
+
+    new = call(_pca(rm, background_lock=0.5, lock_margin=0), 1)
+    free = torch.zeros(8, 8, dtype=torch.bool)
+    free[2, 2] = free[2, 4] = True
+    assert torch.equal(new[..., free], out[..., free])
+    assert torch.allclose(x[..., ~free] - sig[1] * new[..., ~free], ref.expand(2, -1, -1, -1)[..., ~free], atol=1e-5)
+    assert call(_pca(rm, background_lock=0.5, lock_margin=0), 2) is None      # past the locked half
+    assert call(_pca(rm, background_lock=0.0), 1) is None
+    grown = call(_pca(rm, background_lock=1.0, lock_margin=1), 1)
+    assert torch.equal(grown[..., 1:4, 1:6], out[..., 1:4, 1:6])
+
+
+def test_hole_fill_slots_sit_on_the_holes_with_the_filled_reference():
+    """A one-token region moved two tokens right: the reference token under the destination (no
+    source) takes the hole's ids and is re-embedded from the reference with the region filled
+    (harmonic: the mean of a constant surrounding is the constant)."""
+    from fluxdrag.core.reverse_tokens import hole_slots
+
+    rm = build_reverse_map([[1.0, 1.0]], [[3.0, 1.0]], _region(4, 6, 1, 2, 1, 2), (4, 6), snap=True)
+    slots, holes = hole_slots(rm)
+    assert slots.tolist() == [1 * 6 + 3] and holes.tolist() == [1 * 6 + 1]
+    base = torch.stack(torch.meshgrid(torch.arange(4.0), torch.arange(6.0), indexing="ij"), -1).reshape(-1, 2)
+    base = torch.cat([torch.ones(24, 1), base], 1)
+    ids = _pca(rm, hole_fill="harmonic").intended_ids(base)
+    assert ids[1 * 6 + 1, 1:].tolist() == [1.0, 3.0] and ids[1 * 6 + 3, 1:].tolist() == [1.0, 1.0]
+    assert torch.equal(_pca(rm, hole_fill="none").intended_ids(base)[1 * 6 + 3], base[1 * 6 + 3])
+    ref = torch.full((1, 16, 8, 12), 0.5)
+    ref[..., 2:4, 2:4] = 9.0                                     # the object, in the hole token
+    for fill in ("harmonic", "surroundings"):
+        tok, patches = _pca(rm, hole_fill=fill).hole_patches(ref)
+        assert tok.tolist() == [1 * 6 + 3] and torch.allclose(patches, torch.full_like(patches, 0.5))

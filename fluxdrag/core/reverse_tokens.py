@@ -159,6 +159,52 @@ def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int):
     return cand, torch.where(take, rows, q_rows), torch.where(take, cols, q_cols)
 
 
+def edited_pixels(rmap: ReverseMap, *, subtoken: bool, patch: int = 2) -> torch.Tensor:
+    """Bool (patch·h, patch·w): the latent pixels an edit may change [ours]: the region (its
+    :attr:`~ReverseMap.fine_mask`) and the pixels of every destination that show a region pixel
+    (shifted by :func:`subtoken_shifts` with ``subtoken``, spilled ones included, see
+    :func:`moved_patch_pixels`). Without a fine mask: the tokens of M_SRC ∪ M_DST."""
+    h, w = rmap.grid_hw
+    fine = rmap.fine_mask
+    if fine is None:
+        return (rmap.src_mask | rmap.dst_mask).repeat_interleave(patch, 0).repeat_interleave(patch, 1)
+    out = fine.clone()
+    d, s = injection_pairs(rmap)
+    if d.numel():
+        shift = _pair_shifts(rmap, d, s, patch) if subtoken else torch.zeros(d.numel(), 2, dtype=torch.long)
+        rows, cols = _patch_grid(s, shift, (h, w), patch)
+        q_rows, q_cols = _patch_grid(d, torch.zeros_like(shift), (h, w), patch)
+        obj = fine[rows, cols]
+        out[q_rows[obj], q_cols[obj]] = True
+        if subtoken:
+            got = torch.zeros_like(fine)
+            got[rows, cols] = True
+            sp = _spill(rmap, fine & ~got, patch)
+            if sp is not None:
+                own = _patch_grid(sp[0], torch.zeros(sp[0].numel(), 2, dtype=torch.long), (h, w), patch)
+                moved = (sp[1] != own[0]) | (sp[2] != own[1])
+                out[own[0][moved], own[1][moved]] = True
+    return out
+
+
+def hole_slots(rmap: ReverseMap) -> tuple[torch.Tensor, torch.Tensor]:
+    """(slot_flat_idx (n,), hole_flat_idx (n,)) long: reference tokens free to carry a fill of the
+    vacated area, and the vacated token each one fills [ours].
+
+    A hole is a token of M_SRC \\ M_DST that is a source: its reference token now sits at its
+    destination, so no reference token holds the position and the model must invent it. A slot
+    is a reference token under M_DST that is no source (``hide="overlap"``): after the id rewrite
+    it shares its position with the moved token there, which (composited) already shows that
+    position's background. Slots and holes are paired in row-major order (a token is only a
+    slot: its position comes from the ids and its content from the re-embedding); the surplus of
+    either is left as it is."""
+    used = rmap.used_source_mask
+    holes = torch.nonzero((rmap.vacated_mask & used).reshape(-1)).flatten()
+    slots = torch.nonzero((rmap.dst_mask & ~used & ~rmap.src_mask).reshape(-1)).flatten()
+    n = min(holes.numel(), slots.numel())
+    return slots[:n], holes[:n]
+
+
 def reference_position_ids(
     base_ids: torch.Tensor,
     grid_hw: Sequence[int],

@@ -13,6 +13,7 @@ import torch
 from ..attention_patches.contextdrag import (
     CTI_MODES,
     HIDE_FROM,
+    HOLE_FILLS,
     VISIBILITY,
     ContextTokenInjection,
     PositionConsistentAttention,
@@ -69,6 +70,28 @@ class ContextDragSettings:
                                    "Measured on the toy Kontext (issue 28): hiding the overlap costs BG, "
                                    "IoU and hole error.",
                         options=HIDE_SETS, main=True, node="pca", paper=SILENT)
+    hole_fill: str = setting("harmonic", "What fills the vacated area [ours; the paper leaves it to the "
+                                         "model]. The reference tokens under the destination that are no "
+                                         "source (their position now shows the moved token, composited on "
+                                         "that background) move to the vacated tokens, re-embedded from the "
+                                         "reference with the moved region filled from its surroundings: "
+                                         "'harmonic' (membrane interpolation) or 'surroundings' (onion "
+                                         "peeling), so the model keeps a background there instead of "
+                                         "inventing one next to the pasted object. 'none': no reference "
+                                         "token holds the vacated positions and the model fills them (the "
+                                         "paper; better where the hole reveals something, e.g. an occluded "
+                                         "object).", options=HOLE_FILLS, main=True, node="pca", paper="none")
+    background_lock: float = setting(1.0, "Background lock [ours; the paper relies on Kontext to keep the "
+                                          "background]: in this fraction of the steps (from the first), "
+                                          "outside the edited latent pixels (the region, where it lands, and "
+                                          "lock_margin pixels around them) the model's velocity is the one "
+                                          "that denoises to the reference, so the background is the "
+                                          "reference's there. 0 = off (the paper).", min=0.0, max=1.0,
+                                     step=0.05, main=True, node="pca", paper=0.0)
+    lock_margin: int = setting(0, "Background lock: latent pixels around the edited ones (the region and "
+                                  "where it lands, at latent-pixel level with a drawn mask, else their "
+                                  "tokens) left free for the model to blend the edit in [ours].", min=0, max=16,
+                               node="pca", paper=SILENT)
     hide_from: str = setting("image", "Queries the hidden tokens are hidden from [guess: image].",
                              options=HIDE_FROM, main=True, node="pca", paper=SILENT)
     collision: str = setting("mean", "Position of a reference token that is the source of several "
