@@ -201,6 +201,15 @@ def contextdrag_pca_only(scene, model, cond) -> torch.Tensor:
     return contextdrag(scene, model, cond, cti=False)
 
 
+def contextdrag_paper(scene, model, cond) -> torch.Tensor:
+    """ContextDrag with the paper's value of every departure (whole tokens, no composite, no hole
+    fill, no background lock, one hull over everything; ``departures(ContextDragSettings)``)."""
+    from fluxdrag.pipelines.contextdrag import ContextDragSettings
+    from fluxdrag.pipelines.settings import departures
+
+    return contextdrag(scene, model, cond, **departures(ContextDragSettings))
+
+
 def contextdrag_keep(scene, model, cond) -> torch.Tensor:
     """ContextDrag ablation: neither patch — the toy Kontext given the source as its reference."""
     return contextdrag(scene, model, cond, cti=False, pca=False)
@@ -218,3 +227,4 @@ register("contextdrag", contextdrag)
 register("contextdrag_cti_only", contextdrag_cti_only)
 register("contextdrag_pca_only", contextdrag_pca_only)
 register("contextdrag_keep", contextdrag_keep)
+register("contextdrag_paper", contextdrag_paper)
