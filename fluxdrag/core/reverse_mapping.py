@@ -61,6 +61,7 @@ from .instructions import rle_decode, rle_encode
 MAP_VERSION = 1
 HULL_GROUPS = ("component", "all")
 ANCHORS = ("target", "handle")
+DRAG_GROUPS = ("component", "all")
 HIDE_SETS = ("vacated", "source", "overlap", "vacated_overlap", "none")
 COLLISIONS = ("mean", "first")
 #: ``snap`` rounding: a forward point within this of a half-token tie rounds up, a reverse one down
@@ -318,10 +319,12 @@ class ReverseMap:
     handles, targets: (k, 2) float64 token (x, y); src_mask = M_SRC, coarse_mask =
     M_DST^coarse, dst_mask = M_DST: bool (h, w); src: (h, w, 2) long, src[y, x] = (x', y') of
     the source token of destination (x, y), -1 where not a destination; params: the settings
-    used (JSON values); fine_mask: the region to move at latent-pixel resolution, bool
-    (patch·h, patch·w) (a token is patch × patch latent pixels), or None when it is only known
-    by token (the default discs): what :func:`~fluxdrag.core.reverse_tokens.moved_patch_pixels`
-    composites with.
+    used (JSON values); back: (h, w, 2) float64 continuous source q + W(q) of every token, or None
+    when it is the one inverse-distance field of all drags (:func:`reverse_lookup`; a map built
+    with ``drag_groups="component"`` and several groups stores its own); fine_mask: the region
+    to move at latent-pixel resolution, bool (patch·h, patch·w) (a token is patch × patch latent
+    pixels), or None when it is only known by token (the default discs): what
+    :func:`~fluxdrag.core.reverse_tokens.moved_patch_pixels` composites with.
     """
 
     grid_hw: tuple[int, int]
@@ -333,6 +336,7 @@ class ReverseMap:
     src: torch.Tensor
     params: dict[str, Any] = field(default_factory=dict)
     fine_mask: torch.Tensor | None = None
+    back: torch.Tensor | None = None
 
     @property
     def vacated_mask(self) -> torch.Tensor:
@@ -391,6 +395,7 @@ class ReverseMap:
             "pairs": pairs,
             "params": dict(self.params),
             "fine_mask": None if self.fine_mask is None else rle_encode(self.fine_mask),
+            "back": None if self.back is None else self.back.reshape(-1, 2).tolist(),
         }
 
     @classmethod
@@ -432,6 +437,7 @@ class ReverseMap:
             src=src,
             params=dict(d.get("params", {})),
             fine_mask=fine,
+            back=None if d.get("back") is None else torch.tensor(d["back"], dtype=torch.float64).reshape(h, w, 2),
         )
 
 
@@ -469,6 +475,7 @@ def build_reverse_map(
     region_radius_scale: float = 0.5,
     region_radius_min: float = 1.0,
     snap: bool = False,
+    drag_groups: str = "all",
 ) -> ReverseMap:
     """Latent-space reverse mapping: M_SRC -> M_DST^coarse -> (M_DST, src).
 
@@ -482,6 +489,13 @@ def build_reverse_map(
     drag of a half token moves the whole region by one rounded displacement. With both half-up
     (``snap=False``) the first source row/column is never a source and the last destination
     row/column is dropped: the region shrinks by one token per half-token axis.
+
+    ``drag_groups="component"`` [departure; ``"all"`` is the paper's one field of every drag]: each
+    8-connected component of M_SRC is displaced by its own drags only (those whose handle lies in
+    it, else the nearest; a component without a drag joins the nearest one that has one), one map
+    per group, merged (a destination claimed twice keeps the first group's source); the merged map
+    stores each token's continuous source (:attr:`ReverseMap.back`) from the field of the group
+    whose destinations lie nearest. With one group both are the same map.
     """
     h, w = _check_grid(grid_hw)
     s = _points(handles, "handles")
@@ -493,10 +507,19 @@ def build_reverse_map(
         )
     if power < 0:
         raise ValueError(f"power must be >= 0, got {power}")
+    if drag_groups not in DRAG_GROUPS:
+        raise ValueError(f"drag_groups must be one of {DRAG_GROUPS}, got {drag_groups!r}")
     if src_mask is None:
         m_src = default_region_mask(s, t, (h, w), region_radius_scale, region_radius_min)
     else:
         m_src = _check_mask(src_mask, h, w, "src_mask")
+    kw = dict(power=power, eps=eps, hull=hull, hull_groups=hull_groups, hull_tol=hull_tol, dilate=dilate,
+              anchor=anchor, fixed_point_iters=fixed_point_iters, region_radius_scale=region_radius_scale,
+              region_radius_min=region_radius_min, snap=snap)
+    if drag_groups == "component":
+        groups = _drag_groups(s, m_src)
+        if len(groups) > 1:
+            return _merged_map(s, t, m_src, (h, w), groups, src_mask is None, kw)
 
     coarse = forward_coarse_region(
         s, t, m_src, power=power, eps=eps, hull=hull, hull_groups=hull_groups,
@@ -521,10 +544,62 @@ def build_reverse_map(
         "hull_tol": float(hull_tol), "dilate": int(dilate), "anchor": anchor,
         "fixed_point_iters": int(fixed_point_iters), "region_default": src_mask is None,
         "region_radius_scale": float(region_radius_scale),
-        "region_radius_min": float(region_radius_min), "snap": bool(snap),
+        "region_radius_min": float(region_radius_min), "snap": bool(snap), "drag_groups": drag_groups,
     }
     return ReverseMap(grid_hw=(h, w), handles=s, targets=t, src_mask=m_src, coarse_mask=coarse, dst_mask=dst,
                       src=src, params=params)
+
+
+def _drag_groups(s: torch.Tensor, m_src: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(region mask, drag indices)] per group of connected components of ``m_src`` (see
+    :func:`build_reverse_map`'s ``drag_groups``), in the order of their first drag."""
+    lab = connected_components(m_src)
+    comps = [int(v) for v in torch.unique(lab) if int(v) >= 0]
+    if len(comps) < 2:
+        return [(m_src, torch.arange(s.shape[0]))]
+    cells = {c: _mask_points(lab == c) for c in comps}
+
+    def nearest(p: torch.Tensor, among) -> int:
+        return min(among, key=lambda c: float(torch.cdist(p[None], cells[c]).min()))
+
+    owner = [nearest(p, comps) for p in s]
+    with_drags = sorted(set(owner), key=owner.index)
+    region = {c: lab == c for c in with_drags}
+    for c in comps:
+        if c not in region:
+            region[nearest(cells[c].mean(0), with_drags)] |= lab == c
+    return [(region[c], torch.tensor([i for i, o in enumerate(owner) if o == c])) for c in with_drags]
+
+
+def _merged_map(s: torch.Tensor, t: torch.Tensor, m_src: torch.Tensor, grid_hw: tuple[int, int],
+                groups: list, region_default: bool, kw: dict) -> ReverseMap:
+    """One map per drag group, merged (see :func:`build_reverse_map`)."""
+    h, w = grid_hw
+    subs = [build_reverse_map(s[idx], t[idx], mask, grid_hw, drag_groups="all", **kw) for mask, idx in groups]
+    dst = torch.zeros(h, w, dtype=torch.bool)
+    src = torch.full((h, w, 2), -1, dtype=torch.long)
+    coarse = torch.zeros(h, w, dtype=torch.bool)
+    claim = torch.full((h, w), -1, dtype=torch.long)
+    for g, sub in enumerate(subs):
+        free = sub.dst_mask & ~dst
+        dst |= free
+        src[free] = sub.src[free]
+        claim[free] = g
+        coarse |= sub.coarse_mask
+    grid = _grid_points(h, w)
+    dist, backs = [], []
+    for sub in subs:
+        near = sub.dst_mask | sub.coarse_mask
+        pts = _mask_points(near) if bool(near.any()) else sub.targets
+        dist.append(torch.cdist(grid, pts).min(dim=1).values)
+        backs.append(reverse_lookup(grid, sub.handles, sub.targets, anchor=kw["anchor"], power=kw["power"],
+                                    eps=kw["eps"], fixed_point_iters=kw["fixed_point_iters"]))
+    owner = torch.stack(dist, 1).argmin(1)
+    owner = torch.where(claim.reshape(-1) >= 0, claim.reshape(-1), owner)
+    back = torch.stack(backs, 1)[torch.arange(h * w), owner].reshape(h, w, 2)
+    params = dict(subs[0].params, region_default=region_default, drag_groups="component")
+    return ReverseMap(grid_hw=(h, w), handles=s, targets=t, src_mask=m_src, coarse_mask=coarse, dst_mask=dst,
+                      src=src, params=params, back=back)
 
 
 def _hold_anchors(dst: torch.Tensor, src: torch.Tensor, s: torch.Tensor, t: torch.Tensor,

@@ -38,8 +38,11 @@ def subtoken_shifts(rmap: ReverseMap, patch: int = 2) -> tuple[torch.Tensor, tor
 
 
 def _back(rmap: ReverseMap, dst_idx: torch.Tensor) -> torch.Tensor:
-    """q + W(q) (n, 2) float64 for flat destination indices, with the map's own parameters."""
+    """q + W(q) (n, 2) float64 for flat token indices: the map's stored field, else the
+    inverse-distance field of its drags with its own parameters."""
     w = rmap.grid_hw[1]
+    if rmap.back is not None:
+        return rmap.back.reshape(-1, 2)[dst_idx]
     q = torch.stack([dst_idx % w, dst_idx // w], 1).to(torch.float64)
     prm = rmap.params
     return reverse_lookup(q, rmap.handles, rmap.targets, anchor=prm.get("anchor", "target"),

@@ -23,7 +23,7 @@ from ..attention_patches.router import patch_model
 from ..core.drag_sets import split_drags
 from ..core.instructions import TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
 from ..core.instructions import rescale as rescale_instructions
-from ..core.reverse_mapping import ANCHORS, HIDE_SETS, ReverseMap, build_reverse_map
+from ..core.reverse_mapping import ANCHORS, DRAG_GROUPS, HIDE_SETS, ReverseMap, build_reverse_map
 from .common import FluxDragInputError, check_latent, mask_at, require_flux
 from .settings import SILENT, node_fields, overrides, paper_settings, pick, setting, validate
 
@@ -51,6 +51,14 @@ class ContextDragSettings:
                                      "[guess]), one hull over everything ('all', the literal reading) or "
                                      "the displaced cells grown by one ('none').", options=HULLS, main=True,
                         node="map", paper="all")
+    drag_groups: str = setting("component", "Which drags displace which part of the region [departure]: "
+                                            "each connected part by its own drags ('component': those "
+                                            "whose handle lies in it, else the nearest), or every token by "
+                                            "the inverse-distance field of all drags ('all', the paper's "
+                                            "formula). With several objects dragged apart, 'all' mixes their "
+                                            "drags between them: a strip of tokens between two objects "
+                                            "becomes destinations of edge tokens of one of them.",
+                               options=DRAG_GROUPS, main=True, node="map", paper="all")
     power: float = setting(2.0, "Inverse-distance weighting exponent (paper: 2).", min=0.0, max=8.0,
                            step=0.1, main=True, node="map")
     mode: str = setting("replace", "'replace': the image tokens' K/V at the destination become the reference "
@@ -188,7 +196,7 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
     map's settings fields."""
     st = overrides(settings, ContextDragSettings, **kw)
     validate(st, NODE_MAP, MAP_FIELDS)
-    anchor, hull, power = st.anchor, st.hull, st.power
+    anchor, hull, power, groups = st.anchor, st.hull, st.power, st.drag_groups
     check_latent(latent_samples, NODE_MAP)
     if latent_samples.shape[0] > 1:
         warnings.warn(f"input 'latent' has a batch of {latent_samples.shape[0]}: ContextDrag edits with "
@@ -207,7 +215,7 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
             raise ValueError("the editable mask is empty; draw the region to move or leave it out")
         rmap = build_reverse_map(td.handles, td.targets, region, td.grid_hw, power=power, anchor=anchor,
                                  hull=hull != "none", hull_groups="all" if hull == "all" else "component",
-                                 snap=True)
+                                 snap=True, drag_groups=groups)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     pixels = mask_at(mask, H, W) if mask is not None else None
@@ -233,7 +241,8 @@ def map_for(rmap: ReverseMap, subtoken: bool) -> ReverseMap:
     return replace(build_reverse_map(rmap.handles, rmap.targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
                              eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
                              dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
-                             snap=bool(subtoken)), fine_mask=rmap.fine_mask)
+                             snap=bool(subtoken), drag_groups=p.get("drag_groups", "all")),
+                   fine_mask=rmap.fine_mask)
 
 
 def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
