@@ -57,8 +57,10 @@ class ContextDragSettings:
                                             "the inverse-distance field of all drags ('all', the paper's "
                                             "formula). With several objects dragged apart, 'all' mixes their "
                                             "drags between them: a strip of tokens between two objects "
-                                            "becomes destinations of edge tokens of one of them.",
-                               options=DRAG_GROUPS, main=True, node="map", paper="all")
+                                            "becomes destinations of edge tokens of one of them. On the "
+                                            "Options node: the map node builds the grouped map, the patches "
+                                            "rebuild it with one field for 'all'.",
+                               options=DRAG_GROUPS, node="patch", paper="all")
     power: float = setting(2.0, "Inverse-distance weighting exponent (paper: 2).", min=0.0, max=8.0,
                            step=0.1, main=True, node="map")
     mode: str = setting("replace", "'replace': the image tokens' K/V at the destination become the reference "
@@ -88,18 +90,19 @@ class ContextDragSettings:
                                          "inventing one next to the pasted object. 'none': no reference "
                                          "token holds the vacated positions and the model fills them (the "
                                          "paper; better where the hole reveals something, e.g. an occluded "
-                                         "object).", options=HOLE_FILLS, main=True, node="pca", paper="none")
+                                         "object). On the Options node, read by Position-Consistent "
+                                         "Attention.", options=HOLE_FILLS, node="patch", paper="none")
     background_lock: float = setting(1.0, "Background lock [ours; the paper relies on Kontext to keep the "
                                           "background]: in this fraction of the steps (from the first), "
                                           "outside the edited latent pixels (the region, where it lands, and "
                                           "lock_margin pixels around them) the model's velocity is the one "
                                           "that denoises to the reference, so the background is the "
                                           "reference's there. 0 = off (the paper).", min=0.0, max=1.0,
-                                     step=0.05, main=True, node="pca", paper=0.0)
+                                     step=0.05, node="patch", paper=0.0)
     lock_margin: int = setting(0, "Background lock: latent pixels around the edited ones (the region and "
                                   "where it lands, at latent-pixel level with a drawn mask, else their "
                                   "tokens) left free for the model to blend the edit in [ours].", min=0, max=16,
-                               node="pca", paper=SILENT)
+                               node="patch", paper=SILENT)
     hide_from: str = setting("image", "Queries the hidden tokens are hidden from [guess: image].",
                              options=HIDE_FROM, main=True, node="pca", paper=SILENT)
     collision: str = setting("mean", "Position of a reference token that is the source of several "
@@ -196,7 +199,7 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
     map's settings fields."""
     st = overrides(settings, ContextDragSettings, **kw)
     validate(st, NODE_MAP, MAP_FIELDS)
-    anchor, hull, power, groups = st.anchor, st.hull, st.power, st.drag_groups
+    anchor, hull, power = st.anchor, st.hull, st.power
     check_latent(latent_samples, NODE_MAP)
     if latent_samples.shape[0] > 1:
         warnings.warn(f"input 'latent' has a batch of {latent_samples.shape[0]}: ContextDrag edits with "
@@ -215,7 +218,7 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
             raise ValueError("the editable mask is empty; draw the region to move or leave it out")
         rmap = build_reverse_map(td.handles, td.targets, region, td.grid_hw, power=power, anchor=anchor,
                                  hull=hull != "none", hull_groups="all" if hull == "all" else "component",
-                                 snap=True, drag_groups=groups)
+                                 snap=True, drag_groups="component")
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     pixels = mask_at(mask, H, W) if mask is not None else None
@@ -231,17 +234,18 @@ def latent_pixel_mask(pixels: torch.Tensor, px: int = 8) -> torch.Tensor:
     return pixels.bool().reshape(H // px, px, W // px, px).any(3).any(1)
 
 
-def map_for(rmap: ReverseMap, subtoken: bool) -> ReverseMap:
-    """``rmap`` with the rounding ``subtoken`` asks for: the map node always builds the sub-token
-    map (``snap``, see ``ContextDragSettings.subtoken``); ``subtoken=False`` rebuilds it from the
-    same drags, region and parameters with the literal rounding (cells inside the hull, half-up)."""
-    if bool(rmap.params.get("snap", False)) == bool(subtoken):
+def map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component") -> ReverseMap:
+    """``rmap`` with the rounding ``subtoken`` and the ``drag_groups`` asked for: the map node always
+    builds the sub-token map (``snap``, see ``ContextDragSettings.subtoken``) with its drags grouped
+    by component; otherwise it is rebuilt from the same drags, region and parameters (literal
+    rounding: cells inside the hull, half-up; ``"all"``: one field of every drag)."""
+    if bool(rmap.params.get("snap", False)) == bool(subtoken) and rmap.params.get("drag_groups", "all") == drag_groups:
         return rmap
     p = rmap.params
     return replace(build_reverse_map(rmap.handles, rmap.targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
                              eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
                              dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
-                             snap=bool(subtoken), drag_groups=p.get("drag_groups", "all")),
+                             snap=bool(subtoken), drag_groups=drag_groups),
                    fine_mask=rmap.fine_mask)
 
 
@@ -255,7 +259,8 @@ def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
     """(patched MODEL clone, controller); ``kw``: overrides of the settings fields."""
     st = overrides(settings, ContextDragSettings, **kw)
     return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
-                  subtoken=st.subtoken, composite=st.composite)
+                  subtoken=st.subtoken, composite=st.composite, hole_fill=st.hole_fill,
+                  background_lock=st.background_lock, lock_margin=st.lock_margin)
 
 
 def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str, fields: tuple,
@@ -264,7 +269,7 @@ def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str,
     rounding ``st.subtoken`` asks for), then put one ``controller`` on a clone of ``model``."""
     validate(st, node, fields + PATCH_FIELDS)
     dm = require_kontext_flux(model, node)
-    rmap = map_for(_require_map(rmap, node), st.subtoken)
+    rmap = map_for(_require_map(rmap, node), st.subtoken, st.drag_groups)
     ctrl = controller(rmap, **pick(st, fields), **extra, **_patch_args(dm, st, node))
     return patch_model(model, ctrl), ctrl
 
