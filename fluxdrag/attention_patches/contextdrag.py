@@ -17,6 +17,12 @@ mapping (``core/reverse_mapping.py``) gives every destination token q a source t
   attention mask hides a set of reference tokens (:meth:`ReverseMap.hide_mask`) from the image
   queries.
 
+PCA also re-embeds reference tokens with the model's own input layer (``post_input``): the moved
+ones shifted below the token grid (``subtoken``) and composited onto the destination's background
+(``composite``), and, with ``hole_fill``, the non-source tokens under the destination as a fill of
+the vacated tokens; with ``background_lock`` its ``on_forward_end`` replaces the velocity outside
+the edited latent pixels by the one that denoises to the reference (issue 28; docs/contextdrag.md).
+
 Both work on any number of double/single blocks (index lists) and a step window, and compose in
 either order on one router: CTI re-encodes from the reference positions the model really used
 (``ctx.pe()``, after PCA's rewrite), PCA's mask covers the sequence's own keys and leaves keys
