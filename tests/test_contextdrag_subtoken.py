@@ -63,3 +63,159 @@ def test_shifted_patches_follow_fluxs_patchify():
     assert tok.tolist() == [2 * 6 + 1]
     want = ref[:, :, 4:6, 3:5].reshape(2, 1, -1)               # token (x 1, y 2) shifted one pixel right
     assert torch.equal(patches, want)
+
+
+def _fine(h: int, w: int, pixels) -> torch.Tensor:
+    m = torch.zeros(2 * h, 2 * w, dtype=torch.bool)
+    for y, x in pixels:
+        m[y, x] = True
+    return m
+
+
+def test_composite_keeps_the_destination_background_in_edge_tokens():
+    """A one-pixel object in the corner of its token, dragged one whole token right: the moved
+    token takes the object pixel from the source and its other three pixels from the destination
+    (the background there); ``composite=False`` moves the whole token."""
+    from fluxdrag.core.reverse_tokens import moved_patch_pixels
+
+    rm = build_reverse_map([[1.0, 1.0]], [[2.0, 1.0]], _region(4, 4, 1, 2, 1, 2), (4, 4), snap=True)
+    rm.fine_mask = _fine(4, 4, [(2, 2)])                     # latent pixel (row 2, col 2): token (x 1, y 1)
+    tok, rows, cols = moved_patch_pixels(rm, subtoken=True, composite=True)
+    assert tok.tolist() == [1 * 4 + 1]
+    assert rows[0].tolist() == [[2, 2], [3, 3]]
+    assert cols[0].tolist() == [[2, 5], [4, 5]]              # object pixel from the source, the rest at x 4..5
+    assert not moved_patch_pixels(rm, subtoken=True, composite=False)[0].numel()   # whole token, no shift
+
+
+def test_composite_spills_the_edge_row_a_half_token_drag_leaves_between_tokens():
+    """A drag of 2.5 tokens down: each destination gathers the last pixel row of one source token
+    and the first of the next (a one-pixel shift). The region's first pixel row (row 2, the upper
+    row of token y 1, whose upper neighbour is no source) is carried by no destination; the
+    reference token above the destination (y 3, no source, it stays where it is) gets it over its
+    own lower row."""
+    from fluxdrag.core.reverse_tokens import moved_patch_pixels
+
+    rm = build_reverse_map([[1.0, 2.0]], [[1.0, 4.5]], _region(8, 4, 1, 3, 1, 2), (8, 4), snap=True)
+    rm.fine_mask = _fine(8, 4, [(y, x) for y in (2, 3, 4) for x in (2, 3)])
+    dst, src = injection_pairs(rm)
+    assert sorted(dst.tolist()) == [4 * 4 + 1, 5 * 4 + 1]
+    tok, rows, cols = moved_patch_pixels(rm, subtoken=True, composite=True)
+    assert sorted(tok.tolist()) == [1 * 4 + 1, 2 * 4 + 1, 3 * 4 + 1]
+    spill = tok.tolist().index(3 * 4 + 1)
+    assert rows[spill].tolist() == [[6, 6], [2, 2]] and cols[spill].tolist() == [[2, 3], [2, 3]]
+    without = moved_patch_pixels(rm, subtoken=True, composite=False)[0]
+    assert sorted(without.tolist()) == [1 * 4 + 1, 2 * 4 + 1]        # row 2 is carried by no token
+
+
+def test_map_keeps_the_region_at_latent_pixels_and_its_json_round_trips():
+    """The map node keeps the drawn region on the latent-pixel grid (a latent pixel is in when any
+    of its 8×8 image pixels is), rescaled when drawn on another size; to_dict / from_dict keep it."""
+    from fluxdrag.core.reverse_mapping import ReverseMap
+    from fluxdrag.pipelines.contextdrag import build_map
+
+    drags = {"version": 1, "image_size": [128, 128],
+             "drags": [{"handle": [40, 40], "target": [72, 40], "mode": "move"}],
+             "mask": {"polygons": [[[33, 33], [47, 33], [47, 47], [33, 47]]]}}
+    rm = build_map(drags, torch.zeros(1, 16, 16, 16))
+    assert rm.fine_mask.shape == (16, 16)
+    assert torch.nonzero(rm.fine_mask.any(0)).flatten().tolist() == [4, 5]
+    assert torch.nonzero(rm.fine_mask.any(1)).flatten().tolist() == [4, 5]
+    back = ReverseMap.from_dict(rm.to_dict())
+    assert torch.equal(back.fine_mask, rm.fine_mask)
+    big = build_map({**drags, "image_size": [64, 64],
+                     "drags": [{"handle": [20, 20], "target": [36, 20], "mode": "move"}],
+                     "mask": {"polygons": [[[16.5, 16.5], [23.5, 16.5], [23.5, 23.5], [16.5, 23.5]]]}},
+                    torch.zeros(1, 16, 16, 16))
+    assert torch.equal(big.fine_mask, rm.fine_mask)
+    assert build_map({k: v for k, v in drags.items() if k != "mask"}, torch.zeros(1, 16, 16, 16)).fine_mask is None
+
+
+def _pca(rm, **kw):
+    from fluxdrag.attention_patches.contextdrag import PositionConsistentAttention
+
+    args = dict(rewrite_ids=True, hide="vacated", hide_from="image", collision="mean", subtoken=True,
+                composite=True, start=0.0, end=1.0, reference_index=0)
+    return PositionConsistentAttention(rm, **{**args, **kw})
+
+
+def test_edited_pixels_and_the_background_lock():
+    """The lock holds every latent pixel but the region and where it lands (grown by lock_margin):
+    there the velocity becomes (x − reference) / σ, which denoises to the reference in one step;
+    elsewhere, outside the first ``background_lock`` fraction of the steps and with 0, the model's
+    output is left alone."""
+    from fluxdrag.attention_patches.router import ForwardContext
+    from fluxdrag.core.reverse_tokens import edited_pixels
+
+    rm = build_reverse_map([[1.0, 1.0]], [[2.0, 1.0]], _region(4, 4, 1, 2, 1, 2), (4, 4), snap=True)
+    rm.fine_mask = _fine(4, 4, [(2, 2)])
+    assert torch.nonzero(edited_pixels(rm, subtoken=True)).tolist() == [[2, 2], [2, 4]]
+    assert int(edited_pixels(rm.__class__(**{**rm.__dict__, "fine_mask": None}), subtoken=True).sum()) == 8
+    x, ref, out = torch.randn(2, 16, 8, 8), torch.randn(1, 16, 8, 8), torch.randn(2, 16, 8, 8)
+    sig = [1.0, 0.75, 0.5, 0.25, 0.0]
+
+    def call(pca, step):
+        ctx = ForwardContext(model=None, sigma=sig[step], step=step, sample_sigmas=sig, direction=-1, batch=2,
+                             n_txt=0, n_img=16, grid=(4, 4), ref_grids=[(4, 4)], cond_or_uncond=[0, 1],
+                             transformer_options={}, ref_latents=[ref], x=x)
+        return pca.on_forward_end(ctx, out)
+
+    new = call(_pca(rm, background_lock=0.5, lock_margin=0), 1)
+    free = torch.zeros(8, 8, dtype=torch.bool)
+    free[2, 2] = free[2, 4] = True
+    assert torch.equal(new[..., free], out[..., free])
+    assert torch.allclose(x[..., ~free] - sig[1] * new[..., ~free], ref.expand(2, -1, -1, -1)[..., ~free], atol=1e-5)
+    assert call(_pca(rm, background_lock=0.5, lock_margin=0), 2) is None      # past the locked half
+    assert call(_pca(rm, background_lock=0.0), 1) is None
+    grown = call(_pca(rm, background_lock=1.0, lock_margin=1), 1)
+    assert torch.equal(grown[..., 1:4, 1:6], out[..., 1:4, 1:6])
+
+
+def test_hole_fill_slots_sit_on_the_holes_with_the_filled_reference():
+    """A one-token region moved two tokens right: the reference token under the destination (no
+    source) takes the hole's ids and is re-embedded from the reference with the region filled
+    (harmonic: the mean of a constant surrounding is the constant)."""
+    from fluxdrag.core.reverse_tokens import hole_slots
+
+    rm = build_reverse_map([[1.0, 1.0]], [[3.0, 1.0]], _region(4, 6, 1, 2, 1, 2), (4, 6), snap=True)
+    slots, holes = hole_slots(rm)
+    assert slots.tolist() == [1 * 6 + 3] and holes.tolist() == [1 * 6 + 1]
+    base = torch.stack(torch.meshgrid(torch.arange(4.0), torch.arange(6.0), indexing="ij"), -1).reshape(-1, 2)
+    base = torch.cat([torch.ones(24, 1), base], 1)
+    ids = _pca(rm, hole_fill="harmonic").intended_ids(base)
+    assert ids[1 * 6 + 1, 1:].tolist() == [1.0, 3.0] and ids[1 * 6 + 3, 1:].tolist() == [1.0, 1.0]
+    assert torch.equal(_pca(rm, hole_fill="none").intended_ids(base)[1 * 6 + 3], base[1 * 6 + 3])
+    ref = torch.full((1, 16, 8, 12), 0.5)
+    ref[..., 2:4, 2:4] = 9.0                                     # the object, in the hole token
+    for fill in ("harmonic", "surroundings"):
+        tok, patches = _pca(rm, hole_fill=fill).hole_patches(ref)
+        assert tok.tolist() == [1 * 6 + 3] and torch.allclose(patches, torch.full_like(patches, 0.5))
+
+
+def test_drag_groups_move_each_object_by_its_own_drag():
+    """Two 3×3-token objects one token apart, dragged apart: the paper's one field mixes the two
+    drags between them and two tokens get no destination; ``drag_groups="component"`` moves each
+    object whole by its own drag, stores each token's continuous source, and its JSON round trip
+    keeps it."""
+    from fluxdrag.core.reverse_mapping import ReverseMap
+    from fluxdrag.core.reverse_tokens import subtoken_shifts
+
+    src = _region(16, 16, 5, 8, 2, 5) | _region(16, 16, 5, 8, 7, 10)
+    h, t = [[3.0, 6.0], [8.0, 6.0]], [[1.0, 2.5], [11.0, 10.0]]
+
+    def moves(rm):
+        dst, s = injection_pairs(rm)
+        return {(int(q % 16 - p % 16), int(q // 16 - p // 16)) for q, p in zip(dst, s)}
+
+    grouped = build_reverse_map(h, t, src, (16, 16), snap=True, drag_groups="component")
+    assert moves(grouped) == {(-2, -3), (3, 4)} and int(grouped.dst_mask.sum()) == 18
+    assert grouped.back is not None and grouped.params["drag_groups"] == "component"
+    s_idx, shift = subtoken_shifts(grouped)
+    left = (s_idx % 16) < 6
+    assert torch.equal(shift[left], torch.tensor([[0, 1]] * 9))   # 3.5 up: 3 tokens, content 1 px lower
+    assert not shift[~left].any()
+    back = ReverseMap.from_dict(grouped.to_dict())
+    assert torch.equal(back.back, grouped.back) and torch.equal(back.dst_mask, grouped.dst_mask)
+    one = build_reverse_map(h[:1], t[:1], _region(16, 16, 5, 8, 2, 5), (16, 16), snap=True,
+                            drag_groups="component")
+    assert one.back is None                                   # one group: the plain map
+    assert int(build_reverse_map(h, t, src, (16, 16), snap=True, drag_groups="all").dst_mask.sum()) < 18

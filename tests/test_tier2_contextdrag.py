@@ -100,7 +100,7 @@ def test_inactive_patches_are_bitwise_stock_kontext(tiny_flux, tiny_cond):
     noblocks = cd.ContextTokenInjectionNode.execute(tiny_flux, rmap, mode="append", double_blocks="none",
                                                     single_blocks="none").args[0]
     noblocks = cd.PositionConsistentAttentionNode.execute(noblocks, rmap, rewrite_ids=False,
-                                                          hide="none").args[0]
+                                                          hide="none", background_lock=0.0).args[0]
     assert torch.equal(sample_plain(noblocks, kc, steps=2), stock)
     on = cd.PositionConsistentAttentionNode.execute(
         cd.ContextTokenInjectionNode.execute(tiny_flux, rmap).args[0], rmap).args[0]
@@ -123,6 +123,12 @@ def test_pca_ids_seen_by_the_model(tiny_flux, tiny_cond):
     expect_ref = torch.cat([torch.ones(N_IMG, 1), grid], 1)            # Kontext: (1, row, col)
     for q, s in SRC_OF.items():
         expect_ref[s, 1:] = torch.tensor([q // W, q % W], dtype=torch.float32)  # moved to q
+    from fluxdrag.core.reverse_tokens import hole_slots
+    slots, holes = hole_slots(_map())
+    assert slots.numel() == len(set(SRC) - set(DST)) > 0       # (hole_fill default) every hole gets a slot
+    for o, v in zip(slots.tolist(), holes.tolist()):
+        assert o in DST and o not in SRC_OF.values() and v in SRC and v not in DST
+        expect_ref[o, 1:] = torch.tensor([v // W, v % W], dtype=torch.float32)   # a slot sits on its hole
     assert torch.equal(ids[:N_IMG], expect_img)
     assert torch.equal(ids[N_IMG:], expect_ref)
     assert torch.equal(seen[1], seen[0])

@@ -26,21 +26,22 @@ pytestmark = pytest.mark.tier2
 SEED = 7          # the tests' own seed; calibration used 4242
 METHODS = ["no_edit", "cut_paste", "contextdrag", "contextdrag_keep", "contextdrag_pca_only",
            "contextdrag_cti_only"]
-# seed-4242 means (md, found, iou, residue, seam, bg, hole, id), recalibrated in issue 28 on the
-# retrained toy Kontext (step 4902) with the new defaults (subtoken on, hide=vacated):
+# seed-4242 means (md, found, iou, residue, seam, bg, hole, id), recalibrated in issue 28 for the
+# defaults composite=True, hole_fill=harmonic, background_lock=1 (lock_margin 0); drag_groups=component
+# added afterwards gave the same row on seed 4242:
 #   no_edit              7.151 1.00 0.000 1.000 0.000 0.000 0.939 0.932
 #   cut_paste            0.000 1.00 1.000 0.000 0.000 0.000 0.041 0.000
-#   contextdrag          0.339 1.00 0.682 0.000 0.099 0.078 0.084 0.392
+#   contextdrag          0.034 1.00 0.982 0.000 -0.000 0.005 0.018 0.047
 #   contextdrag_keep     7.156 1.00 0.000 1.000 0.026 0.014 0.931 0.934
-#   contextdrag_pca_only 0.556 1.00 0.505 0.000 0.048 0.045 0.084 0.573
+#   contextdrag_pca_only 0.027 1.00 0.974 0.000 -0.000 0.005 0.018 0.048
 #   contextdrag_cti_only 7.156 1.00 0.000 1.000 0.029 0.049 0.931 0.683
-# (issue 19's calibration, first toy Kontext: contextdrag 0.403 1.00 0.460 0.000 0.517 0.124 0.066
-# 0.469.) BG, hole and IoU still miss the issue's targets (0.05, below cut_paste, 0.8): see
-# docs/contextdrag.md. Bounds follow test_tier2_toyworld_regression.py's rule, from the seed-4242
+# (before, retrained toy Kontext with subtoken on, hide=vacated: contextdrag 0.339 1.00 0.682 0.000
+# 0.099 0.078 0.084 0.392; issue 19's calibration, first toy Kontext: 0.403 1.00 0.460 0.000 0.517
+# 0.124 0.066 0.469.) Bounds follow test_tier2_toyworld_regression.py's rule, from the seed-4242
 # row only: an error may grow to max(1.5 v, v + 0.1), a score fall to v/2.
 THRESHOLDS = {"contextdrag": {m: bound(m, v) for m, v in zip(
     ("md", "found", "iou", "residue", "bg_err", "hole_err", "id_err"),
-    (0.339, 1.00, 0.682, 0.000, 0.078, 0.084, 0.392))}}
+    (0.034, 1.00, 0.982, 0.000, 0.005, 0.018, 0.047))}}
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +124,16 @@ def test_contextdrag_meets_thresholds(results):
 def test_ablations_show_each_patch(results):
     """Neither patch = the reference kept (MD of no_edit); CTI alone does not move the object
     on the toy Kontext (it replaces image tokens, the model reads the reference tokens); PCA is
-    what moves it; CTI on top of PCA gives the moved object more of the source's appearance (ID
-    error) at a cost in seams (see docs/contextdrag.md; its MD gain is seed-dependent: seed 4242
-    0.40 vs 1.36, seed 7 0.29 vs 0.27)."""
+    what moves it. Since PCA re-embeds the moved tokens composited on the destination's background
+    (issue 28) CTI on top changes little (seed 4242: ID 0.047 vs 0.048, seams 0 both; before, it
+    bought ID error at a cost in seams, see docs/contextdrag.md): it must not cost MD or ID."""
     keep, pca, full = results["contextdrag_keep"], results["contextdrag_pca_only"], results["contextdrag"]
     cti = results["contextdrag_cti_only"]
     assert keep["md"] > 0.8 * results["no_edit"]["md"], keep["md"]
     assert cti["md"] > 0.8 * keep["md"], cti["md"]
     assert pca["md"] < 0.6 * keep["md"] and pca["residue"] < 0.1, pca
     assert full["md"] < pca["md"] + 0.1, (full["md"], pca["md"])
-    assert full["id_err"] < pca["id_err"], (full["id_err"], pca["id_err"])
-    assert full["seam"] > pca["seam"], (full["seam"], pca["seam"])
+    assert full["id_err"] < pca["id_err"] + 0.02, (full["id_err"], pca["id_err"])
 
 
 def test_toy_contextdrag_graph_on_a_server(comfy_server):

@@ -161,16 +161,17 @@ def dragflow_paper(scene, model, cond) -> torch.Tensor:
 _KONTEXT: dict = {}
 
 
-def contextdrag(scene, model, cond, steps: int = STEPS, cti: bool = True, pca: bool = True) -> torch.Tensor:
+def contextdrag(scene, model, cond, steps: int = STEPS, cti: bool = True, pca: bool = True,
+                **opts) -> torch.Tensor:
     """Reverse Mapping → Context Token Injection → Position-Consistent Attention (the nodes'
     defaults) on the toy Kontext, sampled as the Kontext graph does: the source as the
     ReferenceLatent of the positive, an empty latent of its size, KSampler euler/simple, cfg 1,
     ``steps`` steps, noise seed = the scene's seed. ``cti`` / ``pca`` False drop that patch (both
-    False = plain Kontext "keep")."""
+    False = plain Kontext "keep"); ``opts``: further :class:`ContextDragSettings` fields by name."""
     import comfy.sample
     from comfy_extras.nodes_edit_model import ReferenceLatent
 
-    from fluxdrag.pipelines.contextdrag import apply_cti, apply_pca, build_map
+    from fluxdrag.pipelines.contextdrag import ContextDragSettings, apply_cti, apply_pca, build_map
     from fluxdrag.toyworld.model import KONTEXT_WEIGHTS, load_toy_model
 
     if "model" not in _KONTEXT:
@@ -178,11 +179,12 @@ def contextdrag(scene, model, cond, steps: int = STEPS, cti: bool = True, pca: b
     kmodel, kcond = _KONTEXT["model"], _KONTEXT["cond"]
     ref = scene_latent_to_comfy(scene.latent)
     positive = ReferenceLatent.execute(kcond, ref).args[0]
-    rmap = build_map(scene.drags, ref["samples"])
+    st = ContextDragSettings(**opts)
+    rmap = build_map(scene.drags, ref["samples"], settings=st)
     if cti:
-        kmodel, _ = apply_cti(kmodel, rmap)
+        kmodel, _ = apply_cti(kmodel, rmap, st)
     if pca:
-        kmodel, _ = apply_pca(kmodel, rmap)
+        kmodel, _ = apply_pca(kmodel, rmap, st)
     noise = torch.randn(ref["samples"].shape, generator=torch.Generator().manual_seed(scene.seed))
     out = comfy.sample.sample(kmodel, noise, steps, 1.0, "euler", "simple", positive, positive,
                               torch.zeros_like(ref["samples"]), seed=scene.seed, disable_pbar=True)
@@ -197,6 +199,15 @@ def contextdrag_cti_only(scene, model, cond) -> torch.Tensor:
 def contextdrag_pca_only(scene, model, cond) -> torch.Tensor:
     """ContextDrag ablation: Position-Consistent Attention alone (no CTI)."""
     return contextdrag(scene, model, cond, cti=False)
+
+
+def contextdrag_paper(scene, model, cond) -> torch.Tensor:
+    """ContextDrag with the paper's value of every departure (whole tokens, no composite, no hole
+    fill, no background lock, one hull over everything; ``departures(ContextDragSettings)``)."""
+    from fluxdrag.pipelines.contextdrag import ContextDragSettings
+    from fluxdrag.pipelines.settings import departures
+
+    return contextdrag(scene, model, cond, **departures(ContextDragSettings))
 
 
 def contextdrag_keep(scene, model, cond) -> torch.Tensor:
@@ -216,3 +227,4 @@ register("contextdrag", contextdrag)
 register("contextdrag_cti_only", contextdrag_cti_only)
 register("contextdrag_pca_only", contextdrag_pca_only)
 register("contextdrag_keep", contextdrag_keep)
+register("contextdrag_paper", contextdrag_paper)

@@ -17,6 +17,12 @@ mapping (``core/reverse_mapping.py``) gives every destination token q a source t
   attention mask hides a set of reference tokens (:meth:`ReverseMap.hide_mask`) from the image
   queries.
 
+PCA also re-embeds reference tokens with the model's own input layer (``post_input``): the moved
+ones shifted below the token grid (``subtoken``) and composited onto the destination's background
+(``composite``), and, with ``hole_fill``, the non-source tokens under the destination as a fill of
+the vacated tokens; with ``background_lock`` its ``on_forward_end`` replaces the velocity outside
+the edited latent pixels by the one that denoises to the reference (issue 28; docs/contextdrag.md).
+
 Both work on any number of double/single blocks (index lists) and a step window, and compose in
 either order on one router: CTI re-encodes from the reference positions the model really used
 (``ctx.pe()``, after PCA's rewrite), PCA's mask covers the sequence's own keys and leaves keys
@@ -60,15 +66,17 @@ from typing import Any, Optional
 
 import torch
 
+from ..core.dragflow import fill_from_surroundings
 from ..core.errors import public_name
 from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs
-from ..core.reverse_tokens import reference_position_ids, subtoken_shifts
+from ..core.reverse_tokens import edited_pixels, hole_slots, moved_patch_pixels, reference_position_ids
 from .rope import pe_tokens, rope_reencode
 from .router import AttentionCall, Controller, ForwardContext
 
 CTI_MODES = ("replace", "append")
 VISIBILITY = ("image", "destination", "all")
 HIDE_FROM = ("image", "image_text", "all")
+HOLE_FILLS = ("none", "surroundings", "harmonic")
 SKIP_KEY = "contextdrag_skip"
 _RANGE = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
 
@@ -388,11 +396,25 @@ class PositionConsistentAttention(_ContextDragController):
     display = "FluxDrag Position-Consistent Attention"
 
     def __init__(self, rmap: ReverseMap, *, rewrite_ids: bool, hide: str, hide_from: str, collision: str,
-                 subtoken: bool = False, exclude_sources: Optional[bool] = None, keep_index: bool = True,
+                 subtoken: bool = False, composite: bool = False, hole_fill: str = "none",
+                 background_lock: float = 0.0, lock_margin: int = 1,
+                 exclude_sources: Optional[bool] = None, keep_index: bool = True,
                  vacated_offset: Optional[Sequence[float]] = None, **kw):
         super().__init__(rmap, **kw)
-        self.subtoken = bool(subtoken)
-        self._shifts = subtoken_shifts(rmap) if self.subtoken else None
+        if hole_fill not in HOLE_FILLS:
+            raise ValueError(f"hole_fill must be one of {HOLE_FILLS}, got {hole_fill!r}")
+        self.subtoken, self.composite, self.hole_fill = bool(subtoken), bool(composite), hole_fill
+        self._pixels = moved_patch_pixels(rmap, subtoken=self.subtoken, composite=self.composite)
+        empty = torch.zeros(0, dtype=torch.long)
+        self._slots = hole_slots(rmap) if rewrite_ids and hole_fill != "none" else (empty, empty)
+        if not 0.0 <= background_lock <= 1.0 or lock_margin < 0:
+            raise ValueError(f"need 0 <= background_lock <= 1 and lock_margin >= 0, got {background_lock}, "
+                             f"{lock_margin}")
+        self.background_lock, self.lock_margin = float(background_lock), int(lock_margin)
+        edit = edited_pixels(rmap, subtoken=self.subtoken and self.composite).float()[None, None]
+        k = 2 * self.lock_margin + 1
+        #: latent pixels held to the reference (outside the edited pixels grown by lock_margin)
+        self.locked = ~(torch.nn.functional.max_pool2d(edit, k, stride=1, padding=self.lock_margin)[0, 0] > 0)
         if hide not in HIDE_SETS:
             raise ValueError(f"hide must be one of {HIDE_SETS}, got {hide!r}")
         if hide_from not in HIDE_FROM:
@@ -403,8 +425,14 @@ class PositionConsistentAttention(_ContextDragController):
         self.hidden = torch.nonzero(rmap.hide_mask(hide, self.exclude_sources).reshape(-1)).flatten()
 
     def intended_ids(self, base_ids: torch.Tensor) -> torch.Tensor:
-        """The reference tokens' ids after the rewrite, for their Kontext ids ``base_ids``."""
-        return reference_position_ids(base_ids, self.rmap.grid_hw, self.rmap, **self.id_kw)
+        """The reference tokens' ids after the rewrite, for their Kontext ids ``base_ids``
+        (the hole-fill slots take their hole's ids)."""
+        out = reference_position_ids(base_ids, self.rmap.grid_hw, self.rmap, **self.id_kw)
+        slots, holes = self._slots
+        if slots.numel():
+            d = base_ids.device
+            out[..., slots.to(d), 1:] = base_ids[..., holes.to(d), 1:]
+        return out
 
     def post_input(self, ctx: ForwardContext, d: dict) -> dict:
         if not self.rewrite_ids or not self.active(ctx):
@@ -425,32 +453,85 @@ class PositionConsistentAttention(_ContextDragController):
         out[:, a:a + h * w] = new
         d = dict(d)
         d["img_ids"] = out
-        if self.subtoken:
+        if self._pixels[0].numel():
             d["img"] = self._shift_content(ctx, d["img"], a, state)
+        if self._slots[0].numel() and ctx.ref_latents:
+            d["img"] = self._fill_holes(ctx, d["img"], a)
         return d
+
+    def on_forward_end(self, ctx: ForwardContext, out: torch.Tensor) -> Optional[torch.Tensor]:
+        """Background lock [ours]: outside the edited latent pixels (the region and where it
+        lands, :func:`~fluxdrag.core.reverse_tokens.edited_pixels`, grown by ``lock_margin``) the
+        model's velocity becomes the one that denoises to the reference,
+        (x − reference) / σ, in the first ``background_lock`` fraction of the steps."""
+        if self.background_lock <= 0.0 or ctx.x is None or not ctx.ref_latents or not self.active(ctx):
+            return None
+        if ctx.sigma <= 0.0 or not step_active(ctx.step, ctx.sample_sigmas, 0.0, self.background_lock):
+            return None
+        x = ctx.x
+        ref = ctx.ref_latents[self.reference_index]
+        H, W = min(x.shape[-2], ref.shape[-2], self.locked.shape[0]), min(x.shape[-1], ref.shape[-1],
+                                                                           self.locked.shape[1])
+        keep = self.locked[:H, :W].to(out.device)
+        v = (x[..., :H, :W].float() - ref[..., :H, :W].to(x.device).float()) / ctx.sigma
+        new = out.clone()
+        new[..., :H, :W] = torch.where(keep, v.to(out.dtype), out[..., :H, :W])
+        return new
+
+    def hole_patches(self, ref: torch.Tensor) -> tuple:
+        """(slot token indices, (B, n, C·p·p) patches): each hole token's reference pixels with the
+        region's (``fine_mask``, else the whole token) filled from the surroundings (onion peeling
+        of the reference over the moved region), in FLUX's patchify order."""
+        slots, holes = self._slots
+        p = 2
+        h, w = self.rmap.grid_hw
+        x = ref[..., :h * p, :w * p]
+        fine = self.rmap.fine_mask
+        if fine is None:
+            fine = self.rmap.src_mask.repeat_interleave(p, 0).repeat_interleave(p, 1)
+        from ..core.correspondence import harmonic_fill  # (re-exported there; the submodule alone is circular)
+
+        fill = harmonic_fill if self.hole_fill == "harmonic" else fill_from_surroundings
+        filled = fill(x.float(), fine.to(x.device)).to(x.dtype)
+        off = torch.arange(p)
+        rows = ((holes // w)[:, None] * p + off[None]).to(x.device)
+        cols = ((holes % w)[:, None] * p + off[None]).to(x.device)
+        patches = filled[:, :, rows[:, :, None], cols[:, None, :]]          # (B, C, n, p, p)
+        return slots, patches.permute(0, 2, 1, 3, 4).reshape(x.shape[0], slots.numel(), x.shape[1] * p * p)
+
+    def _fill_holes(self, ctx: ForwardContext, img: torch.Tensor, a: int) -> torch.Tensor:
+        """The embedded sequence with the hole-fill slots re-embedded from the filled reference."""
+        state = ctx.state(self)
+        key = ("holes", str(img.device), img.dtype)
+        emb = state.masks.get(key)
+        if emb is None:
+            slots, patches = self.hole_patches(ctx.ref_latents[self.reference_index])
+            emb = state.masks[key] = ctx.model.img_in(patches.to(device=img.device, dtype=img.dtype))
+        slots = self._slots[0]
+        if emb.shape[0] != img.shape[0]:
+            emb = emb.expand(img.shape[0], -1, -1) if emb.shape[0] == 1 else emb
+        out = img.clone()
+        out[:, a + slots.to(img.device)] = emb.to(img.dtype)
+        return out
 
     def shifted_patches(self, ref: torch.Tensor) -> tuple:
         """(token indices, (B, n, C·p·p) patches): the moved tokens' reference content shifted by
-        :func:`~fluxdrag.core.reverse_tokens.subtoken_shifts` (edge pixels repeated at the border),
-        in the order of FLUX's patchify ("b c (h ph) (w pw) -> b (h w) (c ph pw)")."""
-        src, shift = self._shifts
-        p = 2
+        :func:`~fluxdrag.core.reverse_tokens.subtoken_shifts` and composited onto the destination's
+        background (``moved_patch_pixels``; edge pixels repeated at the border), in the order of
+        FLUX's patchify ("b c (h ph) (w pw) -> b (h w) (c ph pw)")."""
+        src, rows, cols = self._pixels
+        p = rows.shape[-1]
         h, w = self.rmap.grid_hw
         x = ref
         if x.shape[-2] < h * p or x.shape[-1] < w * p:
             x = torch.nn.functional.pad(x, (0, w * p - x.shape[-1], 0, h * p - x.shape[-2]), mode="replicate")
-        sel = (shift != 0).any(1)
-        src, shift = src[sel], shift[sel]
-        dev = x.device
-        off = torch.arange(p)
-        rows = ((src // w)[:, None] * p + shift[:, 1:2] + off[None]).clamp(0, h * p - 1).to(dev)   # (n, p)
-        cols = ((src % w)[:, None] * p + shift[:, 0:1] + off[None]).clamp(0, w * p - 1).to(dev)
-        patches = x[:, :, rows[:, :, None], cols[:, None, :]]           # (B, C, n, p, p)
+        patches = x[:, :, rows.to(x.device), cols.to(x.device)]           # (B, C, n, p, p)
         return src, patches.permute(0, 2, 1, 3, 4).reshape(x.shape[0], src.numel(), x.shape[1] * p * p)
 
     def _shift_content(self, ctx: ForwardContext, img: torch.Tensor, a: int, state) -> torch.Tensor:
-        """The embedded sequence with the moved reference tokens re-embedded from shifted content."""
-        if not ctx.ref_latents or not self._shifts[0].numel():
+        """The embedded sequence with the moved reference tokens re-embedded from their
+        shifted / composited content."""
+        if not ctx.ref_latents:
             return img
         ref = ctx.ref_latents[self.reference_index]
         src, patches = self.shifted_patches(ref)

@@ -120,6 +120,7 @@ class ForwardContext:
     txt_ids: Optional[torch.Tensor] = None
     img_ids: Optional[torch.Tensor] = None
     ref_latents: list = field(default_factory=list)   # the Kontext reference latents of this call
+    x: Optional[torch.Tensor] = None   # the model's input latent of this call (B, C, H, W)
     scratch: dict = field(default_factory=dict)   # per-call storage shared by controllers
     _pe: Optional[torch.Tensor] = None
 
@@ -365,7 +366,7 @@ def _flux_forward(executor, x, timestep, context, y=None, guidance=None, ref_lat
         grid=_grid(x.shape[-2:], patch),
         ref_grids=[_grid(r.shape[-2:], patch) for r in (ref_latents or [])],
         cond_or_uncond=list(transformer_options.get("cond_or_uncond", [])),
-        transformer_options=transformer_options, ref_latents=list(ref_latents or []),
+        transformer_options=transformer_options, ref_latents=list(ref_latents or []), x=x,
     )
     ctx.n_img = ctx.grid[0] * ctx.grid[1]
     transformer_options[CTX_KEY] = ctx

@@ -61,6 +61,7 @@ from .instructions import rle_decode, rle_encode
 MAP_VERSION = 1
 HULL_GROUPS = ("component", "all")
 ANCHORS = ("target", "handle")
+DRAG_GROUPS = ("component", "all")
 HIDE_SETS = ("vacated", "source", "overlap", "vacated_overlap", "none")
 COLLISIONS = ("mean", "first")
 #: ``snap`` rounding: a forward point within this of a half-token tie rounds up, a reverse one down
@@ -318,7 +319,12 @@ class ReverseMap:
     handles, targets: (k, 2) float64 token (x, y); src_mask = M_SRC, coarse_mask =
     M_DST^coarse, dst_mask = M_DST: bool (h, w); src: (h, w, 2) long, src[y, x] = (x', y') of
     the source token of destination (x, y), -1 where not a destination; params: the settings
-    used (JSON values).
+    used (JSON values); back: (h, w, 2) float64 continuous source q + W(q) of every token, or None
+    when it is the one inverse-distance field of all drags (:func:`reverse_lookup`; a map built
+    with ``drag_groups="component"`` and several groups stores its own); fine_mask: the region
+    to move at latent-pixel resolution, bool (patch·h, patch·w) (a token is patch × patch latent
+    pixels), or None when it is only known by token (the default discs): what
+    :func:`~fluxdrag.core.reverse_tokens.moved_patch_pixels` composites with.
     """
 
     grid_hw: tuple[int, int]
@@ -329,6 +335,8 @@ class ReverseMap:
     dst_mask: torch.Tensor
     src: torch.Tensor
     params: dict[str, Any] = field(default_factory=dict)
+    fine_mask: torch.Tensor | None = None
+    back: torch.Tensor | None = None
 
     @property
     def vacated_mask(self) -> torch.Tensor:
@@ -386,6 +394,8 @@ class ReverseMap:
             "coarse_mask": rle_encode(self.coarse_mask),
             "pairs": pairs,
             "params": dict(self.params),
+            "fine_mask": None if self.fine_mask is None else rle_encode(self.fine_mask),
+            "back": None if self.back is None else self.back.reshape(-1, 2).tolist(),
         }
 
     @classmethod
@@ -412,6 +422,11 @@ class ReverseMap:
         src = torch.full((h, w, 2), -1, dtype=torch.long)
         src[qy, qx] = torch.stack([sx, sy], dim=1)
         k = len(d["handles"])
+        fine = d.get("fine_mask")
+        if fine is not None:
+            fine = rle_decode(fine, "fine_mask")
+            if fine.shape[0] % h or fine.shape[1] % w or fine.shape[0] // h != fine.shape[1] // w:
+                raise ValueError(f"fine_mask {tuple(fine.shape)} is no whole multiple of the {h}x{w} grid")
         return cls(
             grid_hw=(h, w),
             handles=torch.tensor(d["handles"], dtype=torch.float64).reshape(k, 2),
@@ -421,6 +436,8 @@ class ReverseMap:
             dst_mask=dst,
             src=src,
             params=dict(d.get("params", {})),
+            fine_mask=fine,
+            back=None if d.get("back") is None else torch.tensor(d["back"], dtype=torch.float64).reshape(h, w, 2),
         )
 
 
@@ -458,6 +475,7 @@ def build_reverse_map(
     region_radius_scale: float = 0.5,
     region_radius_min: float = 1.0,
     snap: bool = False,
+    drag_groups: str = "all",
 ) -> ReverseMap:
     """Latent-space reverse mapping: M_SRC -> M_DST^coarse -> (M_DST, src).
 
@@ -471,6 +489,13 @@ def build_reverse_map(
     drag of a half token moves the whole region by one rounded displacement. With both half-up
     (``snap=False``) the first source row/column is never a source and the last destination
     row/column is dropped: the region shrinks by one token per half-token axis.
+
+    ``drag_groups="component"`` [departure; ``"all"`` is the paper's one field of every drag]: each
+    8-connected component of M_SRC is displaced by its own drags only (those whose handle lies in
+    it, else the nearest; a component without a drag joins the nearest one that has one), one map
+    per group, merged (a destination claimed twice keeps the first group's source); the merged map
+    stores each token's continuous source (:attr:`ReverseMap.back`) from the field of the group
+    whose destinations lie nearest. With one group both are the same map.
     """
     h, w = _check_grid(grid_hw)
     s = _points(handles, "handles")
@@ -482,10 +507,21 @@ def build_reverse_map(
         )
     if power < 0:
         raise ValueError(f"power must be >= 0, got {power}")
+    if drag_groups not in DRAG_GROUPS:
+        raise ValueError(f"drag_groups must be one of {DRAG_GROUPS}, got {drag_groups!r}")
     if src_mask is None:
         m_src = default_region_mask(s, t, (h, w), region_radius_scale, region_radius_min)
     else:
         m_src = _check_mask(src_mask, h, w, "src_mask")
+    kw = dict(power=power, eps=eps, hull=hull, hull_groups=hull_groups, hull_tol=hull_tol, dilate=dilate,
+              anchor=anchor, fixed_point_iters=fixed_point_iters, region_radius_scale=region_radius_scale,
+              region_radius_min=region_radius_min, snap=snap)
+    if drag_groups == "component":
+        from .reverse_groups import drag_groups_of, merged_map  # (that module builds on this one)
+
+        groups = drag_groups_of(s, m_src)
+        if len(groups) > 1:
+            return merged_map(s, t, m_src, grid_hw=(h, w), groups=groups, region_default=src_mask is None, kw=kw)
 
     coarse = forward_coarse_region(
         s, t, m_src, power=power, eps=eps, hull=hull, hull_groups=hull_groups,
@@ -510,7 +546,7 @@ def build_reverse_map(
         "hull_tol": float(hull_tol), "dilate": int(dilate), "anchor": anchor,
         "fixed_point_iters": int(fixed_point_iters), "region_default": src_mask is None,
         "region_radius_scale": float(region_radius_scale),
-        "region_radius_min": float(region_radius_min), "snap": bool(snap),
+        "region_radius_min": float(region_radius_min), "snap": bool(snap), "drag_groups": drag_groups,
     }
     return ReverseMap(grid_hw=(h, w), handles=s, targets=t, src_mask=m_src, coarse_mask=coarse, dst_mask=dst,
                       src=src, params=params)

@@ -1,5 +1,5 @@
 """What ContextDrag's patches read from a latent reverse map (``core/reverse_mapping.py``):
-the sub-token shifts of the moved content,
+the sub-token shifts of the moved content, the latent pixels each moved token is re-embedded from,
 and the reference tokens' position ids for position-consistent attention (docs/contextdrag.md)."""
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from collections.abc import Sequence
 import torch
 
 from .geometry import round_half_up
-from .reverse_mapping import COLLISIONS, ReverseMap, _check_grid, injection_pairs, reverse_lookup
+from .reverse_mapping import (
+    COLLISIONS,
+    SNAP_TOL,
+    ReverseMap,
+    _check_grid,
+    injection_pairs,
+    reverse_lookup,
+)
 
 
 def subtoken_shifts(rmap: ReverseMap, patch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,21 +32,180 @@ def subtoken_shifts(rmap: ReverseMap, patch: int = 2) -> tuple[torch.Tensor, tor
     dst_idx, src_idx = injection_pairs(rmap)
     if not dst_idx.numel():
         return src_idx, torch.zeros(0, 2, dtype=torch.long)
+    shift = _pair_shifts(rmap, dst_idx, src_idx, patch)
+    pick = _first_per_source(src_idx)
+    return src_idx[pick], shift[pick]
+
+
+def _back(rmap: ReverseMap, dst_idx: torch.Tensor) -> torch.Tensor:
+    """q + W(q) (n, 2) float64 for flat token indices: the map's stored field, else the
+    inverse-distance field of its drags with its own parameters."""
     w = rmap.grid_hw[1]
+    if rmap.back is not None:
+        return rmap.back.reshape(-1, 2)[dst_idx]
     q = torch.stack([dst_idx % w, dst_idx // w], 1).to(torch.float64)
-    s = torch.stack([src_idx % w, src_idx // w], 1).to(torch.float64)
     prm = rmap.params
-    back = reverse_lookup(q, rmap.handles, rmap.targets, anchor=prm.get("anchor", "target"),
+    return reverse_lookup(q, rmap.handles, rmap.targets, anchor=prm.get("anchor", "target"),
                           power=prm.get("power", 2.0), eps=prm.get("eps", 1e-12),
                           fixed_point_iters=prm.get("fixed_point_iters", 5))
-    frac = back - s
+
+
+def _pair_shifts(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, patch: int) -> torch.Tensor:
+    """(n, 2) long (dx, dy) latent-pixel shifts of each pair (see :func:`subtoken_shifts`)."""
+    w = rmap.grid_hw[1]
+    s = torch.stack([src_idx % w, src_idx // w], 1).to(torch.float64)
+    frac = _back(rmap, dst_idx) - s
     shift = round_half_up(frac * patch).long().clamp(-(patch - 1), patch - 1)
     shift[(frac.abs() > 0.5 + 1e-9).any(1)] = 0
+    return shift
+
+
+def _patch_grid(src_idx: torch.Tensor, shift: torch.Tensor, grid_hw, patch: int) -> tuple:
+    """(rows, cols) (n, patch, patch) long: the latent pixels of each source token moved by ``shift``
+    (clamped to the latent)."""
+    h, w = grid_hw
+    off = torch.arange(patch)
+    oy, ox = off[:, None].expand(patch, patch), off[None, :].expand(patch, patch)
+    rows = ((src_idx // w) * patch + shift[:, 1])[:, None, None] + oy
+    cols = ((src_idx % w) * patch + shift[:, 0])[:, None, None] + ox
+    return rows.clamp(0, h * patch - 1), cols.clamp(0, w * patch - 1)
+
+
+def _first_per_source(src_idx: torch.Tensor) -> torch.Tensor:
+    """Indices into the (ascending-destination) pairs of each source's first destination, by source."""
     order = torch.sort(src_idx, stable=True).indices
     s_sorted = src_idx[order]
     first = torch.ones_like(s_sorted, dtype=torch.bool)
     first[1:] = s_sorted[1:] != s_sorted[:-1]
-    return s_sorted[first], shift[order[first]]
+    return order[first]
+
+
+def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool,
+                       patch: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(token_flat_idx (n,), rows (n, patch, patch), cols (n, patch, patch)) long: the reference
+    tokens whose content changes, and the reference latent pixels each is re-embedded from
+    (Position-Consistent Attention), in the token's own pixel layout. Tokens left as they are
+    (no shift, nothing composited) are not listed.
+
+    A source token s with its first destination q (row-major) takes pixel (i, j) from the
+    reference at s's pixel shifted by :func:`subtoken_shifts` (``subtoken``; else unshifted), and,
+    with ``composite`` and a :attr:`ReverseMap.fine_mask`, from the reference at q's own pixel
+    (i, j) wherever the shifted source pixel lies outside the fine region (the background the
+    token was cut with) and q's pixel lies outside it too (else the old object would come back);
+    so a token half object, half background puts the object on the destination's background
+    [departure: the paper moves whole tokens].
+
+    With both, region pixels that no destination carries are pasted too ("spill"): a drag of a
+    fractional token splits each source token's pixels over two destination tokens, and where the
+    region's edge pixel row lies in a token whose neighbour across the edge is not in M_SRC, the
+    destination that would carry it has its source outside M_SRC and is no destination (a thin ring
+    lost an arc on the toy benchmark). The reference token at such a q (one token around M_DST, not
+    in M_SRC: it stays where it is, with its own ids) is re-embedded with those region pixels over
+    its own."""
+    h, w = rmap.grid_hw
+    dst_idx, src_idx = injection_pairs(rmap)
+    empty = torch.zeros(0, dtype=torch.long)
+    if not dst_idx.numel():
+        return empty, empty.reshape(0, patch, patch), empty.reshape(0, patch, patch)
+    pick = _first_per_source(src_idx)
+    s, q = src_idx[pick], dst_idx[pick]
+    shift = torch.zeros(s.numel(), 2, dtype=torch.long)
+    if subtoken:
+        shift = subtoken_shifts(rmap, patch)[1]  # same order: by source, first destination each
+    rows, cols = _patch_grid(s, shift, (h, w), patch)
+    own_r, own_c = _patch_grid(s, torch.zeros_like(shift), (h, w), patch)
+    fine = rmap.fine_mask
+    if composite and fine is not None:
+        if tuple(fine.shape) != (h * patch, w * patch):
+            raise ValueError(f"fine_mask {tuple(fine.shape)} does not match the {h}x{w} grid at "
+                             f"{patch} latent pixels per token")
+        q_rows, q_cols = _patch_grid(q, torch.zeros_like(shift), (h, w), patch)
+        bg = ~fine[rows, cols] & ~fine[q_rows, q_cols]
+        rows, cols = torch.where(bg, q_rows, rows), torch.where(bg, q_cols, cols)
+        if subtoken:
+            got = torch.zeros_like(fine)
+            all_r, all_c = _patch_grid(src_idx, _pair_shifts(rmap, dst_idx, src_idx, patch), (h, w), patch)
+            got[all_r, all_c] = True
+            sp = _spill(rmap, fine & ~got, patch)
+            if sp is not None:
+                s = torch.cat([s, sp[0]])
+                rows, cols = torch.cat([rows, sp[1]]), torch.cat([cols, sp[2]])
+                z = torch.zeros(sp[0].numel(), 2, dtype=torch.long)
+                own = _patch_grid(sp[0], z, (h, w), patch)
+                own_r, own_c = torch.cat([own_r, own[0]]), torch.cat([own_c, own[1]])
+    changed = ((rows != own_r) | (cols != own_c)).flatten(1).any(1)
+    return s[changed], rows[changed], cols[changed]
+
+
+def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int):
+    """(tokens q, rows, cols) of the reference tokens around M_DST that get the ``lost`` region
+    pixels their shifted source would carry (see :func:`moved_patch_pixels`), or None."""
+    if not bool(lost.any()):
+        return None
+    h, w = rmap.grid_hw
+    ring = torch.nn.functional.max_pool2d(rmap.dst_mask.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0
+    cand = torch.nonzero((ring & ~rmap.dst_mask & ~rmap.src_mask).reshape(-1)).flatten()
+    if not cand.numel():
+        return None
+    back = _back(rmap, cand)
+    src_xy = torch.ceil(back - 0.5 - SNAP_TOL).long()
+    ok = (src_xy[:, 0] >= 0) & (src_xy[:, 0] < w) & (src_xy[:, 1] >= 0) & (src_xy[:, 1] < h)
+    cand, src_xy = cand[ok], src_xy[ok]
+    src = src_xy[:, 1] * w + src_xy[:, 0]
+    rows, cols = _patch_grid(src, _pair_shifts(rmap, cand, src, patch), (h, w), patch)
+    take = lost[rows, cols]
+    keep = take.flatten(1).any(1)
+    if not bool(keep.any()):
+        return None
+    cand, rows, cols, take = cand[keep], rows[keep], cols[keep], take[keep]
+    q_rows, q_cols = _patch_grid(cand, torch.zeros(cand.numel(), 2, dtype=torch.long), (h, w), patch)
+    return cand, torch.where(take, rows, q_rows), torch.where(take, cols, q_cols)
+
+
+def edited_pixels(rmap: ReverseMap, *, subtoken: bool, patch: int = 2) -> torch.Tensor:
+    """Bool (patch·h, patch·w): the latent pixels an edit may change [ours]: the region (its
+    :attr:`~ReverseMap.fine_mask`) and the pixels of every destination that show a region pixel
+    (shifted by :func:`subtoken_shifts` with ``subtoken``, spilled ones included, see
+    :func:`moved_patch_pixels`). Without a fine mask: the tokens of M_SRC ∪ M_DST."""
+    h, w = rmap.grid_hw
+    fine = rmap.fine_mask
+    if fine is None:
+        return (rmap.src_mask | rmap.dst_mask).repeat_interleave(patch, 0).repeat_interleave(patch, 1)
+    out = fine.clone()
+    d, s = injection_pairs(rmap)
+    if d.numel():
+        shift = _pair_shifts(rmap, d, s, patch) if subtoken else torch.zeros(d.numel(), 2, dtype=torch.long)
+        rows, cols = _patch_grid(s, shift, (h, w), patch)
+        q_rows, q_cols = _patch_grid(d, torch.zeros_like(shift), (h, w), patch)
+        obj = fine[rows, cols]
+        out[q_rows[obj], q_cols[obj]] = True
+        if subtoken:
+            got = torch.zeros_like(fine)
+            got[rows, cols] = True
+            sp = _spill(rmap, fine & ~got, patch)
+            if sp is not None:
+                own = _patch_grid(sp[0], torch.zeros(sp[0].numel(), 2, dtype=torch.long), (h, w), patch)
+                moved = (sp[1] != own[0]) | (sp[2] != own[1])
+                out[own[0][moved], own[1][moved]] = True
+    return out
+
+
+def hole_slots(rmap: ReverseMap) -> tuple[torch.Tensor, torch.Tensor]:
+    """(slot_flat_idx (n,), hole_flat_idx (n,)) long: reference tokens free to carry a fill of the
+    vacated area, and the vacated token each one fills [ours].
+
+    A hole is a token of M_SRC \\ M_DST that is a source: its reference token now sits at its
+    destination, so no reference token holds the position and the model must invent it. A slot
+    is a reference token under M_DST that is no source (``hide="overlap"``): after the id rewrite
+    it shares its position with the moved token there, which (composited) already shows that
+    position's background. Slots and holes are paired in row-major order (a token is only a
+    slot: its position comes from the ids and its content from the re-embedding); the surplus of
+    either is left as it is."""
+    used = rmap.used_source_mask
+    holes = torch.nonzero((rmap.vacated_mask & used).reshape(-1)).flatten()
+    slots = torch.nonzero((rmap.dst_mask & ~used & ~rmap.src_mask).reshape(-1)).flatten()
+    n = min(holes.numel(), slots.numel())
+    return slots[:n], holes[:n]
 
 
 def reference_position_ids(

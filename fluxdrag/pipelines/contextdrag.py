@@ -5,7 +5,7 @@ Sampling is ComfyUI's own (the Kontext graph with a ReferenceLatent)."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -13,6 +13,7 @@ import torch
 from ..attention_patches.contextdrag import (
     CTI_MODES,
     HIDE_FROM,
+    HOLE_FILLS,
     VISIBILITY,
     ContextTokenInjection,
     PositionConsistentAttention,
@@ -21,7 +22,8 @@ from ..attention_patches.contextdrag import (
 from ..attention_patches.router import patch_model
 from ..core.drag_sets import split_drags
 from ..core.instructions import TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
-from ..core.reverse_mapping import ANCHORS, HIDE_SETS, ReverseMap, build_reverse_map
+from ..core.instructions import rescale as rescale_instructions
+from ..core.reverse_mapping import ANCHORS, DRAG_GROUPS, HIDE_SETS, ReverseMap, build_reverse_map
 from .common import FluxDragInputError, check_latent, mask_at, require_flux
 from .settings import SILENT, node_fields, overrides, paper_settings, pick, setting, validate
 
@@ -49,6 +51,16 @@ class ContextDragSettings:
                                      "[guess]), one hull over everything ('all', the literal reading) or "
                                      "the displaced cells grown by one ('none').", options=HULLS, main=True,
                         node="map", paper="all")
+    drag_groups: str = setting("component", "Which drags displace which part of the region [departure]: "
+                                            "each connected part by its own drags ('component': those "
+                                            "whose handle lies in it, else the nearest), or every token by "
+                                            "the inverse-distance field of all drags ('all', the paper's "
+                                            "formula). With several objects dragged apart, 'all' mixes their "
+                                            "drags between them: a strip of tokens between two objects "
+                                            "becomes destinations of edge tokens of one of them. On the "
+                                            "Options node: the map node builds the grouped map, the patches "
+                                            "rebuild it with one field for 'all'.",
+                               options=DRAG_GROUPS, node="patch", paper="all")
     power: float = setting(2.0, "Inverse-distance weighting exponent (paper: 2).", min=0.0, max=8.0,
                            step=0.1, main=True, node="map")
     mode: str = setting("replace", "'replace': the image tokens' K/V at the destination become the reference "
@@ -68,6 +80,29 @@ class ContextDragSettings:
                                    "Measured on the toy Kontext (issue 28): hiding the overlap costs BG, "
                                    "IoU and hole error.",
                         options=HIDE_SETS, main=True, node="pca", paper=SILENT)
+    hole_fill: str = setting("harmonic", "What fills the vacated area [ours; the paper leaves it to the "
+                                         "model]. The reference tokens under the destination that are no "
+                                         "source (their position now shows the moved token, composited on "
+                                         "that background) move to the vacated tokens, re-embedded from the "
+                                         "reference with the moved region filled from its surroundings: "
+                                         "'harmonic' (membrane interpolation) or 'surroundings' (onion "
+                                         "peeling), so the model keeps a background there instead of "
+                                         "inventing one next to the pasted object. 'none': no reference "
+                                         "token holds the vacated positions and the model fills them (the "
+                                         "paper; better where the hole reveals something, e.g. an occluded "
+                                         "object). On the Options node, read by Position-Consistent "
+                                         "Attention.", options=HOLE_FILLS, node="patch", paper="none")
+    background_lock: float = setting(1.0, "Background lock [ours; the paper relies on Kontext to keep the "
+                                          "background]: in this fraction of the steps (from the first), "
+                                          "outside the edited latent pixels (the region, where it lands, and "
+                                          "lock_margin pixels around them) the model's velocity is the one "
+                                          "that denoises to the reference, so the background is the "
+                                          "reference's there. 0 = off (the paper).", min=0.0, max=1.0,
+                                     step=0.05, node="patch", paper=0.0)
+    lock_margin: int = setting(0, "Background lock: latent pixels around the edited ones (the region and "
+                                  "where it lands, at latent-pixel level with a drawn mask, else their "
+                                  "tokens) left free for the model to blend the edit in [ours].", min=0, max=16,
+                               node="patch", paper=SILENT)
     hide_from: str = setting("image", "Queries the hidden tokens are hidden from [guess: image].",
                              options=HIDE_FROM, main=True, node="pca", paper=SILENT)
     collision: str = setting("mean", "Position of a reference token that is the source of several "
@@ -93,6 +128,18 @@ class ContextDragSettings:
                                    "with the model's own input layer), so the object lands where the drag ends. "
                                    "Off = the paper's reading (cells inside the hull, half-up rounding, whole "
                                    "tokens).", node="patch", paper=False)
+    composite: bool = setting(True, "Moved tokens carry the region's pixels only [departure: the paper moves "
+                                    "whole tokens]. A token on the region's edge is part object, part the "
+                                    "background it was cut with; each moved reference token is re-embedded "
+                                    "(the model's own input layer) with its latent pixels outside the drawn "
+                                    "region taken from the reference at its destination, so the object lands "
+                                    "on the destination's own background. Needs the region at pixel level "
+                                    "(the instructions' mask or the mask input; the default discs are whole "
+                                    "tokens); with subtoken on, region pixels a fractional drag leaves "
+                                    "between destinations are pasted onto the reference tokens there. "
+                                    "Off = whole "
+                                    "tokens. On the Options node; CTI injects what PCA re-embeds.", node="patch",
+                          paper=False)
 
 
 PAPER = paper_settings(ContextDragSettings)
@@ -169,24 +216,37 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
             region = pixel_mask_to_token_mask(mask_at(mask, H, W))
         if region is not None and not region.any():
             raise ValueError("the editable mask is empty; draw the region to move or leave it out")
-        return build_reverse_map(td.handles, td.targets, region, td.grid_hw, power=power, anchor=anchor,
+        rmap = build_reverse_map(td.handles, td.targets, region, td.grid_hw, power=power, anchor=anchor,
                                  hull=hull != "none", hull_groups="all" if hull == "all" else "component",
-                                 snap=True)
+                                 snap=True, drag_groups="component")
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
+    pixels = mask_at(mask, H, W) if mask is not None else None
+    if pixels is None and ins.mask is not None:
+        pixels = (ins.mask if tuple(ins.image_size) == (W, H) else rescale_instructions(ins, (W, H)).mask)
+    return replace(rmap, fine_mask=None if pixels is None else latent_pixel_mask(pixels))
 
 
-def map_for(rmap: ReverseMap, subtoken: bool) -> ReverseMap:
-    """``rmap`` with the rounding ``subtoken`` asks for: the map node always builds the sub-token
-    map (``snap``, see ``ContextDragSettings.subtoken``); ``subtoken=False`` rebuilds it from the
-    same drags, region and parameters with the literal rounding (cells inside the hull, half-up)."""
-    if bool(rmap.params.get("snap", False)) == bool(subtoken):
+def latent_pixel_mask(pixels: torch.Tensor, px: int = 8) -> torch.Tensor:
+    """A bool (H, W) image mask on the latent-pixel grid (H/px, W/px): a latent pixel is in when
+    any of its image pixels is (edge pixels move with the region)."""
+    H, W = pixels.shape
+    return pixels.bool().reshape(H // px, px, W // px, px).any(3).any(1)
+
+
+def map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component") -> ReverseMap:
+    """``rmap`` with the rounding ``subtoken`` and the ``drag_groups`` asked for: the map node always
+    builds the sub-token map (``snap``, see ``ContextDragSettings.subtoken``) with its drags grouped
+    by component; otherwise it is rebuilt from the same drags, region and parameters (literal
+    rounding: cells inside the hull, half-up; ``"all"``: one field of every drag)."""
+    if bool(rmap.params.get("snap", False)) == bool(subtoken) and rmap.params.get("drag_groups", "all") == drag_groups:
         return rmap
     p = rmap.params
-    return build_reverse_map(rmap.handles, rmap.targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
+    return replace(build_reverse_map(rmap.handles, rmap.targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
                              eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
                              dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
-                             snap=bool(subtoken))
+                             snap=bool(subtoken), drag_groups=drag_groups),
+                   fine_mask=rmap.fine_mask)
 
 
 def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
@@ -199,7 +259,8 @@ def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
     """(patched MODEL clone, controller); ``kw``: overrides of the settings fields."""
     st = overrides(settings, ContextDragSettings, **kw)
     return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
-                  subtoken=st.subtoken)
+                  subtoken=st.subtoken, composite=st.composite, hole_fill=st.hole_fill,
+                  background_lock=st.background_lock, lock_margin=st.lock_margin)
 
 
 def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str, fields: tuple,
@@ -208,7 +269,7 @@ def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str,
     rounding ``st.subtoken`` asks for), then put one ``controller`` on a clone of ``model``."""
     validate(st, node, fields + PATCH_FIELDS)
     dm = require_kontext_flux(model, node)
-    rmap = map_for(_require_map(rmap, node), st.subtoken)
+    rmap = map_for(_require_map(rmap, node), st.subtoken, st.drag_groups)
     ctrl = controller(rmap, **pick(st, fields), **extra, **_patch_args(dm, st, node))
     return patch_model(model, ctrl), ctrl
 

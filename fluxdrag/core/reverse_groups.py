@@ -1,0 +1,62 @@
+"""ContextDrag's reverse map with its drags grouped by the region's connected parts
+(``build_reverse_map(..., drag_groups="component")`` [departure]; split from ``reverse_mapping``,
+which calls it). The paper's LRM weighs every drag at every token, so objects dragged apart mix
+their drags between them; here each part is mapped with its own drags and the maps are merged."""
+from __future__ import annotations
+
+import torch
+
+from .geometry import connected_components
+from .reverse_mapping import ReverseMap, _grid_points, _mask_points, build_reverse_map, reverse_lookup
+
+
+def drag_groups_of(s: torch.Tensor, m_src: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(region mask, drag indices)] per group of connected components of ``m_src`` (see
+    :func:`build_reverse_map`'s ``drag_groups``), in the order of their first drag."""
+    lab = connected_components(m_src)
+    comps = [int(v) for v in torch.unique(lab) if int(v) >= 0]
+    if len(comps) < 2:
+        return [(m_src, torch.arange(s.shape[0]))]
+    cells = {c: _mask_points(lab == c) for c in comps}
+
+    def nearest(p: torch.Tensor, among) -> int:
+        return min(among, key=lambda c: float(torch.cdist(p[None], cells[c]).min()))
+
+    owner = [nearest(p, comps) for p in s]
+    with_drags = sorted(set(owner), key=owner.index)
+    region = {c: lab == c for c in with_drags}
+    for c in comps:
+        if c not in region:
+            region[nearest(cells[c].mean(0), with_drags)] |= lab == c
+    return [(region[c], torch.tensor([i for i, o in enumerate(owner) if o == c])) for c in with_drags]
+
+
+def merged_map(s: torch.Tensor, t: torch.Tensor, m_src: torch.Tensor, *, grid_hw: tuple[int, int],
+               groups: list, region_default: bool, kw: dict) -> ReverseMap:
+    """One map per drag group, merged (see :func:`build_reverse_map`)."""
+    h, w = grid_hw
+    subs = [build_reverse_map(s[idx], t[idx], mask, grid_hw, drag_groups="all", **kw) for mask, idx in groups]
+    dst = torch.zeros(h, w, dtype=torch.bool)
+    src = torch.full((h, w, 2), -1, dtype=torch.long)
+    coarse = torch.zeros(h, w, dtype=torch.bool)
+    claim = torch.full((h, w), -1, dtype=torch.long)
+    for g, sub in enumerate(subs):
+        free = sub.dst_mask & ~dst
+        dst |= free
+        src[free] = sub.src[free]
+        claim[free] = g
+        coarse |= sub.coarse_mask
+    grid = _grid_points(h, w)
+    dist, backs = [], []
+    for sub in subs:
+        near = sub.dst_mask | sub.coarse_mask
+        pts = _mask_points(near) if bool(near.any()) else sub.targets
+        dist.append(torch.cdist(grid, pts).min(dim=1).values)
+        backs.append(reverse_lookup(grid, sub.handles, sub.targets, anchor=kw["anchor"], power=kw["power"],
+                                    eps=kw["eps"], fixed_point_iters=kw["fixed_point_iters"]))
+    owner = torch.stack(dist, 1).argmin(1)
+    owner = torch.where(claim.reshape(-1) >= 0, claim.reshape(-1), owner)
+    back = torch.stack(backs, 1)[torch.arange(h * w), owner].reshape(h, w, 2)
+    params = dict(subs[0].params, region_default=region_default, drag_groups="component")
+    return ReverseMap(grid_hw=(h, w), handles=s, targets=t, src_mask=m_src, coarse_mask=coarse, dst_mask=dst,
+                      src=src, params=params, back=back)
