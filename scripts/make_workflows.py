@@ -54,11 +54,15 @@ def values(method: str, node_tag: str = "", main: bool = True, **changes) -> dic
     return {**out, **changes}
 
 
-def options_node(method: str, title: str, node_tags: tuple = ("",)) -> dict:
+def options_node(method: str, title: str, node_tags: tuple = ("",), **changes) -> dict:
+    """``method``'s options node with every field at its settings default, then ``changes``."""
     opts = {}
     for tag in node_tags:
         opts.update(values(method, tag, main=False))
-    return node(f"FluxDrag{method}Options", title, preset="custom", **opts)
+    unknown = set(changes) - set(opts)
+    if unknown:
+        raise KeyError(f"{method} options: no widgets {sorted(unknown)}")
+    return node(f"FluxDrag{method}Options", title, preset="custom", **{**opts, **changes})
 
 
 def flux_loaders() -> dict:
@@ -301,7 +305,7 @@ def toy_dragflow() -> dict:
         "11": node("FluxDragRegionAffineOptimise", "DragFlow", model=["1", 0], latent=["2", 0],
                    source=["1", 1], target=["1", 1], drag_instructions=["10", 0], image=["2", 3],
                    options=["12", 0]),
-        "12": node("FluxDragDragFlowOptions", "DragFlow options"),
+        "12": options_node("DragFlow", "DragFlow options"),
         "14": node("SaveImage", "Save region preview", images=["11", 1],
                    filename_prefix="FluxDrag/toy_dragflow_preview"),
     })
@@ -313,7 +317,7 @@ def toy_attentiondrag() -> dict:
     g.update({
         "11": node("FluxDragAttentionDrag", "AttentionDrag", model=["1", 0], latent=["2", 0],
                    drag_instructions=["2", 1], positive=["1", 1], image=["2", 3], options=["12", 0]),
-        "12": node("FluxDragAttentionDragOptions", "AttentionDrag options", inversion_guidance=TOY_GUIDANCE),
+        "12": options_node("AttentionDrag", "AttentionDrag options", inversion_guidance=TOY_GUIDANCE),
         "14": node("SaveImage", "Save attention preview", images=["11", 1],
                    filename_prefix="FluxDrag/toy_attentiondrag_preview"),
     })
