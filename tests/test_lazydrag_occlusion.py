@@ -6,7 +6,7 @@ import torch
 
 from fluxdrag.core.correspondence import FineMap, unpainted_objects
 from fluxdrag.core.instructions import rle_encode
-from fluxdrag.pipelines.lazydrag import LazyDragSettings, PAPER, behind_objects, build_plan
+from fluxdrag.pipelines.lazydrag import PAPER, LazyDragSettings, behind_objects, build_plan
 
 H = W = 32
 
