@@ -94,3 +94,19 @@ def test_plan_runs_the_rules_only_off_the_paper_setting():
     assert LazyDragSettings().depth == "over" and PAPER.occluder_contrast == 0.0
     paper = build_plan(doc, z[None], None, LazyDragSettings(occluder_contrast=0.0, depth="under")).cmap.fine
     assert paper.fill_region is None and (paper.destination & front).any()
+
+
+def test_a_shadow_painted_next_to_an_object_in_front_stays_behind():
+    """The content test reads the painted pixels against the background continued behind the
+    objects in front: a painted shadow beside one is not taken for content."""
+    from fluxdrag.core.correspondence import content_pixels
+
+    z, painted, front = _scene()
+    shadow = torch.zeros(H, W, dtype=torch.bool)
+    shadow[18:21, 8:20] = True            # under the object and the front one, painted
+    shadow &= ~front
+    z[0, shadow] -= 0.4
+    paint = painted | shadow
+    behind = unpainted_objects(z, paint, paint, 0.5)
+    assert torch.equal(behind, front)
+    assert torch.equal(content_pixels(z, paint, 0.5, behind=behind), painted)

@@ -97,7 +97,8 @@ def harmonic_fill(latent: torch.Tensor, region: torch.Tensor, iters: int = 0) ->
     return x.to(latent.dtype)
 
 
-def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float) -> torch.Tensor:
+def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float,
+                   behind: torch.Tensor | None = None) -> torch.Tensor:
     """[ours] The painted pixels that carry content: (H, W) bool, those of ``editable`` whose
     latent stands out from the region's harmonic fill (:func:`harmonic_fill`, what the
     surroundings would continue into it) by at least ``contrast`` × the strongest such contrast
@@ -105,7 +106,8 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     (1, C, H, W)). The rest of the painted region (a cast shadow, a penumbra, background painted
     with the object) changes with the scene, not with the object: it is vacated and filled,
     never carried to the target. ``contrast`` 0: every painted pixel (the paper moves the whole
-    region)."""
+    region). ``behind`` [ours]: unpainted objects in front (:func:`unpainted_objects`); the fill
+    runs behind them too, so a shadow painted next to one is not read against its colour."""
     from .correspondence_fields import _components
 
     P = editable.to(torch.bool).cpu()
@@ -113,7 +115,8 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
         return P.clone()
     z = latent.detach().float().cpu()
     z = z[0] if z.dim() == 4 else z
-    s = (z - harmonic_fill(z[None], P)[0]).norm(dim=0)
+    region = P if behind is None else P | behind.to(torch.bool).cpu()
+    s = (z - harmonic_fill(z[None], region)[0]).norm(dim=0)
     lab = _components(P)
     keep = torch.zeros_like(P)
     for k in range(int(lab.max()) + 1):

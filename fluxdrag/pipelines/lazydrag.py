@@ -181,9 +181,11 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
             else:   # the default discs on the token grid, at latent resolution
                 pixel = default_editable_region(td, td.grid_hw).repeat_interleave(2, 0) \
                     .repeat_interleave(2, 1)
-        content = None
+        content = front = None
+        if px is not None and pixel is not None and s.occluder_contrast > 0:
+            front = unpainted_objects(latent_samples[:1], pixel, pixel, s.occluder_contrast)
         if px is not None and s.content_contrast > 0:   # a painted mask, not the default discs
-            content = content_pixels(latent_samples[:1], pixel, s.content_contrast)
+            content = content_pixels(latent_samples[:1], pixel, s.content_contrast, behind=front)
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
                                     rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,
