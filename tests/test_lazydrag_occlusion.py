@@ -81,6 +81,21 @@ def test_fill_behind_and_depth_under():
     assert not (under.destination & front).any()
     assert torch.equal(under.destination, dst & ~front)
     assert FineMap.from_dict(under.to_dict()).fill_region.equal(under.fill_region)
+    # auto: only the objects that already cover the paint at the source stay on top
+    assert torch.equal(behind_objects(z[None], fine, 0.5, "auto").destination, dst & ~front)
+    far = front.clone()
+    far[:, 14:20] = False
+    far[8:20, 24:28] = True                    # an object the content was never behind
+    z2 = _ground()
+    z2[2, painted] += 4.0
+    z2[3, far] += 4.0
+    src2 = torch.full((H * W,), -1, dtype=torch.long)
+    dst2 = torch.zeros(H, W, dtype=torch.bool)
+    src2[ys * W + xs + 14] = ys * W + xs
+    dst2[ys, xs + 14] = True
+    fine2 = FineMap(src2, painted, dst2)
+    assert torch.equal(behind_objects(z2[None], fine2, 0.5, "auto").destination, dst2)
+    assert torch.equal(behind_objects(z2[None], fine2, 0.5, "under").destination, dst2 & ~far)
 
 
 def test_plan_runs_the_rules_only_off_the_paper_setting():
@@ -91,7 +106,10 @@ def test_plan_runs_the_rules_only_off_the_paper_setting():
     ours = build_plan(doc, z[None], None, LazyDragSettings(depth="under")).cmap.fine
     assert torch.equal(ours.fill_region, painted | front)
     assert not (ours.destination & front).any()
-    assert LazyDragSettings().depth == "over" and PAPER.occluder_contrast == 0.0
+    assert LazyDragSettings().depth == "auto" and PAPER.depth == "over" and PAPER.occluder_contrast == 0.0
+    # auto: the painted object is behind the front one at its source, so it stays behind it
+    auto = build_plan(doc, z[None], None, LazyDragSettings()).cmap.fine
+    assert torch.equal(auto.destination, ours.destination)
     paper = build_plan(doc, z[None], None, LazyDragSettings(occluder_contrast=0.0, depth="under")).cmap.fine
     assert paper.fill_region is None and (paper.destination & front).any()
 

@@ -32,7 +32,7 @@ NODE_MAP = "FluxDrag Correspondence Map"
 NODE_PATCH = "FluxDrag LazyDrag Patch"
 RESOLUTIONS = ("pixel", "token")
 MAPPINGS = ("backward", "forward")
-DEPTHS = ("over", "under")
+DEPTHS = ("auto", "over", "under")
 
 
 @dataclass
@@ -104,9 +104,10 @@ class LazyDragSettings:
               "masks). 0: none (the paper).",
         min=0.0, max=1.0, step=0.05, paper=0.0, node="map")
     depth: str = setting(
-        "over", "Where the moved content lands on an unpainted object in front (see occluder_contrast): "
-                "over: it covers it (the paper); under (ours): it goes behind it, the object stays.",
-        options=DEPTHS, node="map")
+        "auto", "Where the moved content lands on an unpainted object in front (see occluder_contrast). "
+                "auto (ours): it stays behind the objects it was behind at its source (they touch the "
+                "paint) and covers the others; under (ours): it goes behind every one; over: it covers "
+                "them (the paper).", options=DEPTHS, paper="over", node="map")
     gate_reference: int = setting(
         512, "The gate A = min(1, |p−s|⁻²) measures distance in units of min(H, W)/gate_reference tokens: "
              "one token at this image size, the same image fraction at any size (ours). 0: one token at "
@@ -200,13 +201,18 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
 def behind_objects(latent: torch.Tensor, fine: FineMap, contrast: float, depth: str) -> FineMap:
     """[ours] The pixel map with the unpainted objects in front (``unpainted_objects``) that touch
     the painted region or the destination: the hole fill continues the background behind them
-    (``fill_region``), and with ``depth`` "under" the moved content is not written over them."""
+    (``fill_region``). ``depth`` "under": the moved content is not written over any of them;
+    "auto": not over those that already cover the painted object at its source (they touch the
+    paint: it was behind them), written over the others as with "over"."""
     front = unpainted_objects(latent, fine.editable, fine.editable | fine.destination, contrast)
     if not bool(front.any()):
         return fine
     source = fine.source
-    if depth == "under":
-        source = torch.where(front.reshape(-1), -1, source)
+    keep = front if depth == "under" else None
+    if depth == "auto":
+        keep = unpainted_objects(latent, fine.editable, fine.editable, contrast)
+    if keep is not None:
+        source = torch.where(keep.reshape(-1), -1, source)
     return FineMap(source, fine.editable, (source >= 0).reshape(fine.hw), fine.editable | front)
 
 
