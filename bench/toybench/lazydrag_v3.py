@@ -34,7 +34,7 @@ BOUNDED = {
     "lit": (("shading", "max"), ("shadow", "max"), ("md", "max"), ("iou", "min"), ("bg_err", "max"),
             ("id_err", "max")),
     "texture": (("hole_err", "max"), ("md", "max"), ("iou", "min"), ("bg_err", "max"), ("id_err", "max")),
-    "occlusion": (("completion", "min"), ("md", "max"), ("bg_err", "max"), ("id_err", "max")),
+    "occlusion": (("completion", "min"), ("md", "max"), ("bg_err", "max"), ("id_err", "max"), ("hole_err", "max")),
     "articulated": (("joint_deg", "max"), ("tip", "max"), ("iou", "min"), ("bg_err", "max"),
                     ("id_err", "max")),
 }

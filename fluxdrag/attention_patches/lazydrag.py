@@ -258,7 +258,8 @@ class LazyDragControl(Controller):
             B, C = shape[:2]
             H, W = self.fine.hw
             z0 = z0.to(device=device, dtype=torch.float32)
-            fill = _batch(harmonic_fill(z0, self.fine.editable), B).reshape(B, C, H * W).to(dtype)
+            region = self.fine.editable if self.fine.fill_region is None else self.fine.fill_region
+            fill = _batch(harmonic_fill(z0, region), B).reshape(B, C, H * W).to(dtype)
             eps = _batch(inpaint_noise(z0.shape, self.plan.seed, device, dtype), B)  # as composed
             state.hole = (fill, eps.reshape(B, C, H * W))
         return state.hole

@@ -302,6 +302,9 @@ class FineMap:
     source: torch.Tensor
     editable: torch.Tensor
     destination: torch.Tensor
+    #: [ours] where the hole fill is computed (the editable region and the unpainted objects in
+    #: front that touch it, ``unpainted_objects``): None = the editable region
+    fill_region: torch.Tensor | None = None
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -317,8 +320,11 @@ class FineMap:
 
     def to_dict(self) -> dict[str, Any]:
         dst = torch.nonzero(self.source >= 0).flatten()
-        return {"editable": rle_encode(self.editable),
-                "matching": torch.stack([dst, self.source[dst]], 1).tolist()}
+        out = {"editable": rle_encode(self.editable),
+               "matching": torch.stack([dst, self.source[dst]], 1).tolist()}
+        if self.fill_region is not None:
+            out["fill_region"] = rle_encode(self.fill_region)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FineMap:
@@ -328,7 +334,9 @@ class FineMap:
         rows = torch.tensor(d["matching"], dtype=torch.long).reshape(-1, 2)
         if rows.numel():
             source[rows[:, 0]] = rows[:, 1]
-        return cls(source, editable, (source >= 0).reshape(H, W))
+        fill = d.get("fill_region")
+        return cls(source, editable, (source >= 0).reshape(H, W),
+                   None if fill is None else rle_decode(fill))
 
 
 def build_fine_map(token_drags: TokenDrags, editable_px: torch.Tensor, circle: tuple | None,
@@ -478,4 +486,5 @@ from .correspondence_latent import (  # noqa: E402,F401  (re-exported; that modu
     content_pixels,
     harmonic_fill,
     inpaint_noise,
+    unpainted_objects,
 )

@@ -14,11 +14,13 @@ from ..attention_patches.lazydrag import BACKGROUND_QUERY, CACHE_NAME, LazyDragC
 from ..attention_patches.router import patch_model
 from ..core import solvers
 from ..core.correspondence import (
+    FineMap,
     build_correspondence,
     compose_initial_latent,
     content_pixels,
     default_editable_region,
     latent_region,
+    unpainted_objects,
 )
 from ..core.drag_sets import split_drags
 from ..core.instructions import LATENT_PX, TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
@@ -30,6 +32,7 @@ NODE_MAP = "FluxDrag Correspondence Map"
 NODE_PATCH = "FluxDrag LazyDrag Patch"
 RESOLUTIONS = ("pixel", "token")
 MAPPINGS = ("backward", "forward")
+DEPTHS = ("auto", "over", "under")
 
 
 @dataclass
@@ -93,6 +96,18 @@ class LazyDragSettings:
               "(the pivot on the handle→target bisector nearest to the part's point farthest from the "
               "handle): an articulated part bends about its joint (ours). Off: the drag bends its cell "
               "elastically (the paper).", paper=False, node="map")
+    occluder_contrast: float = setting(
+        0.5, "Unpainted objects in front: unpainted regions enclosed by edges (neighbours differing by ≥ "
+              "this × the dragged content's strongest contrast), off the image border, not joined to the "
+              "paint and unlike the background's own regions. The vacated area is filled with the "
+              "background continued behind them, not with their colour (ours; 'pixel' maps, painted "
+              "masks). 0: none (the paper).",
+        min=0.0, max=1.0, step=0.05, paper=0.0, node="map")
+    depth: str = setting(
+        "auto", "Where the moved content lands on an unpainted object in front (see occluder_contrast). "
+                "auto (ours): it stays behind the objects it was behind at its source (they touch the "
+                "paint) and covers the others; under (ours): it goes behind every one; over: it covers "
+                "them (the paper).", options=DEPTHS, paper="over", node="map")
     gate_reference: int = setting(
         512, "The gate A = min(1, |p−s|⁻²) measures distance in units of min(H, W)/gate_reference tokens: "
              "one token at this image size, the same image fraction at any size (ours). 0: one token at "
@@ -167,16 +182,38 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
             else:   # the default discs on the token grid, at latent resolution
                 pixel = default_editable_region(td, td.grid_hw).repeat_interleave(2, 0) \
                     .repeat_interleave(2, 1)
-        content = None
+        content = front = None
+        if px is not None and pixel is not None and s.occluder_contrast > 0:
+            front = unpainted_objects(latent_samples[:1], pixel, pixel, s.occluder_contrast)
         if px is not None and s.content_contrast > 0:   # a painted mask, not the default discs
-            content = content_pixels(latent_samples[:1], pixel, s.content_contrast)
+            content = content_pixels(latent_samples[:1], pixel, s.content_contrast, behind=front)
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
                                     rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,
                                     swing=s.swing, content_mask=content)
+        if px is not None and cmap.fine is not None and s.occluder_contrast > 0:
+            cmap.fine = behind_objects(latent_samples[:1], cmap.fine, s.occluder_contrast, s.depth)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     return LazyDragPlan(cmap, activation=s.activation, seed=s.seed, background_query=s.background_query)
+
+
+def behind_objects(latent: torch.Tensor, fine: FineMap, contrast: float, depth: str) -> FineMap:
+    """[ours] The pixel map with the unpainted objects in front (``unpainted_objects``) that touch
+    the painted region or the destination: the hole fill continues the background behind them
+    (``fill_region``). ``depth`` "under": the moved content is not written over any of them;
+    "auto": not over those that already cover the painted object at its source (they touch the
+    paint: it was behind them), written over the others as with "over"."""
+    front = unpainted_objects(latent, fine.editable, fine.editable | fine.destination, contrast)
+    if not bool(front.any()):
+        return fine
+    source = fine.source
+    keep = front if depth == "under" else None
+    if depth == "auto":
+        keep = unpainted_objects(latent, fine.editable, fine.editable, contrast)
+    if keep is not None:
+        source = torch.where(keep.reshape(-1), -1, source)
+    return FineMap(source, fine.editable, (source >= 0).reshape(fine.hw), fine.editable | front)
 
 
 def inversion_trajectory(inversion) -> dict:

@@ -1,0 +1,130 @@
+"""LazyDrag's occlusion rules [ours]: unpainted objects in front of the edit
+(core.correspondence_latent.unpainted_objects) are found on a smooth background and not on a
+texture nor on the rest of the painted object; the hole fill runs behind them and ``depth`` "under"
+keeps them over the moved content (pipelines.lazydrag.behind_objects); the paper's setting has none."""
+import torch
+
+from fluxdrag.core.correspondence import FineMap, unpainted_objects
+from fluxdrag.core.instructions import rle_encode
+from fluxdrag.pipelines.lazydrag import PAPER, LazyDragSettings, behind_objects, build_plan
+
+H = W = 32
+
+
+def _ground() -> torch.Tensor:
+    """A smooth background (16, H, W): a gentle ramp in two channels."""
+    y, x = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                          indexing="ij")
+    z = torch.zeros(16, H, W)
+    z[0] = 0.05 * x
+    z[1] = 0.04 * y
+    return z
+
+
+def _scene():
+    """A painted object (channel 2) with a front object (channel 3) covering its right side."""
+    z = _ground()
+    painted = torch.zeros(H, W, dtype=torch.bool)
+    painted[10:18, 8:14] = True
+    front = torch.zeros(H, W, dtype=torch.bool)
+    front[8:20, 14:20] = True
+    z[2, painted] += 4.0
+    z[3, front] += 4.0
+    return z, painted, front
+
+
+def test_an_object_in_front_of_the_paint_is_found():
+    z, painted, front = _scene()
+    got = unpainted_objects(z, painted, painted, 0.5)
+    assert torch.equal(got, front)
+    assert not unpainted_objects(z, painted, painted, 0.0).any()       # 0: the paper, none
+
+
+def test_texture_border_and_the_rest_of_the_painted_object_are_not_objects():
+    z, painted, _ = _scene()
+    # the same object touching the image border: the ground
+    zb = _ground()
+    zb[2, painted] += 4.0
+    side = torch.zeros(H, W, dtype=torch.bool)
+    side[8:20, 14:W] = True
+    zb[3, side] += 4.0
+    assert not unpainted_objects(zb, painted, painted, 0.5).any()
+    # the painted part's own continuation (a limb's base, the same colour): joined, not in front
+    zl = _ground()
+    limb = torch.zeros(H, W, dtype=torch.bool)
+    limb[10:18, 8:20] = True
+    zl[2, limb] += 4.0
+    assert not unpainted_objects(zl, painted, painted, 0.5).any()
+    # a checkerboard texture: its enclosed cells repeat the cells on the border
+    zc = _ground()
+    y, x = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    cells = ((y // 4 + x // 4) % 2 == 1)
+    zc[4, cells] += 3.0
+    zc[2, painted] += 4.0
+    zc[4, painted] = 0.0
+    assert not unpainted_objects(zc, painted, painted, 0.5).any()
+
+
+def test_fill_behind_and_depth_under():
+    z, painted, front = _scene()
+    # the content moves 6 px right, onto the front object
+    src = torch.full((H * W,), -1, dtype=torch.long)
+    dst = torch.zeros(H, W, dtype=torch.bool)
+    ys, xs = torch.nonzero(painted, as_tuple=True)
+    src[ys * W + xs + 6] = ys * W + xs
+    dst[ys, xs + 6] = True
+    fine = FineMap(src, painted, dst)
+    over = behind_objects(z[None], fine, 0.5, "over")
+    assert torch.equal(over.source, fine.source)
+    assert torch.equal(over.fill_region, painted | front)
+    under = behind_objects(z[None], fine, 0.5, "under")
+    assert not (under.destination & front).any()
+    assert torch.equal(under.destination, dst & ~front)
+    assert FineMap.from_dict(under.to_dict()).fill_region.equal(under.fill_region)
+    # auto: only the objects that already cover the paint at the source stay on top
+    assert torch.equal(behind_objects(z[None], fine, 0.5, "auto").destination, dst & ~front)
+    far = front.clone()
+    far[:, 14:20] = False
+    far[8:20, 24:28] = True                    # an object the content was never behind
+    z2 = _ground()
+    z2[2, painted] += 4.0
+    z2[3, far] += 4.0
+    src2 = torch.full((H * W,), -1, dtype=torch.long)
+    dst2 = torch.zeros(H, W, dtype=torch.bool)
+    src2[ys * W + xs + 14] = ys * W + xs
+    dst2[ys, xs + 14] = True
+    fine2 = FineMap(src2, painted, dst2)
+    assert torch.equal(behind_objects(z2[None], fine2, 0.5, "auto").destination, dst2)
+    assert torch.equal(behind_objects(z2[None], fine2, 0.5, "under").destination, dst2 & ~far)
+
+
+def test_plan_runs_the_rules_only_off_the_paper_setting():
+    z, painted, front = _scene()
+    mask = painted.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    doc = {"version": 1, "image_size": [8 * W, 8 * H], "mask": {"rle": rle_encode(mask)},
+           "drags": [{"handle": [88.0, 112.0], "target": [136.0, 112.0], "mode": "move"}]}
+    ours = build_plan(doc, z[None], None, LazyDragSettings(depth="under")).cmap.fine
+    assert torch.equal(ours.fill_region, painted | front)
+    assert not (ours.destination & front).any()
+    assert LazyDragSettings().depth == "auto" and PAPER.depth == "over" and PAPER.occluder_contrast == 0.0
+    # auto: the painted object is behind the front one at its source, so it stays behind it
+    auto = build_plan(doc, z[None], None, LazyDragSettings()).cmap.fine
+    assert torch.equal(auto.destination, ours.destination)
+    paper = build_plan(doc, z[None], None, LazyDragSettings(occluder_contrast=0.0, depth="under")).cmap.fine
+    assert paper.fill_region is None and (paper.destination & front).any()
+
+
+def test_a_shadow_painted_next_to_an_object_in_front_stays_behind():
+    """The content test reads the painted pixels against the background continued behind the
+    objects in front: a painted shadow beside one is not taken for content."""
+    from fluxdrag.core.correspondence import content_pixels
+
+    z, painted, front = _scene()
+    shadow = torch.zeros(H, W, dtype=torch.bool)
+    shadow[18:21, 8:20] = True            # under the object and the front one, painted
+    shadow &= ~front
+    z[0, shadow] -= 0.4
+    paint = painted | shadow
+    behind = unpainted_objects(z, paint, paint, 0.5)
+    assert torch.equal(behind, front)
+    assert torch.equal(content_pixels(z, paint, 0.5, behind=behind), painted)
