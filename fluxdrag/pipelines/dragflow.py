@@ -24,6 +24,8 @@ from ..attention_patches.router import patch_model
 from ..attention_patches.sampling import direct_sampler
 from ..core.cache import TokenCache, format_bytes
 from ..core.dragflow import (
+    destination_mask,
+    fill_by_shift,
     fill_from_surroundings,
     hole_start,
     moved_start,
@@ -338,10 +340,19 @@ def invert(model, latent: dict, src, *, settings: DragFlowSettings, layers, node
     return rec, bank
 
 
-def proposal(z_0: torch.Tensor, regions: Sequence) -> torch.Tensor:
-    """The edit done by geometry alone, in model space: the vacated area filled from its
-    surroundings, each region's source latent copied to its final pose (``moved_start`` at σ = 0)."""
-    return moved_start(fill_from_surroundings(z_0, vacated_mask(regions, tuple(z_0.shape[-2:]))), z_0, regions)
+def proposal(z_0: torch.Tensor, regions: Sequence, hole_texture: str = "smooth") -> torch.Tensor:
+    """The edit done by geometry alone, in model space: the vacated area filled (``hole_texture``
+    smooth: from its surroundings, ``fill_from_surroundings``; shifted: copied from the image at
+    the offset whose copy best matches the hole's rim, ``fill_by_shift``, never from a region or
+    its destination), each region's source latent copied to its final pose (``moved_start`` at
+    σ = 0)."""
+    hw = tuple(z_0.shape[-2:])
+    hole = vacated_mask(regions, hw)
+    if hole_texture == "shifted":
+        filled = fill_by_shift(z_0, hole, avoid=destination_mask(regions, hw))
+    else:
+        filled = fill_from_surroundings(z_0, hole)
+    return moved_start(filled, z_0, regions)
 
 
 def start_latent(model, rec, src, plan: DragFlowPlan, st: DragFlowSettings) -> tuple:
@@ -364,7 +375,7 @@ def start_latent(model, rec, src, plan: DragFlowPlan, st: DragFlowSettings) -> t
         inv = InversionSettings(steps=st.steps, solver="fireflow", strength=(st.steps - st.skip_steps) / st.steps,
                                 scheduler=st.scheduler, guidance=inversion_guidance(st), cache_policy=st.cache_policy,
                                 cache_budget_gb=st.cache_budget_gb)
-        x_hat = proposal(z_0, plan.regions)
+        x_hat = proposal(z_0, plan.regions, st.hole_texture)
         rec2 = run_inversion(base, {"samples": model.model.process_latent_out(x_hat)}, src, inv)
         z2 = rec2.z_T.to(z_T)
         z = z2 if st.background == "proposal" else torch.where(plan.edit_mask.to(z_T.device), z2, z_T)

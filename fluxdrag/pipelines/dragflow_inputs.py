@@ -27,6 +27,7 @@ OPTIMIZERS = ["adam", "normalized", "sgd"]  # ours / ours / the paper's
 KV_SCOPES = ["outside_edit", "all"]     # ours / the paper's
 BACKGROUNDS = ["proposal", "inversion", "resample"]  # ours / ours / the paper's
 HOLE_FILLS = ["surroundings", "none"]    # ours / the paper's
+HOLE_TEXTURES = ["shifted", "smooth"]    # ours / ours (issue 27 before its second pass); the paper: no proposal
 EDIT_REGIONS = ["regions", "rect"]       # ours / the paper's
 TARGET_WARPS = ["nearest", "bilinear"]       # ours / the paper's
 INITS = ["reinverted", "moved", "source"]             # ours / the paper's
@@ -253,6 +254,11 @@ class DragFlowSettings:
                                              "background around it with fresh noise and held there while "
                                              "optimising, so the sampler regenerates it; none = left as "
                                              "inverted (the object stays).", options=HOLE_FILLS, paper="none")
+    hole_texture: str = setting("shifted", "How the geometric proposal (init reinverted) fills the vacated area: "
+                                           "shifted = copied from the image at the offset (≤ 16 latent cells) "
+                                           "whose copy best matches the hole's rim, so a striped or checkered "
+                                           "background continues; smooth = averaged in from the surroundings "
+                                           "(a blur).", options=HOLE_TEXTURES, paper=SILENT)
     hole_release: float = setting(0.3, "hole_fill surroundings: while sampling, the vacated area stays on the "
                                        "noisy path of its re-drawn background down to this σ, then the sampler "
                                        "blends it in; 1 = never held while sampling, 0 = held to the end.",
