@@ -1,6 +1,6 @@
 """Tier 1: DragFlow's start-latent pieces of issue 27 (fluxdrag/core/dragflow.py, fluxdrag/core/dragflow_plan.py):
 the moved copies' cells, the token ring around them, the nearest-warped feature target, the hole's
-fill area and the plan's fresh-noise cells."""
+fill area, the shifted fill of a textured hole and the plan's fresh-noise cells."""
 from __future__ import annotations
 
 import math
@@ -10,6 +10,8 @@ import torch
 from fluxdrag.core.affine import Region
 from fluxdrag.core.dragflow import (
     destination_mask,
+    fill_by_shift,
+    fill_from_surroundings,
     hole_start,
     moved_start,
     near_tokens,
@@ -82,3 +84,19 @@ def test_plan_fresh_is_the_hole_beyond_the_margin():
     assert (ring.fresh <= ring.hole).all() and ring.fresh.sum() < ring.hole.sum()
     none = plan_dragflow([r], (4, 4), hole_margin=1, **{**kw, "hole_fill": "none"})
     assert none.hole is None and none.fresh is None
+
+
+def test_shifted_fill_continues_stripes_and_keeps_a_smooth_background_smooth():
+    h = w = 24
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    stripes = (((xx + yy) // 2) % 2).float()[None, None].repeat(1, 4, 1, 1)   # period 4 diagonals
+    hole = _box(h, w, 9, 14, 8, 15)
+    avoid = _box(h, w, 2, 6, 2, 6)
+    out = fill_by_shift(stripes, hole, avoid=avoid)
+    assert torch.equal(out, stripes)                      # the stripes come back exactly
+    blur = fill_from_surroundings(stripes, hole)
+    assert float((blur - stripes)[..., hole].abs().mean()) > 0.2   # what the smooth fill does
+    bump = torch.exp(-((xx - 12.0) ** 2 + (yy - 11.0) ** 2) / 60.0)[None, None].repeat(1, 4, 1, 1)
+    assert torch.equal(fill_by_shift(bump, hole), fill_from_surroundings(bump, hole))   # smooth: the blur wins
+    # never copied from an avoided cell: with every other cell avoided, the smooth fill stands in
+    assert torch.equal(fill_by_shift(stripes, hole, avoid=~hole), fill_from_surroundings(stripes, hole))

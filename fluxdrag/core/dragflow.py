@@ -243,6 +243,62 @@ def fill_from_surroundings(x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def fill_by_shift(x: torch.Tensor, hole: torch.Tensor, avoid: torch.Tensor | None = None,
+                  radius: int = 16, ring: int = 2) -> torch.Tensor:
+    """[ours] ``x`` (B, C, h, w) with the ``hole`` (h, w) cells copied from the same image at one
+    offset d: the d (0 < |d|∞ ≤ ``radius`` cells) whose copy of the ``ring`` cells around the hole
+    best matches them (mean squared difference), among the offsets that take every hole cell to
+    a known cell inside the image outside ``hole`` and ``avoid``. A periodic background (stripes,
+    a checker) is continued instead of blurred. The offset is chosen on the rim's outer cells and
+    checked on its inner ring (the cells next to the hole): when :func:`fill_from_surroundings`
+    predicts that ring better from outside (a smooth background), or no offset is valid, the hole
+    is filled that way instead. [guess] one offset for the whole hole, a rim of 2 cells, offsets
+    within 16 cells."""
+    hole = hole.bool().to(x.device)
+    if not bool(hole.any()) or bool(hole.all()):
+        return fill_from_surroundings(x, hole)
+    h, w = hole.shape
+    bad = hole if avoid is None else hole | avoid.bool().to(x.device)
+    grown = F.max_pool2d(hole.float()[None, None], 2 * ring + 1, stride=1, padding=ring)[0, 0] > 0
+    inner = (F.max_pool2d(hole.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0) & ~bad
+    rim = grown & ~bad & ~inner
+    hy, hx = torch.nonzero(hole, as_tuple=True)
+    ry, rx = torch.nonzero(rim, as_tuple=True)
+    if ry.numel() == 0:
+        return fill_from_surroundings(x, hole)
+    best, best_d = None, None
+    R = int(radius)
+    for dy in range(-R, R + 1):
+        for dx in range(-R, R + 1):
+            if dy == 0 and dx == 0:
+                continue
+            sy, sx = hy + dy, hx + dx
+            if bool(((sy < 0) | (sy >= h) | (sx < 0) | (sx >= w)).any()) or bool(bad[sy, sx].any()):
+                continue
+            qy, qx = ry + dy, rx + dx
+            ok = (qy >= 0) & (qy < h) & (qx >= 0) & (qx < w)
+            ok = ok & ~bad[qy.clamp(0, h - 1), qx.clamp(0, w - 1)]
+            if int(ok.sum()) * 2 < ry.numel():
+                continue
+            err = float((x[..., qy[ok], qx[ok]] - x[..., ry[ok], rx[ok]]).pow(2).mean())
+            if best is None or err < best:
+                best, best_d = err, (dy, dx)
+    if best_d is None:
+        return fill_from_surroundings(x, hole)
+    iy, ix = torch.nonzero(inner, as_tuple=True)
+    if iy.numel():  # which fill predicts the ring next to the hole better from outside it
+        smooth = fill_from_surroundings(x, hole | inner)[..., iy, ix]
+        qy, qx = (iy + best_d[0]).clamp(0, h - 1), (ix + best_d[1]).clamp(0, w - 1)
+        valid = ~bad[qy, qx] & (iy + best_d[0] == qy) & (ix + best_d[1] == qx)
+        shifted = torch.where(valid, x[..., qy, qx], smooth)
+        truth = x[..., iy, ix]
+        if float((shifted - truth).pow(2).mean()) >= float((smooth - truth).pow(2).mean()):
+            return fill_from_surroundings(x, hole)
+    out = x.clone()
+    out[..., hy, hx] = x[..., hy + best_d[0], hx + best_d[1]]
+    return out
+
+
 def region_edit_mask(region_masks: Sequence[torch.Tensor], affines: Sequence[torch.Tensor],
                      out_hw: tuple[int, int], dilate: int = 0) -> torch.Tensor:
     """[ours] A tight editable mask: the cells touching any region or its moved copy ("any"

@@ -24,6 +24,8 @@ from ..attention_patches.router import patch_model
 from ..attention_patches.sampling import direct_sampler
 from ..core.cache import TokenCache, format_bytes
 from ..core.dragflow import (
+    destination_mask,
+    fill_by_shift,
     fill_from_surroundings,
     hole_start,
     moved_start,
@@ -134,11 +136,13 @@ def capture_source_kv(v: Callable, bank: Optional[KVBank], z_T: torch.Tensor, si
 def optimise(v: Callable, hooks: DragFlowHooks, z_T: torch.Tensor, sigmas: list, *, regions: Sequence,
              M: torch.Tensor, feature_hw: tuple[int, int], settings: EditSettings,
              on_iteration: Optional[Callable[[dict], None]], seconds: dict,
-             exact_background: bool = False, z_start: Optional[torch.Tensor] = None) -> tuple:
+             exact_background: bool = False, z_start: Optional[torch.Tensor] = None,
+             z_bg_exact: Optional[torch.Tensor] = None) -> tuple:
     """Step 2: F_orig = F(z_T); the original branch's half step z_bg; TRANSPORT + INTENSIFY by
     gradient descent on the latent with the hard background constraint (``core.dragflow``).
     Returns (core.dragflow.LatentOptimisation, v_orig(z_T, σ₀), z_bg). ``exact_background`` [ours]: z_bg = z_T
-    itself (the inversion's latent at σ₀) and no original-branch forward (v_orig is None).
+    itself (the inversion's latent at σ₀) and no original-branch forward (v_orig is None);
+    ``z_bg_exact``: that latent when it is not z_T (``background`` proposal: the proposal's inversion).
     ``z_start``: where the optimisation starts (default z_T)."""
     h, w = z_T.shape[-2] // 2, z_T.shape[-1] // 2
     order = tuple(hooks.feature_blocks)
@@ -154,7 +158,10 @@ def optimise(v: Callable, hooks: DragFlowHooks, z_T: torch.Tensor, sigmas: list,
         with torch.no_grad():
             F_orig = F(z_T_n, settings.early_exit)
             v_orig0 = None if exact_background else v("original", z_T_n, s0)
-        z_bg = z_T_n if exact_background else z_T_n + ((sigmas[1] - s0) / 2.0) * v_orig0
+        if exact_background:
+            z_bg = z_T_n if z_bg_exact is None else z_bg_exact.to(z_T_n)
+        else:
+            z_bg = z_T_n + ((sigmas[1] - s0) / 2.0) * v_orig0
         z_0 = z_T_n if z_start is None else z_start.to(z_T_n)
         seconds["prepare"] = seconds.pop("capture", 0.0) + time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -230,7 +237,8 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
             torch.cuda.reset_peak_memory_stats(device)
         opt, v_orig0, z_bg = optimise(v, hooks, x, s, regions=regions, M=M, feature_hw=feature_hw,
                                       settings=settings, on_iteration=on_iteration, seconds=seconds,
-                                      exact_background=orig_path is not None, z_start=z_start)
+                                      exact_background=orig_path is not None, z_start=z_start,
+                                      z_bg_exact=None if orig_path is None else orig_path[0])
         if device.type == "cuda":
             peak = int(torch.cuda.max_memory_allocated(device))
         t2 = time.perf_counter()
@@ -295,6 +303,13 @@ def run_dragflow(model, latent: dict, source, target, drag_instructions, *,
     return res.z, ins, plan.edit_mask, res
 
 
+def inversion_guidance(st: DragFlowSettings) -> float:
+    """The guidance of the inversions (and of the K/V capture): ``inversion_guidance``, 0 = the
+    edited branch's ``guidance`` (ours: the background held along the inversion's path and the
+    edited region then follow one ODE); the paper inverts at 1."""
+    return float(st.guidance if st.inversion_guidance <= 0 else st.inversion_guidance)
+
+
 def _own_clone(model, st: DragFlowSettings):
     """A clone of the input MODEL for this run (fp32 activations when asked). Every clone here is
     a direct child of ``model``: a chain of transient clones leaves ComfyUI a dead model entry
@@ -315,7 +330,7 @@ def invert(model, latent: dict, src, *, settings: DragFlowSettings, layers, node
         bank = KVBank(layers, TokenCache(st.cache_policy), eta=st.eta, inject_text=st.inject_text)
         kv_plan = DragFlowKVPlan(bank, n_txt=int(src[0][0].shape[1]))
     inv = InversionSettings(steps=st.steps, solver="fireflow", strength=(st.steps - st.skip_steps) / st.steps,
-                            scheduler=st.scheduler, guidance=1.0, cache_policy=st.cache_policy,
+                            scheduler=st.scheduler, guidance=inversion_guidance(st), cache_policy=st.cache_policy,
                             cache_budget_gb=st.cache_budget_gb)
     rec = run_inversion(base, latent, src, inv, edit_map=kv_plan, node=node)
     full = sampling_sigmas(model, st.scheduler, st.steps)
@@ -325,37 +340,50 @@ def invert(model, latent: dict, src, *, settings: DragFlowSettings, layers, node
     return rec, bank
 
 
-def proposal(z_0: torch.Tensor, regions: Sequence) -> torch.Tensor:
-    """The edit done by geometry alone, in model space: the vacated area filled from its
-    surroundings, each region's source latent copied to its final pose (``moved_start`` at σ = 0)."""
-    return moved_start(fill_from_surroundings(z_0, vacated_mask(regions, tuple(z_0.shape[-2:]))), z_0, regions)
+def proposal(z_0: torch.Tensor, regions: Sequence, hole_texture: str = "smooth") -> torch.Tensor:
+    """The edit done by geometry alone, in model space: the vacated area filled (``hole_texture``
+    smooth: from its surroundings, ``fill_from_surroundings``; shifted: copied from the image at
+    the offset whose copy best matches the hole's rim, ``fill_by_shift``, never from a region or
+    its destination), each region's source latent copied to its final pose (``moved_start`` at
+    σ = 0)."""
+    hw = tuple(z_0.shape[-2:])
+    hole = vacated_mask(regions, hw)
+    if hole_texture == "shifted":
+        filled = fill_by_shift(z_0, hole, avoid=destination_mask(regions, hw))
+    else:
+        filled = fill_from_surroundings(z_0, hole)
+    return moved_start(filled, z_0, regions)
 
 
-def start_latent(model, rec, src, plan: DragFlowPlan, st: DragFlowSettings) -> Optional[torch.Tensor]:
-    """The optimisation's start at σ₀ (``init``; None = the inverted latent z_T itself).
+def start_latent(model, rec, src, plan: DragFlowPlan, st: DragFlowSettings) -> tuple:
+    """The optimisation's start at σ₀ (``init``; None = the inverted latent z_T itself), and the
+    inversion record of the proposal (None unless ``init`` reinverted).
 
     reinverted [ours]: inside M_bg, the FireFlow inversion (same schedule, source prompt, no K/V
     capture) of :func:`proposal` — each region at its final pose and the vacated area filled — so
     the moved object's latent is an inversion of the object *where it now is*, among the
-    neighbours it now has. moved [ours]: each region's own inverted latent copied to its final pose.
-    source (paper): z_T. With ``hole_fill`` surroundings the vacated cells ``plan.fresh`` (beyond
-    ``hole_margin`` tokens of a moved copy) are then re-drawn with fresh noise (``hole_start``)."""
+    neighbours it now has; with ``background`` proposal that inversion everywhere (one latent, no
+    seam between two inversions). moved [ours]: each region's own inverted latent copied to its
+    final pose. source (paper): z_T. With ``hole_fill`` surroundings the vacated cells
+    ``plan.fresh`` (beyond ``hole_margin`` tokens of a moved copy) are then re-drawn with fresh
+    noise (``hole_start``)."""
     z_T = rec.z_T
     z_0 = rec.z_0.to(z_T)
-    z = None
+    z = rec2 = None
     if st.init == "reinverted":
         base = _own_clone(model, st) if st.activations == "fp32" else model
         inv = InversionSettings(steps=st.steps, solver="fireflow", strength=(st.steps - st.skip_steps) / st.steps,
-                                scheduler=st.scheduler, guidance=1.0, cache_policy=st.cache_policy,
+                                scheduler=st.scheduler, guidance=inversion_guidance(st), cache_policy=st.cache_policy,
                                 cache_budget_gb=st.cache_budget_gb)
-        x_hat = proposal(z_0, plan.regions)
+        x_hat = proposal(z_0, plan.regions, st.hole_texture)
         rec2 = run_inversion(base, {"samples": model.model.process_latent_out(x_hat)}, src, inv)
-        z = torch.where(plan.edit_mask.to(z_T.device), rec2.z_T.to(z_T), z_T)
+        z2 = rec2.z_T.to(z_T)
+        z = z2 if st.background == "proposal" else torch.where(plan.edit_mask.to(z_T.device), z2, z_T)
     if plan.fresh is not None:
         z = hole_start(z_T if z is None else z, z_0, plan.fresh, float(rec.sigmas[0]), fill_mask=plan.hole)
     if st.init == "moved":
         z = moved_start(z_T if z is None else z, z_T, plan.regions)
-    return z
+    return z, rec2
 
 
 def edit(model, dm, rec, *, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan,
@@ -368,15 +396,17 @@ def edit(model, dm, rec, *, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan
     m = hooks.install(_own_clone(model, st), clone=False)
     if bank is not None:
         patch_model(m, bank, clone=False)
-    conds = {"drag": _guided(tgt, st.guidance), "original": _guided(tgt, 1.0), "source": _guided(src, 1.0)}
+    conds = {"drag": _guided(tgt, st.guidance), "original": _guided(tgt, 1.0),
+             "source": _guided(src, inversion_guidance(st))}
     n_iter, n_steps = plan.n_iter, len(rec.sigmas) - 1
     bar = comfy.utils.ProgressBar(n_iter + n_steps)
     adam = st.optimizer != "sgd"
     opt = EditSettings(n_transport=st.n_transport, n_intensify=st.n_intensify, lr=st.adam_lr if adam else st.lr,
                        early_exit=st.early_exit, weights=plan.weights, optimizer=st.optimizer,
                        token_grid=plan.token_grid, hole=plan.hole, target_warp=st.target_warp)
-    orig_path = inversion_path(rec) if st.background == "inversion" else None
-    z_start = start_latent(model, rec, src, plan, st)
+    z_start, rec2 = start_latent(model, rec, src, plan, st)
+    orig_path = {"inversion": lambda: inversion_path(rec), "proposal": lambda: inversion_path(rec2),
+                 "resample": lambda: None}[st.background]()
     hold = None
     if plan.fresh is not None and st.hole_release < 1.0 and bool(plan.fresh.any()):
         s0 = float(rec.sigmas[0])

@@ -25,8 +25,9 @@ KV_CHOICES = [*KV_PRESETS, "custom"]
 FEATURE_GRIDS = ["token", "image"]      # ours / the paper's
 OPTIMIZERS = ["adam", "normalized", "sgd"]  # ours / ours / the paper's
 KV_SCOPES = ["outside_edit", "all"]     # ours / the paper's
-BACKGROUNDS = ["inversion", "resample"]  # ours / the paper's
+BACKGROUNDS = ["proposal", "inversion", "resample"]  # ours / ours / the paper's
 HOLE_FILLS = ["surroundings", "none"]    # ours / the paper's
+HOLE_TEXTURES = ["shifted", "smooth"]    # ours / ours (issue 27 before its second pass); the paper: no proposal
 EDIT_REGIONS = ["regions", "rect"]       # ours / the paper's
 TARGET_WARPS = ["nearest", "bilinear"]       # ours / the paper's
 INITS = ["reinverted", "moved", "source"]             # ours / the paper's
@@ -194,10 +195,18 @@ class DragFlowSettings:
                              main=True)
     guidance: float = setting(3.5, "FLUX distilled guidance of the edited branch (paper 3.5); inversion and "
                                    "the original branch use 1.", min=0.0, max=100.0, step=0.1, main=True)
+    inversion_guidance: float = setting(0.0, "FLUX guidance of the inversions (source and proposal) and the K/V "
+                                             "capture; 0 = the edited branch's 'guidance', so the background "
+                                             "held on the inversion's path and the edited region follow one ODE "
+                                             "(paper: 1).", min=0.0, max=100.0, step=0.1, paper=1.0)
     n_transport: int = setting(0, "TRANSPORT iterations: the affine grows with progress p = (τ+1)/n_transport "
                                   "(0 here because init 'moved' already starts at the final pose).",
                                min=0, max=1000, paper=50)
-    n_intensify: int = setting(20, "INTENSIFY iterations at the final pose (paper: 20).", min=0, max=1000)
+    n_intensify: int = setting(0, "INTENSIFY iterations at the final pose (paper: 20). 0 here: with init "
+                                  "'reinverted' the start already holds each region at its pose, and the "
+                                  "token-grid feature target of a rotation disagrees with that start (20 "
+                                  "iterations turned two-part objects by 140–180°; docs/dragflow.md).",
+                               min=0, max=1000, paper=20)
     optimizer: str = setting("adam", "adam: Adam steps of about 'adam_lr' latent units, the same for any image "
                                      "size; normalized: gradient divided by its RMS; sgd: plain gradient "
                                      "descent with 'lr' (paper).", options=OPTIMIZERS, paper="sgd")
@@ -233,14 +242,23 @@ class DragFlowSettings:
                                             "inversion: outside_edit = only the kept background, never the "
                                             "regions, their destinations or the hole; all = every token (pulls "
                                             "the layout back to the source).", options=KV_SCOPES, paper="all")
-    background: str = setting("inversion", "What the hard constraint keeps outside the editable area: "
-                                           "inversion = the inversion's own latents (the source, exactly; no "
-                                           "extra forwards); resample = the original branch re-sampled at "
-                                           "guidance 1.", options=BACKGROUNDS, paper="resample")
+    background: str = setting("proposal", "What the hard constraint keeps outside the editable area: "
+                                          "proposal (init reinverted) = the latents of the proposal's own "
+                                          "inversion, which equal the source outside the editable area at "
+                                          "σ = 0 (the start and the background are one inversion, no seam "
+                                          "between two); inversion = the source inversion's own latents (the "
+                                          "source, exactly; no extra forwards); resample = the original "
+                                          "branch re-sampled at guidance 1.", options=BACKGROUNDS,
+                               paper="resample")
     hole_fill: str = setting("surroundings", "The area a region leaves: surroundings = re-drawn from the "
                                              "background around it with fresh noise and held there while "
                                              "optimising, so the sampler regenerates it; none = left as "
                                              "inverted (the object stays).", options=HOLE_FILLS, paper="none")
+    hole_texture: str = setting("shifted", "How the geometric proposal (init reinverted) fills the vacated area: "
+                                           "shifted = copied from the image at the offset (≤ 16 latent cells) "
+                                           "whose copy best matches the hole's rim, so a striped or checkered "
+                                           "background continues; smooth = averaged in from the surroundings "
+                                           "(a blur).", options=HOLE_TEXTURES, paper=SILENT)
     hole_release: float = setting(0.3, "hole_fill surroundings: while sampling, the vacated area stays on the "
                                        "noisy path of its re-drawn background down to this σ, then the sampler "
                                        "blends it in; 1 = never held while sampling, 0 = held to the end.",
@@ -251,11 +269,12 @@ class DragFlowSettings:
                                       "new place); moved = each region's own inverted latent copied to its "
                                       "final pose; source = the inverted latent as is (TRANSPORT then moves "
                                       "the region).", options=INITS, paper="source")
-    hole_margin: int = setting(1, "init reinverted, hole_fill surroundings: the vacated cells within this many "
-                                  "tokens of a moved region keep the inversion of the filled hole; only the "
-                                  "rest is re-drawn with fresh noise (a token half fresh noise, half object "
-                                  "dissolved small objects). -1 = the whole hole fresh.", min=-1, max=64,
-                               paper=SILENT)
+    hole_margin: int = setting(64, "init reinverted, hole_fill surroundings: the vacated cells within this many "
+                                   "tokens of a moved region keep the inversion of the filled hole; only the "
+                                   "rest is re-drawn with fresh noise. 64 (default) = none: the proposal's "
+                                   "inversion already encodes the filled background, and one fresh cell could "
+                                   "seed a new object or dissolve a faint part. -1 = the whole hole fresh.",
+                                min=-1, max=64, paper=SILENT)
     edit_region: str = setting("regions", "Editable area: regions = the cells of the regions and their moved "
                                           "copies (+ edit_dilate); rect = the minimum-area rectangle around "
                                           "each region and its copy.", options=EDIT_REGIONS, paper="rect")
@@ -296,6 +315,10 @@ def plan_edit(drag_instructions, latent_samples: torch.Tensor, settings: DragFlo
     if not st.skip_steps < st.steps:
         raise FluxDragInputError(f"{node}: input 'skip_steps' ({st.skip_steps}) must be smaller than "
                                  f"'steps' ({st.steps}).")
+    if st.background == "proposal" and st.init != "reinverted":
+        raise FluxDragInputError(f"{node}: input 'background' proposal keeps the inversion of the proposal, "
+                                 f"which only init 'reinverted' makes; set init 'reinverted' or background "
+                                 f"'inversion'.")
     h, w = latent_samples.shape[-2:]
     ins, regions = regions_for_latent(drag_instructions, h * 8, w * 8, node)
     margin = st.hole_margin if st.init == "reinverted" else -1
