@@ -174,13 +174,41 @@ def sample_t(n: int, g: torch.Generator, mu: float = tm.FLUX_MU) -> torch.Tensor
     return torch.where(use_uni, uni, t).clamp(1e-4, 1 - 1e-4)
 
 
+def _batch(job: tuple) -> tuple:
+    """One training batch: (small, x0, family indices, [starts] or []) for (small, seed, args)."""
+    small, seed, args = job
+    if small:   # 16×16 latent (64 tokens): same objects, ~5× cheaper per scene
+        x0 = sample_small_latents(args.small_batch, seed=seed)
+        return True, x0, torch.zeros(x0.shape[0], dtype=torch.long), []
+    x0, fam, *st = sample_scene_latents(args.batch, seed=seed, families=tuple(args.families),
+                                        fix_frac=args.fix_frac)
+    return False, x0, fam, st
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _batches(args):
+    """Batches drawn ahead by ``args.workers`` processes, in step order (scene rendering is the
+    bottleneck once the model runs on a GPU). The small/full choice comes from its own seeded
+    stream here, so a run with workers draws other (equally seeded) batches than one without."""
+    import multiprocessing as mp
+
+    g_small = torch.Generator().manual_seed(args.seed + 2)
+    jobs = ((float(torch.rand((), generator=g_small)) < args.small_frac, args.seed * 10**6 + step, args)
+            for step in range(1, args.steps + 1))
+    pool = mp.get_context("fork").Pool(args.workers, initializer=_worker_init)
+    return pool.imap(_batch, jobs, chunksize=1)
+
+
 def _save(dm_state: dict, meta: dict, out: Path) -> None:
     """Weights and record, each written to a temporary file then renamed (atomic: a reader or a
     resume never sees a half-written checkpoint; the record is renamed last)."""
     from safetensors.torch import save_file
 
     tmp = out.with_name(out.name + ".tmp")
-    save_file({k: v.detach().float().contiguous() for k, v in dm_state.items()}, str(tmp))
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in dm_state.items()}, str(tmp))
     tmp_meta = out.with_name(out.stem + ".json.tmp")
     tmp_meta.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, out)
@@ -252,8 +280,14 @@ def train(args) -> None:
             init_sd, config = grow_single_blocks(init_sd, config, args.grow_single)
     elif args.grow_single:
         raise SystemExit("--grow-single needs --init (it grows a trained model)")
+    if args.config:
+        if args.init:
+            raise SystemExit("--config sets the architecture of a model trained from scratch; "
+                             "a resumed run keeps its checkpoint's (use --grow-single to add blocks)")
+        config.update(json.loads(args.config))
     patcher = comfy_env.build_flux(config)
     dm = patcher.model.diffusion_model
+    dev = torch.device(args.device)
     if init_sd is not None:
         dm.load_state_dict(init_sd)
         prev_training = init_meta["training"]
@@ -262,6 +296,7 @@ def train(args) -> None:
             prev_log = [ln for ln in init.with_suffix(".log.jsonl").read_text().splitlines() if ln]
     else:
         dm.load_state_dict(init_weights(dm, args.seed))
+    dm.to(dev)
     dm.train()
     ema = {k: v.detach().clone() for k, v in dm.state_dict().items()}
     params = [p for p in dm.parameters()]
@@ -271,6 +306,7 @@ def train(args) -> None:
     fam_off = torch.zeros(len(FAMILIES), config["vec_in_dim"])                   # (F, V)
     for f in args.families:
         fam_off[FAMILIES.index(f)] = cond["family_offsets"][f][0]
+    fam_off, pooled, context = fam_off.to(dev), cond["pooled"].to(dev), cond["context"].to(dev)
     g = torch.Generator().manual_seed(args.seed + 1)
     log_path = out.with_suffix(".log.jsonl")
     log_f = log_path.open("w")
@@ -283,19 +319,18 @@ def train(args) -> None:
     t0 = time.time()
     step = 0
     meta = {}
+    batches = _batches(args) if args.workers else None
     with trainable_flux():
         for step in range(1, args.steps + 1):
             lr = args.lr * min(1.0, step / args.warmup) * (
                 0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps)))
             for grp in opt.param_groups:
                 grp["lr"] = lr
-            small = float(torch.rand((), generator=g)) < args.small_frac
-            if small:   # 16×16 latent (64 tokens): same objects, ~5× cheaper per scene
-                x0 = sample_small_latents(args.small_batch, seed=args.seed * 10**6 + step)
-                fam = torch.zeros(x0.shape[0], dtype=torch.long)
+            if batches is not None:
+                small, x0, fam, st = next(batches)
             else:
-                x0, fam, *st = sample_scene_latents(args.batch, seed=args.seed * 10**6 + step,
-                                                    families=tuple(args.families), fix_frac=args.fix_frac)
+                small = float(torch.rand((), generator=g)) < args.small_frac
+                _, x0, fam, st = _batch((small, args.seed * 10**6 + step, args))
             b = x0.shape[0]
             eps = torch.randn(x0.shape, generator=g)
             t = sample_t(b, g, mu=args.t_mu)
@@ -307,10 +342,11 @@ def train(args) -> None:
                 t = torch.where(fixing, lo + (hi - lo) * torch.rand(b, generator=g), t)
             xt = (1 - t)[:, None, None, None] * start + t[:, None, None, None] * eps
             keep = (torch.rand(b, generator=g) > 0.25).float()[:, None] * (0.0 if small else 1.0)
-            y = cond["pooled"].expand(b, -1) + keep * fam_off[fam]
-            ctx = cond["context"].expand(b, -1, -1)
             guid = 1.0 + 4.0 * torch.rand(b, generator=g)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            x0, start, eps, t, xt, keep, fam, guid = (v_.to(dev) for v_ in (x0, start, eps, t, xt, keep, fam, guid))
+            y = pooled.expand(b, -1) + keep * fam_off[fam]
+            ctx = context.expand(b, -1, -1)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
                 v = dm(xt, t, ctx, y=y, guidance=guid)
             # v such that x_t − t·v = x0: ε − x0, plus (1 − t)/t · (start − x0) from a copy
             target = eps - x0 + ((1 - t) / t)[:, None, None, None] * (start - x0)
@@ -369,21 +405,24 @@ def train(args) -> None:
     log_f.close()
     dm.load_state_dict(ema)
     dm.eval()
-    meta["training"]["eval_loss"] = eval_loss(dm, cond, args.seed, tuple(dict.fromkeys(args.families)))
+    meta["training"]["eval_loss"] = eval_loss(dm, cond, args.seed, tuple(dict.fromkeys(args.families)), dev=dev)
     _save(ema, meta, out)
     print(json.dumps(meta["training"], indent=1), flush=True)
 
 
 @torch.no_grad()
-def eval_loss(dm, cond: dict, seed: int, families: tuple[str, ...], n: int = 64) -> float:
+def eval_loss(dm, cond: dict, seed: int, families: tuple[str, ...], n: int = 64,
+              dev: torch.device | None = None) -> float:
     """Rectified-flow loss of the (EMA) model on a fixed held-out batch, t on a fixed grid."""
+    dev = dev or torch.device("cpu")
     x0, _ = sample_scene_latents(n, seed=seed * 10**6 + 999_999, families=families)
     g = torch.Generator().manual_seed(12345)
     eps = torch.randn(x0.shape, generator=g)
     t = (torch.arange(n) + 0.5) / n
     xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * eps
-    y = cond["pooled"].expand(n, -1)
-    v = dm(xt, t, cond["context"].expand(n, -1, -1), y=y, guidance=torch.full((n,), 3.5))
+    x0, eps, t, xt = x0.to(dev), eps.to(dev), t.to(dev), xt.to(dev)
+    y = cond["pooled"].to(dev).expand(n, -1)
+    v = dm(xt, t, cond["context"].to(dev).expand(n, -1, -1), y=y, guidance=torch.full((n,), 3.5, device=dev))
     return float(torch.nn.functional.mse_loss(v, eps - x0))
 
 
@@ -454,6 +493,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--t-mu", type=float, default=tm.FLUX_MU,
                    help="time shift of the logit-normal t (default FLUX's 1.15, the sampler's; 0 = "
                         "unshifted, more steps at the low and middle σ where edits and inversions act)")
+    p.add_argument("--config", default=None,
+                   help='from scratch: JSON overrides of TOY_CONFIG, e.g. \'{"hidden_size": 256, "num_heads": 4}\' '
+                        "(head dim stays 64 = the RoPE axes 8+28+28)")
+    p.add_argument("--device", default="cpu", help="where the model trains (e.g. cuda); scenes are "
+                   "rendered on the CPU")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes rendering batches ahead (0: in the training loop, as before)")
     p.add_argument("--fix-frac", type=float, default=0.0,
                    help="share of the v3 ground-truth edits drawn whose x_t starts from the naive "
                         "copy of the same drag (target: the truth) — the consistency task")
