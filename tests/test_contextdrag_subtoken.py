@@ -191,6 +191,31 @@ def test_hole_fill_slots_sit_on_the_holes_with_the_filled_reference():
         assert tok.tolist() == [1 * 6 + 3] and torch.allclose(patches, torch.full_like(patches, 0.5))
 
 
+def test_hole_fill_slots_stay_visible_under_every_hide_set():
+    """The slot that carries the hole's fill lies in M_DST and is no source, i.e. in the "overlap"
+    hide set: hiding it would drop the fill silently, so the hidden set never holds a slot."""
+    from fluxdrag.core.reverse_tokens import hole_slots
+
+    rm = build_reverse_map([[1.0, 1.0]], [[3.0, 1.0]], _region(4, 6, 1, 2, 1, 2), (4, 6), snap=True)
+    slots, _ = hole_slots(rm)
+    for hide in ("overlap", "vacated_overlap"):
+        assert not torch.isin(_pca(rm, hide=hide, hole_fill="harmonic").hidden, slots).any()
+        assert torch.isin(_pca(rm, hide=hide, hole_fill="none").hidden, slots).all()
+
+
+def test_lock_leaves_the_shifted_content_free_without_composite():
+    """With ``subtoken`` on the moved content is shifted, composite or not: the lock must leave
+    those pixels to the model in both cases."""
+    from fluxdrag.core.reverse_tokens import edited_pixels
+
+    rm = build_reverse_map([[1.0, 1.0]], [[2.5, 1.0]], _region(6, 6, 1, 3, 1, 3), (6, 6), snap=True)
+    rm.fine_mask = _fine(6, 6, [(2, 2), (2, 3), (3, 2), (3, 3), (4, 4)])
+    free = edited_pixels(rm, subtoken=True)
+    assert (free & ~edited_pixels(rm, subtoken=False)).any(), "a fractional drag shifts some pixel"
+    for composite in (True, False):
+        assert not (_pca(rm, composite=composite, background_lock=1.0, lock_margin=0).locked & free).any()
+
+
 def test_drag_groups_move_each_object_by_its_own_drag():
     """Two 3×3-token objects one token apart, dragged apart: the paper's one field mixes the two
     drags between them and two tokens get no destination; ``drag_groups="component"`` moves each

@@ -174,6 +174,12 @@ def sample_t(n: int, g: torch.Generator, mu: float = tm.FLUX_MU) -> torch.Tensor
     return torch.where(use_uni, uni, t).clamp(1e-4, 1 - 1e-4)
 
 
+def consistency_target(x0: torch.Tensor, start: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The velocity target for x_t = (1 − t)·start + t·ε whose one-step estimate x_t − t·v is
+    ``x0``: ε − x0 + (1 − t)/t · (start − x0); for a plain sample (start = x0) the usual ε − x0."""
+    return eps - x0 + ((1 - t) / t)[:, None, None, None] * (start - x0)
+
+
 def _batch(job: tuple) -> tuple:
     """One training batch: (small, x0, family indices, [starts] or []) for (small, seed, args)."""
     small, seed, args = job
@@ -198,8 +204,17 @@ def _batches(args):
     g_small = torch.Generator().manual_seed(args.seed + 2)
     jobs = ((float(torch.rand((), generator=g_small)) < args.small_frac, args.seed * 10**6 + step, args)
             for step in range(1, args.steps + 1))
-    pool = mp.get_context("fork").Pool(args.workers, initializer=_worker_init)
-    return pool.imap(_batch, jobs, chunksize=1)
+    pool = mp.get_context("spawn").Pool(args.workers, initializer=_worker_init)
+    ahead: list = []
+    try:
+        for job in jobs:       # at most 2 × workers batches rendered ahead
+            ahead.append(pool.apply_async(_batch, (job,)))
+            if len(ahead) >= 2 * args.workers:
+                yield ahead.pop(0).get()
+        while ahead:
+            yield ahead.pop(0).get()
+    finally:
+        pool.terminate()
 
 
 def _save(dm_state: dict, meta: dict, out: Path) -> None:
@@ -319,7 +334,7 @@ def train(args) -> None:
     t0 = time.time()
     step = 0
     meta = {}
-    batches = _batches(args) if args.workers else None
+    batches = _batches(args) if args.workers else None   # spawned workers: no CUDA state forked
     with trainable_flux():
         for step in range(1, args.steps + 1):
             lr = args.lr * min(1.0, step / args.warmup) * (
@@ -348,8 +363,7 @@ def train(args) -> None:
             ctx = context.expand(b, -1, -1)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
                 v = dm(xt, t, ctx, y=y, guidance=guid)
-            # v such that x_t − t·v = x0: ε − x0, plus (1 − t)/t · (start − x0) from a copy
-            target = eps - x0 + ((1 - t) / t)[:, None, None, None] * (start - x0)
+            target = consistency_target(x0, start, eps, t)
             loss = torch.nn.functional.mse_loss(v.float(), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -403,6 +417,8 @@ def train(args) -> None:
                       f"{', or ' + args.stop_at + ' UTC' if args.stop_at else ''})", flush=True)
                 break
     log_f.close()
+    if batches is not None:
+        batches.close()        # ends the generator: its pool is terminated
     dm.load_state_dict(ema)
     dm.eval()
     meta["training"]["eval_loss"] = eval_loss(dm, cond, args.seed, tuple(dict.fromkeys(args.families)), dev=dev)
@@ -508,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grow-single", type=int, default=0,
                    help="with --init: append this many identity-initialised single-stream blocks")
     args = p.parse_args(argv)
+    lo, hi = args.fix_sigmas
+    if not 0 < lo < hi < 1:
+        p.error(f"--fix-sigmas needs 0 < lo < hi < 1 (the target divides by t), got {lo} {hi}")
     if not args.plots_only:
         train(args)
     if args.plots or args.plots_only:

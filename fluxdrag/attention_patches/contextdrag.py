@@ -411,7 +411,8 @@ class PositionConsistentAttention(_ContextDragController):
             raise ValueError(f"need 0 <= background_lock <= 1 and lock_margin >= 0, got {background_lock}, "
                              f"{lock_margin}")
         self.background_lock, self.lock_margin = float(background_lock), int(lock_margin)
-        edit = edited_pixels(rmap, subtoken=self.subtoken and self.composite).float()[None, None]
+        # the moved content is shifted whenever subtoken is on (composite or not): keep those pixels free
+        edit = edited_pixels(rmap, subtoken=self.subtoken).float()[None, None]
         k = 2 * self.lock_margin + 1
         #: latent pixels held to the reference (outside the edited pixels grown by lock_margin)
         self.locked = ~(torch.nn.functional.max_pool2d(edit, k, stride=1, padding=self.lock_margin)[0, 0] > 0)
@@ -422,7 +423,9 @@ class PositionConsistentAttention(_ContextDragController):
         self.rewrite_ids, self.hide, self.hide_from = bool(rewrite_ids), hide, hide_from
         self.id_kw = dict(keep_index=keep_index, collision=collision, vacated_offset=vacated_offset)
         self.exclude_sources = self.rewrite_ids if exclude_sources is None else bool(exclude_sources)
-        self.hidden = torch.nonzero(rmap.hide_mask(hide, self.exclude_sources).reshape(-1)).flatten()
+        hidden = torch.nonzero(rmap.hide_mask(hide, self.exclude_sources).reshape(-1)).flatten()
+        # a slot carrying the hole's fill must stay visible, also under hide 'overlap' / 'vacated_overlap'
+        self.hidden = hidden[~torch.isin(hidden, self._slots[0])]
 
     def intended_ids(self, base_ids: torch.Tensor) -> torch.Tensor:
         """The reference tokens' ids after the rewrite, for their Kontext ids ``base_ids``

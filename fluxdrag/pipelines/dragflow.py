@@ -202,8 +202,9 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
     ``sigmas[0]`` down ``sigmas`` (decreasing, ending at 0).
 
     ``conds``: {"drag": target prompt at the drag guidance, "original": target prompt at
-    guidance 1 (the original branch), "source": source prompt at guidance 1 (K/V capture at the
-    inversion's end point)} as ComfyUI CONDITIONING. ``regions``: ``core.affine.Region`` in
+    guidance 1 (the original branch), "source": source prompt at ``inversion_guidance`` (0 = the
+    drag guidance; the paper: 1; K/V capture at the inversion's end point)} as ComfyUI
+    CONDITIONING. ``regions``: ``core.affine.Region`` in
     image pixels; ``edit_mask``: M_bg on the latent grid (bool (h, w)); ``feature_hw``: the
     feature ("cut") grid. The three steps (:func:`capture_source_kv`, :func:`optimise`,
     :func:`sample_lockstep`) run on the denoiser of one ComfyUI guider run (a plain ``KSAMPLER``

@@ -193,8 +193,9 @@ class DragFlowSettings:
                                  "step.", min=0, max=199, main=True)
     scheduler: str = setting("simple", "Sigma schedule (the model's own shift).", options=SCHEDULERS,
                              main=True)
-    guidance: float = setting(3.5, "FLUX distilled guidance of the edited branch (paper 3.5); inversion and "
-                                   "the original branch use 1.", min=0.0, max=100.0, step=0.1, main=True)
+    guidance: float = setting(3.5, "FLUX distilled guidance of the edited branch (paper 3.5); the inversions "
+                                   "use 'inversion_guidance' (0 = this value; the paper: 1), the original branch 1.",
+                              min=0.0, max=100.0, step=0.1, main=True)
     inversion_guidance: float = setting(0.0, "FLUX guidance of the inversions (source and proposal) and the K/V "
                                              "capture; 0 = the edited branch's 'guidance', so the background "
                                              "held on the inversion's path and the edited region follow one ODE "
