@@ -423,9 +423,7 @@ class PositionConsistentAttention(_ContextDragController):
         self.rewrite_ids, self.hide, self.hide_from = bool(rewrite_ids), hide, hide_from
         self.id_kw = dict(keep_index=keep_index, collision=collision, vacated_offset=vacated_offset)
         self.exclude_sources = self.rewrite_ids if exclude_sources is None else bool(exclude_sources)
-        hidden = torch.nonzero(rmap.hide_mask(hide, self.exclude_sources).reshape(-1)).flatten()
-        # a slot carrying the hole's fill must stay visible, also under hide 'overlap' / 'vacated_overlap'
-        self.hidden = hidden[~torch.isin(hidden, self._slots[0])]
+        self.hidden = torch.nonzero(rmap.hide_mask(hide, self.exclude_sources).reshape(-1)).flatten()
 
     def intended_ids(self, base_ids: torch.Tensor) -> torch.Tensor:
         """The reference tokens' ids after the rewrite, for their Kontext ids ``base_ids``
