@@ -217,6 +217,17 @@ def _batches(args):
         pool.terminate()
 
 
+def read_checkpoint(path: Path) -> tuple[dict, dict, list[str] | None]:
+    """A saved toy checkpoint: (fp32 state dict, its record ``.json``, the lines of its loss log
+    ``.log.jsonl``, None when it has none), for a resumed run to continue from."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    log = path.with_suffix(".log.jsonl")
+    lines = [ln for ln in log.read_text().splitlines() if ln] if log.exists() else None
+    return {k: v.float() for k, v in load_file(str(path)).items()}, tm.read_meta(path.with_suffix(".json")), lines
+
+
 def _save(dm_state: dict, meta: dict, out: Path) -> None:
     """Weights and record, each written to a temporary file then renamed (atomic: a reader or a
     resume never sees a half-written checkpoint; the record is renamed last)."""
@@ -284,13 +295,10 @@ def train(args) -> None:
     init_meta: dict | None = None
     offset = 0
     init_sd = None
+    init_log: list[str] | None = None
     if args.init:   # resume: continue from saved (EMA) weights, keep their log and step count
-        from safetensors.torch import load_file
-
-        init = Path(args.init)
-        init_meta = tm.read_meta(init.with_suffix(".json"))
+        init_sd, init_meta, init_log = read_checkpoint(Path(args.init))
         config = dict(init_meta.get("unet_config") or config)
-        init_sd = load_file(str(init))
         if args.grow_single:
             init_sd, config = grow_single_blocks(init_sd, config, args.grow_single)
     elif args.grow_single:
@@ -307,8 +315,7 @@ def train(args) -> None:
         dm.load_state_dict(init_sd)
         prev_training = init_meta["training"]
         offset = int(prev_training["steps"])
-        if init.with_suffix(".log.jsonl").exists():
-            prev_log = [ln for ln in init.with_suffix(".log.jsonl").read_text().splitlines() if ln]
+        prev_log = init_log or []
     else:
         dm.load_state_dict(init_weights(dm, args.seed))
     dm.to(dev)

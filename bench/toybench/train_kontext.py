@@ -51,7 +51,7 @@ from fluxdrag.toyworld import model as tm
 from fluxdrag.toyworld import scenes as ts
 from fluxdrag.toyworld.scenes_v3 import SHADOW_THRESHOLD
 
-from .train import _save, _stop_time, sample_t, trainable_flux
+from .train import _save, _stop_time, read_checkpoint, sample_t, trainable_flux
 
 KONTEXT_WEIGHTS = tm.KONTEXT_WEIGHTS
 TRAIN_FAMILIES = ("single", "multi", "crowded", "parts", "border", "overlap", "large")
@@ -202,26 +202,23 @@ def _conditioning(meta: dict) -> dict:
 
 
 def train(args) -> None:
-    from safetensors.torch import load_file
-
     from tools import comfy_env
 
     comfy_env.import_comfy()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = Path(args.out)
-    init = Path(args.init)
-    base_meta = tm.read_meta(init.with_suffix(".json"))
+    init_sd, base_meta, init_log = read_checkpoint(Path(args.init))
     config = dict(base_meta["unet_config"])
-    patcher = comfy_env.build_flux(config, state_dict={k: v.float() for k, v in load_file(str(init)).items()})
+    patcher = comfy_env.build_flux(config, state_dict=init_sd)
     dm = patcher.model.diffusion_model
     prev_log: list[str] = []
     offset = 0
     prev_training = base_meta["training"]
     is_kontext = "kontext" in base_meta
-    if is_kontext and init.with_suffix(".log.jsonl").exists():   # resume a toy-Kontext run
+    if is_kontext and init_log is not None:   # resume a toy-Kontext run
         offset = int(prev_training["steps"])
-        prev_log = [ln for ln in init.with_suffix(".log.jsonl").read_text().splitlines() if ln]
+        prev_log = init_log
     dm.train()
     ema = {k: v.detach().clone() for k, v in dm.state_dict().items()}
     params = list(dm.parameters())
