@@ -98,7 +98,7 @@ def test_paper_settings_reproduce_the_paper_mode(v3, monkeypatch):
     paper = [pack_methods.lazydrag_paper(sc, model, cond) for sc in (bend, lit)]
     monkeypatch.setattr(ld, "content_pixels", refuse)
     monkeypatch.setattr(corr, "swing_lone_drags", refuse)
-    monkeypatch.setattr(ld, "unpainted_objects", refuse)
+    monkeypatch.setattr(ld, "FrontObjects", refuse)
     monkeypatch.setattr(ld, "behind_objects", refuse)
     again = [pack_methods.lazydrag(sc, model, cond, **{**paper_values, "content_lock": 0.0})
              for sc in (bend, lit)]

@@ -480,6 +480,7 @@ def build_correspondence(
 
 
 from .correspondence_latent import (  # noqa: E402,F401  (re-exported; that module imports this one)
+    FrontObjects,
     _patchify,
     _unpatchify,
     compose_initial_latent,

@@ -161,54 +161,72 @@ def _linked_components(z: torch.Tensor, free: torch.Tensor, jump: float) -> torc
     return torch.tensor(lab, dtype=torch.long)
 
 
-def unpainted_objects(latent: torch.Tensor, painted: torch.Tensor, near: torch.Tensor,
-                      contrast: float) -> torch.Tensor:
-    """[ours] The unpainted objects that touch ``near`` ((H, W) bool, e.g. the painted region and
-    the moved content's destination): (H, W) bool.
+class FrontObjects:
+    """[ours] The unpainted objects in front of a painted region, found once and then selected by
+    where they touch (:meth:`touching`); :func:`unpainted_objects` is one selection.
 
     The unpainted pixels are split into regions at edges: neighbours whose latents differ by at
     least ``contrast`` × the painted content's strongest contrast (its distance from the harmonic
     continuation of its surroundings, the yardstick of :func:`content_pixels`) lie in different
     regions. A region that touches the image border is background (the ground, or a texture that
     runs across the image); a region joined to a painted pixel (a jump below ``JOIN`` × the edge's:
-    no edge at all) is the rest of the
-    painted object (a limb's base) or background the paint runs into; a region enclosed by edges,
-    off the border and apart from the paint, is an object in front unless its mean is within the
-    edge jump of a border region's mean (a texture's cell repeats the background's own regions),
-    and those touching ``near`` (4-neighbours) are returned. ``contrast`` 0: none."""
-    P = painted.to(torch.bool).cpu()
-    N = near.to(torch.bool).cpu()
-    empty = torch.zeros_like(P)
-    if contrast <= 0 or not bool(P.any()):
-        return empty
-    z = latent.detach().float().cpu()
-    z = z[0] if z.dim() == 4 else z
-    top = float((z - harmonic_fill(z[None], P)[0]).norm(dim=0)[P].max())
-    if top <= 0:
-        return empty
-    lab = _linked_components(z, ~P, contrast * top)
-    border = torch.zeros_like(P)
-    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
-    seed = F.max_pool2d(N[None, None].float(), 3, 1, 1)[0, 0] > 0
-    # unpainted pixels joined to a painted neighbour (a jump below JOIN × the edge's): the rest of the painted
-    # object (a limb's base) or background the paint ends in, never an object in front of it
-    jump = contrast * top
-    joined = torch.zeros_like(P)
-    sx = (z[:, :, 1:] - z[:, :, :-1]).norm(dim=0) < JOIN * jump
-    sy = (z[:, 1:, :] - z[:, :-1, :]).norm(dim=0) < JOIN * jump
-    joined[:, :-1] |= sx & P[:, 1:] & ~P[:, :-1]
-    joined[:, 1:] |= sx & P[:, :-1] & ~P[:, 1:]
-    joined[:-1, :] |= sy & P[1:, :] & ~P[:-1, :]
-    joined[1:, :] |= sy & P[:-1, :] & ~P[1:, :]
-    ground = torch.unique(lab[border & (lab >= 0)]).tolist()
-    means = torch.stack([z[:, lab == k].mean(1) for k in ground]) if ground else z.new_zeros(0, z.shape[0])
-    out = torch.zeros_like(P)
-    for k in torch.unique(lab[seed & (lab >= 0)]).tolist():
-        part = lab == k
-        if bool((part & (border | joined)).any()):
-            continue
-        # a repeat of the background's own regions (a texture's cell) is no object
-        if means.shape[0] and float((means - z[:, part].mean(1)).norm(dim=1).min()) < jump:
-            continue
-        out |= part
-    return out
+    no edge at all) is the rest of the painted object (a limb's base) or background the paint runs
+    into; a region enclosed by edges, off the border and apart from the paint, is an object in
+    front unless its mean is within the edge jump of a border region's mean (a texture's cell
+    repeats the background's own regions). ``contrast`` 0: none."""
+
+    def __init__(self, latent: torch.Tensor, painted: torch.Tensor, contrast: float):
+        P = painted.to(torch.bool).cpu()
+        self.hw = P.shape
+        self.lab = None
+        if contrast <= 0 or not bool(P.any()):
+            return
+        z = latent.detach().float().cpu()
+        z = z[0] if z.dim() == 4 else z
+        top = float((z - harmonic_fill(z[None], P)[0]).norm(dim=0)[P].max())
+        if top <= 0:
+            return
+        self.z, self.jump = z, contrast * top
+        self.lab = _linked_components(z, ~P, self.jump)
+        border = torch.zeros_like(P)
+        border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+        # unpainted pixels joined to a painted neighbour (a jump below JOIN × the edge's): the rest of the
+        # painted object (a limb's base) or background the paint ends in, never an object in front of it
+        joined = torch.zeros_like(P)
+        sx = (z[:, :, 1:] - z[:, :, :-1]).norm(dim=0) < JOIN * self.jump
+        sy = (z[:, 1:, :] - z[:, :-1, :]).norm(dim=0) < JOIN * self.jump
+        joined[:, :-1] |= sx & P[:, 1:] & ~P[:, :-1]
+        joined[:, 1:] |= sx & P[:, :-1] & ~P[:, 1:]
+        joined[:-1, :] |= sy & P[1:, :] & ~P[:-1, :]
+        joined[1:, :] |= sy & P[:-1, :] & ~P[1:, :]
+        self.excluded = border | joined
+        ground = torch.unique(self.lab[border & (self.lab >= 0)]).tolist()
+        self.means = (torch.stack([z[:, self.lab == k].mean(1) for k in ground]) if ground
+                      else z.new_zeros(0, z.shape[0]))
+        self._verdict: dict[int, bool] = {}
+
+    def _is_object(self, k: int) -> bool:
+        if k not in self._verdict:
+            part = self.lab == k
+            # a repeat of the background's own regions (a texture's cell) is no object
+            self._verdict[k] = not bool((part & self.excluded).any()) and not (
+                self.means.shape[0] and float((self.means - self.z[:, part].mean(1)).norm(dim=1).min()) < self.jump)
+        return self._verdict[k]
+
+    def touching(self, near: torch.Tensor) -> torch.Tensor:
+        """(H, W) bool: the objects in front that touch ``near`` ((H, W) bool, 4-neighbours)."""
+        out = torch.zeros(self.hw, dtype=torch.bool)
+        if self.lab is None:
+            return out
+        seed = _grow(near.to(torch.bool).cpu())
+        for k in torch.unique(self.lab[seed & (self.lab >= 0)]).tolist():
+            if self._is_object(k):
+                out |= self.lab == k
+        return out
+
+
+def unpainted_objects(latent: torch.Tensor, painted: torch.Tensor, near: torch.Tensor,
+                      contrast: float) -> torch.Tensor:
+    """[ours] The unpainted objects (:class:`FrontObjects`) that touch ``near`` ((H, W) bool, e.g.
+    the painted region and the moved content's destination): (H, W) bool. ``contrast`` 0: none."""
+    return FrontObjects(latent, painted, contrast).touching(near)

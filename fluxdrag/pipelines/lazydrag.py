@@ -15,12 +15,12 @@ from ..attention_patches.router import patch_model
 from ..core import solvers
 from ..core.correspondence import (
     FineMap,
+    FrontObjects,
     build_correspondence,
     compose_initial_latent,
     content_pixels,
     default_editable_region,
     latent_region,
-    unpainted_objects,
 )
 from ..core.drag_sets import split_drags
 from ..core.instructions import LATENT_PX, TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
@@ -182,9 +182,10 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
             else:   # the default discs on the token grid, at latent resolution
                 pixel = default_editable_region(td, td.grid_hw).repeat_interleave(2, 0) \
                     .repeat_interleave(2, 1)
-        content = front = None
-        if px is not None and pixel is not None and s.occluder_contrast > 0:
-            front = unpainted_objects(latent_samples[:1], pixel, pixel, s.occluder_contrast)
+        content = front = objects = None
+        if px is not None and pixel is not None and s.occluder_contrast > 0:   # found once, selected twice more below
+            objects = FrontObjects(latent_samples[:1], pixel, s.occluder_contrast)
+            front = objects.touching(pixel)
         if px is not None and s.content_contrast > 0:   # a painted mask, not the default discs
             content = content_pixels(latent_samples[:1], pixel, s.content_contrast, behind=front)
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
@@ -192,25 +193,28 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
                                     rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,
                                     swing=s.swing, content_mask=content)
         if px is not None and cmap.fine is not None and s.occluder_contrast > 0:
-            cmap.fine = behind_objects(latent_samples[:1], cmap.fine, s.occluder_contrast, s.depth)
+            cmap.fine = behind_objects(latent_samples[:1], cmap.fine, s.occluder_contrast, s.depth, objects=objects)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     return LazyDragPlan(cmap, activation=s.activation, seed=s.seed, background_query=s.background_query)
 
 
-def behind_objects(latent: torch.Tensor, fine: FineMap, contrast: float, depth: str) -> FineMap:
+def behind_objects(latent: torch.Tensor, fine: FineMap, contrast: float, depth: str,
+                   objects: FrontObjects | None = None) -> FineMap:
     """[ours] The pixel map with the unpainted objects in front (``unpainted_objects``) that touch
     the painted region or the destination: the hole fill continues the background behind them
     (``fill_region``). ``depth`` "under": the moved content is not written over any of them;
     "auto": not over those that already cover the painted object at its source (they touch the
-    paint: it was behind them), written over the others as with "over"."""
-    front = unpainted_objects(latent, fine.editable, fine.editable | fine.destination, contrast)
+    paint: it was behind them), written over the others as with "over". ``objects``: the
+    :class:`FrontObjects` of ``latent`` painted by ``fine.editable`` when already found."""
+    objects = objects or FrontObjects(latent, fine.editable, contrast)
+    front = objects.touching(fine.editable | fine.destination)
     if not bool(front.any()):
         return fine
     source = fine.source
     keep = front if depth == "under" else None
     if depth == "auto":
-        keep = unpainted_objects(latent, fine.editable, fine.editable, contrast)
+        keep = objects.touching(fine.editable)
     if keep is not None:
         source = torch.where(keep.reshape(-1), -1, source)
     return FineMap(source, fine.editable, (source >= 0).reshape(fine.hw), fine.editable | front)
