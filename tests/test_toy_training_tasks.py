@@ -9,7 +9,7 @@ import torch
 from bench.toybench import generation as G
 from bench.toybench.methods import copy_paste, cut_paste
 from bench.toybench.sampling import fix_start, sample_scene_latents
-from bench.toybench.train import consistency_target, grow_single_blocks
+from bench.toybench.train import consistency_target, fix_weights, grow_single_blocks
 from fluxdrag.toyworld.scenes import FAMILIES, make_scene
 
 
@@ -46,6 +46,19 @@ def test_consistency_target_lands_on_the_truth():
     target = consistency_target(x0, start, eps, t)
     assert torch.allclose(xt - t[:, None, None, None] * target, x0, atol=1e-5)
     assert torch.allclose(consistency_target(x0, x0, eps, t), eps - x0)   # a plain sample
+
+
+def test_fix_weights_mark_where_the_copy_is_wrong():
+    """--fix-weight: the weight lies on the pixels where a consistency start differs from its truth
+    (grown by one pixel), 1 elsewhere and on plain samples; weight 1 is the plain loss."""
+    x0 = torch.zeros(2, 16, 8, 8)
+    start = x0.clone()
+    start[0, 3, 4, 4] = 0.5                      # sample 0: one wrong pixel; sample 1: plain
+    w = fix_weights(x0, start, 6.0)
+    assert w.shape == (2, 1, 8, 8)
+    assert w[0, 0, 3:6, 3:6].eq(6.0).all() and int(w[0].gt(1).sum()) == 9
+    assert w[1].eq(1.0).all()
+    assert fix_weights(x0, start, 1.0).eq(1.0).all()
 
 
 def test_grown_state_dict_adds_identity_blocks():

@@ -180,6 +180,18 @@ def consistency_target(x0: torch.Tensor, start: torch.Tensor, eps: torch.Tensor,
     return eps - x0 + ((1 - t) / t)[:, None, None, None] * (start - x0)
 
 
+def fix_weights(x0: torch.Tensor, start: torch.Tensor, weight: float, tol: float = 0.02) -> torch.Tensor:
+    """(B, 1, H, W) loss weights: ``weight`` where a consistency sample's start (the naive copy)
+    differs from its truth (``tol`` on any channel), grown by one latent pixel; 1 elsewhere and on
+    plain samples. The copy and the truth differ on a small share of the pixels (the moved
+    object's shading, the old and new shadows, the hole), and the plain denoising error everywhere
+    else drowns that share's gradient; the batch loss divides by the mean weight, so its scale
+    stays that of the plain loss."""
+    diff = ((start - x0).abs().amax(1, keepdim=True) > tol).float()
+    diff = torch.nn.functional.max_pool2d(diff, 3, stride=1, padding=1)
+    return 1.0 + (weight - 1.0) * diff
+
+
 def _batch(job: tuple) -> tuple:
     """One training batch: (small, x0, family indices, [starts] or []) for (small, seed, args)."""
     small, seed, args = job
@@ -371,7 +383,12 @@ def train(args) -> None:
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
                 v = dm(xt, t, ctx, y=y, guidance=guid)
             target = consistency_target(x0, start, eps, t)
-            loss = torch.nn.functional.mse_loss(v.float(), target)
+            err = (v.float() - target).pow(2)
+            if args.fix_weight != 1.0:
+                w = fix_weights(x0, start, args.fix_weight)
+                loss = (w * err).mean() / w.mean()
+            else:
+                loss = err.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -415,6 +432,7 @@ def train(args) -> None:
                         "resumed_from": prev_training,
                         "grew_single_blocks": args.grow_single,
                         "fix_frac": args.fix_frac, "fix_sigmas": list(args.fix_sigmas),
+                        "fix_weight": args.fix_weight,
                     },
                     "latent": {"channels": 16, "size": [32, 32], "space": "FLUX model space"},
                 }
@@ -528,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
                         "copy of the same drag (target: the truth) — the consistency task")
     p.add_argument("--fix-sigmas", type=float, nargs=2, default=(0.35, 0.9),
                    help="the consistency task's t range (uniform)")
+    p.add_argument("--fix-weight", type=float, default=1.0,
+                   help="loss weight where a consistency sample's copy differs from its truth "
+                        "(1: the plain loss, as before; the loss is divided by the mean weight)")
     p.add_argument("--grow-single", type=int, default=0,
                    help="with --init: append this many identity-initialised single-stream blocks")
     args = p.parse_args(argv)
