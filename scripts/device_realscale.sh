@@ -38,20 +38,7 @@ if [[ "${1:-}" == "--prepare" ]]; then
     exit 0
 fi
 
-OUT="${OUT:?set OUT to the folder for the results (the device tool sets it)}"
-[[ -f "$DEV/ComfyUI.tar.gz" ]] || { echo "$DEV/ComfyUI.tar.gz missing: run scripts/device_realscale.sh --prepare here and carry $DEV" >&2; exit 2; }
-t0=$(date +%s)
-work=$(mktemp -d /tmp/fluxdrag_realscale.XXXXXX)
-tar xzf "$DEV/ComfyUI.tar.gz" -C "$work"
-if compgen -G "$DEV/wheels/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$work/site" "$DEV"/wheels/*.whl
-    export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export COMFYUI_PATH="$work/ComfyUI" PYTHONUNBUFFERED=1
-(nvidia-smi || true) > "$OUT/nvidia-smi.txt" 2>&1
-python3 -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-echo "setup took $(( $(date +%s) - t0 )) s"
+source scripts/device_env.sh
 set +e
 timeout "${REALSCALE_TIMEOUT_S:-450}" python3 -m bench.realscale --out "$OUT/realscale.json" \
     --budget-s "${REALSCALE_BUDGET_S:-330}" "$@" 2>&1 | tee "$OUT/realscale.log"

@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--schedulers", nargs="*", default=["beta"],
                    help="σ schedules for extra round trips besides 'simple' (the table's)")
+    p.add_argument("--no-roundtrips", dest="roundtrips", action="store_false",
+                   help="the denoising judgement alone (no round trips: seconds instead of minutes)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from fluxdrag.toyworld.model import WEIGHTS, load_toy_model, read_meta
@@ -45,17 +47,23 @@ def main(argv: list[str] | None = None) -> int:
     steps = read_meta(path.with_suffix(".json"))["training"]["steps"]
     t0 = time.perf_counter()
     rec = family_reconstruction(model, cond, args.seed, args.families, args.scenes,
-                                extra_schedulers=tuple(args.schedulers))
+                                extra_schedulers=tuple(args.schedulers) if args.roundtrips else (),
+                                roundtrips=args.roundtrips)
     print(f"{path.name} (step {steps}), {args.scenes} scenes per family, seed {args.seed}, "
           f"{time.perf_counter() - t0:.0f} s; denoise bar {next(iter(rec.values()))['denoise_bar']:.3f}")
-    extra = [f" round trip {sch}: source | round trip {sch}: edit |" for sch in args.schedulers]
+    scheds = args.schedulers if args.roundtrips else []
+    extra = [f" round trip {sch}: source | round trip {sch}: edit |" for sch in scheds]
     print("| family | denoise: source | denoise: edit | represented | round trip simple: source | "
           "round trip simple: edit |" + "".join(extra))
-    print("|---|---:|---:|---|---:|---:|" + "---:|---:|" * len(args.schedulers))
+    print("|---|---:|---:|---|---:|---:|" + "---:|---:|" * len(scheds))
+
+    def num(v):
+        return "–" if v is None else f"{v:.3f}"
+
     for f, r in rec.items():
-        more = "".join(f" {r[f'source_{s}']:.3f} | {r[f'edit_{s}']:.3f} |" for s in args.schedulers)
+        more = "".join(f" {num(r[f'source_{s}'])} | {num(r[f'edit_{s}'])} |" for s in scheds)
         print(f"| {f} | {r['denoise_source']:.3f} | {r['denoise_edit']:.3f} | "
-              f"{'yes' if r['represented'] else 'NO'} | {r['source']:.3f} | {r['edit']:.3f} |" + more)
+              f"{'yes' if r['represented'] else 'NO'} | {num(r['source'])} | {num(r['edit'])} |" + more)
     if args.json:
         Path(args.json).write_text(json.dumps({"model": str(path), "steps": steps, "scenes": args.scenes,
                                                "seed": args.seed, "families": rec}, indent=1) + "\n")

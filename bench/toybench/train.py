@@ -240,13 +240,17 @@ def read_checkpoint(path: Path) -> tuple[dict, dict, list[str] | None]:
     return {k: v.float() for k, v in load_file(str(path)).items()}, tm.read_meta(path.with_suffix(".json")), lines
 
 
-def _save(dm_state: dict, meta: dict, out: Path) -> None:
-    """Weights and record, each written to a temporary file then renamed (atomic: a reader or a
-    resume never sees a half-written checkpoint; the record is renamed last)."""
+SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def _save(dm_state: dict, meta: dict, out: Path, dtype: torch.dtype = torch.float32) -> None:
+    """Weights (stored as ``dtype``; loading casts them to fp32) and record, each written to a
+    temporary file then renamed (atomic: a reader or a resume never sees a half-written
+    checkpoint; the record is renamed last)."""
     from safetensors.torch import save_file
 
     tmp = out.with_name(out.name + ".tmp")
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in dm_state.items()}, str(tmp))
+    save_file({k: v.detach().to(dtype).cpu().contiguous() for k, v in dm_state.items()}, str(tmp))
     tmp_meta = out.with_name(out.stem + ".json.tmp")
     tmp_meta.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, out)
@@ -420,7 +424,7 @@ def train(args) -> None:
                         "batch": args.batch, "lr": args.lr, "warmup": args.warmup, "ema": args.ema,
                         "t_sampling": f"logit-normal(0,1) shifted by e^{args.t_mu} 85% + uniform 15%",
                         "family_dropout": 0.25, "guidance_range": [1.0, 5.0],
-                        "autocast": "bf16" if args.bf16 else "off",
+                        "autocast": "bf16" if args.bf16 else "off", "stored": args.save_dtype,
                         "small_frac": args.small_frac, "small_batch": args.small_batch,
                         "threads": args.threads, "wall_minutes": round(elapsed / 60, 2),
                         "final_loss": sum(losses[-100:]) / len(losses[-100:]),
@@ -436,7 +440,7 @@ def train(args) -> None:
                     },
                     "latent": {"channels": 16, "size": [32, 32], "space": "FLUX model space"},
                 }
-                _save(ema, meta, out)
+                _save(ema, meta, out, SAVE_DTYPES[args.save_dtype])
             if stop:
                 print(f"stopping at step {step}: wall-clock budget ({args.max_minutes} min"
                       f"{', or ' + args.stop_at + ' UTC' if args.stop_at else ''})", flush=True)
@@ -447,7 +451,7 @@ def train(args) -> None:
     dm.load_state_dict(ema)
     dm.eval()
     meta["training"]["eval_loss"] = eval_loss(dm, cond, args.seed, tuple(dict.fromkeys(args.families)), dev=dev)
-    _save(ema, meta, out)
+    _save(ema, meta, out, SAVE_DTYPES[args.save_dtype])
     print(json.dumps(meta["training"], indent=1), flush=True)
 
 
@@ -514,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cond-seed", type=int, default=2024)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--save-dtype", choices=sorted(SAVE_DTYPES), default="fp32",
+                   help="storage of the saved weights (fp16 halves the file, e.g. to bring a wider "
+                        "model under the device tool's 16 MiB a file; training stays fp32)")
     p.add_argument("--families", nargs="+", default=["single", "multi", "crowded"],
                    choices=list(FAMILIES), help="a family named twice is drawn twice as often")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in fp32")
