@@ -96,6 +96,73 @@ def generation_check(model, cond, seed: int, families=FAMILIES, k: int = 6, sigm
     return out
 
 
+def knows_on(dm, cond, gt: torch.Tensor, cp: torch.Tensor, sigmas=SIGMAS, draws: int = 2) -> float:
+    """``knows`` (module doc) over the (N, 16, H, W) truths ``gt`` and copies ``cp``, whole image."""
+    c = _cond_of(cond)
+    full = {"all": torch.ones(gt.shape[-2:], dtype=torch.bool)}
+    fwd = back = 0.0
+    n = 0
+    with torch.inference_mode():
+        for j in range(gt.shape[0]):
+            for r in range(draws):
+                eps = torch.randn((1, *gt[j].shape), generator=torch.Generator().manual_seed(97 * j + r))
+                for s in sigmas:
+                    a, b = pulls(dm, c, cp[j], gt[j], s, eps, full)["all"], pulls(dm, c, gt[j], cp[j], s, eps, full)["all"]
+                    fwd, back, n = fwd + a[0] / a[1], back + b[0] / b[1], n + 1
+    return (fwd - back) / n
+
+
+def _cond_of(cond):
+    from .roundtrip import _cond
+
+    return _cond(cond, 1.0)
+
+
+def memorisation_check(model, cond, family: str = "lit", n: int = 8, steps: int = 100, lr: float = 3e-4,
+                       fix_weight: float = 6.0) -> dict[str, float]:
+    """Is a small ``knows`` a blind model or too few scenes? Fine-tune a copy of the weights for
+    ``steps`` on ``n`` fixed scenes of ``family`` (the consistency task of ``train.py``: x_t from the
+    ``cut_paste`` copy, target the truth, loss weighted by ``fix_weight`` where they differ) and read
+    ``knows`` on those scenes and on ``n`` others, before and after. A model that learns the
+    correction on the scenes it saw but not on the others memorises: it has the capacity, and the
+    training lacks distinct scenes (the CPU's budget), not a mechanism. Changes ``model``'s weights:
+    pass a model loaded for this check."""
+    from fluxdrag.toyworld.model import cond_inputs
+    from fluxdrag.toyworld.scenes import make_scene
+
+    from .methods import cut_paste
+    from .run import FAMILY_CASES
+    from .train import consistency_target, fix_weights, trainable_flux
+
+    dm = model.model.diffusion_model
+    cases = FAMILY_CASES[family]
+
+    def scenes(base):
+        scs = [make_scene(base + j, family, cases[j % len(cases)]) for j in range(n)]
+        return torch.stack([s.edited.float() for s in scs]), torch.stack([cut_paste(s).float() for s in scs])
+
+    (gt, cp), (gt_h, cp_h) = scenes(777000), scenes(778000)
+    out = {"seen_before": knows_on(dm, cond, gt, cp), "unseen_before": knows_on(dm, cond, gt_h, cp_h)}
+    kw = cond_inputs(_cond_of(cond), n)
+    params = list(dm.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(0)
+    with trainable_flux(), torch.enable_grad():
+        for _ in range(steps):
+            eps = torch.randn(gt.shape, generator=g)
+            t = 0.35 + 0.55 * torch.rand(n, generator=g)
+            xt = (1 - t)[:, None, None, None] * cp + t[:, None, None, None] * eps
+            v = dm(xt, t, kw["context"], y=kw["y"], guidance=kw["guidance"])
+            w = fix_weights(gt, cp, fix_weight)
+            loss = (w * (v.float() - consistency_target(gt, cp, eps, t)).pow(2)).mean() / w.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+    out.update(seen_after=knows_on(dm, cond, gt, cp), unseen_after=knows_on(dm, cond, gt_h, cp_h))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="weights (default: the runtime v3 checkpoint)")
@@ -104,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
+    p.add_argument("--memorise", type=int, default=0, metavar="STEPS",
+                   help="instead: memorisation_check for each family (STEPS fine-tuning steps on 8 fixed "
+                        "scenes; knows on them and on 8 others, before and after)")
     p.add_argument("--reference", default=None,
                    help="a model blind to the v3 world (default: the shipped pre-v3 toyflux.safetensors)")
     args = p.parse_args(argv)
@@ -114,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     import_comfy()
     path = Path(args.model or HERE / "toyflux_v3.safetensors")
     model, cond = load_toy_model(path)
+    if args.memorise:
+        print(f"{path.name}: {args.memorise} steps on 8 fixed scenes per family; knows (whole image)")
+        print("| family | seen: before | seen: after | unseen: before | unseen: after |\n|---|---:|---:|---:|---:|")
+        for f in args.families:
+            m = memorisation_check(load_toy_model(path)[0], cond, f, steps=args.memorise)
+            print(f"| {f} | {m['seen_before']:.3f} | {m['seen_after']:.3f} | {m['unseen_before']:.3f} | "
+                  f"{m['unseen_after']:.3f} |", flush=True)
+        return 0
     steps = read_meta(path.with_suffix(".json"))["training"]["steps"]
     t0 = time.perf_counter()
     rep = generation_check(model, cond, args.seed, args.families, args.scenes)

@@ -1,0 +1,28 @@
+"""Tier 2: the memorisation check of the generation diagnosis (bench/toybench/generation.py) on the
+runtime toy v3 model: a few fine-tuning steps on two fixed lit scenes raise ``knows`` on those
+scenes (the consistency task is learnable by this architecture), and the check leaves the weights it
+was not given alone."""
+from __future__ import annotations
+
+import pytest
+
+from tests.comfy_fixtures import comfy  # noqa: F401
+
+
+@pytest.mark.usefixtures("comfy")
+def test_memorisation_check_learns_the_seen_scenes():
+    import torch
+
+    from bench.toybench.generation import memorisation_check
+    from fluxdrag.toyworld.model import HERE, load_toy_model
+
+    torch.manual_seed(0)
+    path = HERE / "toyflux_v3.safetensors"
+    model, cond = load_toy_model(path)
+    other, _ = load_toy_model(path)
+    before = {k: v.clone() for k, v in other.model.diffusion_model.state_dict().items()}
+    m = memorisation_check(model, cond, "lit", n=2, steps=12)
+    assert set(m) == {"seen_before", "seen_after", "unseen_before", "unseen_after"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in m.values())
+    assert m["seen_after"] > m["seen_before"] + 0.05, m
+    assert all(torch.equal(v, before[k]) for k, v in other.model.diffusion_model.state_dict().items())
