@@ -26,3 +26,25 @@ def test_memorisation_check_learns_the_seen_scenes():
     assert all(torch.isfinite(torch.tensor(v)) for v in m.values())
     assert m["seen_after"] > m["seen_before"] + 0.05, m
     assert all(torch.equal(v, before[k]) for k, v in other.model.diffusion_model.state_dict().items())
+
+
+@pytest.mark.usefixtures("comfy")
+def test_training_attention_masks_boolean_keys_and_is_restored():
+    """trainable_flux: PyTorch attention on every device (a boolean key mask hides those keys, as on
+    a GPU; CPU sub-quadratic attention would add it as a bias) with gradients, restored afterwards."""
+    import comfy.ldm.flux.math as fm
+    import torch
+
+    from bench.toybench.train import trainable_flux
+
+    before = fm.optimized_attention
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 6, 16, generator=g, requires_grad=True) for _ in range(3))
+    mask = torch.tensor([True, True, True, True, False, False])[None, None, None]
+    with trainable_flux():
+        masked = fm.attention(q, k, v, pe=None, mask=mask)
+        kept = fm.attention(q, k[:, :, :4], v[:, :, :4], pe=None)
+        masked.sum().backward()
+    assert torch.allclose(masked, kept, atol=1e-5)
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+    assert fm.optimized_attention is before

@@ -89,22 +89,32 @@ def _rope1(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def trainable_flux():
-    """Autograd-friendly RoPE + copy-on-save for in-place residuals, for the duration."""
-    import comfy.ldm.flux.math as fm
+    """Autograd-friendly RoPE, attention and copy-on-save for in-place residuals, for the duration.
 
+    Attention: ComfyUI on a CPU picks sub-quadratic attention, which chunks the keys when free
+    memory runs low and then exponentiates in place (``exp(out=)``: no autograd; a training run on
+    a loaded machine crashed so), and which *adds* a boolean ``attention_mask`` to the scores (a
+    hidden key got a −1 bias, not a mask: the toy Kontext's training, docs/contextdrag.md). Training
+    uses PyTorch's scaled-dot-product attention on every device, as ComfyUI does on a GPU: boolean
+    masks mean "attend where True"."""
+    import comfy.ldm.flux.math as fm
+    from comfy.ldm.modules.attention import attention_pytorch
+
+    orig_attention = fm.optimized_attention
+    fm.optimized_attention = attention_pytorch
     orig = fm.apply_rope
     q = torch.randn(1, 2, 5, 32)
     f = torch.randn(1, 1, 5, 16, 2, 2)
     ref = orig(q, q, f)[0]
     fm.apply_rope = lambda xq, xk, fr: (_rope1(xq, fr), _rope1(xk, fr))
     if (fm.apply_rope(q, q, f)[0] - ref).abs().max() > 1e-4:
-        fm.apply_rope = orig
+        fm.apply_rope, fm.optimized_attention = orig, orig_attention
         raise RuntimeError("plain-torch RoPE differs from ComfyUI's; refusing to train")
     try:
         with torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone(), lambda t: t):
             yield
     finally:
-        fm.apply_rope = orig
+        fm.apply_rope, fm.optimized_attention = orig, orig_attention
 
 
 def init_weights(dm: torch.nn.Module, seed: int, local_attention: float = 3.0,
