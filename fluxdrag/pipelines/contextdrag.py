@@ -15,6 +15,7 @@ from ..attention_patches.contextdrag import (
     HIDE_FROM,
     HOLE_FILLS,
     VISIBILITY,
+    WARPS,
     ContextTokenInjection,
     PositionConsistentAttention,
     parse_block_list,
@@ -141,6 +142,23 @@ class ContextDragSettings:
                                     "tokens. On the Options node; CTI injects what PCA re-embeds.", node="patch",
                           paper=False)
 
+    warp: str = setting("pixel", "How the moved content follows the drag below the token grid (with subtoken) "
+                                 "[ours; the paper moves whole tokens]: 'pixel' looks each latent pixel of a "
+                                 "destination token up through the reverse field, so a rotation, scaling or "
+                                 "bend turns and scales the region at latent-pixel resolution; 'token' shifts "
+                                 "each source token's content as a whole by the rest of the drag (a field of "
+                                 "token translations: a rotated object comes out jagged). Both are the same "
+                                 "for a translation. On the Options node, read by Position-Consistent "
+                                 "Attention.", options=WARPS, node="patch", paper="token")
+
+    move_affine: str = setting("points", "A 'move' drag with a scale or an angle [ours; the paper's drags are "
+                                         "point pairs]: 'points' adds one point drag per region token of "
+                                         "its part, p -> target + scale * R(angle) (p - handle), so the reverse "
+                                         "field scales / rotates the region as the drag asks; 'translate' reads "
+                                         "it as its handle -> target only (the region moves unscaled). On the "
+                                         "Options node: the map node builds the 'points' map, the patches drop "
+                                         "its added drags for 'translate'.",
+                               options=("points", "translate"), node="patch", paper="translate")
 
 PAPER = paper_settings(ContextDragSettings)
 MAP_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "map"))
@@ -216,7 +234,10 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
             region = pixel_mask_to_token_mask(mask_at(mask, H, W))
         if region is not None and not region.any():
             raise ValueError("the editable mask is empty; draw the region to move or leave it out")
-        rmap = build_reverse_map(td.handles, td.targets, region, td.grid_hw, power=power, anchor=anchor,
+        handles, targets = td.handles, td.targets
+        if region is not None:      # the map node always builds 'points' (see ContextDragSettings.move_affine)
+            handles, targets = affine_point_drags(td, region)
+        rmap = build_reverse_map(handles, targets, region, td.grid_hw, power=power, anchor=anchor,
                                  hull=hull != "none", hull_groups="all" if hull == "all" else "component",
                                  snap=True, drag_groups="component")
     except ValueError as e:
@@ -224,7 +245,37 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
     pixels = mask_at(mask, H, W) if mask is not None else None
     if pixels is None and ins.mask is not None:
         pixels = (ins.mask if tuple(ins.image_size) == (W, H) else rescale_instructions(ins, (W, H)).mask)
-    return replace(rmap, fine_mask=None if pixels is None else latent_pixel_mask(pixels))
+    return replace(rmap, fine_mask=None if pixels is None else latent_pixel_mask(pixels),
+                   params={**rmap.params, "n_drags": int(td.handles.shape[0])})
+
+
+def affine_point_drags(td, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(handles, targets) (n, 2) token (x, y): ``td``'s drags, each ``move`` drag with a scale or
+    an angle followed by one point drag per region token of its connected part (the part its
+    handle lies in, else the nearest), p → target + r·R(angle)·(p − handle), the instruction's
+    own motion [ours]. The reverse field interpolates its drags exactly at their targets, so with
+    these drags it inverts the scaling / rotation over the region instead of translating it by
+    handle → target (the paper's field of point drags reads a move drag as its two points)."""
+    from ..core.correspondence_fields import move_displacement
+    from ..core.geometry import connected_components
+
+    h, t = td.handles.to(torch.float64), td.targets.to(torch.float64)
+    lab = connected_components(region.to(torch.bool).cpu())
+    yx = torch.nonzero(lab >= 0)
+    if not yx.shape[0]:
+        return h, t
+    pts = yx.flip(1).to(torch.float64)
+    angles = td.angles if td.angles is not None else torch.zeros(len(td.modes), dtype=torch.float64)
+    new_h, new_t = [h], [t]
+    for i, mode in enumerate(td.modes):
+        scale, angle = td.scales[i].to(torch.float64), float(angles[i])
+        if mode != "move" or (bool((scale == 1).all()) and angle % 360 == 0):
+            continue
+        j = int(((pts - h[i]) ** 2).sum(1).argmin())
+        part = pts[(lab[yx[:, 0], yx[:, 1]] == lab[yx[j, 0], yx[j, 1]])]
+        new_h.append(part)
+        new_t.append(part + move_displacement(part, h[i], t[i], scale, angle))
+    return torch.cat(new_h), torch.cat(new_t)
 
 
 def latent_pixel_mask(pixels: torch.Tensor, px: int = 8) -> torch.Tensor:
@@ -234,19 +285,26 @@ def latent_pixel_mask(pixels: torch.Tensor, px: int = 8) -> torch.Tensor:
     return pixels.bool().reshape(H // px, px, W // px, px).any(3).any(1)
 
 
-def map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component") -> ReverseMap:
+def map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component",
+            move_affine: str = "points") -> ReverseMap:
     """``rmap`` with the rounding ``subtoken`` and the ``drag_groups`` asked for: the map node always
     builds the sub-token map (``snap``, see ``ContextDragSettings.subtoken``) with its drags grouped
-    by component; otherwise it is rebuilt from the same drags, region and parameters (literal
-    rounding: cells inside the hull, half-up; ``"all"``: one field of every drag)."""
-    if bool(rmap.params.get("snap", False)) == bool(subtoken) and rmap.params.get("drag_groups", "all") == drag_groups:
+    by component and the point drags of its scaled / rotated moves (``move_affine="points"``);
+    otherwise it is rebuilt from the same drags, region and parameters (literal rounding: cells
+    inside the hull, half-up; ``"all"``: one field of every drag; ``"translate"``: the first
+    ``params["n_drags"]`` drags, the instructions' own)."""
+    n = int(rmap.params.get("n_drags", rmap.handles.shape[0]))
+    strip = move_affine == "translate" and n < rmap.handles.shape[0]
+    if bool(rmap.params.get("snap", False)) == bool(subtoken) and rmap.params.get("drag_groups", "all") == drag_groups \
+            and not strip:
         return rmap
     p = rmap.params
-    return replace(build_reverse_map(rmap.handles, rmap.targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
-                             eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
-                             dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
-                             snap=bool(subtoken), drag_groups=drag_groups),
-                   fine_mask=rmap.fine_mask)
+    k = n if strip else rmap.handles.shape[0]
+    new = build_reverse_map(rmap.handles[:k], rmap.targets[:k], rmap.src_mask, rmap.grid_hw, power=p["power"],
+                            eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
+                            dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
+                            snap=bool(subtoken), drag_groups=drag_groups)
+    return replace(new, fine_mask=rmap.fine_mask, params={**new.params, "n_drags": n})
 
 
 def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
@@ -258,9 +316,33 @@ def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
 def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
     """(patched MODEL clone, controller); ``kw``: overrides of the settings fields."""
     st = overrides(settings, ContextDragSettings, **kw)
+    validate(st, NODE_PCA, PCA_FIELDS + PATCH_FIELDS)
+    check_hole_fill(st)
     return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
                   subtoken=st.subtoken, composite=st.composite, hole_fill=st.hole_fill,
-                  background_lock=st.background_lock, lock_margin=st.lock_margin)
+                  background_lock=st.background_lock, lock_margin=st.lock_margin, warp=st.warp)
+
+
+#: ``hide`` sets that hold the hole fill's slots (the non-source reference tokens under M_DST)
+HIDES_SLOTS = ("overlap", "vacated_overlap")
+
+
+def check_hole_fill(st: ContextDragSettings) -> None:
+    """Refuse ``hole_fill`` with a ``hide`` set that hides its slots (before any model work).
+
+    The hole fill moves the non-source reference tokens under the destination onto the vacated
+    tokens; ``hide="overlap"`` / ``"vacated_overlap"`` hide exactly those tokens from the image
+    queries, so the fill would be computed, hidden and do nothing. The two readings exclude each
+    other (the overlap hidden: the model fills the hole; the hole fill: those tokens show a
+    background there), so the combination is an error naming both settings and the fix rather
+    than a silent precedence rule."""
+    if st.rewrite_ids and st.hole_fill != "none" and st.hide in HIDES_SLOTS:
+        raise FluxDragInputError(
+            f"{NODE_PCA}: input 'hide' is {st.hide!r}, which hides the reference tokens under the "
+            f"destination, and 'hole_fill' (FluxDrag ContextDrag Options) is {st.hole_fill!r}, which "
+            f"moves exactly those tokens onto the vacated area: the fill would be hidden and do nothing. "
+            f"Set hide to 'vacated' (the default) to keep the hole fill, or set hole_fill to 'none' on "
+            f"the Options node to let the model fill the hole under that mask.")
 
 
 def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str, fields: tuple,
@@ -269,7 +351,7 @@ def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str,
     rounding ``st.subtoken`` asks for), then put one ``controller`` on a clone of ``model``."""
     validate(st, node, fields + PATCH_FIELDS)
     dm = require_kontext_flux(model, node)
-    rmap = map_for(_require_map(rmap, node), st.subtoken, st.drag_groups)
+    rmap = map_for(_require_map(rmap, node), st.subtoken, st.drag_groups, st.move_affine)
     ctrl = controller(rmap, **pick(st, fields), **extra, **_patch_args(dm, st, node))
     return patch_model(model, ctrl), ctrl
 
