@@ -296,8 +296,39 @@ def test_move_affine_translate_drops_the_added_point_drags():
     drags = {"version": 1, "image_size": [256, 256], "mask": {"rle": rle_encode(px)},
              "drags": [{"handle": [96, 96], "target": [128, 96], "mode": "move", "scale": [1.5, 1.0]}]}
     rm = build_map(drags, torch.zeros(1, 16, 32, 32))
-    assert rm.params["n_drags"] == 1 and rm.handles.shape[0] == 1 + int(rm.src_mask.sum())
+    assert len(rm.params["drags"]["handles"]) == 1 and rm.handles.shape[0] == 1 + int(rm.src_mask.sum())
     plain = map_for(rm, True, "component", "translate")
+    assert plain.params["move_affine"] == "translate" and map_for(plain, True, "component", "points").handles.shape == rm.handles.shape
     assert plain.handles.shape[0] == 1 and plain.params["snap"] and plain.fine_mask is not None
     assert int(rm.dst_mask.sum()) > int(plain.dst_mask.sum()) == int(rm.src_mask.sum())
     assert map_for(rm, True, "component", "points") is rm
+
+
+def test_rigid_drags_become_one_rotation_and_content_contrast_leaves_the_shadow_behind():
+    """Three drags round a part that fit a rotation are fused (rigid_tolerance) and rotate the
+    region's tokens; with content_contrast the painted pixels that do not stand out from the
+    region's fill (a shadow) are vacated and filled, not moved, while the whole painted region
+    stays free of the lock."""
+    import math
+
+    from fluxdrag.core.reverse_tokens import edited_pixels
+    from fluxdrag.pipelines.contextdrag import build_map, map_for
+    from fluxdrag.toyworld.latent import rle_encode
+
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[96:160, 80:176] = True
+    c, r, th = (128.0, 128.0), 40.0, math.radians(60)
+    drags = [{"handle": [c[0] + r * math.cos(a), c[1] + r * math.sin(a)],
+              "target": [c[0] + r * math.cos(a + th), c[1] + r * math.sin(a + th)], "mode": "drag"}
+             for a in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)]
+    doc = {"version": 1, "image_size": [256, 256], "mask": {"rle": rle_encode(px)}, "drags": drags}
+    lat = torch.zeros(1, 16, 32, 32)
+    lat[:, 0, 12:20, 12:20] = 2.0                 # content: the object; the rest of the paint is flat
+    rm = build_map(doc, lat)
+    assert rm.handles.shape[0] == 1 + int(rm.src_mask.sum())          # one fused drag + its point drags
+    raw = map_for(rm, True, "component", "points", 0.0, rigid_tolerance=0.0)
+    assert raw.handles.shape[0] == 3                                  # the paper: the three drags as given
+    moved = map_for(rm, True, content_contrast=0.5)
+    assert moved.fine_mask.sum() < moved.paint_mask.sum() and bool(moved.fine_mask[12:20, 12:20].all())
+    assert torch.equal(map_for(rm, True, content_contrast=0.0).fine_mask, rm.paint_mask)
+    assert bool(edited_pixels(moved, subtoken=True)[moved.paint_mask].all())

@@ -490,7 +490,7 @@ class PositionConsistentAttention(_ContextDragController):
         p = 2
         h, w = self.rmap.grid_hw
         x = ref[..., :h * p, :w * p]
-        fine = self.rmap.fine_mask
+        fine = self.rmap.painted
         if fine is None:
             fine = self.rmap.src_mask.repeat_interleave(p, 0).repeat_interleave(p, 1)
         from ..core.correspondence import harmonic_fill  # (re-exported there; the submodule alone is circular)

@@ -224,7 +224,7 @@ def edited_pixels(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str
     fine = rmap.fine_mask
     if fine is None:
         return (rmap.src_mask | rmap.dst_mask).repeat_interleave(patch, 0).repeat_interleave(patch, 1)
-    out = fine.clone()
+    out = rmap.painted.clone()      # the whole painted region (a part of it left behind is filled)
     d, s = injection_pairs(rmap)
     if d.numel():
         zero = torch.zeros(d.numel(), 2, dtype=torch.long)

@@ -159,6 +159,20 @@ class ContextDragSettings:
                                          "Options node: the map node builds the 'points' map, the patches drop "
                                          "its added drags for 'translate'.",
                                options=("points", "translate"), node="patch", paper="translate")
+    content_contrast: float = setting(
+        0.5, "Only the painted pixels that stand out from the region's harmonic fill (>= this x the "
+             "part's strongest contrast) move; the rest of the painted region (a cast shadow, background "
+             "painted with the object) is vacated and filled, not carried to the target [ours, as "
+             "LazyDrag's content_contrast]. Needs a painted mask (instructions' mask or the mask input). "
+             "0: the whole painted region moves (the paper). On the Options node.",
+        min=0.0, max=1.0, step=0.05, node="patch", paper=0.0)
+    rigid_tolerance: float = setting(
+        0.2, "Several drags on one part of the mask that fit a rigid motion (residual <= this x drag "
+             "length) become one rotating move drag, followed by point drags (move_affine) [ours, as "
+             "LazyDrag's rigid_tolerance]: the reverse field then rotates the part instead of blending "
+             "its drags' translations. 0: never (the paper's field of point drags). On the Options "
+             "node: the map node builds with the default, the patches rebuild for another value.",
+        min=0.0, max=1.0, step=0.05, node="patch", paper=0.0)
 
 PAPER = paper_settings(ContextDragSettings)
 MAP_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "map"))
@@ -234,9 +248,10 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
             region = pixel_mask_to_token_mask(mask_at(mask, H, W))
         if region is not None and not region.any():
             raise ValueError("the editable mask is empty; draw the region to move or leave it out")
-        handles, targets = td.handles, td.targets
-        if region is not None:      # the map node always builds 'points' (see ContextDragSettings.move_affine)
-            handles, targets = affine_point_drags(td, region)
+        # the map node always builds with the defaults of rigid_tolerance / move_affine (Options
+        # fields); the patches rebuild from the drags kept in params when they differ (map_for)
+        dflt = ContextDragSettings()
+        handles, targets = map_drags(td, region, dflt.rigid_tolerance, dflt.move_affine)
         rmap = build_reverse_map(handles, targets, region, td.grid_hw, power=power, anchor=anchor,
                                  hull=hull != "none", hull_groups="all" if hull == "all" else "component",
                                  snap=True, drag_groups="component")
@@ -245,8 +260,35 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
     pixels = mask_at(mask, H, W) if mask is not None else None
     if pixels is None and ins.mask is not None:
         pixels = (ins.mask if tuple(ins.image_size) == (W, H) else rescale_instructions(ins, (W, H)).mask)
-    return replace(rmap, fine_mask=None if pixels is None else latent_pixel_mask(pixels),
-                   params={**rmap.params, "n_drags": int(td.handles.shape[0])})
+    fine = None if pixels is None else latent_pixel_mask(pixels)
+    score = None
+    if fine is not None and fine.shape == tuple(latent_samples.shape[-2:]):
+        from ..core import correspondence  # noqa: F401  (imports correspondence_latent in its order)
+        from ..core.correspondence_latent import content_score
+
+        score = content_score(latent_samples[:1], fine)
+    drags = {k: v for k, v in td.to_dict().items() if k != "mask"}
+    return replace(rmap, fine_mask=fine, paint_mask=fine, content_score=score,
+                   params={**rmap.params, "drags": drags, "rigid_tolerance": dflt.rigid_tolerance,
+                           "move_affine": dflt.move_affine})
+
+
+def map_drags(td, region: torch.Tensor | None, rigid_tolerance: float,
+              move_affine: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(handles, targets) the reverse map is built from: ``td``'s drags, those of one part that fit
+    a rigid motion fused into one rotating move drag (``rigid_tolerance``,
+    :func:`~fluxdrag.core.correspondence_fields.fuse_rigid_drags`), then each scaled / rotated
+    move drag followed by point drags (``move_affine="points"``, :func:`affine_point_drags`).
+    Without a region (the default discs) the drags as given."""
+    if region is None:
+        return td.handles, td.targets
+    from ..core.correspondence_fields import fuse_rigid_drags
+
+    if rigid_tolerance > 0:
+        td = fuse_rigid_drags(td, region, rigid_tolerance)
+    if move_affine == "points":
+        return affine_point_drags(td, region)
+    return td.handles, td.targets
 
 
 def affine_point_drags(td, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,25 +328,51 @@ def latent_pixel_mask(pixels: torch.Tensor, px: int = 8) -> torch.Tensor:
 
 
 def map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component",
-            move_affine: str = "points") -> ReverseMap:
-    """``rmap`` with the rounding ``subtoken`` and the ``drag_groups`` asked for: the map node always
-    builds the sub-token map (``snap``, see ``ContextDragSettings.subtoken``) with its drags grouped
-    by component and the point drags of its scaled / rotated moves (``move_affine="points"``);
-    otherwise it is rebuilt from the same drags, region and parameters (literal rounding: cells
-    inside the hull, half-up; ``"all"``: one field of every drag; ``"translate"``: the first
-    ``params["n_drags"]`` drags, the instructions' own)."""
-    n = int(rmap.params.get("n_drags", rmap.handles.shape[0]))
-    strip = move_affine == "translate" and n < rmap.handles.shape[0]
-    if bool(rmap.params.get("snap", False)) == bool(subtoken) and rmap.params.get("drag_groups", "all") == drag_groups \
-            and not strip:
-        return rmap
+            move_affine: str = "points", content_contrast: float = 0.0,
+            rigid_tolerance: float = 0.2) -> ReverseMap:
+    """:func:`_map_for`, then the moving content: with ``content_contrast`` > 0 and a map that
+    knows its pixels' contrast (:attr:`ReverseMap.content_score`, from the map node), only the
+    painted pixels at or above it move (:attr:`ReverseMap.fine_mask`); the whole painted region
+    (:attr:`ReverseMap.paint_mask`) is still vacated, filled and left free of the lock."""
+    out = _map_for(rmap, subtoken, drag_groups, move_affine, rigid_tolerance)
+    paint = rmap.painted
+    if paint is None or rmap.content_score is None:
+        return out
+    fine = paint & (rmap.content_score >= content_contrast) if content_contrast > 0 else paint
+    if out.fine_mask is not None and torch.equal(fine, out.fine_mask) and out.paint_mask is not None:
+        return out
+    return replace(out, fine_mask=fine, paint_mask=paint, content_score=rmap.content_score)
+
+
+def _map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component",
+             move_affine: str = "points", rigid_tolerance: float = 0.2) -> ReverseMap:
+    """``rmap`` with the rounding ``subtoken``, the ``drag_groups``, ``move_affine`` and
+    ``rigid_tolerance`` asked for: the map node always builds the sub-token map (``snap``, see
+    ``ContextDragSettings.subtoken``) with its drags grouped by component and prepared with the
+    defaults (:func:`map_drags`); otherwise it is rebuilt from the same region and parameters and
+    the instructions' drags kept in its params (literal rounding: cells inside the hull, half-up;
+    ``"all"``: one field of every drag). A map without its drags (from JSON of an older version)
+    keeps its drags."""
     p = rmap.params
-    k = n if strip else rmap.handles.shape[0]
-    new = build_reverse_map(rmap.handles[:k], rmap.targets[:k], rmap.src_mask, rmap.grid_hw, power=p["power"],
+    redrag = "drags" in p and (p.get("move_affine") != move_affine
+                               or float(p.get("rigid_tolerance", -1)) != float(rigid_tolerance))
+    if bool(p.get("snap", False)) == bool(subtoken) and p.get("drag_groups", "all") == drag_groups and not redrag:
+        return rmap
+    handles, targets = rmap.handles, rmap.targets
+    if redrag:
+        from ..core.instruction_tokens import TokenDrags
+
+        td = TokenDrags.from_dict({**p["drags"], "mask": None})
+        handles, targets = map_drags(td, rmap.src_mask, rigid_tolerance, move_affine)
+    new = build_reverse_map(handles, targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
                             eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
                             dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
                             snap=bool(subtoken), drag_groups=drag_groups)
-    return replace(new, fine_mask=rmap.fine_mask, params={**new.params, "n_drags": n})
+    keep = {k: p[k] for k in ("drags", "rigid_tolerance", "move_affine") if k in p}
+    if redrag:
+        keep.update(rigid_tolerance=float(rigid_tolerance), move_affine=move_affine)
+    return replace(new, fine_mask=rmap.fine_mask, paint_mask=rmap.paint_mask, content_score=rmap.content_score,
+                   params={**new.params, **keep})
 
 
 def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
@@ -351,7 +419,8 @@ def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str,
     rounding ``st.subtoken`` asks for), then put one ``controller`` on a clone of ``model``."""
     validate(st, node, fields + PATCH_FIELDS)
     dm = require_kontext_flux(model, node)
-    rmap = map_for(_require_map(rmap, node), st.subtoken, st.drag_groups, st.move_affine)
+    rmap = map_for(_require_map(rmap, node), st.subtoken, st.drag_groups, st.move_affine, st.content_contrast,
+                   st.rigid_tolerance)
     ctrl = controller(rmap, **pick(st, fields), **extra, **_patch_args(dm, st, node))
     return patch_model(model, ctrl), ctrl
 
