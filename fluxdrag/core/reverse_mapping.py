@@ -346,8 +346,7 @@ class ReverseMap:
 
     @property
     def painted(self) -> torch.Tensor | None:
-        """The painted region at latent pixels: :attr:`paint_mask` when only part of it moves
-        (:attr:`fine_mask` is then the moving content), else :attr:`fine_mask`."""
+        """The painted region at latent pixels: :attr:`paint_mask`, else :attr:`fine_mask`."""
         return self.paint_mask if self.paint_mask is not None else self.fine_mask
 
     @property
