@@ -232,3 +232,104 @@ def test_drag_groups_move_each_object_by_its_own_drag():
                             drag_groups="component")
     assert one.back is None                                   # one group: the plain map
     assert int(build_reverse_map(h, t, src, (16, 16), snap=True, drag_groups="all").dst_mask.sum()) < 18
+
+
+def test_hole_fill_under_a_hidden_overlap_is_a_clear_error_before_any_model_work():
+    """hide overlap / vacated_overlap hides the tokens the hole fill moves onto the holes: refused,
+    naming both settings and the fix; either fix (or no id rewrite: no slots) is accepted."""
+    import pytest
+
+    from fluxdrag.pipelines.common import FluxDragInputError
+    from fluxdrag.pipelines.contextdrag import ContextDragSettings, apply_pca, check_hole_fill
+
+    for hide in ("overlap", "vacated_overlap"):
+        with pytest.raises(FluxDragInputError, match=r"'hide' is .*'hole_fill'.*Set hide to 'vacated'.*'none'"):
+            apply_pca(None, None, hide=hide)               # model and map never looked at
+        check_hole_fill(ContextDragSettings(hide=hide, hole_fill="none"))
+        check_hole_fill(ContextDragSettings(hide=hide, rewrite_ids=False))
+    for hide in ("vacated", "source", "none"):
+        check_hole_fill(ContextDragSettings(hide=hide))
+
+
+def test_pixel_warp_equals_the_token_shift_for_a_translation_and_follows_a_scaling():
+    """warp='pixel' looks every latent pixel up through the reverse field: for a translation (any
+    fraction of a token) it is the sub-token shift of 'token'. A scaled move (the drag's scale,
+    expanded into point drags by affine_point_drags) makes a destination twice as wide, where the
+    drag read as handle -> target alone moves nothing."""
+    from fluxdrag.core.instructions import TokenDrags
+    from fluxdrag.core.reverse_tokens import moved_patch_pixels
+    from fluxdrag.pipelines.contextdrag import affine_point_drags
+
+    src = _region(16, 16, 4, 8, 3, 7)
+    fine = src.repeat_interleave(2, 0).repeat_interleave(2, 1)
+    for target in ([5.5, 6.0], [7.25, 5.75], [9.0, 8.5]):
+        rm = build_reverse_map([[5.0, 6.0]], [target], src, (16, 16), snap=True)
+        rm.fine_mask = fine
+        tok = moved_patch_pixels(rm, subtoken=True, composite=True, warp="token")
+        pix = moved_patch_pixels(rm, subtoken=True, composite=True, warp="pixel")
+        assert all(torch.equal(a, b) for a, b in zip(tok, pix)), target
+    td = TokenDrags(handles=torch.tensor([[5.0, 5.5]], dtype=torch.float64),
+                    targets=torch.tensor([[5.0, 5.5]], dtype=torch.float64), modes=["move"],
+                    scales=torch.tensor([[2.0, 1.0]], dtype=torch.float64), mask=src, grid_hw=(16, 16),
+                    image_hw=(256, 256))
+    h, t = affine_point_drags(td, src)
+    assert h.shape == (1 + int(src.sum()), 2)
+    assert torch.allclose(t[1:, 0] - 5.0, 2 * (h[1:, 0] - 5.0)) and torch.equal(t[1:, 1], h[1:, 1])
+    rm = build_reverse_map(h, t, src, (16, 16), snap=True)
+    rm.fine_mask = fine
+    assert int(rm.dst_mask.any(0).sum()) >= 2 * int(src.any(0).sum()) - 1   # twice as wide
+    plain = build_reverse_map(td.handles, td.targets, src, (16, 16), snap=True)   # 'translate': nothing moves
+    assert int(plain.dst_mask.any(0).sum()) == int(src.any(0).sum())
+    assert affine_point_drags(TokenDrags(handles=td.handles, targets=td.targets + 2, modes=["move"],
+                                         scales=torch.ones(1, 2, dtype=torch.float64), mask=src,
+                                         grid_hw=(16, 16), image_hw=(256, 256)), src)[0].shape == (1, 2)
+
+
+def test_move_affine_translate_drops_the_added_point_drags():
+    """The map node adds the point drags of a scaled move; move_affine='translate' (the paper's
+    reading) rebuilds the map from the instructions' own drags."""
+    from fluxdrag.pipelines.contextdrag import build_map, map_for
+
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[64:128, 64:128] = True
+    from fluxdrag.toyworld.latent import rle_encode
+    drags = {"version": 1, "image_size": [256, 256], "mask": {"rle": rle_encode(px)},
+             "drags": [{"handle": [96, 96], "target": [128, 96], "mode": "move", "scale": [1.5, 1.0]}]}
+    rm = build_map(drags, torch.zeros(1, 16, 32, 32))
+    assert len(rm.params["drags"]["handles"]) == 1 and rm.handles.shape[0] == 1 + int(rm.src_mask.sum())
+    plain = map_for(rm, True, "component", "translate")
+    again = map_for(plain, True, "component", "points")
+    assert plain.params["move_affine"] == "translate" and again.handles.shape == rm.handles.shape
+    assert plain.handles.shape[0] == 1 and plain.params["snap"] and plain.fine_mask is not None
+    assert int(rm.dst_mask.sum()) > int(plain.dst_mask.sum()) == int(rm.src_mask.sum())
+    assert map_for(rm, True, "component", "points") is rm
+
+
+def test_rigid_drags_become_one_rotation_and_content_contrast_leaves_the_shadow_behind():
+    """Three drags round a part that fit a rotation are fused (rigid_tolerance) and rotate the
+    region's tokens; with content_contrast the painted pixels that do not stand out from the
+    region's fill (a shadow) are vacated and filled, not moved, while the whole painted region
+    stays free of the lock."""
+    import math
+
+    from fluxdrag.core.reverse_tokens import edited_pixels
+    from fluxdrag.pipelines.contextdrag import build_map, map_for
+    from fluxdrag.toyworld.latent import rle_encode
+
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[96:160, 80:176] = True
+    c, r, th = (128.0, 128.0), 40.0, math.radians(60)
+    drags = [{"handle": [c[0] + r * math.cos(a), c[1] + r * math.sin(a)],
+              "target": [c[0] + r * math.cos(a + th), c[1] + r * math.sin(a + th)], "mode": "drag"}
+             for a in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)]
+    doc = {"version": 1, "image_size": [256, 256], "mask": {"rle": rle_encode(px)}, "drags": drags}
+    lat = torch.zeros(1, 16, 32, 32)
+    lat[:, 0, 12:20, 12:20] = 2.0                 # content: the object; the rest of the paint is flat
+    rm = build_map(doc, lat)
+    assert rm.handles.shape[0] == 1 + int(rm.src_mask.sum())          # one fused drag + its point drags
+    raw = map_for(rm, True, "component", "points", 0.0, rigid_tolerance=0.0)
+    assert raw.handles.shape[0] == 3                                  # the paper: the three drags as given
+    moved = map_for(rm, True, content_contrast=0.5)
+    assert moved.fine_mask.sum() < moved.paint_mask.sum() and bool(moved.fine_mask[12:20, 12:20].all())
+    assert torch.equal(map_for(rm, True, content_contrast=0.0).fine_mask, rm.paint_mask)
+    assert bool(edited_pixels(moved, subtoken=True)[moved.paint_mask].all())

@@ -69,7 +69,7 @@ import torch
 from ..core.dragflow import fill_from_surroundings
 from ..core.errors import public_name
 from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs
-from ..core.reverse_tokens import edited_pixels, hole_slots, moved_patch_pixels, reference_position_ids
+from ..core.reverse_tokens import WARPS, edited_pixels, hole_slots, moved_patch_pixels, reference_position_ids
 from .rope import pe_tokens, rope_reencode
 from .router import AttentionCall, Controller, ForwardContext
 
@@ -397,14 +397,17 @@ class PositionConsistentAttention(_ContextDragController):
 
     def __init__(self, rmap: ReverseMap, *, rewrite_ids: bool, hide: str, hide_from: str, collision: str,
                  subtoken: bool = False, composite: bool = False, hole_fill: str = "none",
-                 background_lock: float = 0.0, lock_margin: int = 1,
+                 background_lock: float = 0.0, lock_margin: int = 1, warp: str = "token",
                  exclude_sources: Optional[bool] = None, keep_index: bool = True,
                  vacated_offset: Optional[Sequence[float]] = None, **kw):
         super().__init__(rmap, **kw)
         if hole_fill not in HOLE_FILLS:
             raise ValueError(f"hole_fill must be one of {HOLE_FILLS}, got {hole_fill!r}")
         self.subtoken, self.composite, self.hole_fill = bool(subtoken), bool(composite), hole_fill
-        self._pixels = moved_patch_pixels(rmap, subtoken=self.subtoken, composite=self.composite)
+        if warp not in WARPS:
+            raise ValueError(f"warp must be one of {WARPS}, got {warp!r}")
+        self.warp = warp
+        self._pixels = moved_patch_pixels(rmap, subtoken=self.subtoken, composite=self.composite, warp=warp)
         empty = torch.zeros(0, dtype=torch.long)
         self._slots = hole_slots(rmap) if rewrite_ids and hole_fill != "none" else (empty, empty)
         if not 0.0 <= background_lock <= 1.0 or lock_margin < 0:
@@ -412,7 +415,7 @@ class PositionConsistentAttention(_ContextDragController):
                              f"{lock_margin}")
         self.background_lock, self.lock_margin = float(background_lock), int(lock_margin)
         # the moved content is shifted whenever subtoken is on (composite or not): keep those pixels free
-        edit = edited_pixels(rmap, subtoken=self.subtoken).float()[None, None]
+        edit = edited_pixels(rmap, subtoken=self.subtoken, warp=warp).float()[None, None]
         k = 2 * self.lock_margin + 1
         #: latent pixels held to the reference (outside the edited pixels grown by lock_margin)
         self.locked = ~(torch.nn.functional.max_pool2d(edit, k, stride=1, padding=self.lock_margin)[0, 0] > 0)
@@ -487,7 +490,7 @@ class PositionConsistentAttention(_ContextDragController):
         p = 2
         h, w = self.rmap.grid_hw
         x = ref[..., :h * p, :w * p]
-        fine = self.rmap.fine_mask
+        fine = self.rmap.painted
         if fine is None:
             fine = self.rmap.src_mask.repeat_interleave(p, 0).repeat_interleave(p, 1)
         from ..core.correspondence import harmonic_fill  # (re-exported there; the submodule alone is circular)

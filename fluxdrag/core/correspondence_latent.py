@@ -108,22 +108,33 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     never carried to the target. ``contrast`` 0: every painted pixel (the paper moves the whole
     region). ``behind`` [ours]: unpainted objects in front (:func:`unpainted_objects`); the fill
     runs behind them too, so a shadow painted next to one is not read against its colour."""
-    from .correspondence_fields import _components
-
     P = editable.to(torch.bool).cpu()
     if contrast <= 0 or not bool(P.any()):
         return P.clone()
+    return P & (content_score(latent, P, behind) >= contrast)
+
+
+def content_score(latent: torch.Tensor, editable: torch.Tensor,
+                  behind: torch.Tensor | None = None) -> torch.Tensor:
+    """(H, W) float: each pixel of ``editable``'s contrast against the region's harmonic fill
+    over the strongest such contrast of its 8-connected part (1 in a part without contrast, 0
+    outside ``editable``); :func:`content_pixels` keeps those at or above its ``contrast``."""
+    from .correspondence_fields import _components
+
+    P = editable.to(torch.bool).cpu()
+    out = torch.zeros(P.shape, dtype=torch.float32)
+    if not bool(P.any()):
+        return out
     z = latent.detach().float().cpu()
     z = z[0] if z.dim() == 4 else z
     region = P if behind is None else P | behind.to(torch.bool).cpu()
     s = (z - harmonic_fill(z[None], region)[0]).norm(dim=0)
     lab = _components(P)
-    keep = torch.zeros_like(P)
     for k in range(int(lab.max()) + 1):
         part = lab == k
         top = float(s[part].max())
-        keep |= part & (s >= contrast * top) if top > 0 else part
-    return keep
+        out[part] = s[part] / top if top > 0 else 1.0
+    return out
 
 
 def _grow(mask: torch.Tensor, r: int = 1) -> torch.Tensor:

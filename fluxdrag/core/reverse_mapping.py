@@ -324,7 +324,11 @@ class ReverseMap:
     with ``drag_groups="component"`` and several groups stores its own); fine_mask: the region
     to move at latent-pixel resolution, bool (patch·h, patch·w) (a token is patch × patch latent
     pixels), or None when it is only known by token (the default discs): what
-    :func:`~fluxdrag.core.reverse_tokens.moved_patch_pixels` composites with.
+    :func:`~fluxdrag.core.reverse_tokens.moved_patch_pixels` composites with; paint_mask: the
+    whole painted region at latent pixels when fine_mask is only its content (the rest, e.g. a
+    cast shadow, is vacated and filled, not moved), else None; content_score: float (patch·h,
+    patch·w), each painted pixel's contrast against the region's harmonic fill over its part's
+    strongest (``core.correspondence_latent.content_score``), or None (not kept in the JSON).
     """
 
     grid_hw: tuple[int, int]
@@ -337,6 +341,13 @@ class ReverseMap:
     params: dict[str, Any] = field(default_factory=dict)
     fine_mask: torch.Tensor | None = None
     back: torch.Tensor | None = None
+    paint_mask: torch.Tensor | None = None
+    content_score: torch.Tensor | None = None
+
+    @property
+    def painted(self) -> torch.Tensor | None:
+        """The painted region at latent pixels: :attr:`paint_mask`, else :attr:`fine_mask`."""
+        return self.paint_mask if self.paint_mask is not None else self.fine_mask
 
     @property
     def vacated_mask(self) -> torch.Tensor:
@@ -395,6 +406,7 @@ class ReverseMap:
             "pairs": pairs,
             "params": dict(self.params),
             "fine_mask": None if self.fine_mask is None else rle_encode(self.fine_mask),
+            "paint_mask": None if self.paint_mask is None else rle_encode(self.paint_mask),
             "back": None if self.back is None else self.back.reshape(-1, 2).tolist(),
         }
 
@@ -437,6 +449,7 @@ class ReverseMap:
             src=src,
             params=dict(d.get("params", {})),
             fine_mask=fine,
+            paint_mask=None if d.get("paint_mask") is None else rle_decode(d["paint_mask"], "paint_mask"),
             back=None if d.get("back") is None else torch.tensor(d["back"], dtype=torch.float64).reshape(h, w, 2),
         )
 

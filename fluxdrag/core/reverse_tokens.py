@@ -60,6 +60,55 @@ def _pair_shifts(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor,
     return shift
 
 
+WARPS = ("token", "pixel")
+
+
+def _pair_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, patch: int,
+                 warp: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) (n, patch, patch) long: the reference latent pixels each pair's destination q
+    shows, by sub-token shift of its source token (``warp="token"``, see :func:`subtoken_shifts`)
+    or by the reverse field looked up at each of q's latent pixels (``"pixel"`` [ours]).
+
+    ``"pixel"``: the latent pixel (i, j) of token q has its centre at q + ((j − ½) / patch,
+    (i − ½) / patch) in token units (patch 2: ±¼); its source is the nearest latent pixel to
+    the field's continuous source there (:func:`reverse_lookup` with the map's own drags and
+    parameters), taken as the token warp's pixel moved by the field's departure from its token's
+    translation, so for a translation both warps give the same pixels, ties included (a merged
+    map of several drag groups stores its field per token only, :attr:`ReverseMap.back`, and
+    keeps the token warp). For a rotation,
+    scaling or bend each latent pixel follows the field instead of its whole token, so the
+    region turns and scales below the token grid. A destination held in place (an anchor: its
+    source more than half a token from q + W(q)) shows its source unshifted, as with tokens."""
+    h, w = rmap.grid_hw
+    shift = _pair_shifts(rmap, dst_idx, src_idx, patch)
+    rows, cols = _patch_grid(src_idx, shift, (h, w), patch)
+    if warp == "token" or not dst_idx.numel():
+        return rows, cols
+    if warp not in WARPS:
+        raise ValueError(f"warp must be one of {WARPS}, got {warp!r}")
+    # the token warp's pixels, moved by how far the field at each pixel departs from the field at
+    # its token translated (zero for a translation: both warps agree to the last tie)
+    off = (torch.arange(patch, dtype=torch.float64) + 0.5) / patch - 0.5          # pixel centres, token units
+    oy, ox = off[:, None].expand(patch, patch), off[None, :].expand(patch, patch)
+    b_tok = _back(rmap, dst_idx).to(torch.float64)                                # (n, 2) x, y
+    if rmap.back is not None:
+        return rows, cols                      # a merged map stores its field per token only
+    prm = rmap.params
+    qx = (dst_idx % w).to(torch.float64)[:, None, None] + ox
+    qy = (dst_idx // w).to(torch.float64)[:, None, None] + oy
+    pts = torch.stack([qx.reshape(-1), qy.reshape(-1)], 1)
+    b = reverse_lookup(pts, rmap.handles, rmap.targets, anchor=prm.get("anchor", "target"),
+                       power=prm.get("power", 2.0), eps=prm.get("eps", 1e-12),
+                       fixed_point_iters=prm.get("fixed_point_iters", 5)).reshape(-1, patch, patch, 2)
+    dx = b[..., 0] - (b_tok[:, 0, None, None] + ox)
+    dy = b[..., 1] - (b_tok[:, 1, None, None] + oy)
+    s = torch.stack([src_idx % w, src_idx // w], 1).to(torch.float64)
+    held = ((b_tok - s).abs() > 0.5 + 1e-9).any(1)[:, None, None]   # anchors: their source unshifted
+    rows = torch.where(held, rows, rows + round_half_up(dy * patch).long())
+    cols = torch.where(held, cols, cols + round_half_up(dx * patch).long())
+    return rows.clamp(0, h * patch - 1), cols.clamp(0, w * patch - 1)
+
+
 def _patch_grid(src_idx: torch.Tensor, shift: torch.Tensor, grid_hw, patch: int) -> tuple:
     """(rows, cols) (n, patch, patch) long: the latent pixels of each source token moved by ``shift``
     (clamped to the latent)."""
@@ -80,8 +129,8 @@ def _first_per_source(src_idx: torch.Tensor) -> torch.Tensor:
     return order[first]
 
 
-def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool,
-                       patch: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, patch: int = 2,
+                       warp: str = "token") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(token_flat_idx (n,), rows (n, patch, patch), cols (n, patch, patch)) long: the reference
     tokens whose content changes, and the reference latent pixels each is re-embedded from
     (Position-Consistent Attention), in the token's own pixel layout. Tokens left as they are
@@ -101,7 +150,10 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool,
     destination that would carry it has its source outside M_SRC and is no destination (a thin ring
     lost an arc on the toy benchmark). The reference token at such a q (one token around M_DST, not
     in M_SRC: it stays where it is, with its own ids) is re-embedded with those region pixels over
-    its own."""
+    its own.
+
+    ``warp="pixel"`` (with ``subtoken``) looks each destination latent pixel up through the
+    reverse field instead of shifting the whole source token (:func:`_pair_pixels`)."""
     h, w = rmap.grid_hw
     dst_idx, src_idx = injection_pairs(rmap)
     empty = torch.zeros(0, dtype=torch.long)
@@ -111,8 +163,9 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool,
     s, q = src_idx[pick], dst_idx[pick]
     shift = torch.zeros(s.numel(), 2, dtype=torch.long)
     if subtoken:
-        shift = subtoken_shifts(rmap, patch)[1]  # same order: by source, first destination each
-    rows, cols = _patch_grid(s, shift, (h, w), patch)
+        rows, cols = _pair_pixels(rmap, q, s, patch, warp)   # by source, first destination each
+    else:
+        rows, cols = _patch_grid(s, shift, (h, w), patch)
     own_r, own_c = _patch_grid(s, torch.zeros_like(shift), (h, w), patch)
     fine = rmap.fine_mask
     if composite and fine is not None:
@@ -124,9 +177,9 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool,
         rows, cols = torch.where(bg, q_rows, rows), torch.where(bg, q_cols, cols)
         if subtoken:
             got = torch.zeros_like(fine)
-            all_r, all_c = _patch_grid(src_idx, _pair_shifts(rmap, dst_idx, src_idx, patch), (h, w), patch)
+            all_r, all_c = _pair_pixels(rmap, dst_idx, src_idx, patch, warp)
             got[all_r, all_c] = True
-            sp = _spill(rmap, fine & ~got, patch)
+            sp = _spill(rmap, fine & ~got, patch, warp)
             if sp is not None:
                 s = torch.cat([s, sp[0]])
                 rows, cols = torch.cat([rows, sp[1]]), torch.cat([cols, sp[2]])
@@ -137,7 +190,7 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool,
     return s[changed], rows[changed], cols[changed]
 
 
-def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int):
+def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int, warp: str = "token"):
     """(tokens q, rows, cols) of the reference tokens around M_DST that get the ``lost`` region
     pixels their shifted source would carry (see :func:`moved_patch_pixels`), or None."""
     if not bool(lost.any()):
@@ -152,7 +205,7 @@ def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int):
     ok = (src_xy[:, 0] >= 0) & (src_xy[:, 0] < w) & (src_xy[:, 1] >= 0) & (src_xy[:, 1] < h)
     cand, src_xy = cand[ok], src_xy[ok]
     src = src_xy[:, 1] * w + src_xy[:, 0]
-    rows, cols = _patch_grid(src, _pair_shifts(rmap, cand, src, patch), (h, w), patch)
+    rows, cols = _pair_pixels(rmap, cand, src, patch, warp)
     take = lost[rows, cols]
     keep = take.flatten(1).any(1)
     if not bool(keep.any()):
@@ -162,7 +215,7 @@ def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int):
     return cand, torch.where(take, rows, q_rows), torch.where(take, cols, q_cols)
 
 
-def edited_pixels(rmap: ReverseMap, *, subtoken: bool, patch: int = 2) -> torch.Tensor:
+def edited_pixels(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str = "token") -> torch.Tensor:
     """Bool (patch·h, patch·w): the latent pixels an edit may change [ours]: the region (its
     :attr:`~ReverseMap.fine_mask`) and the pixels of every destination that show a region pixel
     (shifted by :func:`subtoken_shifts` with ``subtoken``, spilled ones included, see
@@ -171,18 +224,18 @@ def edited_pixels(rmap: ReverseMap, *, subtoken: bool, patch: int = 2) -> torch.
     fine = rmap.fine_mask
     if fine is None:
         return (rmap.src_mask | rmap.dst_mask).repeat_interleave(patch, 0).repeat_interleave(patch, 1)
-    out = fine.clone()
+    out = rmap.painted.clone()      # the whole painted region (a part of it left behind is filled)
     d, s = injection_pairs(rmap)
     if d.numel():
-        shift = _pair_shifts(rmap, d, s, patch) if subtoken else torch.zeros(d.numel(), 2, dtype=torch.long)
-        rows, cols = _patch_grid(s, shift, (h, w), patch)
-        q_rows, q_cols = _patch_grid(d, torch.zeros_like(shift), (h, w), patch)
+        zero = torch.zeros(d.numel(), 2, dtype=torch.long)
+        rows, cols = _pair_pixels(rmap, d, s, patch, warp) if subtoken else _patch_grid(s, zero, (h, w), patch)
+        q_rows, q_cols = _patch_grid(d, zero, (h, w), patch)
         obj = fine[rows, cols]
         out[q_rows[obj], q_cols[obj]] = True
         if subtoken:
             got = torch.zeros_like(fine)
             got[rows, cols] = True
-            sp = _spill(rmap, fine & ~got, patch)
+            sp = _spill(rmap, fine & ~got, patch, warp)
             if sp is not None:
                 own = _patch_grid(sp[0], torch.zeros(sp[0].numel(), 2, dtype=torch.long), (h, w), patch)
                 moved = (sp[1] != own[0]) | (sp[2] != own[1])

@@ -15,6 +15,7 @@ from ..attention_patches.contextdrag import (
     HIDE_FROM,
     HOLE_FILLS,
     VISIBILITY,
+    WARPS,
     ContextTokenInjection,
     PositionConsistentAttention,
     parse_block_list,
@@ -141,6 +142,37 @@ class ContextDragSettings:
                                     "tokens. On the Options node; CTI injects what PCA re-embeds.", node="patch",
                           paper=False)
 
+    warp: str = setting("pixel", "How the moved content follows the drag below the token grid (with subtoken) "
+                                 "[ours; the paper moves whole tokens]: 'pixel' looks each latent pixel of a "
+                                 "destination token up through the reverse field, so a rotation, scaling or "
+                                 "bend turns and scales the region at latent-pixel resolution; 'token' shifts "
+                                 "each source token's content as a whole by the rest of the drag (a field of "
+                                 "token translations: a rotated object comes out jagged). Both are the same "
+                                 "for a translation. On the Options node, read by Position-Consistent "
+                                 "Attention.", options=WARPS, node="patch", paper="token")
+
+    move_affine: str = setting("points", "A 'move' drag with a scale or an angle [ours; the paper's drags are "
+                                         "point pairs]: 'points' adds one point drag per region token of "
+                                         "its part, p -> target + scale * R(angle) (p - handle), so the reverse "
+                                         "field scales / rotates the region as the drag asks; 'translate' reads "
+                                         "it as its handle -> target only (the region moves unscaled). On the "
+                                         "Options node: the map node builds the 'points' map, the patches drop "
+                                         "its added drags for 'translate'.",
+                               options=("points", "translate"), node="patch", paper="translate")
+    content_contrast: float = setting(
+        0.5, "Only the painted pixels that stand out from the region's harmonic fill (>= this x the "
+             "part's strongest contrast) move; the rest of the painted region (a cast shadow, background "
+             "painted with the object) is vacated and filled, not carried to the target [ours, as "
+             "LazyDrag's content_contrast]. Needs a painted mask (instructions' mask or the mask input). "
+             "0: the whole painted region moves (the paper). On the Options node.",
+        min=0.0, max=1.0, step=0.05, node="patch", paper=0.0)
+    rigid_tolerance: float = setting(
+        0.2, "Several drags on one part of the mask that fit a rigid motion (residual <= this x drag "
+             "length) become one rotating move drag, followed by point drags (move_affine) [ours, as "
+             "LazyDrag's rigid_tolerance]: the reverse field then rotates the part instead of blending "
+             "its drags' translations. 0: never (the paper's field of point drags). On the Options "
+             "node: the map node builds with the default, the patches rebuild for another value.",
+        min=0.0, max=1.0, step=0.05, node="patch", paper=0.0)
 
 PAPER = paper_settings(ContextDragSettings)
 MAP_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "map"))
@@ -216,7 +248,11 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
             region = pixel_mask_to_token_mask(mask_at(mask, H, W))
         if region is not None and not region.any():
             raise ValueError("the editable mask is empty; draw the region to move or leave it out")
-        rmap = build_reverse_map(td.handles, td.targets, region, td.grid_hw, power=power, anchor=anchor,
+        # the map node always builds with the defaults of rigid_tolerance / move_affine (Options
+        # fields); the patches rebuild from the drags kept in params when they differ (map_for)
+        dflt = ContextDragSettings()
+        handles, targets = map_drags(td, region, dflt.rigid_tolerance, dflt.move_affine)
+        rmap = build_reverse_map(handles, targets, region, td.grid_hw, power=power, anchor=anchor,
                                  hull=hull != "none", hull_groups="all" if hull == "all" else "component",
                                  snap=True, drag_groups="component")
     except ValueError as e:
@@ -224,7 +260,64 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
     pixels = mask_at(mask, H, W) if mask is not None else None
     if pixels is None and ins.mask is not None:
         pixels = (ins.mask if tuple(ins.image_size) == (W, H) else rescale_instructions(ins, (W, H)).mask)
-    return replace(rmap, fine_mask=None if pixels is None else latent_pixel_mask(pixels))
+    fine = None if pixels is None else latent_pixel_mask(pixels)
+    score = None
+    if fine is not None and fine.shape == tuple(latent_samples.shape[-2:]):
+        from ..core import correspondence  # noqa: F401  (imports correspondence_latent in its order)
+        from ..core.correspondence_latent import content_score
+
+        score = content_score(latent_samples[:1], fine)
+    drags = {k: v for k, v in td.to_dict().items() if k != "mask"}
+    return replace(rmap, fine_mask=fine, paint_mask=fine, content_score=score,
+                   params={**rmap.params, "drags": drags, "rigid_tolerance": dflt.rigid_tolerance,
+                           "move_affine": dflt.move_affine})
+
+
+def map_drags(td, region: torch.Tensor | None, rigid_tolerance: float,
+              move_affine: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(handles, targets) the reverse map is built from: ``td``'s drags, those of one part that fit
+    a rigid motion fused into one rotating move drag (``rigid_tolerance``,
+    :func:`~fluxdrag.core.correspondence_fields.fuse_rigid_drags`), then each scaled / rotated
+    move drag followed by point drags (``move_affine="points"``, :func:`affine_point_drags`).
+    Without a region (the default discs) the drags as given."""
+    if region is None:
+        return td.handles, td.targets
+    from ..core.correspondence_fields import fuse_rigid_drags
+
+    if rigid_tolerance > 0:
+        td = fuse_rigid_drags(td, region, rigid_tolerance)
+    if move_affine == "points":
+        return affine_point_drags(td, region)
+    return td.handles, td.targets
+
+
+def affine_point_drags(td, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(handles, targets) (n, 2) token (x, y): ``td``'s drags, each ``move`` drag with a scale or
+    an angle followed by one point drag per region token of its connected part (the part its
+    handle lies in, else the nearest), p → target + r·R(angle)·(p − handle), the instruction's
+    own motion [ours]. The reverse field interpolates its drags exactly at their targets, so with
+    these drags it inverts the scaling / rotation over the region instead of translating it by
+    handle → target (the paper's field of point drags reads a move drag as its two points)."""
+    from ..core.correspondence_fields import move_displacement
+    from ..core.geometry import connected_components
+
+    h, t = td.handles.to(torch.float64), td.targets.to(torch.float64)
+    lab = connected_components(region.to(torch.bool).cpu())
+    yx = torch.nonzero(lab >= 0)
+    if not yx.shape[0]:
+        return h, t
+    pts = yx.flip(1).to(torch.float64)
+    angles = td.angles if td.angles is not None else torch.zeros(len(td.modes), dtype=torch.float64)
+    new_h, new_t = [h], [t]
+    for i, mode in enumerate(td.modes):
+        scale, angle = td.scales[i].to(torch.float64), float(angles[i])
+        if mode != "move" or (bool((scale == 1).all()) and angle % 360 == 0):
+            continue
+        j = int(((pts - h[i]) ** 2).sum(1).argmin())
+        part = pts[(lab[yx[:, 0], yx[:, 1]] == lab[yx[j, 0], yx[j, 1]])]
+        new_h.append(part)
+        new_t.append(part + move_displacement(part, h[i], t[i], scale, angle))
+    return torch.cat(new_h), torch.cat(new_t)
 
 
 def latent_pixel_mask(pixels: torch.Tensor, px: int = 8) -> torch.Tensor:
@@ -234,19 +327,52 @@ def latent_pixel_mask(pixels: torch.Tensor, px: int = 8) -> torch.Tensor:
     return pixels.bool().reshape(H // px, px, W // px, px).any(3).any(1)
 
 
-def map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component") -> ReverseMap:
-    """``rmap`` with the rounding ``subtoken`` and the ``drag_groups`` asked for: the map node always
-    builds the sub-token map (``snap``, see ``ContextDragSettings.subtoken``) with its drags grouped
-    by component; otherwise it is rebuilt from the same drags, region and parameters (literal
-    rounding: cells inside the hull, half-up; ``"all"``: one field of every drag)."""
-    if bool(rmap.params.get("snap", False)) == bool(subtoken) and rmap.params.get("drag_groups", "all") == drag_groups:
-        return rmap
+def map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component",
+            move_affine: str = "points", content_contrast: float = 0.0,
+            rigid_tolerance: float = 0.2) -> ReverseMap:
+    """:func:`_map_for`, then the moving content: with ``content_contrast`` > 0 and a map that
+    knows its pixels' contrast (:attr:`ReverseMap.content_score`, from the map node), only the
+    painted pixels at or above it move (:attr:`ReverseMap.fine_mask`); the whole painted region
+    (:attr:`ReverseMap.paint_mask`) is still vacated, filled and left free of the lock."""
+    out = _map_for(rmap, subtoken, drag_groups, move_affine, rigid_tolerance)
+    paint = rmap.painted
+    if paint is None or rmap.content_score is None:
+        return out
+    fine = paint & (rmap.content_score >= content_contrast) if content_contrast > 0 else paint
+    if out.fine_mask is not None and torch.equal(fine, out.fine_mask) and out.paint_mask is not None:
+        return out
+    return replace(out, fine_mask=fine, paint_mask=paint, content_score=rmap.content_score)
+
+
+def _map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component",
+             move_affine: str = "points", rigid_tolerance: float = 0.2) -> ReverseMap:
+    """``rmap`` with the rounding ``subtoken``, the ``drag_groups``, ``move_affine`` and
+    ``rigid_tolerance`` asked for: the map node always builds the sub-token map (``snap``, see
+    ``ContextDragSettings.subtoken``) with its drags grouped by component and prepared with the
+    defaults (:func:`map_drags`); otherwise it is rebuilt from the same region and parameters and
+    the instructions' drags kept in its params (literal rounding: cells inside the hull, half-up;
+    ``"all"``: one field of every drag). A map without its drags (from JSON of an older version)
+    keeps its drags."""
     p = rmap.params
-    return replace(build_reverse_map(rmap.handles, rmap.targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
-                             eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
-                             dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
-                             snap=bool(subtoken), drag_groups=drag_groups),
-                   fine_mask=rmap.fine_mask)
+    redrag = "drags" in p and (p.get("move_affine") != move_affine
+                               or float(p.get("rigid_tolerance", -1)) != float(rigid_tolerance))
+    if bool(p.get("snap", False)) == bool(subtoken) and p.get("drag_groups", "all") == drag_groups and not redrag:
+        return rmap
+    handles, targets = rmap.handles, rmap.targets
+    if redrag:
+        from ..core.instruction_tokens import TokenDrags
+
+        td = TokenDrags.from_dict({**p["drags"], "mask": None})
+        handles, targets = map_drags(td, rmap.src_mask, rigid_tolerance, move_affine)
+    new = build_reverse_map(handles, targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
+                            eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
+                            dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
+                            snap=bool(subtoken), drag_groups=drag_groups)
+    keep = {k: p[k] for k in ("drags", "rigid_tolerance", "move_affine") if k in p}
+    if redrag:
+        keep.update(rigid_tolerance=float(rigid_tolerance), move_affine=move_affine)
+    return replace(new, fine_mask=rmap.fine_mask, paint_mask=rmap.paint_mask, content_score=rmap.content_score,
+                   params={**new.params, **keep})
 
 
 def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
@@ -258,9 +384,33 @@ def apply_cti(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
 def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) -> tuple:
     """(patched MODEL clone, controller); ``kw``: overrides of the settings fields."""
     st = overrides(settings, ContextDragSettings, **kw)
+    validate(st, NODE_PCA, PCA_FIELDS + PATCH_FIELDS)
+    check_hole_fill(st)
     return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
                   subtoken=st.subtoken, composite=st.composite, hole_fill=st.hole_fill,
-                  background_lock=st.background_lock, lock_margin=st.lock_margin)
+                  background_lock=st.background_lock, lock_margin=st.lock_margin, warp=st.warp)
+
+
+#: ``hide`` sets that hold the hole fill's slots (the non-source reference tokens under M_DST)
+HIDES_SLOTS = ("overlap", "vacated_overlap")
+
+
+def check_hole_fill(st: ContextDragSettings) -> None:
+    """Refuse ``hole_fill`` with a ``hide`` set that hides its slots (before any model work).
+
+    The hole fill moves the non-source reference tokens under the destination onto the vacated
+    tokens; ``hide="overlap"`` / ``"vacated_overlap"`` hide exactly those tokens from the image
+    queries, so the fill would be computed, hidden and do nothing. The two readings exclude each
+    other (the overlap hidden: the model fills the hole; the hole fill: those tokens show a
+    background there), so the combination is an error naming both settings and the fix rather
+    than a silent precedence rule."""
+    if st.rewrite_ids and st.hole_fill != "none" and st.hide in HIDES_SLOTS:
+        raise FluxDragInputError(
+            f"{NODE_PCA}: input 'hide' is {st.hide!r}, which hides the reference tokens under the "
+            f"destination, and 'hole_fill' (FluxDrag ContextDrag Options) is {st.hole_fill!r}, which "
+            f"moves exactly those tokens onto the vacated area: the fill would be hidden and do nothing. "
+            f"Set hide to 'vacated' (the default) to keep the hole fill, or set hole_fill to 'none' on "
+            f"the Options node to let the model fill the hole under that mask.")
 
 
 def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str, fields: tuple,
@@ -269,7 +419,8 @@ def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str,
     rounding ``st.subtoken`` asks for), then put one ``controller`` on a clone of ``model``."""
     validate(st, node, fields + PATCH_FIELDS)
     dm = require_kontext_flux(model, node)
-    rmap = map_for(_require_map(rmap, node), st.subtoken, st.drag_groups)
+    rmap = map_for(_require_map(rmap, node), st.subtoken, st.drag_groups, st.move_affine, st.content_contrast,
+                   st.rigid_tolerance)
     ctrl = controller(rmap, **pick(st, fields), **extra, **_patch_args(dm, st, node))
     return patch_model(model, ctrl), ctrl
 
