@@ -97,8 +97,48 @@ def harmonic_fill(latent: torch.Tensor, region: torch.Tensor, iters: int = 0) ->
     return x.to(latent.dtype)
 
 
+def texture_fill(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor | None = None,
+                 ring: int = 2, reach: int = 0) -> torch.Tensor | None:
+    """[ours] The image's own continuation into ``region`` (H, W): the latent (C, H, W) copied from
+    the offset (|dx|, |dy| ≤ ``reach``; 0: min(H, W) // 3) whose copy best matches the ``ring``
+    pixels around the region (least squares), plus the membrane (:func:`harmonic_fill`) of the
+    copy's mismatch on the ring, so it joins without a step. A texture continues with its own
+    cells, a smooth background as a smooth one. The copied pixels and their ring must lie inside
+    the image and off ``region`` and ``avoid``. None when no offset qualifies."""
+    z = latent.detach().float()
+    R = region.to(torch.bool).cpu()
+    H, W = R.shape
+    reach = reach or max(1, min(H, W) // 3)
+    near = F.max_pool2d(R[None, None].float(), 2 * ring + 1, 1, ring)[0, 0].bool()
+    rim = near & ~R
+    bad = R if avoid is None else R | avoid.to(torch.bool).cpu()
+    ys, xs = torch.nonzero(near, as_tuple=True)
+    ry, rx = torch.nonzero(rim, as_tuple=True)
+    best, off = float("inf"), None
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            sy, sx = ys + dy, xs + dx
+            if int(sy.min()) < 0 or int(sx.min()) < 0 or int(sy.max()) >= H or int(sx.max()) >= W:
+                continue
+            if bool(bad[sy, sx].any()):
+                continue
+            err = float((z[:, ry, rx] - z[:, ry + dy, rx + dx]).pow(2).sum(0).mean())
+            if err < best:
+                best, off = err, (dy, dx)
+    if off is None:
+        return None
+    dy, dx = off
+    shifted = z.clone()
+    sy, sx = ys + dy, xs + dx
+    shifted[:, ys, xs] = z[:, sy, sx]
+    mismatch = torch.zeros_like(z)
+    mismatch[:, ry, rx] = z[:, ry, rx] - shifted[:, ry, rx]
+    return shifted + harmonic_fill(mismatch[None], R)[0]
+
+
 def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float,
-                   behind: torch.Tensor | None = None) -> torch.Tensor:
+                   behind: torch.Tensor | None = None, one_piece: bool = False,
+                   texture: bool = False) -> torch.Tensor:
     """[ours] The painted pixels that carry content: (H, W) bool, those of ``editable`` whose
     latent stands out from the region's harmonic fill (:func:`harmonic_fill`, what the
     surroundings would continue into it) by at least ``contrast`` × the strongest such contrast
@@ -107,7 +147,13 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     with the object) changes with the scene, not with the object: it is vacated and filled,
     never carried to the target. ``contrast`` 0: every painted pixel (the paper moves the whole
     region). ``behind`` [ours]: unpainted objects in front (:func:`unpainted_objects`); the fill
-    runs behind them too, so a shadow painted next to one is not read against its colour."""
+    runs behind them too, so a shadow painted next to one is not read against its colour.
+    ``one_piece`` [ours]: the dragged object is one piece: of each part's standing-out pixels only
+    the largest 8-connected piece moves (pieces that only an object in front of them, ``behind``,
+    separates count as one); the smaller ones (a texture's cell or a shadow's edge inside the
+    paint) are background and are filled. ``texture`` [ours]: a pixel must also stand out from the
+    image's own continuation into the region (:func:`texture_fill`): a texture's cell in the
+    painted shadow stands out from the membrane, not from the texture continued."""
     from .correspondence_fields import _components
 
     P = editable.to(torch.bool).cpu()
@@ -117,13 +163,32 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     z = z[0] if z.dim() == 4 else z
     region = P if behind is None else P | behind.to(torch.bool).cpu()
     s = (z - harmonic_fill(z[None], region)[0]).norm(dim=0)
+    if texture:
+        tex = texture_fill(z, P, avoid=None if behind is None else behind.to(torch.bool).cpu())
+        if tex is not None:
+            s = torch.minimum(s, (z - tex).norm(dim=0))
     lab = _components(P)
     keep = torch.zeros_like(P)
     for k in range(int(lab.max()) + 1):
         part = lab == k
         top = float(s[part].max())
-        keep |= part & (s >= contrast * top) if top > 0 else part
+        sel = part & (s >= contrast * top) if top > 0 else part
+        if one_piece:
+            sel = _largest_piece(sel, None if behind is None else behind.to(torch.bool).cpu() & ~P)
+        keep |= sel
     return keep
+
+
+def _largest_piece(mask: torch.Tensor, bridge: torch.Tensor | None) -> torch.Tensor:
+    """The largest 8-connected piece of ``mask`` (by its own pixels), pieces joined through
+    ``bridge`` pixels counting as one."""
+    from .correspondence_fields import _components
+
+    lab = _components(mask if bridge is None else mask | bridge)
+    if int(lab.max()) < 1:
+        return mask.clone()
+    counts = torch.bincount(lab[mask], minlength=int(lab.max()) + 1)
+    return mask & (lab == int(counts.argmax()))
 
 
 def _grow(mask: torch.Tensor, r: int = 1) -> torch.Tensor:
