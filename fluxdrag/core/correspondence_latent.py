@@ -100,19 +100,20 @@ def harmonic_fill(latent: torch.Tensor, region: torch.Tensor, iters: int = 0) ->
 def texture_fill(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor | None = None,
                  ring: int = 2, reach: int = 0) -> torch.Tensor | None:
     """[ours] The image's own continuation into ``region`` (H, W): the latent (C, H, W) copied from
-    the offset (|dx|, |dy| ≤ ``reach``; 0: min(H, W) // 3) whose copy best matches the ``ring``
-    pixels around the region (least squares), plus the membrane (:func:`harmonic_fill`) of the
-    copy's mismatch on the ring, so it joins without a step. A texture continues with its own
-    cells, a smooth background as a smooth one. The copied pixels and their ring must lie inside
-    the image and off ``region`` and ``avoid``. None when no offset qualifies."""
+    the offset (|dx|, |dy| ≤ ``reach``; 0: min(H, W) // 2) whose copy best matches the ``ring``
+    pixels around the region (mean square over the ring pixels whose copy lies inside the image
+    and off ``region`` and ``avoid``, at least half of the ring), plus the membrane
+    (:func:`harmonic_fill`) of the copy's mismatch on the ring, so it joins without a step. A
+    texture continues with its own cells, a smooth background as a smooth one. The region's copy
+    must lie inside the image and off ``region`` and ``avoid``. None when no offset qualifies."""
     z = latent.detach().float()
     R = region.to(torch.bool).cpu()
     H, W = R.shape
-    reach = reach or max(1, min(H, W) // 3)
+    reach = reach or max(1, min(H, W) // 2)
     near = F.max_pool2d(R[None, None].float(), 2 * ring + 1, 1, ring)[0, 0].bool()
     rim = near & ~R
     bad = R if avoid is None else R | avoid.to(torch.bool).cpu()
-    ys, xs = torch.nonzero(near, as_tuple=True)
+    ys, xs = torch.nonzero(R, as_tuple=True)
     ry, rx = torch.nonzero(rim, as_tuple=True)
     best, off = float("inf"), None
     for dy in range(-reach, reach + 1):
@@ -122,17 +123,21 @@ def texture_fill(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor
                 continue
             if bool(bad[sy, sx].any()):
                 continue
-            err = float((z[:, ry, rx] - z[:, ry + dy, rx + dx]).pow(2).sum(0).mean())
+            qy, qx = ry + dy, rx + dx
+            ok = (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
+            ok[ok.clone()] = ~bad[qy[ok], qx[ok]]
+            if 2 * int(ok.sum()) < ry.numel():
+                continue
+            err = float((z[:, ry[ok], rx[ok]] - z[:, qy[ok], qx[ok]]).pow(2).sum(0).mean())
             if err < best:
-                best, off = err, (dy, dx)
+                best, off = err, (dy, dx, ok)
     if off is None:
         return None
-    dy, dx = off
+    dy, dx, ok = off
     shifted = z.clone()
-    sy, sx = ys + dy, xs + dx
-    shifted[:, ys, xs] = z[:, sy, sx]
-    mismatch = torch.zeros_like(z)
-    mismatch[:, ry, rx] = z[:, ry, rx] - shifted[:, ry, rx]
+    shifted[:, ys, xs] = z[:, ys + dy, xs + dx]
+    mismatch = torch.zeros_like(z)      # the copy's step on the ring (0 where it has no copy)
+    mismatch[:, ry[ok], rx[ok]] = z[:, ry[ok], rx[ok]] - z[:, ry[ok] + dy, rx[ok] + dx]
     return shifted + harmonic_fill(mismatch[None], R)[0]
 
 
