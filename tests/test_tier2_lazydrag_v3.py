@@ -66,8 +66,8 @@ def test_lazydrag_v3_regression(measured, family):
 
 def test_paper_settings_reproduce_the_paper_mode(v3, monkeypatch):
     """``content_lock`` 0 with the paper's settings (every departure at its paper value, the new
-    ``content_contrast`` 0, ``swing`` off, ``occluder_contrast`` 0 and ``depth`` "over" among
-    them): the new rules never run, the map is the one the paper's reading builds (an elastic drag
+    ``content_contrast`` 0, ``swing`` off, ``occluder_contrast`` 0, ``depth`` "over",
+    ``content_piece`` "all" and ``content_reference`` "membrane" among them): the new rules never run, the map is the one the paper's reading builds (an elastic drag
     stays elastic), and the edit is the paper mode's, bit for bit, whether the new fields are given
     or left to PAPER."""
     import fluxdrag.core.correspondence as corr
@@ -80,6 +80,7 @@ def test_paper_settings_reproduce_the_paper_mode(v3, monkeypatch):
     paper_values = departures(ld.LazyDragSettings)
     assert ld.PAPER.content_lock == 0.0 and ld.PAPER.content_contrast == 0.0 and ld.PAPER.swing is False
     assert ld.PAPER.occluder_contrast == 0.0 and ld.PAPER.depth == "over"
+    assert ld.PAPER.content_piece == "all" and ld.PAPER.content_reference == "membrane"
     model, cond, _ = v3
     bend = make_scene(1000 * SEED + 999, "articulated", "bend")
     lit = make_scene(1000 * SEED + 998, "lit", "move")

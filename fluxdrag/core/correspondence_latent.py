@@ -101,8 +101,8 @@ def texture_fill(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor
                  ring: int = 2, reach: int = 0) -> torch.Tensor | None:
     """[ours] The image's own continuation into ``region`` (H, W): the latent (C, H, W) copied from
     the offset (|dx|, |dy| ≤ ``reach``; 0: min(H, W) // 2) whose copy best matches the ``ring``
-    pixels around the region (mean square over the ring pixels whose copy lies inside the image
-    and off ``region`` and ``avoid``, at least half of the ring), plus the membrane
+    pixels around the region off ``avoid`` (mean square over the ring pixels whose copy lies
+    inside the image and off ``region`` and ``avoid``, at least half of the ring), plus the membrane
     (:func:`harmonic_fill`) of the copy's mismatch on the ring, so it joins without a step. A
     texture continues with its own cells, a smooth background as a smooth one. The region's copy
     must lie inside the image and off ``region`` and ``avoid``. None when no offset qualifies."""
@@ -111,8 +111,8 @@ def texture_fill(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor
     H, W = R.shape
     reach = reach or max(1, min(H, W) // 2)
     near = F.max_pool2d(R[None, None].float(), 2 * ring + 1, 1, ring)[0, 0].bool()
-    rim = near & ~R
     bad = R if avoid is None else R | avoid.to(torch.bool).cpu()
+    rim = near & ~bad
     ys, xs = torch.nonzero(R, as_tuple=True)
     ry, rx = torch.nonzero(rim, as_tuple=True)
     best, off = float("inf"), None
@@ -157,8 +157,9 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     the largest 8-connected piece moves (pieces that only an object in front of them, ``behind``,
     separates count as one); the smaller ones (a texture's cell or a shadow's edge inside the
     paint) are background and are filled. ``texture`` [ours]: a pixel must also stand out from the
-    image's own continuation into the region (:func:`texture_fill`): a texture's cell in the
-    painted shadow stands out from the membrane, not from the texture continued."""
+    image's own continuation into the region (:func:`texture_fill`) by ``contrast`` × the same
+    yardstick (the membrane's strongest contrast): a texture's cell in the painted shadow stands
+    out from the membrane, not from the texture continued."""
     from .correspondence_fields import _components
 
     P = editable.to(torch.bool).cpu()
@@ -168,16 +169,17 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     z = z[0] if z.dim() == 4 else z
     region = P if behind is None else P | behind.to(torch.bool).cpu()
     s = (z - harmonic_fill(z[None], region)[0]).norm(dim=0)
+    both = s       # the test's contrast; the yardstick (``top``) stays the membrane's
     if texture:
         tex = texture_fill(z, P, avoid=None if behind is None else behind.to(torch.bool).cpu())
         if tex is not None:
-            s = torch.minimum(s, (z - tex).norm(dim=0))
+            both = torch.minimum(s, (z - tex).norm(dim=0))
     lab = _components(P)
     keep = torch.zeros_like(P)
     for k in range(int(lab.max()) + 1):
         part = lab == k
         top = float(s[part].max())
-        sel = part & (s >= contrast * top) if top > 0 else part
+        sel = part & (both >= contrast * top) if top > 0 else part
         if one_piece:
             sel = _largest_piece(sel, None if behind is None else behind.to(torch.bool).cpu() & ~P)
         keep |= sel
