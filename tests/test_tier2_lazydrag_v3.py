@@ -67,9 +67,9 @@ def test_lazydrag_v3_regression(measured, family):
 def test_paper_settings_reproduce_the_paper_mode(v3, monkeypatch):
     """``content_lock`` 0 with the paper's settings (every departure at its paper value, the new
     ``content_contrast`` 0, ``swing`` off, ``occluder_contrast`` 0, ``depth`` "over",
-    ``content_piece`` "all" and ``content_reference`` "membrane" among them): the new rules never run, the map is the one the paper's reading builds (an elastic drag
-    stays elastic), and the edit is the paper mode's, bit for bit, whether the new fields are given
-    or left to PAPER."""
+    ``content_piece`` "all" and ``content_reference`` "membrane" among them): the new rules never
+    run, the map is the one the paper's reading builds (an elastic drag stays elastic), and the edit
+    is the paper mode's, bit for bit, whether the new fields are given or left to PAPER."""
     import fluxdrag.core.correspondence as corr
     import fluxdrag.pipelines.lazydrag as ld
     from bench.toybench import pack_methods
