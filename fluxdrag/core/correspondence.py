@@ -487,5 +487,6 @@ from .correspondence_latent import (  # noqa: E402,F401  (re-exported; that modu
     content_pixels,
     harmonic_fill,
     inpaint_noise,
+    texture_fill,
     unpainted_objects,
 )

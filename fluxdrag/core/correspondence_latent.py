@@ -97,8 +97,53 @@ def harmonic_fill(latent: torch.Tensor, region: torch.Tensor, iters: int = 0) ->
     return x.to(latent.dtype)
 
 
+def texture_fill(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor | None = None,
+                 ring: int = 2, reach: int = 0) -> torch.Tensor | None:
+    """[ours] The image's own continuation into ``region`` (H, W): the latent (C, H, W) copied from
+    the offset (|dx|, |dy| ≤ ``reach``; 0: min(H, W) // 2) whose copy best matches the ``ring``
+    pixels around the region off ``avoid`` (mean square over the ring pixels whose copy lies
+    inside the image and off ``region`` and ``avoid``, at least half of the ring), plus the membrane
+    (:func:`harmonic_fill`) of the copy's mismatch on the ring, so it joins without a step. A
+    texture continues with its own cells, a smooth background as a smooth one. The region's copy
+    must lie inside the image and off ``region`` and ``avoid``. None when no offset qualifies."""
+    z = latent.detach().float()
+    R = region.to(torch.bool).cpu()
+    H, W = R.shape
+    reach = reach or max(1, min(H, W) // 2)
+    near = F.max_pool2d(R[None, None].float(), 2 * ring + 1, 1, ring)[0, 0].bool()
+    bad = R if avoid is None else R | avoid.to(torch.bool).cpu()
+    rim = near & ~bad
+    ys, xs = torch.nonzero(R, as_tuple=True)
+    ry, rx = torch.nonzero(rim, as_tuple=True)
+    best, off = float("inf"), None
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            sy, sx = ys + dy, xs + dx
+            if int(sy.min()) < 0 or int(sx.min()) < 0 or int(sy.max()) >= H or int(sx.max()) >= W:
+                continue
+            if bool(bad[sy, sx].any()):
+                continue
+            qy, qx = ry + dy, rx + dx
+            ok = (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
+            ok[ok.clone()] = ~bad[qy[ok], qx[ok]]
+            if 2 * int(ok.sum()) < ry.numel():
+                continue
+            err = float((z[:, ry[ok], rx[ok]] - z[:, qy[ok], qx[ok]]).pow(2).sum(0).mean())
+            if err < best:
+                best, off = err, (dy, dx, ok)
+    if off is None:
+        return None
+    dy, dx, ok = off
+    shifted = z.clone()
+    shifted[:, ys, xs] = z[:, ys + dy, xs + dx]
+    mismatch = torch.zeros_like(z)      # the copy's step on the ring (0 where it has no copy)
+    mismatch[:, ry[ok], rx[ok]] = z[:, ry[ok], rx[ok]] - z[:, ry[ok] + dy, rx[ok] + dx]
+    return shifted + harmonic_fill(mismatch[None], R)[0]
+
+
 def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float,
-                   behind: torch.Tensor | None = None) -> torch.Tensor:
+                   behind: torch.Tensor | None = None, one_piece: bool = False,
+                   texture: bool = False) -> torch.Tensor:
     """[ours] The painted pixels that carry content: (H, W) bool, those of ``editable`` whose
     latent stands out from the region's harmonic fill (:func:`harmonic_fill`, what the
     surroundings would continue into it) by at least ``contrast`` × the strongest such contrast
@@ -107,18 +152,35 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     with the object) changes with the scene, not with the object: it is vacated and filled,
     never carried to the target. ``contrast`` 0: every painted pixel (the paper moves the whole
     region). ``behind`` [ours]: unpainted objects in front (:func:`unpainted_objects`); the fill
-    runs behind them too, so a shadow painted next to one is not read against its colour."""
+    runs behind them too, so a shadow painted next to one is not read against its colour.
+    ``one_piece`` [ours]: the dragged object is one piece: of each part's standing-out pixels only
+    the largest 8-connected piece moves (pieces that only an object in front of them, ``behind``,
+    separates count as one); the smaller ones (a texture's cell or a shadow's edge inside the
+    paint) are background and are filled. ``texture`` [ours]: a pixel must also stand out from the
+    image's own continuation into the region (:func:`texture_fill`) by ``contrast`` × the same
+    yardstick (the membrane's strongest contrast): a texture's cell in the painted shadow stands
+    out from the membrane, not from the texture continued."""
+    from .correspondence_fields import _components
+
     P = editable.to(torch.bool).cpu()
     if contrast <= 0 or not bool(P.any()):
         return P.clone()
-    return P & (content_score(latent, P, behind) >= contrast)
+    keep = P & (content_score(latent, P, behind, texture=texture) >= contrast)
+    if one_piece:
+        bridge = None if behind is None else behind.to(torch.bool).cpu() & ~P
+        lab = _components(P)
+        keep = torch.zeros_like(P) | torch.stack(
+            [_largest_piece(keep & (lab == k), bridge) for k in range(int(lab.max()) + 1)]).any(0)
+    return keep
 
 
 def content_score(latent: torch.Tensor, editable: torch.Tensor,
-                  behind: torch.Tensor | None = None) -> torch.Tensor:
+                  behind: torch.Tensor | None = None, texture: bool = False) -> torch.Tensor:
     """(H, W) float: each pixel of ``editable``'s contrast against the region's harmonic fill
     over the strongest such contrast of its 8-connected part (1 in a part without contrast, 0
-    outside ``editable``); :func:`content_pixels` keeps those at or above its ``contrast``."""
+    outside ``editable``); :func:`content_pixels` keeps those at or above its ``contrast``.
+    ``texture``: the contrast is the smaller of that and the contrast against the image's own
+    continuation (:func:`texture_fill`); the yardstick stays the membrane's."""
     from .correspondence_fields import _components
 
     P = editable.to(torch.bool).cpu()
@@ -129,12 +191,29 @@ def content_score(latent: torch.Tensor, editable: torch.Tensor,
     z = z[0] if z.dim() == 4 else z
     region = P if behind is None else P | behind.to(torch.bool).cpu()
     s = (z - harmonic_fill(z[None], region)[0]).norm(dim=0)
+    both = s       # the test's contrast; the yardstick (``top``) stays the membrane's
+    if texture:
+        tex = texture_fill(z, P, avoid=None if behind is None else behind.to(torch.bool).cpu())
+        if tex is not None:
+            both = torch.minimum(s, (z - tex).norm(dim=0))
     lab = _components(P)
     for k in range(int(lab.max()) + 1):
         part = lab == k
         top = float(s[part].max())
-        out[part] = s[part] / top if top > 0 else 1.0
+        out[part] = both[part] / top if top > 0 else 1.0
     return out
+
+
+def _largest_piece(mask: torch.Tensor, bridge: torch.Tensor | None) -> torch.Tensor:
+    """The largest 8-connected piece of ``mask`` (by its own pixels), pieces joined through
+    ``bridge`` pixels counting as one."""
+    from .correspondence_fields import _components
+
+    lab = _components(mask if bridge is None else mask | bridge)
+    if int(lab.max()) < 1:
+        return mask.clone()
+    counts = torch.bincount(lab[mask], minlength=int(lab.max()) + 1)
+    return mask & (lab == int(counts.argmax()))
 
 
 def _grow(mask: torch.Tensor, r: int = 1) -> torch.Tensor:

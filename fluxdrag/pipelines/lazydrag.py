@@ -33,6 +33,8 @@ NODE_PATCH = "FluxDrag LazyDrag Patch"
 RESOLUTIONS = ("pixel", "token")
 MAPPINGS = ("backward", "forward")
 DEPTHS = ("auto", "over", "under")
+PIECES = ("largest", "all")
+REFERENCES = ("texture", "membrane")
 
 
 @dataclass
@@ -91,6 +93,16 @@ class LazyDragSettings:
               "painted with the object) is vacated and filled, not carried to the target (ours; 'pixel' "
               "maps, painted masks). 0: the whole painted region moves (the paper).",
         min=0.0, max=1.0, step=0.05, paper=0.0, node="map")
+    content_piece: str = setting(
+        "largest", "Of the painted pixels that stand out (content_contrast), which move: largest (ours): "
+                   "the largest connected piece of each painted part — the dragged object is one piece; a "
+                   "texture's cell or a shadow's edge standing out elsewhere in the paint is filled, not "
+                   "carried; all: every one of them.", options=PIECES, paper="all", node="map")
+    content_reference: str = setting(
+        "texture", "What a painted pixel must stand out from to move (content_contrast): texture (ours): "
+                   "both the membrane of its surroundings and the image's own continuation into the paint "
+                   "(the best-matching offset copy), so a texture's cells under a painted shadow stay; "
+                   "membrane: the membrane only.", options=REFERENCES, paper="membrane", node="map")
     swing: bool = setting(
         True, "A lone 'drag' drag on a part of a painted mask swings the part rigidly about its far end "
               "(the pivot on the handle→target bisector nearest to the part's point farthest from the "
@@ -187,7 +199,9 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
             objects = FrontObjects(latent_samples[:1], pixel, s.occluder_contrast)
             front = objects.touching(pixel)
         if px is not None and s.content_contrast > 0:   # a painted mask, not the default discs
-            content = content_pixels(latent_samples[:1], pixel, s.content_contrast, behind=front)
+            content = content_pixels(latent_samples[:1], pixel, s.content_contrast, behind=front,
+                                     one_piece=s.content_piece == "largest",
+                                     texture=s.content_reference == "texture")
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
                                     rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,

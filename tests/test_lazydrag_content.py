@@ -1,0 +1,78 @@
+"""LazyDrag's content test [ours] (core.correspondence_latent.content_pixels): a painted texture
+cell under a cast shadow stands out from the membrane fill but not from the texture continued
+(``texture``, :func:`texture_fill`), and a stray piece standing out apart from the object is not
+carried (``one_piece``); the paper's settings never run the test."""
+import torch
+
+from fluxdrag.core.correspondence import content_pixels, harmonic_fill, texture_fill
+from fluxdrag.pipelines.lazydrag import PAPER, LazyDragSettings
+
+H = W = 32
+
+
+def _checker(period: int = 8) -> torch.Tensor:
+    """A checkerboard background (16, H, W) of cells ``period // 2`` wide in channel 0."""
+    y, x = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    z = torch.zeros(16, H, W)
+    z[0] = 3.0 * (((x // (period // 2)) + (y // (period // 2))) % 2).float()
+    return z
+
+
+def _scene():
+    """An object (channel 2) painted together with a shadow over the checkerboard below it."""
+    z = _checker()
+    obj = torch.zeros(H, W, dtype=torch.bool)
+    obj[8:14, 10:16] = True
+    painted = obj.clone()
+    painted[14:20, 9:18] = True                     # the painted shadow, over checker cells
+    z[1, 14:20, 9:18] -= 0.3                        # a shallow shadow along another channel
+    z[2, obj] += 3.0
+    return z, obj, painted
+
+
+def test_texture_fill_continues_the_checkerboard():
+    z = _checker()
+    hole = torch.zeros(H, W, dtype=torch.bool)
+    hole[12:20, 12:20] = True
+    got = texture_fill(z, hole)
+    assert got is not None
+    assert float((got - z)[:, hole].abs().max()) < 1e-4           # the cells, exactly
+    assert float((harmonic_fill(z[None], hole)[0] - z)[:, hole].abs().max()) > 0.5   # the membrane blurs them
+
+
+def test_checker_cells_under_a_painted_shadow_stay():
+    z, obj, painted = _scene()
+    membrane = content_pixels(z, painted, 0.5)
+    assert bool((membrane & ~obj).any())            # the membrane reads cells as content
+    got = content_pixels(z, painted, 0.5, texture=True)
+    assert torch.equal(got, obj)
+    # the paper (contrast 0): the whole painted region
+    assert torch.equal(content_pixels(z, painted, 0.0, texture=True, one_piece=True), painted)
+
+
+def test_only_the_largest_piece_moves():
+    z, obj, painted = _scene()
+    stray = torch.zeros(H, W, dtype=torch.bool)
+    stray[18, 16] = True                              # a lone bright pixel in the painted shadow
+    z[3, stray] += 4.0
+    both = content_pixels(z, painted, 0.5, texture=True)
+    assert torch.equal(both, obj | stray)
+    assert torch.equal(content_pixels(z, painted, 0.5, texture=True, one_piece=True), obj)
+    # a piece split from the object only by an object in front of it counts with the object
+    front = torch.zeros(H, W, dtype=torch.bool)
+    front[16:19, 13:16] = True
+    z2 = z.clone()
+    z2[4, front] += 4.0
+    near = torch.zeros(H, W, dtype=torch.bool)
+    near[14:16, 14] = True                            # joins the object's bottom row to the front
+    z2[2, near] += 4.0
+    z2[3, stray] -= 4.0
+    z2[2, stray] += 4.0                               # the stray now touches the front object too
+    got = content_pixels(z2, painted & ~front, 0.5, behind=front, texture=True, one_piece=True)
+    assert bool(got[18, 16]) and bool(got[15, 14])
+
+
+def test_defaults_and_paper_values():
+    s = LazyDragSettings()
+    assert (s.content_piece, s.content_reference) == ("largest", "texture")
+    assert (PAPER.content_piece, PAPER.content_reference) == ("all", "membrane")
