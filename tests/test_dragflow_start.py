@@ -117,7 +117,7 @@ def _lit_scene(H=32, W=32):
 
 
 def test_carried_proposal_moves_the_shadow_as_a_darkening_of_the_new_ground():
-    from fluxdrag.core.dragflow import carried_proposal
+    from fluxdrag.core.dragflow_proposal import carried_proposal
 
     z, obj, shadow = _lit_scene()
     r = Region(obj | shadow, "relocate", target=(18.0, 12.0), begin=(6.0, 12.0))    # 12 cells right
@@ -140,7 +140,7 @@ def test_carried_proposal_moves_the_shadow_as_a_darkening_of_the_new_ground():
 
 
 def test_carried_proposal_depth_keeps_an_unpainted_object_in_front():
-    from fluxdrag.core.dragflow import carried_proposal
+    from fluxdrag.core.dragflow_proposal import carried_proposal
 
     z, obj, shadow = _lit_scene()
     front = _box(32, 32, 9, 15, 18, 24)                  # an unpainted object where the copy lands

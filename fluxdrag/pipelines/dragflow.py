@@ -24,7 +24,6 @@ from ..attention_patches.router import patch_model
 from ..attention_patches.sampling import direct_sampler
 from ..core.cache import TokenCache, format_bytes
 from ..core.dragflow import (
-    carried_proposal,
     destination_mask,
     fill_by_shift,
     fill_from_surroundings,
@@ -36,6 +35,7 @@ from ..core.dragflow import (
 )
 from ..core.dragflow_layers import kv_layers
 from ..core.dragflow_plan import DragFlowPlan
+from ..core.dragflow_proposal import carried_proposal
 from .common import FluxDragInputError, check_finite, log, progress_text, require_flux, sampling_sigmas
 from .dragflow_inputs import (  # noqa: F401  (build_region, add_region, PAPER: re-exported)
     NODE_OPT,
