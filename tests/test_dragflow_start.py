@@ -100,3 +100,57 @@ def test_shifted_fill_continues_stripes_and_keeps_a_smooth_background_smooth():
     assert torch.equal(fill_by_shift(bump, hole), fill_from_surroundings(bump, hole))   # smooth: the blur wins
     # never copied from an avoided cell: with every other cell avoided, the smooth fill stands in
     assert torch.equal(fill_by_shift(stripes, hole, avoid=~hole), fill_from_surroundings(stripes, hole))
+
+
+def _lit_scene(H=32, W=32):
+    """A ground lit along channel 0 as a ramp in x, a bright 4×4 object (channel 1) and its
+    cast shadow: channel 0 darkened by 0.4 on the 4×3 cells right of the object."""
+    xs = torch.arange(W, dtype=torch.float32)
+    z = torch.zeros(1, 4, H, W)
+    z[0, 0] = 0.1 * xs[None, :].expand(H, W)
+    obj = _box(H, W, 10, 14, 4, 8)
+    shadow = _box(H, W, 10, 14, 8, 11)
+    z[0, 1][obj] = 3.0
+    z[0, 0][obj] = 0.0
+    z[0, 0][shadow] -= 0.4
+    return z, obj, shadow
+
+
+def test_carried_proposal_moves_the_shadow_as_a_darkening_of_the_new_ground():
+    from fluxdrag.core.dragflow_proposal import carried_proposal
+
+    z, obj, shadow = _lit_scene()
+    r = Region(obj | shadow, "relocate", target=(18.0, 12.0), begin=(6.0, 12.0))    # 12 cells right
+    out = carried_proposal(z, [r], 0.5, "smooth")[0]
+    new_obj, new_shadow = _box(32, 32, 10, 14, 16, 20), _box(32, 32, 10, 14, 20, 23)
+    assert torch.equal(out[:, new_obj], z[0][:, obj])                       # the object, as it is
+    ground = 0.1 * torch.arange(32.0)[None, :].expand(32, 32)
+    err = (out[0] - (ground - 0.4))[new_shadow].abs().max()
+    assert err < 0.02, err                                                  # the new ground, darkened
+    copied = (z[0, 0][shadow] - (ground - 0.4)[new_shadow]).abs().max()     # a copy: the old ground
+    assert copied > 1.0
+    old = (obj | shadow) & ~(new_obj | new_shadow)
+    assert (out[1][old].abs() < 1e-6).all()                                 # no object left behind
+    assert (out[0][old] - ground[old]).abs().max() < 0.35                   # the old shadow lit again
+    # contrast 0: every painted cell copied as is (the whole region moves)
+    from fluxdrag.pipelines.dragflow import proposal
+
+    same = proposal(z, [r], "smooth", 0.0)[0]
+    assert torch.allclose(same[0][new_shadow], z[0, 0][shadow])
+
+
+def test_carried_proposal_depth_keeps_an_unpainted_object_in_front():
+    from fluxdrag.core.dragflow_proposal import carried_proposal
+
+    z, obj, shadow = _lit_scene()
+    front = _box(32, 32, 9, 15, 18, 24)                  # an unpainted object where the copy lands
+    z[0, 2][front] = 3.0
+    z[0, 0][front] = 0.0
+    r = Region(obj, "relocate", target=(18.0, 12.0), begin=(6.0, 12.0))
+    over = carried_proposal(z, [r], 0.5, "smooth", occluder_contrast=0.5, depth="over")[0]
+    under = carried_proposal(z, [r], 0.5, "smooth", occluder_contrast=0.5, depth="under")[0]
+    auto = carried_proposal(z, [r], 0.5, "smooth", occluder_contrast=0.5, depth="auto")[0]
+    both = _box(32, 32, 10, 14, 18, 20)
+    assert (over[1][both] == 3.0).all() and (over[2][both] == 0).all()     # pasted on top
+    assert (under[2][both] == 3.0).all() and (under[1][both] == 0).all()   # kept behind it
+    assert torch.equal(auto, over)               # it never covered the painted object: no evidence

@@ -24,7 +24,8 @@ seed 7 (LazyDrag hole 0.047 → 0.13, AttentionDrag's residue dropped) and DragF
 than its fix (bg < 0.13, hole < 1.27: ``no_edit`` passed them). Issue 25 recalibrated every method
 on seed 4242 with today's code and weights and moved the test seed to 2718, never used before.
 Issue 27 recalibrated DragFlow's row on seed 4242 by the same rule (its new start latent; before:
-md 0.242, iou 0.841, hole 0.027, id 0.342).
+md 0.242, iou 0.841, hole 0.027, id 0.342), and again for its content/shadow proposal
+(``content_contrast``; before: md 0.113, iou 0.921, hole 0.026, id 0.115).
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ CALIBRATION = {
     "lazydrag":       (0.000, 1.00, 1.000, 0.000, 0.000, 0.000, 0.031, 0.000),
     "lazydrag_paper": (2.274, 0.75, 0.257, 0.000, 1.298, 0.799, 1.244, 1.047),
     "attentiondrag":  (0.226, 1.00, 0.837, 0.000, 0.000, 0.000, 0.071, 0.155),  # issue 29's code
-    "dragflow":       (0.113, 1.00, 0.921, 0.000, 0.000, 0.000, 0.026, 0.115),  # issue 27's code
+    "dragflow":       (0.000, 1.00, 1.000, 0.000, 0.000, 0.000, 0.023, 0.010),  # issue 27's code
 }
 COLUMNS = ("md", "found", "iou", "residue", "seam", "bg_err", "hole_err", "id_err")
 METHODS_UNDER_TEST = ("lazydrag", "lazydrag_paper", "attentiondrag", "dragflow")
@@ -84,7 +85,7 @@ def violations(r: dict, method: str) -> list[str]:
 def test_rule_gives_meaningful_bounds():
     """The bounds as the rule computes them (pinned, so a change of rule is a visible diff)."""
     assert thresholds("dragflow")["bg_err"] == ("<", 0.1)
-    assert thresholds("dragflow")["hole_err"] == pytest.approx(("<", 0.126))
+    assert thresholds("dragflow")["hole_err"] == pytest.approx(("<", 0.123))
     assert thresholds("lazydrag")["hole_err"] == pytest.approx(("<", 0.131))
     assert thresholds("attentiondrag")["md"] == pytest.approx(("<", 0.339))
     assert thresholds("lazydrag_paper")["iou"] == pytest.approx((">", 0.1285))

@@ -35,6 +35,7 @@ from ..core.dragflow import (
 )
 from ..core.dragflow_layers import kv_layers
 from ..core.dragflow_plan import DragFlowPlan
+from ..core.dragflow_proposal import carried_proposal
 from .common import FluxDragInputError, check_finite, log, progress_text, require_flux, sampling_sigmas
 from .dragflow_inputs import (  # noqa: F401  (build_region, add_region, PAPER: re-exported)
     NODE_OPT,
@@ -341,12 +342,19 @@ def invert(model, latent: dict, src, *, settings: DragFlowSettings, layers, node
     return rec, bank
 
 
-def proposal(z_0: torch.Tensor, regions: Sequence, hole_texture: str = "smooth") -> torch.Tensor:
+def proposal(z_0: torch.Tensor, regions: Sequence, hole_texture: str = "smooth",
+             content_contrast: float = 0.0, occluder_contrast: float = 0.0, depth: str = "over") -> torch.Tensor:
     """The edit done by geometry alone, in model space: the vacated area filled (``hole_texture``
     smooth: from its surroundings, ``fill_from_surroundings``; shifted: copied from the image at
     the offset whose copy best matches the hole's rim, ``fill_by_shift``, never from a region or
     its destination), each region's source latent copied to its final pose (``moved_start`` at
-    σ = 0)."""
+    σ = 0). ``content_contrast`` > 0: only the regions' content is copied, the rest (a cast
+    shadow) travels as its deviation from the background, and the whole painted area is filled
+    (``core.dragflow.carried_proposal``, with ``occluder_contrast`` and ``depth`` for unpainted
+    objects in front)."""
+    if content_contrast > 0:
+        return carried_proposal(z_0, regions, content_contrast, hole_texture,
+                                occluder_contrast=occluder_contrast, depth=depth)
     hw = tuple(z_0.shape[-2:])
     hole = vacated_mask(regions, hw)
     if hole_texture == "shifted":
@@ -376,7 +384,7 @@ def start_latent(model, rec, src, plan: DragFlowPlan, st: DragFlowSettings) -> t
         inv = InversionSettings(steps=st.steps, solver="fireflow", strength=(st.steps - st.skip_steps) / st.steps,
                                 scheduler=st.scheduler, guidance=inversion_guidance(st), cache_policy=st.cache_policy,
                                 cache_budget_gb=st.cache_budget_gb)
-        x_hat = proposal(z_0, plan.regions, st.hole_texture)
+        x_hat = proposal(z_0, plan.regions, st.hole_texture, st.content_contrast, st.occluder_contrast, st.depth)
         rec2 = run_inversion(base, {"samples": model.model.process_latent_out(x_hat)}, src, inv)
         z2 = rec2.z_T.to(z_T)
         z = z2 if st.background == "proposal" else torch.where(plan.edit_mask.to(z_T.device), z2, z_T)

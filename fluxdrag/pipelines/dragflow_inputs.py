@@ -31,6 +31,7 @@ HOLE_TEXTURES = ["shifted", "smooth"]    # ours / ours (issue 27 before its seco
 EDIT_REGIONS = ["regions", "rect"]       # ours / the paper's
 TARGET_WARPS = ["nearest", "bilinear"]       # ours / the paper's
 INITS = ["reinverted", "moved", "source"]             # ours / the paper's
+DEPTHS = ["auto", "under", "over"]       # ours / ours / the paper's (the region is pasted)
 SCALE_RULES = ["fixed", "adaptive"]
 ACTIVATIONS = ["model", "fp32"]
 KV_CACHE_POLICIES = ["cpu", "fp8", "device"]
@@ -260,6 +261,25 @@ class DragFlowSettings:
                                            "whose copy best matches the hole's rim, so a striped or checkered "
                                            "background continues; smooth = averaged in from the surroundings "
                                            "(a blur).", options=HOLE_TEXTURES, paper=SILENT)
+    content_contrast: float = setting(0.5, "init reinverted: which painted cells are copied to the target as they "
+                                           "are — those that stand out from the background the surroundings "
+                                           "continue into the region by at least this share of the region's "
+                                           "strongest contrast (the object); the rest (a cast shadow, a penumbra) "
+                                           "moves as its deviation from that background, added to the target's "
+                                           "own ground, and the whole painted area is filled as background. 0 = "
+                                           "every painted cell copied as is, only the vacated cells filled (the "
+                                           "paper's region moves as a whole; before issue 27's third pass).",
+                                      min=0.0, max=1.0, step=0.05, paper=0.0)
+    occluder_contrast: float = setting(0.5, "content_contrast > 0: unpainted objects in front (unpainted areas "
+                                            "enclosed by edges of at least this share of the painted content's "
+                                            "contrast, off the image border; LazyDrag's rule) that touch the region "
+                                            "or its destination stay as they are, and the fill and a moved shadow's "
+                                            "background continue behind them, not from their colour. 0 = none.",
+                                       min=0.0, max=1.0, step=0.05, paper=0.0)
+    depth: str = setting("auto", "With occluder_contrast: where moved content lands on an unpainted object in "
+                                 "front: auto = behind the objects that covered the region at its source, over "
+                                 "the others; under = behind every one (an object dragged behind another); over "
+                                 "= over every one (the paper pastes the region).", options=DEPTHS, paper="over")
     hole_release: float = setting(0.3, "hole_fill surroundings: while sampling, the vacated area stays on the "
                                        "noisy path of its re-drawn background down to this σ, then the sampler "
                                        "blends it in; 1 = never held while sampling, 0 = held to the end.",

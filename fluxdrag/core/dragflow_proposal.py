@@ -1,0 +1,73 @@
+"""[ours] DragFlow's geometric proposal when only a region's content travels as it is (issue 27):
+the content copied, a cast shadow carried as a darkening of the target's ground, unpainted objects
+in front kept (docs/dragflow.md). Pure torch."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .affine import Region, resize_mask, warp_mask, warp_with_affine
+from .dragflow import WARP_MODE, destination_mask, fill_by_shift, fill_from_surroundings, moved_start
+
+
+def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contrast: float,
+                     hole_texture: str = "shifted", mask_rule: str = "majority",
+                     occluder_contrast: float = 0.0, depth: str = "over") -> torch.Tensor:
+    """[ours] The geometric proposal (the edit by geometry alone, on ``x`` (B, C, h, w) at σ = 0)
+    when only a region's *content* travels as it is.
+
+    The painted area P (every cell touching a region) is split by
+    ``correspondence.content_pixels`` (contrast ``content_contrast``, the rule LazyDrag's
+    ``content_contrast`` uses): the cells that stand out from the harmonic continuation of their
+    surroundings (the object) and the rest (a cast shadow, a penumbra, background painted with
+    the object). The whole of P is filled as background (``hole_texture`` shifted:
+    :func:`fill_by_shift`; smooth: :func:`fill_from_surroundings`; never from the content's
+    destination), the content cells are copied to their final pose (:func:`moved_start`), and the
+    rest is carried as its *deviation* from the background the surroundings continue into P
+    (z − harmonic fill), added to the destination's own background: a shadow moves as a darkening,
+    not as a copy of the ground it fell on. Filling all of P rather than only the vacated cells
+    keeps the old object under the destination out of the fill. [guess] the deviation moves
+    rigidly with the region (a point light would shift and reshape the shadow; docs/dragflow.md).
+
+    ``occluder_contrast`` > 0: the unpainted objects in front (``correspondence.FrontObjects``,
+    the rule LazyDrag's ``occluder_contrast`` uses) that touch P or the content's destination are
+    kept as they are, and the fill and the shadow's background continue *behind* them (not from
+    their colour). ``depth`` (with them): over = the moved content covers them (the paper pastes
+    the region); under = it goes behind every one; auto = behind those that covered the painted
+    object at its source (they touch the paint), over the others."""
+    from .correspondence import FrontObjects, content_pixels, harmonic_fill
+
+    grid = tuple(x.shape[-2:])
+    P = torch.zeros(grid, dtype=torch.bool)
+    for r in regions:
+        P |= resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask.bool().cpu()
+    objects = FrontObjects(x, P, occluder_contrast) if occluder_contrast > 0 else None
+    C = content_pixels(x, P, content_contrast, behind=None if objects is None else objects.touching(P))
+    carried, rest = [], []
+    for r in regions:
+        c = r.mask & resize_mask(C, r.hw, "any")
+        try:
+            carried.append(Region(c, r.op, target=r.target, begin=r.begin, anchor=r.anchor) if bool(c.any()) else None)
+        except ValueError:  # the content's copy leaves the image: nothing of it to place
+            carried.append(None)
+        rest.append(r.mask & ~c)
+    content = [c for c in carried if c is not None]
+    dst = destination_mask(content, grid, mask_rule) if content else torch.zeros(grid, dtype=torch.bool)
+    front = torch.zeros(grid, dtype=torch.bool) if objects is None else objects.touching(P | dst) & ~P
+    under = P | front
+    fill = fill_by_shift(x, under, avoid=dst) if hole_texture == "shifted" else fill_from_surroundings(x, under)
+    fill = torch.where(front.to(x.device), x, fill)
+    out = moved_start(fill, x, content, mask_rule) if content else fill
+    dev = torch.where((P & ~C).to(x.device), x - harmonic_fill(x, under), torch.zeros_like(x))
+    for r, m in zip(regions, rest):
+        if not bool(m.any()):
+            continue
+        A = r.affine(1.0, grid)
+        m_grid = resize_mask(m, grid, mask_rule) if r.hw != grid else m
+        to = (warp_mask(m_grid.to(x.device), A) & ~dst.to(x.device))
+        out = torch.where(to, out + warp_with_affine(dev, A, mode=WARP_MODE), out)
+    if objects is not None and depth != "over":
+        keep = front if depth == "under" else objects.touching(P) & ~P
+        out = torch.where(keep.to(x.device), x, out)
+    return out
