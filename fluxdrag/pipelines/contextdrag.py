@@ -419,8 +419,8 @@ def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str,
     rounding ``st.subtoken`` asks for), then put one ``controller`` on a clone of ``model``."""
     validate(st, node, fields + PATCH_FIELDS)
     dm = require_kontext_flux(model, node)
-    rmap = map_for(_require_map(rmap, node), st.subtoken, st.drag_groups, st.move_affine, st.content_contrast,
-                   st.rigid_tolerance)
+    rmap = map_for(_require_map(rmap, node), st.subtoken, drag_groups=st.drag_groups, move_affine=st.move_affine,
+                   content_contrast=st.content_contrast, rigid_tolerance=st.rigid_tolerance)
     ctrl = controller(rmap, **pick(st, fields), **extra, **_patch_args(dm, st, node))
     return patch_model(model, ctrl), ctrl
 

@@ -384,7 +384,8 @@ def start_latent(model, rec, src, plan: DragFlowPlan, st: DragFlowSettings) -> t
         inv = InversionSettings(steps=st.steps, solver="fireflow", strength=(st.steps - st.skip_steps) / st.steps,
                                 scheduler=st.scheduler, guidance=inversion_guidance(st), cache_policy=st.cache_policy,
                                 cache_budget_gb=st.cache_budget_gb)
-        x_hat = proposal(z_0, plan.regions, st.hole_texture, st.content_contrast, st.occluder_contrast, st.depth)
+        x_hat = proposal(z_0, plan.regions, hole_texture=st.hole_texture, content_contrast=st.content_contrast,
+                         occluder_contrast=st.occluder_contrast, depth=st.depth)
         rec2 = run_inversion(base, {"samples": model.model.process_latent_out(x_hat)}, src, inv)
         z2 = rec2.z_T.to(z_T)
         z = z2 if st.background == "proposal" else torch.where(plan.edit_mask.to(z_T.device), z2, z_T)
