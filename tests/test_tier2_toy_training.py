@@ -48,3 +48,31 @@ def test_training_attention_masks_boolean_keys_and_is_restored():
     assert torch.allclose(masked, kept, atol=1e-5)
     assert q.grad is not None and torch.isfinite(q.grad).all()
     assert fm.optimized_attention is before
+
+
+@pytest.mark.usefixtures("comfy")
+def test_kontext_key_mask_hides_on_every_attention():
+    """train_kontext.call: hidden reference keys are hidden alike under ComfyUI's default attention
+    on this machine and under the training's SDPA (an additive −inf mask, not a boolean one), and
+    hiding every reference token differs from showing them."""
+    import torch
+
+    from bench.toybench import train_kontext as tk
+    from bench.toybench.train import trainable_flux
+    from fluxdrag.toyworld.model import HERE, load_toy_model, read_meta
+
+    path = HERE / "toykontext.safetensors"
+    dm = load_toy_model(path)[0].model.diffusion_model
+    cond = tk._conditioning(read_meta(path.with_suffix(".json")))
+    g = torch.Generator().manual_seed(0)
+    x, ref = torch.randn(1, 16, 16, 16, generator=g), torch.randn(1, 16, 16, 16, generator=g)
+    hidden = torch.zeros(1, 64, dtype=torch.bool)
+    hidden[0, :20] = True
+    args = (torch.tensor([0.5]), cond, cond["pooled"], torch.tensor([3.5]), ref)
+    with torch.no_grad():
+        plain = tk.call(dm, x, *args, hidden)
+        with trainable_flux():
+            sdpa = tk.call(dm, x, *args, hidden)
+        shown = tk.call(dm, x, *args)
+    assert torch.allclose(plain, sdpa, atol=1e-4)
+    assert (plain - shown).abs().max() > 1e-3

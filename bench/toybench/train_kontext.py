@@ -16,7 +16,7 @@ mentions a drag, a moved object or a rewritten position id):
   * ``inpaint`` — random rectangles of reference tokens are hidden; the target is the scene, minus
     any object left with no visible token (what cannot be seen is not invented; what is partly
     seen is completed).
-A hidden token is a key masked out of attention (a boolean key mask passed as ComfyUI's
+A hidden token is a key masked out of attention (an additive −inf key mask passed as ComfyUI's
 ``attention_mask`` keyword), the same thing an attention mask on reference keys does at run time.
 Scenes: 32×32 latents of the families single, multi, crowded, parts, border, overlap and large
 (``textured_bg`` stays held out, as for the toy FLUX), and 16×16 small scenes (``--small-frac``).
@@ -178,10 +178,15 @@ def drift(x0: torch.Tensor, t: torch.Tensor, g: torch.Generator, blur: float = 0
 
 
 def key_mask(hidden: torch.Tensor, text_tokens: int, image_tokens: int) -> torch.Tensor:
-    """(B, 1, 1, T + N + N_ref) bool attention mask: True = visible; hidden reference keys False."""
+    """(B, 1, 1, T + N + N_ref) additive float attention mask: 0 = visible, −inf on the hidden
+    reference keys. Additive, not boolean: ComfyUI's CPU sub-quadratic attention *adds* a mask to
+    the scores, so a boolean one gave hidden keys a −1 bias instead of hiding them (the toy Kontext
+    up to step 4902 was trained so; docs/contextdrag.md); an additive mask means the same on every
+    attention ComfyUI may pick."""
     b = hidden.shape[0]
     vis = torch.ones(b, text_tokens + image_tokens, dtype=torch.bool)
-    return torch.cat([vis, ~hidden], 1)[:, None, None, :]
+    keep = torch.cat([vis, ~hidden], 1)[:, None, None, :]
+    return torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))
 
 
 def call(dm, x, t, cond: dict, y, guidance, ref, hidden=None):
