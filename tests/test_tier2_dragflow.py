@@ -489,3 +489,24 @@ def test_an_existing_block_replacement_is_kept(tiny_flux, tiny_cond, rope_grad):
     (g,) = torch.autograd.grad(feats[1][1].square().sum(), z)
     assert seen == [1, 1, 1]  # forward + the checkpoint's recompute in backward
     assert g.abs().sum() > 0
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_gradient_survives_low_memory_attention(tiny_flux, tiny_cond, checkpointing, rope_grad, monkeypatch):
+    """With little free memory ComfyUI's CPU sub-quadratic attention chunks the keys and
+    exponentiates in place (no autograd); DragFlow's gradient blocks use SDPA instead, and the
+    gradient is the one computed with ample memory."""
+    import comfy.model_management as mm
+
+    from fluxdrag.attention_patches.dragflow import DragFlowHooks
+    dm = tiny_flux.get_model_object("diffusion_model")
+    grads = []
+    for low in (False, True):
+        if low:
+            monkeypatch.setattr(mm, "get_free_memory", lambda *a, **k: (1e4, 1e4))
+        hooks = DragFlowHooks(dm, checkpointing=checkpointing)
+        loss = _loss_fn(dm, hooks.install(tiny_flux), hooks, tiny_cond, True)
+        z = _lat(2)["samples"].requires_grad_(True)
+        (g,) = torch.autograd.grad(loss(z), z)
+        grads.append(g)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-7)

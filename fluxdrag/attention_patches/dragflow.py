@@ -91,6 +91,27 @@ class _ModelWrapper:
         return executor(*args, **kwargs)
 
 
+def autograd_attention(options: Optional[dict]) -> dict:
+    """[ours] A copy of a block's ``transformer_options`` for a run with gradients: calls that
+    would go to ComfyUI's sub-quadratic attention (its choice on a CPU) go to its PyTorch (SDPA)
+    attention, the same maths. Sub-quadratic attention chunks the keys when free memory runs low
+    and then exponentiates in place, which autograd refuses: a DragFlow optimisation on a loaded
+    CPU crashed so. Through ``optimized_attention_override`` (a native hook); an override already
+    there (the router, another pack's) still runs, handed the substitute as the function it wraps."""
+    from comfy.ldm.modules.attention import attention_pytorch
+
+    out = dict(options or {})
+    prev = out.get("optimized_attention_override")
+
+    def override(func, *args, **kwargs):
+        if getattr(func, "__name__", "") == "attention_sub_quad":
+            func = attention_pytorch
+        return prev(func, *args, **kwargs) if prev is not None else func(*args, **kwargs)
+
+    out["optimized_attention_override"] = override
+    return out
+
+
 class DragFlowHooks:
     """Block replacements for feature capture, early exit and differentiable blocks.
 
@@ -201,6 +222,7 @@ class DragFlowHooks:
         keys = ("img", "txt") if kind == "double" else ("img",)
         if not self.checkpointing:
             a = dict(args)
+            a["transformer_options"] = autograd_attention(args.get("transformer_options"))
             for k in keys:
                 a[k] = args[k].clone()
             with snapshot_saved(*(a[k] for k in keys)):
@@ -208,7 +230,7 @@ class DragFlowHooks:
         block = self._module(kind, i)
         own = self._own_call(kind, block)
         frozen = dict(args)
-        frozen["transformer_options"] = dict(args.get("transformer_options") or {})
+        frozen["transformer_options"] = autograd_attention(args.get("transformer_options"))
 
         def run(*ts):
             a = dict(frozen)
