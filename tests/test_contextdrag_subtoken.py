@@ -297,12 +297,13 @@ def test_move_affine_translate_drops_the_added_point_drags():
              "drags": [{"handle": [96, 96], "target": [128, 96], "mode": "move", "scale": [1.5, 1.0]}]}
     rm = build_map(drags, torch.zeros(1, 16, 32, 32))
     assert len(rm.params["drags"]["handles"]) == 1 and rm.handles.shape[0] == 1 + int(rm.src_mask.sum())
-    plain = map_for(rm, True, "component", "translate")
-    again = map_for(plain, True, "component", "points")
+    plain = map_for(rm, True, drag_groups="component", move_affine="translate", content_contrast=0.0, rigid_tolerance=0.2)
+    again = map_for(plain, True, drag_groups="component", move_affine="points", content_contrast=0.0, rigid_tolerance=0.2)
     assert plain.params["move_affine"] == "translate" and again.handles.shape == rm.handles.shape
     assert plain.handles.shape[0] == 1 and plain.params["snap"] and plain.fine_mask is not None
     assert int(rm.dst_mask.sum()) > int(plain.dst_mask.sum()) == int(rm.src_mask.sum())
-    assert map_for(rm, True, "component", "points") is rm
+    assert map_for(rm, True, drag_groups="component", move_affine="points",
+                   content_contrast=0.0, rigid_tolerance=0.2) is rm
 
 
 def test_rigid_drags_become_one_rotation_and_content_contrast_leaves_the_shadow_behind():
@@ -327,9 +328,12 @@ def test_rigid_drags_become_one_rotation_and_content_contrast_leaves_the_shadow_
     lat[:, 0, 12:20, 12:20] = 2.0                 # content: the object; the rest of the paint is flat
     rm = build_map(doc, lat)
     assert rm.handles.shape[0] == 1 + int(rm.src_mask.sum())          # one fused drag + its point drags
-    raw = map_for(rm, True, "component", "points", 0.0, rigid_tolerance=0.0)
+    raw = map_for(rm, True, drag_groups="component", move_affine="points", content_contrast=0.0,
+                  rigid_tolerance=0.0)
     assert raw.handles.shape[0] == 3                                  # the paper: the three drags as given
-    moved = map_for(rm, True, content_contrast=0.5)
+    moved = map_for(rm, True, drag_groups="component", move_affine="points", content_contrast=0.5,
+                    rigid_tolerance=0.2)
     assert moved.fine_mask.sum() < moved.paint_mask.sum() and bool(moved.fine_mask[12:20, 12:20].all())
-    assert torch.equal(map_for(rm, True, content_contrast=0.0).fine_mask, rm.paint_mask)
+    assert torch.equal(map_for(rm, True, drag_groups="component", move_affine="points",
+                                 content_contrast=0.0, rigid_tolerance=0.2).fine_mask, rm.paint_mask)
     assert bool(edited_pixels(moved, subtoken=True)[moved.paint_mask].all())

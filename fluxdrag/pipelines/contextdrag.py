@@ -327,10 +327,10 @@ def latent_pixel_mask(pixels: torch.Tensor, px: int = 8) -> torch.Tensor:
     return pixels.bool().reshape(H // px, px, W // px, px).any(3).any(1)
 
 
-def map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component",
-            move_affine: str = "points", content_contrast: float = 0.0,
-            rigid_tolerance: float = 0.2) -> ReverseMap:
-    """:func:`_map_for`, then the moving content: with ``content_contrast`` > 0 and a map that
+def map_for(rmap: ReverseMap, subtoken: bool, *, drag_groups: str, move_affine: str,
+            content_contrast: float, rigid_tolerance: float) -> ReverseMap:
+    """(Values from :class:`ContextDragSettings`, where their defaults live.)
+    :func:`_map_for`, then the moving content: with ``content_contrast`` > 0 and a map that
     knows its pixels' contrast (:attr:`ReverseMap.content_score`, from the map node), only the
     painted pixels at or above it move (:attr:`ReverseMap.fine_mask`); the whole painted region
     (:attr:`ReverseMap.paint_mask`) is still vacated, filled and left free of the lock."""

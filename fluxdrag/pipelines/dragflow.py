@@ -342,9 +342,10 @@ def invert(model, latent: dict, src, *, settings: DragFlowSettings, layers, node
     return rec, bank
 
 
-def proposal(z_0: torch.Tensor, regions: Sequence, hole_texture: str = "smooth",
-             content_contrast: float = 0.0, occluder_contrast: float = 0.0, depth: str = "over") -> torch.Tensor:
-    """The edit done by geometry alone, in model space: the vacated area filled (``hole_texture``
+def proposal(z_0: torch.Tensor, regions: Sequence, *, hole_texture: str, content_contrast: float,
+             occluder_contrast: float, depth: str) -> torch.Tensor:
+    """(Values from the DragFlow settings, where their defaults live.)
+    The edit done by geometry alone, in model space: the vacated area filled (``hole_texture``
     smooth: from its surroundings, ``fill_from_surroundings``; shifted: copied from the image at
     the offset whose copy best matches the hole's rim, ``fill_by_shift``, never from a region or
     its destination), each region's source latent copied to its final pose (``moved_start`` at
