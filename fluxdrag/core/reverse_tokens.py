@@ -43,18 +43,25 @@ def _back(rmap: ReverseMap, dst_idx: torch.Tensor) -> torch.Tensor:
     w = rmap.grid_hw[1]
     if rmap.back is not None:
         return rmap.back.reshape(-1, 2)[dst_idx]
-    q = torch.stack([dst_idx % w, dst_idx // w], 1).to(torch.float64)
+    return _field(rmap, torch.stack([dst_idx % w, dst_idx // w], 1).to(torch.float64))
+
+
+def _field(rmap: ReverseMap, pts: torch.Tensor) -> torch.Tensor:
+    """p + W(p) (n, 2) float64 at (n, 2) float64 points in token units: the inverse-distance field
+    of the map's drags with its own parameters."""
     prm = rmap.params
-    return reverse_lookup(q, rmap.handles, rmap.targets, anchor=prm.get("anchor", "target"),
+    return reverse_lookup(pts, rmap.handles, rmap.targets, anchor=prm.get("anchor", "target"),
                           power=prm.get("power", 2.0), eps=prm.get("eps", 1e-12),
                           fixed_point_iters=prm.get("fixed_point_iters", 5))
 
 
-def _pair_shifts(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, patch: int) -> torch.Tensor:
-    """(n, 2) long (dx, dy) latent-pixel shifts of each pair (see :func:`subtoken_shifts`)."""
+def _pair_shifts(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, patch: int,
+                 back: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, 2) long (dx, dy) latent-pixel shifts of each pair (see :func:`subtoken_shifts`);
+    ``back``: :func:`_back` of ``dst_idx`` when the caller has it."""
     w = rmap.grid_hw[1]
     s = torch.stack([src_idx % w, src_idx // w], 1).to(torch.float64)
-    frac = _back(rmap, dst_idx) - s
+    frac = (_back(rmap, dst_idx) if back is None else back) - s
     shift = round_half_up(frac * patch).long().clamp(-(patch - 1), patch - 1)
     shift[(frac.abs() > 0.5 + 1e-9).any(1)] = 0
     return shift
@@ -80,26 +87,21 @@ def _pair_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor,
     region turns and scales below the token grid. A destination held in place (an anchor: its
     source more than half a token from q + W(q)) shows its source unshifted, as with tokens."""
     h, w = rmap.grid_hw
-    shift = _pair_shifts(rmap, dst_idx, src_idx, patch)
-    rows, cols = _patch_grid(src_idx, shift, (h, w), patch)
+    b_tok = _back(rmap, dst_idx).to(torch.float64)                                # (n, 2) x, y
+    rows, cols = _patch_grid(src_idx, _pair_shifts(rmap, dst_idx, src_idx, patch, back=b_tok), (h, w), patch)
     if warp == "token" or not dst_idx.numel():
         return rows, cols
     if warp not in WARPS:
         raise ValueError(f"warp must be one of {WARPS}, got {warp!r}")
+    if rmap.back is not None:
+        return rows, cols                      # a merged map stores its field per token only
     # the token warp's pixels, moved by how far the field at each pixel departs from the field at
     # its token translated (zero for a translation: both warps agree to the last tie)
     off = (torch.arange(patch, dtype=torch.float64) + 0.5) / patch - 0.5          # pixel centres, token units
     oy, ox = off[:, None].expand(patch, patch), off[None, :].expand(patch, patch)
-    b_tok = _back(rmap, dst_idx).to(torch.float64)                                # (n, 2) x, y
-    if rmap.back is not None:
-        return rows, cols                      # a merged map stores its field per token only
-    prm = rmap.params
     qx = (dst_idx % w).to(torch.float64)[:, None, None] + ox
     qy = (dst_idx // w).to(torch.float64)[:, None, None] + oy
-    pts = torch.stack([qx.reshape(-1), qy.reshape(-1)], 1)
-    b = reverse_lookup(pts, rmap.handles, rmap.targets, anchor=prm.get("anchor", "target"),
-                       power=prm.get("power", 2.0), eps=prm.get("eps", 1e-12),
-                       fixed_point_iters=prm.get("fixed_point_iters", 5)).reshape(-1, patch, patch, 2)
+    b = _field(rmap, torch.stack([qx.reshape(-1), qy.reshape(-1)], 1)).reshape(-1, patch, patch, 2)
     dx = b[..., 0] - (b_tok[:, 0, None, None] + ox)
     dy = b[..., 1] - (b_tok[:, 1, None, None] + oy)
     s = torch.stack([src_idx % w, src_idx // w], 1).to(torch.float64)
@@ -162,8 +164,9 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
     pick = _first_per_source(src_idx)
     s, q = src_idx[pick], dst_idx[pick]
     shift = torch.zeros(s.numel(), 2, dtype=torch.long)
-    if subtoken:
-        rows, cols = _pair_pixels(rmap, q, s, patch, warp)   # by source, first destination each
+    if subtoken:   # every pair's pixels (the composite below needs them all); by source, first destination each
+        all_r, all_c = _pair_pixels(rmap, dst_idx, src_idx, patch, warp)
+        rows, cols = all_r[pick], all_c[pick]
     else:
         rows, cols = _patch_grid(s, shift, (h, w), patch)
     own_r, own_c = _patch_grid(s, torch.zeros_like(shift), (h, w), patch)
@@ -177,7 +180,6 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
         rows, cols = torch.where(bg, q_rows, rows), torch.where(bg, q_cols, cols)
         if subtoken:
             got = torch.zeros_like(fine)
-            all_r, all_c = _pair_pixels(rmap, dst_idx, src_idx, patch, warp)
             got[all_r, all_c] = True
             sp = _spill(rmap, fine & ~got, patch, warp)
             if sp is not None:
