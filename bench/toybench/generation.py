@@ -71,24 +71,14 @@ def generation_check(model, cond, seed: int, families=FAMILIES, k: int = 6, sigm
     out = {}
     for f in families:
         cases = FAMILY_CASES[f]
-        fwd: dict = {s: [] for s in sigmas}
-        back: dict = {s: [] for s in sigmas}
+        scenes = []
         for j in range(k):
             sc = make_scene(1000 * seed + 700 + j, f, cases[j % len(cases)])
-            gt, cp = sc.edited.float(), cut_paste(sc).float()
-            reg = regions_of(sc)
-            for r in range(draws):
-                eps = torch.randn((1, *gt.shape), generator=torch.Generator().manual_seed(97 * j + r))
-                for s in sigmas:
-                    fwd[s].append(pulls(dm, c, cp, gt, s, eps, reg))
-                    back[s].append(pulls(dm, c, gt, cp, s, eps, reg))
-
-        def mean(rows, key):
-            return sum(r[key][0] for r in rows) / max(sum(r[key][1] for r in rows), 1e-12)
-
-        per = {s: {"to_truth": mean(fwd[s], "all"), "to_copy": mean(back[s], "all"),
-                   "knows": mean(fwd[s], "all") - mean(back[s], "all"),
-                   **{f"knows_{g}": mean(fwd[s], g) - mean(back[s], g) for g in ("object", "around")}}
+            scenes.append((sc.edited.float(), cut_paste(sc).float(), regions_of(sc)))
+        fwd, back = _pull_rows(dm, c, scenes, sigmas, draws)
+        per = {s: {"to_truth": _ratio(fwd[s], "all"), "to_copy": _ratio(back[s], "all"),
+                   "knows": _ratio(fwd[s], "all") - _ratio(back[s], "all"),
+                   **{f"knows_{g}": _ratio(fwd[s], g) - _ratio(back[s], g) for g in ("object", "around")}}
                for s in sigmas}
         out[f] = {key: sum(v[key] for v in per.values()) / len(per)
                   for key in ("to_truth", "to_copy", "knows", "knows_object", "knows_around")}
@@ -96,26 +86,34 @@ def generation_check(model, cond, seed: int, families=FAMILIES, k: int = 6, sigm
     return out
 
 
+def _pull_rows(dm, c, scenes, sigmas, draws: int) -> tuple[dict, dict]:
+    """Per σ, the :func:`pulls` of each (truth, copy, regions) scene and noise draw (noise seeded
+    97·j + r for scene j, draw r): copy → truth and truth → copy."""
+    fwd: dict = {s: [] for s in sigmas}
+    back: dict = {s: [] for s in sigmas}
+    for j, (gt, cp, reg) in enumerate(scenes):
+        for r in range(draws):
+            eps = torch.randn((1, *gt.shape), generator=torch.Generator().manual_seed(97 * j + r))
+            for s in sigmas:
+                fwd[s].append(pulls(dm, c, cp, gt, s, eps, reg))
+                back[s].append(pulls(dm, c, gt, cp, s, eps, reg))
+    return fwd, back
+
+
+def _ratio(rows, key: str) -> float:
+    """Numerators over denominators, each summed over the rows (see :func:`pulls`)."""
+    return sum(r[key][0] for r in rows) / max(sum(r[key][1] for r in rows), 1e-12)
+
+
+@torch.inference_mode()
 def knows_on(dm, cond, gt: torch.Tensor, cp: torch.Tensor, sigmas=SIGMAS, draws: int = 2) -> float:
-    """``knows`` (module doc) over the (N, 16, H, W) truths ``gt`` and copies ``cp``, whole image."""
-    c = _cond_of(cond)
-    full = {"all": torch.ones(gt.shape[-2:], dtype=torch.bool)}
-    fwd = back = 0.0
-    n = 0
-    with torch.inference_mode():
-        for j in range(gt.shape[0]):
-            for r in range(draws):
-                eps = torch.randn((1, *gt[j].shape), generator=torch.Generator().manual_seed(97 * j + r))
-                for s in sigmas:
-                    a, b = pulls(dm, c, cp[j], gt[j], s, eps, full)["all"], pulls(dm, c, gt[j], cp[j], s, eps, full)["all"]
-                    fwd, back, n = fwd + a[0] / a[1], back + b[0] / b[1], n + 1
-    return (fwd - back) / n
-
-
-def _cond_of(cond):
+    """``knows`` (module doc; as :func:`generation_check` averages it) over the (N, 16, H, W)
+    truths ``gt`` and copies ``cp``, whole image."""
     from .roundtrip import _cond
 
-    return _cond(cond, 1.0)
+    full = {"all": torch.ones(gt.shape[-2:], dtype=torch.bool)}
+    fwd, back = _pull_rows(dm, _cond(cond, 1.0), [(g, c, full) for g, c in zip(gt, cp)], sigmas, draws)
+    return sum(_ratio(fwd[s], "all") - _ratio(back[s], "all") for s in sigmas) / len(sigmas)
 
 
 def memorisation_check(model, cond, family: str = "lit", n: int = 8, steps: int = 100, lr: float = 3e-4,
@@ -131,8 +129,9 @@ def memorisation_check(model, cond, family: str = "lit", n: int = 8, steps: int 
     from fluxdrag.toyworld.scenes import make_scene
 
     from .methods import cut_paste
+    from .roundtrip import _cond
     from .run import FAMILY_CASES
-    from .train import consistency_target, fix_weights, trainable_flux
+    from .train import consistency_loss, trainable_flux
 
     dm = model.model.diffusion_model
     cases = FAMILY_CASES[family]
@@ -143,7 +142,7 @@ def memorisation_check(model, cond, family: str = "lit", n: int = 8, steps: int 
 
     (gt, cp), (gt_h, cp_h) = scenes(777000), scenes(778000)
     out = {"seen_before": knows_on(dm, cond, gt, cp), "unseen_before": knows_on(dm, cond, gt_h, cp_h)}
-    kw = cond_inputs(_cond_of(cond), n)
+    kw = cond_inputs(_cond(cond, 1.0), n)
     params = list(dm.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
@@ -153,8 +152,7 @@ def memorisation_check(model, cond, family: str = "lit", n: int = 8, steps: int 
             t = 0.35 + 0.55 * torch.rand(n, generator=g)
             xt = (1 - t)[:, None, None, None] * cp + t[:, None, None, None] * eps
             v = dm(xt, t, kw["context"], y=kw["y"], guidance=kw["guidance"])
-            w = fix_weights(gt, cp, fix_weight)
-            loss = (w * (v.float() - consistency_target(gt, cp, eps, t)).pow(2)).mean() / w.mean()
+            loss = consistency_loss(v, gt, cp, eps, t, fix_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

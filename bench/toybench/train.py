@@ -202,6 +202,17 @@ def fix_weights(x0: torch.Tensor, start: torch.Tensor, weight: float, tol: float
     return 1.0 + (weight - 1.0) * diff
 
 
+def consistency_loss(v: torch.Tensor, x0: torch.Tensor, start: torch.Tensor, eps: torch.Tensor,
+                     t: torch.Tensor, fix_weight: float = 1.0) -> torch.Tensor:
+    """The training loss: squared error of the velocity ``v`` against :func:`consistency_target`,
+    weighed by :func:`fix_weights` (``fix_weight`` 1: the plain mean)."""
+    err = (v.float() - consistency_target(x0, start, eps, t)).pow(2)
+    if fix_weight == 1.0:
+        return err.mean()
+    w = fix_weights(x0, start, fix_weight)
+    return (w * err).mean() / w.mean()
+
+
 def _batch(job: tuple) -> tuple:
     """One training batch: (small, x0, family indices, [starts] or []) for (small, seed, args)."""
     small, seed, args = job
@@ -396,13 +407,7 @@ def train(args) -> None:
             ctx = context.expand(b, -1, -1)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
                 v = dm(xt, t, ctx, y=y, guidance=guid)
-            target = consistency_target(x0, start, eps, t)
-            err = (v.float() - target).pow(2)
-            if args.fix_weight != 1.0:
-                w = fix_weights(x0, start, args.fix_weight)
-                loss = (w * err).mean() / w.mean()
-            else:
-                loss = err.mean()
+            loss = consistency_loss(v, x0, start, eps, t, args.fix_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
