@@ -297,13 +297,15 @@ def test_move_affine_translate_drops_the_added_point_drags():
              "drags": [{"handle": [96, 96], "target": [128, 96], "mode": "move", "scale": [1.5, 1.0]}]}
     rm = build_map(drags, torch.zeros(1, 16, 32, 32))
     assert len(rm.params["drags"]["handles"]) == 1 and rm.handles.shape[0] == 1 + int(rm.src_mask.sum())
-    plain = map_for(rm, True, drag_groups="component", move_affine="translate", content_contrast=0.0, rigid_tolerance=0.2)
-    again = map_for(plain, True, drag_groups="component", move_affine="points", content_contrast=0.0, rigid_tolerance=0.2)
+    plain = map_for(rm, True, drag_groups="component", move_affine="translate", content_contrast=0.0,
+                    rigid_tolerance=0.2, warp="pixel", swing=True)
+    again = map_for(plain, True, drag_groups="component", move_affine="points", content_contrast=0.0,
+                    rigid_tolerance=0.2, warp="pixel", swing=True)
     assert plain.params["move_affine"] == "translate" and again.handles.shape == rm.handles.shape
     assert plain.handles.shape[0] == 1 and plain.params["snap"] and plain.fine_mask is not None
     assert int(rm.dst_mask.sum()) > int(plain.dst_mask.sum()) == int(rm.src_mask.sum())
     assert map_for(rm, True, drag_groups="component", move_affine="points",
-                   content_contrast=0.0, rigid_tolerance=0.2) is rm
+                   content_contrast=0.0, rigid_tolerance=0.2, warp="pixel", swing=True) is rm
 
 
 def test_rigid_drags_become_one_rotation_and_content_contrast_leaves_the_shadow_behind():
@@ -329,11 +331,69 @@ def test_rigid_drags_become_one_rotation_and_content_contrast_leaves_the_shadow_
     rm = build_map(doc, lat)
     assert rm.handles.shape[0] == 1 + int(rm.src_mask.sum())          # one fused drag + its point drags
     raw = map_for(rm, True, drag_groups="component", move_affine="points", content_contrast=0.0,
-                  rigid_tolerance=0.0)
+                  rigid_tolerance=0.0, warp="pixel", swing=True)
     assert raw.handles.shape[0] == 3                                  # the paper: the three drags as given
     moved = map_for(rm, True, drag_groups="component", move_affine="points", content_contrast=0.5,
-                    rigid_tolerance=0.2)
+                    rigid_tolerance=0.2, warp="pixel", swing=True)
     assert moved.fine_mask.sum() < moved.paint_mask.sum() and bool(moved.fine_mask[12:20, 12:20].all())
     assert torch.equal(map_for(rm, True, drag_groups="component", move_affine="points",
-                                 content_contrast=0.0, rigid_tolerance=0.2).fine_mask, rm.paint_mask)
+                                 content_contrast=0.0, rigid_tolerance=0.2, warp="pixel", swing=True).fine_mask,
+                       rm.paint_mask)
     assert bool(edited_pixels(moved, subtoken=True)[moved.paint_mask].all())
+
+
+def _carried_object_pixels(rm, warp: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(want, got) bool latent-pixel masks: where the drag's exact motion puts a moving pixel, and
+    where the reference tokens (each at its first destination) show one."""
+    from fluxdrag.core.correspondence_fields import move_inverse
+    from fluxdrag.core.reverse_tokens import _first_per_source, _pair_pixels, injection_pairs
+
+    fine = rm.fine_mask
+    H, W = fine.shape
+    w = rm.grid_hw[1]
+    m = rm.params["motions"][0]
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    p = move_inverse(torch.stack([(xs.reshape(-1) + 0.5) / 2 - 0.5, (ys.reshape(-1) + 0.5) / 2 - 0.5], 1),
+                     m["handle"], m["target"], m["scale"], m["angle"])
+    r, c = torch.floor((p[:, 1] + 0.5) * 2 - 0.5 + 0.5).long(), torch.floor((p[:, 0] + 0.5) * 2 - 0.5 + 0.5).long()
+    ok = (r >= 0) & (r < H) & (c >= 0) & (c < W)
+    want = torch.zeros(H * W, dtype=torch.bool)
+    want[ok] = fine[r[ok], c[ok]]
+    d, s = injection_pairs(rm)
+    rows, cols = _pair_pixels(rm, d, s, 2, warp)
+    got = torch.zeros_like(fine)
+    for k in _first_per_source(s).tolist():
+        qy, qx = int(d[k]) // w, int(d[k]) % w
+        got[2 * qy:2 * qy + 2, 2 * qx:2 * qx + 2] |= fine[rows[k], cols[k]]
+    return want.reshape(H, W), got
+
+
+def test_motion_warp_carries_every_pixel_of_a_rotated_or_scaled_part():
+    """warp='motion' rebuilds a rotated / scaled part's destinations from the drag's own motion:
+    every source token carries one destination, every latent pixel the motion puts the object on
+    shows it (nearest pixel of the exact inverse), where the reverse field's rounding ('pixel')
+    shares sources between destinations and loses part of the object. A plain move has no motion:
+    the same map either way."""
+    from fluxdrag.core.reverse_tokens import injection_pairs
+    from fluxdrag.pipelines.contextdrag import build_map, map_for
+    from fluxdrag.toyworld.latent import rle_encode
+
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[80:112, 64:176] = True                                     # a bar, 2 x 7 tokens
+    for drag, lost in (({"angle": 35.0}, 0.1), ({"scale": [1.6, 1.6]}, 0.1)):
+        doc = {"version": 1, "image_size": [256, 256], "mask": {"rle": rle_encode(px)},
+               "drags": [{"handle": [120, 96], "target": [128, 150], "mode": "move", **drag}]}
+        rm = build_map(doc, torch.zeros(1, 16, 32, 32))
+        kw = dict(drag_groups="component", move_affine="points", content_contrast=0.0, rigid_tolerance=0.2,
+                  swing=True)
+        motion, pixel = map_for(rm, True, warp="motion", **kw), map_for(rm, True, warp="pixel", **kw)
+        d, s = injection_pairs(motion)
+        assert torch.unique(s).numel() == s.numel(), drag      # one destination per reference token
+        want, got = _carried_object_pixels(motion, "motion")
+        assert bool(want.any()) and torch.equal(got & want, want), drag
+        want_p, got_p = _carried_object_pixels(pixel, "pixel")
+        assert int((want_p & ~got_p).sum()) > lost * int(want_p.sum()), drag   # the field's rounding loses some
+    doc["drags"] = [{"handle": [120, 96], "target": [128, 150], "mode": "move"}]
+    rm = build_map(doc, torch.zeros(1, 16, 32, 32))
+    a, b = map_for(rm, True, warp="motion", **kw), map_for(rm, True, warp="pixel", **kw)
+    assert torch.equal(a.src, b.src) and torch.equal(a.dst_mask, b.dst_mask)

@@ -142,14 +142,17 @@ class ContextDragSettings:
                                     "tokens. On the Options node; CTI injects what PCA re-embeds.", node="patch",
                           paper=False)
 
-    warp: str = setting("pixel", "How the moved content follows the drag below the token grid (with subtoken) "
-                                 "[ours; the paper moves whole tokens]: 'pixel' looks each latent pixel of a "
-                                 "destination token up through the reverse field, so a rotation, scaling or "
-                                 "bend turns and scales the region at latent-pixel resolution; 'token' shifts "
-                                 "each source token's content as a whole by the rest of the drag (a field of "
-                                 "token translations: a rotated object comes out jagged). Both are the same "
-                                 "for a translation. On the Options node, read by Position-Consistent "
-                                 "Attention.", options=WARPS, node="patch", paper="token")
+    warp: str = setting("motion", "How the moved content follows the drag below the token grid (with subtoken) "
+                                  "[ours; the paper moves whole tokens]: 'motion' (as 'pixel', and a part "
+                                  "moved by a rotating or scaled move drag, or swung, is rebuilt from that "
+                                  "exact motion: each of its destination latent pixels shows the reference "
+                                  "pixel at the motion's inverse, and every destination token gets its own "
+                                  "reference token); 'pixel' looks each latent pixel of a destination token "
+                                  "up through the reverse field; 'token' shifts each source token's content "
+                                  "as a whole by the rest of the drag (a field of token translations: a "
+                                  "rotated object comes out jagged). All the same for a translation. On the "
+                                  "Options node, read by both patches.", options=WARPS, node="patch",
+                        paper="token")
 
     move_affine: str = setting("points", "A 'move' drag with a scale or an angle [ours; the paper's drags are "
                                          "point pairs]: 'points' adds one point drag per region token of "
@@ -173,6 +176,13 @@ class ContextDragSettings:
              "its drags' translations. 0: never (the paper's field of point drags). On the Options "
              "node: the map node builds with the default, the patches rebuild for another value.",
         min=0.0, max=1.0, step=0.05, node="patch", paper=0.0)
+    swing: bool = setting(
+        True, "A lone 'drag' drag on a part of a painted mask swings the part rigidly about its far end "
+              "(the pivot on the handle -> target bisector nearest to the part's point farthest from the "
+              "handle) [ours, as LazyDrag's swing]: an articulated part bends about its joint, as a "
+              "rotating move drag (move_affine, warp). Off: the drag moves the part by its reverse field "
+              "(the paper). On the Options node: the map node builds with the default, the patches "
+              "rebuild for the other value.", node="patch", paper=False)
 
 PAPER = paper_settings(ContextDragSettings)
 MAP_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "map"))
@@ -248,47 +258,75 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
             region = pixel_mask_to_token_mask(mask_at(mask, H, W))
         if region is not None and not region.any():
             raise ValueError("the editable mask is empty; draw the region to move or leave it out")
-        # the map node always builds with the defaults of rigid_tolerance / move_affine (Options
-        # fields); the patches rebuild from the drags kept in params when they differ (map_for)
+        pixels = mask_at(mask, H, W) if mask is not None else None
+        if pixels is None and ins.mask is not None:
+            pixels = (ins.mask if tuple(ins.image_size) == (W, H) else rescale_instructions(ins, (W, H)).mask)
+        fine = None if pixels is None else latent_pixel_mask(pixels)
+        score = None
+        if fine is not None and fine.shape == tuple(latent_samples.shape[-2:]):
+            from ..core import correspondence  # noqa: F401  (imports correspondence_latent in its order)
+            from ..core.correspondence_latent import content_score
+
+            score = content_score(latent_samples[:1], fine)
+        # the map node always builds with the defaults of rigid_tolerance / move_affine / swing
+        # (Options fields); the patches rebuild from the drags kept in params when they differ (map_for)
         dflt = ContextDragSettings()
-        handles, targets = map_drags(td, region, dflt.rigid_tolerance, dflt.move_affine)
+        handles, targets, motions = map_drags(td, region, dflt.rigid_tolerance, dflt.move_affine, swing=dflt.swing,
+                                              pixels=_content(fine, score, dflt.content_contrast))
         rmap = build_reverse_map(handles, targets, region, td.grid_hw, power=power, anchor=anchor,
                                  hull=hull != "none", hull_groups="all" if hull == "all" else "component",
                                  snap=True, drag_groups="component")
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
-    pixels = mask_at(mask, H, W) if mask is not None else None
-    if pixels is None and ins.mask is not None:
-        pixels = (ins.mask if tuple(ins.image_size) == (W, H) else rescale_instructions(ins, (W, H)).mask)
-    fine = None if pixels is None else latent_pixel_mask(pixels)
-    score = None
-    if fine is not None and fine.shape == tuple(latent_samples.shape[-2:]):
-        from ..core import correspondence  # noqa: F401  (imports correspondence_latent in its order)
-        from ..core.correspondence_latent import content_score
-
-        score = content_score(latent_samples[:1], fine)
     drags = {k: v for k, v in td.to_dict().items() if k != "mask"}
     return replace(rmap, fine_mask=fine, paint_mask=fine, content_score=score,
                    params={**rmap.params, "drags": drags, "rigid_tolerance": dflt.rigid_tolerance,
-                           "move_affine": dflt.move_affine})
+                           "move_affine": dflt.move_affine, "swing": dflt.swing, "motions": motions})
 
 
-def map_drags(td, region: torch.Tensor | None, rigid_tolerance: float,
-              move_affine: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(handles, targets) the reverse map is built from: ``td``'s drags, those of one part that fit
-    a rigid motion fused into one rotating move drag (``rigid_tolerance``,
+def _content(paint: torch.Tensor | None, score: torch.Tensor | None, contrast: float) -> torch.Tensor | None:
+    """The painted latent pixels that move at ``content_contrast`` (see :func:`map_for`), or None."""
+    if paint is None or score is None or contrast <= 0:
+        return paint
+    return paint & (score >= contrast)
+
+
+def map_drags(td, region: torch.Tensor | None, rigid_tolerance: float, move_affine: str, *, swing: bool = False,
+              pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """(handles, targets, motions) the reverse map is built from: ``td``'s drags, those of one part
+    that fit a rigid motion fused into one rotating move drag (``rigid_tolerance``,
     :func:`~fluxdrag.core.correspondence_fields.fuse_rigid_drags`), then each scaled / rotated
-    move drag followed by point drags (``move_affine="points"``, :func:`affine_point_drags`).
-    Without a region (the default discs) the drags as given."""
+    move drag followed by point drags (``move_affine="points"``, :func:`affine_point_drags`);
+    ``motions``: those drags' exact motions (:func:`affine_motions`, read by ``warp="motion"``),
+    empty with ``move_affine="translate"``. ``swing``: a lone ``drag`` drag on a part becomes a
+    rotation about the part's far end first
+    (:func:`~fluxdrag.core.correspondence_fields.swing_lone_drags`, with ``pixels``, the moving
+    content at latent pixels, when known). Without a region (the default discs) the drags as
+    given."""
     if region is None:
-        return td.handles, td.targets
-    from ..core.correspondence_fields import fuse_rigid_drags
+        return td.handles, td.targets, []
+    from ..core.correspondence_fields import fuse_rigid_drags, swing_lone_drags
 
     if rigid_tolerance > 0:
         td = fuse_rigid_drags(td, region, rigid_tolerance)
+    if swing:
+        td = swing_lone_drags(td, region, pixels)
     if move_affine == "points":
-        return affine_point_drags(td, region)
-    return td.handles, td.targets
+        return (*affine_point_drags(td, region), affine_motions(td))
+    return td.handles, td.targets, []
+
+
+def affine_motions(td) -> list[dict]:
+    """The ``move`` drags of ``td`` with a scale or an angle, as JSON motions ``{"handle",
+    "target", "scale", "angle"}`` (token units, degrees; ``core.reverse_tokens.motion_parts``)."""
+    angles = td.angles if td.angles is not None else torch.zeros(len(td.modes), dtype=torch.float64)
+    out = []
+    for i, mode in enumerate(td.modes):
+        scale, angle = [float(v) for v in td.scales[i]], float(angles[i])
+        if mode == "move" and (scale != [1.0, 1.0] or angle % 360 != 0):
+            out.append({"handle": [float(v) for v in td.handles[i]], "target": [float(v) for v in td.targets[i]],
+                        "scale": scale, "angle": angle})
+    return out
 
 
 def affine_point_drags(td, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -328,34 +366,43 @@ def latent_pixel_mask(pixels: torch.Tensor, px: int = 8) -> torch.Tensor:
 
 
 def map_for(rmap: ReverseMap, subtoken: bool, *, drag_groups: str, move_affine: str,
-            content_contrast: float, rigid_tolerance: float) -> ReverseMap:
+            content_contrast: float, rigid_tolerance: float, warp: str, swing: bool) -> ReverseMap:
     """(Values from :class:`ContextDragSettings`, where their defaults live.)
     :func:`_map_for`, then the moving content: with ``content_contrast`` > 0 and a map that
     knows its pixels' contrast (:attr:`ReverseMap.content_score`, from the map node), only the
     painted pixels at or above it move (:attr:`ReverseMap.fine_mask`); the whole painted region
-    (:attr:`ReverseMap.paint_mask`) is still vacated, filled and left free of the lock."""
-    out = _map_for(rmap, subtoken, drag_groups, move_affine, rigid_tolerance)
+    (:attr:`ReverseMap.paint_mask`) is still vacated, filled and left free of the lock. With
+    ``warp="motion"`` (and ``subtoken``), each exactly moved part's destinations and sources are
+    rebuilt from its motion (:func:`~fluxdrag.core.reverse_tokens.motion_map`)."""
     paint = rmap.painted
-    if paint is None or rmap.content_score is None:
-        return out
-    fine = paint & (rmap.content_score >= content_contrast) if content_contrast > 0 else paint
-    if out.fine_mask is not None and torch.equal(fine, out.fine_mask) and out.paint_mask is not None:
-        return out
-    return replace(out, fine_mask=fine, paint_mask=paint, content_score=rmap.content_score)
+    out = _map_for(rmap, subtoken, drag_groups, move_affine, rigid_tolerance, swing=swing,
+                   content=_content(paint, rmap.content_score, content_contrast))
+    if paint is not None and rmap.content_score is not None:
+        fine = _content(paint, rmap.content_score, content_contrast)
+        if out.fine_mask is None or not torch.equal(fine, out.fine_mask) or out.paint_mask is None:
+            out = replace(out, fine_mask=fine, paint_mask=paint, content_score=rmap.content_score)
+    if warp == "motion" and subtoken:
+        from ..core.reverse_tokens import motion_map
+
+        out = motion_map(out)
+    return out
 
 
 def _map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component",
-             move_affine: str = "points", rigid_tolerance: float = 0.2) -> ReverseMap:
+             move_affine: str = "points", rigid_tolerance: float = 0.2, *, swing: bool = True,
+             content: torch.Tensor | None = None) -> ReverseMap:
     """``rmap`` with the rounding ``subtoken``, the ``drag_groups``, ``move_affine`` and
     ``rigid_tolerance`` asked for: the map node always builds the sub-token map (``snap``, see
     ``ContextDragSettings.subtoken``) with its drags grouped by component and prepared with the
     defaults (:func:`map_drags`); otherwise it is rebuilt from the same region and parameters and
     the instructions' drags kept in its params (literal rounding: cells inside the hull, half-up;
     ``"all"``: one field of every drag). A map without its drags (from JSON of an older version)
-    keeps its drags."""
+    keeps its drags. ``swing`` (a map without the key was built without it) swings lone drags
+    about the far end of ``content``, the moving latent pixels (:func:`map_drags`)."""
     p = rmap.params
     redrag = "drags" in p and (p.get("move_affine") != move_affine
-                               or float(p.get("rigid_tolerance", -1)) != float(rigid_tolerance))
+                               or float(p.get("rigid_tolerance", -1)) != float(rigid_tolerance)
+                               or bool(p.get("swing", False)) != bool(swing))
     if bool(p.get("snap", False)) == bool(subtoken) and p.get("drag_groups", "all") == drag_groups and not redrag:
         return rmap
     handles, targets = rmap.handles, rmap.targets
@@ -363,14 +410,16 @@ def _map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component",
         from ..core.instruction_tokens import TokenDrags
 
         td = TokenDrags.from_dict({**p["drags"], "mask": None})
-        handles, targets = map_drags(td, rmap.src_mask, rigid_tolerance, move_affine)
+        handles, targets, motions = map_drags(td, rmap.src_mask, rigid_tolerance, move_affine, swing=swing,
+                                              pixels=content)
     new = build_reverse_map(handles, targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
                             eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
                             dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
                             snap=bool(subtoken), drag_groups=drag_groups)
-    keep = {k: p[k] for k in ("drags", "rigid_tolerance", "move_affine") if k in p}
+    keep = {k: p[k] for k in ("drags", "rigid_tolerance", "move_affine", "swing", "motions") if k in p}
     if redrag:
-        keep.update(rigid_tolerance=float(rigid_tolerance), move_affine=move_affine)
+        keep.update(rigid_tolerance=float(rigid_tolerance), move_affine=move_affine, swing=bool(swing),
+                    motions=motions)
     return replace(new, fine_mask=rmap.fine_mask, paint_mask=rmap.paint_mask, content_score=rmap.content_score,
                    params={**new.params, **keep})
 
@@ -420,7 +469,8 @@ def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str,
     validate(st, node, fields + PATCH_FIELDS)
     dm = require_kontext_flux(model, node)
     rmap = map_for(_require_map(rmap, node), st.subtoken, drag_groups=st.drag_groups, move_affine=st.move_affine,
-                   content_contrast=st.content_contrast, rigid_tolerance=st.rigid_tolerance)
+                   content_contrast=st.content_contrast, rigid_tolerance=st.rigid_tolerance, warp=st.warp,
+                   swing=st.swing)
     ctrl = controller(rmap, **pick(st, fields), **extra, **_patch_args(dm, st, node))
     return patch_model(model, ctrl), ctrl
 
