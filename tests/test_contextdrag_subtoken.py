@@ -397,3 +397,23 @@ def test_motion_warp_carries_every_pixel_of_a_rotated_or_scaled_part():
     rm = build_map(doc, torch.zeros(1, 16, 32, 32))
     a, b = map_for(rm, True, warp="motion", **kw), map_for(rm, True, warp="pixel", **kw)
     assert torch.equal(a.src, b.src) and torch.equal(a.dst_mask, b.dst_mask)
+
+
+def test_swing_turns_a_lone_drag_into_a_rotation_about_the_far_end():
+    """swing (default): a lone 'drag' drag on a painted part becomes a rotating move drag about
+    the part's far end (a motion the warp follows); off (the paper) the drag is a point drag and
+    the map has no motion."""
+    from fluxdrag.pipelines.contextdrag import build_map, map_for
+    from fluxdrag.toyworld.latent import rle_encode
+
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[120:136, 64:176] = True                                    # a horizontal bar; its far end at x = 64
+    doc = {"version": 1, "image_size": [256, 256], "mask": {"rle": rle_encode(px)},
+           "drags": [{"handle": [168, 128], "target": [148, 72]}]}
+    rm = build_map(doc, torch.zeros(1, 16, 32, 32))
+    [m] = rm.params["motions"]
+    assert rm.params["swing"] and abs(m["angle"]) > 20 and m["handle"] == m["target"]
+    assert m["handle"][0] < 5.5                                   # pivot near the far end (token x 3.5)
+    kw = dict(drag_groups="component", move_affine="points", content_contrast=0.0, rigid_tolerance=0.2,
+              warp="motion")
+    assert not map_for(rm, True, swing=False, **kw).params["motions"]
