@@ -493,7 +493,7 @@ def rescale(instr: DragInstructions, new_size: tuple[int, int]) -> DragInstructi
     def sp(p: Point) -> Point:
         return (min(max(p[0] * fx, 0.0), W2), min(max(p[1] * fy, 0.0), H2))
 
-    drags = [Drag(sp(d.handle), sp(d.target), d.mode, d.scale, d.angle, d.depth) for d in instr.drags]
+    drags = [Drag(sp(d.handle), sp(d.target), d.mode, d.scale, d.angle, depth=d.depth) for d in instr.drags]
     mask = None if instr.mask is None else resize_mask_nearest(instr.mask, H2, W2)
     regions = [
         RegionOp(
@@ -502,7 +502,7 @@ def rescale(instr: DragInstructions, new_size: tuple[int, int]) -> DragInstructi
             sp(r.begin),
             sp(r.target),
             None if r.anchor is None else sp(r.anchor),
-            r.depth,
+            depth=r.depth,
         )
         for r in instr.regions
     ]
