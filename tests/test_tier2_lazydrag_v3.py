@@ -36,7 +36,8 @@ BOUNDS = {
 }
 # that run's means (seed 303, 6 scenes a family): lit shading 0.223 shadow 0.115 md 0.032 IoU 0.926 BG 0.007
 # ID 0.281; texture hole 0.336 md 0.073 IoU 0.938 BG 0.004 ID 0.104; occlusion completion 0.857 md 0.174
-# BG 0.009 ID 0.117 hole 0.085 (0.612 / 0.611 / 0.059 / 0.117 / 0.084 before the stated depth); articulated joint 3.0° tip 0.178 IoU 0.808 BG 0.010 ID 0.294
+# BG 0.009 ID 0.117 hole 0.085 (0.612 / 0.611 / 0.059 / 0.117 / 0.084 before the stated depth);
+# articulated joint 3.0° tip 0.178 IoU 0.808 BG 0.010 ID 0.294
 
 @pytest.fixture(scope="module")
 def v3(comfy):  # noqa: F811  (the fixture of comfy_fixtures)
