@@ -194,3 +194,31 @@ def test_carried_proposal_follows_each_regions_stated_depth():
                                    Region(obj2, "relocate", target=(18.0, 24.0), begin=(6.0, 24.0),
                                           depth="behind")], 0.5, "smooth", occluder_contrast=0.5, depth="auto")[0]
     assert (swapped[1][both] == 3.0).all() and (swapped[3][both2] == 3.0).all()
+
+
+def test_the_instructions_depth_reaches_the_regions_and_a_depth_that_cannot_act_is_said():
+    """A region's or a drag's ``depth`` in the JSON reaches the core Regions DragFlow plans with;
+    with settings that find no objects in front (the paper's) a stated depth is warned about."""
+    import pytest
+
+    from fluxdrag.core.instructions import rle_encode
+    from fluxdrag.pipelines.dragflow_inputs import PAPER, DragFlowSettings, plan_edit, regions_for_latent
+
+    m = torch.zeros(128, 128, dtype=torch.bool)
+    m[40:72, 16:48] = True
+    reg = {"op": "relocate", "mask": {"rle": rle_encode(m)}, "begin": [32, 56], "target": [96, 56]}
+    doc = {"version": 1, "image_size": [128, 128], "regions": [dict(reg, depth="behind"), reg]}
+    _, regions = regions_for_latent(doc, 128, 128)
+    assert [r.depth for r in regions] == ["behind", "auto"]
+    drags = {"version": 1, "image_size": [128, 128], "mask": {"rle": rle_encode(m)},
+             "drags": [{"handle": [32, 56], "target": [96, 56], "depth": "front"}]}
+    _, regions = regions_for_latent(drags, 128, 128)
+    assert [r.depth for r in regions] == ["front"]
+    z = torch.zeros(1, 16, 16, 16)
+    with pytest.warns(UserWarning, match=r"region\(s\) 0 state a depth"):
+        plan_edit(doc, z, PAPER)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan_edit(doc, z, DragFlowSettings())
