@@ -154,3 +154,71 @@ def test_carried_proposal_depth_keeps_an_unpainted_object_in_front():
     assert (over[1][both] == 3.0).all() and (over[2][both] == 0).all()     # pasted on top
     assert (under[2][both] == 3.0).all() and (under[1][both] == 0).all()   # kept behind it
     assert torch.equal(auto, over)               # it never covered the painted object: no evidence
+
+
+def test_carried_proposal_follows_each_regions_stated_depth():
+    """A region's own depth (the instructions' per-drag intent) overrides the setting within its
+    footprint: behind keeps the unpainted object in front, front covers it, auto = the setting;
+    two regions with different intents each get their own."""
+    from fluxdrag.core.dragflow_proposal import carried_proposal
+
+    z, obj, _ = _lit_scene()
+    front = _box(32, 32, 9, 15, 18, 24)
+    z[0, 2][front] = 3.0
+    z[0, 0][front] = 0.0
+    both = _box(32, 32, 10, 14, 18, 20)
+
+    def run(depth_setting, intent):
+        r = Region(obj, "relocate", target=(18.0, 12.0), begin=(6.0, 12.0), depth=intent)
+        return carried_proposal(z, [r], 0.5, "smooth", occluder_contrast=0.5, depth=depth_setting)[0]
+
+    assert torch.equal(run("over", "behind"), run("under", "auto"))
+    assert torch.equal(run("under", "front"), run("over", "auto"))
+    behind = run("auto", "behind")
+    assert (behind[2][both] == 3.0).all() and (behind[1][both] == 0).all()
+    # two objects, two intents: the first goes behind the front object, the second lands on a
+    # second unpainted object and covers it
+    obj2 = _box(32, 32, 22, 26, 4, 8)
+    front2 = _box(32, 32, 21, 27, 18, 24)
+    z[0, 1][obj2] = 3.0
+    z[0, 0][obj2] = 0.0
+    z[0, 3][front2] = 3.0
+    z[0, 0][front2] = 0.0
+    both2 = _box(32, 32, 22, 26, 18, 20)
+    rs = [Region(obj, "relocate", target=(18.0, 12.0), begin=(6.0, 12.0), depth="behind"),
+          Region(obj2, "relocate", target=(18.0, 24.0), begin=(6.0, 24.0), depth="front")]
+    out = carried_proposal(z, rs, 0.5, "smooth", occluder_contrast=0.5, depth="auto")[0]
+    assert (out[2][both] == 3.0).all() and (out[1][both] == 0).all()      # behind its front object
+    assert (out[1][both2] == 3.0).all() and (out[3][both2] == 0).all()    # over the other one
+    swapped = carried_proposal(z, [Region(obj, "relocate", target=(18.0, 12.0), begin=(6.0, 12.0), depth="front"),
+                                   Region(obj2, "relocate", target=(18.0, 24.0), begin=(6.0, 24.0),
+                                          depth="behind")], 0.5, "smooth", occluder_contrast=0.5, depth="auto")[0]
+    assert (swapped[1][both] == 3.0).all() and (swapped[3][both2] == 3.0).all()
+
+
+def test_the_instructions_depth_reaches_the_regions_and_a_depth_that_cannot_act_is_said():
+    """A region's or a drag's ``depth`` in the JSON reaches the core Regions DragFlow plans with;
+    with settings that find no objects in front (the paper's) a stated depth is warned about."""
+    import pytest
+
+    from fluxdrag.core.instructions import rle_encode
+    from fluxdrag.pipelines.dragflow_inputs import PAPER, DragFlowSettings, plan_edit, regions_for_latent
+
+    m = torch.zeros(128, 128, dtype=torch.bool)
+    m[40:72, 16:48] = True
+    reg = {"op": "relocate", "mask": {"rle": rle_encode(m)}, "begin": [32, 56], "target": [96, 56]}
+    doc = {"version": 1, "image_size": [128, 128], "regions": [dict(reg, depth="behind"), reg]}
+    _, regions = regions_for_latent(doc, 128, 128)
+    assert [r.depth for r in regions] == ["behind", "auto"]
+    drags = {"version": 1, "image_size": [128, 128], "mask": {"rle": rle_encode(m)},
+             "drags": [{"handle": [32, 56], "target": [96, 56], "depth": "front"}]}
+    _, regions = regions_for_latent(drags, 128, 128)
+    assert [r.depth for r in regions] == ["front"]
+    z = torch.zeros(1, 16, 16, 16)
+    with pytest.warns(UserWarning, match=r"region\(s\) 0 state a depth"):
+        plan_edit(doc, z, PAPER)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan_edit(doc, z, DragFlowSettings())

@@ -364,3 +364,52 @@ def test_angle_on_move_drag_round_trips_and_is_validated():
     with pytest.raises(ValueError, match="angle"):
         parse_instructions({"version": 1, "image_size": [64, 64],
                             "drags": [{"handle": [20, 20], "target": [30, 20], "mode": "move", "angle": "x"}]})
+
+
+def test_depth_per_drag_and_region_round_trips_and_is_validated():
+    """The per-drag depth intent (auto | front | behind): parsed, written only when not "auto",
+    kept by rescale and by to_token_space, carried onto regions built from drags; a bad value is
+    refused with the drag's index, the value and the allowed values; an anchor refuses it."""
+    from fluxdrag.core.drag_sets import regions_from_drags, split_drags
+
+    mask = {"polygons": [[[4, 4], [28, 4], [28, 28], [4, 28]]]}
+    doc = {"version": 1, "image_size": [64, 64], "mask": mask,
+           "drags": [{"handle": [10, 10], "target": [40, 10], "mode": "move", "depth": "behind"},
+                     {"handle": [20, 20], "target": [30, 40], "depth": "front"},
+                     {"handle": [5, 50], "target": [9, 50], "depth": "auto"}],
+           "regions": [{"op": "relocate", "mask": mask, "begin": [10, 10], "target": [40, 10],
+                        "depth": "behind"},
+                       {"op": "relocate", "mask": mask, "begin": [10, 10], "target": [40, 30]}]}
+    ins = parse_instructions(doc)
+    assert [d.depth for d in ins.drags] == ["behind", "front", "auto"]
+    assert [r.depth for r in ins.regions] == ["behind", "auto"]
+    out = ins.to_dict()
+    assert [d.get("depth") for d in out["drags"]] == ["behind", "front", None]
+    assert [r.get("depth") for r in out["regions"]] == ["behind", None]
+    back = parse_instructions(ins.to_json())
+    assert back == ins and [d.depth for d in back.drags] == ["behind", "front", "auto"]
+    assert back != parse_instructions({**doc, "regions": doc["regions"][1:] * 2})
+    assert [d.depth for d in rescale(ins, (128, 128)).drags] == ["behind", "front", "auto"]
+    assert to_token_space(ins, (64, 64)).depths == ["behind", "front", "auto"]
+    pts = parse_instructions({**doc, "regions": []})
+    regs = regions_from_drags(split_drags(pts, 4.0, "DragFlow"))
+    assert [r.depth for r in regs] == ["behind", "front", "auto"]
+    # a document without depth reads and writes as before
+    plain = parse_instructions(_doc())
+    assert all(d.depth == "auto" for d in plain.drags)
+    assert all("depth" not in d for d in json.loads(plain.to_json())["drags"])
+    for bad in ("under", "BEHIND", 1, True, ["behind"]):
+        with pytest.raises(ValueError, match=r"drags\[1\]\.depth .*'auto', 'front', 'behind'") as e:
+            parse_instructions({**doc, "drags": [doc["drags"][0], {**doc["drags"][1], "depth": bad}]})
+        assert repr(bad) in str(e.value)
+    with pytest.raises(ValueError, match=r"regions\[0\]\.depth is 'over'"):
+        parse_instructions({**doc, "regions": [{**doc["regions"][0], "depth": "over"}]})
+    with pytest.raises(ValueError, match=r"drags\[0\]\.depth"):
+        DragInstructions((64, 64), [Drag((1, 1), (30, 1), depth="under")])
+    with pytest.raises(ValueError, match=r"drags\[1\]: an anchor does not move"):
+        parse_instructions({**doc, "drags": [doc["drags"][0], {"handle": [5, 5], "mode": "anchor",
+                                                               "depth": "behind"}]})
+    # a handle on its target is an anchor: the depth has nothing to place and goes with the move
+    pinned = parse_instructions({**doc, "drags": [doc["drags"][0], {"handle": [5, 5], "target": [5, 5],
+                                                                    "depth": "behind"}]})
+    assert pinned.drags[1].mode == "anchor" and pinned.drags[1].depth == "auto"

@@ -128,3 +128,81 @@ def test_a_shadow_painted_next_to_an_object_in_front_stays_behind():
     behind = unpainted_objects(z, paint, paint, 0.5)
     assert torch.equal(behind, front)
     assert torch.equal(content_pixels(z, paint, 0.5, behind=behind), painted)
+
+
+def _two_object_scene():
+    """Two painted objects (channel 2), each with an unpainted object (channels 3, 4) 8 px right
+    of it that it never touches: only a stated depth can put the moved object behind one."""
+    z = _ground()
+    painted = torch.zeros(H, W, dtype=torch.bool)
+    painted[4:10, 4:10] = True
+    painted[20:26, 4:10] = True
+    fronts = [torch.zeros(H, W, dtype=torch.bool) for _ in range(2)]
+    fronts[0][3:11, 16:24] = True
+    fronts[1][19:27, 16:24] = True
+    z[2, painted] += 4.0
+    z[3, fronts[0]] += 4.0
+    z[4, fronts[1]] += 4.0
+    return z, painted, fronts
+
+
+def test_each_drag_states_its_own_depth():
+    """A drag's ``depth`` overrides the setting for what that drag moves (behind = under, front =
+    over, none = the setting); two drags of one document each by their own."""
+    z, painted, fronts = _two_object_scene()
+    mask = painted.repeat_interleave(8, 0).repeat_interleave(8, 1)
+
+    def dst(*depths, setting="auto"):
+        drags = [{"handle": [56.0, 56.0], "target": [152.0, 56.0], "mode": "move"},
+                 {"handle": [56.0, 184.0], "target": [152.0, 184.0], "mode": "move"}]
+        for d, depth in zip(drags, depths):
+            if depth is not None:
+                d["depth"] = depth
+        doc = {"version": 1, "image_size": [8 * W, 8 * H], "mask": {"rle": rle_encode(mask)}, "drags": drags}
+        return build_plan(doc, z[None], None, LazyDragSettings(depth=setting)).cmap.fine.destination
+
+    plain = dst(None, None)
+    assert (plain & fronts[0]).any() and (plain & fronts[1]).any()     # auto: never behind them: over
+    behind = dst("behind", None)
+    assert not (behind & fronts[0]).any() and torch.equal(behind & fronts[1], plain & fronts[1])
+    assert torch.equal(behind & ~fronts[0], plain & ~fronts[0])          # nothing else changes
+    assert torch.equal(dst(None, "behind") & ~fronts[1], plain & ~fronts[1])
+    assert not (dst("behind", "behind") & (fronts[0] | fronts[1])).any()
+    assert torch.equal(dst("behind", "behind"), dst(None, None, setting="under"))
+    front = dst("front", None, setting="under")
+    assert torch.equal(front & fronts[0], plain & fronts[0]) and not (front & fronts[1]).any()
+    assert torch.equal(dst("front", "front", setting="under"), plain)
+    assert torch.equal(dst("auto", "auto"), plain)
+
+
+def test_fused_drags_keep_their_depth_and_a_conflict_falls_back_to_the_setting():
+    import pytest
+
+    from fluxdrag.core.correspondence_fields import group_depth
+
+    assert group_depth(["auto", "behind", "behind"]) == "behind"
+    assert group_depth(["auto", "auto"]) == "auto"
+    with pytest.warns(UserWarning, match="different depths"):
+        assert group_depth(["front", "behind"]) == "auto"
+    # two drags rotating the first object rigidly are fused into one move: it keeps "behind"
+    z, painted, fronts = _two_object_scene()
+    mask = painted.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    drags = [{"handle": [40.0, 56.0], "target": [136.0, 56.0], "depth": "behind"},
+             {"handle": [72.0, 56.0], "target": [168.0, 56.0]}]
+    doc = {"version": 1, "image_size": [8 * W, 8 * H], "mask": {"rle": rle_encode(mask)}, "drags": drags}
+    plan = build_plan(doc, z[None], None, LazyDragSettings())
+    assert plan.cmap.drags.depths == ["behind"] and plan.cmap.drags.modes == ["move"]
+    drags[0].pop("depth")
+    plain = build_plan(doc, z[None], None, LazyDragSettings()).cmap.fine.destination
+    assert (plain & fronts[0]).any() and not (plan.cmap.fine.destination & fronts[0]).any()
+
+
+def test_a_stated_depth_without_objects_in_front_to_find_is_said():
+    import pytest
+
+    z, painted, _ = _two_object_scene()
+    mask = painted.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    doc = {"version": 1, "image_size": [8 * W, 8 * H], "mask": {"rle": rle_encode(mask)},
+           "drags": [{"handle": [56.0, 56.0], "target": [152.0, 56.0], "mode": "move", "depth": "behind"}]}
+    with pytest.warns(UserWarning, match=r"drag\(s\) 0 state a depth"):
+        build_plan(doc, z[None], None, PAPER)

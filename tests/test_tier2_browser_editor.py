@@ -3,8 +3,9 @@
 A real server (tests/comfy_server.py) serves the frontend with the pack; ``tests/browser/
 editor_driver.mjs`` (playwright-core, system Chromium) builds LoadImage -> Drag Editor -> Preview
 Image, waits for the uploaded image on the canvas (before any queue), draws two drags with the
-mouse, queues, and reports what the page and the server saw. On success the screenshot is copied
-to ``docs/editor.png`` (only when its pixels changed, so the committed file stays put).
+mouse (picking "goes behind" for the first in the toolbar's depth select), queues, and reports
+what the page and the server saw. On success the screenshot is copied to ``docs/editor.png``
+(only when its pixels changed, so the committed file stays put).
 
 Needs Node.js, Chromium (``apt-get install -y chromium``) and ``npm ci --prefix tests/browser``;
 without them the test is skipped with one line saying which is missing.
@@ -33,6 +34,7 @@ CHROMIUM = os.environ.get("FLUXDRAG_CHROMIUM") or shutil.which("chromium") or "/
 # (hx, hy, tx, ty) in image pixels of the 256x256 example: the sun to the left, the door upwards
 DRAGS = [[204, 46, 140, 46], [70, 150, 70, 110]]
 ANCHORS = [[200, 200]]  # a click with no drag: a fixed point
+DEPTHS = ["behind", None]  # picked in the toolbar's depth select right after each drag is drawn
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False,
             "Comfy.Graph.CanvasInfo": False}
 
@@ -90,7 +92,7 @@ def browser_run(comfy_server, tmp_path_factory):
     name = comfy_server.upload_image(wt.EXAMPLE_INPUTS / "source.png")
     cfg = {"baseUrl": comfy_server.base_url, "chromium": CHROMIUM,
            "userDataDir": str(tmp / "chromium-profile"), "imageName": name, "drags": DRAGS,
-           "anchors": ANCHORS,
+           "anchors": ANCHORS, "depths": DEPTHS,
            "screenshot": str(tmp / "editor.png"), "timeoutMs": 90000}
     return run_driver(DRIVER, cfg, tmp, timeout=240), tmp
 
@@ -115,6 +117,8 @@ def test_canvas_drawing_reaches_the_server(browser_run, comfy_server, comfy):  #
         assert np.allclose(d["handle"], [hx, hy], atol=1.0), d
         assert np.allclose(d["target"], [tx, ty], atol=1.0), d
         assert d["mode"] == "drag"
+    # the depth picked for the first drag is stored in the JSON; the second states none
+    assert drawn["drags"][0]["depth"] == "behind" and "depth" not in drawn["drags"][1]
     assert result["statusAfterDraw"].startswith("3 drag(s)")
 
     # what reached the server: the prompt as queued, and its execution
@@ -125,6 +129,7 @@ def test_canvas_drawing_reaches_the_server(browser_run, comfy_server, comfy):  #
     assert node["class_type"] == "FluxDragDragEditor"
     assert node["inputs"]["drags"] == result["widgetAfterDraw"]
     ins = parse_instructions(node["inputs"]["drags"])
+    assert [d.depth for d in ins.drags] == ["behind", "auto", "auto"]
     assert [(d.handle, d.target) for d in ins.drags] == [
         (tuple(map(float, d["handle"])), tuple(map(float, d["target"]))) for d in drawn["drags"]]
     # the node returned the source image for the canvas, and the canvas reloaded it

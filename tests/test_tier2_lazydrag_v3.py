@@ -21,20 +21,23 @@ SEED = 404            # the test seed (never the README's 0, nor the tuning seed
 CALIBRATION = 303
 N = 24
 # python -m bench.toybench.lazydrag_v3 --seed 303 --n 24 --calibrate
-# (recalibrated for content_piece "largest" / content_reference "texture", issue 26 second round)
+# (recalibrated for content_piece "largest" / content_reference "texture", issue 26 second round; the
+# occlusion row again when the bench adapter began to state "depth": "behind" on the drag of "hide"
+# scenes: completion 0.321 -> 0.347, md 0.977 -> 0.669, bg_err 0.136 -> 0.048, the rest unchanged)
 BOUNDS = {
     "lit": {"shading": ("max", 0.427), "shadow": ("max", 0.226), "md": ("max", 0.142), "iou": ("min", 0.639),
             "bg_err": ("max", 0.035), "id_err": ("max", 0.495)},
     "texture": {"hole_err": ("max", 0.548), "md": ("max", 0.224), "iou": ("min", 0.704), "bg_err": ("max", 0.028),
                 "id_err": ("max", 0.338)},
-    "occlusion": {"completion": ("min", 0.321), "md": ("max", 0.977), "bg_err": ("max", 0.136),
+    "occlusion": {"completion": ("min", 0.347), "md": ("max", 0.669), "bg_err": ("max", 0.048),
                   "id_err": ("max", 0.386), "hole_err": ("max", 0.261)},
     "articulated": {"joint_deg": ("max", 7.983), "tip": ("max", 0.539), "iou": ("min", 0.385),
                     "bg_err": ("max", 0.046), "id_err": ("max", 0.598)},
 }
 # that run's means (seed 303, 6 scenes a family): lit shading 0.223 shadow 0.115 md 0.032 IoU 0.926 BG 0.007
-# ID 0.281; texture hole 0.336 md 0.073 IoU 0.938 BG 0.004 ID 0.104; occlusion completion 0.612 md 0.611
-# BG 0.059 ID 0.117 hole 0.084; articulated joint 3.0° tip 0.178 IoU 0.808 BG 0.010 ID 0.294
+# ID 0.281; texture hole 0.336 md 0.073 IoU 0.938 BG 0.004 ID 0.104; occlusion completion 0.857 md 0.174
+# BG 0.009 ID 0.117 hole 0.085 (0.612 / 0.611 / 0.059 / 0.117 / 0.084 before the stated depth);
+# articulated joint 3.0° tip 0.178 IoU 0.808 BG 0.010 ID 0.294
 
 @pytest.fixture(scope="module")
 def v3(comfy):  # noqa: F811  (the fixture of comfy_fixtures)

@@ -20,6 +20,17 @@ def _guidance(cond) -> float:
     return float(cond[0][1].get("guidance", 3.5))
 
 
+def stated_drags(scene) -> dict:
+    """The scene's JSON with the depth the toy user states: in an ``occlusion`` scene of kind
+    "hide" (the dragged object goes behind another, ``scene.extra["kind"]`` — from the ground
+    truth, as a user knows what they mean) the dragged object's drag says ``"depth": "behind"``;
+    every other scene is its JSON as is. Which object goes in front cannot be read from the image
+    (the ``overlap`` family puts the moved object on top), so it is the instruction's to say."""
+    if scene.family != "occlusion" or scene.extra.get("kind") != "hide":
+        return scene.drags
+    return dict(scene.drags, drags=[dict(d, depth="behind") for d in scene.drags["drags"]])
+
+
 def lazydrag(scene, model, cond, steps: int = STEPS, background_query: str = "live",
              background_lock: float = 1.0, **opts) -> torch.Tensor:
     """Correspondence Map → Invert (Uni-Inv, caching for the map) → LazyDrag Patch → Sample.
@@ -31,7 +42,7 @@ def lazydrag(scene, model, cond, steps: int = STEPS, background_query: str = "li
 
     s = LazyDragSettings(steps=steps, inversion_guidance=_guidance(cond), seed=scene.seed,
                          background_query=background_query, background_lock=background_lock, **opts)
-    z = run_lazydrag(model, scene_latent_to_comfy(scene.latent), scene.drags, cond, s)
+    z = run_lazydrag(model, scene_latent_to_comfy(scene.latent), stated_drags(scene), cond, s)
     return comfy_to_scene_latent(to_latent(model, z, exact=False))[0]
 
 
@@ -72,10 +83,12 @@ def dragflow_regions(scene) -> list[dict]:
 
     A ``bend`` (toy world v3, articulated objects: one "drag" drag on the free end) becomes a
     ``rotate`` of the masked free segment about the joint, which the adapter takes from the
-    scene's ground truth (``scene.extra["joint"]``), as a user would place the anchor."""
+    scene's ground truth (``scene.extra["joint"]``), as a user would place the anchor. Each region
+    carries the depth its drags state (:func:`stated_drags`; ``group_depth`` of the group)."""
     import math
 
     from fluxdrag.core.affine import rotation_angle
+    from fluxdrag.core.correspondence_fields import group_depth
     from fluxdrag.core.instructions import rle_encode
     from fluxdrag.toyworld.scenes import PIXELS_PER_LATENT, _components, latent_mask_to_pixels
 
@@ -86,7 +99,7 @@ def dragflow_regions(scene) -> list[dict]:
     comps = _components(region)
     cents = [torch.tensor(c, dtype=torch.float32).mean(0) for c in comps]      # (row, col)
     groups: dict[int, list[dict]] = {i: [] for i in range(len(comps))}
-    for d in scene.drags["drags"]:
+    for d in stated_drags(scene)["drags"]:
         hr = d["handle"][1] / PIXELS_PER_LATENT - 0.5
         hc = d["handle"][0] / PIXELS_PER_LATENT - 0.5
         k = min(range(len(comps)), key=lambda i: float((cents[i] - torch.tensor([hr, hc])).norm()))
@@ -103,23 +116,26 @@ def dragflow_regions(scene) -> list[dict]:
         hx = sum(d["handle"][0] for d in ds) / len(ds)
         hy = sum(d["handle"][1] for d in ds) / len(ds)
         joint = scene.extra.get("joint") if scene.case == "bend" else None
+        depth = group_depth([d.get("depth", "auto") for d in ds])
+        depth = {} if depth == "auto" else {"depth": depth}
         if joint is not None:
             bx, by = ds[0]["handle"]
             tx, ty = ds[0]["target"]
             out.append({"op": "rotate", "mask": rle, "begin": [float(bx), float(by)],
-                        "target": [float(tx), float(ty)], "anchor": [float(joint[0]), float(joint[1])]})
+                        "target": [float(tx), float(ty)], "anchor": [float(joint[0]), float(joint[1])],
+                        **depth})
         elif len(ds) >= 2 and all(d.get("mode") == "drag" for d in ds):
             theta = sum(rotation_angle(d["handle"], d["target"], (hx, hy)) for d in ds) / len(ds)
             bx, by = ds[0]["handle"]
             c, s = math.cos(theta), math.sin(theta)
             tx, ty = hx + c * (bx - hx) - s * (by - hy), hy + s * (bx - hx) + c * (by - hy)
             out.append({"op": "rotate", "mask": rle, "begin": [float(bx), float(by)],
-                        "target": [tx, ty], "anchor": [hx, hy]})
+                        "target": [tx, ty], "anchor": [hx, hy], **depth})
         else:
             tx = sum(d["target"][0] for d in ds) / len(ds)
             ty = sum(d["target"][1] for d in ds) / len(ds)
             out.append({"op": "relocate", "mask": rle, "begin": [hx, hy], "target": [tx, ty],
-                        "anchor": None})
+                        "anchor": None, **depth})
     return out
 
 
@@ -129,7 +145,7 @@ def dragflow(scene, model, cond, steps: int = 25, **opts) -> torch.Tensor:
     node's defaults; ``opts``: further :class:`DragFlowSettings` fields by name."""
     from fluxdrag.pipelines.dragflow import DragFlowSettings, run_dragflow
 
-    doc = dict(scene.drags, regions=dragflow_regions(scene))
+    doc = dict(stated_drags(scene), regions=dragflow_regions(scene))
     opts.setdefault("skip_steps", max(1, round(steps * 6 / 25)))
     opts.setdefault("guidance", _guidance(cond))
     s = DragFlowSettings(steps=steps, **opts)

@@ -442,7 +442,9 @@ class Region:
     """One DragFlow region instruction, in the grid coordinates of its own mask (H, W).
 
     ``op``: relocate | deform | rotate (DragFlow's transformation | deformation | rotation are
-    accepted); ``begin`` defaults to the mask centroid; ``anchor`` is the rotation pivot.
+    accepted); ``begin`` defaults to the mask centroid; ``anchor`` is the rotation pivot;
+    ``depth`` the user's depth intent for the moved content (the instructions' per-drag
+    ``depth``: auto | front | behind; ``core.dragflow_proposal.carried_proposal`` reads it).
     Validated on creation: empty mask, unknown op, missing/outside anchor, rotation of 0, and a
     region whose transformed copy leaves the image entirely raise ValueError."""
 
@@ -451,8 +453,11 @@ class Region:
     target: tuple[float, float]
     begin: tuple[float, float] | None = None
     anchor: tuple[float, float] | None = None
+    depth: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.depth not in ("auto", "front", "behind"):
+            raise ValueError(f"region depth {self.depth!r}: use 'auto', 'front' or 'behind'")
         m = torch.as_tensor(self.mask)
         if m.dim() != 2:
             raise ValueError(f"region mask must be (H, W), got {tuple(m.shape)}")

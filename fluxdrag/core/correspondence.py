@@ -215,8 +215,9 @@ def _match(
     circle: tuple | None,
     gate_unit: float,
     backward: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Destination -> (source flat index or N, alpha) on one grid (h, w) for region P.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Destination -> (source flat index or N, alpha of each source, the drag that moves each
+    destination's source or -1) on one grid (h, w) for region P.
 
     Forward (the paper): each p in P goes to round(p + v(p)); a destination hit by several keeps
     the largest alpha (ties: lowest source index). ``backward`` [ours]: for move drags every grid
@@ -242,11 +243,11 @@ def _match(
     src_l = [src_flat_all[sel]]
     dst_l = [(dst_xy[:, 1] * w + dst_xy[:, 0])[sel]]
     a_l = [alpha[sel]]
+    win_grid = torch.full((N + 1,), -1, dtype=torch.long)     # N: no source
+    win_grid[src_flat_all] = torch.as_tensor(win, dtype=torch.long)
     if backward:
         alpha_grid = torch.full((N,), -1.0, dtype=torch.float64)
         alpha_grid[src_flat_all] = alpha
-        win_grid = torch.full((N,), -1, dtype=torch.long)
-        win_grid[src_flat_all] = win
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         grid = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1).to(torch.float64)
         for i, m in enumerate(modes):
@@ -286,7 +287,7 @@ def _match(
     chosen = chosen.scatter_reduce(0, dst_flat, cand, reduce="amin", include_self=True)
     alpha_of_src = torch.zeros(N, dtype=torch.float64)
     alpha_of_src[src_flat] = a
-    return chosen, alpha_of_src
+    return chosen, alpha_of_src, win_grid[chosen]
 
 
 @dataclass(eq=False)
@@ -305,6 +306,10 @@ class FineMap:
     #: [ours] where the hole fill is computed (the editable region and the unpainted objects in
     #: front that touch it, ``unpainted_objects``): None = the editable region
     fill_region: torch.Tensor | None = None
+    #: (H*W,) long: the drag (index into the map's ``drags``, after fusing) that moves each
+    #: destination pixel, -1 elsewhere; None = unknown. Read while the map is built (per-drag
+    #: ``depth``); not serialised.
+    drag: torch.Tensor | None = None
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -355,13 +360,13 @@ def build_fine_map(token_drags: TokenDrags, editable_px: torch.Tensor, circle: t
     H, W = P.shape
     to_px = lambda t: 2.0 * t + 0.5  # noqa: E731
     circ = None if circle is None else (to_px(circle[0]), 2.0 * circle[1])
-    chosen, _ = _match(Pc, to_px(token_drags.handles), to_px(token_drags.targets),
+    chosen, _, drag = _match(Pc, to_px(token_drags.handles), to_px(token_drags.targets),
                        modes=token_drags.modes, scales=token_drags.scales, angles=token_drags.angles,
                        circle=circ, gate_unit=2.0 * gate_unit, backward=backward)
     N = H * W
     dest = chosen < N
     source = torch.where(dest, chosen, -1)
-    return FineMap(source, P, dest.reshape(H, W))
+    return FineMap(source, P, dest.reshape(H, W), drag=torch.where(dest, drag, -1))
 
 
 def latent_region(pixel_mask: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
@@ -434,7 +439,7 @@ def build_correspondence(
     gate_unit = gate_unit_tokens(token_drags.image_hw, gate_reference)
     needs_circle = any(m == "drag" for m in token_drags.modes)
     circle = circumscribed_circle(P, token_drags.handles) if needs_circle else None
-    chosen, alpha_of_src = _match(P, token_drags.handles, token_drags.targets, modes=token_drags.modes,
+    chosen, alpha_of_src, _ = _match(P, token_drags.handles, token_drags.targets, modes=token_drags.modes,
                                   scales=token_drags.scales, angles=token_drags.angles, circle=circle,
                                   gate_unit=gate_unit, backward=backward)
     N = h * w

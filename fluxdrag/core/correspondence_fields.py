@@ -5,6 +5,7 @@ its target) have zero displacement: the content nearest to them keeps its place.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -180,7 +181,8 @@ def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: f
     ``tolerance`` times the mean drag length, the group is replaced by one move drag from the
     handles' centroid to the targets' centroid with the fitted angle (two handles dragged round
     their midpoint = a rotation about that midpoint). ``tolerance`` 0: never (the paper — each
-    drag moves its Voronoi cell elastically, which tears a rotated object apart).
+    drag moves its Voronoi cell elastically, which tears a rotated object apart). The fused drag
+    keeps the group's depth intent (:func:`group_depth`).
     """
     n = len(token_drags)
     if tolerance <= 0 or n < 2:
@@ -197,7 +199,7 @@ def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: f
         j = int(((pts - h) ** 2).sum(1).argmin())
         groups.setdefault(int(lab[yx[j, 0], yx[j, 1]]), []).append(i)
     keep = [True] * n
-    new_h, new_t, new_m, new_s, new_a = [], [], [], [], []
+    new_h, new_t, new_m, new_s, new_a, new_d = [], [], [], [], [], []
     for idx in groups.values():
         if len(idx) < 2:
             continue
@@ -219,6 +221,7 @@ def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: f
         new_m.append("move")
         new_s.append(torch.ones(2, dtype=torch.float64))
         new_a.append(math.degrees(theta))
+        new_d.append(group_depth([token_drags.depths[i] for i in idx]))
     if not new_h:
         return token_drags
     k = [i for i in range(n) if keep[i]]
@@ -231,7 +234,22 @@ def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: f
         grid_hw=token_drags.grid_hw,
         image_hw=token_drags.image_hw,
         angles=torch.cat([token_drags.angles[k], torch.tensor(new_a, dtype=torch.float64)]),
+        depths=[token_drags.depths[i] for i in k] + new_d,
     )
+
+
+def group_depth(depths: Sequence[str]) -> str:
+    """[ours] The depth intent of drags fused into one rigid motion: the one stated value of the
+    group ("auto" drags state none); "auto" (the method's setting decides) when the group states
+    none or states both "front" and "behind", with a warning naming the conflict."""
+    stated = {d for d in depths if d != "auto"}
+    if len(stated) == 1:
+        return stated.pop()
+    if len(stated) > 1:
+        warnings.warn(f"drags moving one part rigidly state different depths ({', '.join(sorted(stated))}); "
+                      "the method's depth setting decides for that part. Give them one depth",
+                      stacklevel=3)
+    return "auto"
 
 
 #: the part's far end: its points at least this share of the farthest point's distance from the
@@ -303,4 +321,4 @@ def swing_lone_drags(token_drags: TokenDrags, region: torch.Tensor,
         return token_drags
     return TokenDrags(handles=handles, targets=targets, modes=modes, scales=token_drags.scales.clone(),
                       mask=token_drags.mask, grid_hw=token_drags.grid_hw, image_hw=token_drags.image_hw,
-                      angles=angles)
+                      angles=angles, depths=list(token_drags.depths))

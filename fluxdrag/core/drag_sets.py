@@ -115,7 +115,7 @@ def regions_from_drags(split: DragSplit, min_radius_px: float = 16.0, radius_fac
     [guess; the region papers convert DragBench by hand or do not say how] Each moving drag
     relocates the part of the editable mask nearest to its handle (the mask split among the
     handles by nearest handle, as LazyDrag's winner-takes-all splits it), from its handle to its
-    target. Without a mask, a drag's region is the disc of radius
+    target, with the drag's ``depth``. Without a mask, a drag's region is the disc of radius
     max(``min_radius_px``, ``radius_factor`` · its length) around the handle (LazyDrag's default
     editable region, in pixels). Each anchor is a held region (relocate by zero): the disc of
     ``anchor_radius_px`` around it, less the moving regions.
@@ -145,7 +145,7 @@ def regions_from_drags(split: DragSplit, min_radius_px: float = 16.0, radius_fac
             if not bool(masks[k].any()):
                 masks[k] = disc_mask(d.handle, 0.5, (H, W))
         taken |= masks[k]
-        regions.append(RegionOp("relocate", masks[k], d.handle, d.target))
+        regions.append(RegionOp("relocate", masks[k], d.handle, d.target, depth=d.depth))
     for i in split.anchors:
         p = ins.drags[i].handle
         m = disc_mask(p, anchor_radius_px, (H, W)) & ~taken

@@ -9,6 +9,7 @@ import torch
 
 from .affine import Region, resize_mask, warp_mask, warp_with_affine
 from .dragflow import WARP_MODE, destination_mask, fill_by_shift, fill_from_surroundings, moved_start
+from .instruction_values import depth_rule
 
 
 def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contrast: float,
@@ -35,7 +36,9 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     kept as they are, and the fill and the shadow's background continue *behind* them (not from
     their colour). ``depth`` (with them): over = the moved content covers them (the paper pastes
     the region); under = it goes behind every one; auto = behind those that covered the painted
-    object at its source (they touch the paint), over the others."""
+    object at its source (they touch the paint), over the others. A region's own ``depth`` (the
+    user's per-drag intent, ``Region.depth``) overrides it inside that region's footprint (its
+    mask moved to its final pose): behind = under, front = over, auto = ``depth``."""
     from .correspondence import FrontObjects, content_pixels, harmonic_fill
 
     grid = tuple(x.shape[-2:])
@@ -67,7 +70,22 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
         m_grid = resize_mask(m, grid, mask_rule) if r.hw != grid else m
         to = (warp_mask(m_grid.to(x.device), A) & ~dst.to(x.device))
         out = torch.where(to, out + warp_with_affine(dev, A, mode=WARP_MODE), out)
-    if objects is not None and depth != "over":
-        keep = front if depth == "under" else objects.touching(P) & ~P
+    if objects is None:
+        return out
+    modes = [depth_rule(r.depth, depth) for r in regions]
+
+    def kept(mode: str) -> torch.Tensor | None:   # the objects the moved content stays behind
+        return None if mode == "over" else front if mode == "under" else objects.touching(P) & ~P
+
+    if len(set(modes)) == 1:      # one rule for every region: over the whole grid, as before
+        keep = kept(modes[0])
+    else:                         # each region's rule within its own footprint
+        keep = torch.zeros(grid, dtype=torch.bool)
+        for r, mode in zip(regions, modes):
+            k = kept(mode)
+            if k is not None:
+                m = resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask.bool().cpu()
+                keep |= k & warp_mask(m, r.affine(1.0, grid), threshold=0.0).cpu()
+    if keep is not None:
         out = torch.where(keep.to(x.device), x, out)
     return out

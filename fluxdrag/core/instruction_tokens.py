@@ -23,7 +23,9 @@ class TokenDrags:
 
     handles, targets, scales: (n, 2) float64; modes: n strings; mask: (h, w) bool editable
     region on the token grid or None; grid_hw = (h, w) tokens; image_hw = (H, W) pixels;
-    angles: (n,) float64 degrees (move mode; clockwise on screen), None = all 0.
+    angles: (n,) float64 degrees (move mode; clockwise on screen), None = all 0; depths: n
+    per-drag depth intents ("auto" | "front" | "behind", the instructions' ``depth``), None = all
+    "auto".
     """
 
     handles: torch.Tensor
@@ -34,10 +36,13 @@ class TokenDrags:
     grid_hw: tuple[int, int]
     image_hw: tuple[int, int]
     angles: torch.Tensor | None = None
+    depths: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.angles is None:
             self.angles = torch.zeros(int(self.handles.shape[0]), dtype=torch.float64)
+        if self.depths is None:
+            self.depths = ["auto"] * int(self.handles.shape[0])
 
     def __len__(self) -> int:
         return int(self.handles.shape[0])
@@ -52,6 +57,7 @@ class TokenDrags:
             "grid_hw": list(self.grid_hw),
             "image_hw": list(self.image_hw),
             "angles": self.angles.tolist(),
+            "depths": list(self.depths),
         }
 
     @classmethod
@@ -66,6 +72,7 @@ class TokenDrags:
             grid_hw=(int(d["grid_hw"][0]), int(d["grid_hw"][1])),
             image_hw=(int(d["image_hw"][0]), int(d["image_hw"][1])),
             angles=torch.tensor(d.get("angles") or [0.0] * n, dtype=torch.float64).reshape(n),
+            depths=list(d.get("depths") or ["auto"] * n),
         )
 
 
@@ -175,4 +182,5 @@ def to_token_space(
         grid_hw=(h, w),
         image_hw=(H, W),
         angles=torch.tensor([d.angle for d in ins.drags], dtype=torch.float64).reshape(n),
+        depths=[d.depth for d in ins.drags],
     )

@@ -18,6 +18,10 @@ TOKEN_PX = 16  # pixels per FLUX token side (VAE /8, then 2x2 patches)
 LATENT_PX = 8  # pixels per latent cell side
 DRAG_MODES = ("drag", "move", "anchor")
 REGION_OPS = ("relocate", "deform", "rotate")
+#: per-drag depth intent (``Drag.depth``, ``RegionOp.depth``): "auto" (the default, never written) =
+#: the method's ``depth`` setting decides; "front" = the moved content covers what is at its
+#: destination; "behind" = it goes behind the objects there
+DRAG_DEPTHS = ("auto", "front", "behind")
 
 Point = tuple[float, float]
 
@@ -138,6 +142,26 @@ def _parse_angle(a: Any, where: str) -> float:
         return float(a)
     except (TypeError, ValueError):
         raise ValueError(f"{where} must be a number of degrees, got {a!r}") from None
+
+
+def _parse_depth(v: Any, where: str) -> str:
+    """A per-drag ``depth`` value (None = "auto"); anything else but the three names is refused."""
+    if v is None:
+        return "auto"
+    if not isinstance(v, str) or v not in DRAG_DEPTHS:
+        raise ValueError(
+            f"{where} is {v!r}; use one of {', '.join(map(repr, DRAG_DEPTHS))} (\"behind\": the moved "
+            "content goes behind the objects at its destination, \"front\": it covers them, "
+            "\"auto\" or leave it out: the method's depth setting decides)"
+        )
+    return v
+
+
+def depth_rule(intent: str, setting: str) -> str:
+    """The depth rule a method applies (its settings' names: auto | under | over) for a drag's or
+    region's stated ``intent`` (auto | front | behind): behind = under, front = over, auto = the
+    method's ``setting``."""
+    return {"behind": "under", "front": "over"}.get(intent, setting)
 
 
 def _check_point(p: Point, where: str, W: int, H: int) -> None:

@@ -8,10 +8,11 @@ regions as DragFlow does)::
     {"version": 1, "image_size": [W, H],
      "drags": [{"handle": [x, y], "target": [x, y], "mode": "drag" | "move" | "anchor",
                 "scale": [rx, ry],
-                "angle": degrees}],
+                "angle": degrees, "depth": "auto" | "front" | "behind"}],
      "mask": null | {"polygons": [[[x, y], ...], ...]} | {"rle": {"size": [H, W], "counts": [...]}},
      "regions": [{"op": "relocate" | "deform" | "rotate", "mask": <mask>,
-                  "begin": [x, y], "target": [x, y], "anchor": [x, y] | null}]}
+                  "begin": [x, y], "target": [x, y], "anchor": [x, y] | null,
+                  "depth": "auto" | "front" | "behind"}]}
 
 * Points are (x, y) = (column, row) in continuous pixel coordinates: 0 is the left/top edge of the
   image and W/H the right/bottom edge, so a point may lie anywhere in [0, W] x [0, H].
@@ -20,6 +21,14 @@ regions as DragFlow does)::
 * ``angle`` (optional, ``move`` drags only, default 0) rotates the moved content by that many
   degrees about the handle, clockwise on screen (image y points down), before the scale:
   p -> target + r * R(angle) (p - handle). Written only when non-zero.
+* ``depth`` (optional, default ``"auto"``; drags that move and region operations) is the user's
+  depth intent for the moved content where it lands: ``"behind"`` = it goes behind the objects
+  at its destination (they stay on top), ``"front"`` = it covers them, ``"auto"`` = the method's
+  own ``depth`` setting decides. Which one is meant cannot be read from the image, so it is an
+  instruction, per drag. Written only when not ``"auto"``; an anchor (it does not move) refuses
+  it. Version 1 reads it as an optional field, as ``angle``: a document without it means what it
+  meant before. Methods: LazyDrag and DragFlow honour it (docs/lazydrag.md, docs/dragflow.md);
+  ContextDrag and AttentionDrag ignore it.
 * ``mask`` is the optional editable region. Polygons are rasterised with the even-odd rule at
   pixel centres and several polygons are united; RLE counts are run lengths of 0/1 values in
   row-major order, starting with a run of 0 (which may be empty).
@@ -73,6 +82,7 @@ from .instruction_tokens import (  # noqa: F401  (re-exported)
     token_to_pixel,
 )
 from .instruction_values import (  # noqa: F401  (re-exported)
+    DRAG_DEPTHS,
     DRAG_MODES,
     LATENT_PX,
     MAX_DRAGS,
@@ -96,8 +106,10 @@ from .instruction_values import (  # noqa: F401  (re-exported)
     _num,
     _num_list,
     _parse_angle,
+    _parse_depth,
     _parse_point,
     _parse_size,
+    depth_rule,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -113,6 +125,7 @@ class Drag:
     mode: str = "drag"
     scale: Point = (1.0, 1.0)
     angle: float = 0.0  # degrees, clockwise on screen, about the handle (move mode)
+    depth: str = "auto"  # "auto" (the method's depth setting) | "front" | "behind"
 
 
 @dataclass(eq=False)
@@ -124,6 +137,7 @@ class RegionOp:
     begin: Point
     target: Point
     anchor: Point | None = None
+    depth: str = "auto"  # as Drag.depth, for the region's moved content
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RegionOp):
@@ -133,6 +147,7 @@ class RegionOp:
             and self.begin == other.begin
             and self.target == other.target
             and self.anchor == other.anchor
+            and self.depth == other.depth
             and _masks_equal(self.mask, other.mask)
         )
 
@@ -181,6 +196,7 @@ class DragInstructions:
                     "mode": d.mode,
                     "scale": _num_list(d.scale),
                     **({"angle": _num(d.angle)} if d.angle else {}),
+                    **({"depth": d.depth} if d.depth != "auto" else {}),
                 }
                 for d in self.drags
             ],
@@ -192,6 +208,7 @@ class DragInstructions:
                     "begin": _num_list(r.begin),
                     "target": _num_list(r.target),
                     "anchor": None if r.anchor is None else _num_list(r.anchor),
+                    **({"depth": r.depth} if r.depth != "auto" else {}),
                 }
                 for r in self.regions
             ],
@@ -300,6 +317,7 @@ def _parse_drag(i: int, d: Any) -> Drag:
         mode=mode,
         scale=_parse_point(scale, f"{where}.scale"),
         angle=_parse_angle(d.get("angle"), f"{where}.angle"),
+        depth=_parse_depth(d.get("depth"), f"{where}.depth"),
     )
 
 
@@ -317,6 +335,7 @@ def _parse_region(i: int, r: Any, H: int, W: int) -> RegionOp:
         begin=_parse_point(r["begin"], f"{where}.begin"),
         target=_parse_point(r["target"], f"{where}.target"),
         anchor=None if anchor is None else _parse_point(anchor, f"{where}.anchor"),
+        depth=_parse_depth(r.get("depth"), f"{where}.depth"),
     )
 
 
@@ -330,6 +349,7 @@ def _normalise_drag(i: int, d: Drag) -> Drag:
         mode=d.mode,
         scale=_parse_point(d.scale, f"{where}.scale"),
         angle=_parse_angle(d.angle, f"{where}.angle"),
+        depth=_parse_depth(d.depth, f"{where}.depth"),
     )
 
 
@@ -382,8 +402,12 @@ def _validate(ins: DragInstructions) -> None:
             if tuple(d.scale) != (1.0, 1.0) or d.angle % 360 != 0:
                 raise ValueError(f'{where}: an anchor cannot scale or rotate; remove "scale"/'
                                  '"angle" or use "mode": "move"')
+            if d.depth != "auto":
+                raise ValueError(f'{where}: an anchor does not move, so "depth" {d.depth!r} has '
+                                 'nothing to place; remove "depth" or drag the handle to a target')
         elif d.handle == d.target and not in_place:
-            # DragDiffusion / DragBench convention: a handle on its target pins that point
+            # DragDiffusion / DragBench convention: a handle on its target pins that point (a
+            # depth on it has nothing to place and is dropped with the move)
             ins.drags[i] = d = Drag(d.handle, d.target, "anchor")
     if ins.drags and not ins.regions and all(d.mode == "anchor" for d in ins.drags):
         raise ValueError(
@@ -402,6 +426,7 @@ def _validate(ins: DragInstructions) -> None:
         _check_point(r.target, f"{where}.target", W, H)
         if r.anchor is not None:
             _check_point(r.anchor, f"{where}.anchor", W, H)
+        r.depth = _parse_depth(r.depth, f"{where}.depth")
 
 
 def from_mask_and_points(
@@ -468,7 +493,7 @@ def rescale(instr: DragInstructions, new_size: tuple[int, int]) -> DragInstructi
     def sp(p: Point) -> Point:
         return (min(max(p[0] * fx, 0.0), W2), min(max(p[1] * fy, 0.0), H2))
 
-    drags = [Drag(sp(d.handle), sp(d.target), d.mode, d.scale, d.angle) for d in instr.drags]
+    drags = [Drag(sp(d.handle), sp(d.target), d.mode, d.scale, d.angle, depth=d.depth) for d in instr.drags]
     mask = None if instr.mask is None else resize_mask_nearest(instr.mask, H2, W2)
     regions = [
         RegionOp(
@@ -477,6 +502,7 @@ def rescale(instr: DragInstructions, new_size: tuple[int, int]) -> DragInstructi
             sp(r.begin),
             sp(r.target),
             None if r.anchor is None else sp(r.anchor),
+            depth=r.depth,
         )
         for r in instr.regions
     ]

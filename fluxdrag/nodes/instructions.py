@@ -59,7 +59,9 @@ class DragInstructionsFromJSON(io.ComfyNode):
             category=f"{CATEGORY}/instructions",
             description="Drag instructions from a JSON string (the format the editor and the API "
                         "use): image_size [W,H], drags [{handle:[x,y], target:[x,y], mode, "
-                        "scale}], optional mask and DragFlow regions, in image pixels.",
+                        "scale, angle, depth}], optional mask and DragFlow regions, in image pixels. "
+                        "depth (behind | front) is the user's depth intent per drag; LazyDrag and "
+                        "DragFlow honour it.",
             inputs=[
                 io.String.Input("drags_json", multiline=True, default=EXAMPLE,
                                 tooltip="Versioned DRAG_INSTRUCTIONS JSON in pixel coordinates of "

@@ -136,7 +136,7 @@ def regions_for_latent(drag_instructions, H: int, W: int, node: str = NODE_OPT) 
     for k, r in enumerate(ins.regions):
         anchor = r.anchor if (r.anchor is not None or r.op != "rotate") else mask_centroid(r.mask)
         try:
-            regions.append(Region(r.mask, r.op, target=r.target, begin=r.begin, anchor=anchor))
+            regions.append(Region(r.mask, r.op, target=r.target, begin=r.begin, anchor=anchor, depth=r.depth))
         except ValueError as e:
             raise FluxDragInputError(f"{node}: input 'drag_instructions' region {k}: {e}") from None
     return ins, regions
@@ -279,7 +279,9 @@ class DragFlowSettings:
     depth: str = setting("auto", "With occluder_contrast: where moved content lands on an unpainted object in "
                                  "front: auto = behind the objects that covered the region at its source, over "
                                  "the others; under = behind every one (an object dragged behind another); over "
-                                 "= over every one (the paper pastes the region).", options=DEPTHS, paper="over")
+                                 "= over every one (the paper pastes the region). A region's or drag's own \"depth\" in "
+                                 "the instructions (behind = under, front = over) overrides this for it.",
+                         options=DEPTHS, paper="over")
     hole_release: float = setting(0.3, "hole_fill surroundings: while sampling, the vacated area stays on the "
                                        "noisy path of its re-drawn background down to this σ, then the sampler "
                                        "blends it in; 1 = never held while sampling, 0 = held to the end.",
@@ -342,6 +344,11 @@ def plan_edit(drag_instructions, latent_samples: torch.Tensor, settings: DragFlo
                                  f"'inversion'.")
     h, w = latent_samples.shape[-2:]
     ins, regions = regions_for_latent(drag_instructions, h * 8, w * 8, node)
+    stated = [k for k, r in enumerate(regions) if r.depth != "auto"]
+    if stated and not (st.init == "reinverted" and st.content_contrast > 0 and st.occluder_contrast > 0):
+        warnings.warn(f"{node}: region(s) {', '.join(map(str, stated))} state a depth, which only init "
+                      f"'reinverted' with content_contrast > 0 and occluder_contrast > 0 can honour (they find "
+                      f"the objects in front); it is ignored. Set them, or leave depth out", stacklevel=2)
     margin = st.hole_margin if st.init == "reinverted" else -1
     plan = plan_dragflow(regions, (h, w), hole_margin=margin, **pick(st, PLAN_FIELDS))
     return ins, plan

@@ -5,6 +5,7 @@ The nodes expose the steps (Correspondence Map, Invert, LazyDrag Patch, Sample F
 :func:`run_lazydrag` chains them for scripts, bench and tests with the nodes' defaults."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,7 +24,14 @@ from ..core.correspondence import (
     latent_region,
 )
 from ..core.drag_sets import split_drags
-from ..core.instructions import LATENT_PX, TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
+from ..core.instructions import (
+    LATENT_PX,
+    TOKEN_PX,
+    depth_rule,
+    parse_instructions,
+    pixel_mask_to_token_mask,
+    to_token_space,
+)
 from .common import FluxDragInputError, check_finite, check_latent, mask_at, require_flux
 from .inversion import CACHE_POLICIES, SCHEDULERS, InversionSettings, run_inversion, run_sampling
 from .settings import SILENT, node_fields, overrides, paper_settings, pick, setting, validate
@@ -119,7 +127,8 @@ class LazyDragSettings:
         "auto", "Where the moved content lands on an unpainted object in front (see occluder_contrast). "
                 "auto (ours): it stays behind the objects it was behind at its source (they touch the "
                 "paint) and covers the others; under (ours): it goes behind every one; over: it covers "
-                "them (the paper).", options=DEPTHS, paper="over", node="map")
+                "them (the paper). A drag's own \"depth\" in the instructions (behind = under, front = "
+                "over) overrides this for what that drag moves.", options=DEPTHS, paper="over", node="map")
     gate_reference: int = setting(
         512, "The gate A = min(1, |p−s|⁻²) measures distance in units of min(H, W)/gate_reference tokens: "
              "one token at this image size, the same image fraction at any size (ours). 0: one token at "
@@ -206,32 +215,58 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
                                     rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,
                                     swing=s.swing, content_mask=content)
+        stated = [i for i, d in enumerate(ins.drags) if d.depth != "auto"]
+        if stated and (px is None or cmap.fine is None or s.occluder_contrast <= 0):
+            warnings.warn(f"{NODE_MAP}: drag(s) {', '.join(map(str, stated))} state a depth, which needs a "
+                          "painted mask, resolution 'pixel' and occluder_contrast > 0 (they find the objects "
+                          "in front); it is ignored. Paint the mask and set them, or leave depth out",
+                          stacklevel=2)
         if px is not None and cmap.fine is not None and s.occluder_contrast > 0:
-            cmap.fine = behind_objects(latent_samples[:1], cmap.fine, s.occluder_contrast, s.depth, objects=objects)
+            cmap.fine = behind_objects(latent_samples[:1], cmap.fine, s.occluder_contrast, s.depth, objects=objects,
+                                       depths=cmap.drags.depths)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     return LazyDragPlan(cmap, activation=s.activation, seed=s.seed, background_query=s.background_query)
 
 
 def behind_objects(latent: torch.Tensor, fine: FineMap, contrast: float, depth: str,
-                   objects: FrontObjects | None = None) -> FineMap:
+                   objects: FrontObjects | None = None, depths: list[str] | None = None) -> FineMap:
     """[ours] The pixel map with the unpainted objects in front (``unpainted_objects``) that touch
     the painted region or the destination: the hole fill continues the background behind them
     (``fill_region``). ``depth`` "under": the moved content is not written over any of them;
     "auto": not over those that already cover the painted object at its source (they touch the
     paint: it was behind them), written over the others as with "over". ``objects``: the
-    :class:`FrontObjects` of ``latent`` painted by ``fine.editable`` when already found."""
+    :class:`FrontObjects` of ``latent`` painted by ``fine.editable`` when already found.
+
+    ``depths``: the map's drags' stated depth intents (``TokenDrags.depths``: auto | front |
+    behind, the instructions' per-drag ``depth``); each destination pixel follows the intent of
+    the drag that moves it (``fine.drag``): behind = "under", front = "over", auto = ``depth``."""
     objects = objects or FrontObjects(latent, fine.editable, contrast)
     front = objects.touching(fine.editable | fine.destination)
     if not bool(front.any()):
         return fine
+
+    def kept(rule: str) -> torch.Tensor | None:     # the objects the moved content stays behind
+        return front if rule == "under" else objects.touching(fine.editable) if rule == "auto" else None
+
+    rules = sorted({depth_rule(d, depth) for d in (depths or ["auto"])})
     source = fine.source
-    keep = front if depth == "under" else None
-    if depth == "auto":
-        keep = objects.touching(fine.editable)
+    if len(rules) == 1:                     # one rule for every drag
+        keep = kept(rules[0])
+        keep = None if keep is None else keep.reshape(-1)
+    elif fine.drag is None:
+        raise ValueError("per-drag depths need the map's drag of each destination pixel (FineMap.drag)")
+    else:                                   # each pixel by its drag's rule
+        rules = [depth_rule(d, depth) for d in depths]
+        keep = torch.zeros_like(front.reshape(-1))
+        for i, rule in enumerate(rules):
+            k = kept(rule)
+            if k is not None:
+                keep |= k.reshape(-1) & (fine.drag == i)
     if keep is not None:
-        source = torch.where(keep.reshape(-1), -1, source)
-    return FineMap(source, fine.editable, (source >= 0).reshape(fine.hw), fine.editable | front)
+        source = torch.where(keep, -1, source)
+    return FineMap(source, fine.editable, (source >= 0).reshape(fine.hw), fine.editable | front,
+                   drag=None if fine.drag is None else torch.where(source >= 0, fine.drag, -1))
 
 
 def inversion_trajectory(inversion) -> dict:

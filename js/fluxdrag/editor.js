@@ -88,6 +88,7 @@ export class DragEditor {
     this.newMode = "drag";
     this.newScale = [1, 1];
     this.newAngle = 0; // rotation instruction of the next move drag (degrees, clockwise)
+    this.newDepth = "auto"; // depth intent of the next drag ("auto" | "front" | "behind")
     this.newOp = "relocate";
 
     this.image = null;
@@ -148,6 +149,12 @@ export class DragEditor {
     // Rotation instruction: degrees about the handle, clockwise on screen (move drags only).
     this.angleInput = number("Rotation of a move drag about its handle, degrees clockwise", (v) => this.setAngle(v));
     Object.assign(this.angleInput, { min: "-360", max: "360", step: "5", value: "0" });
+    // Depth intent: where the moved content lands on another object, behind it or over it.
+    this.depthSelect = select(
+      [["auto", "depth: auto"], ["behind", "goes behind"], ["front", "goes in front"]],
+      "Depth of the selected / next drag, or of the selected region: goes behind = what it moves stays behind the objects where it lands; goes in front = it covers them; auto = the method's depth setting decides",
+      (v) => this.setDepth(v),
+    );
     this.opSelect = select(L.REGION_OPS.map((o) => [o, o]), "Operation of the selected / next region", (v) => this.setOp(v));
     this.gridBox = el("input", { type: "checkbox", title: "Show the 16 px token grid and snap points to token centres" });
     this.gridBox.addEventListener("change", () => {
@@ -165,6 +172,7 @@ export class DragEditor {
       this.scaleX,
       this.scaleY,
       this.angleInput,
+      this.depthSelect,
       this.opSelect,
       el("label", { title: this.gridBox.title }, { display: "flex", alignItems: "center", gap: "2px", fontSize: "12px", color: COLORS.text }, [this.gridBox, "Grid"]),
       this.undoButton,
@@ -382,6 +390,18 @@ export class DragEditor {
     }
   }
 
+  /** Depth intent of the selected drag or region, else of the drags drawn next. */
+  setDepth(depth) {
+    const s = this.selection;
+    if (s?.kind === "arrow" && this.history) {
+      this.commit(L.setDragDepth(this.history.present, s.index, depth));
+    } else if (s?.kind === "region" && this.history) {
+      this.commit(L.setRegionDepth(this.history.present, s.index, depth));
+    } else {
+      this.newDepth = depth;
+    }
+  }
+
   setOp(op) {
     const s = this.selection;
     if (s?.kind === "region" && this.history) {
@@ -408,6 +428,9 @@ export class DragEditor {
     this.scaleX.disabled = this.scaleY.disabled = this.modeSelect.value !== "move";
     this.angleInput.value = String(drag ? drag.angle ?? 0 : this.newAngle);
     this.angleInput.disabled = this.modeSelect.value !== "move";
+    this.depthSelect.value = drag ? drag.depth ?? "auto" : region ? region.depth ?? "auto" : this.newDepth;
+    // An anchor does not move: it has no depth.
+    this.depthSelect.disabled = Boolean(drag && L.isAnchor(drag));
     this.opSelect.value = region ? region.op : this.newOp;
     this.undoButton.disabled = !this.history || !L.canUndo(this.history);
     this.redoButton.disabled = !this.history || !L.canRedo(this.history);
@@ -584,7 +607,7 @@ export class DragEditor {
     if (g.type === "new-drag") {
       const same = g.handle[0] === g.target[0] && g.handle[1] === g.target[1];
       if (g.moved && !same) {
-        const doc = L.addDrag(this.history.present, g.handle, g.target, { mode: this.newMode, scale: this.newScale, angle: this.newAngle });
+        const doc = L.addDrag(this.history.present, g.handle, g.target, { mode: this.newMode, scale: this.newScale, angle: this.newAngle, depth: this.newDepth });
         this.selection = { kind: "arrow", index: doc.drags.length - 1 };
         this.commit(doc);
       } else if (!g.moved) {
@@ -917,7 +940,8 @@ export class DragEditor {
     this.drawDot(b, POINT_RADIUS, COLORS.target);
     const scale = d.scale && (d.scale[0] !== 1 || d.scale[1] !== 1) ? ` x${d.scale[0]},${d.scale[1]}` : "";
     const angle = d.angle ? ` ⟳${d.angle}°` : "";
-    this.drawLabel(`${i + 1}${d.mode === "move" ? ` move${scale}${angle}` : ""}`, [a[0] - 8, a[1] - 10], COLORS.handle);
+    const depth = d.depth === "behind" ? " behind" : d.depth === "front" ? " front" : "";
+    this.drawLabel(`${i + 1}${d.mode === "move" ? ` move${scale}${angle}` : ""}${depth}`, [a[0] - 8, a[1] - 10], COLORS.handle);
   }
 
   /** Shaft a -> b with a filled head at b (sizes in layout px). */

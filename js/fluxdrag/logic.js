@@ -16,13 +16,17 @@
  *
  *   {"version": 1, "image_size": [W, H],
  *    "drags": [{"handle": [x, y], "target": [x, y], "mode": "drag"|"move"|"anchor", "scale": [sx, sy],
- *               "angle": degrees}],
+ *               "angle": degrees, "depth": "auto"|"front"|"behind"}],
  *    "mask": null | {"polygons": [[[x, y], ...], ...]},
  *    "regions": [{"op": "relocate"|"deform"|"rotate", "mask": {"polygons": [...]},
- *                 "begin": [x, y], "target": [x, y], "anchor": [x, y] | null}]}
+ *                 "begin": [x, y], "target": [x, y], "anchor": [x, y] | null,
+ *                 "depth": "auto"|"front"|"behind"}]}
  *
  * "angle" (optional, "move" drags only, written only when non-zero) rotates the moved content by
  * that many degrees about the handle, clockwise on screen, before the axis scale.
+ * "depth" (optional, drags that move and regions, written only when not "auto") is the user's depth
+ * intent where the moved content lands: "behind" = behind the objects at its destination, "front" =
+ * over them, "auto" = the method's own depth setting decides.
  *
  * Pixel coordinates are continuous with pixel i spanning [i, i + 1): a point is inside the
  * image when 0 <= x < W and 0 <= y < H. The token (row i, col j) covers pixels
@@ -36,6 +40,8 @@ export const SCHEMA_VERSION = 1;
 export const TOKEN_SIZE = 16;
 export const DRAG_MODES = Object.freeze(["drag", "move", "anchor"]);
 export const REGION_OPS = Object.freeze(["relocate", "deform", "rotate"]);
+/** Per-drag depth intent; "auto" (the method's setting decides) is the default and never written. */
+export const DRAG_DEPTHS = Object.freeze(["auto", "front", "behind"]);
 
 /** A structural problem in a drags JSON document (bad JSON, wrong version, wrong shapes). */
 export class DragDocumentError extends Error {
@@ -233,11 +239,12 @@ const copyPolygons = (polys) => polys.map((poly) => poly.map(copyPoint));
 
 /**
  * Append a drag handle -> target. Options: mode ("drag" elastic | "move" rigid), scale [sx, sy],
- * angle (degrees, clockwise on screen, "move" only).
+ * angle (degrees, clockwise on screen, "move" only), depth ("auto" | "front" | "behind").
  */
-export function addDrag(doc, handle, target, { mode = "drag", scale = [1, 1], angle = 0 } = {}) {
+export function addDrag(doc, handle, target, { mode = "drag", scale = [1, 1], angle = 0, depth = "auto" } = {}) {
   const drag = { handle: copyPoint(handle), target: copyPoint(target), mode, scale: copyPoint(scale) };
   if (mode === "move" && angle) drag.angle = angle;
+  if (mode !== "anchor" && depth && depth !== "auto") drag.depth = depth;
   return { ...doc, drags: [...doc.drags, drag] };
 }
 
@@ -276,13 +283,39 @@ export function setDragAngle(doc, index, angle) {
   return { ...doc, drags };
 }
 
-/** Set the mode (and optionally the axis scale used by "move") of drag i. */
+/** Set the mode (and optionally the axis scale used by "move") of drag i; an anchor keeps no depth. */
 export function setDragMode(doc, index, mode, scale = undefined) {
   if (!doc.drags[index]) return doc;
-  const drags = doc.drags.map((d, i) =>
-    i === index ? withoutAngleUnlessMove({ ...d, mode, scale: scale ? copyPoint(scale) : d.scale }) : d,
-  );
+  const drags = doc.drags.map((d, i) => {
+    if (i !== index) return d;
+    const out = withoutAngleUnlessMove({ ...d, mode, scale: scale ? copyPoint(scale) : d.scale });
+    return mode === "anchor" ? withDepth(out, "auto") : out;
+  });
   return { ...doc, drags };
+}
+
+function withDepth(item, depth) {
+  if (depth && depth !== "auto") return { ...item, depth };
+  if (item.depth === undefined) return item;
+  const { depth: _dropped, ...rest } = item;
+  return rest;
+}
+
+/**
+ * Set the depth intent of drag i ("behind": its moved content goes behind the objects at its
+ * destination; "front": over them; "auto": the method's setting decides). Anchors do not move:
+ * unchanged.
+ */
+export function setDragDepth(doc, index, depth) {
+  const d = doc.drags[index];
+  if (!d || isAnchor(d) || !DRAG_DEPTHS.includes(depth)) return doc;
+  return { ...doc, drags: doc.drags.map((x, i) => (i === index ? withDepth(x, depth) : x)) };
+}
+
+/** Set the depth intent of region i (as setDragDepth). */
+export function setRegionDepth(doc, index, depth) {
+  if (!doc.regions[index] || !DRAG_DEPTHS.includes(depth)) return doc;
+  return { ...doc, regions: doc.regions.map((r, i) => (i === index ? withDepth(r, depth) : r)) };
 }
 
 /** Remove drag i. */
@@ -692,6 +725,8 @@ export function normalizeDocument(obj) {
       mode: d.mode ?? "drag",
       scale: readPoint(scale, `${dragLabel(i)}: scale`),
       ...(d.angle == null || Number(d.angle) === 0 ? {} : { angle: Number(d.angle) }),
+      // kept as given (an unknown value is reported by validateDocument, so it can be fixed)
+      ...(d.depth == null || d.depth === "auto" ? {} : { depth: d.depth }),
     };
   });
   const mask = obj.mask == null ? null : { polygons: readPolygons(obj.mask, "mask") };
@@ -705,6 +740,7 @@ export function normalizeDocument(obj) {
       begin: readPoint(r.begin, `${regionLabel(i)}: begin`),
       target: readPoint(r.target, `${regionLabel(i)}: target`),
       anchor: r.anchor == null ? null : readPoint(r.anchor, `${regionLabel(i)}: anchor`),
+      ...(r.depth == null || r.depth === "auto" ? {} : { depth: r.depth }),
     };
   });
   return { version: SCHEMA_VERSION, image_size: [size[0], size[1]], drags, mask, regions };
@@ -746,6 +782,7 @@ export function serializeDocument(doc) {
       mode: d.mode,
       scale: point(d.scale),
       ...(d.angle ? { angle: d.angle } : {}),
+      ...(d.depth && d.depth !== "auto" ? { depth: d.depth } : {}),
     })),
     mask: doc.mask ? polygons(doc.mask) : null,
     regions: doc.regions.map((r) => ({
@@ -754,6 +791,7 @@ export function serializeDocument(doc) {
       begin: point(r.begin),
       target: point(r.target),
       anchor: r.anchor ? point(r.anchor) : null,
+      ...(r.depth && r.depth !== "auto" ? { depth: r.depth } : {}),
     })),
   });
 }
@@ -765,7 +803,7 @@ export function serializeDocument(doc) {
  *   - a point outside the image (0 <= x < W, 0 <= y < H),
  *   - an anchor whose target is not its handle; only anchors (nothing would move);
  *   - region begin == target,
- *   - unknown mode / op, non-positive scale, polygons with fewer than 3 vertices,
+ *   - unknown mode / op / depth, a depth on an anchor, non-positive scale, polygons with fewer than 3 vertices,
  *   - with `requireDrags`: an empty drag list.
  */
 export function validateDocument(doc, { requireDrags = false } = {}) {
@@ -808,6 +846,9 @@ export function validateDocument(doc, { requireDrags = false } = {}) {
     if (okH && okT && d.mode === "anchor" && (d.handle[0] !== d.target[0] || d.handle[1] !== d.target[1])) {
       errors.push(`${label}: an anchor holds its handle ${fmtPoint(d.handle)} in place, but its target is ${fmtPoint(d.target)}; use mode "drag" to move it`);
     }
+    const depth = d.depth ?? "auto";
+    if (!DRAG_DEPTHS.includes(depth)) errors.push(`${label}: unknown depth ${JSON.stringify(depth)}; use ${DRAG_DEPTHS.join(", ")}`);
+    else if (depth !== "auto" && d.mode === "anchor") errors.push(`${label}: an anchor does not move, so depth ${JSON.stringify(depth)} has nothing to place; remove it`);
     if (!DRAG_MODES.includes(d.mode)) errors.push(`${label}: unknown mode ${JSON.stringify(d.mode)}; use "drag", "move" or "anchor"`);
     if (!d.scale.every((s) => Number.isFinite(s) && s > 0)) {
       errors.push(`${label}: scale ${fmtPoint(d.scale)} must be two positive numbers`);
@@ -820,6 +861,7 @@ export function validateDocument(doc, { requireDrags = false } = {}) {
   doc.regions.forEach((r, i) => {
     const label = regionLabel(i);
     if (!REGION_OPS.includes(r.op)) errors.push(`${label}: unknown op ${JSON.stringify(r.op)}; use ${REGION_OPS.join(", ")}`);
+    if (!DRAG_DEPTHS.includes(r.depth ?? "auto")) errors.push(`${label}: unknown depth ${JSON.stringify(r.depth)}; use ${DRAG_DEPTHS.join(", ")}`);
     checkPolygons(label, r.mask.polygons);
     const okB = checkPoint(label, "begin", r.begin);
     const okT = checkPoint(label, "target", r.target);

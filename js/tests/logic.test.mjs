@@ -472,3 +472,42 @@ test("rotation instruction: validation", () => {
   const bad = L.parseDocument('{"version":1,"image_size":[64,64],"drags":[{"handle":[1,1],"target":[9,9],"angle":20}]}');
   assert.match(L.validateDocument(bad)[0], /angle needs mode "move"/);
 });
+
+test("depth intent: on drags and regions, written only when not auto, round-trips", () => {
+  let doc = L.createDocument(256, 256);
+  doc = L.addDrag(doc, [100, 100], [140, 100], { mode: "move", depth: "behind" });
+  doc = L.addDrag(doc, [20, 20], [40, 40], { depth: "auto" });
+  doc = L.addRegion(doc, [[10, 10], [50, 10], [50, 50]], { target: [90, 30] });
+  assert.equal(doc.drags[0].depth, "behind");
+  assert.equal("depth" in doc.drags[1], false);
+  doc = L.setRegionDepth(doc, 0, "front");
+  const text = L.serializeDocument(doc);
+  const obj = JSON.parse(text);
+  assert.equal(obj.drags[0].depth, "behind");
+  assert.equal("depth" in obj.drags[1], false);
+  assert.equal(obj.regions[0].depth, "front");
+  assert.deepEqual(L.parseDocument(text), doc);
+  assert.deepEqual(L.validateDocument(doc), []);
+  // set, cleared by "auto", refused on anchors, dropped when a drag becomes an anchor
+  const set = L.setDragDepth(doc, 1, "front");
+  assert.equal(set.drags[1].depth, "front");
+  assert.equal("depth" in L.setDragDepth(set, 1, "auto").drags[1], false);
+  assert.equal("depth" in L.setRegionDepth(doc, 0, "auto").regions[0], false);
+  assert.equal(L.setDragDepth(doc, 1, "under"), doc);
+  const anchored = L.addAnchor(doc, [200, 200]);
+  assert.equal(L.setDragDepth(anchored, 2, "behind"), anchored);
+  assert.equal("depth" in L.setDragMode(doc, 0, "anchor").drags[0], false);
+  assert.equal(L.addDrag(doc, [5, 5], [5, 5], { mode: "anchor", depth: "behind" }).drags[2].depth, undefined);
+  // kept through moves and rescales
+  assert.equal(L.rescaleDocument(doc, [512, 512]).doc.drags[0].depth, "behind");
+});
+
+test("depth intent: validation names the drag, the value and the choices", () => {
+  const bad = L.parseDocument('{"version":1,"image_size":[64,64],"drags":[{"handle":[1,1],"target":[9,9],"depth":"under"}],' +
+    '"regions":[{"op":"relocate","mask":{"polygons":[[[1,1],[9,1],[9,9]]]},"begin":[4,4],"target":[20,20],"depth":"over"}]}');
+  const errors = L.validateDocument(bad);
+  assert.match(errors[0], /drag #1 \(index 0\): unknown depth "under"; use auto, front, behind/);
+  assert.ok(errors.some((e) => /region #1 \(index 0\): unknown depth "over"/.test(e)), errors.join("\n"));
+  const anchor = L.parseDocument('{"version":1,"image_size":[64,64],"drags":[{"handle":[1,1],"target":[9,9]},{"handle":[5,5],"mode":"anchor","depth":"behind"}]}');
+  assert.match(L.validateDocument(anchor)[0], /anchor does not move/);
+});

@@ -6,6 +6,8 @@
  *
  * config: {baseUrl, chromium, userDataDir, imageName, drags: [[hx, hy, tx, ty], ...] (image px),
  *   anchors: [[x, y], ...] (image px, placed with a click, optional),
+ *   depths: ["auto" | "front" | "behind" | null, ...] (per drag, optional: picked in the toolbar's
+ *   depth select right after that drag is drawn, while it is selected),
  *          screenshot, timeoutMs}
  * Prints one JSON line (the result) on stdout; progress goes to stderr.
  *
@@ -98,7 +100,7 @@ try {
   ];
 
   // ---- draw the drags with the mouse ----------------------------------------------------------
-  for (const [hx, hy, tx, ty] of cfg.drags) {
+  for (const [i, [hx, hy, tx, ty]] of cfg.drags.entries()) {
     const [ax, ay] = toClient([hx, hy]);
     const [bx, by] = toClient([tx, ty]);
     await page.mouse.move(ax, ay);
@@ -106,6 +108,12 @@ try {
     await page.mouse.move(bx, by, { steps: 12 });
     await page.mouse.up();
     await page.waitForTimeout(100);
+    const depth = cfg.depths?.[i];
+    if (depth) { // the new drag is selected: pick its depth in the toolbar, as a user does
+      const select = await page.evaluateHandle((id) => window.app.graph.getNodeById(id).fluxDragEditor.depthSelect, built.ed);
+      await select.asElement().selectOption(depth);
+      await page.waitForTimeout(100);
+    }
   }
   for (const [x, y] of cfg.anchors ?? []) { // a click with no drag places an anchor
     const [ax, ay] = toClient([x, y]);
