@@ -411,10 +411,14 @@ def hole_slots(rmap: ReverseMap) -> tuple[torch.Tensor, torch.Tensor]:
     it shares its position with the moved token there, which (composited) already shows that
     position's background. Slots and holes are paired in row-major order (a token is only a
     slot: its position comes from the ids and its content from the re-embedding); the surplus of
-    either is left as it is."""
+    either is left as it is. After those, an unused token of M_SRC under M_DST is a slot too [ours]:
+    a rotated or scaled part (:func:`motion_map`) leaves some, and each shows the old content at a
+    position the moved content now claims (a rigid move leaves none)."""
     used = rmap.used_source_mask
     holes = torch.nonzero((rmap.vacated_mask & used).reshape(-1)).flatten()
-    slots = torch.nonzero((rmap.dst_mask & ~used & ~rmap.src_mask).reshape(-1)).flatten()
+    free = rmap.dst_mask & ~used
+    slots = torch.cat([torch.nonzero((free & ~rmap.src_mask).reshape(-1)).flatten(),
+                       torch.nonzero((free & rmap.src_mask).reshape(-1)).flatten()])
     n = min(holes.numel(), slots.numel())
     return slots[:n], holes[:n]
 
