@@ -191,6 +191,21 @@ def test_hole_fill_slots_sit_on_the_holes_with_the_filled_reference():
         assert tok.tolist() == [1 * 6 + 3] and torch.allclose(patches, torch.full_like(patches, 0.5))
 
 
+def test_hole_fill_continues_the_background_behind_an_object_in_front():
+    """occluder_contrast (default 0.5): an unpainted object touching the painted region is filled
+    over (the background continued behind it), so the hole takes the background, not the object's
+    colour; 0 (the paper's reading of 'surroundings') spreads it into the hole."""
+    rm = build_reverse_map([[1.0, 1.0]], [[3.0, 1.0]], _region(4, 6, 1, 2, 1, 2), (4, 6), snap=True)
+    rm.fine_mask = _fine(4, 6, [(2, 2), (2, 3), (3, 2), (3, 3)])
+    ref = torch.full((1, 16, 8, 12), 0.5)
+    ref[..., 2:4, 2:4] = 9.0                                     # the painted object
+    ref[..., 2:4, 1] = -5.0                                      # an object in front, touching it
+    _, with_occ = _pca(rm, hole_fill="harmonic", occluder_contrast=0.5).hole_patches(ref)
+    _, without = _pca(rm, hole_fill="harmonic", occluder_contrast=0.0).hole_patches(ref)
+    assert torch.allclose(with_occ, torch.full_like(with_occ, 0.5), atol=1e-3)
+    assert float((without - 0.5).abs().max()) > 0.5
+
+
 def test_lock_leaves_the_shifted_content_free_without_composite():
     """With ``subtoken`` on the moved content is shifted, composite or not: the lock must leave
     those pixels to the model in both cases."""

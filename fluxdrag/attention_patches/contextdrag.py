@@ -398,7 +398,7 @@ class PositionConsistentAttention(_ContextDragController):
     def __init__(self, rmap: ReverseMap, *, rewrite_ids: bool, hide: str, hide_from: str, collision: str,
                  subtoken: bool = False, composite: bool = False, hole_fill: str = "none",
                  background_lock: float = 0.0, lock_margin: int = 1, warp: str = "token",
-                 exclude_sources: Optional[bool] = None, keep_index: bool = True,
+                 occluder_contrast: float = 0.0, exclude_sources: Optional[bool] = None, keep_index: bool = True,
                  vacated_offset: Optional[Sequence[float]] = None, **kw):
         super().__init__(rmap, **kw)
         if hole_fill not in HOLE_FILLS:
@@ -407,6 +407,7 @@ class PositionConsistentAttention(_ContextDragController):
         if warp not in WARPS:
             raise ValueError(f"warp must be one of {WARPS}, got {warp!r}")
         self.warp = warp
+        self.occluder_contrast = float(occluder_contrast)
         self._pixels = moved_patch_pixels(rmap, subtoken=self.subtoken, composite=self.composite, warp=warp)
         empty = torch.zeros(0, dtype=torch.long)
         self._slots = hole_slots(rmap) if rewrite_ids and hole_fill != "none" else (empty, empty)
@@ -485,7 +486,10 @@ class PositionConsistentAttention(_ContextDragController):
     def hole_patches(self, ref: torch.Tensor) -> tuple:
         """(slot token indices, (B, n, C·p·p) patches): each hole token's reference pixels with the
         region's (``fine_mask``, else the whole token) filled from the surroundings (onion peeling
-        of the reference over the moved region), in FLUX's patchify order."""
+        of the reference over the moved region), in FLUX's patchify order. With
+        ``occluder_contrast``, the unpainted objects touching the region are filled over too (the
+        background continued behind them, :class:`~fluxdrag.core.correspondence_latent.FrontObjects`)
+        and then kept as they are: only the region takes the fill."""
         slots, holes = self._slots
         p = 2
         h, w = self.rmap.grid_hw
@@ -496,7 +500,13 @@ class PositionConsistentAttention(_ContextDragController):
         from ..core.correspondence import harmonic_fill  # (re-exported there; the submodule alone is circular)
 
         fill = harmonic_fill if self.hole_fill == "harmonic" else fill_from_surroundings
-        filled = fill(x.float(), fine.to(x.device)).to(x.dtype)
+        region = fine
+        if self.occluder_contrast > 0:
+            from ..core.correspondence_latent import FrontObjects
+
+            region = fine | FrontObjects(x[:1].float().cpu(), fine, self.occluder_contrast).touching(fine)
+        filled = fill(x.float(), region.to(x.device))
+        filled = torch.where(fine.to(x.device), filled, x.float()).to(x.dtype)
         off = torch.arange(p)
         rows = ((holes // w)[:, None] * p + off[None]).to(x.device)
         cols = ((holes % w)[:, None] * p + off[None]).to(x.device)

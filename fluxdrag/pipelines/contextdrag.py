@@ -176,6 +176,13 @@ class ContextDragSettings:
              "its drags' translations. 0: never (the paper's field of point drags). On the Options "
              "node: the map node builds with the default, the patches rebuild for another value.",
         min=0.0, max=1.0, step=0.05, node="patch", paper=0.0)
+    occluder_contrast: float = setting(
+        0.5, "The hole fill continues the background behind the unpainted objects that touch the painted "
+             "region (regions enclosed by edges of >= this x the painted content's strongest contrast, off "
+             "the border, not joined to the paint) instead of spreading their colour into the vacated "
+             "area [ours, as LazyDrag's occluder_contrast]; they stay as they are. 0: the fill reads every "
+             "pixel around the region. On the Options node, read by Position-Consistent Attention.",
+        min=0.0, max=1.0, step=0.05, node="patch", paper=0.0)
     swing: bool = setting(
         True, "A lone 'drag' drag on a part of a painted mask swings the part rigidly about its far end "
               "(the pivot on the handle -> target bisector nearest to the part's point farthest from the "
@@ -437,7 +444,8 @@ def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
     check_hole_fill(st)
     return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
                   subtoken=st.subtoken, composite=st.composite, hole_fill=st.hole_fill,
-                  background_lock=st.background_lock, lock_margin=st.lock_margin, warp=st.warp)
+                  background_lock=st.background_lock, lock_margin=st.lock_margin, warp=st.warp,
+                  occluder_contrast=st.occluder_contrast)
 
 
 #: ``hide`` sets that hold the hole fill's slots (the non-source reference tokens under M_DST)
