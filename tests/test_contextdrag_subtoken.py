@@ -432,3 +432,25 @@ def test_swing_turns_a_lone_drag_into_a_rotation_about_the_far_end():
     kw = dict(drag_groups="component", move_affine="points", content_contrast=0.0, rigid_tolerance=0.2,
               warp="motion")
     assert not map_for(rm, True, swing=False, **kw).params["motions"]
+
+
+def test_depth_groups_follow_each_drags_stated_intent():
+    """A drag's stated depth sets its part's rule (behind = under, front = over); a part without one
+    takes the setting; behind wins when one part's drags state both."""
+    from fluxdrag.core.reverse_depth import depth_groups
+    from fluxdrag.pipelines.contextdrag import build_map
+    from fluxdrag.toyworld.latent import rle_encode
+
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[32:64, 32:64] = True
+    px[160:192, 160:192] = True
+    doc = {"version": 1, "image_size": [256, 256], "mask": {"rle": rle_encode(px)},
+           "drags": [{"handle": [48, 48], "target": [96, 48], "mode": "move", "depth": "behind"},
+                     {"handle": [176, 176], "target": [208, 176], "mode": "move"}]}
+    rm = build_map(doc, torch.zeros(1, 16, 32, 32))
+    rules = sorted((int(torch.nonzero(part)[0, 0]), rule) for part, rule in depth_groups(rm, "auto"))
+    assert [r for _, r in rules] == ["under", "auto"]
+    doc["drags"][1]["depth"] = "front"
+    rules = sorted((int(torch.nonzero(part)[0, 0]), rule)
+                   for part, rule in depth_groups(build_map(doc, torch.zeros(1, 16, 32, 32)), "under"))
+    assert [r for _, r in rules] == ["under", "over"]

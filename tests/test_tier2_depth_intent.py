@@ -1,6 +1,6 @@
-"""Tier 2, issues 26/27: the per-drag ``depth`` intent moves LazyDrag's and DragFlow's edits of a
-toy-world v3 ``occlusion`` "hide" scene (an object dragged behind another) towards the ground
-truth, through the real pipelines (v3 weights).
+"""Tier 2, issues 26/27/28: the per-drag ``depth`` intent moves LazyDrag's, DragFlow's and
+ContextDrag's edits of a toy-world v3 ``occlusion`` "hide" scene (an object dragged behind another)
+towards the ground truth, through the real pipelines (v3 weights; ContextDrag: the toy Kontext).
 
 Scenes: the first two "hide" scenes of ``benchmark_scenes(9101, 8, ["occlusion"])`` (a tuning
 seed of this work). Each method runs twice per scene with its defaults (``depth`` auto): with the
@@ -41,7 +41,7 @@ def hide_results():
         for stated in (False, True):
             # not stated: the adapter passes the scene's JSON as it is
             pack_methods.stated_drags = stated_drags if stated else (lambda sc: sc.drags)
-            for method in ("lazydrag", "dragflow"):
+            for method in ("lazydrag", "dragflow", "contextdrag"):
                 rows = []
                 for sc in scenes:
                     with torch.inference_mode():
@@ -53,7 +53,7 @@ def hide_results():
     return out
 
 
-@pytest.mark.parametrize("method", ["lazydrag", "dragflow"])
+@pytest.mark.parametrize("method", ["lazydrag", "dragflow", "contextdrag"])
 def test_behind_keeps_the_dragged_object_behind_the_front_one(hide_results, method):
     plain, behind = hide_results[method, False], hide_results[method, True]
     assert behind["completion"] >= plain["completion"] + 0.15, (plain["completion"], behind["completion"])

@@ -196,7 +196,7 @@ def contextdrag(scene, model, cond, steps: int = STEPS, cti: bool = True, pca: b
     ref = scene_latent_to_comfy(scene.latent)
     positive = ReferenceLatent.execute(kcond, ref).args[0]
     st = ContextDragSettings(**opts)
-    rmap = build_map(scene.drags, ref["samples"], settings=st)
+    rmap = build_map(stated_drags(scene), ref["samples"], settings=st)
     if cti:
         kmodel, _ = apply_cti(kmodel, rmap, st)
     if pca:

@@ -68,6 +68,7 @@ import torch
 
 from ..core.dragflow import fill_from_surroundings
 from ..core.errors import public_name
+from ..core.reverse_depth import depth_groups, kept_behind
 from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs
 from ..core.reverse_tokens import WARPS, edited_pixels, hole_slots, moved_patch_pixels, reference_position_ids
 from .rope import pe_tokens, rope_reencode
@@ -77,6 +78,7 @@ CTI_MODES = ("replace", "append")
 VISIBILITY = ("image", "destination", "all")
 HIDE_FROM = ("image", "image_text", "all")
 HOLE_FILLS = ("none", "surroundings", "harmonic")
+DEPTHS = ("auto", "under", "over")
 SKIP_KEY = "contextdrag_skip"
 _RANGE = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
 
@@ -398,7 +400,8 @@ class PositionConsistentAttention(_ContextDragController):
     def __init__(self, rmap: ReverseMap, *, rewrite_ids: bool, hide: str, hide_from: str, collision: str,
                  subtoken: bool = False, composite: bool = False, hole_fill: str = "none",
                  background_lock: float = 0.0, lock_margin: int = 1, warp: str = "token",
-                 occluder_contrast: float = 0.0, exclude_sources: Optional[bool] = None, keep_index: bool = True,
+                 occluder_contrast: float = 0.0, depth: str = "over", exclude_sources: Optional[bool] = None,
+                 keep_index: bool = True,
                  vacated_offset: Optional[Sequence[float]] = None, **kw):
         super().__init__(rmap, **kw)
         if hole_fill not in HOLE_FILLS:
@@ -409,6 +412,10 @@ class PositionConsistentAttention(_ContextDragController):
         self.warp = warp
         self.occluder_contrast = float(occluder_contrast)
         self._pixels = moved_patch_pixels(rmap, subtoken=self.subtoken, composite=self.composite, warp=warp)
+        if depth not in DEPTHS:
+            raise ValueError(f"depth must be one of {DEPTHS}, got {depth!r}")
+        #: (part, rule) of each drag group whose moved content stays behind some objects in front
+        self._depth = [(part, rule) for part, rule in depth_groups(rmap, depth) if rule != "over"]
         empty = torch.zeros(0, dtype=torch.long)
         self._slots = hole_slots(rmap) if rewrite_ids and hole_fill != "none" else (empty, empty)
         if not 0.0 <= background_lock <= 1.0 or lock_margin < 0:
@@ -417,6 +424,7 @@ class PositionConsistentAttention(_ContextDragController):
         self.background_lock, self.lock_margin = float(background_lock), int(lock_margin)
         # the moved content is shifted whenever subtoken is on (composite or not): keep those pixels free
         edit = edited_pixels(rmap, subtoken=self.subtoken, warp=warp).float()[None, None]
+        self._edited = edit[0, 0] > 0
         k = 2 * self.lock_margin + 1
         #: latent pixels held to the reference (outside the edited pixels grown by lock_margin)
         self.locked = ~(torch.nn.functional.max_pool2d(edit, k, stride=1, padding=self.lock_margin)[0, 0] > 0)
@@ -485,11 +493,9 @@ class PositionConsistentAttention(_ContextDragController):
 
     def hole_patches(self, ref: torch.Tensor) -> tuple:
         """(slot token indices, (B, n, C·p·p) patches): each hole token's reference pixels with the
-        region's (``fine_mask``, else the whole token) filled from the surroundings (onion peeling
-        of the reference over the moved region), in FLUX's patchify order. With
-        ``occluder_contrast``, the unpainted objects touching the region are filled over too (the
-        background continued behind them, :class:`~fluxdrag.core.correspondence_latent.FrontObjects`)
-        and then kept as they are: only the region takes the fill."""
+        region's (``fine_mask``, else the whole token) filled from the surroundings, in FLUX's
+        patchify order; with ``occluder_contrast`` the background continues behind the unpainted
+        objects touching the region (``FrontObjects``), which keep their pixels."""
         slots, holes = self._slots
         p = 2
         h, w = self.rmap.grid_hw
@@ -528,12 +534,18 @@ class PositionConsistentAttention(_ContextDragController):
         out[:, a + slots.to(img.device)] = emb.to(img.dtype)
         return out
 
-    def shifted_patches(self, ref: torch.Tensor) -> tuple:
+    def depth_pixels(self, ref: torch.Tensor) -> tuple:
+        """``moved_patch_pixels``' (tokens, rows, cols) with the depth rule (``kept_behind``)."""
+        return kept_behind(self.rmap, self._pixels, ref, groups=self._depth, contrast=self.occluder_contrast,
+                           edited=self._edited)
+
+    def shifted_patches(self, ref: torch.Tensor, pixels: tuple | None = None) -> tuple:
         """(token indices, (B, n, C·p·p) patches): the moved tokens' reference content shifted by
         :func:`~fluxdrag.core.reverse_tokens.subtoken_shifts` and composited onto the destination's
-        background (``moved_patch_pixels``; edge pixels repeated at the border), in the order of
-        FLUX's patchify ("b c (h ph) (w pw) -> b (h w) (c ph pw)")."""
-        src, rows, cols = self._pixels
+        background (``moved_patch_pixels``, or ``pixels``: :meth:`depth_pixels`; edge pixels
+        repeated at the border), in the order of FLUX's patchify
+        ("b c (h ph) (w pw) -> b (h w) (c ph pw)")."""
+        src, rows, cols = self._pixels if pixels is None else pixels
         p = rows.shape[-1]
         h, w = self.rmap.grid_hw
         x = ref
@@ -548,7 +560,10 @@ class PositionConsistentAttention(_ContextDragController):
         if not ctx.ref_latents:
             return img
         ref = ctx.ref_latents[self.reference_index]
-        src, patches = self.shifted_patches(ref)
+        pixels = state.masks.get("depth_pixels")
+        if pixels is None:
+            pixels = state.masks["depth_pixels"] = self.depth_pixels(ref)
+        src, patches = self.shifted_patches(ref, pixels)
         if not src.numel():
             return img
         emb = ctx.model.img_in(patches.to(device=img.device, dtype=img.dtype))

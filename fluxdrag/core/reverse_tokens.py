@@ -484,3 +484,4 @@ def reference_position_ids(
         out[:, stay, 1] += dy
         out[:, stay, 2] += dx
     return out[0] if squeeze else out
+

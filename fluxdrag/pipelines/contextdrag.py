@@ -12,6 +12,7 @@ import torch
 
 from ..attention_patches.contextdrag import (
     CTI_MODES,
+    DEPTHS,
     HIDE_FROM,
     HOLE_FILLS,
     VISIBILITY,
@@ -183,6 +184,13 @@ class ContextDragSettings:
              "area [ours, as LazyDrag's occluder_contrast]; they stay as they are. 0: the fill reads every "
              "pixel around the region. On the Options node, read by Position-Consistent Attention.",
         min=0.0, max=1.0, step=0.05, node="patch", paper=0.0)
+    depth: str = setting(
+        "auto", "Where the moved content lands on an unpainted object in front (see occluder_contrast) [ours, "
+                "as LazyDrag's depth]: auto: it stays behind the objects it was behind at its source (they "
+                "touch the paint) and covers the others; under: it goes behind every one; over: it covers "
+                "them (the paper pastes the moved tokens). A drag's own \"depth\" in the instructions "
+                "(behind = under, front = over) overrides it for its part. On the Options node, read by "
+                "Position-Consistent Attention.", options=DEPTHS, node="patch", paper="over")
     swing: bool = setting(
         True, "A lone 'drag' drag on a part of a painted mask swings the part rigidly about its far end "
               "(the pivot on the handle -> target bisector nearest to the part's point farthest from the "
@@ -445,7 +453,7 @@ def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
     return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
                   subtoken=st.subtoken, composite=st.composite, hole_fill=st.hole_fill,
                   background_lock=st.background_lock, lock_margin=st.lock_margin, warp=st.warp,
-                  occluder_contrast=st.occluder_contrast)
+                  occluder_contrast=st.occluder_contrast, depth=st.depth)
 
 
 #: ``hide`` sets that hold the hole fill's slots (the non-source reference tokens under M_DST)

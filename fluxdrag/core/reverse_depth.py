@@ -1,0 +1,76 @@
+"""ContextDrag's depth rule [ours, as LazyDrag's ``depth``]: where the moved content lands on an
+unpainted object in front, it covers it ("over", the paper: the moved tokens are pasted) or stays
+behind it ("under": every object in front touching the region or where it lands; "auto": those
+touching the painted region, which it was behind at its source). A drag's stated ``depth``
+(behind / front) sets its group's rule. Split from ``reverse_tokens``, which it reads."""
+from __future__ import annotations
+
+import torch
+
+from .reverse_mapping import ReverseMap, injection_pairs
+from .reverse_tokens import _first_per_source
+
+
+def moved_destinations(rmap: ReverseMap, tokens: torch.Tensor) -> torch.Tensor:
+    """(n,) long: the token each of :func:`moved_patch_pixels`' ``tokens`` shows its content at:
+    a source's first destination (row-major), else the token itself (a spilled edge row is pasted
+    onto the reference token where it lies)."""
+    dst_idx, src_idx = injection_pairs(rmap)
+    first = torch.full((rmap.grid_hw[0] * rmap.grid_hw[1],), -1, dtype=torch.long)
+    if dst_idx.numel():
+        pick = _first_per_source(src_idx)
+        first[src_idx[pick]] = dst_idx[pick]
+    q = first[tokens]
+    return torch.where(q >= 0, q, tokens)
+
+
+def depth_groups(rmap: ReverseMap, depth: str) -> list[tuple[torch.Tensor, str]]:
+    """[(part (h, w) bool, rule)] [ours]: the depth rule (auto | under | over, a method's ``depth``
+    setting's names) of each group of M_SRC's connected parts with its drags
+    (:func:`~fluxdrag.core.reverse_groups.drag_groups_of` over the instructions' own drags kept in
+    the map's params): a drag stated ``behind`` makes its group's rule "under", ``front`` "over"
+    (behind wins when both are stated), otherwise ``depth``. A map without its drags: one group,
+    ``depth``."""
+    from .instruction_tokens import TokenDrags
+    from .reverse_groups import drag_groups_of
+
+    drags = rmap.params.get("drags")
+    if not drags:
+        return [(rmap.src_mask, depth)]
+    td = TokenDrags.from_dict({**drags, "mask": None})
+    out = []
+    for part, idx in drag_groups_of(td.handles, rmap.src_mask):
+        stated = {td.depths[int(i)] for i in idx}
+        out.append((part, "under" if "behind" in stated else "over" if "front" in stated else depth))
+    return out
+
+
+def kept_behind(rmap: ReverseMap, pixels: tuple, ref: torch.Tensor, *, groups: list, contrast: float,
+                edited: torch.Tensor) -> tuple:
+    """``pixels`` = :func:`~fluxdrag.core.reverse_tokens.moved_patch_pixels`' (tokens, rows, cols)
+    with the rule of each of ``groups`` (:func:`depth_groups`, "over" left out) applied: where
+    the moved content stays behind an unpainted object in front
+    (:class:`~fluxdrag.core.correspondence_latent.FrontObjects` of the reference ``ref``
+    (B, C, H, W) at ``contrast``; "under": those touching the painted region or ``edited``, the
+    latent pixels the edit may change; "auto": those touching the painted region), the
+    destination pixel shows the reference's own pixel there (the object)."""
+    from .correspondence_latent import FrontObjects
+
+    src, rows, cols = pixels
+    fine = rmap.painted
+    if not groups or contrast <= 0 or fine is None or not src.numel():
+        return pixels
+    h, w = rmap.grid_hw
+    p = rows.shape[-1]
+    objects = FrontObjects(ref[:1, :, :h * p, :w * p].float().cpu(), fine, contrast)
+    dest = moved_destinations(rmap, src)
+    off = torch.arange(p)
+    q_rows = ((dest // w) * p)[:, None, None] + off[None, :, None].expand(1, p, p)
+    q_cols = ((dest % w) * p)[:, None, None] + off[None, None, :].expand(1, p, p)
+    keep = torch.zeros_like(rows, dtype=torch.bool)
+    for part, rule in groups:
+        objs = objects.touching(fine | edited) if rule == "under" else objects.touching(fine)
+        near = torch.nn.functional.max_pool2d(part.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0
+        sel = near.reshape(-1)[src]                  # the group's tokens (spilled rows lie next to it)
+        keep[sel] |= objs[q_rows[sel], q_cols[sel]]
+    return src, torch.where(keep, q_rows, rows), torch.where(keep, q_cols, cols)
