@@ -488,5 +488,6 @@ from .correspondence_latent import (  # noqa: E402,F401  (re-exported; that modu
     harmonic_fill,
     inpaint_noise,
     texture_fill,
+    texture_offset,
     unpainted_objects,
 )
