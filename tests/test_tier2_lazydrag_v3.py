@@ -67,7 +67,7 @@ def test_lazydrag_v3_regression(measured, family):
 def test_paper_settings_reproduce_the_paper_mode(v3, monkeypatch):
     """``content_lock`` 0 with the paper's settings (every departure at its paper value, the new
     ``content_contrast`` 0, ``swing`` off, ``occluder_contrast`` 0, ``depth`` "over",
-    ``content_piece`` "all" and ``content_reference`` "membrane" among them): the new rules never
+    ``content_piece`` "all", ``content_reference`` and ``hole_fill`` "membrane" among them): the new rules never
     run, the map is the one the paper's reading builds (an elastic drag stays elastic), and the edit
     is the paper mode's, bit for bit, whether the new fields are given or left to PAPER."""
     import fluxdrag.core.correspondence as corr
@@ -81,6 +81,7 @@ def test_paper_settings_reproduce_the_paper_mode(v3, monkeypatch):
     assert ld.PAPER.content_lock == 0.0 and ld.PAPER.content_contrast == 0.0 and ld.PAPER.swing is False
     assert ld.PAPER.occluder_contrast == 0.0 and ld.PAPER.depth == "over"
     assert ld.PAPER.content_piece == "all" and ld.PAPER.content_reference == "membrane"
+    assert ld.PAPER.hole_fill == "membrane" and ld.PAPER.hole_lock == 0.0
     model, cond, _ = v3
     bend = make_scene(1000 * SEED + 999, "articulated", "bend")
     lit = make_scene(1000 * SEED + 998, "lit", "move")
@@ -101,6 +102,7 @@ def test_paper_settings_reproduce_the_paper_mode(v3, monkeypatch):
     monkeypatch.setattr(corr, "swing_lone_drags", refuse)
     monkeypatch.setattr(ld, "FrontObjects", refuse)
     monkeypatch.setattr(ld, "behind_objects", refuse)
+    monkeypatch.setattr("fluxdrag.attention_patches.lazydrag.texture_fill", refuse)
     again = [pack_methods.lazydrag(sc, model, cond, **{**paper_values, "content_lock": 0.0})
              for sc in (bend, lit)]
     for a, b in zip(paper, again):

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from .correspondence_fields import (  # noqa: F401  (re-exported)
+    SWING_PIVOTS,
     _components,
     _rotation,
     drag_displacement,
@@ -386,6 +387,7 @@ def build_correspondence(
     pixel_mask: torch.Tensor | None = None,
     swing: bool = False,
     content_mask: torch.Tensor | None = None,
+    swing_pivot: str = "far_end",
 ) -> CorrespondenceMap:
     """Build (M, A) and the four regions from token-space drags.
 
@@ -394,7 +396,8 @@ def build_correspondence(
     the R_trans ring. Departures from the paper, each off at its default here (the node turns
     them on): ``gate_reference`` (:func:`gate_unit_tokens`), ``backward`` (see :func:`_match`),
     ``rigid_tolerance`` (:func:`fuse_rigid_drags`), ``swing`` (:func:`swing_lone_drags`, only on
-    a painted region: ``region_mask`` or the instructions' mask) and ``pixel_mask`` — an editable mask at latent
+    a painted region: ``region_mask`` or the instructions' mask; ``swing_pivot`` its pivot rule) and
+    ``pixel_mask`` — an editable mask at latent
     resolution (2h, 2w) — which adds the latent-pixel map (:class:`FineMap`) used to compose the
     initial latent and to place the latent locks at pixel precision; ``content_mask`` (same
     grid, with ``pixel_mask``) is the part of it that moves (:func:`build_fine_map`).
@@ -430,7 +433,8 @@ def build_correspondence(
     token_drags = fuse_rigid_drags(token_drags, P, rigid_tolerance)
     painted = region_mask is not None or token_drags.mask is not None
     if swing and painted:
-        token_drags = swing_lone_drags(token_drags, P, pixel_mask if content_mask is None else content_mask)
+        token_drags = swing_lone_drags(token_drags, P, pixel_mask if content_mask is None else content_mask,
+                                       pivot=swing_pivot)
     gate_unit = gate_unit_tokens(token_drags.image_hw, gate_reference)
     needs_circle = any(m == "drag" for m in token_drags.modes)
     circle = circumscribed_circle(P, token_drags.handles) if needs_circle else None

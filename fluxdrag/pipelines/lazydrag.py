@@ -10,10 +10,11 @@ from typing import ClassVar
 
 import torch
 
-from ..attention_patches.lazydrag import BACKGROUND_QUERY, CACHE_NAME, LazyDragControl, LazyDragPlan
+from ..attention_patches.lazydrag import BACKGROUND_QUERY, CACHE_NAME, HOLE_FILLS, LazyDragControl, LazyDragPlan
 from ..attention_patches.router import patch_model
 from ..core import solvers
 from ..core.correspondence import (
+    SWING_PIVOTS,
     FineMap,
     FrontObjects,
     build_correspondence,
@@ -108,6 +109,13 @@ class LazyDragSettings:
               "(the pivot on the handle→target bisector nearest to the part's point farthest from the "
               "handle): an articulated part bends about its joint (ours). Off: the drag bends its cell "
               "elastically (the paper).", paper=False, node="map")
+    swing_pivot: str = setting(
+        "shaft", "Where swing pivots, on the handle→target bisector: shaft (ours): where the axis of the part's "
+                 "shaft (its points within 0.7 of the farthest distance from the handle) crosses it — a "
+                 "limb's free segment points at its joint, while paint around the joint (a shadow over the "
+                 "base) pulls the far end off it; far_end: nearest the centroid of the part's far end (its "
+                 "points beyond 0.8 of that distance). The paper has no swing.",
+        options=SWING_PIVOTS, paper=SILENT, node="map")
     occluder_contrast: float = setting(
         0.5, "Unpainted objects in front: unpainted regions enclosed by edges (neighbours differing by ≥ "
               "this × the dragged content's strongest contrast), off the image border, not joined to the "
@@ -155,10 +163,17 @@ class LazyDragSettings:
     # hole lock: the first 80 % of the steps, the paper's activation fraction for its own identity
     # controls; the model alone shapes the vacated area's last 20 % (blending, detail).
     hole_lock: float = setting(
-        0.8, "Fraction of steps during which the vacated pixels follow the smooth fill of their "
-             "surroundings, noised to the step's sigma (ours; 'pixel' maps): no fragments of the object "
+        0.8, "Fraction of steps during which the vacated pixels follow the fill of their surroundings "
+             "(hole_fill), noised to the step's sigma (ours; 'pixel' maps): no fragments of the object "
              "stay behind. 0: the paper's free inpainting from noise.",
         min=0.0, max=1.0, step=0.05, paper=0.0, node="patch")
+    hole_fill: str = setting(
+        "texture", "What the vacated pixels follow under hole_lock: texture (ours): the image's own "
+                   "continuation into the painted region (the best-matching offset copy of its surroundings "
+                   "plus the membrane of the copy's mismatch on the ring, as content_reference texture reads "
+                   "it), so a textured ground continues with its own cells; membrane: the smooth harmonic "
+                   "fill of the surroundings. The paper has no hole fill (hole_lock 0).",
+        options=HOLE_FILLS, paper="membrane", node="patch")
     lock_margin: int = setting(0, "Latent pixels (8 px) around the moved content and its hole left free "
                                   "of the background lock, for blending ('pixel' maps).", min=0, max=16,
                                node="patch", paper=SILENT)
@@ -205,7 +220,7 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
                                     rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,
-                                    swing=s.swing, content_mask=content)
+                                    swing=s.swing, content_mask=content, swing_pivot=s.swing_pivot)
         if px is not None and cmap.fine is not None and s.occluder_contrast > 0:
             cmap.fine = behind_objects(latent_samples[:1], cmap.fine, s.occluder_contrast, s.depth, objects=objects)
     except ValueError as e:
