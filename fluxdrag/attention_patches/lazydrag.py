@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.cache import TokenCache, bytes_per_element, format_bytes, sigma_key
-from ..core.correspondence import CorrespondenceMap, harmonic_fill, inpaint_noise, texture_fill
+from ..core.correspondence import CorrespondenceMap, continued_fill, harmonic_fill, inpaint_noise
 from ..core.geometry import repeat_batch
 from ..core.lazydrag import (
     LazyDragIndices,
@@ -162,7 +162,7 @@ class LazyDragControl(Controller):
     def __init__(self, plan: LazyDragPlan, cache: Optional[TokenCache], sigmas: torch.Tensor, *,
                  background: bool, identity: bool, refine: bool, mask_text: bool, h_max: float,
                  hold: float, end: float, background_lock: float, content_lock: float,
-                 hole_lock: float, hole_fill: str, lock_margin: int, trajectory: Optional[dict] = None,
+                 hole_lock: float, hole_fill: str, hole_copies: int, lock_margin: int, trajectory: Optional[dict] = None,
                  free_on_end: bool = True, paired_batch: int = 0):
         """The settings fields come from ``pipelines.lazydrag.LazyDragSettings`` (its Patch
         fields, by keyword; no defaults here); ``trajectory``, ``free_on_end`` and
@@ -178,7 +178,9 @@ class LazyDragControl(Controller):
             raise ValueError(f"lock_margin must be >= 0, got {lock_margin}")
         if hole_fill not in HOLE_FILLS:
             raise ValueError(f"hole_fill must be one of {HOLE_FILLS}, got {hole_fill!r}")
-        self.hole_fill = hole_fill
+        if hole_copies < 1:
+            raise ValueError(f"hole_copies must be >= 1, got {hole_copies}")
+        self.hole_fill, self.hole_copies = hole_fill, int(hole_copies)
         # latent-level background lock [ours, not in the paper]: after each of the first
         # ``background_lock``·N sampling steps the background tokens' latent is set to the
         # inversion's latent at the same sigma (1.0: every step, the background ends exactly as
@@ -265,10 +267,11 @@ class LazyDragControl(Controller):
             H, W = self.fine.hw
             z0 = z0.to(device=device, dtype=torch.float32)
             region = self.fine.editable if self.fine.fill_region is None else self.fine.fill_region
-            fill = harmonic_fill(z0, region)
-            if self.hole_fill == "texture":    # [ours] the texture continued; the membrane where no copy fits
-                rows = [texture_fill(z, region) for z in z0.reshape(-1, C, H, W)]
-                fill = torch.stack([m if t is None else t for t, m in zip(rows, fill.reshape(-1, C, H, W))])
+            if self.hole_fill == "texture":    # [ours] the texture continued where it predicts the ring
+                fill = torch.stack([continued_fill(z, region, copies=self.hole_copies)
+                                    for z in z0.reshape(-1, C, H, W)]).to(device)
+            else:
+                fill = harmonic_fill(z0, region)
             fill = _batch(fill, B).reshape(B, C, H * W).to(dtype)
             eps = _batch(inpaint_noise(z0.shape, self.plan.seed, device, dtype), B)  # as composed
             state.hole = (fill, eps.reshape(B, C, H * W))

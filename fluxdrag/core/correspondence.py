@@ -489,9 +489,11 @@ from .correspondence_latent import (  # noqa: E402,F401  (re-exported; that modu
     _unpatchify,
     compose_initial_latent,
     content_pixels,
+    continued_fill,
     harmonic_fill,
     inpaint_noise,
     texture_fill,
     texture_offset,
+    texture_offsets,
     unpainted_objects,
 )

@@ -169,11 +169,18 @@ class LazyDragSettings:
         min=0.0, max=1.0, step=0.05, paper=0.0, node="patch")
     hole_fill: str = setting(
         "texture", "What the vacated pixels follow under hole_lock: texture (ours): the image's own "
-                   "continuation into the painted region (the best-matching offset copy of its surroundings "
-                   "plus the membrane of the copy's mismatch on the ring, as content_reference texture reads "
-                   "it), so a textured ground continues with its own cells; membrane: the smooth harmonic "
-                   "fill of the surroundings. The paper has no hole fill (hole_lock 0).",
+                   "continuation into the painted region (the mean of hole_copies copies of its surroundings "
+                   "from the best-matching offsets, each joined to the ring by the membrane of its mismatch) "
+                   "where it predicts the 2-pixel ring around the region, held out, better than the membrane "
+                   "does; on a smooth ground the membrane. A textured ground continues with its own cells. "
+                   "membrane: the smooth harmonic fill of the surroundings. The paper has no hole fill "
+                   "(hole_lock 0).",
         options=HOLE_FILLS, paper="membrane", node="patch")
+    hole_copies: int = setting(
+        8, "hole_fill texture: how many of the best-matching offset copies are averaged (ours; 1: the best "
+           "copy alone). A texture whose period is no whole number of pixels repeats only roughly at any "
+           "one offset; the mean of several is its expected continuation.",
+        min=1, max=64, node="patch", paper=SILENT)
     lock_margin: int = setting(0, "Latent pixels (8 px) around the moved content and its hole left free "
                                   "of the background lock, for blending ('pixel' maps).", min=0, max=16,
                                node="patch", paper=SILENT)
