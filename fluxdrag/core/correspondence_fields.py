@@ -267,6 +267,31 @@ def _shaft_pivot(own: torch.Tensor, dist: torch.Tensor, mid: torch.Tensor, b: to
     return mid + u * b
 
 
+def behind_pivots(before: TokenDrags, after: TokenDrags, pixel_region: torch.Tensor) -> torch.Tensor:
+    """[ours] (2h, 2w) bool: the pixels of ``pixel_region`` (latent resolution) that a swing of
+    :func:`swing_lone_drags` (``before`` → ``after``) would carry although they lie beyond its
+    pivot — on the far side of the line through the pivot across the pivot → handle direction, in
+    the swung part (the connected part of ``pixel_region`` nearest to the handle). For a limb that
+    is paint over the start of the part that stays (its base, under a painted shadow): it is kept
+    where it is, not swung."""
+    mask = pixel_region.to(torch.bool).cpu()
+    out = torch.zeros_like(mask)
+    lab = _components(mask)
+    yx = torch.nonzero(lab >= 0)
+    if yx.shape[0] == 0:
+        return out
+    pts = yx.flip(1).to(torch.float64) / 2 - 0.25     # latent-pixel centres in token units
+    part = lab[yx[:, 0], yx[:, 1]]
+    for i in range(len(before)):
+        if before.modes[i] != "drag" or after.modes[i] != "move":
+            continue
+        h, c = before.handles[i], after.handles[i]
+        comp = int(part[int(((pts - h) ** 2).sum(1).argmin())])
+        sel = (part == comp) & (((pts - c) @ (h - c)) < 0)
+        out[yx[sel, 0], yx[sel, 1]] = True
+    return out
+
+
 def swing_lone_drags(token_drags: TokenDrags, region: torch.Tensor,
                      pixel_region: torch.Tensor | None = None, pivot: str = "far_end") -> TokenDrags:
     """[ours, not in the paper] A lone elastic drag on a part of a painted mask swings the part

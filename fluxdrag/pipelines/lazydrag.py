@@ -116,6 +116,12 @@ class LazyDragSettings:
                  "base) pulls the far end off it; far_end: nearest the centroid of the part's far end (its "
                  "points beyond 0.8 of that distance). The paper has no swing.",
         options=SWING_PIVOTS, paper=SILENT, node="map")
+    swing_base: str = setting(
+        "keep", "What swing does with the painted pixels beyond its pivot (on the far side of the line through "
+                "the pivot across the pivot→handle direction): keep (ours): they stay where they are, with "
+                "the background — paint over the start of the part that stays (a limb's base under its "
+                "painted shadow) is not carried round the joint; swing: they swing with the part. The paper "
+                "has no swing.", options=("keep", "swing"), paper=SILENT, node="map")
     occluder_contrast: float = setting(
         0.5, "Unpainted objects in front: unpainted regions enclosed by edges (neighbours differing by ≥ "
               "this × the dragged content's strongest contrast), off the image border, not joined to the "
@@ -227,7 +233,8 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
                                     rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,
-                                    swing=s.swing, content_mask=content, swing_pivot=s.swing_pivot)
+                                    swing=s.swing, content_mask=content, swing_pivot=s.swing_pivot,
+                                    swing_base=s.swing_base)
         if px is not None and cmap.fine is not None and s.occluder_contrast > 0:
             cmap.fine = behind_objects(latent_samples[:1], cmap.fine, s.occluder_contrast, s.depth, objects=objects)
     except ValueError as e:
