@@ -78,39 +78,10 @@ def test_defaults_and_paper_values():
     assert (PAPER.content_piece, PAPER.content_reference) == ("all", "membrane")
 
 
-def _offset_by_loop(z, region, avoid=None, ring=2, reach=0):
-    """texture_offset's rule, one offset at a time (the reference for the FFT search)."""
-    import torch.nn.functional as F
-
-    R = region.clone()
-    H, W = R.shape
-    reach = reach or max(1, min(H, W) // 2)
-    near = F.max_pool2d(R[None, None].float(), 2 * ring + 1, 1, ring)[0, 0].bool()
-    bad = R if avoid is None else R | avoid
-    ys, xs = torch.nonzero(R, as_tuple=True)
-    ry, rx = torch.nonzero(near & ~bad, as_tuple=True)
-    best, off = float("inf"), None
-    for dy in range(-reach, reach + 1):
-        for dx in range(-reach, reach + 1):
-            sy, sx = ys + dy, xs + dx
-            if int(sy.min()) < 0 or int(sx.min()) < 0 or int(sy.max()) >= H or int(sx.max()) >= W:
-                continue
-            if bool(bad[sy, sx].any()):
-                continue
-            qy, qx = ry + dy, rx + dx
-            ok = (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
-            ok[ok.clone()] = ~bad[qy[ok], qx[ok]]
-            if 2 * int(ok.sum()) < ry.numel():
-                continue
-            err = float((z[:, ry[ok], rx[ok]] - z[:, ry[ok] + dy, rx[ok] + dx]).double().pow(2).sum(0).mean())
-            if err < best * (1 - 1e-9):
-                best, off = err, (dy, dx)
-    return off
-
-
 def test_texture_offset_is_the_loops_offset():
     """The FFT search picks the offset the one-at-a-time rule picks (random latents, masks and
     objects in front, a texture with exact repeats)."""
+    from bench.texture_fill import offset_by_loop
     from fluxdrag.core.correspondence import texture_offset
 
     g = torch.Generator().manual_seed(3)
@@ -121,7 +92,7 @@ def test_texture_offset_is_the_loops_offset():
         region = torch.zeros(h, w, dtype=torch.bool)
         region[3 + i % 4:7 + i % 5, 4:8 + i % 3] = True
         avoid = (torch.rand(h, w, generator=g) > 0.9) & ~region if i % 3 == 0 else None
-        assert texture_offset(z, region, avoid, reach=6) == _offset_by_loop(z, region, avoid, reach=6)
+        assert texture_offset(z, region, avoid, reach=6) == offset_by_loop(z, region, avoid, reach=6)
 
 
 def test_hole_lock_follows_the_texture_continued():
