@@ -239,8 +239,8 @@ def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: f
 FAR_END = 0.8
 #: the part's shaft: its points within this share of the farthest point's distance from the handle
 #: (a limb's free segment without the joint's end, where paint over the base's start lies) [ours;
-#: 0.7 of 0.6 / 0.7 / 0.8 / 1.0 on tuning seeds 9201–9203: median pivot error against the true
-#: joint 0.18 tokens, at most 0.49, where the far end's centroid has 0.21 and 1.81]
+#: 0.7 of 0.6 / 0.7 / 0.8 / 1.0 on tuning seeds 9201–9203, 24 bends: pivot error against the true
+#: joint median 0.19 tokens, at most 0.49, where the far end's centroid has 0.22 and 1.81]
 SHAFT = 0.7
 #: the shaft's axis must cross the bisector at least this steeply (sine of the angle; a swing of
 #: under ~20°), and the shaft must be elongated (variance ratio of its principal axes) [ours]
