@@ -76,3 +76,51 @@ def test_defaults_and_paper_values():
     s = LazyDragSettings()
     assert (s.content_piece, s.content_reference) == ("largest", "texture")
     assert (PAPER.content_piece, PAPER.content_reference) == ("all", "membrane")
+
+
+def test_texture_offset_is_the_loops_offset():
+    """The FFT search picks the offset the one-at-a-time rule picks (random latents, masks and
+    objects in front, a texture with exact repeats)."""
+    from bench.texture_fill import offset_by_loop
+    from fluxdrag.core.correspondence import texture_offset
+
+    g = torch.Generator().manual_seed(3)
+    for i in range(12):
+        h, w = 14 + 2 * (i % 4), 16 + 3 * (i % 3)
+        noise = torch.randn(16, h, w, generator=g)
+        z = noise if i % 2 else _checker()[:, :h, :w] + 0.01 * noise
+        region = torch.zeros(h, w, dtype=torch.bool)
+        region[3 + i % 4:7 + i % 5, 4:8 + i % 3] = True
+        avoid = (torch.rand(h, w, generator=g) > 0.9) & ~region if i % 3 == 0 else None
+        assert texture_offset(z, region, avoid, reach=6) == offset_by_loop(z, region, avoid, reach=6)
+
+
+def test_hole_lock_follows_the_texture_continued():
+    """hole_fill "texture" [ours]: under the hole lock the vacated pixels follow the image's own
+    continuation (a checker continues with its cells, exactly); "membrane" smooths them."""
+    from fluxdrag.attention_patches.lazydrag import LazyDragControl, LazyDragRun
+    from fluxdrag.core.cache import sigma_key
+    from fluxdrag.core.instructions import rle_encode
+    from fluxdrag.pipelines.lazydrag import PATCH_FIELDS, build_plan
+    from fluxdrag.pipelines.settings import pick
+
+    ground = _checker()
+    z = ground.clone()
+    z[2, 10:16, 8:14] += 4.0                       # an object over the checker
+    paint = torch.zeros(H * 8, W * 8, dtype=torch.bool)
+    paint[80:128, 64:112] = True
+    doc = {"version": 1, "image_size": [W * 8, H * 8], "mask": {"rle": rle_encode(paint)},
+           "drags": [{"handle": [88, 104], "target": [200, 200], "mode": "move"}]}
+    err = {}
+    for fill in ("texture", "membrane"):
+        s = LazyDragSettings(hole_fill=fill, hole_lock=1.0)
+        plan = build_plan(doc, z[None], settings=s)
+        traj = {sigma_key(0.0): z[None], sigma_key(0.5): z[None]}
+        ctrl = LazyDragControl(plan, None, torch.tensor([1.0, 0.5, 0.0]), paired_batch=1, trajectory=traj,
+                               **pick(s, PATCH_FIELDS))
+        out = ctrl.after_step(LazyDragRun(), 1, 0.0, torch.randn(1, 16, H, W))   # the last step: σ 0
+        vac = plan.cmap.fine.vacated
+        assert int(vac.sum()) > 20
+        err[fill] = float((out[0] - ground)[:, vac].abs().max())
+    assert err["texture"] < 1e-4 and err["membrane"] > 1.0
+    assert PAPER.hole_fill == "membrane"

@@ -76,3 +76,44 @@ def test_content_pixels_leave_a_painted_shadow_behind():
     obj[4:8, 4:8] = True
     assert torch.equal(keep & obj, obj) and not bool((keep & ~obj).any())
     assert torch.equal(content_pixels(z, painted, 0.0), painted)
+
+
+def test_shaft_pivot_ignores_paint_over_the_base():
+    """swing_pivot "shaft" [ours]: paint that runs past the joint onto the base's start (a shadow
+    painted with the free segment) pulls the far end's centroid off the joint; the shaft's axis
+    crossing the bisector stays on it."""
+    doc, mask, joint = _limb(60.0)
+    mask[96:136, 24:72] = True                   # paint over the base's start, up and left of the joint
+    doc = dict(doc, mask={"rle": rle_encode(mask)})
+    td = to_token_space(parse_instructions(doc), (256, 256))
+    pm = _pixel_mask(mask)
+    jt = torch.tensor(joint, dtype=torch.float64) / 16 - 0.5
+    far = swing_lone_drags(td, td.mask, pm).handles[0]
+    shaft = swing_lone_drags(td, td.mask, pm, pivot="shaft").handles[0]
+    assert float((far - jt).norm()) > 1.0                       # the far end: off by over a token
+    assert float((shaft - jt).norm()) < 0.5
+    out = build_correspondence(td, td.grid_hw, pixel_mask=pm, swing=True, swing_pivot="shaft")
+    assert torch.allclose(out.drags.handles[0], shaft)
+
+
+def test_paint_beyond_the_pivot_stays():
+    """swing_base "keep" [ours]: the painted pixels beyond the pivot (the base's start) stay where they
+    are — their own sources in the fine map — and nothing is carried from them; "swing" carries them
+    round the joint with the part."""
+    doc, mask, joint = _limb(60.0)
+    mask[96:136, 24:72] = True                   # paint over the base's start, up and left of the joint
+    doc = dict(doc, mask={"rle": rle_encode(mask)})
+    td = to_token_space(parse_instructions(doc), (256, 256))
+    pm = _pixel_mask(mask)
+    keep = build_correspondence(td, td.grid_hw, pixel_mask=pm, swing=True, swing_pivot="shaft",
+                                swing_base="keep").fine
+    swung = build_correspondence(td, td.grid_hw, pixel_mask=pm, swing=True, swing_pivot="shaft").fine
+    H, W = pm.shape
+    idx = torch.arange(H * W).reshape(H, W)
+    base = pm.clone()
+    base[:, int(joint[0] // 8):] = False           # the painted pixels left of the joint's column
+    assert int(base.sum()) > 10
+    stay = keep.source.reshape(H, W) == idx
+    assert bool(stay[base].float().mean() > 0.8)
+    assert not bool(torch.isin(keep.source[keep.source >= 0], idx[base & ~stay]).any())
+    assert float((swung.source.reshape(H, W) == idx)[base].float().mean()) < 0.3

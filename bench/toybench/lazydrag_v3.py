@@ -36,7 +36,7 @@ BOUNDED = {
     "texture": (("hole_err", "max"), ("md", "max"), ("iou", "min"), ("bg_err", "max"), ("id_err", "max")),
     "occlusion": (("completion", "min"), ("md", "max"), ("bg_err", "max"), ("id_err", "max"), ("hole_err", "max")),
     "articulated": (("joint_deg", "max"), ("tip", "max"), ("iou", "min"), ("bg_err", "max"),
-                    ("id_err", "max")),
+                    ("id_err", "max"), ("seam", "max")),
 }
 #: a regression bound = the calibration seed's mean ± SPREAD standard errors of the difference
 #: of two seeds' means (√2·sd/√n, sd over the family's scenes) ± RELATIVE of the mean ± an

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.cache import TokenCache, bytes_per_element, format_bytes, sigma_key
-from ..core.correspondence import CorrespondenceMap, harmonic_fill, inpaint_noise
+from ..core.correspondence import CorrespondenceMap, continued_fill, harmonic_fill, inpaint_noise
 from ..core.geometry import repeat_batch
 from ..core.lazydrag import (
     LazyDragIndices,
@@ -42,6 +42,9 @@ log = logging.getLogger("FluxDrag")
 
 CACHE_NAME = "lazydrag"
 BACKGROUND_QUERY = ("cached", "live")
+#: what the hole lock's vacated pixels follow: the image's own continuation (``texture_fill``) or
+#: the harmonic membrane of the surroundings (``harmonic_fill``)
+HOLE_FILLS = ("texture", "membrane")
 
 
 @dataclass(eq=False)
@@ -159,7 +162,7 @@ class LazyDragControl(Controller):
     def __init__(self, plan: LazyDragPlan, cache: Optional[TokenCache], sigmas: torch.Tensor, *,
                  background: bool, identity: bool, refine: bool, mask_text: bool, h_max: float,
                  hold: float, end: float, background_lock: float, content_lock: float,
-                 hole_lock: float, lock_margin: int, trajectory: Optional[dict] = None,
+                 hole_lock: float, hole_fill: str, hole_copies: int, lock_margin: int, trajectory: Optional[dict] = None,
                  free_on_end: bool = True, paired_batch: int = 0):
         """The settings fields come from ``pipelines.lazydrag.LazyDragSettings`` (its Patch
         fields, by keyword; no defaults here); ``trajectory``, ``free_on_end`` and
@@ -173,6 +176,11 @@ class LazyDragControl(Controller):
                 raise ValueError(f"{name} needs the inversion trajectory")
         if lock_margin < 0:
             raise ValueError(f"lock_margin must be >= 0, got {lock_margin}")
+        if hole_fill not in HOLE_FILLS:
+            raise ValueError(f"hole_fill must be one of {HOLE_FILLS}, got {hole_fill!r}")
+        if hole_copies < 1:
+            raise ValueError(f"hole_copies must be >= 1, got {hole_copies}")
+        self.hole_fill, self.hole_copies = hole_fill, int(hole_copies)
         # latent-level background lock [ours, not in the paper]: after each of the first
         # ``background_lock``·N sampling steps the background tokens' latent is set to the
         # inversion's latent at the same sigma (1.0: every step, the background ends exactly as
@@ -259,7 +267,12 @@ class LazyDragControl(Controller):
             H, W = self.fine.hw
             z0 = z0.to(device=device, dtype=torch.float32)
             region = self.fine.editable if self.fine.fill_region is None else self.fine.fill_region
-            fill = _batch(harmonic_fill(z0, region), B).reshape(B, C, H * W).to(dtype)
+            if self.hole_fill == "texture":    # [ours] the texture continued where it predicts the ring
+                fill = torch.stack([continued_fill(z, region, copies=self.hole_copies)
+                                    for z in z0.reshape(-1, C, H, W)]).to(device)
+            else:
+                fill = harmonic_fill(z0, region)
+            fill = _batch(fill, B).reshape(B, C, H * W).to(dtype)
             eps = _batch(inpaint_noise(z0.shape, self.plan.seed, device, dtype), B)  # as composed
             state.hole = (fill, eps.reshape(B, C, H * W))
         return state.hole

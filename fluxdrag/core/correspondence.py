@@ -48,8 +48,10 @@ import torch
 import torch.nn.functional as F
 
 from .correspondence_fields import (  # noqa: F401  (re-exported)
+    SWING_PIVOTS,
     _components,
     _rotation,
+    behind_pivots,
     drag_displacement,
     fuse_rigid_drags,
     move_displacement,
@@ -391,6 +393,8 @@ def build_correspondence(
     pixel_mask: torch.Tensor | None = None,
     swing: bool = False,
     content_mask: torch.Tensor | None = None,
+    swing_pivot: str = "far_end",
+    swing_base: str = "swing",
 ) -> CorrespondenceMap:
     """Build (M, A) and the four regions from token-space drags.
 
@@ -399,7 +403,10 @@ def build_correspondence(
     the R_trans ring. Departures from the paper, each off at its default here (the node turns
     them on): ``gate_reference`` (:func:`gate_unit_tokens`), ``backward`` (see :func:`_match`),
     ``rigid_tolerance`` (:func:`fuse_rigid_drags`), ``swing`` (:func:`swing_lone_drags`, only on
-    a painted region: ``region_mask`` or the instructions' mask) and ``pixel_mask`` — an editable mask at latent
+    a painted region: ``region_mask`` or the instructions' mask; ``swing_pivot`` its pivot rule;
+    ``swing_base`` "keep": the moving pixels beyond the pivot, :func:`behind_pivots`, stay where they
+    are: they are not carried, and stay in the fine map as their own sources) and
+    ``pixel_mask`` — an editable mask at latent
     resolution (2h, 2w) — which adds the latent-pixel map (:class:`FineMap`) used to compose the
     initial latent and to place the latent locks at pixel precision; ``content_mask`` (same
     grid, with ``pixel_mask``) is the part of it that moves (:func:`build_fine_map`).
@@ -434,8 +441,15 @@ def build_correspondence(
         )
     token_drags = fuse_rigid_drags(token_drags, P, rigid_tolerance)
     painted = region_mask is not None or token_drags.mask is not None
+    kept = None
     if swing and painted:
-        token_drags = swing_lone_drags(token_drags, P, pixel_mask if content_mask is None else content_mask)
+        before = token_drags
+        token_drags = swing_lone_drags(token_drags, P, pixel_mask if content_mask is None else content_mask,
+                                       pivot=swing_pivot)
+        if swing_base == "keep" and pixel_mask is not None:
+            moving = torch.as_tensor(pixel_mask if content_mask is None else content_mask).to(torch.bool).cpu()
+            kept = behind_pivots(before, token_drags, moving)
+            content_mask = moving & ~kept
     gate_unit = gate_unit_tokens(token_drags.image_hw, gate_reference)
     needs_circle = any(m == "drag" for m in token_drags.modes)
     circle = circumscribed_circle(P, token_drags.handles) if needs_circle else None
@@ -468,6 +482,11 @@ def build_correspondence(
         if tuple(pm.shape) != (2 * h, 2 * w):
             raise ValueError(f"pixel_mask is {tuple(pm.shape)} but the latent grid is {(2 * h, 2 * w)}")
         fine = build_fine_map(token_drags, pm, circle, gate_unit, backward=backward, content_px=content_mask)
+        if kept is not None and bool(kept.any()):   # [ours] they stay: their own sources, unless content lands there
+            src = fine.source.clone()
+            stay = kept.reshape(-1) & (src < 0)
+            src[stay] = torch.nonzero(stay).flatten()
+            fine = FineMap(src, fine.editable, (src >= 0).reshape(fine.hw), fine.fill_region)
     return CorrespondenceMap(
         matching=matching.reshape(h, w, 2),
         weight=weight.reshape(h, w),
@@ -490,8 +509,11 @@ from .correspondence_latent import (  # noqa: E402,F401  (re-exported; that modu
     _unpatchify,
     compose_initial_latent,
     content_pixels,
+    continued_fill,
     harmonic_fill,
     inpaint_noise,
     texture_fill,
+    texture_offset,
+    texture_offsets,
     unpainted_objects,
 )

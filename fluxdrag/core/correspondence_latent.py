@@ -87,58 +87,144 @@ def harmonic_fill(latent: torch.Tensor, region: torch.Tensor, iters: int = 0) ->
         return latent.clone()
     H, W = region.shape
     ring = F.max_pool2d(region[None, None].float(), 3, 1, 1)[0, 0].bool() & ~region
-    x = latent.clone().float()
+    out = latent.clone().float()
     if bool(ring.any()):
-        x[..., region] = x[..., ring].mean(-1, keepdim=True)
+        out[..., region] = out[..., ring].mean(-1, keepdim=True)
+    # the iterations only read the region and its ring: run them on the region's box grown by one
+    # pixel (the same values; the image border, where the box reaches it, still reflects)
+    ys, xs = torch.nonzero(region, as_tuple=True)
+    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, H)
+    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, W)
+    x, reg = out[..., y0:y1, x0:x1], region[y0:y1, x0:x1]
     for _ in range(iters or 2 * (H + W)):
         p = F.pad(x, (1, 1, 1, 1), mode="replicate")
         avg = 0.25 * (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:])
-        x = torch.where(region, avg, x)
-    return x.to(latent.dtype)
+        x = torch.where(reg, avg, x)
+    out[..., y0:y1, x0:x1] = x
+    return out.to(latent.dtype)
 
 
-def texture_fill(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor | None = None,
-                 ring: int = 2, reach: int = 0) -> torch.Tensor | None:
-    """[ours] The image's own continuation into ``region`` (H, W): the latent (C, H, W) copied from
-    the offset (|dx|, |dy| ≤ ``reach``; 0: min(H, W) // 2) whose copy best matches the ``ring``
-    pixels around the region off ``avoid`` (mean square over the ring pixels whose copy lies
-    inside the image and off ``region`` and ``avoid``, at least half of the ring), plus the membrane
-    (:func:`harmonic_fill`) of the copy's mismatch on the ring, so it joins without a step. A
-    texture continues with its own cells, a smooth background as a smooth one. The region's copy
-    must lie inside the image and off ``region`` and ``avoid``. None when no offset qualifies."""
-    z = latent.detach().float()
+def _correlate(f: torch.Tensor, g: torch.Tensor, reach: int) -> torch.Tensor:
+    """Σ_p f[..., p] · g[..., p + d] summed over the leading (channel) axis, for every offset
+    d = (dy, dx) with |dy|, |dx| ≤ ``reach``: (2·reach + 1)² in float64, ``g`` read as 0 outside
+    the image (f, g (C, H, W) or (H, W)), by FFT."""
+    f = f.double().reshape(-1, *f.shape[-2:])
+    g = g.double().reshape(-1, *g.shape[-2:])
+    H, W = f.shape[-2:]
+    sh = (H + 2 * reach, W + 2 * reach)
+    gp = F.pad(g, (reach, reach, reach, reach))
+    # correlation = convolution with f flipped; the full FFT size holds it without wrap-around
+    full = (sh[0] + H - 1, sh[1] + W - 1)
+    prod = torch.fft.rfft2(gp, full) * torch.fft.rfft2(f.flip(-2, -1), full)
+    out = torch.fft.irfft2(prod.sum(0), full)
+    return out[H - 1:H + 2 * reach, W - 1:W + 2 * reach]
+
+
+def texture_offsets(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor | None = None,
+                    ring: int = 2, reach: int = 0, count: int = 1) -> list[tuple[int, int]]:
+    """[ours] The ``count`` offsets (dy, dx) of :func:`texture_fill`'s copies, best first: among
+    the offsets (|dx|, |dy| ≤ ``reach``; 0: min(H, W) // 2) whose copy of ``region`` lies inside
+    the image and off ``region`` and ``avoid``, and whose copy of the ``ring`` pixels around the
+    region off ``avoid`` exists (inside, off both) for at least half of them, those with the least
+    mean square mismatch over those ring pixels (the best: ties go to the first in row-major offset
+    order). Empty when no offset qualifies. All offsets at once by FFT correlations (a few FFTs of
+    (H + 2·reach)² per channel), not a loop over them."""
+    z = latent.detach().double().cpu()
     R = region.to(torch.bool).cpu()
     H, W = R.shape
     reach = reach or max(1, min(H, W) // 2)
     near = F.max_pool2d(R[None, None].float(), 2 * ring + 1, 1, ring)[0, 0].bool()
     bad = R if avoid is None else R | avoid.to(torch.bool).cpu()
-    rim = near & ~bad
-    ys, xs = torch.nonzero(R, as_tuple=True)
-    ry, rx = torch.nonzero(rim, as_tuple=True)
-    best, off = float("inf"), None
-    for dy in range(-reach, reach + 1):
-        for dx in range(-reach, reach + 1):
-            sy, sx = ys + dy, xs + dx
-            if int(sy.min()) < 0 or int(sx.min()) < 0 or int(sy.max()) >= H or int(sx.max()) >= W:
-                continue
-            if bool(bad[sy, sx].any()):
-                continue
-            qy, qx = ry + dy, rx + dx
-            ok = (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
-            ok[ok.clone()] = ~bad[qy[ok], qx[ok]]
-            if 2 * int(ok.sum()) < ry.numel():
-                continue
-            err = float((z[:, ry[ok], rx[ok]] - z[:, qy[ok], qx[ok]]).pow(2).sum(0).mean())
-            if err < best:
-                best, off = err, (dy, dx, ok)
-    if off is None:
+    rim = (near & ~bad).double()
+    valid = (~bad).double()                            # 0 outside the image too (zero padding)
+    n_rim, n_reg = float(rim.sum()), float(R.sum())
+    if n_reg == 0 or n_rim == 0:
+        return []
+    sq = z.pow(2).sum(0)
+    seen = _correlate(rim, valid, reach)                                   # ring pixels with a copy
+    inside = _correlate(R.double(), valid, reach)                          # region pixels with a copy
+    err = (_correlate(rim * sq, valid, reach) - 2 * _correlate(rim * z, valid * z, reach)
+           + _correlate(rim, valid * sq, reach))
+    ok = (inside > n_reg - 0.5) & (2 * seen > n_rim - 0.5)
+    if not bool(ok.any()):
+        return []
+    mean = torch.where(ok, err / seen.clamp(min=1), torch.full_like(err, float("inf"))).reshape(-1)
+    best = float(mean.min())
+    first = int(torch.nonzero(mean <= best + 1e-9 * (1.0 + abs(best)))[0])
+    rest = [int(k) for k in torch.sort(mean, stable=True).indices[:count] if int(k) != first]
+    picked = [k for k in [first, *rest][:count] if bool(torch.isfinite(mean[k]))]
+    return [(k // (2 * reach + 1) - reach, k % (2 * reach + 1) - reach) for k in picked]
+
+
+def texture_offset(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor | None = None,
+                   ring: int = 2, reach: int = 0) -> tuple[int, int] | None:
+    """[ours] The best offset of :func:`texture_offsets`; None when no offset qualifies."""
+    got = texture_offsets(latent, region, avoid, ring, reach)
+    return got[0] if got else None
+
+
+def texture_fill(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor | None = None,
+                 ring: int = 2, reach: int = 0, copies: int = 1) -> torch.Tensor | None:
+    """[ours] The image's own continuation into ``region`` (H, W): the latent (C, H, W) copied from
+    the offset (|dx|, |dy| ≤ ``reach``; 0: min(H, W) // 2) whose copy best matches the ``ring``
+    pixels around the region off ``avoid`` (mean square over the ring pixels whose copy lies
+    inside the image and off ``region`` and ``avoid``, at least half of the ring;
+    :func:`texture_offsets`), plus the membrane (:func:`harmonic_fill`) of the copy's mismatch on
+    the ring, so it joins without a step. A texture continues with its own cells, a smooth
+    background as a smooth one. The region's copy must lie inside the image and off ``region``
+    and ``avoid``. ``copies`` > 1 [ours]: the mean of that many such fills from the best offsets
+    (the texture's expected continuation given the ring: one copy's phase error, where the
+    texture's period is no whole number of pixels, averages out). None when no offset qualifies."""
+    offs = texture_offsets(latent, region, avoid, ring, reach, count=max(1, copies))
+    if not offs:
         return None
-    dy, dx, ok = off
+    z = latent.detach().float()
+    R = region.to(torch.bool).cpu()
+    H, W = R.shape
+    near = F.max_pool2d(R[None, None].float(), 2 * ring + 1, 1, ring)[0, 0].bool()
+    bad = R if avoid is None else R | avoid.to(torch.bool).cpu()
+    ys, xs = torch.nonzero(R, as_tuple=True)
+    ry, rx = torch.nonzero(near & ~bad, as_tuple=True)
     shifted = z.clone()
-    shifted[:, ys, xs] = z[:, ys + dy, xs + dx]
-    mismatch = torch.zeros_like(z)      # the copy's step on the ring (0 where it has no copy)
-    mismatch[:, ry[ok], rx[ok]] = z[:, ry[ok], rx[ok]] - z[:, ry[ok] + dy, rx[ok] + dx]
+    shifted[:, ys, xs] = 0
+    mismatch = torch.zeros_like(z)      # the copies' mean step on the ring (0 where one has no copy)
+    for dy, dx in offs:
+        qy, qx = ry + dy, rx + dx
+        ok = (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
+        ok[ok.clone()] = ~bad[qy[ok], qx[ok]]
+        shifted[:, ys, xs] += z[:, ys + dy, xs + dx] / len(offs)
+        mismatch[:, ry[ok], rx[ok]] += (z[:, ry[ok], rx[ok]] - z[:, qy[ok], qx[ok]]) / len(offs)
     return shifted + harmonic_fill(mismatch[None], R)[0]
+
+
+def continued_fill(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor | None = None,
+                   copies: int = 8, ring: int = 2) -> torch.Tensor:
+    """[ours] The hole fill of a textured or a smooth ground, (C, H, W): :func:`texture_fill` (the
+    mean of ``copies`` copies) where the texture continued predicts the surroundings better than
+    the membrane does, :func:`harmonic_fill` otherwise. The test holds out the ``ring`` pixels
+    around ``region`` (off ``avoid``): both fills are computed for the region grown by the ring,
+    from what lies beyond it, and the one with the smaller mean square error on the ring fills the
+    region. On a smooth ground a copy carries other places' light and shadows and the membrane
+    wins; on a texture the copy continues the cells."""
+    z = latent.detach().float()
+    R = region.to(torch.bool).cpu()
+    membrane = harmonic_fill(z[None], R)[0]
+    av = None if avoid is None else avoid.to(torch.bool).cpu()
+    grown = F.max_pool2d(R[None, None].float(), 2 * ring + 1, 1, ring)[0, 0].bool()
+    if av is not None:
+        grown &= ~av | R
+    band = grown & ~R
+    if not bool(band.any()):
+        return membrane
+    held = texture_fill(z, grown, av, ring, copies=copies)
+    if held is None:
+        return membrane
+    e_tex = float((held - z)[:, band].pow(2).mean())
+    e_mem = float((harmonic_fill(z[None], grown)[0] - z)[:, band].pow(2).mean())
+    if e_tex >= e_mem:
+        return membrane
+    tex = texture_fill(z, R, av, ring, copies=copies)
+    return membrane if tex is None else tex
 
 
 def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float,

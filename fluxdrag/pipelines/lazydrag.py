@@ -11,10 +11,11 @@ from typing import ClassVar
 
 import torch
 
-from ..attention_patches.lazydrag import BACKGROUND_QUERY, CACHE_NAME, LazyDragControl, LazyDragPlan
+from ..attention_patches.lazydrag import BACKGROUND_QUERY, CACHE_NAME, HOLE_FILLS, LazyDragControl, LazyDragPlan
 from ..attention_patches.router import patch_model
 from ..core import solvers
 from ..core.correspondence import (
+    SWING_PIVOTS,
     FineMap,
     FrontObjects,
     build_correspondence,
@@ -116,6 +117,19 @@ class LazyDragSettings:
               "(the pivot on the handle→target bisector nearest to the part's point farthest from the "
               "handle): an articulated part bends about its joint (ours). Off: the drag bends its cell "
               "elastically (the paper).", paper=False, node="map")
+    swing_pivot: str = setting(
+        "shaft", "Where swing pivots, on the handle→target bisector: shaft (ours): where the axis of the part's "
+                 "shaft (its points within 0.7 of the farthest distance from the handle) crosses it — a "
+                 "limb's free segment points at its joint, while paint around the joint (a shadow over the "
+                 "base) pulls the far end off it; far_end: nearest the centroid of the part's far end (its "
+                 "points beyond 0.8 of that distance). The paper has no swing.",
+        options=SWING_PIVOTS, paper=SILENT, node="map")
+    swing_base: str = setting(
+        "keep", "What swing does with the painted pixels beyond its pivot (on the far side of the line through "
+                "the pivot across the pivot→handle direction): keep (ours): they stay where they are, with "
+                "the background — paint over the start of the part that stays (a limb's base under its "
+                "painted shadow) is not carried round the joint; swing: they swing with the part. The paper "
+                "has no swing.", options=("keep", "swing"), paper=SILENT, node="map")
     occluder_contrast: float = setting(
         0.5, "Unpainted objects in front: unpainted regions enclosed by edges (neighbours differing by ≥ "
               "this × the dragged content's strongest contrast), off the image border, not joined to the "
@@ -164,10 +178,24 @@ class LazyDragSettings:
     # hole lock: the first 80 % of the steps, the paper's activation fraction for its own identity
     # controls; the model alone shapes the vacated area's last 20 % (blending, detail).
     hole_lock: float = setting(
-        0.8, "Fraction of steps during which the vacated pixels follow the smooth fill of their "
-             "surroundings, noised to the step's sigma (ours; 'pixel' maps): no fragments of the object "
+        0.8, "Fraction of steps during which the vacated pixels follow the fill of their surroundings "
+             "(hole_fill), noised to the step's sigma (ours; 'pixel' maps): no fragments of the object "
              "stay behind. 0: the paper's free inpainting from noise.",
         min=0.0, max=1.0, step=0.05, paper=0.0, node="patch")
+    hole_fill: str = setting(
+        "texture", "What the vacated pixels follow under hole_lock: texture (ours): the image's own "
+                   "continuation into the painted region (the mean of hole_copies copies of its surroundings "
+                   "from the best-matching offsets, each joined to the ring by the membrane of its mismatch) "
+                   "where it predicts the 2-pixel ring around the region, held out, better than the membrane "
+                   "does; on a smooth ground the membrane. A textured ground continues with its own cells. "
+                   "membrane: the smooth harmonic fill of the surroundings. The paper has no hole fill "
+                   "(hole_lock 0).",
+        options=HOLE_FILLS, paper="membrane", node="patch")
+    hole_copies: int = setting(
+        8, "hole_fill texture: how many of the best-matching offset copies are averaged (ours; 1: the best "
+           "copy alone). A texture whose period is no whole number of pixels repeats only roughly at any "
+           "one offset; the mean of several is its expected continuation.",
+        min=1, max=64, node="patch", paper=SILENT)
     lock_margin: int = setting(0, "Latent pixels (8 px) around the moved content and its hole left free "
                                   "of the background lock, for blending ('pixel' maps).", min=0, max=16,
                                node="patch", paper=SILENT)
@@ -214,7 +242,8 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
                                     rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,
-                                    swing=s.swing, content_mask=content)
+                                    swing=s.swing, content_mask=content, swing_pivot=s.swing_pivot,
+                                    swing_base=s.swing_base)
         stated = [i for i, d in enumerate(ins.drags) if d.depth != "auto"]
         if stated and (px is None or cmap.fine is None or s.occluder_contrast <= 0):
             warnings.warn(f"{NODE_MAP}: drag(s) {', '.join(map(str, stated))} state a depth, which needs a "
