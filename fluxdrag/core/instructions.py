@@ -27,8 +27,8 @@ regions as DragFlow does)::
   own ``depth`` setting decides. Which one is meant cannot be read from the image, so it is an
   instruction, per drag. Written only when not ``"auto"``; an anchor (it does not move) refuses
   it. Version 1 reads it as an optional field, as ``angle``: a document without it means what it
-  meant before. Methods: LazyDrag and DragFlow honour it (docs/lazydrag.md, docs/dragflow.md);
-  ContextDrag and AttentionDrag ignore it.
+  meant before. Methods: LazyDrag, DragFlow and ContextDrag honour it (docs/lazydrag.md, docs/dragflow.md,
+  docs/contextdrag.md); AttentionDrag ignores it.
 * ``mask`` is the optional editable region. Polygons are rasterised with the even-odd rule at
   pixel centres and several polygons are united; RLE counts are run lengths of 0/1 values in
   row-major order, starting with a run of 0 (which may be empty).
