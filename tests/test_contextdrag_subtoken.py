@@ -454,3 +454,17 @@ def test_depth_groups_follow_each_drags_stated_intent():
     rules = sorted((int(torch.nonzero(part)[0, 0]), rule)
                    for part, rule in depth_groups(build_map(doc, torch.zeros(1, 16, 32, 32)), "under"))
     assert [r for _, r in rules] == ["under", "over"]
+
+
+def test_a_stated_depth_without_its_means_warns():
+    """A stated depth needs a painted mask and occluder_contrast > 0 (the objects in front are
+    found from them): without, Position-Consistent Attention says it is ignored before model work."""
+    import pytest
+
+    from fluxdrag.pipelines.contextdrag import apply_pca, build_map
+
+    doc = {"version": 1, "image_size": [256, 256],
+           "drags": [{"handle": [48, 48], "target": [96, 48], "mode": "move", "depth": "behind"}]}
+    rm = build_map(doc, torch.zeros(1, 16, 32, 32))
+    with pytest.warns(UserWarning, match="state a depth.*ignored"), pytest.raises(Exception):
+        apply_pca(None, rm)                       # warned, then refused: no model

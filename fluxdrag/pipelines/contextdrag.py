@@ -450,6 +450,12 @@ def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
     st = overrides(settings, ContextDragSettings, **kw)
     validate(st, NODE_PCA, PCA_FIELDS + PATCH_FIELDS)
     check_hole_fill(st)
+    stated = [i for i, d in enumerate(((getattr(rmap, "params", None) or {}).get("drags") or {}).get("depths") or [])
+              if d != "auto"]
+    if stated and (st.occluder_contrast <= 0 or getattr(rmap, "painted", None) is None):
+        warnings.warn(f"{NODE_PCA}: drag(s) {', '.join(map(str, stated))} state a depth, which needs a painted "
+                      "mask and occluder_contrast > 0 (they find the objects in front); it is ignored. Paint "
+                      "the mask and set occluder_contrast, or leave depth out", stacklevel=2)
     return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
                   subtoken=st.subtoken, composite=st.composite, hole_fill=st.hole_fill,
                   background_lock=st.background_lock, lock_margin=st.lock_margin, warp=st.warp,
