@@ -458,13 +458,43 @@ def test_depth_groups_follow_each_drags_stated_intent():
 
 def test_a_stated_depth_without_its_means_warns():
     """A stated depth needs a painted mask and occluder_contrast > 0 (the objects in front are
-    found from them): without, Position-Consistent Attention says it is ignored before model work."""
+    found from them): without, Position-Consistent Attention warns that it is ignored (before any
+    model work: apply_pca calls this first)."""
+    import warnings
+
     import pytest
 
-    from fluxdrag.pipelines.contextdrag import apply_pca, build_map
+    from fluxdrag.pipelines.contextdrag import ContextDragSettings, build_map, warn_unused_depth
 
     doc = {"version": 1, "image_size": [256, 256],
            "drags": [{"handle": [48, 48], "target": [96, 48], "mode": "move", "depth": "behind"}]}
-    rm = build_map(doc, torch.zeros(1, 16, 32, 32))
-    with pytest.warns(UserWarning, match="state a depth.*ignored"), pytest.raises(Exception):
-        apply_pca(None, rm)                       # warned, then refused: no model
+    rm = build_map(doc, torch.zeros(1, 16, 32, 32))                # no mask: default discs
+    with pytest.warns(UserWarning, match="state a depth.*ignored"):
+        warn_unused_depth(rm, ContextDragSettings())
+    doc["mask"] = {"polygons": [[[32, 32], [64, 32], [64, 64], [32, 64]]]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_unused_depth(build_map(doc, torch.zeros(1, 16, 32, 32)), ContextDragSettings())
+    with pytest.warns(UserWarning, match="occluder_contrast"):
+        warn_unused_depth(build_map(doc, torch.zeros(1, 16, 32, 32)), ContextDragSettings(occluder_contrast=0.0))
+
+
+def test_vacated_pixels_under_a_destination_show_the_filled_reference():
+    """fill_vacated (with the hole fill): where a moved token's source pixel is no moving content
+    and its destination pixel is painted (the part's own old place here; another part's in a
+    multi-object edit), the token shows the reference filled there (its row offset into the filled
+    copy), not the old painted pixel (or, where that is another part's content, the source's
+    surroundings); moving content is carried as before."""
+    from fluxdrag.core.reverse_tokens import moved_patch_pixels
+
+    rm = build_reverse_map([[2.0, 1.0]], [[1.0, 1.0]], _region(4, 6, 1, 2, 1, 3), (4, 6), snap=True)
+    rm.fine_mask = _fine(4, 6, [(2, 4), (3, 4)])                  # content: token (1, 2)'s left column
+    rm.paint_mask = _region(8, 12, 2, 4, 2, 6)                     # painted: both tokens
+    H = 8
+    tok, rows, cols = moved_patch_pixels(rm, subtoken=True, composite=True, fill_vacated=True)
+    plain = moved_patch_pixels(rm, subtoken=True, composite=True, fill_vacated=False)
+    k = tok.tolist().index(1 * 6 + 2)                              # token (1, 2), now at (1, 1)
+    assert bool((rows[k][:, 0] < H).all()) and cols[k][:, 0].tolist() == [4, 4]   # the content, carried
+    assert bool((rows[k][:, 1] >= H).all()) and cols[k][:, 1].tolist() == [3, 3]  # painted there: filled
+    kp = plain[0].tolist().index(1 * 6 + 2)
+    assert not bool((plain[1][kp] >= H).any()) and plain[2][kp][:, 1].tolist() == [3, 3]   # before: the old paint

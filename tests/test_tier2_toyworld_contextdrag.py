@@ -166,10 +166,12 @@ def test_no_edit_fails_the_thresholds(results):
 
 # Rotations and bends (issue 28, warp='motion' and swing): one rotate scene of `single` and of
 # `lit`, two bends of `articulated` (make_scene(1000 * seed + 60 + i)); calibrated by ONE run on
-# seed 4243 (means md / iou / bg / id, defaults: 0.068 0.831 0.040 0.225; the paper's warp with
-# swing off: 0.815 0.528 0.052 0.344; no_edit 0.465 0.409 0.001 0.554), bounds by the rule above.
+# seed 4243 (means md / iou / bg / id, defaults: 0.068 0.837 0.040 0.217; the paper's warp with
+# swing off: 0.815 0.528 0.052 0.338; no_edit 0.465 0.409 0.001 0.554), bounds by the rule above.
+# (Recalibrated on 4243 when the hole fill began to show vacated pixels under a destination:
+# iou 0.831 -> 0.837, id 0.225 -> 0.217.)
 TURN_CASES = [("single", "rotate"), ("lit", "rotate"), ("articulated", "bend"), ("articulated", "bend")]
-TURN_BOUNDS = {m: bound(m, v) for m, v in zip(("md", "iou", "bg_err", "id_err"), (0.068, 0.831, 0.040, 0.225))}
+TURN_BOUNDS = {m: bound(m, v) for m, v in zip(("md", "iou", "bg_err", "id_err"), (0.068, 0.837, 0.040, 0.217))}
 
 
 def _turns(**opts) -> dict | None:

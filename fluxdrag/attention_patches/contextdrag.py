@@ -66,9 +66,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..core.dragflow import fill_from_surroundings
 from ..core.errors import public_name
-from ..core.reverse_depth import depth_groups, kept_behind
+from ..core.reverse_depth import depth_groups, filled_reference, kept_behind
 from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs
 from ..core.reverse_tokens import WARPS, edited_pixels, hole_slots, moved_patch_pixels, reference_position_ids
 from .rope import pe_tokens, rope_reencode
@@ -411,7 +410,8 @@ class PositionConsistentAttention(_ContextDragController):
             raise ValueError(f"warp must be one of {WARPS}, got {warp!r}")
         self.warp = warp
         self.occluder_contrast = float(occluder_contrast)
-        self._pixels = moved_patch_pixels(rmap, subtoken=self.subtoken, composite=self.composite, warp=warp)
+        self._pixels = moved_patch_pixels(rmap, subtoken=self.subtoken, composite=self.composite, warp=warp,
+                                          fill_vacated=hole_fill != "none" and rmap.painted is not None)
         if depth not in DEPTHS:
             raise ValueError(f"depth must be one of {DEPTHS}, got {depth!r}")
         #: (part, rule) of each drag group whose moved content stays behind some objects in front
@@ -493,26 +493,12 @@ class PositionConsistentAttention(_ContextDragController):
 
     def hole_patches(self, ref: torch.Tensor) -> tuple:
         """(slot token indices, (B, n, C·p·p) patches): each hole token's reference pixels with the
-        region's (``fine_mask``, else the whole token) filled from the surroundings, in FLUX's
-        patchify order; with ``occluder_contrast`` the background continues behind the unpainted
-        objects touching the region (``FrontObjects``), which keep their pixels."""
+        painted region filled (:meth:`filled`), in FLUX's patchify order."""
         slots, holes = self._slots
         p = 2
         h, w = self.rmap.grid_hw
         x = ref[..., :h * p, :w * p]
-        fine = self.rmap.painted
-        if fine is None:
-            fine = self.rmap.src_mask.repeat_interleave(p, 0).repeat_interleave(p, 1)
-        from ..core.correspondence import harmonic_fill  # (re-exported there; the submodule alone is circular)
-
-        fill = harmonic_fill if self.hole_fill == "harmonic" else fill_from_surroundings
-        region = fine
-        if self.occluder_contrast > 0:
-            from ..core.correspondence_latent import FrontObjects
-
-            region = fine | FrontObjects(x[:1].float().cpu(), fine, self.occluder_contrast).touching(fine)
-        filled = fill(x.float(), region.to(x.device))
-        filled = torch.where(fine.to(x.device), filled, x.float()).to(x.dtype)
+        filled = self.filled(x)
         off = torch.arange(p)
         rows = ((holes // w)[:, None] * p + off[None]).to(x.device)
         cols = ((holes % w)[:, None] * p + off[None]).to(x.device)
@@ -539,6 +525,15 @@ class PositionConsistentAttention(_ContextDragController):
         return kept_behind(self.rmap, self._pixels, ref, groups=self._depth, contrast=self.occluder_contrast,
                            edited=self._edited)
 
+    def filled(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference (cropped to the grid) with its painted region (else M_SRC's tokens) filled
+        (:func:`~fluxdrag.core.reverse_depth.filled_reference`, ``hole_fill``'s method)."""
+        p = 2
+        fine = self.rmap.painted
+        if fine is None:
+            fine = self.rmap.src_mask.repeat_interleave(p, 0).repeat_interleave(p, 1)
+        return filled_reference(x, fine, method=self.hole_fill, contrast=self.occluder_contrast)
+
     def shifted_patches(self, ref: torch.Tensor, pixels: tuple | None = None) -> tuple:
         """(token indices, (B, n, C·p·p) patches): the moved tokens' reference content shifted by
         :func:`~fluxdrag.core.reverse_tokens.subtoken_shifts` and composited onto the destination's
@@ -551,6 +546,9 @@ class PositionConsistentAttention(_ContextDragController):
         x = ref
         if x.shape[-2] < h * p or x.shape[-1] < w * p:
             x = torch.nn.functional.pad(x, (0, w * p - x.shape[-1], 0, h * p - x.shape[-2]), mode="replicate")
+        x = x[..., :h * p, :w * p]
+        if bool((rows >= h * p).any()):               # vacated pixels show the filled reference
+            x = torch.cat([x, self.filled(x)], dim=-2)
         patches = x[:, :, rows.to(x.device), cols.to(x.device)]           # (B, C, n, p, p)
         return src, patches.permute(0, 2, 1, 3, 4).reshape(x.shape[0], src.numel(), x.shape[1] * p * p)
 
@@ -560,13 +558,13 @@ class PositionConsistentAttention(_ContextDragController):
         if not ctx.ref_latents:
             return img
         ref = ctx.ref_latents[self.reference_index]
-        pixels = state.masks.get("depth_pixels")
-        if pixels is None:
-            pixels = state.masks["depth_pixels"] = self.depth_pixels(ref)
-        src, patches = self.shifted_patches(ref, pixels)
+        key = ("shifted", str(img.device), img.dtype)          # once per run: the reference is fixed
+        if key not in state.masks:
+            src, patches = self.shifted_patches(ref, self.depth_pixels(ref))
+            state.masks[key] = (src, ctx.model.img_in(patches.to(device=img.device, dtype=img.dtype)))
+        src, emb = state.masks[key]
         if not src.numel():
             return img
-        emb = ctx.model.img_in(patches.to(device=img.device, dtype=img.dtype))
         if emb.shape[0] != img.shape[0]:
             emb = emb.expand(img.shape[0], -1, -1) if emb.shape[0] == 1 else emb
         out = img.clone()

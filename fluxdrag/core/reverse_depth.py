@@ -1,8 +1,10 @@
-"""ContextDrag's depth rule [ours, as LazyDrag's ``depth``]: where the moved content lands on an
-unpainted object in front, it covers it ("over", the paper: the moved tokens are pasted) or stays
-behind it ("under": every object in front touching the region or where it lands; "auto": those
-touching the painted region, which it was behind at its source). A drag's stated ``depth``
-(behind / front) sets its group's rule. Split from ``reverse_tokens``, which it reads."""
+"""What ContextDrag's moved tokens show besides the moved content [ours]: the reference filled
+behind the painted region (:func:`filled_reference`), and the depth rule (as LazyDrag's
+``depth``): where the moved content lands on an unpainted object in front, it covers it ("over",
+the paper: the moved tokens are pasted) or stays behind it ("under": every object in front
+touching the region or where it lands; "auto": those touching the painted region, which it was
+behind at its source). A drag's stated ``depth`` (behind / front) sets its group's rule. Split
+from ``reverse_tokens``, which it reads."""
 from __future__ import annotations
 
 import torch
@@ -74,3 +76,21 @@ def kept_behind(rmap: ReverseMap, pixels: tuple, ref: torch.Tensor, *, groups: l
         sel = near.reshape(-1)[src]                  # the group's tokens (spilled rows lie next to it)
         keep[sel] |= objs[q_rows[sel], q_cols[sel]]
     return src, torch.where(keep, q_rows, rows), torch.where(keep, q_cols, cols)
+
+
+def filled_reference(x: torch.Tensor, painted: torch.Tensor, *, method: str, contrast: float) -> torch.Tensor:
+    """``x`` (B, C, H, W) with its ``painted`` (H, W) pixels filled from their surroundings
+    (``method`` "harmonic": membrane interpolation, else onion peeling) [ours]: the background the
+    vacated area and the moved tokens' vacated pixels show. With ``contrast`` > 0 the unpainted
+    objects touching the region (:class:`~fluxdrag.core.correspondence_latent.FrontObjects`) are
+    filled over too, so the background continues behind them, and keep their own pixels."""
+    from .correspondence import harmonic_fill  # (re-exported there; the submodule alone is circular)
+    from .correspondence_latent import FrontObjects
+    from .dragflow import fill_from_surroundings
+
+    fill = harmonic_fill if method == "harmonic" else fill_from_surroundings
+    region = painted
+    if contrast > 0:
+        region = painted | FrontObjects(x[:1].float().cpu(), painted, contrast).touching(painted)
+    filled = fill(x.float(), region.to(x.device))
+    return torch.where(painted.to(x.device), filled, x.float()).to(x.dtype)

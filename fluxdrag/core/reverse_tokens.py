@@ -288,7 +288,7 @@ def _first_per_source(src_idx: torch.Tensor) -> torch.Tensor:
 
 
 def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, patch: int = 2,
-                       warp: str = "token") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       warp: str = "token", fill_vacated: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(token_flat_idx (n,), rows (n, patch, patch), cols (n, patch, patch)) long: the reference
     tokens whose content changes, and the reference latent pixels each is re-embedded from
     (Position-Consistent Attention), in the token's own pixel layout. Tokens left as they are
@@ -311,7 +311,14 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
     its own.
 
     ``warp="pixel"`` (with ``subtoken``) looks each destination latent pixel up through the
-    reverse field instead of shifting the whole source token (:func:`_pair_pixels`)."""
+    reverse field instead of shifting the whole source token (:func:`_pair_pixels`).
+
+    ``fill_vacated`` [ours] (with ``composite``): a destination pixel whose source pixel is no
+    moving content while its own pixel is painted (an object or shadow that moves away: this part
+    at its old place, or another part) shows the reference *filled* there, not the source's
+    surroundings (the background of another place: on the toy benchmark a square edge in another
+    object's colour where one object lands on the other's vacated area). Its row is then offset by
+    ``patch · h``: an index into the filled reference stacked below the reference."""
     h, w = rmap.grid_hw
     dst_idx, src_idx = injection_pairs(rmap)
     empty = torch.zeros(0, dtype=torch.long)
@@ -332,8 +339,12 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
             raise ValueError(f"fine_mask {tuple(fine.shape)} does not match the {h}x{w} grid at "
                              f"{patch} latent pixels per token")
         q_rows, q_cols = _patch_grid(q, torch.zeros_like(shift), (h, w), patch)
-        bg = ~fine[rows, cols] & ~fine[q_rows, q_cols]
+        moving = fine[rows, cols]
+        bg = ~moving & ~fine[q_rows, q_cols]
         rows, cols = torch.where(bg, q_rows, rows), torch.where(bg, q_cols, cols)
+        if fill_vacated:
+            vac = ~moving & rmap.painted[q_rows, q_cols]
+            rows, cols = torch.where(vac, q_rows + h * patch, rows), torch.where(vac, q_cols, cols)
         if subtoken:
             got = torch.zeros_like(fine)
             got[all_r, all_c] = True

@@ -450,16 +450,22 @@ def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
     st = overrides(settings, ContextDragSettings, **kw)
     validate(st, NODE_PCA, PCA_FIELDS + PATCH_FIELDS)
     check_hole_fill(st)
+    warn_unused_depth(rmap, st)
+    return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
+                  subtoken=st.subtoken, composite=st.composite, hole_fill=st.hole_fill,
+                  background_lock=st.background_lock, lock_margin=st.lock_margin, warp=st.warp,
+                  occluder_contrast=st.occluder_contrast, depth=st.depth)
+
+
+def warn_unused_depth(rmap, st: ContextDragSettings) -> None:
+    """Warn that the drags' stated depths are ignored when the objects in front cannot be found
+    (no painted mask, or ``occluder_contrast`` 0)."""
     stated = [i for i, d in enumerate(((getattr(rmap, "params", None) or {}).get("drags") or {}).get("depths") or [])
               if d != "auto"]
     if stated and (st.occluder_contrast <= 0 or getattr(rmap, "painted", None) is None):
         warnings.warn(f"{NODE_PCA}: drag(s) {', '.join(map(str, stated))} state a depth, which needs a painted "
                       "mask and occluder_contrast > 0 (they find the objects in front); it is ignored. Paint "
-                      "the mask and set occluder_contrast, or leave depth out", stacklevel=2)
-    return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
-                  subtoken=st.subtoken, composite=st.composite, hole_fill=st.hole_fill,
-                  background_lock=st.background_lock, lock_margin=st.lock_margin, warp=st.warp,
-                  occluder_contrast=st.occluder_contrast, depth=st.depth)
+                      "the mask and set occluder_contrast, or leave depth out", stacklevel=3)
 
 
 #: ``hide`` sets that hold the hole fill's slots (the non-source reference tokens under M_DST)
