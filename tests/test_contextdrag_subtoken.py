@@ -456,15 +456,16 @@ def test_depth_groups_follow_each_drags_stated_intent():
     assert [r for _, r in rules] == ["under", "over"]
 
 
-def test_a_stated_depth_without_its_means_warns():
+def test_a_stated_depth_without_its_means_warns(monkeypatch):
     """A stated depth needs a painted mask and occluder_contrast > 0 (the objects in front are
     found from them): without, Position-Consistent Attention says it is ignored before model work."""
     import pytest
 
-    from fluxdrag.pipelines.contextdrag import apply_pca, build_map
+    import fluxdrag.pipelines.contextdrag as cd
 
     doc = {"version": 1, "image_size": [256, 256],
            "drags": [{"handle": [48, 48], "target": [96, 48], "mode": "move", "depth": "behind"}]}
-    rm = build_map(doc, torch.zeros(1, 16, 32, 32))
-    with pytest.warns(UserWarning, match="state a depth.*ignored"), pytest.raises(Exception):
-        apply_pca(None, rm)                       # warned, then refused: no model
+    rm = cd.build_map(doc, torch.zeros(1, 16, 32, 32))
+    monkeypatch.setattr(cd, "_apply", lambda *a, **k: "model work")      # the model is not needed here
+    with pytest.warns(UserWarning, match="state a depth.*ignored"):
+        assert cd.apply_pca(None, rm) == "model work"
