@@ -81,3 +81,21 @@ def test_a_part_rotated_behind_an_object_stays_behind_it_everywhere():
     front = lat[0, 0] == -5.0
     on_front = front[q_rows, q_cols]
     assert int(on_front.sum()) > 40 and bool(front[rows, cols][on_front].all())
+
+
+def test_a_swung_map_survives_its_json_round_trip():
+    """The map node's output with a swing near another part (its motion's "at") through JSON gives
+    the patches the same map: the same pairs and the same motions."""
+    import json
+
+    from fluxdrag.core.reverse_mapping import ReverseMap
+
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[120:136, 64:176] = True
+    px[64:80, 48:80] = True
+    rm = build_map(_doc(px, [{"handle": [168, 128], "target": [168, 40]}]), torch.zeros(1, 16, 32, 32))
+    back = ReverseMap.from_dict(json.loads(json.dumps(rm.to_dict())))
+    kw = dict(move_affine="points", swing=True, warp="motion", **KW)
+    a, b = map_for(rm, True, **kw), map_for(back, True, **kw)
+    assert "at" in rm.params["motions"][0] and a.params["motions"] == b.params["motions"]
+    assert torch.equal(a.src, b.src) and torch.equal(a.dst_mask, b.dst_mask)

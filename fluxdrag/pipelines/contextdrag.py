@@ -23,6 +23,7 @@ from ..attention_patches.contextdrag import (
 )
 from ..attention_patches.router import patch_model
 from ..core.drag_sets import split_drags
+from ..core.geometry import round_half_up
 from ..core.instructions import TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
 from ..core.instructions import rescale as rescale_instructions
 from ..core.reverse_mapping import ANCHORS, DRAG_GROUPS, HIDE_SETS, ReverseMap, build_reverse_map
@@ -318,7 +319,8 @@ def map_drags(td, region: torch.Tensor | None, rigid_tolerance: float, move_affi
     (:func:`~fluxdrag.core.correspondence_fields.swing_lone_drags`, with ``pixels``, the moving
     content at latent pixels, when known), with ``move_affine="points"`` only (its move drag, from
     the pivot to itself, is no translation to read). A swung drag's part is the one its own handle
-    lies on, not the one nearest its pivot. Without a region (the default discs) the drags as
+    lies on, not the one nearest its pivot (whose own drag, pivot -> pivot, is left out where the
+    pivot lies off the region: a held destination outside M_SRC). Without a region (the default discs) the drags as
     given."""
     if region is None:
         return td.handles, td.targets, []
@@ -331,7 +333,14 @@ def map_drags(td, region: torch.Tensor | None, rigid_tolerance: float, move_affi
     at = td.handles                                  # where each drag's part is (a swing moves its handle)
     if swing:
         td = swing_lone_drags(td, region, pixels)
-    return (*affine_point_drags(td, region, at=at), affine_motions(td, at=at))
+    handles, targets = affine_point_drags(td, region, at=at)
+    # a swing's own drag (pivot -> pivot) is a fixed point the reverse map holds as a destination of
+    # itself: off the region that is a source outside M_SRC; its part's point drags carry the motion
+    off = torch.zeros(handles.shape[0], dtype=torch.bool)
+    for i, (x, y) in enumerate(round_half_up(td.handles).long().tolist()):
+        inside = 0 <= y < region.shape[0] and 0 <= x < region.shape[1]
+        off[i] = not torch.equal(at[i], td.handles[i]) and inside and not bool(region[y, x])
+    return handles[~off], targets[~off], affine_motions(td, at=at)
 
 
 def affine_motions(td, at: torch.Tensor | None = None) -> list[dict]:
