@@ -55,7 +55,10 @@ def kept_behind(rmap: ReverseMap, pixels: tuple, ref: torch.Tensor, *, groups: l
     (:class:`~fluxdrag.core.correspondence_latent.FrontObjects` of the reference ``ref``
     (B, C, H, W) at ``contrast``; "under": those touching the painted region or ``edited``, the
     latent pixels the edit may change; "auto": those touching the painted region), the
-    destination pixel shows the reference's own pixel there (the object)."""
+    destination pixel shows the reference's own pixel there (the object). A pixel follows its
+    group's rule when its token is a source of the group (grown by one token) or when it shows a
+    painted pixel of the group: a motion's carrier outside M_SRC and a spilled edge token carry
+    the group's content from wherever they lie."""
     from .correspondence_latent import FrontObjects
 
     src, rows, cols = pixels
@@ -70,11 +73,13 @@ def kept_behind(rmap: ReverseMap, pixels: tuple, ref: torch.Tensor, *, groups: l
     q_rows = ((dest // w) * p)[:, None, None] + off[None, :, None].expand(1, p, p)
     q_cols = ((dest % w) * p)[:, None, None] + off[None, None, :].expand(1, p, p)
     keep = torch.zeros_like(rows, dtype=torch.bool)
+    shown = rows < h * p                     # (a row past the grid indexes the filled reference)
     for part, rule in groups:
         objs = objects.touching(fine | edited) if rule == "under" else objects.touching(fine)
         near = torch.nn.functional.max_pool2d(part.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0
-        sel = near.reshape(-1)[src]                  # the group's tokens (spilled rows lie next to it)
-        keep[sel] |= objs[q_rows[sel], q_cols[sel]]
+        mine = near.repeat_interleave(p, 0).repeat_interleave(p, 1) & fine
+        sel = near.reshape(-1)[src][:, None, None] | (shown & mine[rows.clamp(max=h * p - 1), cols])   # (n, p, p)
+        keep |= sel & objs[q_rows, q_cols]
     return src, torch.where(keep, q_rows, rows), torch.where(keep, q_cols, cols)
 
 

@@ -127,8 +127,9 @@ def _field_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor
 def motion_parts(rmap: ReverseMap) -> list[tuple[torch.Tensor, dict]]:
     """[(part (h, w) bool, motion)] for the map's exact part motions (``params["motions"]``: each
     a ``move`` drag with a scale or an angle, ``{"handle", "target", "scale", "angle"}`` in token
-    units and degrees), each with the connected part of M_SRC it moves (the part its handle lies
-    in, else the nearest: the rule of the pipeline's point drags)."""
+    units and degrees, and ``"at"`` where the part is found by another point than the handle: a
+    swing's pivot may lie nearer another part), each with the connected part of M_SRC it moves (the
+    part its handle (``at``) lies in, else the nearest: the rule of the pipeline's point drags)."""
     motions = rmap.params.get("motions") or []
     if not motions:
         return []
@@ -139,7 +140,7 @@ def motion_parts(rmap: ReverseMap) -> list[tuple[torch.Tensor, dict]]:
     pts = yx.flip(1).to(torch.float64)
     out = []
     for m in motions:
-        j = int(((pts - torch.tensor(m["handle"], dtype=torch.float64)) ** 2).sum(1).argmin())
+        j = int(((pts - torch.tensor(m.get("at", m["handle"]), dtype=torch.float64)) ** 2).sum(1).argmin())
         out.append((lab == lab[yx[j, 0], yx[j, 1]], m))
     return out
 

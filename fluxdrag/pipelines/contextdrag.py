@@ -23,6 +23,7 @@ from ..attention_patches.contextdrag import (
 )
 from ..attention_patches.router import patch_model
 from ..core.drag_sets import split_drags
+from ..core.geometry import round_half_up
 from ..core.instructions import TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
 from ..core.instructions import rescale as rescale_instructions
 from ..core.reverse_mapping import ANCHORS, DRAG_GROUPS, HIDE_SETS, ReverseMap, build_reverse_map
@@ -195,7 +196,7 @@ class ContextDragSettings:
         True, "A lone 'drag' drag on a part of a painted mask swings the part rigidly about its far end "
               "(the pivot on the handle -> target bisector nearest to the part's point farthest from the "
               "handle) [ours, as LazyDrag's swing]: an articulated part bends about its joint, as a "
-              "rotating move drag (move_affine, warp). Off: the drag moves the part by its reverse field "
+              "rotating move drag (with move_affine 'points'; warp). Off: the drag moves the part by its reverse field "
               "(the paper). On the Options node: the map node builds with the default, the patches "
               "rebuild for the other value.", node="patch", paper=False)
 
@@ -306,7 +307,7 @@ def _content(paint: torch.Tensor | None, score: torch.Tensor | None, contrast: f
     return paint & (score >= contrast)
 
 
-def map_drags(td, region: torch.Tensor | None, rigid_tolerance: float, move_affine: str, *, swing: bool = False,
+def map_drags(td, region: torch.Tensor | None, rigid_tolerance: float, move_affine: str, *, swing: bool,
               pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """(handles, targets, motions) the reverse map is built from: ``td``'s drags, those of one part
     that fit a rigid motion fused into one rotating move drag (``rigid_tolerance``,
@@ -316,7 +317,10 @@ def map_drags(td, region: torch.Tensor | None, rigid_tolerance: float, move_affi
     empty with ``move_affine="translate"``. ``swing``: a lone ``drag`` drag on a part becomes a
     rotation about the part's far end first
     (:func:`~fluxdrag.core.correspondence_fields.swing_lone_drags`, with ``pixels``, the moving
-    content at latent pixels, when known). Without a region (the default discs) the drags as
+    content at latent pixels, when known), with ``move_affine="points"`` only (its move drag, from
+    the pivot to itself, is no translation to read). A swung drag's part is the one its own handle
+    lies on, not the one nearest its pivot (whose own drag, pivot -> pivot, is left out where the
+    pivot lies off the region: a held destination outside M_SRC). Without a region (the default discs) the drags as
     given."""
     if region is None:
         return td.handles, td.targets, []
@@ -324,16 +328,25 @@ def map_drags(td, region: torch.Tensor | None, rigid_tolerance: float, move_affi
 
     if rigid_tolerance > 0:
         td = fuse_rigid_drags(td, region, rigid_tolerance)
+    if move_affine != "points":
+        return td.handles, td.targets, []
+    at = td.handles                                  # where each drag's part is (a swing moves its handle)
     if swing:
         td = swing_lone_drags(td, region, pixels)
-    if move_affine == "points":
-        return (*affine_point_drags(td, region), affine_motions(td))
-    return td.handles, td.targets, []
+    handles, targets = affine_point_drags(td, region, at=at)
+    # a swing's own drag (pivot -> pivot) is a fixed point the reverse map holds as a destination of
+    # itself: off the region that is a source outside M_SRC; its part's point drags carry the motion
+    off = torch.zeros(handles.shape[0], dtype=torch.bool)
+    for i, (x, y) in enumerate(round_half_up(td.handles).long().tolist()):
+        inside = 0 <= y < region.shape[0] and 0 <= x < region.shape[1]
+        off[i] = not torch.equal(at[i], td.handles[i]) and inside and not bool(region[y, x])
+    return handles[~off], targets[~off], affine_motions(td, at=at)
 
 
-def affine_motions(td) -> list[dict]:
+def affine_motions(td, at: torch.Tensor | None = None) -> list[dict]:
     """The ``move`` drags of ``td`` with a scale or an angle, as JSON motions ``{"handle",
-    "target", "scale", "angle"}`` (token units, degrees; ``core.reverse_tokens.motion_parts``)."""
+    "target", "scale", "angle"}`` (token units, degrees; ``core.reverse_tokens.motion_parts``),
+    with ``"at"``, the point whose part the drag moves, where ``at`` gives one off its handle."""
     angles = td.angles if td.angles is not None else torch.zeros(len(td.modes), dtype=torch.float64)
     out = []
     for i, mode in enumerate(td.modes):
@@ -341,13 +354,16 @@ def affine_motions(td) -> list[dict]:
         if mode == "move" and (scale != [1.0, 1.0] or angle % 360 != 0):
             out.append({"handle": [float(v) for v in td.handles[i]], "target": [float(v) for v in td.targets[i]],
                         "scale": scale, "angle": angle})
+            if at is not None and not torch.equal(at[i].to(torch.float64), td.handles[i].to(torch.float64)):
+                out[-1]["at"] = [float(v) for v in at[i]]
     return out
 
 
-def affine_point_drags(td, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def affine_point_drags(td, region: torch.Tensor, at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(handles, targets) (n, 2) token (x, y): ``td``'s drags, each ``move`` drag with a scale or
     an angle followed by one point drag per region token of its connected part (the part its
-    handle lies in, else the nearest), p → target + r·R(angle)·(p − handle), the instruction's
+    handle lies in, else the nearest; ``at`` (n, 2): the points to find the parts by instead, a
+    swung drag's own handle), p → target + r·R(angle)·(p − handle), the instruction's
     own motion [ours]. The reverse field interpolates its drags exactly at their targets, so with
     these drags it inverts the scaling / rotation over the region instead of translating it by
     handle → target (the paper's field of point drags reads a move drag as its two points)."""
@@ -366,7 +382,7 @@ def affine_point_drags(td, region: torch.Tensor) -> tuple[torch.Tensor, torch.Te
         scale, angle = td.scales[i].to(torch.float64), float(angles[i])
         if mode != "move" or (bool((scale == 1).all()) and angle % 360 == 0):
             continue
-        j = int(((pts - h[i]) ** 2).sum(1).argmin())
+        j = int(((pts - (h[i] if at is None else at[i].to(torch.float64))) ** 2).sum(1).argmin())
         part = pts[(lab[yx[:, 0], yx[:, 1]] == lab[yx[j, 0], yx[j, 1]])]
         new_h.append(part)
         new_t.append(part + move_displacement(part, h[i], t[i], scale, angle))
@@ -403,9 +419,8 @@ def map_for(rmap: ReverseMap, subtoken: bool, *, drag_groups: str, move_affine: 
     return out
 
 
-def _map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str = "component",
-             move_affine: str = "points", rigid_tolerance: float = 0.2, *, swing: bool = True,
-             content: torch.Tensor | None = None) -> ReverseMap:
+def _map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str, move_affine: str, rigid_tolerance: float, *,
+             swing: bool, content: torch.Tensor | None = None) -> ReverseMap:
     """``rmap`` with the rounding ``subtoken``, the ``drag_groups``, ``move_affine`` and
     ``rigid_tolerance`` asked for: the map node always builds the sub-token map (``snap``, see
     ``ContextDragSettings.subtoken``) with its drags grouped by component and prepared with the

@@ -1,0 +1,101 @@
+"""ContextDrag's swing, motion warp and depth rule on the cases a review found wrong: a second
+painted part near a swing's pivot, a swing with move_affine 'translate', and a part rotated
+behind an object in front (its carried and spilled destination tokens)."""
+import warnings
+
+import torch
+
+from fluxdrag.core.reverse_mapping import injection_pairs
+from fluxdrag.pipelines.contextdrag import build_map, map_for
+from fluxdrag.toyworld.latent import rle_encode
+
+KW = dict(drag_groups="component", content_contrast=0.0, rigid_tolerance=0.2)
+
+
+def _doc(px: torch.Tensor, drags: list) -> dict:
+    return {"version": 1, "image_size": [256, 256], "mask": {"rle": rle_encode(px)}, "drags": drags}
+
+
+def _moved_sources(rm) -> set:
+    d, s = injection_pairs(rm)
+    w = rm.grid_hw[1]
+    return {(int(x) % w, int(x) // w) for x, q in zip(s, d) if x != q}
+
+
+def test_swing_moves_the_dragged_part_not_the_part_nearest_its_pivot():
+    """A lone drag on a bar's free end swings the bar about its far end; the pivot lies off the bar
+    on the handle -> target bisector, nearer another painted part. The part that moves is still the
+    one the drag's handle lies on (the bar), for the point drags and the motion warp alike."""
+    from fluxdrag.core.reverse_tokens import motion_parts
+
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[120:136, 64:176] = True                                    # the bar: token rows 7-8, x 4-10
+    px[64:80, 48:80] = True                                       # another part above its far end
+    rm = build_map(_doc(px, [{"handle": [168, 128], "target": [168, 40]}]), torch.zeros(1, 16, 32, 32))
+    [(part, m)] = motion_parts(rm)
+    assert bool(part[7:9, 4:11].any()) and not bool(part[3:5, 3:5].any())
+    for warp in ("pixel", "motion"):
+        moved = _moved_sources(map_for(rm, True, move_affine="points", swing=True, warp=warp, **KW))
+        assert moved and all(y >= 6 for _, y in moved), (warp, moved)     # bar tokens only
+
+
+def test_swing_with_translate_keeps_the_drag():
+    """move_affine 'translate' reads a move drag as its handle -> target; a swing (a move drag from
+    the pivot to itself) would then move nothing. The lone drag stays the drag it is."""
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[120:136, 64:176] = True
+    rm = build_map(_doc(px, [{"handle": [168, 128], "target": [148, 72]}]), torch.zeros(1, 16, 32, 32))
+    on = map_for(rm, True, move_affine="translate", swing=True, warp="motion", **KW)
+    off = map_for(rm, True, move_affine="translate", swing=False, warp="motion", **KW)
+    assert _moved_sources(on) and torch.equal(on.src, off.src) and torch.equal(on.handles, off.handles)
+
+
+def test_a_part_rotated_behind_an_object_stays_behind_it_everywhere():
+    """A bar rotated (warp 'motion') onto an unpainted object in front, stated behind: every
+    destination latent pixel on the object shows the object, in the destinations the motion's
+    carriers serve and in the tokens its edge spills onto as well as in the bar's own."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_contextdrag_subtoken import _pca
+
+    from fluxdrag.core.reverse_depth import moved_destinations
+
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[80:112, 64:176] = True
+    lat = torch.zeros(1, 16, 32, 32)
+    lat[..., 10:14, 8:22] = 5.0                                    # the painted bar
+    lat[..., 14:28, 10:24] = -5.0                                  # an object in front, below it
+    doc = _doc(px, [{"handle": [120, 96], "target": [128, 150], "mode": "move", "angle": 35.0,
+                     "depth": "behind"}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rm = map_for(build_map(doc, lat), True, move_affine="points", swing=True, warp="motion", **KW)
+    assert rm.params["motions"][0]["carried"]
+    src, rows, cols = _pca(rm, warp="motion", occluder_contrast=0.5, depth="auto").depth_pixels(lat)
+    dest = moved_destinations(rm, src)
+    w, off = rm.grid_hw[1], torch.arange(2)
+    q_rows = (dest // w * 2)[:, None, None] + off[None, :, None]
+    q_cols = (dest % w * 2)[:, None, None] + off[None, None, :]
+    front = lat[0, 0] == -5.0
+    on_front = front[q_rows, q_cols]
+    assert int(on_front.sum()) > 40 and bool(front[rows, cols][on_front].all())
+
+
+def test_a_swung_map_survives_its_json_round_trip():
+    """The map node's output with a swing near another part (its motion's "at") through JSON gives
+    the patches the same map: the same pairs and the same motions."""
+    import json
+
+    from fluxdrag.core.reverse_mapping import ReverseMap
+
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[120:136, 64:176] = True
+    px[64:80, 48:80] = True
+    rm = build_map(_doc(px, [{"handle": [168, 128], "target": [168, 40]}]), torch.zeros(1, 16, 32, 32))
+    back = ReverseMap.from_dict(json.loads(json.dumps(rm.to_dict())))
+    kw = dict(move_affine="points", swing=True, warp="motion", **KW)
+    a, b = map_for(rm, True, **kw), map_for(back, True, **kw)
+    assert "at" in rm.params["motions"][0] and a.params["motions"] == b.params["motions"]
+    assert torch.equal(a.src, b.src) and torch.equal(a.dst_mask, b.dst_mask)
