@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .reverse_mapping import ReverseMap, injection_pairs
-from .reverse_tokens import _first_per_source
+from .reverse_tokens import _first_per_source, _patch_grid
 
 
 def moved_destinations(rmap: ReverseMap, tokens: torch.Tensor) -> torch.Tensor:
@@ -69,9 +69,7 @@ def kept_behind(rmap: ReverseMap, pixels: tuple, ref: torch.Tensor, *, groups: l
     p = rows.shape[-1]
     objects = FrontObjects(ref[:1, :, :h * p, :w * p].float().cpu(), fine, contrast)
     dest = moved_destinations(rmap, src)
-    off = torch.arange(p)
-    q_rows = ((dest // w) * p)[:, None, None] + off[None, :, None].expand(1, p, p)
-    q_cols = ((dest % w) * p)[:, None, None] + off[None, None, :].expand(1, p, p)
+    q_rows, q_cols = _patch_grid(dest, torch.zeros(dest.numel(), 2, dtype=torch.long), (h, w), p)
     keep = torch.zeros_like(rows, dtype=torch.bool)
     shown = rows < h * p                     # (a row past the grid indexes the filled reference)
     for part, rule in groups:

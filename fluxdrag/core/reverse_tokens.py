@@ -70,6 +70,16 @@ def _pair_shifts(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor,
 WARPS = ("token", "pixel", "motion")
 
 
+def _token_coord(j: torch.Tensor, patch: int) -> torch.Tensor:
+    """Token coordinate (float64; token centres are integers) of latent-pixel index ``j``'s centre."""
+    return (j.to(torch.float64) + 0.5) / patch - 0.5
+
+
+def _latent_pixel(v: torch.Tensor, patch: int) -> torch.Tensor:
+    """Index (long) of the latent pixel nearest to token coordinate ``v``: :func:`_token_coord`'s inverse."""
+    return round_half_up((v + 0.5) * patch - 0.5).long()
+
+
 def _pair_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, patch: int,
                  warp: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, cols) (n, patch, patch) long: the reference latent pixels each pair's destination q
@@ -110,7 +120,7 @@ def _field_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor
     h, w = rmap.grid_hw
     # the token warp's pixels, moved by how far the field at each pixel departs from the field at
     # its token translated (zero for a translation: both warps agree to the last tie)
-    off = (torch.arange(patch, dtype=torch.float64) + 0.5) / patch - 0.5          # pixel centres, token units
+    off = _token_coord(torch.arange(patch), patch)                              # pixel centres, token units
     oy, ox = off[:, None].expand(patch, patch), off[None, :].expand(patch, patch)
     qx = (dst_idx % w).to(torch.float64)[:, None, None] + ox
     qy = (dst_idx // w).to(torch.float64)[:, None, None] + oy
@@ -130,10 +140,15 @@ def motion_parts(rmap: ReverseMap) -> list[tuple[torch.Tensor, dict]]:
     units and degrees, and ``"at"`` where the part is found by another point than the handle: a
     swing's pivot may lie nearer another part), each with the connected part of M_SRC it moves (the
     part its handle (``at``) lies in, else the nearest: the rule of the pipeline's point drags)."""
-    motions = rmap.params.get("motions") or []
+    return parts_of_motions(rmap.src_mask, rmap.params.get("motions") or [])
+
+
+def parts_of_motions(region: torch.Tensor, motions: list[dict]) -> list[tuple[torch.Tensor, dict]]:
+    """[(part (h, w) bool, motion)]: each motion with the connected part of ``region`` (token grid)
+    its ``at`` (else its handle) lies in, else the nearest (see :func:`motion_parts`)."""
     if not motions:
         return []
-    lab = connected_components(rmap.src_mask.to(torch.bool).cpu())
+    lab = connected_components(region.to(torch.bool).cpu())
     yx = torch.nonzero(lab >= 0)
     if not yx.shape[0]:
         return []
@@ -161,7 +176,7 @@ def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tenso
     if not parts:
         return rows, cols
     s = torch.stack([src_idx % w, src_idx // w], 1)
-    off = (torch.arange(patch, dtype=torch.float64) + 0.5) / patch - 0.5          # pixel centres, token units
+    off = _token_coord(torch.arange(patch), patch)                              # pixel centres, token units
     rows, cols = rows.clone(), cols.clone()
     for part, m in parts:
         sel = part[s[:, 1], s[:, 0]]
@@ -175,8 +190,8 @@ def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tenso
         qx, qy = torch.broadcast_tensors(qx, qy)
         p = move_inverse(torch.stack([qx.reshape(-1), qy.reshape(-1)], 1), m["handle"], m["target"],
                          m.get("scale", (1.0, 1.0)), float(m.get("angle", 0.0))).reshape(-1, patch, patch, 2)
-        rows[sel] = round_half_up((p[..., 1] + 0.5) * patch - 0.5).long().clamp(0, h * patch - 1)
-        cols[sel] = round_half_up((p[..., 0] + 0.5) * patch - 0.5).long().clamp(0, w * patch - 1)
+        rows[sel] = _latent_pixel(p[..., 1], patch).clamp(0, h * patch - 1)
+        cols[sel] = _latent_pixel(p[..., 0], patch).clamp(0, w * patch - 1)
     return rows, cols
 
 
@@ -206,9 +221,8 @@ def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
     dst, src = rmap.dst_mask.clone(), rmap.src.clone()
     tok_src = src[..., 1] * w + src[..., 0]                                   # (h, w), -1 (·w) where none
     moving = rmap.fine_mask
-    ys, xs = torch.meshgrid(torch.arange(h * patch, dtype=torch.float64),
-                            torch.arange(w * patch, dtype=torch.float64), indexing="ij")
-    centres = torch.stack([(xs.reshape(-1) + 0.5) / patch - 0.5, (ys.reshape(-1) + 0.5) / patch - 0.5], 1)
+    ys, xs = torch.meshgrid(torch.arange(h * patch), torch.arange(w * patch), indexing="ij")
+    centres = torch.stack([_token_coord(xs.reshape(-1), patch), _token_coord(ys.reshape(-1), patch)], 1)
     tys, txs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
                               indexing="ij")
     tok_centres = torch.stack([txs.reshape(-1), tys.reshape(-1)], 1)
@@ -225,8 +239,7 @@ def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
             pix = pix & moving
         args = (m["handle"], m["target"], m.get("scale", (1.0, 1.0)), float(m.get("angle", 0.0)))
         p = move_inverse(centres, *args)
-        r = round_half_up((p[:, 1] + 0.5) * patch - 0.5).long()
-        c = round_half_up((p[:, 0] + 0.5) * patch - 0.5).long()
+        r, c = _latent_pixel(p[:, 1], patch), _latent_pixel(p[:, 0], patch)
         ok = (r >= 0) & (r < h * patch) & (c >= 0) & (c < w * patch)
         hit = torch.zeros(h * patch * w * patch, dtype=torch.bool)
         hit[ok] = pix[r[ok], c[ok]]

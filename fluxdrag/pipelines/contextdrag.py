@@ -368,24 +368,13 @@ def affine_point_drags(td, region: torch.Tensor, at: torch.Tensor | None = None)
     these drags it inverts the scaling / rotation over the region instead of translating it by
     handle → target (the paper's field of point drags reads a move drag as its two points)."""
     from ..core.correspondence_fields import move_displacement
-    from ..core.geometry import connected_components
+    from ..core.reverse_tokens import parts_of_motions
 
-    h, t = td.handles.to(torch.float64), td.targets.to(torch.float64)
-    lab = connected_components(region.to(torch.bool).cpu())
-    yx = torch.nonzero(lab >= 0)
-    if not yx.shape[0]:
-        return h, t
-    pts = yx.flip(1).to(torch.float64)
-    angles = td.angles if td.angles is not None else torch.zeros(len(td.modes), dtype=torch.float64)
-    new_h, new_t = [h], [t]
-    for i, mode in enumerate(td.modes):
-        scale, angle = td.scales[i].to(torch.float64), float(angles[i])
-        if mode != "move" or (bool((scale == 1).all()) and angle % 360 == 0):
-            continue
-        j = int(((pts - (h[i] if at is None else at[i].to(torch.float64))) ** 2).sum(1).argmin())
-        part = pts[(lab[yx[:, 0], yx[:, 1]] == lab[yx[j, 0], yx[j, 1]])]
-        new_h.append(part)
-        new_t.append(part + move_displacement(part, h[i], t[i], scale, angle))
+    new_h, new_t = [td.handles.to(torch.float64)], [td.targets.to(torch.float64)]
+    for part, m in parts_of_motions(region, affine_motions(td, at)):
+        pts = torch.nonzero(part).flip(1).to(torch.float64)
+        new_h.append(pts)
+        new_t.append(pts + move_displacement(pts, m["handle"], m["target"], m["scale"], m["angle"]))
     return torch.cat(new_h), torch.cat(new_t)
 
 
