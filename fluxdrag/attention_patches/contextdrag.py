@@ -466,10 +466,10 @@ class PositionConsistentAttention(_ContextDragController):
         out[:, a:a + h * w] = new
         d = dict(d)
         d["img_ids"] = out
-        if self._pixels[0].numel():
-            d["img"] = self._shift_content(ctx, d["img"], a, state)
+        if self._pixels[0].numel() and ctx.ref_latents:
+            d["img"] = self._reembed(ctx, d["img"], a, "shifted")
         if self._slots[0].numel() and ctx.ref_latents:
-            d["img"] = self._fill_holes(ctx, d["img"], a)
+            d["img"] = self._reembed(ctx, d["img"], a, "holes")
         return d
 
     def on_forward_end(self, ctx: ForwardContext, out: torch.Tensor) -> Optional[torch.Tensor]:
@@ -505,21 +505,6 @@ class PositionConsistentAttention(_ContextDragController):
         patches = filled[:, :, rows[:, :, None], cols[:, None, :]]          # (B, C, n, p, p)
         return slots, patches.permute(0, 2, 1, 3, 4).reshape(x.shape[0], slots.numel(), x.shape[1] * p * p)
 
-    def _fill_holes(self, ctx: ForwardContext, img: torch.Tensor, a: int) -> torch.Tensor:
-        """The embedded sequence with the hole-fill slots re-embedded from the filled reference."""
-        state = ctx.state(self)
-        key = ("holes", str(img.device), img.dtype)
-        emb = state.masks.get(key)
-        if emb is None:
-            slots, patches = self.hole_patches(ctx.ref_latents[self.reference_index])
-            emb = state.masks[key] = ctx.model.img_in(patches.to(device=img.device, dtype=img.dtype))
-        slots = self._slots[0]
-        if emb.shape[0] != img.shape[0]:
-            emb = emb.expand(img.shape[0], -1, -1) if emb.shape[0] == 1 else emb
-        out = img.clone()
-        out[:, a + slots.to(img.device)] = emb.to(img.dtype)
-        return out
-
     def depth_pixels(self, ref: torch.Tensor) -> tuple:
         """``moved_patch_pixels``' (tokens, rows, cols) with the depth rule (``kept_behind``)."""
         return kept_behind(self.rmap, self._pixels, ref, groups=self._depth, contrast=self.occluder_contrast,
@@ -552,23 +537,25 @@ class PositionConsistentAttention(_ContextDragController):
         patches = x[:, :, rows.to(x.device), cols.to(x.device)]           # (B, C, n, p, p)
         return src, patches.permute(0, 2, 1, 3, 4).reshape(x.shape[0], src.numel(), x.shape[1] * p * p)
 
-    def _shift_content(self, ctx: ForwardContext, img: torch.Tensor, a: int, state) -> torch.Tensor:
-        """The embedded sequence with the moved reference tokens re-embedded from their
-        shifted / composited content."""
-        if not ctx.ref_latents:
-            return img
-        ref = ctx.ref_latents[self.reference_index]
-        key = ("shifted", str(img.device), img.dtype)          # once per run: the reference is fixed
+    def _reembed(self, ctx: ForwardContext, img: torch.Tensor, a: int, name: str) -> torch.Tensor:
+        """The embedded sequence with reference tokens re-embedded from new patches: ``name``
+        "shifted", the moved tokens' shifted / composited content (:meth:`shifted_patches` of
+        :meth:`depth_pixels`), or "holes", the hole-fill slots' filled reference
+        (:meth:`hole_patches`); embedded once per run (the reference is fixed)."""
+        state = ctx.state(self)
+        key = (name, str(img.device), img.dtype)
         if key not in state.masks:
-            src, patches = self.shifted_patches(ref, self.depth_pixels(ref))
-            state.masks[key] = (src, ctx.model.img_in(patches.to(device=img.device, dtype=img.dtype)))
-        src, emb = state.masks[key]
-        if not src.numel():
+            ref = ctx.ref_latents[self.reference_index]
+            idx, patches = (self.shifted_patches(ref, self.depth_pixels(ref)) if name == "shifted"
+                            else self.hole_patches(ref))
+            state.masks[key] = (idx, ctx.model.img_in(patches.to(device=img.device, dtype=img.dtype)))
+        idx, emb = state.masks[key]
+        if not idx.numel():
             return img
         if emb.shape[0] != img.shape[0]:
             emb = emb.expand(img.shape[0], -1, -1) if emb.shape[0] == 1 else emb
         out = img.clone()
-        out[:, a + src.to(img.device)] = emb.to(img.dtype)
+        out[:, a + idx.to(img.device)] = emb.to(img.dtype)
         return out
 
     def claims(self, call: AttentionCall) -> bool:
