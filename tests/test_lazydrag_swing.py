@@ -27,6 +27,15 @@ def _pixel_mask(mask):
     return mask.reshape(mask.shape[0] // 8, 8, mask.shape[1] // 8, 8).any(3).any(1)
 
 
+def _limb_painted_past_joint():
+    """(token drags, latent-pixel mask, joint (x, y) px) of a 60° limb whose paint runs past the
+    joint onto the base's start (a shadow painted with the free segment)."""
+    doc, mask, joint = _limb(60.0)
+    mask[96:136, 24:72] = True                   # paint over the base's start, up and left of the joint
+    doc = dict(doc, mask={"rle": rle_encode(mask)})
+    return to_token_space(parse_instructions(doc), (256, 256)), _pixel_mask(mask), joint
+
+
 def test_lone_drag_becomes_a_rotation_about_the_far_end():
     doc, mask, joint = _limb(60.0)
     td = to_token_space(parse_instructions(doc), (256, 256))
@@ -82,11 +91,7 @@ def test_shaft_pivot_ignores_paint_over_the_base():
     """swing_pivot "shaft" [ours]: paint that runs past the joint onto the base's start (a shadow
     painted with the free segment) pulls the far end's centroid off the joint; the shaft's axis
     crossing the bisector stays on it."""
-    doc, mask, joint = _limb(60.0)
-    mask[96:136, 24:72] = True                   # paint over the base's start, up and left of the joint
-    doc = dict(doc, mask={"rle": rle_encode(mask)})
-    td = to_token_space(parse_instructions(doc), (256, 256))
-    pm = _pixel_mask(mask)
+    td, pm, joint = _limb_painted_past_joint()
     jt = torch.tensor(joint, dtype=torch.float64) / 16 - 0.5
     far = swing_lone_drags(td, td.mask, pm).handles[0]
     shaft = swing_lone_drags(td, td.mask, pm, pivot="shaft").handles[0]
@@ -100,11 +105,7 @@ def test_paint_beyond_the_pivot_stays():
     """swing_base "keep" [ours]: the painted pixels beyond the pivot (the base's start) stay where they
     are — their own sources in the fine map — and nothing is carried from them; "swing" carries them
     round the joint with the part."""
-    doc, mask, joint = _limb(60.0)
-    mask[96:136, 24:72] = True                   # paint over the base's start, up and left of the joint
-    doc = dict(doc, mask={"rle": rle_encode(mask)})
-    td = to_token_space(parse_instructions(doc), (256, 256))
-    pm = _pixel_mask(mask)
+    td, pm, joint = _limb_painted_past_joint()
     keep = build_correspondence(td, td.grid_hw, pixel_mask=pm, swing=True, swing_pivot="shaft",
                                 swing_base="keep").fine
     swung = build_correspondence(td, td.grid_hw, pixel_mask=pm, swing=True, swing_pivot="shaft").fine
