@@ -14,6 +14,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from .common import add_timing_args, apply_threads
+
 
 def offset_by_loop(z: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor | None = None, ring: int = 2,
                    reach: int = 0) -> tuple[int, int] | None:
@@ -59,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--latent", type=int, default=128)
     p.add_argument("--paint", type=int, default=30)
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
+    add_timing_args(p, repeats=2)
+    p.set_defaults(threads=1)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    apply_threads(args)
     n, k = args.latent, args.paint
     y, x = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     g = torch.Generator().manual_seed(0)
