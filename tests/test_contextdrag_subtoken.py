@@ -2,6 +2,7 @@
 Position-Consistent Attention's content shift below the token grid (``subtoken_shifts``)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fluxdrag.core.reverse_mapping import build_reverse_map, injection_pairs
@@ -436,7 +437,8 @@ def test_swing_turns_a_lone_drag_into_a_rotation_about_the_far_end():
 
 def test_depth_groups_follow_each_drags_stated_intent():
     """A drag's stated depth sets its part's rule (behind = under, front = over); a part without one
-    takes the setting; behind wins when one part's drags state both."""
+    takes the setting, and so does a part whose drags state both (with a warning), as LazyDrag's and
+    DragFlow's group_depth."""
     from fluxdrag.core.reverse_depth import depth_groups
     from fluxdrag.pipelines.contextdrag import build_map
     from fluxdrag.toyworld.latent import rle_encode
@@ -454,6 +456,14 @@ def test_depth_groups_follow_each_drags_stated_intent():
     rules = sorted((int(torch.nonzero(part)[0, 0]), rule)
                    for part, rule in depth_groups(build_map(doc, torch.zeros(1, 16, 32, 32)), "under"))
     assert [r for _, r in rules] == ["under", "over"]
+    doc["drags"].append({"handle": [40, 56], "target": [88, 56], "mode": "move", "depth": "front"})
+    rm = build_map(doc, torch.zeros(1, 16, 32, 32))
+    with pytest.warns(UserWarning, match="state different depths"):
+        rules = sorted((int(torch.nonzero(part)[0, 0]), rule) for part, rule in depth_groups(rm, "over"))
+    assert [r for _, r in rules] == ["over", "over"]
+    with pytest.warns(UserWarning, match="state different depths"):
+        rules = sorted((int(torch.nonzero(part)[0, 0]), rule) for part, rule in depth_groups(rm, "auto"))
+    assert [r for _, r in rules] == ["auto", "over"]
 
 
 def test_a_stated_depth_without_its_means_warns():
