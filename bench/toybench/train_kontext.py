@@ -15,7 +15,11 @@ mentions a drag, a moved object or a rewritten position id):
     (Kontext's "remove the object" edit, with the instruction given as a mask instead of text);
   * ``inpaint`` — random rectangles of reference tokens are hidden; the target is the scene, minus
     any object left with no visible token (what cannot be seen is not invented; what is partly
-    seen is completed).
+    seen is completed);
+  * ``harmonize`` (v3 scenes only; 0 in the default mix) — one object of the reference carries the
+    shading it would have elsewhere (see ``misshade``); the target is the consistent scene. The toy
+    counterpart of what a real Kontext does to a pasted object: it relights it to the scene. No
+    hidden token and no move: the pair never shows a drag.
 A hidden token is a key masked out of attention (an additive −inf key mask passed as ComfyUI's
 ``attention_mask`` keyword), the same thing an attention mask on reference keys does at run time.
 Scenes: 32×32 latents of the families single, multi, crowded, parts, border, overlap and large
@@ -59,7 +63,9 @@ TRAIN_FAMILIES = ("single", "multi", "crowded", "parts", "border", "overlap", "l
 #: family by the default ``--families`` (as the toy FLUX v3's training)
 V3_TRAIN_FAMILIES = ("lit", "texture", "occlusion", "articulated")
 DEFAULT_FAMILIES = TRAIN_FAMILIES + V3_TRAIN_FAMILIES * 2
-TASKS = ("keep", "remove", "inpaint")
+TASKS = ("keep", "remove", "inpaint", "harmonize")
+#: tasks drawn by ``eval_losses`` on the old (unlit) families; ``harmonize`` needs a light
+UNLIT_TASKS = TASKS[:3]
 
 
 # ----------------------------------------------------------------------------- data
@@ -90,8 +96,9 @@ def _small_scene(g: torch.Generator, size: int = 16):
             return bg, objs
 
 
-def _scene(g: torch.Generator, size: int, families: tuple[str, ...]):
-    """(render, objects, shadows, family index) of a training scene (seeds ≥ 10**8, as train.py).
+def _scene(g: torch.Generator, size: int, families: tuple[str, ...], with_light: bool = False):
+    """(render, objects, shadows, family index) of a training scene (seeds ≥ 10**8, as train.py);
+    with ``with_light`` also the scene's ``Light`` (None for the unlit families and small scenes).
 
     ``render(objects)`` → (latent, visible masks) of those objects on the scene's background, in
     their list order (later on top), lit and shadowed like the scene for the v3 families: removing
@@ -99,14 +106,46 @@ def _scene(g: torch.Generator, size: int, families: tuple[str, ...]):
     the part of an object it hid). ``shadows``: (K, H, W) cast shadows, or None (unlit)."""
     if size != 32:
         bg, objs = _small_scene(g, size)
-        return (lambda o: ts.compose(bg, o)), objs, None, 0
+        out = (lambda o: ts.compose(bg, o)), objs, None, 0
+        return (*out, None) if with_light else out
     f = families[ts._randint(g, 0, len(families) - 1)]
     while True:
         try:
             sc = ts.make_scene(10**8 + ts._randint(g, 0, 10**8), f, mask_in_json=False)
-            return sc.render, list(sc.objects), sc.shadows, ts.FAMILIES.index(f)
+            out = sc.render, list(sc.objects), sc.shadows, ts.FAMILIES.index(f)
+            return (*out, sc.light) if with_light else out
         except (RuntimeError, ValueError):
             continue
+
+
+def moved_light(light, obj, shift: tuple[float, float], angle: float):
+    """The light under which ``obj`` at its own place is shaded as it would be after the rigid
+    motion M (turned by ``angle`` about its centre c, then shifted by ``shift`` image px): the
+    shading is invariant under moving the object and the light together, so that is the light
+    moved by M⁻¹, L' = R⁻¹(L − c − t) + c, its height kept (exact for the v3 shading: normals,
+    tilt, falloff and incidence all follow)."""
+    from dataclasses import replace
+
+    c, s = math.cos(angle), math.sin(angle)
+    lx, ly = light.x - obj.cx - shift[0], light.y - obj.cy - shift[1]
+    return replace(light, x=obj.cx + c * lx + s * ly, y=obj.cy - s * lx + c * ly)
+
+
+def misshade(g: torch.Generator, obj, light, shift_px: tuple[float, float] = (16.0, 96.0),
+             turn: float = 0.5) -> torch.Tensor:
+    """(16, H, W) ``obj``'s latent values (32×32 latent) shaded as the object would be after a
+    random rigid motion (:func:`moved_light`): the light a copy pasted from there would carry.
+    |shift| ~ U(``shift_px``) image px in a random direction; a uniform turn with probability
+    ``turn``, else none [guess: the spread of the benchmarks' drags]."""
+    from fluxdrag.toyworld import scenes_v3 as v3
+
+    h = w = 32
+    a = float(torch.rand((), generator=g)) * 2 * math.pi
+    r = shift_px[0] + float(torch.rand((), generator=g)) * (shift_px[1] - shift_px[0])
+    th = (float(torch.rand((), generator=g)) * 2 - 1) * math.pi if float(torch.rand((), generator=g)) < turn else 0.0
+    moved = moved_light(light, obj, (r * math.cos(a), r * math.sin(a)), th)
+    val, _ = v3._value(obj, h, w)
+    return val * v3.intensity(obj, moved, h, w)[None]
 
 
 def make_pair(g: torch.Generator, task: str, size: int = 32, families: tuple[str, ...] = TRAIN_FAMILIES):
@@ -115,6 +154,8 @@ def make_pair(g: torch.Generator, task: str, size: int = 32, families: tuple[str
     v3 ``remove``: the removed objects' token cells are hidden and, half of the time, also their
     cast shadow's (shadow > ``SHADOW_THRESHOLD``, as the v3 scenes' editable region); the target
     has neither the objects nor their shadows (lit background there) [guess]."""
+    if task == "harmonize":
+        return _harmonize_pair(g, size, families)
     render, objs, shadows, fam = _scene(g, size, families)
     ref, masks = render(objs)
     n_tok = (size // 2) ** 2
@@ -139,6 +180,25 @@ def make_pair(g: torch.Generator, task: str, size: int = 32, families: tuple[str
         keep_objs = [o for i, o in enumerate(objs) if (token_cells(masks[i]) & ~hidden).any()]
     target = ref if len(keep_objs) == len(objs) else render(keep_objs)[0]
     return ref, target, hidden.reshape(n_tok), fam
+
+
+def _harmonize_pair(g: torch.Generator, size: int, families: tuple[str, ...]):
+    """A ``harmonize`` pair: the consistent v3 scene as the target, the same scene with one
+    visible object's pixels shaded by ``misshade`` as the reference (its shape, place and cast
+    shadow right: only the light on it is wrong)."""
+    lit = tuple(f for f in families if f in V3_TRAIN_FAMILIES)
+    if size != 32 or not lit:
+        raise ValueError("harmonize pairs need 32×32 scenes of a v3 (lit) family")
+    n_tok = (size // 2) ** 2
+    while True:
+        render, objs, _, fam, light = _scene(g, size, lit, with_light=True)
+        target, masks = render(objs)
+        seen = [i for i in range(len(objs)) if masks[i].sum() >= 4]
+        if seen:
+            break
+    i = seen[ts._randint(g, 0, len(seen) - 1)]
+    ref = torch.where(masks[i][None], misshade(g, objs[i], light), target)
+    return ref, target, torch.zeros(n_tok, dtype=torch.bool), fam
 
 
 def make_batch(g: torch.Generator, task: str, n: int, size: int, families=TRAIN_FAMILIES):
@@ -234,11 +294,12 @@ def train(args) -> None:
         if f in ts.FAMILIES:
             fam_off[ts.FAMILIES.index(f)] = v[0]
     g = torch.Generator().manual_seed(10**6 + args.seed)
-    task_p = torch.tensor(args.task_mix, dtype=torch.float)
+    mix = list(args.task_mix) + [0.0] * (len(TASKS) - len(args.task_mix))
+    task_p = torch.tensor(mix, dtype=torch.float)
     log_f = out.with_suffix(".log.jsonl").open("w")
     for ln in prev_log:
         log_f.write(ln + "\n")
-    print(f"steps {args.steps}, batch {args.batch}/{args.small_batch}, tasks {dict(zip(TASKS, args.task_mix))}",
+    print(f"steps {args.steps}, batch {args.batch}/{args.small_batch}, tasks {dict(zip(TASKS, mix))}",
           flush=True)
     losses: list[float] = []
     t0 = time.time()
@@ -255,6 +316,7 @@ def train(args) -> None:
                 grp["lr"] = lr
             small = float(torch.rand((), generator=g)) < args.small_frac
             task = TASKS[int(torch.multinomial(task_p, 1, generator=g))]
+            small = small and task != "harmonize"          # small scenes have no light
             size, n = (16, args.small_batch) if small else (32, args.batch)
             ref, x0, hidden, fam = make_batch(g, task, n, size, tuple(args.families))
             eps = torch.randn(x0.shape, generator=g)
@@ -296,9 +358,9 @@ def train(args) -> None:
                     "unet_config": config,
                     "conditioning": base_meta["conditioning"],
                     "kontext": {"reference": "ComfyUI ReferenceLatent (ref_latents, method 'offset': ids (1, h, w))",
-                                "tasks": dict(zip(TASKS, args.task_mix)),
+                                "tasks": dict(zip(TASKS, mix)),
                                 "keep_weight": args.keep_weight, "keep_drift": args.keep_drift,
-                                "hidden_tokens": "boolean key mask over reference tokens (attention_mask)"},
+                                "hidden_tokens": "additive -inf key mask over reference tokens (attention_mask)"},
                     "training": {
                         "seed": args.seed, "steps": offset + step, "planned_steps": offset + args.steps,
                         "batch": args.batch, "small_batch": args.small_batch, "small_frac": args.small_frac,
@@ -324,8 +386,10 @@ def train(args) -> None:
     meta["training"]["eval_loss"] = eval_losses(dm, cond, args.seed)
     meta["training"]["eval_loss_v3"] = eval_losses(dm, cond, args.seed, families=V3_TRAIN_FAMILIES)
     meta["training"]["keep_sample_rms"] = keep_sample_rms(dm, cond)
+    meta["training"]["harmonize_gain"] = harmonize_gain(dm, cond)
     _save(ema, meta, out)
-    print(json.dumps({k: meta["training"][k] for k in ("eval_loss", "eval_loss_v3", "keep_sample_rms")}), flush=True)
+    print(json.dumps({k: meta["training"][k] for k in ("eval_loss", "eval_loss_v3", "keep_sample_rms",
+                                                        "harmonize_gain")}), flush=True)
 
 
 @torch.no_grad()
@@ -333,7 +397,8 @@ def eval_losses(dm, cond: dict, seed: int, n: int = 32, families: tuple[str, ...
     """Rectified-flow loss per task on a fixed held-out batch of 32×32 scenes, t on a fixed grid
     (the old families by default, comparable with the first toy Kontext's record)."""
     out = {}
-    for i, task in enumerate(TASKS):
+    tasks = TASKS if all(f in V3_TRAIN_FAMILIES for f in families) else UNLIT_TASKS
+    for i, task in enumerate(tasks):
         g = torch.Generator().manual_seed(777_000 + i)
         ref, x0, hidden, _ = make_batch(g, task, n, 32, families)
         eps = torch.randn(x0.shape, generator=g)
@@ -355,6 +420,24 @@ def keep_sample_rms(dm, cond: dict, n: int = 8) -> dict:
         x = sample(dm, cond, torch.randn(x0.shape, generator=g), ref, hidden)
         out[name] = round(float((x - x0).pow(2).mean().sqrt()), 5)
     return out
+
+
+@torch.no_grad()
+def harmonize_gain(dm, cond: dict, n: int = 16, families: tuple[str, ...] = ("lit",)) -> dict:
+    """How far 20-step Euler samples fix a mis-shaded object (16 held-out ``harmonize`` pairs of
+    ``lit`` scenes): RMS of sample − target over the mis-shaded pixels against the reference's own
+    RMS there (``ratio`` 1: the light is copied, 0: relit exactly), and the sample's RMS elsewhere
+    (``rest``: what a relight must keep)."""
+    g = torch.Generator().manual_seed(999_000)
+    ref, x0, hidden, _ = make_batch(g, "harmonize", n, 32, families)
+    x = sample(dm, cond, torch.randn(x0.shape, generator=g), ref, hidden)
+    wrong = (ref - x0).abs().amax(1, keepdim=True) > 1e-6
+    on = wrong.expand_as(x0)
+    before = float((ref - x0)[on].pow(2).mean().sqrt())
+    after = float((x - x0)[on].pow(2).mean().sqrt())
+    rest = float((x - x0)[~on].pow(2).mean().sqrt())
+    return {"reference": round(before, 5), "sample": round(after, 5), "ratio": round(after / before, 4),
+            "rest": round(rest, 5)}
 
 
 @torch.no_grad()
@@ -419,7 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--task-mix", type=float, nargs=3, default=[0.5, 0.3, 0.2], metavar=("KEEP", "REMOVE", "INPAINT"))
+    p.add_argument("--task-mix", type=float, nargs="+", default=[0.5, 0.3, 0.2, 0.0],
+                   help="weights of keep, remove, inpaint[, harmonize] (harmonize 0 when left out)")
+    p.add_argument("--gain-only", action="store_true", help="print harmonize_gain of --out and stop")
     p.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES), choices=list(ts.FAMILIES),
                    help="scene families (a repeated name is drawn more often)")
     p.add_argument("--keep-weight", type=float, default=2.0, help="loss weight of a keep step")
@@ -435,6 +520,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plots-only", action="store_true")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="do not redraw the docs figures")
     args = p.parse_args(argv)
+    if len(args.task_mix) not in (3, 4):
+        p.error("--task-mix takes 3 or 4 weights (keep remove inpaint [harmonize])")
+    if args.gain_only:
+        from tools import comfy_env
+
+        comfy_env.import_comfy()
+        torch.set_num_threads(args.threads)
+        patcher, _ = tm.load_toy_model(Path(args.out))
+        dm = patcher.model.diffusion_model
+        print(json.dumps(harmonize_gain(dm, _conditioning(tm.read_meta(Path(args.out).with_suffix(".json"))))))
+        return 0
     if not args.plots_only:
         train(args)
     if args.plots:
