@@ -174,6 +174,8 @@ def dragflow_paper(scene, model, cond) -> torch.Tensor:
     return dragflow(scene, model, cond, **departures(DragFlowSettings))
 
 
+#: toy Kontext weights the ContextDrag rows load (None: the shipped ``KONTEXT_WEIGHTS``; run.py --kontext)
+KONTEXT_PATH = None
 _KONTEXT: dict = {}
 
 
@@ -191,7 +193,7 @@ def contextdrag(scene, model, cond, steps: int = STEPS, cti: bool = True, pca: b
     from fluxdrag.toyworld.model import KONTEXT_WEIGHTS, load_toy_model
 
     if "model" not in _KONTEXT:
-        _KONTEXT["model"], _KONTEXT["cond"] = load_toy_model(KONTEXT_WEIGHTS)
+        _KONTEXT["model"], _KONTEXT["cond"] = load_toy_model(KONTEXT_PATH or KONTEXT_WEIGHTS)
     kmodel, kcond = _KONTEXT["model"], _KONTEXT["cond"]
     ref = scene_latent_to_comfy(scene.latent)
     positive = ReferenceLatent.execute(kcond, ref).args[0]

@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", "--model", dest="weights", default=None,
                    help="toy model weights, e.g. fluxdrag/toyworld/toyflux_v3.safetensors (default: the shipped "
                         "fluxdrag/toyworld/toyflux.safetensors)")
+    p.add_argument("--kontext", default=None,
+                   help="toy Kontext weights for the ContextDrag rows (default: the shipped "
+                        "fluxdrag/toyworld/toykontext.safetensors), e.g. a training run's checkpoint to judge")
     p.add_argument("--no-inversion-table", dest="inversion_table", action="store_false")
     p.add_argument("--no-model", action="store_true",
                    help="model-free methods only: no model, no per-family check (seconds, not minutes)")
@@ -201,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--recon-scenes {args.recon_scenes}: the per-family check needs at least 1 scene per "
                 f"family (it decides which families are judged); use --no-model to run without a model")
     torch.set_num_threads(args.threads)
+    if args.kontext:
+        from . import pack_methods
+
+        pack_methods.KONTEXT_PATH = Path(args.kontext)
 
     names = args.methods if args.methods is not None else list(METHODS)
     unknown = [m for m in names if m not in METHODS]
