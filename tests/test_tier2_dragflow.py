@@ -285,9 +285,11 @@ def test_region_instruction_node_composes_and_previews(comfy):  # noqa: F811
     a = RegionInstruction.execute(_box(32, 64, 32, 64).float()[None], "relocate", 48, 48, 96, 56)
     ins = a.args[0]
     b = RegionInstruction.execute(_box(80, 112, 80, 112).float()[None], "rotate", 110, 96, 96, 110,
-                                  drag_instructions=ins)
+                                  depth="behind", drag_instructions=ins)
     ins2, prev = b.args
     assert [r.op for r in ins2.regions] == ["relocate", "rotate"]
+    assert [r.depth for r in ins2.regions] == ["auto", "behind"]     # the node's depth intent
+    assert '"depth": "behind"' in ins2.to_json()
     assert ins2.regions[1].anchor == (96.0, 96.0)  # default pivot: the region's centroid
     assert prev.shape == (1, H, W, 3)
     from fluxdrag.core.instructions import parse_instructions
@@ -301,6 +303,7 @@ def test_region_instruction_node_composes_and_previews(comfy):  # noqa: F811
     (dict(begin=(48, 48), target=(0, 0)), None),
     (dict(begin=(120, 120)), "'begin_x/begin_y'"),
     (dict(target=(48, 48)), "same point"),
+    (dict(depth="below"), "'depth'"),
 ])
 def test_bad_region_inputs_name_the_input(comfy, kw, needle):  # noqa: F811
     from fluxdrag.nodes.common import FluxDragInputError

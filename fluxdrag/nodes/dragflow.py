@@ -6,6 +6,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..core.affine import Region, mask_centroid, warp_mask
+from ..core.instruction_values import DRAG_DEPTHS
 from ..core.instructions import REGION_OPS, DragInstructions
 from ..core.preview import draw_arrows
 from ..pipelines.dragflow import run_dragflow
@@ -87,6 +88,10 @@ class RegionInstruction(io.ComfyNode):
                                        "region's centroid. Ignored by relocate/deform."),
                 io.Float.Input("anchor_y", default=-1.0, min=-1.0, max=16384.0, step=1.0,
                                tooltip="Rotation pivot y in pixels; -1 = the region's centroid."),
+                io.Combo.Input("depth", options=list(DRAG_DEPTHS), default="auto",
+                               tooltip="Where the moved region lands on an object it meets: behind "
+                                       "= it goes behind it, front = it covers it, auto = the "
+                                       "Region Affine Optimise 'depth' option decides."),
                 DragType.Input("drag_instructions", optional=True,
                                tooltip="Instructions to extend (e.g. another Region Instruction)."),
                 io.Image.Input("image", optional=True, tooltip="Source image, only for the preview."),
@@ -98,12 +103,12 @@ class RegionInstruction(io.ComfyNode):
 
     @classmethod
     def execute(cls, mask, op="relocate", begin_x=128.0, begin_y=128.0, target_x=160.0,
-                target_y=128.0, anchor_x=-1.0, anchor_y=-1.0, drag_instructions=None,
+                target_y=128.0, anchor_x=-1.0, anchor_y=-1.0, depth="auto", drag_instructions=None,
                 image=None) -> io.NodeOutput:
         anchor = None
         if op == "rotate" and (anchor_x >= 0 or anchor_y >= 0):
             anchor = (float(anchor_x), float(anchor_y))
-        region = build_region(mask, op, (begin_x, begin_y), (target_x, target_y), anchor)
+        region = build_region(mask, op, (begin_x, begin_y), (target_x, target_y), anchor, depth=depth)
         ins = add_region(drag_instructions, region)
         prev = regions_preview(ins, image)
         return io.NodeOutput(ins, prev, ui=ui.PreviewImage(prev, cls=cls))

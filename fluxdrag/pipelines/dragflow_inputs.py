@@ -14,6 +14,7 @@ from ..core.affine import Region, mask_centroid
 from ..core.drag_sets import regions_from_drags, split_drags
 from ..core.dragflow_layers import KV_PRESETS
 from ..core.dragflow_plan import plan_dragflow
+from ..core.instruction_values import DRAG_DEPTHS
 from ..core.instructions import LATENT_PX, REGION_OPS, DragInstructions, RegionOp, parse_instructions, rescale
 from .common import FluxDragInputError, check_latent
 from .inversion import SCHEDULERS
@@ -52,10 +53,11 @@ def _single_mask(mask: torch.Tensor, node: str, name: str = "mask") -> torch.Ten
 
 
 def build_region(mask: torch.Tensor, op: str, begin: tuple, target: tuple,
-                 anchor: tuple | None, node: str = NODE_REGION) -> RegionOp:
+                 anchor: tuple | None, node: str = NODE_REGION, depth: str = "auto") -> RegionOp:
     """A validated RegionOp (pixel coordinates) from node inputs; errors name the input."""
     m = _single_mask(mask, node)
     H, W = m.shape
+    check_choice(node, "depth", depth, DRAG_DEPTHS)
     if not bool(m.any()):
         raise FluxDragInputError(f"{node}: input 'mask' is empty (no pixel above 0.5); paint the "
                                  f"region to move in white.")
@@ -95,7 +97,7 @@ def build_region(mask: torch.Tensor, op: str, begin: tuple, target: tuple,
                                      f"image ({msg}); pick a target inside the image.") from None
         raise FluxDragInputError(f"{node}: {msg}") from None
     return RegionOp(op, m, (float(begin[0]), float(begin[1])), (float(target[0]), float(target[1])),
-                    None if anchor is None else (float(anchor[0]), float(anchor[1])))
+                    None if anchor is None else (float(anchor[0]), float(anchor[1])), depth=depth)
 
 
 def add_region(base: DragInstructions | None, region: RegionOp, node: str = NODE_REGION) -> DragInstructions:
