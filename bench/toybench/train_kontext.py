@@ -55,7 +55,7 @@ from fluxdrag.toyworld import model as tm
 from fluxdrag.toyworld import scenes as ts
 from fluxdrag.toyworld.scenes_v3 import SHADOW_THRESHOLD
 
-from .train import _save, _stop_time, read_checkpoint, sample_t, trainable_flux
+from .train import SAVE_DTYPES, _save, _stop_time, read_checkpoint, sample_t, trainable_flux
 
 KONTEXT_WEIGHTS = tm.KONTEXT_WEIGHTS
 TRAIN_FAMILIES = ("single", "multi", "crowded", "parts", "border", "overlap", "large")
@@ -254,11 +254,44 @@ def call(dm, x, t, cond: dict, y, guidance, ref, hidden=None):
     b = x.shape[0]
     kw = {}
     if hidden is not None and hidden.any():
-        kw["attention_mask"] = key_mask(hidden, cond["context"].shape[1], (x.shape[-2] // 2) * (x.shape[-1] // 2))
+        kw["attention_mask"] = key_mask(hidden.cpu(), cond["context"].shape[1],
+                                        (x.shape[-2] // 2) * (x.shape[-1] // 2)).to(x.device)
     return dm(x, t, cond["context"].expand(b, -1, -1), y=y, guidance=guidance, ref_latents=[ref], **kw)
 
 
 # ----------------------------------------------------------------------------- training
+
+def _job(job: tuple) -> tuple:
+    """One batch drawn by a worker: (task, small, ref, x0, hidden, family indices) for
+    (step seed, task weights, args); its own generator, so workers need no shared stream."""
+    seed, mix, args = job
+    g = torch.Generator().manual_seed(seed)
+    task = TASKS[int(torch.multinomial(torch.tensor(mix), 1, generator=g))]
+    small = float(torch.rand((), generator=g)) < args.small_frac and task != "harmonize"
+    size, n = (16, args.small_batch) if small else (32, args.batch)
+    return (task, small, *make_batch(g, task, n, size, tuple(args.families)))
+
+
+def _worker_batches(args, mix: list[float]):
+    """Batches rendered ahead by ``args.workers`` processes, in step order (on a GPU the scenes,
+    not the model, are the bottleneck); a run with workers draws other (equally seeded) batches
+    than one without."""
+    import multiprocessing as mp
+
+    from .train import _worker_init
+
+    pool = mp.get_context("spawn").Pool(args.workers, initializer=_worker_init)
+    ahead: list = []
+    try:
+        for step in range(1, args.steps + 1):
+            ahead.append(pool.apply_async(_job, ((10**7 * (args.seed + 1) + step, mix, args),)))
+            if len(ahead) >= 2 * args.workers:
+                yield ahead.pop(0).get()
+        while ahead:
+            yield ahead.pop(0).get()
+    finally:
+        pool.terminate()
+
 
 def _conditioning(meta: dict) -> dict:
     c = meta["conditioning"]
@@ -277,6 +310,8 @@ def train(args) -> None:
     config = dict(base_meta["unet_config"])
     patcher = comfy_env.build_flux(config, state_dict=init_sd)
     dm = patcher.model.diffusion_model
+    dev = torch.device(args.device)
+    dm.to(dev)
     prev_log: list[str] = []
     offset = 0
     prev_training = base_meta["training"]
@@ -293,6 +328,8 @@ def train(args) -> None:
     for f, v in cond["family_offsets"].items():
         if f in ts.FAMILIES:
             fam_off[ts.FAMILIES.index(f)] = v[0]
+    fam_off = fam_off.to(dev)
+    dcond = {"context": cond["context"].to(dev), "pooled": cond["pooled"].to(dev)}
     g = torch.Generator().manual_seed(10**6 + args.seed)
     mix = list(args.task_mix) + [0.0] * (len(TASKS) - len(args.task_mix))
     task_p = torch.tensor(mix, dtype=torch.float)
@@ -307,6 +344,7 @@ def train(args) -> None:
     stop_t = _stop_time(args.stop_at)
     budget = args.max_minutes * 60 if stop_t is None else min(args.max_minutes * 60, stop_t - time.time())
     last_save = time.time()
+    batches = _worker_batches(args, mix) if args.workers else None     # spawned: no CUDA state forked
     with trainable_flux():
         for step in range(1, args.steps + 1):
             # cosine over the planned steps or the wall-clock budget, whichever ends first
@@ -314,11 +352,16 @@ def train(args) -> None:
             lr = args.lr * min(1.0, step / args.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * prog)))
             for grp in opt.param_groups:
                 grp["lr"] = lr
-            small = float(torch.rand((), generator=g)) < args.small_frac
-            task = TASKS[int(torch.multinomial(task_p, 1, generator=g))]
-            small = small and task != "harmonize"          # small scenes have no light
-            size, n = (16, args.small_batch) if small else (32, args.batch)
-            ref, x0, hidden, fam = make_batch(g, task, n, size, tuple(args.families))
+            if batches is not None:
+                task, small, ref, x0, hidden, fam = next(batches)
+            else:
+                small = float(torch.rand((), generator=g)) < args.small_frac
+                task = TASKS[int(torch.multinomial(task_p, 1, generator=g))]
+                small = small and task != "harmonize"          # small scenes have no light
+                size = 16 if small else 32
+                ref, x0, hidden, fam = make_batch(g, task, args.small_batch if small else args.batch, size,
+                                                  tuple(args.families))
+            n = x0.shape[0]
             eps = torch.randn(x0.shape, generator=g)
             t = sample_t(n, g)
             base = x0
@@ -327,10 +370,11 @@ def train(args) -> None:
                 base = x0 + on * drift(x0, t, g)
             xt = (1 - t)[:, None, None, None] * base + t[:, None, None, None] * eps
             keep = (torch.rand(n, generator=g) > 0.25).float()[:, None] * (0.0 if small else 1.0)
-            y = cond["pooled"].expand(n, -1) + keep * fam_off[fam]
             guid = 1.0 + 4.0 * torch.rand(n, generator=g)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                v = call(dm, xt, t, cond, y, guid, ref, hidden)
+            x0, base, eps, t, xt, keep, fam, guid, ref = (v_.to(dev) for v_ in (x0, base, eps, t, xt, keep, fam, guid, ref))
+            y = dcond["pooled"].expand(n, -1) + keep * fam_off[fam]
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+                v = call(dm, xt, t, dcond, y, guid, ref, hidden)
             tt = t[:, None, None, None]
             target = eps - x0 + (1 - tt) / tt * (base - x0)     # (x_t − x0) / t: back to the reference
             loss = F.mse_loss(v.float(), target)
@@ -360,7 +404,8 @@ def train(args) -> None:
                     "kontext": {"reference": "ComfyUI ReferenceLatent (ref_latents, method 'offset': ids (1, h, w))",
                                 "tasks": dict(zip(TASKS, mix)),
                                 "keep_weight": args.keep_weight, "keep_drift": args.keep_drift,
-                                "hidden_tokens": "additive -inf key mask over reference tokens (attention_mask)"},
+                                "hidden_tokens": "additive -inf key mask over reference tokens (attention_mask)",
+                                "device": args.device, "workers": args.workers, "stored": args.save_dtype},
                     "training": {
                         "seed": args.seed, "steps": offset + step, "planned_steps": offset + args.steps,
                         "batch": args.batch, "small_batch": args.small_batch, "small_frac": args.small_frac,
@@ -376,18 +421,19 @@ def train(args) -> None:
                     },
                     "latent": base_meta["latent"],
                 }
-                _save(ema, meta, out)
+                _save(ema, meta, out, SAVE_DTYPES[args.save_dtype])
             if stop:
                 print(f"stopping at step {step}: wall-clock budget of {args.max_minutes} min", flush=True)
                 break
     log_f.close()
+    dm.to("cpu")                                            # the evaluations run on the CPU
     dm.load_state_dict(ema)
     dm.eval()
     meta["training"]["eval_loss"] = eval_losses(dm, cond, args.seed)
     meta["training"]["eval_loss_v3"] = eval_losses(dm, cond, args.seed, families=V3_TRAIN_FAMILIES)
     meta["training"]["keep_sample_rms"] = keep_sample_rms(dm, cond)
     meta["training"]["harmonize_gain"] = harmonize_gain(dm, cond)
-    _save(ema, meta, out)
+    _save(ema, meta, out, SAVE_DTYPES[args.save_dtype])
     print(json.dumps({k: meta["training"][k] for k in ("eval_loss", "eval_loss_v3", "keep_sample_rms",
                                                         "harmonize_gain")}), flush=True)
 
@@ -505,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task-mix", type=float, nargs="+", default=[0.5, 0.3, 0.2, 0.0],
                    help="weights of keep, remove, inpaint[, harmonize] (harmonize 0 when left out)")
     p.add_argument("--gain-only", action="store_true", help="print harmonize_gain of --out and stop")
+    p.add_argument("--device", default="cpu", help="where the model trains (e.g. cuda); scenes are rendered "
+                                                   "on the CPU, the evaluations run there")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes rendering batches ahead (0: in the training loop, as before)")
+    p.add_argument("--save-dtype", choices=sorted(SAVE_DTYPES), default="fp32",
+                   help="storage of the saved weights (training stays fp32)")
     p.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES), choices=list(ts.FAMILIES),
                    help="scene families (a repeated name is drawn more often)")
     p.add_argument("--keep-weight", type=float, default=2.0, help="loss weight of a keep step")
