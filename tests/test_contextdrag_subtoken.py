@@ -415,6 +415,55 @@ def test_motion_warp_carries_every_pixel_of_a_rotated_or_scaled_part():
     assert torch.equal(a.src, b.src) and torch.equal(a.dst_mask, b.dst_mask)
 
 
+def test_motion_warp_edge_follows_the_shape_not_the_nearest_pixel():
+    """warp='motion': a destination pixel whose inverse image's nearest latent pixel is on the
+    moving shape but lies off it (the mask read bilinearly there < 1/2: the rasterised edge passes
+    between pixel centres) shows no moved content; the pixels well inside still do. Without the
+    rule such edge pixels exist here and showed the old object (a bent limb's vacated joint side)."""
+    from fluxdrag.core.correspondence_fields import move_inverse
+    from fluxdrag.core.reverse_tokens import _first_per_source, injection_pairs, moved_patch_pixels
+    from fluxdrag.pipelines.contextdrag import build_map, map_for
+    from fluxdrag.toyworld.latent import rle_encode
+
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    t = (((xx - 70) * 100 + (yy - 80) * 40) / (100 ** 2 + 40 ** 2)).clamp(0, 1)
+    px = ((xx - 70 - 100 * t) ** 2 + (yy - 80 - 40 * t) ** 2) < 100   # a limb-like capsule, 20 px wide
+    doc = {"version": 1, "image_size": [256, 256], "mask": {"rle": rle_encode(px)},
+           "drags": [{"handle": [120, 96], "target": [128, 150], "mode": "move", "angle": 35.0}]}
+    rm = map_for(build_map(doc, torch.zeros(1, 16, 32, 32)), True, drag_groups="component", move_affine="points",
+                 content_contrast=0.0, rigid_tolerance=0.2, swing=True, warp="motion")
+    fine, (H, W), w = rm.fine_mask, rm.fine_mask.shape, rm.grid_hw[1]
+    m = rm.params["motions"][0]
+    d, src = injection_pairs(rm)
+    first = {int(src[k]): int(d[k]) for k in _first_per_source(src).tolist()}
+    s, rows, cols = moved_patch_pixels(rm, subtoken=True, composite=True, warp="motion", fill_vacated=True)
+    edge_n = inside_n = 0
+    for k, tok in enumerate(s.tolist()):
+        if tok not in first:
+            continue
+        qy, qx = divmod(first[tok], w)
+        for i in range(2):
+            for j in range(2):
+                y, x = 2 * qy + i, 2 * qx + j
+                p = move_inverse(torch.tensor([[(x + 0.5) / 2 - 0.5, (y + 0.5) / 2 - 0.5]], dtype=torch.float64),
+                                 m["handle"], m["target"], m["scale"], m["angle"])
+                fy, fx = float(p[0, 1]) * 2 + 0.5, float(p[0, 0]) * 2 + 0.5     # latent-pixel coordinates
+                cov = float(torch.nn.functional.grid_sample(
+                    fine.double()[None, None], torch.tensor([[[[(fx + 0.5) / W * 2 - 1, (fy + 0.5) / H * 2 - 1]]]],
+                                                            dtype=torch.float64),
+                    mode="bilinear", padding_mode="zeros", align_corners=False))
+                r, c = int(torch.floor((p[0, 1] + 0.5) * 2)), int(torch.floor((p[0, 0] + 0.5) * 2))
+                nearest = 0 <= r < H and 0 <= c < W and bool(fine[r, c])
+                shows = int(rows[k, i, j]) < H and bool(fine[rows[k, i, j], cols[k, i, j]])
+                if nearest and cov < 0.5:
+                    edge_n += 1
+                    assert not shows, (y, x, cov)
+                elif cov >= 0.75:
+                    inside_n += 1
+                    assert shows, (y, x, cov)
+    assert edge_n > 0 and inside_n > 20, (edge_n, inside_n)
+
+
 def test_swing_turns_a_lone_drag_into_a_rotation_about_the_far_end():
     """swing (default): a lone 'drag' drag on a painted part becomes a rotating move drag about
     the part's far end (a motion the warp follows); off (the paper) the drag is a point drag and

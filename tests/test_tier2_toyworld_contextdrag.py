@@ -169,9 +169,11 @@ def test_no_edit_fails_the_thresholds(results):
 # seed 4243 (means md / iou / bg / id, defaults: 0.068 0.837 0.040 0.217; the paper's warp with
 # swing off: 0.815 0.528 0.052 0.338; no_edit 0.465 0.409 0.001 0.554), bounds by the rule above.
 # (Recalibrated on 4243 when the hole fill began to show vacated pixels under a destination:
-# iou 0.831 -> 0.837, id 0.225 -> 0.217.)
+# iou 0.831 -> 0.837, id 0.225 -> 0.217; and again when warp='motion' began to follow the shape's
+# sub-pixel edge (reverse_tokens._motion_pixels' coverage rule): 0.068 0.837 0.040 0.217 ->
+# 0.054 0.887 0.031 0.215; paper and no_edit rows unchanged.)
 TURN_CASES = [("single", "rotate"), ("lit", "rotate"), ("articulated", "bend"), ("articulated", "bend")]
-TURN_BOUNDS = {m: bound(m, v) for m, v in zip(("md", "iou", "bg_err", "id_err"), (0.068, 0.837, 0.040, 0.217))}
+TURN_BOUNDS = {m: bound(m, v) for m, v in zip(("md", "iou", "bg_err", "id_err"), (0.054, 0.887, 0.031, 0.215))}
 
 
 def _turns(**opts) -> dict | None:

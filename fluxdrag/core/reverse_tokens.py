@@ -81,7 +81,7 @@ def _latent_pixel(v: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 def _pair_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, patch: int,
-                 warp: str) -> tuple[torch.Tensor, torch.Tensor]:
+                 warp: str, off_shape: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, cols) (n, patch, patch) long: the reference latent pixels each pair's destination q
     shows, by sub-token shift of its source token (``warp="token"``, see :func:`subtoken_shifts`)
     or by the reverse field looked up at each of q's latent pixels (``"pixel"`` [ours]).
@@ -99,7 +99,8 @@ def _pair_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor,
 
     ``"motion"`` [ours]: as ``"pixel"``, and where the map knows a part's exact motion (a scaled or
     rotated ``move`` drag, :func:`motion_parts`) its pairs look each latent pixel up through that
-    motion's inverse (:func:`_motion_pixels`), merged maps included."""
+    motion's inverse (:func:`_motion_pixels`), merged maps included; its pixels off the moving
+    shape are appended to ``off_shape`` when given."""
     h, w = rmap.grid_hw
     b_tok = _back(rmap, dst_idx).to(torch.float64)                                # (n, 2) x, y
     rows, cols = _patch_grid(src_idx, _pair_shifts(rmap, dst_idx, src_idx, patch, back=b_tok), (h, w), patch)
@@ -110,7 +111,9 @@ def _pair_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor,
     if rmap.back is None:
         rows, cols = _field_pixels(rmap, dst_idx, src_idx, b_tok, rows=rows, cols=cols, patch=patch)
     if warp == "motion":
-        rows, cols = _motion_pixels(rmap, dst_idx, src_idx, rows=rows, cols=cols, patch=patch)
+        rows, cols, off = _motion_pixels(rmap, dst_idx, src_idx, rows=rows, cols=cols, patch=patch)
+        if off_shape is not None:
+            off_shape.append(off)
     return rows, cols
 
 
@@ -161,20 +164,30 @@ def parts_of_motions(region: torch.Tensor, motions: list[dict]) -> list[tuple[to
 
 
 def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, *,
-                   rows: torch.Tensor, cols: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   rows: torch.Tensor, cols: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``warp="motion"`` [ours]: a pair whose source token lies in a part with an exact motion
     (:func:`motion_parts`), or whose destination the motion's carriers serve (``"carried"``, see
     :func:`motion_map`), shows at each latent pixel of q the reference latent pixel nearest to that
     motion's inverse image of the pixel's centre, p = handle + R(−angle)·(x − target) / scale (the
     motion the drag states, which the map's point drags only sample at token centres: the
     inverse-distance field between them is flat near each, so token blocks stayed rigid). Other
-    pairs keep ``rows`` / ``cols``; a part with a motion holds no anchor (the motion governs it)."""
+    pairs keep ``rows`` / ``cols``; a part with a motion holds no anchor (the motion governs it).
+
+    Also returns ``off`` (n, patch, patch) bool [ours]: the pixels whose inverse image lies off the
+    moving shape though its nearest latent pixel is on it — the moving mask
+    (:attr:`ReverseMap.fine_mask`) read bilinearly there is below ½, i.e. the shape's edge passes
+    between the pixel centres (a rasterised shape turned by a fraction of a pixel: the nearest
+    pixel alone left the old part's edge pixels on the vacated side of a bent limb's joint).
+    Such a pixel shows no moved content (:func:`moved_patch_pixels`). All False without a fine
+    mask."""
     from .correspondence_fields import move_inverse
 
     h, w = rmap.grid_hw
     parts = motion_parts(rmap)
+    off_shape = torch.zeros(rows.shape, dtype=torch.bool)
     if not parts:
-        return rows, cols
+        return rows, cols, off_shape
+    fine = rmap.fine_mask
     s = torch.stack([src_idx % w, src_idx // w], 1)
     off = _token_coord(torch.arange(patch), patch)                              # pixel centres, token units
     rows, cols = rows.clone(), cols.clone()
@@ -192,7 +205,27 @@ def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tenso
                          m.get("scale", (1.0, 1.0)), float(m.get("angle", 0.0))).reshape(-1, patch, patch, 2)
         rows[sel] = _latent_pixel(p[..., 1], patch).clamp(0, h * patch - 1)
         cols[sel] = _latent_pixel(p[..., 0], patch).clamp(0, w * patch - 1)
-    return rows, cols
+        if fine is not None:
+            off_shape[sel] = _coverage(fine, p, patch) < 0.5
+    return rows, cols, off_shape
+
+
+def _coverage(mask: torch.Tensor, p: torch.Tensor, patch: int) -> torch.Tensor:
+    """``mask`` (H, W) bool read bilinearly at token coordinates ``p`` (..., 2) x, y (outside the
+    grid: 0)."""
+    fy = (p[..., 1] + 0.5) * patch - 0.5                  # latent-pixel coordinates (centres integral)
+    fx = (p[..., 0] + 0.5) * patch - 0.5
+    y0, x0 = fy.floor().long(), fx.floor().long()
+    ty, tx = fy - y0, fx - x0
+    H, W = mask.shape
+    m = mask.to(torch.float64)
+
+    def at(yy, xx):
+        ok = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+        return torch.where(ok, m[yy.clamp(0, H - 1), xx.clamp(0, W - 1)], torch.zeros((), dtype=m.dtype))
+
+    return ((1 - ty) * (1 - tx) * at(y0, x0) + (1 - ty) * tx * at(y0, x0 + 1)
+            + ty * (1 - tx) * at(y0 + 1, x0) + ty * tx * at(y0 + 1, x0 + 1))
 
 
 def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
@@ -341,8 +374,9 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
     pick = _first_per_source(src_idx)
     s, q = src_idx[pick], dst_idx[pick]
     shift = torch.zeros(s.numel(), 2, dtype=torch.long)
+    off_shape: list = []
     if subtoken:   # every pair's pixels (the composite below needs them all); by source, first destination each
-        all_r, all_c = _pair_pixels(rmap, dst_idx, src_idx, patch, warp)
+        all_r, all_c = _pair_pixels(rmap, dst_idx, src_idx, patch, warp, off_shape)
         rows, cols = all_r[pick], all_c[pick]
     else:
         rows, cols = _patch_grid(s, shift, (h, w), patch)
@@ -354,6 +388,8 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
                              f"{patch} latent pixels per token")
         q_rows, q_cols = _patch_grid(q, torch.zeros_like(shift), (h, w), patch)
         moving = fine[rows, cols]
+        if off_shape:                                    # warp="motion": the shape's sub-pixel edge
+            moving = moving & ~off_shape[0][pick]
         bg = ~moving & ~fine[q_rows, q_cols]
         rows, cols = torch.where(bg, q_rows, rows), torch.where(bg, q_cols, cols)
         if fill_vacated:
