@@ -24,7 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from ..core.cache import TokenCache, bytes_per_element, format_bytes, sigma_key
-from ..core.correspondence import CorrespondenceMap, continued_fill, harmonic_fill, inpaint_noise
+from ..core.correspondence import (
+    CorrespondenceMap,
+    continued_fill,
+    continued_texture,
+    harmonic_fill,
+    inpaint_noise,
+)
 from ..core.geometry import repeat_batch
 from ..core.lazydrag import (
     LazyDragIndices,
@@ -265,7 +271,8 @@ class LazyDragControl(Controller):
 
     def _darken(self, state: LazyDragRun, i: int, sigma: float, x: torch.Tensor) -> torch.Tensor:
         """[ours] The carried shadow on the pixels a lock set at this step (the locked background,
-        the vacated area under the hole lock): + (1 − σ)·(z_0 − fill) of each one's shadow source."""
+        the vacated area under the hole lock): + (1 − σ)·(z_0 − fill) of each one's shadow source,
+        on a smooth ground only (where the hole fill's held-out ring test picks the membrane)."""
         B, C, H, W = x.shape
         dev = x.device
         on = torch.zeros(H * W, dtype=torch.bool, device=dev)
@@ -279,8 +286,14 @@ class LazyDragControl(Controller):
             return x
         if state.darkening is None or state.darkening.shape[:2] != (B, C):
             fill, _ = self._hole_terms(state, (B, C, H * W), dev, x.dtype)
-            z0 = _batch(self.trajectory[sigma_key(0.0)].to(device=dev, dtype=x.dtype), B).reshape(B, C, H * W)
-            state.darkening = z0 - fill
+            z0 = self.trajectory[sigma_key(0.0)].to(device=dev, dtype=torch.float32)
+            region = self.fine.editable if self.fine.fill_region is None else self.fine.fill_region
+            # on a textured ground (the texture continued wins the hole fill's held-out ring test)
+            # z_0 − fill is mostly the fill's own error, not a shadow: nothing is carried
+            smooth = all(continued_texture(z, region, copies=self.hole_copies) is None
+                         for z in z0.reshape(-1, C, H, W))
+            z0 = _batch(z0.to(x.dtype), B).reshape(B, C, H * W)
+            state.darkening = (z0 - fill) if smooth else torch.zeros_like(z0)
         x = x.reshape(B, C, H * W).clone()
         x[..., on] += (1 - sigma) * state.darkening[..., shadow[on]]
         return x.reshape(B, C, H, W)

@@ -523,6 +523,7 @@ from .correspondence_latent import (  # noqa: E402,F401  (re-exported; that modu
     compose_initial_latent,
     content_pixels,
     continued_fill,
+    continued_texture,
     harmonic_fill,
     inpaint_noise,
     texture_fill,
