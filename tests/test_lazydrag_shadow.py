@@ -118,3 +118,12 @@ def test_a_move_carries_no_shadow():
     move = {"handle": [8 * CX + 4, 8 * CY + 4], "target": [8 * CX + 4 - 64, 8 * CY + 4 + 40], "mode": "move"}
     plan = build_plan(_doc(obj | shadow, move), z[None], settings=LazyDragSettings())
     assert plan.cmap.fine.shadow is None
+
+
+def test_the_carried_shadow_survives_the_maps_round_trip():
+    from fluxdrag.core.correspondence import CorrespondenceMap
+
+    z, obj, shadow = _scene()
+    fine = build_plan(_doc(obj | shadow, ROTATE), z[None], settings=LazyDragSettings()).cmap
+    back = CorrespondenceMap.from_dict(fine.to_dict())
+    assert torch.equal(back.fine.shadow, fine.fine.shadow)
