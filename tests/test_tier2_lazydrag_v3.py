@@ -39,8 +39,8 @@ BOUNDS = {
                     "bg_err": ("max", 0.04), "id_err": ("max", 0.501), "seam": ("max", 0.221)},
 }
 # that run's means (seed 303, 6 scenes a family): lit shading 0.223 shadow 0.110 (0.115 before cast_shadow)
-# md 0.032 IoU 0.926 BG 0.008 ID 0.281; texture hole 0.318 md 0.047 IoU 0.936 BG 0.004 ID 0.107; occlusion completion 0.857 md 0.174
-# BG 0.009 ID 0.117 hole 0.085 (0.612 / 0.611 / 0.059 / 0.117 / 0.084 before the stated depth);
+# md 0.032 IoU 0.926 BG 0.008 ID 0.281; texture hole 0.318 md 0.047 IoU 0.936 BG 0.004 ID 0.107; occlusion
+# completion 0.857 md 0.174 BG 0.009 ID 0.117 hole 0.085 (0.612 / 0.611 / 0.059 / 0.117 / 0.084 before the stated depth);
 # articulated joint 3.3° tip 0.180 IoU 0.827 BG 0.006 ID 0.285 (0.283 before cast_shadow) seam 0.044
 
 @pytest.fixture(scope="module")
