@@ -88,6 +88,15 @@ def shadow_offset(content: torch.Tensor, shadow: torch.Tensor,
     return None if pick is None else (pick[0], pick[1])
 
 
+def _shifted(mask: torch.Tensor, d: tuple[float, float]) -> torch.Tensor:
+    """(H, W) float: ``mask`` moved by d = (dx, dy) pixels, read bilinearly (0 off the image)."""
+    H, W = mask.shape
+    gy, gx = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    grid = torch.stack(((gx - d[0] + 0.5) / W * 2 - 1, (gy - d[1] + 0.5) / H * 2 - 1), -1)[None].float()
+    return F.grid_sample(mask.float()[None, None], grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)[0, 0]
+
+
 def carried_shadow(editable: torch.Tensor, content: torch.Tensor, *, source: torch.Tensor, drag: torch.Tensor,
                    handles: torch.Tensor, targets: torch.Tensor, modes: list[str], scales: torch.Tensor,
                    angles: torch.Tensor, gate_unit: float = 1.0, offset: bool = True,
@@ -106,8 +115,10 @@ def carried_shadow(editable: torch.Tensor, content: torch.Tensor, *, source: tor
     motion) and the part's drags conjugated by it — handle and target shifted by d, so a
     rotation turns the shadow about the pivot's own shadow. Each pixel looks up its source
     through the inverse motion (``_match``'s backward rule: the shadow read bilinearly at the exact
-    preimage, ≥ ½, the nearest shadow pixel). A pixel where the moved content lands receives no
-    shadow (the object is on top)."""
+    preimage, ≥ ½, the nearest shadow pixel). The shadow the object hides at its source (its pixels
+    under its own silhouette shifted by d) shows once the object turns: a pixel whose preimage falls
+    there takes the darkening of the nearest visible shadow pixel. A pixel where the moved content
+    lands receives no shadow (the object is on top)."""
     P = editable.to(torch.bool).cpu()
     Cm = content.to(torch.bool).cpu() & P
     H, W = P.shape
@@ -136,9 +147,18 @@ def carried_shadow(editable: torch.Tensor, content: torch.Tensor, *, source: tor
         if d is None:
             continue
         shift = torch.tensor(d, dtype=torch.float64)
-        chosen, _, _ = _match(S, handles[idx] + shift, targets[idx] + shift, modes=[modes[i] for i in idx],
-                              scales=scales[idx], angles=angles[idx], circle=None, gate_unit=gate_unit,
-                              backward=True)
+        # the shadow the object hides at its source (its pixels under its own silhouette shifted by d)
+        # shows once it turns: it takes the darkening of the nearest visible shadow pixel (the umbra)
+        hidden = C & (_shifted(C, d) >= 0.5)
+        chosen, _, _ = _match(S | hidden, handles[idx] + shift, targets[idx] + shift,
+                              modes=[modes[i] for i in idx], scales=scales[idx], angles=angles[idx], circle=None,
+                              gate_unit=gate_unit, backward=True)
+        under = (chosen < N) & hidden.reshape(-1)[chosen.clamp(max=N - 1)]
+        if bool(under.any()):
+            vis = torch.nonzero(S.reshape(-1)).flatten()
+            q = chosen[under]
+            dist = (torch.stack((q // W, q % W), 1)[:, None, :] - torch.stack((vis // W, vis % W), 1)[None]).pow(2).sum(-1)
+            chosen[under] = vis[dist.argmin(1)]
         got = (chosen < N) & (src < 0) & (out < 0)
         out[got] = chosen[got]
     return out
