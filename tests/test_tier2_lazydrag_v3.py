@@ -25,21 +25,24 @@ N = 24
 # occlusion row again when the bench adapter began to state "depth": "behind" on the drag of "hide"
 # scenes: completion 0.321 -> 0.347, md 0.977 -> 0.669, bg_err 0.136 -> 0.048, the rest unchanged;
 # texture and articulated for hole_fill "texture", swing_pivot "shaft" and swing_base "keep", and the
-# articulated seam bounded, issue 26 third round: lit and occlusion came out the same)
+# articulated seam bounded, issue 26 third round: lit and occlusion came out the same; for cast_shadow
+# "offset", issue 26 fourth round: lit shadow 0.226 -> 0.208, BG 0.035 -> 0.036, ID 0.495 -> 0.496, texture
+# hole 0.508 -> 0.509, articulated ID 0.495 -> 0.501, seam 0.221 -> 0.222, the rest the same)
 BOUNDS = {
-    "lit": {"shading": ("max", 0.427), "shadow": ("max", 0.226), "md": ("max", 0.142), "iou": ("min", 0.639),
-            "bg_err": ("max", 0.035), "id_err": ("max", 0.495)},
-    "texture": {"hole_err": ("max", 0.508), "md": ("max", 0.174), "iou": ("min", 0.665), "bg_err": ("max", 0.028),
+    "lit": {"shading": ("max", 0.427), "shadow": ("max", 0.208), "md": ("max", 0.142), "iou": ("min", 0.639),
+            "bg_err": ("max", 0.036), "id_err": ("max", 0.496)},
+    "texture": {"hole_err": ("max", 0.509), "md": ("max", 0.174), "iou": ("min", 0.665), "bg_err": ("max", 0.028),
                 "id_err": ("max", 0.353)},
     "occlusion": {"completion": ("min", 0.347), "md": ("max", 0.669), "bg_err": ("max", 0.048),
                   "id_err": ("max", 0.386), "hole_err": ("max", 0.261)},
     "articulated": {"joint_deg": ("max", 7.764), "tip": ("max", 0.551), "iou": ("min", 0.598),
-                    "bg_err": ("max", 0.04), "id_err": ("max", 0.495), "seam": ("max", 0.221)},
+                    "bg_err": ("max", 0.04), "id_err": ("max", 0.501), "seam": ("max", 0.222)},
 }
-# that run's means (seed 303, 6 scenes a family): lit shading 0.223 shadow 0.115 md 0.032 IoU 0.926 BG 0.007
-# ID 0.281; texture hole 0.318 md 0.047 IoU 0.936 BG 0.004 ID 0.107; occlusion completion 0.857 md 0.174
-# BG 0.009 ID 0.117 hole 0.085 (0.612 / 0.611 / 0.059 / 0.117 / 0.084 before the stated depth);
-# articulated joint 3.3° tip 0.180 IoU 0.827 BG 0.006 ID 0.283 seam 0.044
+# that run's means (seed 303, 6 scenes a family): lit shading 0.223 shadow 0.109 (0.115 before cast_shadow)
+# md 0.032 IoU 0.926 BG 0.008 ID 0.281; texture hole 0.321 md 0.047 IoU 0.936 BG 0.004 ID 0.107; occlusion
+# completion 0.857 md 0.174 BG 0.009 ID 0.117 hole 0.085 (0.612 / 0.611 / 0.059 / 0.117 / 0.084 before the
+# stated depth); articulated joint 3.3° tip 0.180 IoU 0.827 BG 0.007 ID 0.285 (0.283 before cast_shadow)
+# seam 0.045
 
 @pytest.fixture(scope="module")
 def v3(comfy):  # noqa: F811  (the fixture of comfy_fixtures)
@@ -72,7 +75,8 @@ def test_lazydrag_v3_regression(measured, family):
 def test_paper_settings_reproduce_the_paper_mode(v3, monkeypatch):
     """``content_lock`` 0 with the paper's settings (every departure at its paper value, the new
     ``content_contrast`` 0, ``swing`` off, ``occluder_contrast`` 0, ``depth`` "over",
-    ``content_piece`` "all", ``content_reference`` and ``hole_fill`` "membrane" among them): the new rules never
+    ``content_piece`` "all", ``content_reference`` and ``hole_fill`` "membrane", ``cast_shadow`` "off" among
+    them): the new rules never
     run, the map is the one the paper's reading builds (an elastic drag stays elastic), and the edit
     is the paper mode's, bit for bit, whether the new fields are given or left to PAPER."""
     import fluxdrag.core.correspondence as corr
@@ -87,6 +91,7 @@ def test_paper_settings_reproduce_the_paper_mode(v3, monkeypatch):
     assert ld.PAPER.occluder_contrast == 0.0 and ld.PAPER.depth == "over"
     assert ld.PAPER.content_piece == "all" and ld.PAPER.content_reference == "membrane"
     assert ld.PAPER.hole_fill == "membrane" and ld.PAPER.hole_lock == 0.0
+    assert ld.PAPER.cast_shadow == "off"
     model, cond, _ = v3
     bend = make_scene(1000 * SEED + 999, "articulated", "bend")
     lit = make_scene(1000 * SEED + 998, "lit", "move")
@@ -109,6 +114,8 @@ def test_paper_settings_reproduce_the_paper_mode(v3, monkeypatch):
     monkeypatch.setattr(ld, "behind_objects", refuse)
     monkeypatch.setattr("fluxdrag.attention_patches.lazydrag.continued_fill", refuse)
     monkeypatch.setattr(corr, "behind_pivots", refuse)
+    monkeypatch.setattr(ld, "with_shadow", refuse)
+    monkeypatch.setattr("fluxdrag.attention_patches.lazydrag.continued_texture", refuse)
     again = [pack_methods.lazydrag(sc, model, cond, **{**paper_values, "content_lock": 0.0})
              for sc in (bend, lit)]
     for a, b in zip(paper, again):

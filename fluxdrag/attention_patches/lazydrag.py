@@ -24,7 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from ..core.cache import TokenCache, bytes_per_element, format_bytes, sigma_key
-from ..core.correspondence import CorrespondenceMap, continued_fill, harmonic_fill, inpaint_noise
+from ..core.correspondence import (
+    CorrespondenceMap,
+    continued_fill,
+    continued_texture,
+    harmonic_fill,
+    inpaint_noise,
+)
 from ..core.geometry import repeat_batch
 from ..core.lazydrag import (
     LazyDragIndices,
@@ -145,6 +151,7 @@ class LazyDragRun:
     misses: int = 0         # calls with no cache entry (ran unchanged)
     locked: int = 0         # steps whose background the latent lock set
     hole: Optional[tuple] = None   # (fill, noise) of the hole lock, built on first use
+    darkening: Optional[torch.Tensor] = None   # the carried shadow's z_0 − fill, built on first use
 
 
 class LazyDragControl(Controller):
@@ -205,6 +212,9 @@ class LazyDragControl(Controller):
         # steps; hole lock: the vacated pixels follow (1 − σ)·fill + σ·ε, fill = the harmonic
         # interpolation of the source around the editable region, ε = the inpaint noise.
         has_fine = self.fine is not None
+        # [ours] the map's carried shadow (cast_shadow): each target pixel adds its shadow source's
+        # deviation from the hole fill, (1 − σ)·(z_0 − fill), on top of the value its own lock sets
+        self.shadow = None if not has_fine or self.fine.shadow is None else self.fine.shadow
         self.content_steps = int(round(content_lock * n_steps)) if has_fine else 0
         self.hole_steps = int(round(hole_lock * n_steps)) if has_fine else 0
         self.paired = paired_batch > 0
@@ -255,7 +265,38 @@ class LazyDragControl(Controller):
                 s = float(sigma_next)
                 x[..., vac] = (1 - s) * fill[..., vac] + s * eps[..., vac]
             x = x.reshape(B, C, H, W)
+        if self.shadow is not None:
+            x = self._darken(state, i, float(sigma_next), x)
         return x
+
+    def _darken(self, state: LazyDragRun, i: int, sigma: float, x: torch.Tensor) -> torch.Tensor:
+        """[ours] The carried shadow on the pixels a lock set at this step (the locked background,
+        the vacated area under the hole lock): + (1 − σ)·(z_0 − fill) of each one's shadow source,
+        on a smooth ground only (where the hole fill's held-out ring test picks the membrane)."""
+        B, C, H, W = x.shape
+        dev = x.device
+        on = torch.zeros(H * W, dtype=torch.bool, device=dev)
+        if i < self.lock_steps:
+            on |= self.bg_pixels.reshape(-1).to(dev)
+        if i < self.hole_steps:
+            on |= self.fine.vacated.reshape(-1).to(dev)
+        shadow = self.shadow.to(dev)
+        on &= shadow >= 0
+        if not bool(on.any()):
+            return x
+        if state.darkening is None or state.darkening.shape[:2] != (B, C):
+            fill, _ = self._hole_terms(state, (B, C, H * W), dev, x.dtype)
+            z0 = self.trajectory[sigma_key(0.0)].to(device=dev, dtype=torch.float32)
+            region = self.fine.editable if self.fine.fill_region is None else self.fine.fill_region
+            # on a textured ground (the texture continued wins the hole fill's held-out ring test)
+            # z_0 − fill is mostly the fill's own error, not a shadow: nothing is carried
+            smooth = all(continued_texture(z, region, copies=self.hole_copies) is None
+                         for z in z0.reshape(-1, C, H, W))
+            z0 = _batch(z0.to(x.dtype), B).reshape(B, C, H * W)
+            state.darkening = (z0 - fill) if smooth else torch.zeros_like(z0)
+        x = x.reshape(B, C, H * W).clone()
+        x[..., on] += (1 - sigma) * state.darkening[..., shadow[on]]
+        return x.reshape(B, C, H, W)
 
     def _hole_terms(self, state: LazyDragRun, shape, device, dtype):
         if state.hole is None or state.hole[0].shape != shape:

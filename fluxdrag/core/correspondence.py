@@ -310,8 +310,11 @@ class FineMap:
     fill_region: torch.Tensor | None = None
     #: (H*W,) long: the drag (index into the map's ``drags``, after fusing) that moves each
     #: destination pixel, -1 elsewhere; None = unknown. Read while the map is built (per-drag
-    #: ``depth``); not serialised.
+    #: ``depth``, ``cast_shadow``); not serialised.
     drag: torch.Tensor | None = None
+    #: [ours] (H*W,) long: the painted shadow pixel whose darkening each pixel receives after the
+    #: edit (``cast_shadow.carried_shadow``), -1 for none; None = no shadow carried
+    shadow: torch.Tensor | None = None
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -331,6 +334,9 @@ class FineMap:
                "matching": torch.stack([dst, self.source[dst]], 1).tolist()}
         if self.fill_region is not None:
             out["fill_region"] = rle_encode(self.fill_region)
+        if self.shadow is not None:
+            at = torch.nonzero(self.shadow >= 0).flatten()
+            out["shadow"] = torch.stack([at, self.shadow[at]], 1).tolist()
         return out
 
     @classmethod
@@ -342,8 +348,14 @@ class FineMap:
         if rows.numel():
             source[rows[:, 0]] = rows[:, 1]
         fill = d.get("fill_region")
+        shadow = None
+        if d.get("shadow") is not None:
+            shadow = torch.full((H * W,), -1, dtype=torch.long)
+            rows = torch.tensor(d["shadow"], dtype=torch.long).reshape(-1, 2)
+            if rows.numel():
+                shadow[rows[:, 0]] = rows[:, 1]
         return cls(source, editable, (source >= 0).reshape(H, W),
-                   None if fill is None else rle_decode(fill))
+                   None if fill is None else rle_decode(fill), shadow=shadow)
 
 
 def build_fine_map(token_drags: TokenDrags, editable_px: torch.Tensor, circle: tuple | None,
@@ -486,7 +498,8 @@ def build_correspondence(
             src = fine.source.clone()
             stay = kept.reshape(-1) & (src < 0)
             src[stay] = torch.nonzero(stay).flatten()
-            fine = FineMap(src, fine.editable, (src >= 0).reshape(fine.hw), fine.fill_region)
+            fine = FineMap(src, fine.editable, (src >= 0).reshape(fine.hw), fine.fill_region,
+                           drag=fine.drag)
     return CorrespondenceMap(
         matching=matching.reshape(h, w, 2),
         weight=weight.reshape(h, w),
@@ -510,6 +523,7 @@ from .correspondence_latent import (  # noqa: E402,F401  (re-exported; that modu
     compose_initial_latent,
     content_pixels,
     continued_fill,
+    continued_texture,
     harmonic_fill,
     inpaint_noise,
     texture_fill,

@@ -206,25 +206,31 @@ def continued_fill(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tens
     from what lies beyond it, and the one with the smaller mean square error on the ring fills the
     region. On a smooth ground a copy carries other places' light and shadows and the membrane
     wins; on a texture the copy continues the cells."""
+    tex = continued_texture(latent, region, avoid, copies, ring)
+    return harmonic_fill(latent.detach().float()[None], region.to(torch.bool).cpu())[0] if tex is None else tex
+
+
+def continued_texture(latent: torch.Tensor, region: torch.Tensor, avoid: torch.Tensor | None = None,
+                      copies: int = 8, ring: int = 2) -> torch.Tensor | None:
+    """[ours] :func:`continued_fill`'s texture fill where it wins the held-out ring test, None where
+    the membrane does (a smooth ground)."""
     z = latent.detach().float()
     R = region.to(torch.bool).cpu()
-    membrane = harmonic_fill(z[None], R)[0]
     av = None if avoid is None else avoid.to(torch.bool).cpu()
     grown = F.max_pool2d(R[None, None].float(), 2 * ring + 1, 1, ring)[0, 0].bool()
     if av is not None:
         grown &= ~av | R
     band = grown & ~R
     if not bool(band.any()):
-        return membrane
+        return None
     held = texture_fill(z, grown, av, ring, copies=copies)
     if held is None:
-        return membrane
+        return None
     e_tex = float((held - z)[:, band].pow(2).mean())
     e_mem = float((harmonic_fill(z[None], grown)[0] - z)[:, band].pow(2).mean())
     if e_tex >= e_mem:
-        return membrane
-    tex = texture_fill(z, R, av, ring, copies=copies)
-    return membrane if tex is None else tex
+        return None
+    return texture_fill(z, R, av, ring, copies=copies)
 
 
 def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float,

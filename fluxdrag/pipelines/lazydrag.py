@@ -14,6 +14,7 @@ import torch
 from ..attention_patches.lazydrag import BACKGROUND_QUERY, CACHE_NAME, HOLE_FILLS, LazyDragControl, LazyDragPlan
 from ..attention_patches.router import patch_model
 from ..core import solvers
+from ..core.cast_shadow import carried_shadow
 from ..core.correspondence import (
     SWING_PIVOTS,
     FineMap,
@@ -44,6 +45,7 @@ MAPPINGS = ("backward", "forward")
 DEPTHS = ("auto", "over", "under")
 PIECES = ("largest", "all")
 REFERENCES = ("texture", "membrane")
+CAST_SHADOWS = ("offset", "object", "off")
 
 
 @dataclass
@@ -143,6 +145,16 @@ class LazyDragSettings:
                 "paint) and covers the others; under (ours): it goes behind every one; over: it covers "
                 "them (the paper). A drag's own \"depth\" in the instructions (behind = under, front = "
                 "over) overrides this for what that drag moves.", options=DEPTHS, paper="over", node="map")
+    cast_shadow: str = setting(
+        "offset", "What becomes of the painted pixels that do not move (content_contrast's rest: a cast shadow): "
+                  "offset (ours): carried with the object's motion as a darkening of the destination's own "
+                  "ground, the motion conjugated by the shadow's offset from the object (read from the image: "
+                  "the best fit of the object's silhouette, shifted, to the painted rest), so a rotation turns "
+                  "the shadow about the pivot's own shadow; object (ours): the same with no offset (the shadow "
+                  "turns about the object's pivot); off: vacated and filled only, no shadow at the target (the "
+                  "paper has no shadow handling). Only for parts moved by 'move' drags (a move, a rotation, a "
+                  "swing); acts through the Patch's latent locks.",
+        options=CAST_SHADOWS, paper="off", node="map")
     gate_reference: int = setting(
         512, "The gate A = min(1, |p−s|⁻²) measures distance in units of min(H, W)/gate_reference tokens: "
              "one token at this image size, the same image fraction at any size (ours). 0: one token at "
@@ -253,6 +265,8 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
         if px is not None and cmap.fine is not None and s.occluder_contrast > 0:
             cmap.fine = behind_objects(latent_samples[:1], cmap.fine, s.occluder_contrast, s.depth, objects=objects,
                                        depths=cmap.drags.depths)
+        if content is not None and cmap.fine is not None and s.cast_shadow != "off":
+            cmap.fine = with_shadow(cmap, content, objects, offset=s.cast_shadow == "offset")
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     return LazyDragPlan(cmap, activation=s.activation, seed=s.seed, background_query=s.background_query)
@@ -296,6 +310,25 @@ def behind_objects(latent: torch.Tensor, fine: FineMap, contrast: float, depth: 
         source = torch.where(keep, -1, source)
     return FineMap(source, fine.editable, (source >= 0).reshape(fine.hw), fine.editable | front,
                    drag=None if fine.drag is None else torch.where(source >= 0, fine.drag, -1))
+
+
+def with_shadow(cmap, content: torch.Tensor, objects: FrontObjects | None, offset: bool = True) -> FineMap:
+    """[ours] The map's pixel map with the painted shadow carried (``cast_shadow``:
+    :func:`~..core.cast_shadow.carried_shadow` on the map's final drags, in latent-pixel
+    coordinates), not onto an unpainted object (:class:`FrontObjects`) the carried shadow would
+    fall on: the darkening is the ground's."""
+    fine, td = cmap.fine, cmap.drags
+    if fine.drag is None:
+        return fine
+    to_px = lambda t: 2.0 * t + 0.5  # noqa: E731  (token -> latent-pixel coordinates, build_fine_map)
+    shadow = carried_shadow(fine.editable, content, source=fine.source, drag=fine.drag, handles=to_px(td.handles),
+                            targets=to_px(td.targets), modes=td.modes, scales=td.scales, angles=td.angles,
+                            gate_unit=2.0 * cmap.gate_unit, offset=offset)
+    if objects is not None and bool((shadow >= 0).any()):
+        on = objects.touching((shadow >= 0).reshape(fine.hw)) & ~fine.editable
+        shadow = torch.where(on.reshape(-1), -1, shadow)
+    return FineMap(fine.source, fine.editable, fine.destination, fine.fill_region, drag=fine.drag,
+                   shadow=shadow if bool((shadow >= 0).any()) else None)
 
 
 def inversion_trajectory(inversion) -> dict:
