@@ -81,7 +81,7 @@ def _latent_pixel(v: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 def _pair_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, patch: int,
-                 warp: str, off_shape: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 warp: str, *, off_shape: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, cols) (n, patch, patch) long: the reference latent pixels each pair's destination q
     shows, by sub-token shift of its source token (``warp="token"``, see :func:`subtoken_shifts`)
     or by the reverse field looked up at each of q's latent pixels (``"pixel"`` [ours]).
@@ -376,7 +376,7 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
     shift = torch.zeros(s.numel(), 2, dtype=torch.long)
     off_shape: list = []
     if subtoken:   # every pair's pixels (the composite below needs them all); by source, first destination each
-        all_r, all_c = _pair_pixels(rmap, dst_idx, src_idx, patch, warp, off_shape)
+        all_r, all_c = _pair_pixels(rmap, dst_idx, src_idx, patch, warp, off_shape=off_shape)
         rows, cols = all_r[pick], all_c[pick]
     else:
         rows, cols = _patch_grid(s, shift, (h, w), patch)
