@@ -228,26 +228,32 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _batches(args):
-    """Batches drawn ahead by ``args.workers`` processes, in step order (scene rendering is the
-    bottleneck once the model runs on a GPU). The small/full choice comes from its own seeded
-    stream here, so a run with workers draws other (equally seeded) batches than one without."""
+def prefetch(fn, jobs, workers: int):
+    """``fn(job)`` for each of ``jobs``, computed ahead by ``workers`` spawned processes (at most
+    2 × workers ahead) and yielded in order; the pool ends with the generator."""
     import multiprocessing as mp
 
-    g_small = torch.Generator().manual_seed(args.seed + 2)
-    jobs = ((float(torch.rand((), generator=g_small)) < args.small_frac, args.seed * 10**6 + step, args)
-            for step in range(1, args.steps + 1))
-    pool = mp.get_context("spawn").Pool(args.workers, initializer=_worker_init)
+    pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init)
     ahead: list = []
     try:
-        for job in jobs:       # at most 2 × workers batches rendered ahead
-            ahead.append(pool.apply_async(_batch, (job,)))
-            if len(ahead) >= 2 * args.workers:
+        for job in jobs:
+            ahead.append(pool.apply_async(fn, (job,)))
+            if len(ahead) >= 2 * workers:
                 yield ahead.pop(0).get()
         while ahead:
             yield ahead.pop(0).get()
     finally:
         pool.terminate()
+
+
+def _batches(args):
+    """Batches drawn ahead by ``args.workers`` processes, in step order (scene rendering is the
+    bottleneck once the model runs on a GPU). The small/full choice comes from its own seeded
+    stream here, so a run with workers draws other (equally seeded) batches than one without."""
+    g_small = torch.Generator().manual_seed(args.seed + 2)
+    jobs = ((float(torch.rand((), generator=g_small)) < args.small_frac, args.seed * 10**6 + step, args)
+            for step in range(1, args.steps + 1))
+    return prefetch(_batch, jobs, args.workers)
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict, list[str] | None]:

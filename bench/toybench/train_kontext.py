@@ -261,36 +261,31 @@ def call(dm, x, t, cond: dict, y, guidance, ref, hidden=None):
 
 # ----------------------------------------------------------------------------- training
 
-def _job(job: tuple) -> tuple:
-    """One batch drawn by a worker: (task, small, ref, x0, hidden, family indices) for
-    (step seed, task weights, args); its own generator, so workers need no shared stream."""
-    seed, mix, args = job
-    g = torch.Generator().manual_seed(seed)
-    task = TASKS[int(torch.multinomial(torch.tensor(mix), 1, generator=g))]
-    small = float(torch.rand((), generator=g)) < args.small_frac and task != "harmonize"
+def _draw(g: torch.Generator, task_p: torch.Tensor, args) -> tuple:
+    """One batch: (task, small, ref, x0, hidden, family indices), drawn with ``g`` (the small/full
+    choice, then the task by the weights ``task_p``; ``harmonize`` only on lit 32×32 scenes)."""
+    small = float(torch.rand((), generator=g)) < args.small_frac
+    task = TASKS[int(torch.multinomial(task_p, 1, generator=g))]
+    small = small and task != "harmonize"          # small scenes have no light
     size, n = (16, args.small_batch) if small else (32, args.batch)
     return (task, small, *make_batch(g, task, n, size, tuple(args.families)))
+
+
+def _job(job: tuple) -> tuple:
+    """:func:`_draw` in a worker for (step seed, task weights, args): its own generator, so
+    workers need no shared stream."""
+    seed, mix, args = job
+    return _draw(torch.Generator().manual_seed(seed), torch.tensor(mix), args)
 
 
 def _worker_batches(args, mix: list[float]):
     """Batches rendered ahead by ``args.workers`` processes, in step order (on a GPU the scenes,
     not the model, are the bottleneck); a run with workers draws other (equally seeded) batches
     than one without."""
-    import multiprocessing as mp
+    from .train import prefetch
 
-    from .train import _worker_init
-
-    pool = mp.get_context("spawn").Pool(args.workers, initializer=_worker_init)
-    ahead: list = []
-    try:
-        for step in range(1, args.steps + 1):
-            ahead.append(pool.apply_async(_job, ((10**7 * (args.seed + 1) + step, mix, args),)))
-            if len(ahead) >= 2 * args.workers:
-                yield ahead.pop(0).get()
-        while ahead:
-            yield ahead.pop(0).get()
-    finally:
-        pool.terminate()
+    jobs = ((10**7 * (args.seed + 1) + step, mix, args) for step in range(1, args.steps + 1))
+    return prefetch(_job, jobs, args.workers)
 
 
 def _conditioning(meta: dict) -> dict:
@@ -352,15 +347,7 @@ def train(args) -> None:
             lr = args.lr * min(1.0, step / args.warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * prog)))
             for grp in opt.param_groups:
                 grp["lr"] = lr
-            if batches is not None:
-                task, small, ref, x0, hidden, fam = next(batches)
-            else:
-                small = float(torch.rand((), generator=g)) < args.small_frac
-                task = TASKS[int(torch.multinomial(task_p, 1, generator=g))]
-                small = small and task != "harmonize"          # small scenes have no light
-                size = 16 if small else 32
-                ref, x0, hidden, fam = make_batch(g, task, args.small_batch if small else args.batch, size,
-                                                  tuple(args.families))
+            task, small, ref, x0, hidden, fam = next(batches) if batches is not None else _draw(g, task_p, args)
             n = x0.shape[0]
             eps = torch.randn(x0.shape, generator=g)
             t = sample_t(n, g)
