@@ -376,7 +376,7 @@ def _carried_object_pixels(rm, warp: str) -> tuple[torch.Tensor, torch.Tensor]:
     want = torch.zeros(H * W, dtype=torch.bool)
     want[ok] = fine[r[ok], c[ok]]
     d, s = injection_pairs(rm)
-    rows, cols = _pair_pixels(rm, d, s, 2, warp)
+    rows, cols, _ = _pair_pixels(rm, d, s, 2, warp)
     got = torch.zeros_like(fine)
     for k in _first_per_source(s).tolist():
         qy, qx = int(d[k]) // w, int(d[k]) % w

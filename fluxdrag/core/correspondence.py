@@ -59,6 +59,7 @@ from .correspondence_fields import (  # noqa: F401  (re-exported)
     swing_lone_drags,
     winner_takes_all_field,
 )
+from .geometry import bilinear_read
 from .instructions import TokenDrags, rle_decode, rle_encode
 
 CMAP_VERSION = 1
@@ -259,21 +260,17 @@ def _match(
             # membership: P read bilinearly at the exact preimage, >= 1/2 (a rounded preimage
             # thins rings and bars under a stretch); the source is the nearest P cell of the four
             # around the preimage
+            soft = bilinear_read(P, pre[:, 0], pre[:, 1])
             x0, y0 = torch.floor(pre[:, 0]).long(), torch.floor(pre[:, 1]).long()
-            fx, fy = pre[:, 0] - x0, pre[:, 1] - y0
             Pf = P.reshape(-1).to(torch.float64)
-            soft = torch.zeros(N, dtype=torch.float64)
             best_d = torch.full((N,), float("inf"), dtype=torch.float64)
             qf = torch.zeros(N, dtype=torch.long)
             for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
                 cx, cy = x0 + dx, y0 + dy
                 inb = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
                 f = torch.where(inb, cy * w + cx, 0)
-                val = torch.where(inb, Pf[f], torch.zeros_like(fx))
-                wt = (fx if dx else 1 - fx) * (fy if dy else 1 - fy)
-                soft += wt * val
                 d = (pre[:, 0] - cx) ** 2 + (pre[:, 1] - cy) ** 2
-                better = (val > 0) & (d < best_d)
+                better = inb & (Pf[f] > 0) & (d < best_d)
                 best_d = torch.where(better, d, best_d)
                 qf = torch.where(better, f, qf)
             ok = (soft >= 0.5 - 1e-9) & torch.isfinite(best_d)

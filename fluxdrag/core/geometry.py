@@ -1,5 +1,6 @@
 """Small geometry on token / latent grids shared by the methods: convex hulls, connected
-components, rounding half up, and batch repetition of cached tensors. Pure torch."""
+components, rounding half up, bilinear reads of a grid, and batch repetition of cached tensors.
+Pure torch."""
 from __future__ import annotations
 
 import torch
@@ -39,6 +40,22 @@ def convex_hull(points) -> torch.Tensor:
     if len(hull) == 2 and hull[0] == hull[1]:
         hull = hull[:1]
     return torch.tensor(hull, dtype=torch.float64)
+
+
+def bilinear_read(grid: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``grid`` (h, w) read bilinearly at the points (``x``, ``y``) (any shape; cell centres at
+    integer coordinates), 0 off the grid; float64 (a bool mask reads as its coverage there)."""
+    h, w = grid.shape
+    flat = grid.reshape(-1).to(torch.float64)
+    x0, y0 = torch.floor(x).long(), torch.floor(y).long()
+    fx, fy = x - x0, y - y0
+    out = torch.zeros(x.shape, dtype=torch.float64)
+    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        cx, cy = x0 + dx, y0 + dy
+        inb = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+        val = torch.where(inb, flat[torch.where(inb, cy * w + cx, 0)], torch.zeros_like(fx))
+        out += (fx if dx else 1 - fx) * (fy if dy else 1 - fy) * val
+    return out
 
 
 def connected_components(mask: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .geometry import connected_components, round_half_up
+from .geometry import bilinear_read, connected_components, round_half_up
 from .reverse_mapping import (
     COLLISIONS,
     SNAP_TOL,
@@ -81,8 +81,8 @@ def _latent_pixel(v: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 def _pair_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, patch: int,
-                 warp: str, *, off_shape: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, cols) (n, patch, patch) long: the reference latent pixels each pair's destination q
+                 warp: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, cols, off) (n, patch, patch): the reference latent pixels (long) each pair's destination q
     shows, by sub-token shift of its source token (``warp="token"``, see :func:`subtoken_shifts`)
     or by the reverse field looked up at each of q's latent pixels (``"pixel"`` [ours]).
 
@@ -99,22 +99,21 @@ def _pair_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor,
 
     ``"motion"`` [ours]: as ``"pixel"``, and where the map knows a part's exact motion (a scaled or
     rotated ``move`` drag, :func:`motion_parts`) its pairs look each latent pixel up through that
-    motion's inverse (:func:`_motion_pixels`), merged maps included; its pixels off the moving
-    shape are appended to ``off_shape`` when given."""
+    motion's inverse (:func:`_motion_pixels`), merged maps included; ``off`` (bool) marks its
+    pixels off the moving shape (all False for the other warps)."""
     h, w = rmap.grid_hw
     b_tok = _back(rmap, dst_idx).to(torch.float64)                                # (n, 2) x, y
     rows, cols = _patch_grid(src_idx, _pair_shifts(rmap, dst_idx, src_idx, patch, back=b_tok), (h, w), patch)
+    none_off = torch.zeros(rows.shape, dtype=torch.bool)
     if warp == "token" or not dst_idx.numel():
-        return rows, cols
+        return rows, cols, none_off
     if warp not in WARPS:
         raise ValueError(f"warp must be one of {WARPS}, got {warp!r}")
     if rmap.back is None:
         rows, cols = _field_pixels(rmap, dst_idx, src_idx, b_tok, rows=rows, cols=cols, patch=patch)
     if warp == "motion":
-        rows, cols, off = _motion_pixels(rmap, dst_idx, src_idx, rows=rows, cols=cols, patch=patch)
-        if off_shape is not None:
-            off_shape.append(off)
-    return rows, cols
+        return _motion_pixels(rmap, dst_idx, src_idx, rows=rows, cols=cols, patch=patch)
+    return rows, cols, none_off
 
 
 def _field_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, b_tok: torch.Tensor, *,
@@ -213,19 +212,7 @@ def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tenso
 def _coverage(mask: torch.Tensor, p: torch.Tensor, patch: int) -> torch.Tensor:
     """``mask`` (H, W) bool read bilinearly at token coordinates ``p`` (..., 2) x, y (outside the
     grid: 0)."""
-    fy = (p[..., 1] + 0.5) * patch - 0.5                  # latent-pixel coordinates (centres integral)
-    fx = (p[..., 0] + 0.5) * patch - 0.5
-    y0, x0 = fy.floor().long(), fx.floor().long()
-    ty, tx = fy - y0, fx - x0
-    H, W = mask.shape
-    m = mask.to(torch.float64)
-
-    def at(yy, xx):
-        ok = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-        return torch.where(ok, m[yy.clamp(0, H - 1), xx.clamp(0, W - 1)], torch.zeros((), dtype=m.dtype))
-
-    return ((1 - ty) * (1 - tx) * at(y0, x0) + (1 - ty) * tx * at(y0, x0 + 1)
-            + ty * (1 - tx) * at(y0 + 1, x0) + ty * tx * at(y0 + 1, x0 + 1))
+    return bilinear_read(mask, (p[..., 0] + 0.5) * patch - 0.5, (p[..., 1] + 0.5) * patch - 0.5)
 
 
 def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
@@ -374,12 +361,12 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
     pick = _first_per_source(src_idx)
     s, q = src_idx[pick], dst_idx[pick]
     shift = torch.zeros(s.numel(), 2, dtype=torch.long)
-    off_shape: list = []
     if subtoken:   # every pair's pixels (the composite below needs them all); by source, first destination each
-        all_r, all_c = _pair_pixels(rmap, dst_idx, src_idx, patch, warp, off_shape=off_shape)
-        rows, cols = all_r[pick], all_c[pick]
+        all_r, all_c, all_off = _pair_pixels(rmap, dst_idx, src_idx, patch, warp)
+        rows, cols, off_shape = all_r[pick], all_c[pick], all_off[pick]
     else:
         rows, cols = _patch_grid(s, shift, (h, w), patch)
+        off_shape = torch.zeros(rows.shape, dtype=torch.bool)
     own_r, own_c = _patch_grid(s, torch.zeros_like(shift), (h, w), patch)
     fine = rmap.fine_mask
     if composite and fine is not None:
@@ -387,9 +374,7 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
             raise ValueError(f"fine_mask {tuple(fine.shape)} does not match the {h}x{w} grid at "
                              f"{patch} latent pixels per token")
         q_rows, q_cols = _patch_grid(q, torch.zeros_like(shift), (h, w), patch)
-        moving = fine[rows, cols]
-        if off_shape:                                    # warp="motion": the shape's sub-pixel edge
-            moving = moving & ~off_shape[0][pick]
+        moving = fine[rows, cols] & ~off_shape           # warp="motion": the shape's sub-pixel edge
         bg = ~moving & ~fine[q_rows, q_cols]
         rows, cols = torch.where(bg, q_rows, rows), torch.where(bg, q_cols, cols)
         if fill_vacated:
@@ -424,7 +409,7 @@ def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int, warp: str = "token"
     ok = (src_xy[:, 0] >= 0) & (src_xy[:, 0] < w) & (src_xy[:, 1] >= 0) & (src_xy[:, 1] < h)
     cand, src_xy = cand[ok], src_xy[ok]
     src = src_xy[:, 1] * w + src_xy[:, 0]
-    rows, cols = _pair_pixels(rmap, cand, src, patch, warp)
+    rows, cols, _ = _pair_pixels(rmap, cand, src, patch, warp)
     take = lost[rows, cols]
     keep = take.flatten(1).any(1)
     if not bool(keep.any()):
@@ -447,7 +432,7 @@ def edited_pixels(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str
     d, s = injection_pairs(rmap)
     if d.numel():
         zero = torch.zeros(d.numel(), 2, dtype=torch.long)
-        rows, cols = _pair_pixels(rmap, d, s, patch, warp) if subtoken else _patch_grid(s, zero, (h, w), patch)
+        rows, cols = _pair_pixels(rmap, d, s, patch, warp)[:2] if subtoken else _patch_grid(s, zero, (h, w), patch)
         q_rows, q_cols = _patch_grid(d, zero, (h, w), patch)
         obj = fine[rows, cols]
         out[q_rows[obj], q_cols[obj]] = True
