@@ -112,9 +112,9 @@ def test_paper_settings_reproduce_the_paper_mode(v3, monkeypatch):
     monkeypatch.setattr(corr, "swing_lone_drags", refuse)
     monkeypatch.setattr(ld, "FrontObjects", refuse)
     monkeypatch.setattr(ld, "behind_objects", refuse)
-    monkeypatch.setattr("fluxdrag.attention_patches.lazydrag.continued_fill", refuse)
     monkeypatch.setattr(corr, "behind_pivots", refuse)
     monkeypatch.setattr(ld, "with_shadow", refuse)
+    # the texture hole fill and the carried shadow's ground test: the Patch's only texture entry
     monkeypatch.setattr("fluxdrag.attention_patches.lazydrag.continued_texture", refuse)
     again = [pack_methods.lazydrag(sc, model, cond, **{**paper_values, "content_lock": 0.0})
              for sc in (bend, lit)]

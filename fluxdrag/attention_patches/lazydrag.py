@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from ..core.cache import TokenCache, bytes_per_element, format_bytes, sigma_key
 from ..core.correspondence import (
     CorrespondenceMap,
-    continued_fill,
     continued_texture,
     harmonic_fill,
     inpaint_noise,
@@ -152,6 +151,7 @@ class LazyDragRun:
     locked: int = 0         # steps whose background the latent lock set
     hole: Optional[tuple] = None   # (fill, noise) of the hole lock, built on first use
     darkening: Optional[torch.Tensor] = None   # the carried shadow's z_0 − fill, built on first use
+    textures: Optional[list] = None   # continued_texture of each source latent (None: smooth), once
 
 
 class LazyDragControl(Controller):
@@ -287,11 +287,9 @@ class LazyDragControl(Controller):
         if state.darkening is None or state.darkening.shape[:2] != (B, C):
             fill, _ = self._hole_terms(state, (B, C, H * W), dev, x.dtype)
             z0 = self.trajectory[sigma_key(0.0)].to(device=dev, dtype=torch.float32)
-            region = self.fine.editable if self.fine.fill_region is None else self.fine.fill_region
             # on a textured ground (the texture continued wins the hole fill's held-out ring test)
             # z_0 − fill is mostly the fill's own error, not a shadow: nothing is carried
-            smooth = all(continued_texture(z, region, copies=self.hole_copies) is None
-                         for z in z0.reshape(-1, C, H, W))
+            smooth = all(t is None for t in self._textures(state, z0))
             z0 = _batch(z0.to(x.dtype), B).reshape(B, C, H * W)
             state.darkening = (z0 - fill) if smooth else torch.zeros_like(z0)
         x = x.reshape(B, C, H * W).clone()
@@ -308,15 +306,23 @@ class LazyDragControl(Controller):
             H, W = self.fine.hw
             z0 = z0.to(device=device, dtype=torch.float32)
             region = self.fine.editable if self.fine.fill_region is None else self.fine.fill_region
+            fill = harmonic_fill(z0, region)
             if self.hole_fill == "texture":    # [ours] the texture continued where it predicts the ring
-                fill = torch.stack([continued_fill(z, region, copies=self.hole_copies)
-                                    for z in z0.reshape(-1, C, H, W)]).to(device)
-            else:
-                fill = harmonic_fill(z0, region)
+                fill = torch.stack([f if t is None else t.to(f) for f, t in zip(fill, self._textures(state, z0))])
             fill = _batch(fill, B).reshape(B, C, H * W).to(dtype)
             eps = _batch(inpaint_noise(z0.shape, self.plan.seed, device, dtype), B)  # as composed
             state.hole = (fill, eps.reshape(B, C, H * W))
         return state.hole
+
+    def _textures(self, state: LazyDragRun, z0: torch.Tensor) -> list:
+        """:func:`~fluxdrag.core.correspondence_latent.continued_texture` of each source latent in
+        ``z0`` (B0, C, H, W) over the fill region (None: the membrane wins, a smooth ground), once
+        per run: the hole fill and the carried shadow both read it."""
+        if state.textures is None:
+            region = self.fine.editable if self.fine.fill_region is None else self.fine.fill_region
+            state.textures = [continued_texture(z, region, copies=self.hole_copies)
+                              for z in z0.reshape(-1, *z0.shape[-3:])]
+        return state.textures
 
     def _rows(self, B: int, dev) -> tuple:
         b = self.paired_batch
