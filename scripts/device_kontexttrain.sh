@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 source scripts/device_env.sh
 minutes="${KTRAIN_MINUTES:-6}"
 device="${KTRAIN_DEVICE:-cuda}"
-workers=$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))
+workers="${KTRAIN_WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}"
 set +e
 timeout $(( ${minutes%.*} * 60 + 150 )) python3 -m bench.toybench.train_kontext \
     --init bench/toybench/checkpoints/toykontext_train.safetensors --out "$OUT/toykontext_train.safetensors" \

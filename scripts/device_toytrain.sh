@@ -20,7 +20,7 @@ source scripts/device_env.sh
 FAM="single multi crowded parts border overlap large lit lit texture texture texture texture occlusion occlusion articulated articulated"
 minutes="${TOYTRAIN_MINUTES:-6}"
 device="${TOYTRAIN_DEVICE:-cuda}"
-workers=$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))
+workers="${TOYTRAIN_WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}"
 set +e
 # shellcheck disable=SC2086
 timeout $(( ${minutes%.*} * 60 + 120 )) python3 -m bench.toybench.train \
