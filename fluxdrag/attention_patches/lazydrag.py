@@ -169,7 +169,8 @@ class LazyDragControl(Controller):
     def __init__(self, plan: LazyDragPlan, cache: Optional[TokenCache], sigmas: torch.Tensor, *,
                  background: bool, identity: bool, refine: bool, mask_text: bool, h_max: float,
                  hold: float, end: float, background_lock: float, content_lock: float,
-                 hole_lock: float, hole_fill: str, hole_copies: int, lock_margin: int, trajectory: Optional[dict] = None,
+                 hole_lock: float, hole_fill: str, hole_copies: int, lock_margin: int, hole_rim: int,
+                 trajectory: Optional[dict] = None,
                  free_on_end: bool = True, paired_batch: int = 0):
         """The settings fields come from ``pipelines.lazydrag.LazyDragSettings`` (its Patch
         fields, by keyword; no defaults here); ``trajectory``, ``free_on_end`` and
@@ -181,8 +182,8 @@ class LazyDragControl(Controller):
                 raise ValueError(f"{name} must be in [0, 1], got {val}")
             if val > 0 and not trajectory:
                 raise ValueError(f"{name} needs the inversion trajectory")
-        if lock_margin < 0:
-            raise ValueError(f"lock_margin must be >= 0, got {lock_margin}")
+        if lock_margin < 0 or hole_rim < 0:
+            raise ValueError(f"lock_margin and hole_rim must be >= 0, got {lock_margin}, {hole_rim}")
         if hole_fill not in HOLE_FILLS:
             raise ValueError(f"hole_fill must be one of {HOLE_FILLS}, got {hole_fill!r}")
         if hole_copies < 1:
@@ -217,6 +218,16 @@ class LazyDragControl(Controller):
         self.shadow = None if not has_fine or self.fine.shadow is None else self.fine.shadow
         self.content_steps = int(round(content_lock * n_steps)) if has_fine else 0
         self.hole_steps = int(round(hole_lock * n_steps)) if has_fine else 0
+        # [ours] hole_rim: the vacated pixels within hole_rim latent pixels of the moved content stay
+        # under the hole lock as long as the content lock holds the content (a free one next to the
+        # locked outline is where the model extends the object it sees); not around a swing's part
+        # (FineMap.joined), whose joint with the rest of its object the model draws
+        self.rim = None
+        if has_fine and hole_rim > 0 and self.hole_steps > 0 and self.content_steps > self.hole_steps:
+            rigid = self.fine.destination if self.fine.joined is None else self.fine.destination & ~self.fine.joined
+            near = F.max_pool2d(rigid[None, None].float(), 2 * hole_rim + 1, 1, hole_rim)[0, 0].bool()
+            rim = near & self.fine.vacated
+            self.rim = rim.reshape(-1) if bool(rim.any()) else None
         self.paired = paired_batch > 0
         self.paired_batch = paired_batch
         if cache is None and not self.paired:
@@ -259,9 +270,10 @@ class LazyDragControl(Controller):
                 src = self.fine.source.to(x.device)
                 dst = src >= 0
                 x[..., dst] = ref.reshape(B, C, H * W)[..., src[dst]]
-            if i < self.hole_steps:
+            vac = self._held(i)
+            if vac is not None:
                 fill, eps = self._hole_terms(state, x.shape, x.device, x.dtype)
-                vac = self.fine.vacated.reshape(-1).to(x.device)
+                vac = vac.to(x.device)
                 s = float(sigma_next)
                 x[..., vac] = (1 - s) * fill[..., vac] + s * eps[..., vac]
             x = x.reshape(B, C, H, W)
@@ -278,8 +290,9 @@ class LazyDragControl(Controller):
         on = torch.zeros(H * W, dtype=torch.bool, device=dev)
         if i < self.lock_steps:
             on |= self.bg_pixels.reshape(-1).to(dev)
-        if i < self.hole_steps:
-            on |= self.fine.vacated.reshape(-1).to(dev)
+        held = self._held(i)
+        if held is not None:
+            on |= held.to(dev)
         shadow = self.shadow.to(dev)
         on &= shadow >= 0
         if not bool(on.any()):
@@ -295,6 +308,16 @@ class LazyDragControl(Controller):
         x = x.reshape(B, C, H * W).clone()
         x[..., on] += (1 - sigma) * state.darkening[..., shadow[on]]
         return x.reshape(B, C, H, W)
+
+    def _held(self, i: int) -> Optional[torch.Tensor]:
+        """(H·W,) the vacated pixels the hole lock sets after step ``i`` (None: none): all of them for
+        the first ``hole_lock``·N steps, then the rim next to the moved content (``hole_rim``) while
+        the content lock lasts."""
+        if i < self.hole_steps:
+            return self.fine.vacated.reshape(-1)
+        if self.rim is not None and i < self.content_steps:
+            return self.rim
+        return None
 
     def _hole_terms(self, state: LazyDragRun, shape, device, dtype):
         if state.hole is None or state.hole[0].shape != shape:

@@ -312,6 +312,10 @@ class FineMap:
     #: [ours] (H*W,) long: the painted shadow pixel whose darkening each pixel receives after the
     #: edit (``cast_shadow.carried_shadow``), -1 for none; None = no shadow carried
     shadow: torch.Tensor | None = None
+    #: [ours] (H, W) bool: the destination pixels of a swing (``swing_lone_drags``; its part and the
+    #: paint it keeps in place): a part bent about its joint with the rest of its object, whose joint
+    #: the model draws (the Patch's ``hole_rim`` holds no rim around them); None = none
+    joined: torch.Tensor | None = None
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -334,6 +338,8 @@ class FineMap:
         if self.shadow is not None:
             at = torch.nonzero(self.shadow >= 0).flatten()
             out["shadow"] = torch.stack([at, self.shadow[at]], 1).tolist()
+        if self.joined is not None:
+            out["joined"] = rle_encode(self.joined)
         return out
 
     @classmethod
@@ -351,8 +357,9 @@ class FineMap:
             rows = torch.tensor(d["shadow"], dtype=torch.long).reshape(-1, 2)
             if rows.numel():
                 shadow[rows[:, 0]] = rows[:, 1]
-        return cls(source, editable, (source >= 0).reshape(H, W),
-                   None if fill is None else rle_decode(fill), shadow=shadow)
+        joined = d.get("joined")
+        return cls(source, editable, (source >= 0).reshape(H, W), None if fill is None else rle_decode(fill),
+                   shadow=shadow, joined=None if joined is None else rle_decode(joined))
 
 
 def build_fine_map(token_drags: TokenDrags, editable_px: torch.Tensor, circle: tuple | None,
@@ -450,11 +457,12 @@ def build_correspondence(
         )
     token_drags = fuse_rigid_drags(token_drags, P, rigid_tolerance)
     painted = region_mask is not None or token_drags.mask is not None
-    kept = None
+    kept, swung = None, []
     if swing and painted:
         before = token_drags
         token_drags = swing_lone_drags(token_drags, P, pixel_mask if content_mask is None else content_mask,
                                        pivot=swing_pivot)
+        swung = [i for i, (a, b) in enumerate(zip(before.modes, token_drags.modes)) if a != b]
         if swing_base == "keep" and pixel_mask is not None:
             moving = torch.as_tensor(pixel_mask if content_mask is None else content_mask).to(torch.bool).cpu()
             kept = behind_pivots(before, token_drags, moving)
@@ -497,6 +505,9 @@ def build_correspondence(
             src[stay] = torch.nonzero(stay).flatten()
             fine = FineMap(src, fine.editable, (src >= 0).reshape(fine.hw), fine.fill_region,
                            drag=fine.drag)
+        if swung and fine.drag is not None:   # the swung parts and the paint they keep in place
+            joined = torch.isin(fine.drag, torch.tensor(swung)) | (fine.source >= 0) & (fine.drag < 0)
+            fine.joined = joined.reshape(fine.hw)
     return CorrespondenceMap(
         matching=matching.reshape(h, w, 2),
         weight=weight.reshape(h, w),

@@ -208,6 +208,14 @@ class LazyDragSettings:
            "copy alone). A texture whose period is no whole number of pixels repeats only roughly at any "
            "one offset; the mean of several is its expected continuation.",
         min=1, max=64, node="patch", paper=SILENT)
+    hole_rim: int = setting(
+        1, "hole_lock: the vacated pixels within this many latent pixels (8 px) of the moved content stay under "
+           "the hole lock for as long as content_lock holds the content, not only for hole_lock's steps (ours). A "
+           "free vacated pixel next to the locked outline is where the model extends the object it sees (a "
+           "rotation in place leaves its hole all along the outline); the rest of the hole is still the model's "
+           "for the last steps. Not around a swing's part (swing): it stays joined to the rest of its object, "
+           "and the model draws the joint. 0: every vacated pixel is released after hole_lock's steps.",
+        min=0, max=16, node="patch", paper=0)
     lock_margin: int = setting(0, "Latent pixels (8 px) around the moved content and its hole left free "
                                   "of the background lock, for blending ('pixel' maps).", min=0, max=16,
                                node="patch", paper=SILENT)
@@ -309,7 +317,8 @@ def behind_objects(latent: torch.Tensor, fine: FineMap, contrast: float, depth: 
     if keep is not None:
         source = torch.where(keep, -1, source)
     return FineMap(source, fine.editable, (source >= 0).reshape(fine.hw), fine.editable | front,
-                   drag=None if fine.drag is None else torch.where(source >= 0, fine.drag, -1))
+                   drag=None if fine.drag is None else torch.where(source >= 0, fine.drag, -1),
+                   joined=None if fine.joined is None else fine.joined & (source >= 0).reshape(fine.hw))
 
 
 def with_shadow(cmap, content: torch.Tensor, objects: FrontObjects | None, offset: bool = True) -> FineMap:
@@ -328,7 +337,7 @@ def with_shadow(cmap, content: torch.Tensor, objects: FrontObjects | None, offse
         on = objects.touching((shadow >= 0).reshape(fine.hw)) & ~fine.editable
         shadow = torch.where(on.reshape(-1), -1, shadow)
     return FineMap(fine.source, fine.editable, fine.destination, fine.fill_region, drag=fine.drag,
-                   shadow=shadow if bool((shadow >= 0).any()) else None)
+                   shadow=shadow if bool((shadow >= 0).any()) else None, joined=fine.joined)
 
 
 def inversion_trajectory(inversion) -> dict:
