@@ -208,6 +208,9 @@ class LazyDragSettings:
            "copy alone). A texture whose period is no whole number of pixels repeats only roughly at any "
            "one offset; the mean of several is its expected continuation.",
         min=1, max=64, node="patch", paper=SILENT)
+    lock_margin: int = setting(0, "Latent pixels (8 px) around the moved content and its hole left free "
+                                  "of the background lock, for blending ('pixel' maps).", min=0, max=16,
+                               node="patch", paper=SILENT)
     hole_rim: int = setting(
         1, "hole_lock: the vacated pixels within this many latent pixels (8 px) of the moved content stay under "
            "the hole lock for as long as content_lock holds the content, not only for hole_lock's steps (ours). A "
@@ -216,9 +219,6 @@ class LazyDragSettings:
            "for the last steps. Not around a swing's part (swing): it stays joined to the rest of its object, "
            "and the model draws the joint. 0: every vacated pixel is released after hole_lock's steps.",
         min=0, max=16, node="patch", paper=0)
-    lock_margin: int = setting(0, "Latent pixels (8 px) around the moved content and its hole left free "
-                                  "of the background lock, for blending ('pixel' maps).", min=0, max=16,
-                               node="patch", paper=SILENT)
 
 
 #: LazyDrag as in the paper (every departure at the paper's value)
