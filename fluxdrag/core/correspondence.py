@@ -362,6 +362,12 @@ class FineMap:
                    shadow=shadow, joined=None if joined is None else rle_decode(joined))
 
 
+def token_to_pixel(t):
+    """Token coordinates -> latent-pixel coordinates of the pixel map: 2·t + 0.5 (a token is 2x2
+    latent pixels, centres at integer coordinates on both grids)."""
+    return 2.0 * t + 0.5
+
+
 def build_fine_map(token_drags: TokenDrags, editable_px: torch.Tensor, circle: tuple | None,
                    gate_unit: float = 1.0, backward: bool = True,
                    content_px: torch.Tensor | None = None) -> FineMap:
@@ -376,9 +382,8 @@ def build_fine_map(token_drags: TokenDrags, editable_px: torch.Tensor, circle: t
     P = editable_px.to(torch.bool).cpu()
     Pc = P if content_px is None else content_px.to(torch.bool).cpu() & P
     H, W = P.shape
-    to_px = lambda t: 2.0 * t + 0.5  # noqa: E731
-    circ = None if circle is None else (to_px(circle[0]), 2.0 * circle[1])
-    chosen, _, drag = _match(Pc, to_px(token_drags.handles), to_px(token_drags.targets),
+    circ = None if circle is None else (token_to_pixel(circle[0]), 2.0 * circle[1])
+    chosen, _, drag = _match(Pc, token_to_pixel(token_drags.handles), token_to_pixel(token_drags.targets),
                        modes=token_drags.modes, scales=token_drags.scales, angles=token_drags.angles,
                        circle=circ, gate_unit=2.0 * gate_unit, backward=backward)
     N = H * W

@@ -24,6 +24,7 @@ from ..core.correspondence import (
     content_pixels,
     default_editable_region,
     latent_region,
+    token_to_pixel,
 )
 from ..core.drag_sets import split_drags
 from ..core.instructions import (
@@ -329,9 +330,9 @@ def with_shadow(cmap, content: torch.Tensor, objects: FrontObjects | None, offse
     fine, td = cmap.fine, cmap.drags
     if fine.drag is None:
         return fine
-    to_px = lambda t: 2.0 * t + 0.5  # noqa: E731  (token -> latent-pixel coordinates, build_fine_map)
-    shadow = carried_shadow(fine.editable, content, source=fine.source, drag=fine.drag, handles=to_px(td.handles),
-                            targets=to_px(td.targets), modes=td.modes, scales=td.scales, angles=td.angles,
+    shadow = carried_shadow(fine.editable, content, source=fine.source, drag=fine.drag,
+                            handles=token_to_pixel(td.handles), targets=token_to_pixel(td.targets),
+                            modes=td.modes, scales=td.scales, angles=td.angles,
                             gate_unit=2.0 * cmap.gate_unit, offset=offset)
     if objects is not None and bool((shadow >= 0).any()):
         on = objects.touching((shadow >= 0).reshape(fine.hw)) & ~fine.editable
