@@ -328,8 +328,7 @@ class LazyDragControl(Controller):
             B, C = shape[:2]
             H, W = self.fine.hw
             z0 = z0.to(device=device, dtype=torch.float32)
-            region = self.fine.editable if self.fine.fill_region is None else self.fine.fill_region
-            fill = harmonic_fill(z0, region)
+            fill = harmonic_fill(z0, self.fine.hole_region)
             if self.hole_fill == "texture":    # [ours] the texture continued where it predicts the ring
                 fill = torch.stack([f if t is None else t.to(f) for f, t in zip(fill, self._textures(state, z0))])
             fill = _batch(fill, B).reshape(B, C, H * W).to(dtype)
@@ -342,8 +341,7 @@ class LazyDragControl(Controller):
         ``z0`` (B0, C, H, W) over the fill region (None: the membrane wins, a smooth ground), once
         per run: the hole fill and the carried shadow both read it."""
         if state.textures is None:
-            region = self.fine.editable if self.fine.fill_region is None else self.fine.fill_region
-            state.textures = [continued_texture(z, region, copies=self.hole_copies)
+            state.textures = [continued_texture(z, self.fine.hole_region, copies=self.hole_copies)
                               for z in z0.reshape(-1, *z0.shape[-3:])]
         return state.textures
 

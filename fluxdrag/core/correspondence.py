@@ -322,6 +322,11 @@ class FineMap:
         return int(self.editable.shape[0]), int(self.editable.shape[1])
 
     @property
+    def hole_region(self) -> torch.Tensor:
+        """(H, W) bool: the region the hole fill covers (``fill_region``, else the editable region)."""
+        return self.editable if self.fill_region is None else self.fill_region
+
+    @property
     def vacated(self) -> torch.Tensor:
         return self.editable & ~self.destination
 
