@@ -42,13 +42,19 @@ def test_an_object_in_front_of_the_paint_is_found():
 
 def test_texture_border_and_the_rest_of_the_painted_object_are_not_objects():
     z, painted, _ = _scene()
-    # the same object touching the image border: the ground
+    # a two-tone ground: its right part runs along the border, so it is ground, not in front
     zb = _ground()
     zb[2, painted] += 4.0
-    side = torch.zeros(H, W, dtype=torch.bool)
-    side[8:20, 14:W] = True
-    zb[3, side] += 4.0
+    zb[3, :, 14:] += 4.0
     assert not unpainted_objects(zb, painted, painted, 0.5).any()
+    # ground the paint cuts off in a corner, a little off the rest of the ground's colour
+    corner = torch.zeros(H, W, dtype=torch.bool)
+    corner[24:, 24:] = True
+    corner[30:, 30:] = False
+    zk = _ground()
+    zk[2, corner] += 4.0
+    zk[5, 30:, 30:] += 2.0
+    assert not unpainted_objects(zk, corner, corner, 0.5).any()
     # the painted part's own continuation (a limb's base, the same colour): joined, not in front
     zl = _ground()
     limb = torch.zeros(H, W, dtype=torch.bool)
@@ -63,6 +69,27 @@ def test_texture_border_and_the_rest_of_the_painted_object_are_not_objects():
     zc[2, painted] += 4.0
     zc[4, painted] = 0.0
     assert not unpainted_objects(zc, painted, painted, 0.5).any()
+
+
+def test_an_object_the_frame_cuts_is_found(monkeypatch):
+    """[ours] ``FRAME_CONTACT``: an object in front that the image border cuts is an object (a short
+    stretch of the border, repeated nowhere); 0 restores "every border region is ground"."""
+    from fluxdrag.core import correspondence_latent as cl
+
+    z, painted, _ = _scene()
+    zb = _ground()
+    zb[2, painted] += 4.0
+    side = torch.zeros(H, W, dtype=torch.bool)
+    side[8:20, 14:W] = True
+    zb[3, side] += 4.0
+    assert torch.equal(unpainted_objects(zb, painted, painted, 0.5), side)
+    # the same, with two more cells of its colour elsewhere on the border: a texture's cells, ground
+    zt = zb.clone()
+    zt[3, 0:3, 0:4] += 4.0
+    zt[3, 29:, 0:4] += 4.0
+    assert not unpainted_objects(zt, painted, painted, 0.5).any()
+    monkeypatch.setattr(cl, "FRAME_CONTACT", 0.0)
+    assert not unpainted_objects(zb, painted, painted, 0.5).any()
 
 
 def test_fill_behind_and_depth_under():

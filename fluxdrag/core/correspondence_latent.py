@@ -343,6 +343,31 @@ def _linked_components(z: torch.Tensor, free: torch.Tensor, jump: float) -> torc
     return torch.tensor(lab, dtype=torch.long)
 
 
+#: [ours] a region that touches the image border is ground when it runs along at least this share of
+#: the border, when another region of the image repeats it (means within the edge jump: a texture's
+#: cells, the halves of a two-tone ground), or when only the paint and the frame bound it (ground the
+#: paint cuts off in a corner); the other regions the frame cuts are objects (0: every border region
+#: is ground, as before)
+FRAME_CONTACT = 0.125
+
+
+def _ground_regions(z: torch.Tensor, lab: torch.Tensor, border: torch.Tensor, regions: list[int],
+                    jump: float) -> list[int]:
+    """The border ``regions`` that are ground (``FRAME_CONTACT``), of the labelled regions ``lab``."""
+    labels = torch.unique(lab[lab >= 0])
+    means = torch.stack([z[:, lab == k].mean(1) for k in labels.tolist()])
+    out = []
+    for k in regions:
+        i = int((labels == k).nonzero())
+        d = (means - means[i]).norm(dim=1)
+        d[i] = float("inf")
+        part = lab == k
+        pocket = not bool((_grow(part) & (lab >= 0) & ~part).any())
+        if float((border & part).sum()) >= FRAME_CONTACT * float(border.sum()) or float(d.min()) < jump or pocket:
+            out.append(k)
+    return out
+
+
 class FrontObjects:
     """[ours] The unpainted objects in front of a painted region, found once and then selected by
     where they touch (:meth:`touching`); :func:`unpainted_objects` is one selection.
@@ -351,10 +376,11 @@ class FrontObjects:
     least ``contrast`` × the painted content's strongest contrast (its distance from the harmonic
     continuation of its surroundings, the yardstick of :func:`content_pixels`) lie in different
     regions. A region that touches the image border is background (the ground, or a texture that
-    runs across the image); a region joined to a painted pixel (a jump below ``JOIN`` × the edge's:
+    runs across the image) unless it is an object the frame cuts (``FRAME_CONTACT``); a region
+    joined to a painted pixel (a jump below ``JOIN`` × the edge's:
     no edge at all) is the rest of the painted object (a limb's base) or background the paint runs
     into; a region enclosed by edges, off the border and apart from the paint, is an object in
-    front unless its mean is within the edge jump of a border region's mean (a texture's cell
+    front unless its mean is within the edge jump of a ground region's mean (a texture's cell
     repeats the background's own regions). ``contrast`` 0: none."""
 
     def __init__(self, latent: torch.Tensor, painted: torch.Tensor, contrast: float):
@@ -381,8 +407,10 @@ class FrontObjects:
         joined[:, 1:] |= sx & P[:, :-1] & ~P[:, 1:]
         joined[:-1, :] |= sy & P[1:, :] & ~P[:-1, :]
         joined[1:, :] |= sy & P[:-1, :] & ~P[1:, :]
-        self.excluded = border | joined
         ground = torch.unique(self.lab[border & (self.lab >= 0)]).tolist()
+        if FRAME_CONTACT > 0 and ground:
+            ground = _ground_regions(z, self.lab, border, ground, self.jump)
+        self.excluded = joined | torch.isin(self.lab, torch.tensor(ground, dtype=torch.long))
         self.means = (torch.stack([z[:, self.lab == k].mean(1) for k in ground]) if ground
                       else z.new_zeros(0, z.shape[0]))
         self._verdict: dict[int, bool] = {}
