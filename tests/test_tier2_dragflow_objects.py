@@ -130,3 +130,23 @@ if __name__ == "__main__":   # calibration: python tests/test_tier2_dragflow_obj
         r = run_set(int(sys.argv[1]), meth)
         print(meth, {k: {m: round(v, 3) for m, v in d.items() if isinstance(v, float)
                          and m in ("found", "orientation_deg", "joint_deg", "md", "iou")} for k, d in r.items()})
+
+
+def test_adapter_keeps_an_object_split_by_one_in_front_in_one_region():
+    """Scene 121001 (``occlusion``, reveal): the object in front cuts the dragged object's visible
+    part in two, and only one piece holds the drag. Both pieces make one relocate region (the toy
+    user paints the object); before, the drag-less piece stayed behind and DragFlow's edit showed
+    the object at its source (completion 0, MD 5.0)."""
+    from bench.toybench.methods import _region_latent
+    from bench.toybench.pack_methods import dragflow_regions
+    from fluxdrag.core.instructions import parse_instructions
+    from fluxdrag.toyworld.scenes import _components, make_scene
+
+    sc = make_scene(121001, "occlusion")
+    h, w = sc.latent.shape[-2:]
+    assert len(_components(_region_latent(sc.drags, h, w))) == 2
+    regions = dragflow_regions(sc)
+    assert [r["op"] for r in regions] == ["relocate"]
+    mask = parse_instructions({**sc.drags, "mask": regions[0]["mask"]}).mask
+    cells = torch.nn.functional.adaptive_max_pool2d(mask[None, None].float(), (h, w))[0, 0] > 0
+    assert bool(cells[sc.masks[sc.moved[0]]].all())

@@ -75,7 +75,8 @@ def attentiondrag_paper(scene, model, cond) -> torch.Tensor:
 
 def dragflow_regions(scene) -> list[dict]:
     """DragFlow region instructions from a scene's JSON (its editable-region mask and drags only):
-    one region per connected part of the mask, driven by the drags nearest to it. Drags of mode
+    one region per connected part of the mask, driven by the drags nearest to it (a part with no
+    drag joins a dragged part of the same object). Drags of mode
     "drag" around a part (the toy world's rotations: handles on a circle about the object) make a
     ``rotate`` about their handles' mean by their mean signed angle; "move" drags (moves, and the
     move of a scale/stretch, which a region affine of DragFlow cannot scale) make a ``relocate``
@@ -104,13 +105,25 @@ def dragflow_regions(scene) -> list[dict]:
         hc = d["handle"][0] / PIXELS_PER_LATENT - 0.5
         k = min(range(len(comps)), key=lambda i: float((cents[i] - torch.tensor([hr, hc])).norm()))
         groups[k].append(d)
-    out = []
+    # a piece of the mask with no drag that shows the same dragged object as a dragged piece (an
+    # object split in two by one in front of it) belongs to that piece's region: the toy user, who
+    # knows the object (``scene.masks``), paints one region per object. Other drag-less pieces (a
+    # shadow apart from its object) stay where they are
+    pieces: dict[int, list] = {k: list(comps[k]) for k in groups if groups[k]}
+    owner = {}
     for k, comp in enumerate(comps):
+        rows, cols = torch.tensor(comp).T
+        owner[k] = {j for j in scene.moved if bool(scene.masks[j][rows, cols].any())}
+    for k, comp in enumerate(comps):
+        if not groups[k]:
+            same = [j for j in pieces if owner[k] & owner[j]]
+            if same:
+                pieces[same[0]] += comp
+    out = []
+    for k in pieces:
         ds = groups[k]
-        if not ds:
-            continue
         m = torch.zeros(h, w, dtype=torch.bool)
-        for r, c in comp:
+        for r, c in pieces[k]:
             m[r, c] = True
         rle = {"rle": rle_encode(latent_mask_to_pixels(m))}
         hx = sum(d["handle"][0] for d in ds) / len(ds)
