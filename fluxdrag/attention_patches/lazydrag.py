@@ -205,6 +205,8 @@ class LazyDragControl(Controller):
             if lock_margin:
                 free = F.max_pool2d(free[None, None].float(), 2 * lock_margin + 1, 1,
                                     lock_margin)[0, 0].bool()
+            if self.fine.released is not None:    # [ours] reveal_release: the hidden part's place
+                free = free | self.fine.released.to(free.device)
             self.bg_pixels = ~free
         has_bg = bool(self.bg_pixels.any())
         self.lock_steps = int(round(self.background_lock * n_steps)) if has_bg else 0

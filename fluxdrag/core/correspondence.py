@@ -316,6 +316,9 @@ class FineMap:
     #: paint it keeps in place): a part bent about its joint with the rest of its object, whose joint
     #: the model draws (the Patch's ``hole_rim`` holds no rim around them); None = none
     joined: torch.Tensor | None = None
+    #: [ours] (H, W) bool: pixels left free of the background lock where the moved content's hidden
+    #: part may lie after the edit (``correspondence_latent.hidden_destination``); None = none
+    released: torch.Tensor | None = None
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -345,6 +348,8 @@ class FineMap:
             out["shadow"] = torch.stack([at, self.shadow[at]], 1).tolist()
         if self.joined is not None:
             out["joined"] = rle_encode(self.joined)
+        if self.released is not None:
+            out["released"] = rle_encode(self.released)
         return out
 
     @classmethod
@@ -362,9 +367,10 @@ class FineMap:
             rows = torch.tensor(d["shadow"], dtype=torch.long).reshape(-1, 2)
             if rows.numel():
                 shadow[rows[:, 0]] = rows[:, 1]
-        joined = d.get("joined")
+        joined, released = d.get("joined"), d.get("released")
         return cls(source, editable, (source >= 0).reshape(H, W), None if fill is None else rle_decode(fill),
-                   shadow=shadow, joined=None if joined is None else rle_decode(joined))
+                   shadow=shadow, joined=None if joined is None else rle_decode(joined),
+                   released=None if released is None else rle_decode(released))
 
 
 def token_to_pixel(t):
@@ -543,6 +549,7 @@ from .correspondence_latent import (  # noqa: E402,F401  (re-exported; that modu
     continued_fill,
     continued_texture,
     harmonic_fill,
+    hidden_destination,
     inpaint_noise,
     texture_fill,
     texture_offset,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .correspondence import CorrespondenceMap
+from .correspondence import CorrespondenceMap, FineMap
 
 
 def _patchify(z: torch.Tensor) -> torch.Tensor:
@@ -440,3 +440,39 @@ def unpainted_objects(latent: torch.Tensor, painted: torch.Tensor, near: torch.T
     """[ours] The unpainted objects (:class:`FrontObjects`) that touch ``near`` ((H, W) bool, e.g.
     the painted region and the moved content's destination): (H, W) bool. ``contrast`` 0: none."""
     return FrontObjects(latent, painted, contrast).touching(near)
+
+
+def hidden_destination(fine: FineMap, content: torch.Tensor, covering: torch.Tensor, reach: int,
+                       keep: torch.Tensor | None = None) -> torch.Tensor:
+    """[ours] (H, W) bool: where the moved content's hidden part may lie after the edit, for the
+    background lock to leave to the model (``FineMap.released``). An object dragged out from behind
+    another shows only its visible part; its hidden part lies under the objects in front that cover
+    it at its source (``covering``: :meth:`FrontObjects.touching` the paint). Their pixels within
+    ``reach`` latent pixels of the content (``content``, the pixels that move) are carried as the
+    nearest content pixel is (its destination plus the same offset: exact for moves, the offset
+    unturned for rotations), less the map's own pixels (free already) and ``keep`` (objects in
+    front after the edit, which stay). ``reach`` 0: none."""
+    H, W = fine.hw
+    out = torch.zeros(H, W, dtype=torch.bool)
+    src = fine.source
+    at = torch.nonzero(src >= 0).flatten()
+    if reach <= 0 or not at.numel():
+        return out
+    dest_of = torch.full((H * W,), -1, dtype=torch.long)
+    dest_of[src[at]] = at                          # a destination of each carried source pixel
+    carried = (dest_of >= 0).reshape(H, W) & content.to(torch.bool).cpu()
+    near = covering.to(torch.bool).cpu() & _grow(carried, reach) & ~carried
+    if not bool(near.any()):
+        return out
+    p = torch.nonzero(near)
+    q = torch.nonzero(carried)
+    j = torch.cdist(p.double(), q.double()).argmin(1)
+    qd = dest_of[q[j, 0] * W + q[j, 1]]
+    y = torch.div(qd, W, rounding_mode="floor") + p[:, 0] - q[j, 0]
+    x = qd % W + p[:, 1] - q[j, 1]
+    ok = (y >= 0) & (y < H) & (x >= 0) & (x < W)
+    out[y[ok], x[ok]] = True
+    out &= ~fine.free
+    if keep is not None:
+        out &= ~keep.to(torch.bool).cpu()
+    return out

@@ -23,6 +23,7 @@ from ..core.correspondence import (
     compose_initial_latent,
     content_pixels,
     default_editable_region,
+    hidden_destination,
     latent_region,
     token_to_pixel,
 )
@@ -220,6 +221,13 @@ class LazyDragSettings:
            "for the last steps. Not around a swing's part (swing): it stays joined to the rest of its object, "
            "and the model draws the joint. 0: every vacated pixel is released after hole_lock's steps.",
         min=0, max=16, node="patch", paper=0)
+    reveal_release: int = setting(
+        4, "An object dragged out from behind another (ours): the pixels of the objects in front that cover the "
+           "painted content at its source, within this many latent pixels (8 px) of it, carried with the content, "
+           "are left free of the background lock, so the model can draw the part that was hidden there (the "
+           "lock would hold the old background). Raise it when a large part was hidden. Needs occluder_contrast "
+           "> 0 and content_contrast > 0. 0: none, the hidden part stays background.",
+        min=0, max=16, node="map", paper=0)
 
 
 #: LazyDrag as in the paper (every departure at the paper's value)
@@ -276,6 +284,11 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
                                        depths=cmap.drags.depths)
         if content is not None and cmap.fine is not None and s.cast_shadow != "off":
             cmap.fine = with_shadow(cmap, content, objects, offset=s.cast_shadow == "offset")
+        if content is not None and cmap.fine is not None and front is not None and s.reveal_release > 0:
+            fine = cmap.fine
+            released = hidden_destination(fine, content, front, s.reveal_release,
+                                          keep=objects.touching(fine.editable | fine.destination))
+            fine.released = released if bool(released.any()) else None
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     return LazyDragPlan(cmap, activation=s.activation, seed=s.seed, background_query=s.background_query)

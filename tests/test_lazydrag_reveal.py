@@ -1,0 +1,70 @@
+"""LazyDrag's reveal release [ours] (``reveal_release``): an object dragged out from behind another
+shows only its visible part, and its hidden part lay under the object in front. That object's pixels
+near the content, carried with it, are left free of the background lock so the model can draw the
+hidden part there; the paper's setting (0) holds them as background."""
+import torch
+
+from fluxdrag.attention_patches.lazydrag import LazyDragControl
+from fluxdrag.core.cache import sigma_key
+from fluxdrag.core.correspondence import CorrespondenceMap
+from fluxdrag.core.instructions import rle_encode
+from fluxdrag.pipelines.lazydrag import PAPER, PATCH_FIELDS, LazyDragSettings, build_plan
+from fluxdrag.pipelines.settings import pick
+
+H = W = 32
+
+
+def _scene():
+    """A smooth ground; the painted object (channel 2, rows 10-17, cols 8-13) is covered on its
+    right by an object in front (channel 3, rows 8-19, cols 14-19)."""
+    y, x = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    z = torch.zeros(16, H, W)
+    z[0], z[1] = 0.05 * x, 0.04 * y
+    painted = torch.zeros(H, W, dtype=torch.bool)
+    painted[10:18, 8:14] = True
+    front = torch.zeros(H, W, dtype=torch.bool)
+    front[8:20, 14:20] = True
+    z[2, painted] += 4.0
+    z[3, front] += 4.0
+    return z, painted, front
+
+
+def _doc(painted):
+    mask = painted.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    # out from behind: 4 latent pixels left, 10 down
+    return {"version": 1, "image_size": [8 * W, 8 * H], "mask": {"rle": rle_encode(mask)},
+            "drags": [{"handle": [88.0, 112.0], "target": [56.0, 192.0], "mode": "move"}]}
+
+
+def test_the_hidden_part_s_place_is_released_to_the_model():
+    z, painted, _ = _scene()
+    s = LazyDragSettings()
+    plan = build_plan(_doc(painted), z[None], None, s)
+    fine = plan.cmap.fine
+    want = torch.zeros(H, W, dtype=torch.bool)
+    r = s.reveal_release
+    want[18:30, 10:10 + r] = True              # the front object's pixels within r of the content, carried
+    assert torch.equal(fine.released, want)
+    assert not (fine.released & fine.free).any()
+    # the map's round trip keeps it
+    assert torch.equal(CorrespondenceMap.from_dict(plan.cmap.to_dict()).fine.released, want)
+    # the Patch leaves those pixels to the model: not under the background lock
+    sig = torch.linspace(1.0, 0.0, 11)
+    traj = {sigma_key(float(v)): z[None] for v in sig}
+    ctrl = LazyDragControl(plan, None, sig, paired_batch=1, trajectory=traj, **pick(s, PATCH_FIELDS))
+    assert not (ctrl.bg_pixels & want).any()
+    assert ctrl.bg_pixels[0, 0] and ctrl.bg_pixels[18, 20]
+    # 0 (the paper's): none, the background lock holds them
+    fine0 = build_plan(_doc(painted), z[None], None, LazyDragSettings(reveal_release=0)).cmap.fine
+    assert fine0.released is None
+    ctrl0 = LazyDragControl(build_plan(_doc(painted), z[None], None, LazyDragSettings(reveal_release=0)), None, sig,
+                            paired_batch=1, trajectory=traj, **pick(s, PATCH_FIELDS))
+    assert bool(ctrl0.bg_pixels[want].all())
+    assert PAPER.reveal_release == 0
+
+
+def test_no_release_without_an_object_in_front():
+    z, painted, front = _scene()
+    z[3, front] = 0.0                          # nothing covers the painted object
+    fine = build_plan(_doc(painted), z[None], None, LazyDragSettings()).cmap.fine
+    assert fine.released is None
