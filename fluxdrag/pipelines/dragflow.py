@@ -230,7 +230,8 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
             return v_all(branch, z, sigma, kv)
 
         t0 = time.perf_counter()
-        capture_source_kv(v, bank, x, s[0])
+        with torch.no_grad():   # only the optimisation needs gradients (it enables them itself)
+            capture_source_kv(v, bank, x, s[0])
         seconds["capture"] = time.perf_counter() - t0
         device = x.device
         M = edit_mask.to(device)
@@ -245,8 +246,9 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
             peak = int(torch.cuda.max_memory_allocated(device))
         t2 = time.perf_counter()
         z_opt = check_finite(opt.z.detach(), NODE_OPT, "latent optimisation")
-        z, z_o = sample_lockstep(v, z_opt, x, s, M=M, v_orig0=v_orig0, on_step=on_step, orig_path=orig_path,
-                                 hold=hold)
+        with torch.no_grad():
+            z, z_o = sample_lockstep(v, z_opt, x, s, M=M, v_orig0=v_orig0, on_step=on_step, orig_path=orig_path,
+                                     hold=hold)
         check_finite(z, NODE_OPT, "lockstep sampling")
         seconds["sample"] = time.perf_counter() - t2
         out.append(EditResult(z=z, z_orig=z_o, z_opt=z_opt, z_bg=z_bg.detach(), losses=opt.losses,
