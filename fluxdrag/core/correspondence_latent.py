@@ -354,16 +354,21 @@ FRAME_CONTACT = 0.125
 def _ground_regions(z: torch.Tensor, lab: torch.Tensor, border: torch.Tensor, regions: list[int],
                     jump: float) -> list[int]:
     """The border ``regions`` that are ground (``FRAME_CONTACT``), of the labelled regions ``lab``."""
-    labels = torch.unique(lab[lab >= 0])
-    means = torch.stack([z[:, lab == k].mean(1) for k in labels.tolist()])
+    on = lab >= 0
+    n = int(lab.max()) + 1
+    idx = lab[on]
+    sums = torch.zeros(n, z.shape[0], dtype=z.dtype).index_add_(0, idx, z[:, on].T)
+    counts = torch.bincount(idx, minlength=n)
+    present = counts > 0
+    means = sums / counts.clamp(min=1)[:, None].to(z.dtype)
+    contact = torch.bincount(lab[border & on], minlength=n)
     out = []
     for k in regions:
-        i = int((labels == k).nonzero())
-        d = (means - means[i]).norm(dim=1)
-        d[i] = float("inf")
+        d = (means[present] - means[k]).norm(dim=1)
+        repeated = int((d < jump).sum()) > 1          # itself, and another region
         part = lab == k
-        pocket = not bool((_grow(part) & (lab >= 0) & ~part).any())
-        if float((border & part).sum()) >= FRAME_CONTACT * float(border.sum()) or float(d.min()) < jump or pocket:
+        pocket = not bool((_grow(part) & on & ~part).any())
+        if float(contact[k]) >= FRAME_CONTACT * float(border.sum()) or repeated or pocket:
             out.append(k)
     return out
 
