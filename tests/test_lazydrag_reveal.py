@@ -68,3 +68,18 @@ def test_no_release_without_an_object_in_front():
     z[3, front] = 0.0                          # nothing covers the painted object
     fine = build_plan(_doc(painted), z[None], None, LazyDragSettings()).cmap.fine
     assert fine.released is None
+
+
+def test_the_map_preview_shows_the_released_pixels():
+    from fluxdrag.core.preview import REGION_COLORS, draw_map_preview
+
+    z, painted, _ = _scene()
+    cmap = build_plan(_doc(painted), z[None], None, LazyDragSettings()).cmap
+    grey = torch.full((8 * H, 8 * W, 3), 0.5)
+    out = draw_map_preview(grey, cmap, arrows=False)
+    released = cmap.fine.released.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    cmap.fine.released = None
+    base = draw_map_preview(grey, cmap, arrows=False)  # the token regions' tints alone
+    want = 0.55 * base[released] + 0.45 * torch.tensor(REGION_COLORS["released"])
+    assert torch.allclose(out[released], want)
+    assert torch.equal(out[~released], base[~released])

@@ -1,7 +1,8 @@
 """Pure-torch preview drawing shared by the Correspondence Map, Drag Editor and method nodes.
 
 ``draw_map_preview`` tints the LazyDrag regions (``core/correspondence.py``) over the image: destination
-green, inpaint red, transition yellow, background untouched, blended with alpha 0.45.
+green, inpaint red, transition yellow, the pixels left to the model for a revealed object's hidden
+part (``FineMap.released``) cyan, background untouched, blended with alpha 0.45.
 ``draw_arrows`` draws handle -> target arrows (anti-alias free line rasterisation by distance to
 the segment, a filled triangular head, a dot at the handle and, optionally, the drag number in a
 built-in 3x5 bitmap font; no PIL fonts needed).
@@ -27,6 +28,7 @@ REGION_COLORS: dict[str, Color] = {
     "destination": (0.0, 1.0, 0.0),
     "inpaint": (1.0, 0.0, 0.0),
     "transition": (1.0, 1.0, 0.0),
+    "released": (0.0, 0.8, 1.0),
 }
 ARROW_COLOR: Color = (1.0, 0.35, 0.0)
 HANDLE_COLOR: Color = (1.0, 0.0, 0.0)
@@ -98,6 +100,11 @@ def draw_map_preview(
     for name in ("destination", "inpaint", "transition"):
         m = _upsample_mask(getattr(cmap, name).cpu(), H, W)
         c = torch.tensor(cols[name], dtype=out.dtype)
+        out[m] = (1.0 - alpha) * out[m] + alpha * c
+    released = None if cmap.fine is None else cmap.fine.released
+    if released is not None:
+        m = _upsample_mask(released.cpu(), H, W)
+        c = torch.tensor(cols["released"], dtype=out.dtype)
         out[m] = (1.0 - alpha) * out[m] + alpha * c
     if arrows and len(cmap.drags):
         sx, sy = W / w, H / h
