@@ -2,7 +2,10 @@
 shows only its visible part, and its hidden part lay under the object in front. That object's pixels
 near the content, carried with it, are left free of the background lock so the model can draw the
 hidden part there; the paper's setting (0) holds them as background."""
+# the scene: test_lazydrag_occlusion's painted object (rows 10-17, cols 8-13) covered on its right by an
+# object in front (rows 8-19, cols 14-19), on a smooth ground
 import torch
+from test_lazydrag_occlusion import H, W, _scene
 
 from fluxdrag.attention_patches.lazydrag import LazyDragControl
 from fluxdrag.core.cache import sigma_key
@@ -10,23 +13,6 @@ from fluxdrag.core.correspondence import CorrespondenceMap
 from fluxdrag.core.instructions import rle_encode
 from fluxdrag.pipelines.lazydrag import PAPER, PATCH_FIELDS, LazyDragSettings, build_plan
 from fluxdrag.pipelines.settings import pick
-
-H = W = 32
-
-
-def _scene():
-    """A smooth ground; the painted object (channel 2, rows 10-17, cols 8-13) is covered on its
-    right by an object in front (channel 3, rows 8-19, cols 14-19)."""
-    y, x = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
-    z = torch.zeros(16, H, W)
-    z[0], z[1] = 0.05 * x, 0.04 * y
-    painted = torch.zeros(H, W, dtype=torch.bool)
-    painted[10:18, 8:14] = True
-    front = torch.zeros(H, W, dtype=torch.bool)
-    front[8:20, 14:20] = True
-    z[2, painted] += 4.0
-    z[3, front] += 4.0
-    return z, painted, front
 
 
 def _doc(painted):

@@ -351,17 +351,23 @@ def _linked_components(z: torch.Tensor, free: torch.Tensor, jump: float) -> torc
 FRAME_CONTACT = 0.125
 
 
-def _ground_regions(z: torch.Tensor, lab: torch.Tensor, border: torch.Tensor, regions: list[int],
-                    jump: float) -> list[int]:
-    """The border ``regions`` that are ground (``FRAME_CONTACT``), of the labelled regions ``lab``."""
+def _region_means(z: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(means (n, C), present (n,) bool) of the labelled regions ``lab`` (-1: none) of ``z`` (C, H, W),
+    n = the largest label + 1; one pass over the pixels, not a mask per label."""
     on = lab >= 0
     n = int(lab.max()) + 1
     idx = lab[on]
     sums = torch.zeros(n, z.shape[0], dtype=z.dtype).index_add_(0, idx, z[:, on].T)
     counts = torch.bincount(idx, minlength=n)
-    present = counts > 0
-    means = sums / counts.clamp(min=1)[:, None].to(z.dtype)
-    contact = torch.bincount(lab[border & on], minlength=n)
+    return sums / counts.clamp(min=1)[:, None].to(z.dtype), counts > 0
+
+
+def _ground_regions(lab: torch.Tensor, border: torch.Tensor, regions: list[int], *, means: torch.Tensor,
+                    present: torch.Tensor, jump: float) -> list[int]:
+    """The border ``regions`` that are ground (``FRAME_CONTACT``), of the labelled regions ``lab``
+    with their ``means`` (:func:`_region_means`)."""
+    on = lab >= 0
+    contact = torch.bincount(lab[border & on], minlength=means.shape[0])
     out = []
     for k in regions:
         d = (means[present] - means[k]).norm(dim=1)
@@ -413,11 +419,12 @@ class FrontObjects:
         joined[:-1, :] |= sy & P[1:, :] & ~P[:-1, :]
         joined[1:, :] |= sy & P[:-1, :] & ~P[1:, :]
         ground = torch.unique(self.lab[border & (self.lab >= 0)]).tolist()
+        means, present = _region_means(z, self.lab) if ground else (None, None)
         if FRAME_CONTACT > 0 and ground:
-            ground = _ground_regions(z, self.lab, border, ground, self.jump)
-        self.excluded = joined | torch.isin(self.lab, torch.tensor(ground, dtype=torch.long))
-        self.means = (torch.stack([z[:, self.lab == k].mean(1) for k in ground]) if ground
-                      else z.new_zeros(0, z.shape[0]))
+            ground = _ground_regions(self.lab, border, ground, means=means, present=present, jump=self.jump)
+        ground_t = torch.tensor(ground, dtype=torch.long)
+        self.excluded = joined | torch.isin(self.lab, ground_t)
+        self.means = means[ground_t] if ground else z.new_zeros(0, z.shape[0])
         self._verdict: dict[int, bool] = {}
 
     def _is_object(self, k: int) -> bool:

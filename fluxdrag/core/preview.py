@@ -97,14 +97,12 @@ def draw_map_preview(
             raise ValueError(f"image_hw {tuple(image_hw)} does not match the image {(H, W)}")
         out = image.detach().to(torch.float32).cpu().clone()
     cols = {**REGION_COLORS, **(colors or {})}
-    for name in ("destination", "inpaint", "transition"):
-        m = _upsample_mask(getattr(cmap, name).cpu(), H, W)
+    regions = [(name, getattr(cmap, name)) for name in ("destination", "inpaint", "transition")]
+    if cmap.fine is not None and cmap.fine.released is not None:   # on the latent-pixel grid
+        regions.append(("released", cmap.fine.released))
+    for name, mask in regions:
+        m = _upsample_mask(mask.cpu(), H, W)
         c = torch.tensor(cols[name], dtype=out.dtype)
-        out[m] = (1.0 - alpha) * out[m] + alpha * c
-    released = None if cmap.fine is None else cmap.fine.released
-    if released is not None:
-        m = _upsample_mask(released.cpu(), H, W)
-        c = torch.tensor(cols["released"], dtype=out.dtype)
         out[m] = (1.0 - alpha) * out[m] + alpha * c
     if arrows and len(cmap.drags):
         sx, sy = W / w, H / h
