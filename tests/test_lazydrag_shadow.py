@@ -128,3 +128,45 @@ def test_the_carried_shadow_survives_the_maps_round_trip():
     fine = build_plan(_doc(obj | shadow, ROTATE), z[None], settings=LazyDragSettings()).cmap
     back = CorrespondenceMap.from_dict(fine.to_dict())
     assert torch.equal(back.fine.shadow, fine.fine.shadow)
+
+
+def test_a_shadow_the_frame_cuts_is_carried_whole(monkeypatch):
+    """``BEYOND_FRAME``: the bar stands by the right border and its shadow runs out of the image.
+    Turned by 90° in place, the shadow's cut part comes back into the image; it is carried from the
+    silhouette's shadow continued beyond the frame. With 0 (the earlier rule) that end is lit ground."""
+    import fluxdrag.core.cast_shadow as cs
+
+    cx = 26
+    y, x = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+
+    def bar(turned: bool) -> torch.Tensor:
+        u, v = (y - CY, x - cx) if turned else (x - cx, y - CY)
+        return (u.abs() <= 4.5) & (v.abs() <= 1.5)
+
+    def shadow_of(m: torch.Tensor) -> torch.Tensor:     # shifted by D, cut by the frame (no wrap)
+        s = torch.zeros_like(m)
+        s[D[1]:, D[0]:] = m[:H - D[1], :W - D[0]]
+        return s & ~m
+
+    obj = bar(False)
+    shadow = shadow_of(obj)
+    assert bool(shadow[:, -1].any())                  # the frame cuts it
+    z = torch.zeros(16, H, W)
+    z[0] = 0.02 * x.float()
+    z[1, shadow] -= 1.0
+    z[2, obj] += 4.0
+    rotate = {"handle": [8 * cx + 4, 8 * CY + 4], "target": [8 * cx + 4, 8 * CY + 4], "mode": "move", "angle": 90}
+    turned = bar(True)
+    truth = shadow_of(turned)
+    got, reach = {}, cs.BEYOND_FRAME
+    assert reach > 0
+    for m in (reach, 0):
+        monkeypatch.setattr(cs, "BEYOND_FRAME", m)
+        fine = build_plan(_doc(obj | shadow, rotate), z[None], settings=LazyDragSettings()).cmap.fine
+        assert torch.equal(fine.destination, turned)
+        got[m] = (fine.shadow >= 0).reshape(H, W)
+        assert bool(shadow.reshape(-1)[fine.shadow[fine.shadow >= 0]].all())   # sources: painted shadow
+    missing = truth & ~got[0]
+    assert int(missing.sum()) >= 4                    # the end that came from beyond the frame
+    assert _iou(got[reach], truth) >= 0.9
+    assert int((got[reach] & missing).sum()) >= int(missing.sum()) - 1

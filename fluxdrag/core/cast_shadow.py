@@ -36,6 +36,12 @@ SUBSTEPS = 2
 #: by the move itself, the shadow lands beside the new one (lit moves, tuning seeds 10101–10106:
 #: shadow 0.084 → 0.093, BG 0.003 → 0.012) [ours]
 IN_PLACE = 0.5
+#: a shadow the image frame cuts goes on beyond it as the object's silhouette shifted by the shadow's
+#: offset (the model :func:`shadow_offset` fits), within this many latent pixels of the frame: a pixel
+#: whose preimage under the shadow's motion falls there takes the darkening of the nearest visible
+#: shadow pixel. 0: nothing is carried from outside the image, so a shadow turned inward from the
+#: frame leaves lit ground where its cut part lands [ours]
+BEYOND_FRAME = 8
 
 
 def shadow_offset(content: torch.Tensor, shadow: torch.Tensor,
@@ -100,7 +106,7 @@ def _shifted(mask: torch.Tensor, d: tuple[float, float]) -> torch.Tensor:
 def carried_shadow(editable: torch.Tensor, content: torch.Tensor, *, source: torch.Tensor, drag: torch.Tensor,
                    handles: torch.Tensor, targets: torch.Tensor, modes: list[str], scales: torch.Tensor,
                    angles: torch.Tensor, gate_unit: float = 1.0, offset: bool = True,
-                   in_place: float | None = IN_PLACE) -> torch.Tensor:
+                   in_place: float | None = IN_PLACE, beyond_frame: int | None = None) -> torch.Tensor:
     """[ours] (H·W,) long: for each pixel, the flat index of the painted shadow pixel whose
     darkening it receives after the edit, -1 for none. On the latent-pixel grid (H, W) of a
     :class:`~.correspondence.FineMap`: ``editable`` the painted region, ``content`` the part of it
@@ -118,7 +124,10 @@ def carried_shadow(editable: torch.Tensor, content: torch.Tensor, *, source: tor
     preimage, ≥ ½, the nearest shadow pixel). The shadow the object hides at its source (its pixels
     under its own silhouette shifted by d) shows once the object turns: a pixel whose preimage falls
     there takes the darkening of the nearest visible shadow pixel. A pixel where the moved content
-    lands receives no shadow (the object is on top)."""
+    lands receives no shadow (the object is on top). A shadow the frame cuts continues beyond it
+    (``beyond_frame`` latent pixels, None: ``BEYOND_FRAME``) as the silhouette shifted by d, so a
+    shadow turned inward from the frame arrives whole; the pixels it reaches take the darkening of
+    the nearest visible shadow pixel."""
     P = editable.to(torch.bool).cpu()
     Cm = content.to(torch.bool).cpu() & P
     H, W = P.shape
@@ -150,15 +159,31 @@ def carried_shadow(editable: torch.Tensor, content: torch.Tensor, *, source: tor
         # the shadow the object hides at its source (its pixels under its own silhouette shifted by d)
         # shows once it turns: it takes the darkening of the nearest visible shadow pixel (the umbra)
         hidden = C & (_shifted(C, d) >= 0.5)
-        chosen, _, _ = _match(S | hidden, handles[idx] + shift, targets[idx] + shift,
+        m = BEYOND_FRAME if beyond_frame is None else max(int(beyond_frame), 0)
+        if not bool(S[0].any() or S[-1].any() or S[:, 0].any() or S[:, -1].any()):
+            m = 0      # the frame cuts no shadow
+        # the grid grown by m on every side: inside, the visible shadow and the hidden one; outside,
+        # the silhouette's shadow (C shifted by d) where the frame cuts it
+        Hb, Wb = H + 2 * m, W + 2 * m
+        big = F.pad(C.float()[None, None], (m, m, m, m))[0, 0] > 0.5
+        big = _shifted(big, d) >= 0.5 if m else big
+        big[m:m + H, m:m + W] = S | hidden
+        chosen, _, _ = _match(big, handles[idx] + shift + m, targets[idx] + shift + m,
                               modes=[modes[i] for i in idx], scales=scales[idx], angles=angles[idx], circle=None,
                               gate_unit=gate_unit, backward=True)
-        under = (chosen < N) & hidden.reshape(-1)[chosen.clamp(max=N - 1)]
-        if bool(under.any()):
+        chosen = chosen.reshape(Hb, Wb)[m:m + H, m:m + W].reshape(-1)
+        has = chosen < Hb * Wb
+        cy, cx = torch.div(chosen, Wb, rounding_mode="floor") - m, chosen % Wb - m
+        inside = has & (cy >= 0) & (cy < H) & (cx >= 0) & (cx < W)
+        chosen = torch.where(inside, cy * W + cx, torch.full_like(chosen, N))
+        under = inside & hidden.reshape(-1)[chosen.clamp(max=N - 1)]
+        # a source under the object, or beyond the frame: the nearest visible shadow pixel's darkening
+        far = under | (has & ~inside)
+        if bool(far.any()):
             vis = torch.nonzero(S.reshape(-1)).flatten()
-            q = chosen[under]
-            dist = (torch.stack((q // W, q % W), 1)[:, None, :] - torch.stack((vis // W, vis % W), 1)[None]).pow(2).sum(-1)
-            chosen[under] = vis[dist.argmin(1)]
+            q = torch.stack((cy[far], cx[far]), 1)
+            dist = (q[:, None, :] - torch.stack((vis // W, vis % W), 1)[None]).pow(2).sum(-1)
+            chosen[far] = vis[dist.argmin(1)]
         got = (chosen < N) & (src < 0) & (out < 0)
         out[got] = chosen[got]
     return out
