@@ -92,6 +92,47 @@ def test_an_object_the_frame_cuts_is_found(monkeypatch):
     assert not unpainted_objects(zb, painted, painted, 0.5).any()
 
 
+def test_the_hollow_of_a_ring_in_front_is_ground(monkeypatch):
+    """[ours] ``HOLE_REACH``: the hollow of a ring in front shows the ground beside the ring, on a
+    ground whose light moves its colour across the image by more than the edge jump (so the ground
+    regions' means alone call the hollow an object); a dot of another colour inside a square stays
+    an object. ``depth`` "under" then shows the moved content through the hollow. 0: as before."""
+    from fluxdrag.core import correspondence_latent as cl
+
+    y, x = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                          indexing="ij")
+    z = torch.zeros(16, H, W)
+    z[0] = 0.25 * x                                    # a strong light gradient across the ground
+    painted = torch.zeros(H, W, dtype=torch.bool)
+    painted[12:18, 4:10] = True
+    r = ((y - 15) ** 2 + (x - 24) ** 2).sqrt()
+    ring = (r >= 2.5) & (r <= 4.5)
+    hollow = r < 2.5
+    z[2, painted] += 4.0
+    z[3, ring] += 4.0
+    assert torch.equal(unpainted_objects(z, painted, ring | hollow, 0.5), ring)
+    monkeypatch.setattr(cl, "HOLE_REACH", 0)
+    assert torch.equal(unpainted_objects(z, painted, ring | hollow, 0.5), ring | hollow)
+    monkeypatch.setattr(cl, "HOLE_REACH", 2)
+    # a dot of its own colour inside a square: an object in front, not a window
+    zd = z.clone()
+    zd[3, ring] -= 4.0
+    square = (x - 24).abs().le(4) & (y - 15).abs().le(4)
+    dot = (x - 24).abs().le(1) & (y - 15).abs().le(1)
+    zd[3, square & ~dot] += 4.0
+    zd[5, dot] += 4.0
+    assert torch.equal(unpainted_objects(zd, painted, square, 0.5), square)
+    # moved behind the ring, the content shows through its hollow
+    src = torch.full((H * W,), -1, dtype=torch.long)
+    dst = torch.zeros(H, W, dtype=torch.bool)
+    ys, xs = torch.nonzero(painted, as_tuple=True)
+    src[ys * W + xs + 17] = ys * W + xs
+    dst[ys, xs + 17] = True
+    under = behind_objects(z[None], FineMap(src, painted, dst), 0.5, "under")
+    assert torch.equal(under.destination, dst & ~ring)
+    assert bool((under.destination & hollow).any())
+
+
 def test_fill_behind_and_depth_under():
     z, painted, front = _scene()
     # the content moves 6 px right, onto the front object

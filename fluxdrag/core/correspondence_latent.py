@@ -349,6 +349,11 @@ def _linked_components(z: torch.Tensor, free: torch.Tensor, jump: float) -> torc
 #: paint cuts off in a corner); the other regions the frame cuts are objects (0: every border region
 #: is ground, as before)
 FRAME_CONTACT = 0.125
+#: [ours] a region that only one other region encloses (the hollow of a ring, a window in a frame) is
+#: ground seen through it when its mean is within the edge jump of the ground within this many pixels
+#: around the enclosing region: compared with the ground beside it, not with the ground regions' means,
+#: which a light's gradient moves by more than the jump across the image (0: the means alone, as before)
+HOLE_REACH = 2
 
 
 def _region_means(z: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -423,7 +428,8 @@ class FrontObjects:
         if FRAME_CONTACT > 0 and ground:
             ground = _ground_regions(self.lab, border, ground, means=means, present=present, jump=self.jump)
         ground_t = torch.tensor(ground, dtype=torch.long)
-        self.excluded = joined | torch.isin(self.lab, ground_t)
+        self.ground = torch.isin(self.lab, ground_t)
+        self.excluded = joined | self.ground
         self.means = means[ground_t] if ground else z.new_zeros(0, z.shape[0])
         self._verdict: dict[int, bool] = {}
 
@@ -433,7 +439,18 @@ class FrontObjects:
             # a repeat of the background's own regions (a texture's cell) is no object
             self._verdict[k] = not bool((part & self.excluded).any()) and not (
                 self.means.shape[0] and float((self.means - self.z[:, part].mean(1)).norm(dim=1).min()) < self.jump)
+            if self._verdict[k] and HOLE_REACH > 0 and self._see_through(part):
+                self._verdict[k] = False
         return self._verdict[k]
+
+    def _see_through(self, part: torch.Tensor) -> bool:
+        """``HOLE_REACH``: ``part`` is a hole in one enclosing region and shows the ground beside it."""
+        around = torch.unique(self.lab[_grow(part) & ~part]).tolist()
+        if len(around) != 1 or around[0] < 0:
+            return False
+        encl = self.lab == around[0]
+        near = _grow(encl, HOLE_REACH) & self.ground
+        return bool(near.any()) and float((self.z[:, near].mean(1) - self.z[:, part].mean(1)).norm()) < self.jump
 
     def touching(self, near: torch.Tensor) -> torch.Tensor:
         """(H, W) bool: the objects in front that touch ``near`` ((H, W) bool, 4-neighbours)."""
