@@ -549,7 +549,8 @@ def paired_fireflow(
     v_orig_init: torch.Tensor | None = None,
     callback: Callable[[dict], None] | None = None,
     orig_path: Sequence[torch.Tensor] | None = None,
-    hold: tuple[torch.Tensor, Callable[[float], torch.Tensor], float] | None = None,
+    hold: tuple[torch.Tensor, Callable[[float], torch.Tensor], float]
+    | Sequence[tuple[torch.Tensor, Callable[[float], torch.Tensor], float]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The edited and the original branch sampled in lockstep with FireFlow (arXiv 2412.07517), the
     hard background constraint z ← (1 − M_bg)·z_orig + M_bg·z after every step.
@@ -562,7 +563,8 @@ def paired_fireflow(
     ``orig_path`` [ours]: the original branch given as its latents at every sigma (e.g. the
     inversion's own trajectory, ending at the source): ``v_orig`` is then never called and the
     background is held at exactly these latents. ``hold`` [ours] = (mask, path(σ), σ_min): the
-    mask's cells are set to path(σ) after every step that ends at σ ≥ σ_min."""
+    mask's cells are set to path(σ) after every step that ends at σ ≥ σ_min; a list of them is
+    applied in its order (a later one wins where masks overlap)."""
     s = [float(x) for x in (sigmas.tolist() if torch.is_tensor(sigmas) else sigmas)]
     if len(s) < 2:
         raise ValueError(f"a sigma schedule needs at least 2 values, got {len(s)}")
@@ -573,6 +575,7 @@ def paired_fireflow(
         M = M > 0.5
     if orig_path is not None and len(orig_path) != len(s):
         raise ValueError(f"orig_path has {len(orig_path)} latents for {len(s)} sigmas")
+    holds = [] if hold is None else [hold] if isinstance(hold, tuple) else list(hold)
     ve_prev, vo_prev = v_edit_init, v_orig_init
     for i in range(len(s) - 1):
         d = s[i + 1] - s[i]
@@ -586,8 +589,9 @@ def paired_fireflow(
         ve_c = v_edit(z, s[i]) if ve_prev is None else ve_prev
         ve_mid = v_edit(z + (d / 2) * ve_c, s[i] + d / 2)
         z = hard_background_constraint(z + d * ve_mid, z_orig, M)
-        if hold is not None and s[i + 1] >= hold[2]:
-            z = torch.where(hold[0].to(z.device), hold[1](s[i + 1]).to(z), z)
+        for h_mask, h_path, h_min in holds:
+            if s[i + 1] >= h_min:
+                z = torch.where(h_mask.to(z.device), h_path(s[i + 1]).to(z), z)
         ve_prev = ve_mid
         if callback is not None:
             callback({"i": i, "sigma": s[i], "sigma_next": s[i + 1], "z": z, "z_orig": z_orig})

@@ -89,3 +89,84 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     if keep is not None:
         out = torch.where(keep.to(x.device), x, out)
     return out
+
+
+def revealed_cells(x: torch.Tensor, regions: Sequence[Region], content_contrast: float, occluder_contrast: float,
+                   reach: int, mask_rule: str = "majority") -> torch.Tensor:
+    """[ours] (h, w) bool on the latent grid of ``x`` (B, C, h, w) at σ = 0: where a region's content
+    dragged out from behind another object may have its hidden part after the edit (DragFlow's
+    ``reveal_release``; LazyDrag's ``correspondence_latent.hidden_destination`` on the latent grid).
+
+    The hidden part lay under the unpainted objects in front (``correspondence.FrontObjects``,
+    contrast ``occluder_contrast``) that touch the painted area P, i.e. those that covered the
+    object at its source. Their cells within ``reach`` cells of the region's content
+    (``content_pixels`` at ``content_contrast``, as :func:`carried_proposal`) are moved with the
+    region's affine (turned with a rotation), less P, the content's destination and every object in
+    front touching P or the released cells (they stay where they are, in front). An unpainted region
+    the content encloses on every side (a ring's inside: the ground seen through the object, not an
+    object it went under; :func:`enclosed_by`) covers nothing; one the paint encloses but the content
+    does not (an object in front crossing a painted area wider than the object) still does.
+    ``reach`` 0 or no object in front: none."""
+    from .correspondence import FrontObjects, content_pixels
+    from .correspondence_latent import _grow
+
+    grid = tuple(x.shape[-2:])
+    out = torch.zeros(grid, dtype=torch.bool)
+    if reach <= 0 or content_contrast <= 0 or occluder_contrast <= 0 or not regions:
+        return out
+    P = torch.zeros(grid, dtype=torch.bool)
+    for r in regions:
+        P |= resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask.bool().cpu()
+    objects = FrontObjects(x, P, occluder_contrast)
+    C = content_pixels(x, P, content_contrast, behind=objects.touching(P))
+    covering = objects.touching(P) & ~P & ~enclosed_by(covering_parts(objects, P), C)
+    if not bool(covering.any()):
+        return out
+    content = []
+    for r in regions:
+        m = resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask.bool().cpu()
+        c = m & C
+        near = covering & _grow(c, reach) & ~c
+        if not bool(near.any()):
+            continue
+        A = r.affine(1.0, grid)
+        out |= warp_mask(near.float(), A).cpu()
+        try:
+            c_px = r.mask & resize_mask(c, r.hw, "any") if r.hw != grid else c
+            content.append(Region(c_px, r.op, target=r.target, begin=r.begin, anchor=r.anchor))
+        except ValueError:  # the content's copy leaves the image
+            pass
+    if not bool(out.any()):
+        return out
+    dst = destination_mask(content, grid, mask_rule) if content else torch.zeros(grid, dtype=torch.bool)
+    out &= ~P & ~dst.cpu()
+    out &= ~objects.touching(P | out)
+    return out
+
+
+def covering_parts(objects, painted: torch.Tensor) -> list[torch.Tensor]:
+    """The objects in front (``correspondence.FrontObjects``) that touch ``painted``, one (h, w)
+    bool mask each."""
+    lab = objects.lab
+    if lab is None:
+        return []
+    near = objects.touching(painted) & ~painted
+    return [lab == k for k in torch.unique(lab[near & (lab >= 0)]).tolist()]
+
+
+def enclosed_by(parts: Sequence[torch.Tensor], around: torch.Tensor) -> torch.Tensor:
+    """(h, w) bool: the union of the ``parts`` whose every 4-neighbour outside them lies in ``around``
+    (and off the image border): regions ``around`` encloses on every side."""
+    out = torch.zeros(around.shape, dtype=torch.bool)
+    for m in parts:
+        if bool(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()):
+            continue
+        ring = torch.zeros_like(m)
+        ring[1:] |= m[:-1]
+        ring[:-1] |= m[1:]
+        ring[:, 1:] |= m[:, :-1]
+        ring[:, :-1] |= m[:, 1:]
+        ring &= ~m
+        if bool((ring <= around).all()):
+            out |= m
+    return out

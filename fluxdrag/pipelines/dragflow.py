@@ -35,7 +35,7 @@ from ..core.dragflow import (
 )
 from ..core.dragflow_layers import kv_layers
 from ..core.dragflow_plan import DragFlowPlan
-from ..core.dragflow_proposal import carried_proposal
+from ..core.dragflow_proposal import carried_proposal, revealed_cells
 from .common import FluxDragInputError, check_finite, log, progress_text, require_flux, sampling_sigmas
 from .dragflow_inputs import (  # noqa: F401  (build_region, add_region, PAPER: re-exported)
     NODE_OPT,
@@ -197,7 +197,8 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
              on_step: Optional[Callable[[dict], None]] = None,
              kv_scope: Optional[torch.Tensor] = None,
              orig_path: Optional[Sequence[torch.Tensor]] = None,
-             z_start: Optional[torch.Tensor] = None, hold=None) -> EditResult:
+             z_start: Optional[torch.Tensor] = None, hold=None,
+             release: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> EditResult:
     """DragFlow's edit after inversion, on ``model`` (a clone with ``hooks`` installed and,
     when K/V injection is on, ``bank`` in its router), from the inverted latent ``z_T`` at
     ``sigmas[0]`` down ``sigmas`` (decreasing, ending at 0).
@@ -215,7 +216,10 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
     original branch and the capture always use every token. ``orig_path`` [ours]: the original
     branch as given latents at every sigma (the inversion's trajectory): the background is held at
     them exactly and the original branch costs no forwards. ``z_start``: the optimisation's start
-    (default z_T). Returns model-space latents and diagnostics."""
+    (default z_T). ``release`` [ours, ``reveal_release``] = (cells, latent at σ₀): after the
+    optimisation those cells are set to that latent and added to the editable area for the
+    sampling only. ``hold``: ``core.dragflow.paired_fireflow``'s (one or a list). Returns model-space
+    latents and diagnostics."""
     guider = branch_guider(model, conds)
     seconds: dict = {}
     out: list = []
@@ -246,8 +250,13 @@ def run_edit(model, hooks: DragFlowHooks, bank: Optional[KVBank], z_T: torch.Ten
             peak = int(torch.cuda.max_memory_allocated(device))
         t2 = time.perf_counter()
         z_opt = check_finite(opt.z.detach(), NODE_OPT, "latent optimisation")
+        M_s = M
+        if release is not None:   # the optimisation never sees these cells; the sampler draws them
+            R = release[0].to(device)
+            z_opt = torch.where(R, release[1].to(z_opt), z_opt)
+            M_s = M | R
         with torch.no_grad():
-            z, z_o = sample_lockstep(v, z_opt, x, s, M=M, v_orig0=v_orig0, on_step=on_step, orig_path=orig_path,
+            z, z_o = sample_lockstep(v, z_opt, x, s, M=M_s, v_orig0=v_orig0, on_step=on_step, orig_path=orig_path,
                                      hold=hold)
         check_finite(z, NODE_OPT, "lockstep sampling")
         seconds["sample"] = time.perf_counter() - t2
@@ -399,6 +408,24 @@ def start_latent(model, rec, src, plan: DragFlowPlan, st: DragFlowSettings) -> t
     return z, rec2
 
 
+def reveal_cells(rec, plan: DragFlowPlan, st: DragFlowSettings) -> Optional[torch.Tensor]:
+    """[ours] ``reveal_release``: the cells outside the editable area where a region dragged out
+    from behind another object may have its hidden part (``core.dragflow_proposal.revealed_cells``
+    on the source latent), or None (none, or the setting off; it needs init reinverted with
+    content_contrast and occluder_contrast above 0, which find the content and the objects in front)."""
+    if st.reveal_release <= 0 or st.init != "reinverted" or st.content_contrast <= 0 or st.occluder_contrast <= 0:
+        return None
+    cells = revealed_cells(rec.z_0.to(rec.z_T), plan.regions, st.content_contrast, st.occluder_contrast,
+                           st.reveal_release) & ~plan.edit_mask.cpu()
+    return cells if bool(cells.any()) else None
+
+
+def path_at(sigmas: Sequence[float], path: Sequence[torch.Tensor]) -> Callable[[float], torch.Tensor]:
+    """σ → the latent of ``path`` (one per sigma of ``sigmas``) at the nearest sigma."""
+    sig = [float(c) for c in sigmas]
+    return lambda sg: path[min(range(len(sig)), key=lambda k: abs(sig[k] - float(sg)))]
+
+
 def edit(model, dm, rec, *, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan,
          settings: DragFlowSettings) -> EditResult:
     """Optimise at σ₀ and sample back on a hooked clone of ``model``, from the inversion ``rec``."""
@@ -427,8 +454,18 @@ def edit(model, dm, rec, *, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan
         x0f = fill_from_surroundings(z_0, plan.hole)
         eps = (z_start - (1 - s0) * x0f) / s0  # on the fresh hole: z_start = (1 − σ₀)·fill + σ₀·ε
         hold = (plan.fresh, lambda sg: (1 - sg) * x0f + sg * eps, float(st.hole_release))
+    release = None
+    released = reveal_cells(rec, plan, st)
+    if released is not None:
+        # [ours] reveal_release: the hidden part's cells start from the source's own inversion (the
+        # proposal's encodes the background next to the moved object there, and the sampler keeps it);
+        # while the model draws them, the editable area stays on the proposal's inversion path down to
+        # σ reveal_hold (left free, the model erased the whole moved object on some scenes)
+        release = (released, rec.z_T)
+        held = (plan.edit_mask, path_at(rec.sigmas.tolist(), inversion_path(rec2)), float(st.reveal_hold))
+        hold = held if hold is None else [held, hold]
     return run_edit(m, hooks, bank, rec.z_T, rec.sigmas, conds=conds, regions=plan.regions,
                     edit_mask=plan.edit_mask, feature_hw=plan.feature_hw, settings=opt, kv_scope=plan.kv_scope,
                     orig_path=orig_path, z_start=z_start,
-                    hold=hold, on_iteration=lambda d: bar.update_absolute(d["i"] + 1, n_iter + n_steps),
+                    hold=hold, release=release, on_iteration=lambda d: bar.update_absolute(d["i"] + 1, n_iter + n_steps),
                     on_step=lambda d: bar.update_absolute(n_iter + d["i"] + 1, n_iter + n_steps))

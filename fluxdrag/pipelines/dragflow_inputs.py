@@ -321,6 +321,17 @@ class DragFlowSettings:
                                           "automatic: a cpu/fp8 cache may use 80% of the RAM available when "
                                           "the inversion starts; device: no limit.", min=0.0, max=4096.0,
                                      step=0.5)
+    reveal_release: int = setting(1, "An object dragged out from behind another (init reinverted, content_contrast "
+                                     "and occluder_contrast > 0, which find the objects in front): the cells of the "
+                                     "objects in front within this many latent cells of the moved content at its "
+                                     "source, moved with the region, are freed for the sampling (not the "
+                                     "optimisation) and start from the source's own inversion, so the model draws "
+                                     "the hidden part there. 0 = none (paper: the region moves as painted).",
+                                  min=0, max=64, paper=0)
+    reveal_hold: float = setting(0.2, "reveal_release: while the freed cells are drawn, the editable area stays on "
+                                      "the proposal's inversion path down to this σ (left free, the model erased the "
+                                      "whole moved object on some scenes); 1 = not held.",
+                                 min=0.0, max=1.0, step=0.05, paper=SILENT)
 
 
 #: DragFlow as in the paper: every departure above at the paper's value (docs/dragflow.md)
