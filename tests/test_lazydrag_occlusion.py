@@ -93,7 +93,8 @@ def test_an_object_the_frame_cuts_is_found(monkeypatch):
 
 
 def test_the_hollow_of_a_ring_in_front_is_ground(monkeypatch):
-    """[ours] ``HOLE_REACH``: the hollow of a ring in front shows the ground beside the ring, on a
+    """[ours] ``HOLE_REACH``: the hollow of a ring in front (or of the painted ring) shows the ground
+    beside the ring, on a
     ground whose light moves its colour across the image by more than the edge jump (so the ground
     regions' means alone call the hollow an object); a dot of another colour inside a square stays
     an object. ``depth`` "under" then shows the moved content through the hollow. 0: as before."""
@@ -111,8 +112,14 @@ def test_the_hollow_of_a_ring_in_front_is_ground(monkeypatch):
     z[2, painted] += 4.0
     z[3, ring] += 4.0
     assert torch.equal(unpainted_objects(z, painted, ring | hollow, 0.5), ring)
+    # the hollow of the painted ring itself (the ring is dragged): ground, not an object the release frees
+    zp = torch.zeros(16, H, W)
+    zp[0] = 0.25 * x
+    zp[2, ring] += 4.0
+    assert not unpainted_objects(zp, ring, ring | hollow, 0.5).any()
     monkeypatch.setattr(cl, "HOLE_REACH", 0)
     assert torch.equal(unpainted_objects(z, painted, ring | hollow, 0.5), ring | hollow)
+    assert torch.equal(unpainted_objects(zp, ring, ring | hollow, 0.5), hollow)
     monkeypatch.setattr(cl, "HOLE_REACH", 2)
     # a dot of its own colour inside a square: an object in front, not a window
     zd = z.clone()

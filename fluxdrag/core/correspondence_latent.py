@@ -349,10 +349,11 @@ def _linked_components(z: torch.Tensor, free: torch.Tensor, jump: float) -> torc
 #: paint cuts off in a corner); the other regions the frame cuts are objects (0: every border region
 #: is ground, as before)
 FRAME_CONTACT = 0.125
-#: [ours] a region that only one other region encloses (the hollow of a ring, a window in a frame) is
-#: ground seen through it when its mean is within the edge jump of the ground within this many pixels
-#: around the enclosing region: compared with the ground beside it, not with the ground regions' means,
-#: which a light's gradient moves by more than the jump across the image (0: the means alone, as before)
+#: [ours] a region that one other region alone, or the paint alone, encloses (the hollow of a ring, a
+#: window in a frame) is ground seen through it when its mean is within the edge jump of the ground within
+#: this many pixels around the enclosing region or paint: compared with the ground beside it, not with the
+#: ground regions' means, which a light's gradient moves by more than the jump across the image (0: the
+#: means alone, as before)
 HOLE_REACH = 2
 
 
@@ -403,6 +404,7 @@ class FrontObjects:
         P = painted.to(torch.bool).cpu()
         self.hw = P.shape
         self.lab = None
+        self.painted = P
         if contrast <= 0 or not bool(P.any()):
             return
         z = latent.detach().float().cpu()
@@ -444,11 +446,12 @@ class FrontObjects:
         return self._verdict[k]
 
     def _see_through(self, part: torch.Tensor) -> bool:
-        """``HOLE_REACH``: ``part`` is a hole in one enclosing region and shows the ground beside it."""
+        """``HOLE_REACH``: ``part`` is a hole in one enclosing region, or in the paint (the hollow of a
+        painted ring), and shows the ground beside it."""
         around = torch.unique(self.lab[_grow(part) & ~part]).tolist()
-        if len(around) != 1 or around[0] < 0:
+        if len(around) != 1:
             return False
-        encl = self.lab == around[0]
+        encl = self.painted if around[0] < 0 else self.lab == around[0]
         near = _grow(encl, HOLE_REACH) & self.ground
         return bool(near.any()) and float((self.z[:, near].mean(1) - self.z[:, part].mean(1)).norm()) < self.jump
 
