@@ -140,6 +140,25 @@ def test_the_hollow_of_a_ring_in_front_is_ground(monkeypatch):
     assert bool((under.destination & hollow).any())
 
 
+def test_a_dim_object_with_a_weak_edge_stays_apart(monkeypatch):
+    """[ours] ``LINK_SHARE``: an object in front whose outline is an edge everywhere but at a corner
+    pixel (dimmer there, below the edge threshold against the ground) is still an object; with 0 (one
+    weak pair joins two regions, as before) it leaks into the ground and is lost. A soft ground stays
+    one region either way."""
+    from fluxdrag.core import correspondence_latent as cl
+
+    z, painted, front = _scene()
+    z[3, front] -= 4.0
+    z[3, front] += 2.5                                 # 0.6 × the painted object's contrast
+    z[3, 8, 19] -= 0.7                                 # a corner pixel under half of it
+    assert torch.equal(unpainted_objects(z, painted, painted, 0.5), front)
+    ground = ~painted & ~front
+    assert torch.unique(cl.FrontObjects(z, painted, 0.5).lab[ground]).numel() == 1
+    monkeypatch.setattr(cl, "LINK_SHARE", 0.0)
+    assert not unpainted_objects(z, painted, painted, 0.5).any()
+    assert torch.unique(cl.FrontObjects(z, painted, 0.5).lab[ground]).numel() == 1
+
+
 def test_fill_behind_and_depth_under():
     z, painted, front = _scene()
     # the content moves 6 px right, onto the front object
