@@ -72,6 +72,31 @@ def test_only_the_largest_piece_moves():
     assert bool(got[18, 16]) and bool(got[15, 14])
 
 
+def test_a_shadow_painted_apart_from_its_object_is_no_content():
+    """[ours] ``anchors``: a shadow painted as its own part, apart from the object (no drag near it),
+    is judged against the strongest part of the whole paint: its darkest pixels are no object. A dim
+    object painted apart with a drag of its own still moves."""
+    y, x = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    z = torch.zeros(16, H, W)
+    z[0] = 0.05 * x
+    obj = torch.zeros(H, W, dtype=torch.bool)
+    obj[6:12, 6:12] = True
+    z[2, obj] += 3.0
+    shadow = torch.zeros(H, W, dtype=torch.bool)
+    shadow[15:22, 8:16] = True                        # apart from the object: a gap of three rows
+    z[1, shadow] -= 0.2 + 0.1 * ((y - 15).clamp(min=0) / 6)[shadow]   # deepest at its far edge
+    painted = obj | shadow
+    handle = torch.tensor([[9.0, 9.0]])               # (x, y) on the object
+    assert bool((content_pixels(z, painted, 0.5) & shadow).any())     # per part: its darkest rows
+    assert torch.equal(content_pixels(z, painted, 0.5, anchors=handle), obj)
+    dim = torch.zeros(H, W, dtype=torch.bool)
+    dim[6:12, 22:28] = True
+    z[3, dim] += 1.2                                  # 0.4 × the bright object's contrast
+    handles = torch.tensor([[9.0, 9.0], [25.0, 9.0]])
+    got = content_pixels(z, painted | dim, 0.5, anchors=handles)
+    assert torch.equal(got, obj | dim)
+
+
 def test_defaults_and_paper_values():
     s = LazyDragSettings()
     assert (s.content_piece, s.content_reference) == ("largest", "texture")

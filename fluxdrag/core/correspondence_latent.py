@@ -235,7 +235,7 @@ def continued_texture(latent: torch.Tensor, region: torch.Tensor, avoid: torch.T
 
 def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float,
                    behind: torch.Tensor | None = None, one_piece: bool = False,
-                   texture: bool = False) -> torch.Tensor:
+                   texture: bool = False, anchors: torch.Tensor | None = None) -> torch.Tensor:
     """[ours] The painted pixels that carry content: (H, W) bool, those of ``editable`` whose
     latent stands out from the region's harmonic fill (:func:`harmonic_fill`, what the
     surroundings would continue into it) by at least ``contrast`` × the strongest such contrast
@@ -251,19 +251,51 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     paint) are background and are filled. ``texture`` [ours]: a pixel must also stand out from the
     image's own continuation into the region (:func:`texture_fill`) by ``contrast`` × the same
     yardstick (the membrane's strongest contrast): a texture's cell in the painted shadow stands
-    out from the membrane, not from the texture continued."""
+    out from the membrane, not from the texture continued. ``anchors`` [ours]: (k, 2) points (x, y)
+    on the grid, the drags' handles; a connected part of the paint nearest to none of them (a shadow
+    painted apart from its object) carries content only when its strongest contrast is at least
+    ``contrast`` × the strongest of all parts: the per-part yardstick would otherwise pick the
+    darkest of a detached shadow as an object (toy scene 128007: 0.23 ×)."""
     from .correspondence_fields import _components
 
     P = editable.to(torch.bool).cpu()
     if contrast <= 0 or not bool(P.any()):
         return P.clone()
     keep = P & (content_score(latent, P, behind, texture=texture) >= contrast)
+    if anchors is not None and anchors.numel():
+        keep &= ~_unanchored_faint(latent, P, behind, anchors, contrast)
     if one_piece:
         bridge = None if behind is None else behind.to(torch.bool).cpu() & ~P
         lab = _components(P)
         keep = torch.zeros_like(P) | torch.stack(
             [_largest_piece(keep & (lab == k), bridge) for k in range(int(lab.max()) + 1)]).any(0)
     return keep
+
+
+def _unanchored_faint(latent: torch.Tensor, P: torch.Tensor, behind: torch.Tensor | None,
+                      anchors: torch.Tensor, contrast: float) -> torch.Tensor:
+    """(H, W) bool: the connected parts of the paint ``P`` nearest to none of ``anchors`` whose
+    strongest contrast against the harmonic fill is under ``contrast`` × the strongest part's."""
+    from .correspondence_fields import _components
+
+    lab = _components(P)
+    n = int(lab.max()) + 1
+    out = torch.zeros_like(P)
+    if n <= 1:
+        return out
+    z = latent.detach().float().cpu()
+    z = z[0] if z.dim() == 4 else z
+    region = P if behind is None else P | behind.to(torch.bool).cpu()
+    s = (z - harmonic_fill(z[None], region)[0]).norm(dim=0)
+    tops = torch.tensor([float(s[lab == k].max()) for k in range(n)])
+    yx = torch.nonzero(P).double()
+    pts = anchors.detach().double().cpu().reshape(-1, 2).flip(1)          # (y, x)
+    near = lab[P][torch.cdist(pts, yx).argmin(1)]
+    anchored = torch.zeros(n, dtype=torch.bool)
+    anchored[near] = True
+    for k in torch.nonzero(~anchored & (tops < contrast * tops.max())).flatten().tolist():
+        out |= lab == k
+    return out
 
 
 def content_score(latent: torch.Tensor, editable: torch.Tensor,

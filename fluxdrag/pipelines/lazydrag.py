@@ -267,7 +267,7 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
         if px is not None and s.content_contrast > 0:   # a painted mask, not the default discs
             content = content_pixels(latent_samples[:1], pixel, s.content_contrast, behind=front,
                                      one_piece=s.content_piece == "largest",
-                                     texture=s.content_reference == "texture")
+                                     texture=s.content_reference == "texture", anchors=token_to_pixel(td.handles))
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
                                     rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,
