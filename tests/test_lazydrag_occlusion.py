@@ -117,6 +117,16 @@ def test_the_hollow_of_a_ring_in_front_is_ground(monkeypatch):
     zp[0] = 0.25 * x
     zp[2, ring] += 4.0
     assert not unpainted_objects(zp, ring, ring | hollow, 0.5).any()
+    # a square ring without its corners: the hollow meets the ground outside only at the corners'
+    # diagonals, so the paint alone encloses it (4-neighbours, as the regions are linked)
+    sq = (x - 24).abs().le(2) & (y - 15).abs().le(2)
+    inner = (x - 24).abs().le(1) & (y - 15).abs().le(1)
+    corners = (x - 24).abs().eq(2) & (y - 15).abs().eq(2)
+    cut_ring = sq & ~inner & ~corners
+    zq = torch.zeros(16, H, W)
+    zq[0] = 0.25 * x
+    zq[2, cut_ring] += 4.0
+    assert not unpainted_objects(zq, cut_ring, cut_ring | inner, 0.5).any()
     monkeypatch.setattr(cl, "HOLE_REACH", 0)
     assert torch.equal(unpainted_objects(z, painted, ring | hollow, 0.5), ring | hollow)
     assert torch.equal(unpainted_objects(zp, ring, ring | hollow, 0.5), hollow)

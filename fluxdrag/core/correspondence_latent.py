@@ -527,7 +527,12 @@ class FrontObjects:
     def _see_through(self, part: torch.Tensor) -> bool:
         """``HOLE_REACH``: ``part`` is a hole in one enclosing region, or in the paint (the hollow of a
         painted ring), and shows the ground beside it."""
-        around = torch.unique(self.lab[_grow(part) & ~part]).tolist()
+        ring = torch.zeros_like(part)             # its 4-neighbours, as the regions are 4-connected
+        ring[1:] |= part[:-1]
+        ring[:-1] |= part[1:]
+        ring[:, 1:] |= part[:, :-1]
+        ring[:, :-1] |= part[:, 1:]
+        around = torch.unique(self.lab[ring & ~part]).tolist()
         if len(around) != 1:
             return False
         encl = self.painted if around[0] < 0 else self.lab == around[0]
