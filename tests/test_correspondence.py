@@ -361,6 +361,24 @@ def test_rigid_fusion_turns_rotating_drags_into_one_rotation():
     assert len(out) == 2 and out.modes == ["drag", "move"]
 
 
+def test_two_objects_painted_apart_are_not_fused_when_their_tokens_touch():
+    """[ours] ``pixel_region``: two objects painted one latent pixel apart touch on the token grid
+    (one part there); each is dragged by its own move, and the two moves happen to fit one rotation.
+    Read on the pixel grid they are two parts, and each keeps its own drag."""
+    from fluxdrag.core.correspondence import fuse_rigid_drags
+    h, w = 16, 16
+    px = torch.zeros(2 * h, 2 * w, dtype=torch.bool)
+    px[8:14, 6:12] = True                     # object A
+    px[8:14, 13:19] = True                    # object B, one latent pixel to the right
+    tok = px.reshape(h, 2, w, 2).any(3).any(1)
+    hs = [[4.25, 5.25], [7.75, 5.25]]         # the objects' centres, in tokens
+    ts = [[4.25, 8.25], [7.75, 8.75]]         # two moves whose ends fit a small rotation
+    td = _td(hs, ts, (h, w), modes=["move", "move"], mask=tok)
+    assert len(fuse_rigid_drags(td, tok, tolerance=0.2)) == 1            # the token grid: one part
+    out = fuse_rigid_drags(td, tok, tolerance=0.2, pixel_region=px)
+    assert len(out) == 2 and out.modes == ["move", "move"]
+
+
 def test_gate_unit_is_resolution_independent():
     from fluxdrag.core.correspondence import gate_unit_tokens
     assert gate_unit_tokens((1024, 1024), 0) == 1.0          # the paper: one token at any size

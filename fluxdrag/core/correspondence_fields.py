@@ -170,8 +170,8 @@ def _components(mask: torch.Tensor) -> torch.Tensor:
     return torch.tensor(lb, dtype=torch.long).reshape(h, w)
 
 
-def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: float = 0.0
-                     ) -> TokenDrags:
+def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: float = 0.0,
+                     pixel_region: torch.Tensor | None = None) -> TokenDrags:
     """[ours, not in the paper] Drags on one connected part of the editable region that describe
     a rigid motion become one ``move`` drag with an angle.
 
@@ -182,12 +182,16 @@ def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: f
     handles' centroid to the targets' centroid with the fitted angle (two handles dragged round
     their midpoint = a rotation about that midpoint). ``tolerance`` 0: never (the paper — each
     drag moves its Voronoi cell elastically, which tears a rotated object apart). The fused drag
-    keeps the group's depth intent (:func:`group_depth`).
+    keeps the group's depth intent (:func:`group_depth`). ``pixel_region`` [ours]: the same region
+    on the latent-pixel grid (2h, 2w); the parts are then read there, where two objects painted
+    apart stay apart although their tokens touch (two objects each dragged by its own move, whose
+    drags happen to fit one rotation, were turned together as one body).
     """
     n = len(token_drags)
     if tolerance <= 0 or n < 2:
         return token_drags
-    lab = _components(region.to(torch.bool).cpu())
+    fine = pixel_region is not None
+    lab = _components((pixel_region if fine else region).to(torch.bool).cpu())
     yx = torch.nonzero(lab >= 0)
     if yx.shape[0] == 0:
         return token_drags
@@ -196,6 +200,8 @@ def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: f
     for i, h in enumerate(token_drags.handles):
         if token_drags.modes[i] == "anchor":
             continue  # a fixed point is not part of a rigid motion
+        if fine:
+            h = 2.0 * h + 0.5                     # token -> latent-pixel coordinates
         j = int(((pts - h) ** 2).sum(1).argmin())
         groups.setdefault(int(lab[yx[j, 0], yx[j, 1]]), []).append(i)
     keep = [True] * n
