@@ -99,3 +99,24 @@ def test_a_swung_map_survives_its_json_round_trip():
     a, b = map_for(rm, True, **kw), map_for(back, True, **kw)
     assert "at" in rm.params["motions"][0] and a.params["motions"] == b.params["motions"]
     assert torch.equal(a.src, b.src) and torch.equal(a.dst_mask, b.dst_mask)
+
+
+def test_map_drags_keeps_two_objects_painted_apart_apart():
+    """[ours] ``map_drags`` groups the drags to fuse by the moving content's parts at latent pixels:
+    two objects one pixel apart touch on the token grid, and their two moves happen to fit one
+    rotation; they stay two drags (turned together they landed wrong: toy scene 126027)."""
+    from fluxdrag.core.instructions import TokenDrags
+    from fluxdrag.pipelines.contextdrag import map_drags
+
+    h, w = 16, 16
+    px = torch.zeros(2 * h, 2 * w, dtype=torch.bool)
+    px[8:14, 6:12] = True
+    px[8:14, 13:19] = True
+    tok = px.reshape(h, 2, w, 2).any(3).any(1)
+    td = TokenDrags(handles=torch.tensor([[4.25, 5.25], [7.75, 5.25]], dtype=torch.float64),
+                    targets=torch.tensor([[4.25, 8.25], [7.75, 8.75]], dtype=torch.float64),
+                    modes=["move", "move"], scales=torch.ones(2, 2, dtype=torch.float64), mask=tok,
+                    grid_hw=(h, w), image_hw=(16 * h, 16 * w))
+    fused, _, _ = map_drags(td, tok, 0.2, "translate", swing=False)
+    apart, _, _ = map_drags(td, tok, 0.2, "translate", swing=False, pixels=px)
+    assert fused.shape[0] == 1 and apart.shape[0] == 2
