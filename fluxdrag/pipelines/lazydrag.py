@@ -222,7 +222,7 @@ class LazyDragSettings:
            "and the model draws the joint. 0: every vacated pixel is released after hole_lock's steps.",
         min=0, max=16, node="patch", paper=0)
     reveal_release: int = setting(
-        4, "An object dragged out from behind another (ours): the pixels of the objects in front that cover the "
+        2, "An object dragged out from behind another (ours): the pixels of the objects in front that cover the "
            "painted content at its source, within this many latent pixels (8 px) of it, carried with the content, "
            "are left free of the background lock, so the model can draw the part that was hidden there (the "
            "lock would hold the old background). Raise it when a large part was hidden. Needs occluder_contrast "
