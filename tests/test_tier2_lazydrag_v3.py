@@ -47,7 +47,8 @@ BOUNDS = {
 # that run's means (seed 303, 6 scenes a family): lit shading 0.223 shadow 0.089 (0.109 before hole_rim, 0.115
 # before cast_shadow) md 0.023 IoU 0.930 BG 0.008 ID 0.279; texture hole 0.244 (0.321 before hole_rim) md 0.046
 # IoU 0.951 BG 0.004 ID 0.102; occlusion
-# completion 0.952 md 0.093 BG 0.003 ID 0.116 (0.115 with reveal_release 4) hole 0.049 (0.857 / 0.174 / 0.009 / 0.117 / 0.085 before
+# completion 0.952 md 0.093 BG 0.003 ID 0.116 (0.115 with reveal_release 4) hole 0.049
+# (0.857 / 0.174 / 0.009 / 0.117 / 0.085 before
 # FRAME_CONTACT and reveal_release; 0.612 / 0.611 / 0.059 / 0.117 / 0.084 before the stated depth);
 # articulated joint 3.3° tip 0.180 IoU 0.827 BG 0.007 ID 0.285 (0.283 before cast_shadow) seam 0.045
 
