@@ -57,6 +57,7 @@ from .correspondence_fields import (  # noqa: F401  (re-exported)
     move_displacement,
     move_inverse,
     swing_lone_drags,
+    token_to_pixel,
     winner_takes_all_field,
 )
 from .geometry import bilinear_read
@@ -373,12 +374,6 @@ class FineMap:
                    released=None if released is None else rle_decode(released))
 
 
-def token_to_pixel(t):
-    """Token coordinates -> latent-pixel coordinates of the pixel map: 2·t + 0.5 (a token is 2x2
-    latent pixels, centres at integer coordinates on both grids)."""
-    return 2.0 * t + 0.5
-
-
 def build_fine_map(token_drags: TokenDrags, editable_px: torch.Tensor, circle: tuple | None,
                    gate_unit: float = 1.0, backward: bool = True,
                    content_px: torch.Tensor | None = None) -> FineMap:
@@ -543,12 +538,12 @@ def build_correspondence(
     )
 
 
+from .correspondence_content import content_pixels  # noqa: E402,F401  (re-exported)
 from .correspondence_latent import (  # noqa: E402,F401  (re-exported; that module imports this one)
     FrontObjects,
     _patchify,
     _unpatchify,
     compose_initial_latent,
-    content_pixels,
     continued_fill,
     continued_texture,
     harmonic_fill,

@@ -233,115 +233,19 @@ def continued_texture(latent: torch.Tensor, region: torch.Tensor, avoid: torch.T
     return texture_fill(z, R, av, ring, copies=copies)
 
 
-def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float,
-                   behind: torch.Tensor | None = None, one_piece: bool = False,
-                   texture: bool = False, anchors: torch.Tensor | None = None) -> torch.Tensor:
-    """[ours] The painted pixels that carry content: (H, W) bool, those of ``editable`` whose
-    latent stands out from the region's harmonic fill (:func:`harmonic_fill`, what the
-    surroundings would continue into it) by at least ``contrast`` × the strongest such contrast
-    of their connected part (8-connected; norm over channels, ``latent`` (C, H, W) or
-    (1, C, H, W)). The rest of the painted region (a cast shadow, a penumbra, background painted
-    with the object) changes with the scene, not with the object: it is vacated and filled,
-    never carried to the target. ``contrast`` 0: every painted pixel (the paper moves the whole
-    region). ``behind`` [ours]: unpainted objects in front (:func:`unpainted_objects`); the fill
-    runs behind them too, so a shadow painted next to one is not read against its colour.
-    ``one_piece`` [ours]: the dragged object is one piece: of each part's standing-out pixels only
-    the largest 8-connected piece moves (pieces that only an object in front of them, ``behind``,
-    separates count as one); the smaller ones (a texture's cell or a shadow's edge inside the
-    paint) are background and are filled. ``texture`` [ours]: a pixel must also stand out from the
-    image's own continuation into the region (:func:`texture_fill`) by ``contrast`` × the same
-    yardstick (the membrane's strongest contrast): a texture's cell in the painted shadow stands
-    out from the membrane, not from the texture continued. ``anchors`` [ours]: (k, 2) points (x, y)
-    on the grid, the drags' handles; a connected part of the paint nearest to none of them (a shadow
-    painted apart from its object) carries content only when its strongest contrast is at least
-    ``contrast`` × the strongest of all parts: the per-part yardstick would otherwise pick the
-    darkest of a detached shadow as an object (toy scene 128007: 0.23 ×)."""
-    from .correspondence_fields import _components
-
-    P = editable.to(torch.bool).cpu()
-    if contrast <= 0 or not bool(P.any()):
-        return P.clone()
-    keep = P & (content_score(latent, P, behind, texture=texture) >= contrast)
-    if anchors is not None and anchors.numel():
-        keep &= ~_unanchored_faint(latent, P, behind, anchors, contrast)
-    if one_piece:
-        bridge = None if behind is None else behind.to(torch.bool).cpu() & ~P
-        lab = _components(P)
-        keep = torch.zeros_like(P) | torch.stack(
-            [_largest_piece(keep & (lab == k), bridge) for k in range(int(lab.max()) + 1)]).any(0)
-    return keep
-
-
-def _unanchored_faint(latent: torch.Tensor, P: torch.Tensor, behind: torch.Tensor | None,
-                      anchors: torch.Tensor, contrast: float) -> torch.Tensor:
-    """(H, W) bool: the connected parts of the paint ``P`` nearest to none of ``anchors`` whose
-    strongest contrast against the harmonic fill is under ``contrast`` × the strongest part's."""
-    from .correspondence_fields import _components
-
-    lab = _components(P)
-    n = int(lab.max()) + 1
-    out = torch.zeros_like(P)
-    if n <= 1:
-        return out
-    z = latent.detach().float().cpu()
-    z = z[0] if z.dim() == 4 else z
-    region = P if behind is None else P | behind.to(torch.bool).cpu()
-    s = (z - harmonic_fill(z[None], region)[0]).norm(dim=0)
-    tops = torch.tensor([float(s[lab == k].max()) for k in range(n)])
-    yx = torch.nonzero(P).double()
-    pts = anchors.detach().double().cpu().reshape(-1, 2).flip(1)          # (y, x)
-    near = lab[P][torch.cdist(pts, yx).argmin(1)]
-    anchored = torch.zeros(n, dtype=torch.bool)
-    anchored[near] = True
-    for k in torch.nonzero(~anchored & (tops < contrast * tops.max())).flatten().tolist():
-        out |= lab == k
-    return out
-
-
-def content_score(latent: torch.Tensor, editable: torch.Tensor,
-                  behind: torch.Tensor | None = None, texture: bool = False) -> torch.Tensor:
-    """(H, W) float: each pixel of ``editable``'s contrast against the region's harmonic fill
-    over the strongest such contrast of its 8-connected part (1 in a part without contrast, 0
-    outside ``editable``); :func:`content_pixels` keeps those at or above its ``contrast``.
-    ``texture``: the contrast is the smaller of that and the contrast against the image's own
-    continuation (:func:`texture_fill`); the yardstick stays the membrane's."""
-    from .correspondence_fields import _components
-
-    P = editable.to(torch.bool).cpu()
-    out = torch.zeros(P.shape, dtype=torch.float32)
-    if not bool(P.any()):
-        return out
-    z = latent.detach().float().cpu()
-    z = z[0] if z.dim() == 4 else z
-    region = P if behind is None else P | behind.to(torch.bool).cpu()
-    s = (z - harmonic_fill(z[None], region)[0]).norm(dim=0)
-    both = s       # the test's contrast; the yardstick (``top``) stays the membrane's
-    if texture:
-        tex = texture_fill(z, P, avoid=None if behind is None else behind.to(torch.bool).cpu())
-        if tex is not None:
-            both = torch.minimum(s, (z - tex).norm(dim=0))
-    lab = _components(P)
-    for k in range(int(lab.max()) + 1):
-        part = lab == k
-        top = float(s[part].max())
-        out[part] = both[part] / top if top > 0 else 1.0
-    return out
-
-
-def _largest_piece(mask: torch.Tensor, bridge: torch.Tensor | None) -> torch.Tensor:
-    """The largest 8-connected piece of ``mask`` (by its own pixels), pieces joined through
-    ``bridge`` pixels counting as one."""
-    from .correspondence_fields import _components
-
-    lab = _components(mask if bridge is None else mask | bridge)
-    if int(lab.max()) < 1:
-        return mask.clone()
-    counts = torch.bincount(lab[mask], minlength=int(lab.max()) + 1)
-    return mask & (lab == int(counts.argmax()))
-
-
 def _grow(mask: torch.Tensor, r: int = 1) -> torch.Tensor:
     return F.max_pool2d(mask[None, None].float(), 2 * r + 1, 1, r)[0, 0] > 0
+
+
+def _ring4(mask: torch.Tensor) -> torch.Tensor:
+    """(H, W) bool: the pixels off ``mask`` with a 4-neighbour on it (its outline, as 4-connected
+    regions meet; :func:`_grow` takes the 8 neighbours)."""
+    ring = torch.zeros_like(mask)
+    ring[1:] |= mask[:-1]
+    ring[:-1] |= mask[1:]
+    ring[:, 1:] |= mask[:, :-1]
+    ring[:, :-1] |= mask[:, 1:]
+    return ring & ~mask
 
 
 #: a region is joined to the paint across a jump below this share of the edge threshold: on the v3
@@ -527,12 +431,7 @@ class FrontObjects:
     def _see_through(self, part: torch.Tensor) -> bool:
         """``HOLE_REACH``: ``part`` is a hole in one enclosing region, or in the paint (the hollow of a
         painted ring), and shows the ground beside it."""
-        ring = torch.zeros_like(part)             # its 4-neighbours, as the regions are 4-connected
-        ring[1:] |= part[:-1]
-        ring[:-1] |= part[1:]
-        ring[:, 1:] |= part[:, :-1]
-        ring[:, :-1] |= part[:, 1:]
-        around = torch.unique(self.lab[ring & ~part]).tolist()
+        around = torch.unique(self.lab[_ring4(part)]).tolist()   # 4-neighbours: the regions are 4-connected
         if len(around) != 1:
             return False
         encl = self.painted if around[0] < 0 else self.lab == around[0]

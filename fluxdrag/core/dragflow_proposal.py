@@ -157,16 +157,12 @@ def covering_parts(objects, painted: torch.Tensor) -> list[torch.Tensor]:
 def enclosed_by(parts: Sequence[torch.Tensor], around: torch.Tensor) -> torch.Tensor:
     """(h, w) bool: the union of the ``parts`` whose every 4-neighbour outside them lies in ``around``
     (and off the image border): regions ``around`` encloses on every side."""
+    from .correspondence_latent import _ring4
+
     out = torch.zeros(around.shape, dtype=torch.bool)
     for m in parts:
         if bool(m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any()):
             continue
-        ring = torch.zeros_like(m)
-        ring[1:] |= m[:-1]
-        ring[:-1] |= m[1:]
-        ring[:, 1:] |= m[:, :-1]
-        ring[:, :-1] |= m[:, 1:]
-        ring &= ~m
-        if bool((ring <= around).all()):
+        if bool((_ring4(m) <= around).all()):
             out |= m
     return out

@@ -281,7 +281,7 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
         score = None
         if fine is not None and fine.shape == tuple(latent_samples.shape[-2:]):
             from ..core import correspondence  # noqa: F401  (imports correspondence_latent in its order)
-            from ..core.correspondence_latent import content_score
+            from ..core.correspondence_content import content_score
 
             score = content_score(latent_samples[:1], fine)
         # the map node always builds with the defaults of rigid_tolerance / move_affine / swing
