@@ -467,9 +467,8 @@ def build_correspondence(
             "16x16 pixels)"
         )
     px_region = None if pixel_mask is None else torch.as_tensor(pixel_mask).to(torch.bool).cpu()
-    if px_region is not None and tuple(px_region.shape) != (2 * h, 2 * w):
-        px_region = None      # reported below, where the pixel map is built
-    token_drags = fuse_rigid_drags(token_drags, P, rigid_tolerance, pixel_region=px_region)
+    token_drags = fuse_rigid_drags(token_drags, P, rigid_tolerance, pixel_region=px_region)   # a wrong shape:
+    # read on the token grid here, reported below where the pixel map is built
     painted = region_mask is not None or token_drags.mask is not None
     kept, swung = None, []
     if swing and painted:

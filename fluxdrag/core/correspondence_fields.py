@@ -189,14 +189,14 @@ def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: f
     their midpoint = a rotation about that midpoint). ``tolerance`` 0: never (the paper — each
     drag moves its Voronoi cell elastically, which tears a rotated object apart). The fused drag
     keeps the group's depth intent (:func:`group_depth`). ``pixel_region`` [ours]: the same region
-    on the latent-pixel grid (2h, 2w); the parts are then read there, where two objects painted
+    on the latent-pixel grid (2h, 2w; another shape is not read); the parts are then read there, where two objects painted
     apart stay apart although their tokens touch (two objects each dragged by its own move, whose
     drags happen to fit one rotation, were turned together as one body).
     """
     n = len(token_drags)
     if tolerance <= 0 or n < 2:
         return token_drags
-    fine = pixel_region is not None
+    fine = pixel_region is not None and tuple(pixel_region.shape[-2:]) == (2 * region.shape[0], 2 * region.shape[1])
     lab = _components((pixel_region if fine else region).to(torch.bool).cpu())
     yx = torch.nonzero(lab >= 0)
     if yx.shape[0] == 0:

@@ -327,8 +327,7 @@ def map_drags(td, region: torch.Tensor | None, rigid_tolerance: float, move_affi
     from ..core.correspondence_fields import fuse_rigid_drags, swing_lone_drags
 
     if rigid_tolerance > 0:
-        px = None if pixels is None or tuple(pixels.shape[-2:]) != (2 * region.shape[0], 2 * region.shape[1]) \
-            else pixels.to(torch.bool).cpu()
+        px = None if pixels is None else pixels.to(torch.bool).cpu()
         td = fuse_rigid_drags(td, region, rigid_tolerance, pixel_region=px)   # [ours] parts apart at pixels
     if move_affine != "points":
         return td.handles, td.targets, []
