@@ -120,3 +120,43 @@ def test_map_drags_keeps_two_objects_painted_apart_apart():
     fused, _, _ = map_drags(td, tok, 0.2, "translate", swing=False)
     apart, _, _ = map_drags(td, tok, 0.2, "translate", swing=False, pixels=px)
     assert fused.shape[0] == 1 and apart.shape[0] == 2
+
+
+def test_a_move_by_whole_tokens_behind_an_object_stays_behind_it():
+    """A block dragged by a whole number of tokens (nothing shifted or composited: its tokens are
+    injected as they are, not re-embedded) onto an unpainted object in front, stated behind: its
+    destination tokens on the object are re-embedded showing the object (they were pasted over
+    it), and with the depth rule "over" nothing is added."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_contextdrag_subtoken import _pca
+
+    from fluxdrag.core.reverse_depth import moved_destinations
+
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[160:208, 192:240] = True                                    # the block: tokens y 10-12, x 12-14
+    lat = torch.zeros(1, 16, 32, 32)
+    lat[..., 20:26, 24:30] = 5.0                                   # the painted block
+    lat[..., 14:24, 2:10] = -5.0                                   # an object in front, left of it
+    doc = _doc(px, [{"handle": [216, 184], "target": [88, 184], "mode": "move", "depth": "behind"}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rm = build_map(doc, lat)
+    pca = _pca(rm, occluder_contrast=0.5, depth="auto")
+    assert not pca._pixels[0].numel()                              # a move by 8 whole tokens: none listed
+    src, rows, cols = pca.depth_pixels(lat)
+    dest = moved_destinations(rm, src)
+    w, off = rm.grid_hw[1], torch.arange(2)
+    q_rows = (dest // w * 2)[:, None, None] + off[None, :, None]
+    q_cols = (dest % w * 2)[:, None, None] + off[None, None, :]
+    front = lat[0, 0] == -5.0
+    on_front = front[q_rows, q_cols]
+    assert int(on_front.sum()) >= 8 and bool(front[rows, cols][on_front].all())
+    assert not bool(front[rows, cols][~on_front].any())            # elsewhere the block's own pixels
+    over = _doc(px, [{"handle": [216, 184], "target": [88, 184], "mode": "move", "depth": "front"}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rm_over = build_map(over, lat)
+    assert not _pca(rm_over, occluder_contrast=0.5, depth="auto").depth_pixels(lat)[0].numel()

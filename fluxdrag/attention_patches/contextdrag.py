@@ -466,7 +466,7 @@ class PositionConsistentAttention(_ContextDragController):
         out[:, a:a + h * w] = new
         d = dict(d)
         d["img_ids"] = out
-        if self._pixels[0].numel() and ctx.ref_latents:
+        if (self._pixels[0].numel() or self._depth) and ctx.ref_latents:   # the depth rule may add tokens
             d["img"] = self._reembed(ctx, d["img"], a, "shifted")
         if self._slots[0].numel() and ctx.ref_latents:
             d["img"] = self._reembed(ctx, d["img"], a, "holes")

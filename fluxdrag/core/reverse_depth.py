@@ -62,15 +62,23 @@ def kept_behind(rmap: ReverseMap, pixels: tuple, ref: torch.Tensor, *, groups: l
     destination pixel shows the reference's own pixel there (the object). A pixel follows its
     group's rule when its token is a source of the group (grown by one token) or when it shows a
     painted pixel of the group: a motion's carrier outside M_SRC and a spilled edge token carry
-    the group's content from wherever they lie."""
+    the group's content from wherever they lie.
+
+    A token moved by whole tokens with nothing shifted or composited is not in ``pixels`` (it is
+    injected as it is); where such a token lands on an object it stays behind, it is added with
+    its own pixels and the rule applied, so a drag by a whole number of tokens goes behind too (it
+    was pasted over the object)."""
     from .correspondence_latent import FrontObjects
 
     src, rows, cols = pixels
     fine = rmap.painted
-    if not groups or contrast <= 0 or fine is None or not src.numel():
+    if not groups or contrast <= 0 or fine is None:
         return pixels
     h, w = rmap.grid_hw
     p = rows.shape[-1]
+    src, rows, cols, n_listed = _with_whole_moves(rmap, src, rows, cols, p)
+    if not src.numel():
+        return pixels
     objects = FrontObjects(ref[:1, :, :h * p, :w * p].float().cpu(), fine, contrast)
     dest = moved_destinations(rmap, src)
     q_rows, q_cols = _patch_grid(dest, torch.zeros(dest.numel(), 2, dtype=torch.long), (h, w), p)
@@ -82,7 +90,25 @@ def kept_behind(rmap: ReverseMap, pixels: tuple, ref: torch.Tensor, *, groups: l
         mine = near.repeat_interleave(p, 0).repeat_interleave(p, 1) & fine
         sel = near.reshape(-1)[src][:, None, None] | (shown & mine[rows.clamp(max=h * p - 1), cols])   # (n, p, p)
         keep |= sel & objs[q_rows, q_cols]
-    return src, torch.where(keep, q_rows, rows), torch.where(keep, q_cols, cols)
+    out = torch.arange(src.numel()) < n_listed
+    out |= keep.flatten(1).any(1)           # an added token only where the rule changes a pixel
+    return src[out], torch.where(keep, q_rows, rows)[out], torch.where(keep, q_cols, cols)[out]
+
+
+def _with_whole_moves(rmap: ReverseMap, src: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                      p: int) -> tuple:
+    """``(src, rows, cols)`` with every source of M_DST that ``src`` lacks appended with its own
+    (unshifted) pixels, and how many were listed before."""
+    dst_idx, src_idx = injection_pairs(rmap)
+    n = src.numel()
+    if not dst_idx.numel():
+        return src, rows, cols, n
+    moved = src_idx[_first_per_source(src_idx)]
+    extra = moved[~torch.isin(moved, src)]
+    if not extra.numel():
+        return src, rows, cols, n
+    r, c = _patch_grid(extra, torch.zeros(extra.numel(), 2, dtype=torch.long), rmap.grid_hw, p)
+    return torch.cat([src, extra]), torch.cat([rows, r]), torch.cat([cols, c]), n
 
 
 def filled_reference(x: torch.Tensor, painted: torch.Tensor, *, method: str, contrast: float) -> torch.Tensor:
