@@ -57,7 +57,7 @@ from .correspondence_fields import (  # noqa: F401  (re-exported)
     move_displacement,
     move_inverse,
     swing_lone_drags,
-    token_to_pixel,
+    token_to_latent,
     winner_takes_all_field,
 )
 from .geometry import bilinear_read
@@ -388,8 +388,8 @@ def build_fine_map(token_drags: TokenDrags, editable_px: torch.Tensor, circle: t
     P = editable_px.to(torch.bool).cpu()
     Pc = P if content_px is None else content_px.to(torch.bool).cpu() & P
     H, W = P.shape
-    circ = None if circle is None else (token_to_pixel(circle[0]), 2.0 * circle[1])
-    chosen, _, drag = _match(Pc, token_to_pixel(token_drags.handles), token_to_pixel(token_drags.targets),
+    circ = None if circle is None else (token_to_latent(circle[0]), 2.0 * circle[1])
+    chosen, _, drag = _match(Pc, token_to_latent(token_drags.handles), token_to_latent(token_drags.targets),
                        modes=token_drags.modes, scales=token_drags.scales, angles=token_drags.angles,
                        circle=circ, gate_unit=2.0 * gate_unit, backward=backward)
     N = H * W

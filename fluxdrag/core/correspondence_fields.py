@@ -170,7 +170,7 @@ def _components(mask: torch.Tensor) -> torch.Tensor:
     return torch.tensor(lb, dtype=torch.long).reshape(h, w)
 
 
-def token_to_pixel(t):
+def token_to_latent(t):
     """Token coordinates -> latent-pixel coordinates of the pixel map: 2·t + 0.5 (a token is 2x2
     latent pixels, centres at integer coordinates on both grids)."""
     return 2.0 * t + 0.5
@@ -207,7 +207,7 @@ def fuse_rigid_drags(token_drags: TokenDrags, region: torch.Tensor, tolerance: f
         if token_drags.modes[i] == "anchor":
             continue  # a fixed point is not part of a rigid motion
         if fine:
-            h = token_to_pixel(h)
+            h = token_to_latent(h)
         j = int(((pts - h) ** 2).sum(1).argmin())
         groups.setdefault(int(lab[yx[j, 0], yx[j, 1]]), []).append(i)
     keep = [True] * n

@@ -25,7 +25,7 @@ from ..core.correspondence import (
     default_editable_region,
     hidden_destination,
     latent_region,
-    token_to_pixel,
+    token_to_latent,
 )
 from ..core.drag_sets import split_drags
 from ..core.instructions import (
@@ -267,7 +267,7 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
         if px is not None and s.content_contrast > 0:   # a painted mask, not the default discs
             content = content_pixels(latent_samples[:1], pixel, s.content_contrast, behind=front,
                                      one_piece=s.content_piece == "largest",
-                                     texture=s.content_reference == "texture", anchors=token_to_pixel(td.handles))
+                                     texture=s.content_reference == "texture", anchors=token_to_latent(td.handles))
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
                                     rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,
@@ -344,7 +344,7 @@ def with_shadow(cmap, content: torch.Tensor, objects: FrontObjects | None, offse
     if fine.drag is None:
         return fine
     shadow = carried_shadow(fine.editable, content, source=fine.source, drag=fine.drag,
-                            handles=token_to_pixel(td.handles), targets=token_to_pixel(td.targets),
+                            handles=token_to_latent(td.handles), targets=token_to_latent(td.targets),
                             modes=td.modes, scales=td.scales, angles=td.angles,
                             gate_unit=2.0 * cmap.gate_unit, offset=offset)
     if objects is not None and bool((shadow >= 0).any()):
