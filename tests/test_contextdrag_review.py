@@ -160,3 +160,22 @@ def test_a_move_by_whole_tokens_behind_an_object_stays_behind_it():
         warnings.simplefilter("ignore")
         rm_over = build_map(over, lat)
     assert not _pca(rm_over, occluder_contrast=0.5, depth="auto").depth_pixels(lat)[0].numel()
+
+
+def test_a_thin_ring_shrunk_by_a_scale_keeps_its_pixels():
+    """The toy world's scene 134027 (``large``, ``scale``): a one-pixel ring on a ground of its own
+    hue, dragged with scale 0.677 under warp 'motion'. Most inverse images fall between its pixels;
+    where one lies on the ring (the mask read bilinearly ≥ ½), the destination shows a ring pixel,
+    not the nearest pixel in its hollow or on the ground. It showed 2 of them, and the ring vanished
+    from the edit (found 0, MD 11 tokens); 6 with the rule (found, MD 0.15)."""
+    from fluxdrag.core.reverse_tokens import moved_patch_pixels
+    from fluxdrag.toyworld.scenes import make_scene
+
+    sc = make_scene(134027, "large", "scale")
+    ring = sc.masks[sc.moved].any(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rm = build_map(sc.drags, sc.latent[None])
+    src, rows, cols = moved_patch_pixels(rm, subtoken=True, composite=True, warp="motion")
+    shown = ring[rows.clamp(max=31), cols] & (rows < 32)
+    assert int(shown.sum()) >= 5, int(shown.sum())

@@ -202,11 +202,39 @@ def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tenso
         qx, qy = torch.broadcast_tensors(qx, qy)
         p = move_inverse(torch.stack([qx.reshape(-1), qy.reshape(-1)], 1), m["handle"], m["target"],
                          m.get("scale", (1.0, 1.0)), float(m.get("angle", 0.0))).reshape(-1, patch, patch, 2)
-        rows[sel] = _latent_pixel(p[..., 1], patch).clamp(0, h * patch - 1)
-        cols[sel] = _latent_pixel(p[..., 0], patch).clamp(0, w * patch - 1)
+        r = _latent_pixel(p[..., 1], patch).clamp(0, h * patch - 1)
+        c = _latent_pixel(p[..., 0], patch).clamp(0, w * patch - 1)
         if fine is not None:
-            off_shape[sel] = _coverage(fine, p, patch) < 0.5
+            on = _coverage(fine, p, patch) >= 0.5
+            off_shape[sel] = ~on
+            r, c = _onto_shape(fine, p, patch, rows=r, cols=c, on=on)
+        rows[sel], cols[sel] = r, c
     return rows, cols, off_shape
+
+
+def _onto_shape(mask: torch.Tensor, p: torch.Tensor, patch: int, *, rows: torch.Tensor, cols: torch.Tensor,
+                on: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[ours] ``rows`` / ``cols`` where the inverse image ``p`` (token units) lies ``on`` the shape
+    (``mask`` read bilinearly ≥ ½) but its nearest latent pixel is off it: the nearest of the four
+    latent pixels around ``p`` that is on the mask instead (LazyDrag's backward map's rule). A
+    rasterised ring or bar shrunk by a scale has most inverse images between its pixels: the
+    nearest pixel alone showed its hollow or the ground, and the shape vanished."""
+    H, W = mask.shape
+    x = (p[..., 0] + 0.5) * patch - 0.5
+    y = (p[..., 1] + 0.5) * patch - 0.5
+    x0, y0 = torch.floor(x).long(), torch.floor(y).long()
+    best = torch.full(x.shape, float("inf"), dtype=torch.float64)
+    br, bc = rows.clone(), cols.clone()
+    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        cx, cy = x0 + dx, y0 + dy
+        inb = (cx >= 0) & (cx < W) & (cy >= 0) & (cy < H)
+        hit = inb & mask[cy.clamp(0, H - 1), cx.clamp(0, W - 1)]
+        d = (x - cx) ** 2 + (y - cy) ** 2
+        better = hit & (d < best)
+        best = torch.where(better, d, best)
+        br, bc = torch.where(better, cy, br), torch.where(better, cx, bc)
+    use = on & ~mask[rows, cols] & torch.isfinite(best)
+    return torch.where(use, br, rows), torch.where(use, bc, cols)
 
 
 def _coverage(mask: torch.Tensor, p: torch.Tensor, patch: int) -> torch.Tensor:
