@@ -179,3 +179,29 @@ def test_a_thin_ring_shrunk_by_a_scale_keeps_its_pixels():
     src, rows, cols = moved_patch_pixels(rm, subtoken=True, composite=True, warp="motion")
     shown = ring[rows.clamp(max=31), cols] & (rows < 32)
     assert int(shown.sum()) >= 5, int(shown.sum())
+
+
+def test_a_stretch_over_its_own_source_borrows_a_far_token():
+    """The toy world's scene 137023 (``multi``, ``stretch`` ×1.54 upward, over its own source): with
+    warp 'motion' every part token was already used, and the destinations over the source had no
+    token left (a band of ground across the stretched square: MD 0.95, IoU 0.60). They now carry a
+    reference token lent from far from the edit (MD 0, IoU 0.91), and no lent token lies within two
+    tokens of the region or its destination."""
+    from fluxdrag.pipelines.contextdrag import ContextDragSettings
+    from fluxdrag.toyworld.scenes import make_scene
+
+    sc = make_scene(137023, "multi", "stretch")
+    st = ContextDragSettings()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rm = build_map(sc.drags, sc.latent[None], settings=st)
+        m = map_for(rm, st.subtoken, drag_groups=st.drag_groups, move_affine=st.move_affine,
+                    content_contrast=st.content_contrast, rigid_tolerance=st.rigid_tolerance, warp=st.warp,
+                    swing=st.swing)
+    after = sc.masks_after[sc.moved].any(0).reshape(16, 2, 16, 2).sum((1, 3)) >= 2   # tokens mostly object
+    assert bool(m.dst_mask[after].all()), int((after & ~m.dst_mask).sum())
+    d, s = injection_pairs(m)
+    edit = rm.src_mask | m.dst_mask
+    near = torch.nn.functional.max_pool2d(edit.float()[None, None], 5, 1, 2)[0, 0] > 0
+    lent = [int(x) for x in s if not bool(edit.reshape(-1)[x])]
+    assert lent and not any(bool(near.reshape(-1)[x]) for x in lent)

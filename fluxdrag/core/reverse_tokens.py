@@ -237,6 +237,31 @@ def _onto_shape(mask: torch.Tensor, p: torch.Tensor, patch: int, *, rows: torch.
     return torch.where(use, br, rows), torch.where(use, bc, cols)
 
 
+def _far_tokens(edit: torch.Tensor, ring: int = 2) -> torch.Tensor:
+    """[ours] Flat token indices that may lend their reference token to a scale-up's destination
+    (:func:`motion_map`), farthest from ``edit`` (h, w) first: outside it grown by ``ring`` tokens.
+    A lent token's own place keeps no reference token; it lies where the background lock holds the
+    image, away from the context the edited tokens read."""
+    h, w = edit.shape
+    near = torch.nn.functional.max_pool2d(edit.float()[None, None], 2 * ring + 1, 1, ring)[0, 0] > 0
+    idx = torch.nonzero(~near.reshape(-1)).flatten()
+    if not idx.numel():
+        return idx
+    e = torch.nonzero(edit.reshape(-1)).flatten()
+    if not e.numel():
+        return idx
+    ty, tx = (idx // w).to(torch.float64), (idx % w).to(torch.float64)
+    ey, ex = (e // w).to(torch.float64), (e % w).to(torch.float64)
+    d = ((ty[:, None] - ey[None]) ** 2 + (tx[:, None] - ex[None]) ** 2).min(1).values
+    return idx[torch.argsort(-d, stable=True)]
+
+
+def _borrow(pool: torch.Tensor, used: torch.Tensor) -> int:
+    """The first token of ``pool`` not ``used`` (-1: none)."""
+    free = pool[~used[pool]] if pool.numel() else pool
+    return int(free[0]) if free.numel() else -1
+
+
 def _coverage(mask: torch.Tensor, p: torch.Tensor, patch: int) -> torch.Tensor:
     """``mask`` (H, W) bool read bilinearly at token coordinates ``p`` (..., 2) x, y (outside the
     grid: 0)."""
@@ -258,8 +283,10 @@ def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
     a destination left without one takes the unused part token nearest to that image (a
     *carrier*: its content is re-embedded from the motion's pixels anyway, :func:`_motion_pixels`),
     and when none is left (a scale-up), its own reference token if that lies outside M_SRC (re-
-    embedded in place, ids unchanged); otherwise it stays no destination. The carried
-    destinations are listed in the motion's ``"carried"``."""
+    embedded in place, ids unchanged); otherwise [ours] a reference token lent from far from the
+    edit (:func:`_far_tokens`: a scale-up over its own source had no token left there, and the
+    stretched object showed a band of ground). The carried destinations are listed in the
+    motion's ``"carried"``."""
     from .correspondence_fields import move_inverse
 
     parts = motion_parts(rmap)
@@ -281,6 +308,7 @@ def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
         src[mine] = -1
     used = torch.zeros(h * w, dtype=torch.bool)
     used[(src[..., 1] * w + src[..., 0])[dst]] = True
+    pool = _far_tokens(rmap.src_mask | rmap.dst_mask | dst)
     for part, m in parts:
         pix = part.repeat_interleave(patch, 0).repeat_interleave(patch, 1)
         if moving is not None and tuple(moving.shape) == tuple(pix.shape):
@@ -316,7 +344,9 @@ def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
             elif not bool(rmap.src_mask.reshape(-1)[q[k]]) and not bool(used[q[k]]):
                 s_k = int(q[k])
             else:
-                continue
+                s_k = _borrow(pool, used)
+                if s_k < 0:
+                    continue
             got[k], used[s_k] = s_k, True
             carried.append(int(q[k]))
         keep = got >= 0
