@@ -438,6 +438,36 @@ class FrontObjects:
         near = _grow(encl, HOLE_REACH) & self.ground
         return bool(near.any()) and float((self.z[:, near].mean(1) - self.z[:, part].mean(1)).norm()) < self.jump
 
+    def continued(self, vacant: torch.Tensor) -> torch.Tensor:
+        """[ours] (H, W) bool: the pixels of ``vacant`` (painted pixels that nothing moves and no
+        content lands on) that continue an unpainted region that is neither ground nor a repeat of
+        the ground's regions (a texture's cell): reached from it through 4-neighbours across no
+        edge (steps below ``JOIN`` × the edge jump). They are the rest of an object that stays (a
+        limb's base under the paint at its joint, another object the paint runs over) and stay
+        where they are; the hole fill would draw ground there and split the object."""
+        out = torch.zeros(self.hw, dtype=torch.bool)
+        vacant = vacant.to(torch.bool).cpu()
+        if self.lab is None or not bool(vacant.any()):
+            return out
+        seeds = torch.zeros_like(out)
+        for k in torch.unique(self.lab[(self.lab >= 0) & ~self.ground]).tolist():
+            part = self.lab == k
+            if not (self.means.shape[0] and float((self.means - self.z[:, part].mean(1)).norm(dim=1).min()) < self.jump):
+                seeds |= part
+        step = JOIN * self.jump
+        sx = (self.z[:, :, 1:] - self.z[:, :, :-1]).norm(dim=0) < step      # (H, W-1): x ↔ x+1
+        sy = (self.z[:, 1:, :] - self.z[:, :-1, :]).norm(dim=0) < step      # (H-1, W): y ↔ y+1
+        front = seeds
+        while bool(front.any()):
+            new = torch.zeros_like(out)
+            new[:, 1:] |= front[:, :-1] & sx
+            new[:, :-1] |= front[:, 1:] & sx
+            new[1:, :] |= front[:-1, :] & sy
+            new[:-1, :] |= front[1:, :] & sy
+            front = new & vacant & ~out
+            out |= front
+        return out
+
     def touching(self, near: torch.Tensor) -> torch.Tensor:
         """(H, W) bool: the objects in front that touch ``near`` ((H, W) bool, 4-neighbours)."""
         out = torch.zeros(self.hw, dtype=torch.bool)

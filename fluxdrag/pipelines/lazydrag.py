@@ -6,7 +6,7 @@ The nodes expose the steps (Correspondence Map, Invert, LazyDrag Patch, Sample F
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -228,6 +228,11 @@ class LazyDragSettings:
            "lock would hold the old background). Raise it when a large part was hidden. Needs occluder_contrast "
            "> 0 and content_contrast > 0. 0: none, the hidden part stays background.",
         min=0, max=16, node="map", paper=0)
+    stay_continued: bool = setting(
+        True, "Painted pixels that nothing moves and that continue an unpainted object across no edge (a bent "
+              "limb's base under the paint at its joint, another object the paint runs over) stay where they are "
+              "(ours). Off: they are vacated, and the hole fill draws ground there, which split bent limbs at the "
+              "joint. Needs occluder_contrast > 0 and content_contrast > 0.", node="map", paper=False)
 
 
 #: LazyDrag as in the paper (every departure at the paper's value)
@@ -282,6 +287,8 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
         if px is not None and cmap.fine is not None and s.occluder_contrast > 0:
             cmap.fine = behind_objects(latent_samples[:1], cmap.fine, s.occluder_contrast, s.depth, objects=objects,
                                        depths=cmap.drags.depths)
+        if s.stay_continued and objects is not None and content is not None and cmap.fine is not None:
+            cmap.fine = _stay_continued(cmap.fine, objects)
         if content is not None and cmap.fine is not None and s.cast_shadow != "off":
             cmap.fine = with_shadow(cmap, content, objects, offset=s.cast_shadow == "offset")
         if content is not None and cmap.fine is not None and front is not None and s.reveal_release > 0:
@@ -292,6 +299,20 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     return LazyDragPlan(cmap, activation=s.activation, seed=s.seed, background_query=s.background_query)
+
+
+def _stay_continued(fine: FineMap, objects: FrontObjects) -> FineMap:
+    """``stay_continued``: the vacated painted pixels that no destination reads and that continue an
+    unpainted object (:meth:`FrontObjects.continued`) become their own sources."""
+    src = fine.source
+    read = torch.zeros(src.numel(), dtype=torch.bool)
+    read[src[src >= 0]] = True
+    stay = objects.continued(fine.vacated & ~read.reshape(fine.hw)).reshape(-1)
+    if not bool(stay.any()):
+        return fine
+    src = src.clone()
+    src[stay] = torch.nonzero(stay).flatten()
+    return replace(fine, source=src, destination=(src >= 0).reshape(fine.hw))
 
 
 def behind_objects(latent: torch.Tensor, fine: FineMap, contrast: float, depth: str,
