@@ -205,3 +205,28 @@ def test_a_stretch_over_its_own_source_borrows_a_far_token():
     near = torch.nn.functional.max_pool2d(edit.float()[None, None], 5, 1, 2)[0, 0] > 0
     lent = [int(x) for x in s if not bool(edit.reshape(-1)[x])]
     assert lent and not any(bool(near.reshape(-1)[x]) for x in lent)
+
+
+def test_a_bent_limbs_base_under_the_paint_leaves_the_painted_region():
+    """``stay_continued``: on toy-world bends (133032, 137043) the painted pixels of the limb's base
+    that do not move (no content) were filled with ground (the limb came apart at its joint:
+    133032 MD 0.13 → 0.06 with the rule); they now leave the painted region, so the lock keeps
+    them, and every pixel that leaves is the base's. Off, the region is as before."""
+    from fluxdrag.pipelines.contextdrag import ContextDragSettings
+    from fluxdrag.toyworld.scenes import make_scene
+
+    st = ContextDragSettings()
+    kw = dict(drag_groups=st.drag_groups, move_affine=st.move_affine, content_contrast=st.content_contrast,
+              rigid_tolerance=st.rigid_tolerance, warp=st.warp, swing=st.swing)
+    for sid in (133032, 137043):
+        sc = make_scene(sid, "articulated", "bend")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rm = build_map(sc.drags, sc.latent[None], settings=st)
+            off = map_for(rm, st.subtoken, **kw)
+            on = map_for(rm, st.subtoken, stay_continued=True, **kw)
+        base = sc.masks[sc.moved].any(0) & sc.masks_after[sc.moved].any(0)
+        left = off.paint_mask & ~on.paint_mask
+        assert int(left.sum()) >= 2 and bool(base[left].all()), sid
+        assert not bool((on.paint_mask & ~on.fine_mask & base).any()), sid
+        assert torch.equal(off.fine_mask, on.fine_mask) and torch.equal(off.dst_mask, on.dst_mask)

@@ -100,8 +100,6 @@ def _points(p: PointsLike, where: str) -> torch.Tensor:
     return t
 
 
-
-
 def _grid_points(h: int, w: int) -> torch.Tensor:
     """All token centres as (h*w, 2) float64 (x, y), row-major."""
     ys, xs = torch.meshgrid(
@@ -328,7 +326,8 @@ class ReverseMap:
     whole painted region at latent pixels when fine_mask is only its content (the rest, e.g. a
     cast shadow, is vacated and filled, not moved), else None; content_score: float (patch·h,
     patch·w), each painted pixel's contrast against the region's harmonic fill over its part's
-    strongest (``core.correspondence_latent.content_score``), or None (not kept in the JSON).
+    strongest (``core.correspondence_latent.content_score``), or None (not kept in the JSON);
+    continued [ours]: the painted pixels continuing an unpainted object (map node), or None.
     """
 
     grid_hw: tuple[int, int]
@@ -343,6 +342,7 @@ class ReverseMap:
     back: torch.Tensor | None = None
     paint_mask: torch.Tensor | None = None
     content_score: torch.Tensor | None = None
+    continued: torch.Tensor | None = None
 
     @property
     def painted(self) -> torch.Tensor | None:

@@ -199,6 +199,13 @@ class ContextDragSettings:
               "rotating move drag (with move_affine 'points'; warp). Off: the drag moves the part by its reverse field "
               "(the paper). On the Options node: the map node builds with the default, the patches "
               "rebuild for the other value.", node="patch", paper=False)
+    stay_continued: bool = setting(
+        True, "Painted pixels that do not move and continue an unpainted object across no edge (a bent limb's "
+              "base under the paint at its joint) leave the painted region: they are not filled with ground and "
+              "stay as they are [ours, as LazyDrag's stay_continued; found by the map node at the default "
+              "content_contrast and occluder_contrast]. Needs content_contrast > 0 and occluder_contrast > 0. "
+              "Off: they are filled, which split bent limbs at the joint. On the Options node.",
+        node="patch", paper=False)
 
 PAPER = paper_settings(ContextDragSettings)
 MAP_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "map"))
@@ -284,9 +291,15 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
             from ..core.correspondence_content import content_score
 
             score = content_score(latent_samples[:1], fine)
+        dflt = ContextDragSettings()
+        continued = None
+        if score is not None and dflt.content_contrast > 0 and dflt.occluder_contrast > 0:
+            from ..core.correspondence import FrontObjects
+
+            continued = FrontObjects(latent_samples[:1], fine, dflt.occluder_contrast).continued(
+                fine & ~_content(fine, score, dflt.content_contrast))
         # the map node always builds with the defaults of rigid_tolerance / move_affine / swing
         # (Options fields); the patches rebuild from the drags kept in params when they differ (map_for)
-        dflt = ContextDragSettings()
         handles, targets, motions = map_drags(td, region, dflt.rigid_tolerance, dflt.move_affine, swing=dflt.swing,
                                               pixels=_content(fine, score, dflt.content_contrast))
         rmap = build_reverse_map(handles, targets, region, td.grid_hw, power=power, anchor=anchor,
@@ -295,7 +308,7 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     drags = {k: v for k, v in td.to_dict().items() if k != "mask"}
-    return replace(rmap, fine_mask=fine, paint_mask=fine, content_score=score,
+    return replace(rmap, fine_mask=fine, paint_mask=fine, content_score=score, continued=continued,
                    params={**rmap.params, "drags": drags, "rigid_tolerance": dflt.rigid_tolerance,
                            "move_affine": dflt.move_affine, "swing": dflt.swing, "motions": motions})
 
@@ -387,14 +400,18 @@ def latent_pixel_mask(pixels: torch.Tensor, px: int = 8) -> torch.Tensor:
 
 
 def map_for(rmap: ReverseMap, subtoken: bool, *, drag_groups: str, move_affine: str,
-            content_contrast: float, rigid_tolerance: float, warp: str, swing: bool) -> ReverseMap:
+            content_contrast: float, rigid_tolerance: float, warp: str, swing: bool,
+            stay_continued: bool = False) -> ReverseMap:
     """(Values from :class:`ContextDragSettings`, where their defaults live.)
     :func:`_map_for`, then the moving content: with ``content_contrast`` > 0 and a map that
     knows its pixels' contrast (:attr:`ReverseMap.content_score`, from the map node), only the
     painted pixels at or above it move (:attr:`ReverseMap.fine_mask`); the whole painted region
     (:attr:`ReverseMap.paint_mask`) is still vacated, filled and left free of the lock. With
     ``warp="motion"`` (and ``subtoken``), each exactly moved part's destinations and sources are
-    rebuilt from its motion (:func:`~fluxdrag.core.reverse_tokens.motion_map`)."""
+    rebuilt from its motion (:func:`~fluxdrag.core.reverse_tokens.motion_map`). ``stay_continued``
+    [ours]: the painted pixels that continue an unpainted object (:attr:`ReverseMap.continued`, from
+    the map node) and do not move leave the painted region: they are not filled, and the lock
+    holds them (a bent limb's base under the paint at its joint)."""
     paint = rmap.painted
     out = _map_for(rmap, subtoken, drag_groups, move_affine, rigid_tolerance, swing=swing,
                    content=_content(paint, rmap.content_score, content_contrast))
@@ -406,6 +423,11 @@ def map_for(rmap: ReverseMap, subtoken: bool, *, drag_groups: str, move_affine: 
         from ..core.reverse_tokens import motion_map
 
         out = motion_map(out)
+    if stay_continued and rmap.continued is not None and out.paint_mask is not None and content_contrast > 0 \
+            and tuple(rmap.continued.shape) == tuple(out.paint_mask.shape):
+        stay = rmap.continued & ~(out.fine_mask if out.fine_mask is not None else torch.zeros_like(rmap.continued))
+        if bool(stay.any()):
+            out = replace(out, paint_mask=out.paint_mask & ~stay)
     return out
 
 
@@ -503,7 +525,7 @@ def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str,
     dm = require_kontext_flux(model, node)
     rmap = map_for(_require_map(rmap, node), st.subtoken, drag_groups=st.drag_groups, move_affine=st.move_affine,
                    content_contrast=st.content_contrast, rigid_tolerance=st.rigid_tolerance, warp=st.warp,
-                   swing=st.swing)
+                   swing=st.swing, stay_continued=st.stay_continued and st.occluder_contrast > 0)
     ctrl = controller(rmap, **pick(st, fields), **extra, **_patch_args(dm, st, node))
     return patch_model(model, ctrl), ctrl
 
