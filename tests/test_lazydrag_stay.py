@@ -50,3 +50,35 @@ def test_continued_stops_at_an_edge_and_ignores_the_ground():
     want[6:10, 8:10] = True
     assert torch.equal(got, want)
     assert not bool(objects.continued(torch.zeros(16, 16, dtype=torch.bool)).any())
+
+
+def test_content_a_scale_down_leaves_unread_does_not_stay():
+    """A bar half painted (its left half unpainted, same colour) and the painted half shrunk to half
+    size elsewhere: the backward map reads only part of the content, and the unread content continues
+    the unpainted half across no edge. Without a swing it is moving content: none of it stays (it
+    did: 18 of 24 pixels, a ghost beside the shrunk copy; found in review)."""
+    from fluxdrag.core.instructions import rle_encode
+
+    lat = torch.zeros(1, 16, 32, 32)
+    lat[:, 0, 14:18, 4:28] = 3.0                                   # the bar
+    painted = torch.zeros(32, 32, dtype=torch.bool)
+    painted[13:19, 16:29] = True                                    # its right half and a margin
+    px = painted.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    doc = {"version": 1, "image_size": [256, 256], "mask": {"rle": rle_encode(px)},
+           "drags": [{"handle": [176, 128], "target": [176, 232], "mode": "move", "scale": [0.5, 0.5]}]}
+    from fluxdrag.pipelines.lazydrag import _stay_continued
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fine = build_plan(doc, lat, settings=LazyDragSettings(stay_continued=False)).cmap.fine
+    assert fine.joined is None
+    content = painted & (lat[0, 0] > 1)                            # every painted bar pixel moves
+    objects = FrontObjects(lat, painted, 0.5)
+    read = torch.zeros(fine.source.numel(), dtype=torch.bool)
+    read[fine.source[fine.source >= 0]] = True
+    assert int((content & ~read.reshape(fine.hw)).sum()) >= 12     # a scale-down leaves most unread
+    assert int((objects.continued(content & ~read.reshape(fine.hw))).sum()) >= 12   # the ghost it was
+    out = _stay_continued(fine, objects, content)
+    idx = torch.arange(out.source.numel())
+    stays = ((out.source == idx) & (out.source != fine.source)).reshape(fine.hw)
+    assert not bool((stays & content).any()), int((stays & content).sum())

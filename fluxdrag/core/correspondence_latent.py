@@ -439,12 +439,12 @@ class FrontObjects:
         return bool(near.any()) and float((self.z[:, near].mean(1) - self.z[:, part].mean(1)).norm()) < self.jump
 
     def continued(self, vacant: torch.Tensor) -> torch.Tensor:
-        """[ours] (H, W) bool: the pixels of ``vacant`` (painted pixels that nothing moves and no
-        content lands on) that continue an unpainted region that is neither ground nor a repeat of
-        the ground's regions (a texture's cell): reached from it through 4-neighbours across no
-        edge (steps below ``JOIN`` × the edge jump). They are the rest of an object that stays (a
-        limb's base under the paint at its joint, another object the paint runs over) and stay
-        where they are; the hole fill would draw ground there and split the object."""
+        """[ours] (H, W) bool: the pixels of ``vacant`` (painted pixels that are no moving content)
+        that continue an unpainted region that is neither ground nor a repeat of the ground's
+        regions (a texture's cell): reached from it through 4-neighbours across no edge (steps below
+        ``JOIN`` × the edge jump). They are the rest of an object that stays (a limb's base under the
+        paint at its joint, another object the paint runs over) and stay where they are; the hole
+        fill would draw ground there and split the object."""
         out = torch.zeros(self.hw, dtype=torch.bool)
         vacant = vacant.to(torch.bool).cpu()
         if self.lab is None or not bool(vacant.any()):

@@ -288,7 +288,7 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
             cmap.fine = behind_objects(latent_samples[:1], cmap.fine, s.occluder_contrast, s.depth, objects=objects,
                                        depths=cmap.drags.depths)
         if s.stay_continued and objects is not None and content is not None and cmap.fine is not None:
-            cmap.fine = _stay_continued(cmap.fine, objects)
+            cmap.fine = _stay_continued(cmap.fine, objects, content)
         if content is not None and cmap.fine is not None and s.cast_shadow != "off":
             cmap.fine = with_shadow(cmap, content, objects, offset=s.cast_shadow == "offset")
         if content is not None and cmap.fine is not None and front is not None and s.reveal_release > 0:
@@ -301,13 +301,18 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
     return LazyDragPlan(cmap, activation=s.activation, seed=s.seed, background_query=s.background_query)
 
 
-def _stay_continued(fine: FineMap, objects: FrontObjects) -> FineMap:
+def _stay_continued(fine: FineMap, objects: FrontObjects, content: torch.Tensor) -> FineMap:
     """``stay_continued``: the vacated painted pixels that no destination reads and that continue an
-    unpainted object (:meth:`FrontObjects.continued`) become their own sources."""
+    unpainted object (:meth:`FrontObjects.continued`) become their own sources. Without a swing they
+    must be no ``content`` too (content a scale-down leaves unread moves: a ghost would stay); a
+    swing's unread content by its pivot is the joint, which turns into itself, and may stay."""
     src = fine.source
     read = torch.zeros(src.numel(), dtype=torch.bool)
     read[src[src >= 0]] = True
-    stay = objects.continued(fine.vacated & ~read.reshape(fine.hw)).reshape(-1)
+    vacant = fine.vacated & ~read.reshape(fine.hw)
+    if fine.joined is None:
+        vacant &= ~content.to(torch.bool).cpu()
+    stay = objects.continued(vacant).reshape(-1)
     if not bool(stay.any()):
         return fine
     src = src.clone()
