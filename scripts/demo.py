@@ -17,8 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tools.comfy_env import find_comfyui, not_found_message
-from tools.comfy_server import start_server, stop_server
+if __package__ in (None, ""):   # run as a file (python scripts/demo.py): the pack's root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools.comfy_env import find_comfyui, not_found_message  # noqa: E402
+from tools.comfy_server import start_server, stop_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
