@@ -33,7 +33,9 @@ N = 24
 # articulated the same; for FRAME_CONTACT and reveal_release 4, ninth session: occlusion completion 0.347 ->
 # 0.645, md 0.669 -> 0.508, bg_err 0.048 -> 0.017, id_err 0.386 -> 0.372, hole 0.261 -> 0.084; the rest the same;
 # for reveal_release 2 and the tenth session's FrontObjects / content / shadow rules: occlusion bg_err 0.017 ->
-# 0.016, id_err 0.372 -> 0.379; the rest the same)
+# 0.016, id_err 0.372 -> 0.379; the rest the same; for stay_continued, eleventh session: articulated IoU
+# 0.598 -> 0.601, ID 0.501 -> 0.485, seam 0.222 -> 0.229 (recalibrated on 303, not for a failure: 404 passed
+# both before and after); the rest the same)
 BOUNDS = {
     "lit": {"shading": ("max", 0.427), "shadow": ("max", 0.175), "md": ("max", 0.133), "iou": ("min", 0.638),
             "bg_err": ("max", 0.036), "id_err": ("max", 0.491)},
@@ -41,8 +43,8 @@ BOUNDS = {
                 "id_err": ("max", 0.328)},
     "occlusion": {"completion": ("min", 0.645), "md": ("max", 0.508), "bg_err": ("max", 0.016),
                   "id_err": ("max", 0.379), "hole_err": ("max", 0.084)},
-    "articulated": {"joint_deg": ("max", 7.764), "tip": ("max", 0.551), "iou": ("min", 0.598),
-                    "bg_err": ("max", 0.04), "id_err": ("max", 0.501), "seam": ("max", 0.222)},
+    "articulated": {"joint_deg": ("max", 7.764), "tip": ("max", 0.551), "iou": ("min", 0.601),
+                    "bg_err": ("max", 0.04), "id_err": ("max", 0.485), "seam": ("max", 0.229)},
 }
 # that run's means (seed 303, 6 scenes a family): lit shading 0.223 shadow 0.089 (0.109 before hole_rim, 0.115
 # before cast_shadow) md 0.023 IoU 0.930 BG 0.008 ID 0.279; texture hole 0.244 (0.321 before hole_rim) md 0.046
@@ -50,7 +52,8 @@ BOUNDS = {
 # completion 0.952 md 0.093 BG 0.003 ID 0.116 (0.115 with reveal_release 4) hole 0.049
 # (0.857 / 0.174 / 0.009 / 0.117 / 0.085 before
 # FRAME_CONTACT and reveal_release; 0.612 / 0.611 / 0.059 / 0.117 / 0.084 before the stated depth);
-# articulated joint 3.3° tip 0.180 IoU 0.827 BG 0.007 ID 0.285 (0.283 before cast_shadow) seam 0.045
+# articulated joint 3.3° tip 0.180 IoU 0.844 BG 0.007 ID 0.269 seam 0.046 (IoU 0.827, ID 0.285,
+# seam 0.045 before stay_continued)
 
 @pytest.fixture(scope="module")
 def v3(comfy):  # noqa: F811  (the fixture of comfy_fixtures)
