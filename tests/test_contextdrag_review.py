@@ -22,6 +22,17 @@ def _moved_sources(rm) -> set:
     return {(int(x) % w, int(x) // w) for x, q in zip(s, d) if x != q}
 
 
+def _on_front(rm, src, front: torch.Tensor) -> torch.Tensor:
+    """(n, 2, 2) bool: which latent pixels of each listed token's destination lie on ``front``."""
+    from fluxdrag.core.reverse_depth import moved_destinations
+
+    dest = moved_destinations(rm, src)
+    w, off = rm.grid_hw[1], torch.arange(2)
+    q_rows = (dest // w * 2)[:, None, None] + off[None, :, None]
+    q_cols = (dest % w * 2)[:, None, None] + off[None, None, :]
+    return front[q_rows, q_cols]
+
+
 def test_swing_moves_the_dragged_part_not_the_part_nearest_its_pivot():
     """A lone drag on a bar's free end swings the bar about its far end; the pivot lies off the bar
     on the handle -> target bisector, nearer another painted part. The part that moves is still the
@@ -60,8 +71,6 @@ def test_a_part_rotated_behind_an_object_stays_behind_it_everywhere():
     sys.path.insert(0, str(Path(__file__).parent))
     from test_contextdrag_subtoken import _pca
 
-    from fluxdrag.core.reverse_depth import moved_destinations
-
     px = torch.zeros(256, 256, dtype=torch.bool)
     px[80:112, 64:176] = True
     lat = torch.zeros(1, 16, 32, 32)
@@ -74,12 +83,8 @@ def test_a_part_rotated_behind_an_object_stays_behind_it_everywhere():
         rm = map_for(build_map(doc, lat), True, move_affine="points", swing=True, warp="motion", **KW)
     assert rm.params["motions"][0]["carried"]
     src, rows, cols = _pca(rm, warp="motion", occluder_contrast=0.5, depth="auto").depth_pixels(lat)
-    dest = moved_destinations(rm, src)
-    w, off = rm.grid_hw[1], torch.arange(2)
-    q_rows = (dest // w * 2)[:, None, None] + off[None, :, None]
-    q_cols = (dest % w * 2)[:, None, None] + off[None, None, :]
     front = lat[0, 0] == -5.0
-    on_front = front[q_rows, q_cols]
+    on_front = _on_front(rm, src, front)
     assert int(on_front.sum()) > 40 and bool(front[rows, cols][on_front].all())
 
 
@@ -133,8 +138,6 @@ def test_a_move_by_whole_tokens_behind_an_object_stays_behind_it():
     sys.path.insert(0, str(Path(__file__).parent))
     from test_contextdrag_subtoken import _pca
 
-    from fluxdrag.core.reverse_depth import moved_destinations
-
     px = torch.zeros(256, 256, dtype=torch.bool)
     px[160:208, 192:240] = True                                    # the block: tokens y 10-12, x 12-14
     lat = torch.zeros(1, 16, 32, 32)
@@ -147,12 +150,8 @@ def test_a_move_by_whole_tokens_behind_an_object_stays_behind_it():
     pca = _pca(rm, occluder_contrast=0.5, depth="auto")
     assert not pca._pixels[0].numel()                              # a move by 8 whole tokens: none listed
     src, rows, cols = pca.depth_pixels(lat)
-    dest = moved_destinations(rm, src)
-    w, off = rm.grid_hw[1], torch.arange(2)
-    q_rows = (dest // w * 2)[:, None, None] + off[None, :, None]
-    q_cols = (dest % w * 2)[:, None, None] + off[None, None, :]
     front = lat[0, 0] == -5.0
-    on_front = front[q_rows, q_cols]
+    on_front = _on_front(rm, src, front)
     assert int(on_front.sum()) >= 8 and bool(front[rows, cols][on_front].all())
     assert not bool(front[rows, cols][~on_front].any())            # elsewhere the block's own pixels
     over = _doc(px, [{"handle": [216, 184], "target": [88, 184], "mode": "move", "depth": "front"}])

@@ -41,7 +41,7 @@ image fraction, :func:`gate_unit_tokens`); ``pixel_mask`` (the same map per late
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -60,7 +60,7 @@ from .correspondence_fields import (  # noqa: F401  (re-exported)
     token_to_latent,
     winner_takes_all_field,
 )
-from .geometry import bilinear_read
+from .geometry import bilinear_read, nearest_of_four
 from .instructions import TokenDrags, rle_decode, rle_encode
 
 CMAP_VERSION = 1
@@ -262,18 +262,8 @@ def _match(
             # thins rings and bars under a stretch); the source is the nearest P cell of the four
             # around the preimage
             soft = bilinear_read(P, pre[:, 0], pre[:, 1])
-            x0, y0 = torch.floor(pre[:, 0]).long(), torch.floor(pre[:, 1]).long()
-            Pf = P.reshape(-1).to(torch.float64)
-            best_d = torch.full((N,), float("inf"), dtype=torch.float64)
-            qf = torch.zeros(N, dtype=torch.long)
-            for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
-                cx, cy = x0 + dx, y0 + dy
-                inb = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
-                f = torch.where(inb, cy * w + cx, 0)
-                d = (pre[:, 0] - cx) ** 2 + (pre[:, 1] - cy) ** 2
-                better = inb & (Pf[f] > 0) & (d < best_d)
-                best_d = torch.where(better, d, best_d)
-                qf = torch.where(better, f, qf)
+            qy, qx, best_d = nearest_of_four(P, pre[:, 0], pre[:, 1])
+            qf = qy * w + qx
             ok = (soft >= 0.5 - 1e-9) & torch.isfinite(best_d)
             ok &= win_grid[qf] == i
             src_l.append(qf[ok])
@@ -337,6 +327,14 @@ class FineMap:
     @property
     def free(self) -> torch.Tensor:
         return self.editable | self.destination
+
+    def staying(self, stay: torch.Tensor) -> FineMap:
+        """This map with the pixels of ``stay`` ((H, W) bool) that no content lands on their own
+        sources (they stay where they are)."""
+        src = self.source.clone()
+        k = stay.reshape(-1).to(torch.bool).cpu() & (src < 0)
+        src[k] = torch.nonzero(k).flatten()
+        return replace(self, source=src, destination=(src >= 0).reshape(self.hw))
 
     def to_dict(self) -> dict[str, Any]:
         dst = torch.nonzero(self.source >= 0).flatten()
@@ -513,11 +511,7 @@ def build_correspondence(
             raise ValueError(f"pixel_mask is {tuple(pm.shape)} but the latent grid is {(2 * h, 2 * w)}")
         fine = build_fine_map(token_drags, pm, circle, gate_unit, backward=backward, content_px=content_mask)
         if kept is not None and bool(kept.any()):   # [ours] they stay: their own sources, unless content lands there
-            src = fine.source.clone()
-            stay = kept.reshape(-1) & (src < 0)
-            src[stay] = torch.nonzero(stay).flatten()
-            fine = FineMap(src, fine.editable, (src >= 0).reshape(fine.hw), fine.fill_region,
-                           drag=fine.drag)
+            fine = fine.staying(kept)
         if swung and fine.drag is not None:   # the swung parts and the paint they keep in place
             joined = torch.isin(fine.drag, torch.tensor(swung)) | (fine.source >= 0) & (fine.drag < 0)
             fine.joined = joined.reshape(fine.hw)

@@ -402,8 +402,9 @@ class FrontObjects:
         # unpainted pixels joined to a painted neighbour (a jump below JOIN × the edge's): the rest of the
         # painted object (a limb's base) or background the paint ends in, never an object in front of it
         joined = torch.zeros_like(P)
-        sx = (z[:, :, 1:] - z[:, :, :-1]).norm(dim=0) < JOIN * self.jump
-        sy = (z[:, 1:, :] - z[:, :-1, :]).norm(dim=0) < JOIN * self.jump
+        sx = (z[:, :, 1:] - z[:, :, :-1]).norm(dim=0) < JOIN * self.jump     # (H, W-1): x ↔ x+1, no edge
+        sy = (z[:, 1:, :] - z[:, :-1, :]).norm(dim=0) < JOIN * self.jump     # (H-1, W): y ↔ y+1
+        self._no_edge = (sx, sy)
         joined[:, :-1] |= sx & P[:, 1:] & ~P[:, :-1]
         joined[:, 1:] |= sx & P[:, :-1] & ~P[:, 1:]
         joined[:-1, :] |= sy & P[1:, :] & ~P[:-1, :]
@@ -421,12 +422,15 @@ class FrontObjects:
     def _is_object(self, k: int) -> bool:
         if k not in self._verdict:
             part = self.lab == k
-            # a repeat of the background's own regions (a texture's cell) is no object
-            self._verdict[k] = not bool((part & self.excluded).any()) and not (
-                self.means.shape[0] and float((self.means - self.z[:, part].mean(1)).norm(dim=1).min()) < self.jump)
+            self._verdict[k] = not bool((part & self.excluded).any()) and not self._repeats_ground(part)
             if self._verdict[k] and HOLE_REACH > 0 and self._see_through(part):
                 self._verdict[k] = False
         return self._verdict[k]
+
+    def _repeats_ground(self, part: torch.Tensor) -> bool:
+        """``part``'s mean is within the edge jump of a ground region's: a repeat of the background's
+        own regions (a texture's cell), no object."""
+        return bool(self.means.shape[0]) and float((self.means - self.z[:, part].mean(1)).norm(dim=1).min()) < self.jump
 
     def _see_through(self, part: torch.Tensor) -> bool:
         """``HOLE_REACH``: ``part`` is a hole in one enclosing region, or in the paint (the hollow of a
@@ -452,11 +456,9 @@ class FrontObjects:
         seeds = torch.zeros_like(out)
         for k in torch.unique(self.lab[(self.lab >= 0) & ~self.ground]).tolist():
             part = self.lab == k
-            if not (self.means.shape[0] and float((self.means - self.z[:, part].mean(1)).norm(dim=1).min()) < self.jump):
+            if not self._repeats_ground(part):
                 seeds |= part
-        step = JOIN * self.jump
-        sx = (self.z[:, :, 1:] - self.z[:, :, :-1]).norm(dim=0) < step      # (H, W-1): x ↔ x+1
-        sy = (self.z[:, 1:, :] - self.z[:, :-1, :]).norm(dim=0) < step      # (H-1, W): y ↔ y+1
+        sx, sy = self._no_edge
         front = seeds
         while bool(front.any()):
             new = torch.zeros_like(out)

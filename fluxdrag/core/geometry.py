@@ -58,6 +58,25 @@ def bilinear_read(grid: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch
     return out
 
 
+def nearest_of_four(mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple:
+    """(rows, cols, d²): of the four cells around each point (``x``, ``y``) (any shape; cell centres at
+    integer coordinates), the nearest one on ``mask`` (h, w) (ties: the first of (0, 0), (1, 0),
+    (0, 1), (1, 1)), and its squared distance; d² = inf (rows, cols 0) where none of the four is on."""
+    h, w = mask.shape
+    on = mask.reshape(-1).to(torch.bool)
+    x0, y0 = torch.floor(x).long(), torch.floor(y).long()
+    best = torch.full(x.shape, float("inf"), dtype=torch.float64)
+    rows, cols = torch.zeros_like(x0), torch.zeros_like(x0)
+    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        cx, cy = x0 + dx, y0 + dy
+        inb = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+        d = (x - cx) ** 2 + (y - cy) ** 2
+        better = inb & on[torch.where(inb, cy * w + cx, 0)] & (d < best)
+        best = torch.where(better, d, best)
+        rows, cols = torch.where(better, cy, rows), torch.where(better, cx, cols)
+    return rows, cols, best
+
+
 def connected_components(mask: torch.Tensor) -> torch.Tensor:
     """8-connected component labels of a bool (h, w) mask (-1 outside), by min-propagation."""
     h, w = mask.shape

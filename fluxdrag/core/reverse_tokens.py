@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .geometry import bilinear_read, connected_components, round_half_up
+from .geometry import bilinear_read, connected_components, nearest_of_four, round_half_up
 from .reverse_mapping import (
     COLLISIONS,
     SNAP_TOL,
@@ -219,20 +219,7 @@ def _onto_shape(mask: torch.Tensor, p: torch.Tensor, patch: int, *, rows: torch.
     latent pixels around ``p`` that is on the mask instead (LazyDrag's backward map's rule). A
     rasterised ring or bar shrunk by a scale has most inverse images between its pixels: the
     nearest pixel alone showed its hollow or the ground, and the shape vanished."""
-    H, W = mask.shape
-    x = (p[..., 0] + 0.5) * patch - 0.5
-    y = (p[..., 1] + 0.5) * patch - 0.5
-    x0, y0 = torch.floor(x).long(), torch.floor(y).long()
-    best = torch.full(x.shape, float("inf"), dtype=torch.float64)
-    br, bc = rows.clone(), cols.clone()
-    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
-        cx, cy = x0 + dx, y0 + dy
-        inb = (cx >= 0) & (cx < W) & (cy >= 0) & (cy < H)
-        hit = inb & mask[cy.clamp(0, H - 1), cx.clamp(0, W - 1)]
-        d = (x - cx) ** 2 + (y - cy) ** 2
-        better = hit & (d < best)
-        best = torch.where(better, d, best)
-        br, bc = torch.where(better, cy, br), torch.where(better, cx, bc)
+    br, bc, best = nearest_of_four(mask, (p[..., 0] + 0.5) * patch - 0.5, (p[..., 1] + 0.5) * patch - 0.5)
     use = on & ~mask[rows, cols] & torch.isfinite(best)
     return torch.where(use, br, rows), torch.where(use, bc, cols)
 

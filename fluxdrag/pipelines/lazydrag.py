@@ -6,7 +6,7 @@ The nodes expose the steps (Correspondence Map, Invert, LazyDrag Patch, Sample F
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -312,12 +312,8 @@ def _stay_continued(fine: FineMap, objects: FrontObjects, content: torch.Tensor)
     vacant = fine.vacated & ~read.reshape(fine.hw)
     if fine.joined is None:
         vacant &= ~content.to(torch.bool).cpu()
-    stay = objects.continued(vacant).reshape(-1)
-    if not bool(stay.any()):
-        return fine
-    src = src.clone()
-    src[stay] = torch.nonzero(stay).flatten()
-    return replace(fine, source=src, destination=(src >= 0).reshape(fine.hw))
+    stay = objects.continued(vacant)
+    return fine.staying(stay) if bool(stay.any()) else fine
 
 
 def behind_objects(latent: torch.Tensor, fine: FineMap, contrast: float, depth: str,
