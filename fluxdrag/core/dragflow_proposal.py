@@ -42,9 +42,7 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     from .correspondence import FrontObjects, content_pixels, harmonic_fill
 
     grid = tuple(x.shape[-2:])
-    P = torch.zeros(grid, dtype=torch.bool)
-    for r in regions:
-        P |= resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask.bool().cpu()
+    P = _painted(regions, grid)
     objects = FrontObjects(x, P, occluder_contrast) if occluder_contrast > 0 else None
     C = content_pixels(x, P, content_contrast, behind=None if objects is None else objects.touching(P))
     carried, rest = [], []
@@ -84,11 +82,24 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
         for r, mode in zip(regions, modes):
             k = kept(mode)
             if k is not None:
-                m = resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask.bool().cpu()
+                m = _on_grid(r, grid)
                 keep |= k & warp_mask(m, r.affine(1.0, grid), threshold=0.0).cpu()
     if keep is not None:
         out = torch.where(keep.to(x.device), x, out)
     return out
+
+
+def _on_grid(r: Region, grid: tuple) -> torch.Tensor:
+    """``r``'s mask on the latent grid (any of a cell's pixels)."""
+    return resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask.bool().cpu()
+
+
+def _painted(regions: Sequence[Region], grid: tuple) -> torch.Tensor:
+    """P: the union of the ``regions``' masks on the latent grid."""
+    P = torch.zeros(grid, dtype=torch.bool)
+    for r in regions:
+        P |= _on_grid(r, grid)
+    return P
 
 
 def revealed_cells(x: torch.Tensor, regions: Sequence[Region], content_contrast: float, occluder_contrast: float,
@@ -114,17 +125,16 @@ def revealed_cells(x: torch.Tensor, regions: Sequence[Region], content_contrast:
     out = torch.zeros(grid, dtype=torch.bool)
     if reach <= 0 or content_contrast <= 0 or occluder_contrast <= 0 or not regions:
         return out
-    P = torch.zeros(grid, dtype=torch.bool)
-    for r in regions:
-        P |= resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask.bool().cpu()
+    P = _painted(regions, grid)
     objects = FrontObjects(x, P, occluder_contrast)
-    C = content_pixels(x, P, content_contrast, behind=objects.touching(P))
-    covering = objects.touching(P) & ~P & ~enclosed_by(covering_parts(objects, P), C)
+    touching = objects.touching(P)
+    C = content_pixels(x, P, content_contrast, behind=touching)
+    covering = touching & ~P & ~enclosed_by(covering_parts(objects, P), C)
     if not bool(covering.any()):
         return out
     content = []
     for r in regions:
-        m = resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask.bool().cpu()
+        m = _on_grid(r, grid)
         c = m & C
         near = covering & _grow(c, reach) & ~c
         if not bool(near.any()):
