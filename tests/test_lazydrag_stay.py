@@ -82,3 +82,34 @@ def test_content_a_scale_down_leaves_unread_does_not_stay():
     idx = torch.arange(out.source.numel())
     stays = ((out.source == idx) & (out.source != fine.source)).reshape(fine.hw)
     assert not bool((stays & content).any()), int((stays & content).sum())
+
+
+def test_the_paints_own_object_witnesses_no_repeat():
+    """An object the frame cuts, with the colour of the dragged limb's base (within the edge jump):
+    the base is joined to the paint, so it is the painted object's rest and no texture cell repeating
+    the border object. Before, each made the other ground (the border object 'repeated' by the base,
+    the base a 'repeat' of that ground), ``continued`` found nothing, and the base's painted end was
+    vacated: toy scene 141007 split its limb (MD 1.14, IoU 0.59 → 0.11, 0.90)."""
+    z = torch.zeros(1, 4, 16, 16)
+    z[:, 1, 3:7, 0:3] = 4.0                                          # an object the left border cuts
+    z[:, 1, 9:11, 6:9] = 4.2                                         # the unpainted base of a limb
+    painted = torch.zeros(16, 16, dtype=torch.bool)
+    painted[8:14, 9:14] = True
+    z[:, 1, 9:11, 9:11] = 4.2                                        # the base continued under the paint
+    z[:, 0, 11:13, 11:13] = 6.0                                      # the painted free part (the edit's content)
+    objects = FrontObjects(z, painted, 0.5)
+    assert not bool(objects.ground[3:7, 0:3].any())                  # the border object is an object
+    got = objects.continued(painted & (z[0, 0] == 0))
+    want = torch.zeros(16, 16, dtype=torch.bool)
+    want[9:11, 9:11] = True
+    assert torch.equal(got, want)
+
+
+def test_a_limb_beside_a_like_coloured_object_at_the_border_holds():
+    """Toy scene 141007 (tuning seed 141): of the three base pixels the map vacates (the two that
+    split the limb, and one at the joint where the free part turns away), the two stay; before,
+    none did."""
+    sc = make_scene(141007, "articulated", "bend")
+    base = sc.masks[sc.moved].any(0) & sc.masks_after[sc.moved].any(0)
+    assert int((base & _fine(sc, stay_continued=False).vacated).sum()) == 3
+    assert int((base & _fine(sc).vacated).sum()) <= 1

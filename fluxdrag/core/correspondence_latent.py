@@ -352,14 +352,22 @@ def _region_means(z: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def _ground_regions(lab: torch.Tensor, border: torch.Tensor, regions: list[int], *, means: torch.Tensor,
-                    present: torch.Tensor, jump: float) -> list[int]:
+                    present: torch.Tensor, jump: float, joined: torch.Tensor | None = None) -> list[int]:
     """The border ``regions`` that are ground (``FRAME_CONTACT``), of the labelled regions ``lab``
-    with their ``means`` (:func:`_region_means`)."""
+    with their ``means`` (:func:`_region_means`). A region with a pixel in ``joined`` ((H, W) bool:
+    unpainted pixels joined to the paint) is the rest of the painted object or the ground the paint
+    runs into, and witnesses no repeat: the base of a dragged limb is no texture's cell, and an
+    object the frame cuts that matches its colour within the jump stays an object."""
     on = lab >= 0
     contact = torch.bincount(lab[border & on], minlength=means.shape[0])
+    witness = present.clone()
+    if joined is not None and bool((joined & on).any()):
+        witness[torch.unique(lab[joined & on])] = False
     out = []
     for k in regions:
-        d = (means[present] - means[k]).norm(dim=1)
+        w = witness.clone()
+        w[k] = bool(present[k])
+        d = (means[w] - means[k]).norm(dim=1)
         repeated = int((d < jump).sum()) > 1          # itself, and another region
         part = lab == k
         pocket = not bool((_grow(part) & on & ~part).any())
@@ -412,7 +420,8 @@ class FrontObjects:
         ground = torch.unique(self.lab[border & (self.lab >= 0)]).tolist()
         means, present = _region_means(z, self.lab) if ground else (None, None)
         if FRAME_CONTACT > 0 and ground:
-            ground = _ground_regions(self.lab, border, ground, means=means, present=present, jump=self.jump)
+            ground = _ground_regions(self.lab, border, ground, means=means, present=present, jump=self.jump,
+                                     joined=joined)
         ground_t = torch.tensor(ground, dtype=torch.long)
         self.ground = torch.isin(self.lab, ground_t)
         self.excluded = joined | self.ground
