@@ -60,7 +60,7 @@ from .correspondence_fields import (  # noqa: F401  (re-exported)
     token_to_latent,
     winner_takes_all_field,
 )
-from .geometry import bilinear_read, nearest_of_four
+from .geometry import bilinear_read, kept_area_level, nearest_of_four
 from .instructions import TokenDrags, rle_decode, rle_encode
 
 CMAP_VERSION = 1
@@ -264,8 +264,9 @@ def _match(
             soft = bilinear_read(P, pre[:, 0], pre[:, 1])
             qy, qx, best_d = nearest_of_four(P, pre[:, 0], pre[:, 1])
             qf = qy * w + qx
-            ok = (soft >= 0.5 - 1e-9) & torch.isfinite(best_d)
-            ok &= win_grid[qf] == i
+            cand = torch.isfinite(best_d) & (win_grid[qf] == i)
+            want = int((win_grid[:N] == i).sum()) * float(scales[i][0]) * float(scales[i][1])
+            ok = cand & (soft >= kept_area_level(soft[cand], want) - 1e-9)
             src_l.append(qf[ok])
             dst_l.append(torch.arange(N)[ok])
             a_l.append(alpha_grid[qf[ok]])

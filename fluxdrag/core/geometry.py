@@ -77,6 +77,33 @@ def nearest_of_four(mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tup
     return rows, cols, best
 
 
+#: [ours] a scaled-down thin shape (a 1-px ring's wall at 0.75) can fall between the grid's samples and
+#: vanish under a backward map's membership test (the shape read bilinearly >= 1/2). Where a moved
+#: shape's destinations cover less than this share of its scaled area (source pixels × sx·sy), the
+#: level drops to the one that covers that area (``kept_area_level``); 0: always 1/2
+AREA_KEEP = 0.5
+#: [ours] the lowest level ``kept_area_level`` drops to
+AREA_FLOOR = 0.1
+
+
+def kept_area_level(soft: torch.Tensor, want: float, kept: int | None = None) -> float:
+    """The membership level of one moved shape's backward map: 1/2, or where the candidates' bilinear
+    reads ``soft`` at 1/2 (or the map's own rule: ``kept`` pixels) keep under ``AREA_KEEP`` × ``want``
+    pixels (its scaled area), the level among the reads (1/2 down to ``AREA_FLOOR``) whose count is
+    nearest ``want``, the higher on a tie (a symmetric shape's reads tie in groups: a level just under
+    a group can double the count)."""
+    kept = int((soft >= 0.5 - 1e-9).sum()) if kept is None else kept
+    if AREA_KEEP <= 0 or not soft.numel() or kept >= AREA_KEEP * want:
+        return 0.5
+    levels = torch.unique(soft[(soft <= 0.5) & (soft >= AREA_FLOOR)])
+    if not levels.numel():
+        return 0.5
+    counts = (soft[None, :] >= levels[:, None] - 1e-9).sum(1).to(torch.float64)
+    gap = (counts - want).abs()
+    best = torch.nonzero(gap == gap.min()).flatten()
+    return float(levels[best].max())
+
+
 def connected_components(mask: torch.Tensor) -> torch.Tensor:
     """8-connected component labels of a bool (h, w) mask (-1 outside), by min-propagation."""
     h, w = mask.shape

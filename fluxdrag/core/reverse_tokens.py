@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .geometry import bilinear_read, connected_components, nearest_of_four, round_half_up
+from .geometry import bilinear_read, connected_components, kept_area_level, nearest_of_four, round_half_up
 from .reverse_mapping import (
     COLLISIONS,
     SNAP_TOL,
@@ -205,7 +205,7 @@ def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tenso
         r = _latent_pixel(p[..., 1], patch).clamp(0, h * patch - 1)
         c = _latent_pixel(p[..., 0], patch).clamp(0, w * patch - 1)
         if fine is not None:
-            on = _coverage(fine, p, patch) >= 0.5
+            on = _coverage(fine, p, patch) >= float(m.get("level", 0.5)) - 1e-9
             off_shape[sel] = ~on
             r, c = _onto_shape(fine, p, patch, rows=r, cols=c, on=on)
         rows[sel], cols[sel] = r, c
@@ -222,6 +222,18 @@ def _onto_shape(mask: torch.Tensor, p: torch.Tensor, patch: int, *, rows: torch.
     br, bc, best = nearest_of_four(mask, (p[..., 0] + 0.5) * patch - 0.5, (p[..., 1] + 0.5) * patch - 0.5)
     use = on & ~mask[rows, cols] & torch.isfinite(best)
     return torch.where(use, br, rows), torch.where(use, bc, cols)
+
+
+def _thin_level(pix: torch.Tensor, p: torch.Tensor, patch: int, scale) -> float:
+    """[ours] The membership level of a part's motion (:func:`~.geometry.kept_area_level`): a latent
+    pixel whose inverse image ``p`` (n, 2; token units) reads the moving pixels ``pix`` bilinearly at
+    or above it shows the part. 1/2, or lower where 1/2 keeps under ``AREA_KEEP`` of the part's
+    scaled area: a one-pixel ring shrunk by a scale reads below 1/2 almost everywhere, and every
+    inverse image is nearest its hollow or the ground (toy scene 141027: no destination token, the
+    ring vanished). :func:`motion_map` takes the tokens holding such pixels as destinations, and
+    :func:`_motion_pixels` shows them (the motion's ``"level"``)."""
+    cov = _coverage(pix, p, patch)
+    return kept_area_level(cov[cov > 0], int(pix.sum()) * float(scale[0]) * float(scale[1]))
 
 
 def _far_tokens(edit: torch.Tensor, ring: int = 2) -> torch.Tensor:
@@ -306,6 +318,10 @@ def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
         ok = (r >= 0) & (r < h * patch) & (c >= 0) & (c < w * patch)
         hit = torch.zeros(h * patch * w * patch, dtype=torch.bool)
         hit[ok] = pix[r[ok], c[ok]]
+        level = _thin_level(pix, p, patch, m.get("scale", (1.0, 1.0)))
+        if level < 0.5:
+            hit |= _coverage(pix, p, patch) >= level - 1e-9
+            m = {**m, "level": level}
         q_mask = hit.reshape(h, patch, w, patch).any(3).any(1) & ~dst
         q = torch.nonzero(q_mask.reshape(-1)).flatten()
         if not q.numel():

@@ -1,0 +1,81 @@
+"""A thin shape scaled down keeps its area (``core.geometry.kept_area_level``): a one-pixel ring shrunk
+by 0.75 reads below ½ almost everywhere under the backward maps' bilinear membership test, and vanished
+from both LazyDrag's fine map and ContextDrag's motion map (toy scene 141027: found 0, MD 7 tokens)."""
+import warnings
+
+import pytest
+import torch
+
+from fluxdrag.core import geometry
+from fluxdrag.core.geometry import kept_area_level
+from fluxdrag.toyworld.model import scene_latent_to_comfy
+from fluxdrag.toyworld.scenes import make_scene
+
+
+def test_the_level_stays_at_a_half_while_the_shape_keeps_its_area():
+    soft = torch.tensor([0.9, 0.8, 0.6, 0.55, 0.3, 0.2])
+    assert kept_area_level(soft, want=6.0) == 0.5                       # 4 kept of 6: at least half
+    assert kept_area_level(torch.zeros(0), want=6.0) == 0.5
+
+
+def test_the_level_drops_to_the_count_nearest_the_scaled_area():
+    soft = torch.tensor([0.49, 0.49, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.2, 0.05])
+    assert kept_area_level(soft, want=8.0) == pytest.approx(0.3)                      # 8 pixels, not 9 at 0.2
+    assert kept_area_level(soft, want=2.0) == pytest.approx(0.49)                     # a tie group of two
+    assert kept_area_level(soft, want=20.0) == pytest.approx(0.2)                     # never below the floor (0.05)
+    assert kept_area_level(soft, want=8.0, kept=5) == 0.5               # the map's own rule kept enough
+
+
+def test_lazydrags_fine_map_keeps_a_shrunk_ring(monkeypatch):
+    from fluxdrag.pipelines.lazydrag import LazyDragSettings, build_plan
+
+    sc = make_scene(141027, "large", "scale")
+    gt = sc.masks_after[sc.moved].any(0)
+
+    def fine():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return build_plan(sc.drags, scene_latent_to_comfy(sc.latent)["samples"],
+                              settings=LazyDragSettings()).cmap.fine
+
+    got = fine()
+    assert torch.equal(got.destination, gt)                             # the truth's eight ring pixels
+    ring = sc.masks[sc.moved].any(0).reshape(-1)
+    assert bool(ring[got.source[gt.reshape(-1)]].all())                 # each from a ring pixel
+    monkeypatch.setattr(geometry, "AREA_KEEP", 0.0)
+    assert not bool(fine().destination.any())                           # the plain ½: nothing
+
+
+def test_contextdrags_motion_map_keeps_a_shrunk_ring(monkeypatch):
+    from fluxdrag.core.reverse_mapping import injection_pairs
+    from fluxdrag.core.reverse_tokens import moved_patch_pixels
+    from fluxdrag.pipelines.contextdrag import ContextDragSettings, build_map, map_for
+
+    sc = make_scene(141027, "large", "scale")
+    ring, gt = sc.masks[sc.moved].any(0), sc.masks_after[sc.moved].any(0)
+    st = ContextDragSettings()
+
+    def shown() -> tuple[int, int]:
+        """(ring pixels shown at their destinations, of them on the truth's ring)"""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rm = build_map(sc.drags, sc.latent[None], settings=st)
+            m = map_for(rm, st.subtoken, drag_groups=st.drag_groups, move_affine=st.move_affine,
+                        content_contrast=st.content_contrast, rigid_tolerance=st.rigid_tolerance, warp=st.warp,
+                        swing=st.swing)
+        tok, rows, cols = moved_patch_pixels(m, subtoken=True, composite=True, warp=st.warp)
+        d, s = injection_pairs(m)
+        dest = {int(b): int(a) for a, b in zip(d, s)}
+        n = on = 0
+        for t, r, c in zip(tok.tolist(), rows, cols):
+            q = dest.get(t)
+            for i in range(2):
+                for j in range(2):
+                    if q is not None and int(r[i, j]) < 32 and bool(ring[int(r[i, j]), int(c[i, j])]):
+                        n += 1
+                        on += bool(gt[2 * (q // 16) + i, 2 * (q % 16) + j])
+        return n, on
+
+    assert shown() == (8, 8)
+    monkeypatch.setattr(geometry, "AREA_KEEP", 0.0)
+    assert shown() == (0, 0)
