@@ -7,6 +7,11 @@ import torch
 
 from .correspondence_fields import _components
 
+#: which standing-out pixels move: the largest piece of each painted part (ours) or all of them
+CONTENT_PIECES = ("largest", "all")
+#: what a painted pixel must stand out from: the texture continued too (ours) or the membrane only
+CONTENT_REFERENCES = ("texture", "membrane")
+
 # the fills come from ``correspondence_latent`` at call time: that module imports ``correspondence``,
 # which re-exports this one
 

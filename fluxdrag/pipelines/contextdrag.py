@@ -22,6 +22,7 @@ from ..attention_patches.contextdrag import (
     parse_block_list,
 )
 from ..attention_patches.router import patch_model
+from ..core.correspondence_content import CONTENT_PIECES, CONTENT_REFERENCES
 from ..core.drag_sets import split_drags
 from ..core.geometry import round_half_up
 from ..core.instructions import TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
@@ -206,6 +207,19 @@ class ContextDragSettings:
               "content_contrast and occluder_contrast]. Needs content_contrast > 0 and occluder_contrast > 0. "
               "Off: they are filled, which split bent limbs at the joint. On the Options node.",
         node="patch", paper=False)
+    content_piece: str = setting(
+        "largest", "Of the painted pixels that stand out (content_contrast), which move: largest (ours, as "
+                   "LazyDrag's): the largest connected piece of each painted part, and no faint part apart "
+                   "from every handle (a shadow painted apart) — the dragged object is one piece; a texture's "
+                   "cell or a shadow's edge standing out elsewhere in the paint is filled, not carried; all: "
+                   "every one of them. Chosen by the map node at its content_contrast.",
+        options=CONTENT_PIECES, main=True, node="map", paper="all")
+    content_reference: str = setting(
+        "texture", "What a painted pixel must stand out from to move (content_contrast): texture (ours, as "
+                   "LazyDrag's): both the membrane of its surroundings and the image's own continuation into "
+                   "the paint (the best-matching offset copy), so a texture's cells under a painted shadow "
+                   "stay; membrane: the membrane only.",
+        options=CONTENT_REFERENCES, main=True, node="map", paper="membrane")
 
 PAPER = paper_settings(ContextDragSettings)
 MAP_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "map"))
@@ -287,10 +301,7 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
         fine = None if pixels is None else latent_pixel_mask(pixels)
         score = None
         if fine is not None and fine.shape == tuple(latent_samples.shape[-2:]):
-            from ..core import correspondence  # noqa: F401  (imports correspondence_latent in its order)
-            from ..core.correspondence_content import content_score
-
-            score = content_score(latent_samples[:1], fine)
+            score = _content_score(latent_samples[:1], fine, st, td.handles)
         dflt = ContextDragSettings()
         continued = None
         if score is not None and dflt.content_contrast > 0 and dflt.occluder_contrast > 0:
@@ -311,6 +322,27 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
     return replace(rmap, fine_mask=fine, paint_mask=fine, content_score=score, continued=continued,
                    params={**rmap.params, "drags": drags, "rigid_tolerance": dflt.rigid_tolerance,
                            "move_affine": dflt.move_affine, "swing": dflt.swing, "motions": motions})
+
+
+def _content_score(latent: torch.Tensor, fine: torch.Tensor, st: ContextDragSettings,
+                   handles: torch.Tensor) -> torch.Tensor:
+    """The painted pixels' content score (:func:`~fluxdrag.core.correspondence_content.content_score`,
+    against the texture continued with ``content_reference`` "texture"); with ``content_piece``
+    "largest", the standing-out pixels (at ``st.content_contrast``) outside the largest piece of each
+    painted part, or in a faint part apart from every handle, score 0: they never move. On the toy
+    world's textures the cells under a painted shadow moved with the object and were pasted at the
+    target (ContextDrag `texture` moves BG 0.037 against LazyDrag's 0.005)."""
+    from ..core import correspondence  # noqa: F401  (imports correspondence_latent in its order)
+    from ..core.correspondence import token_to_latent
+    from ..core.correspondence_content import content_pixels, content_score
+
+    texture = st.content_reference == "texture"
+    score = content_score(latent, fine, texture=texture)
+    c = st.content_contrast
+    if st.content_piece != "largest" or c <= 0:
+        return score
+    keep = content_pixels(latent, fine, c, one_piece=True, texture=texture, anchors=token_to_latent(handles))
+    return torch.where(keep | (score < c), score, torch.zeros_like(score))
 
 
 def _content(paint: torch.Tensor | None, score: torch.Tensor | None, contrast: float) -> torch.Tensor | None:

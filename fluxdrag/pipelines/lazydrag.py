@@ -16,6 +16,8 @@ from ..attention_patches.router import patch_model
 from ..core import solvers
 from ..core.cast_shadow import carried_shadow
 from ..core.correspondence import (
+    CONTENT_PIECES,
+    CONTENT_REFERENCES,
     SWING_PIVOTS,
     FineMap,
     FrontObjects,
@@ -45,8 +47,7 @@ NODE_PATCH = "FluxDrag LazyDrag Patch"
 RESOLUTIONS = ("pixel", "token")
 MAPPINGS = ("backward", "forward")
 DEPTHS = ("auto", "over", "under")
-PIECES = ("largest", "all")
-REFERENCES = ("texture", "membrane")
+PIECES, REFERENCES = CONTENT_PIECES, CONTENT_REFERENCES
 CAST_SHADOWS = ("offset", "object", "off")
 
 
