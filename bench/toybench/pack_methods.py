@@ -78,9 +78,9 @@ def dragflow_regions(scene) -> list[dict]:
     one region per connected part of the mask, driven by the drags nearest to it (a part with no
     drag joins a dragged part of the same object). Drags of mode
     "drag" around a part (the toy world's rotations: handles on a circle about the object) make a
-    ``rotate`` about their handles' mean by their mean signed angle; "move" drags (moves, and the
-    move of a scale/stretch, which a region affine of DragFlow cannot scale) make a ``relocate``
-    by the mean handle→target displacement. Exact for every toy-world case but the scaling.
+    ``rotate`` about their handles' mean by their mean signed angle; "move" drags make a ``relocate``
+    by the mean handle→target displacement; a lone move drag's ``scale`` (a scale / stretch) is the
+    region's (a scaled relocate about its handle, ours). Exact for every toy-world case.
 
     A ``bend`` (toy world v3, articulated objects: one "drag" drag on the free end) becomes a
     ``rotate`` of the masked free segment about the joint, which the adapter takes from the
@@ -147,8 +147,9 @@ def dragflow_regions(scene) -> list[dict]:
         else:
             tx = sum(d["target"][0] for d in ds) / len(ds)
             ty = sum(d["target"][1] for d in ds) / len(ds)
+            scale = [float(v) for v in ds[0].get("scale") or (1.0, 1.0)] if len(ds) == 1 else [1.0, 1.0]
             out.append({"op": "relocate", "mask": rle, "begin": [hx, hy], "target": [tx, ty],
-                        "anchor": None, **depth})
+                        "anchor": None, **({"scale": scale} if scale != [1.0, 1.0] else {}), **depth})
     return out
 
 

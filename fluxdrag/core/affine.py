@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .geometry import convex_hull
+from .geometry import convex_hull, kept_area_level
 
 OPS = ("relocate", "deform", "rotate")
 _OP_ALIASES = {
@@ -100,10 +100,12 @@ def region_affine(
     anchor: Point | None = None,
     progress: float = 1.0,
     image_hw: tuple[int, int] | None = None,
+    scale: Point = (1.0, 1.0),
 ) -> torch.Tensor:
     """A_k(p): the 2×3 float64 affine of one region at progress p (see module docstring).
 
-    ``relocate``/``deform``: translation p·(target − begin). ``rotate``: rotation by p·θ about
+    ``relocate``/``deform``: translation p·(target − begin); with ``scale`` (rx, ry) [ours: the
+    paper's ops do not scale] also scaled about ``begin`` by 1 + p·(r − 1) per axis. ``rotate``: rotation by p·θ about
     ``anchor`` (θ from :func:`rotation_angle`). ``image_hw`` (H, W), when given, is used to
     reject an anchor outside the image. Raises ValueError for an unknown op, a missing or
     outside anchor, and a rotation of 0 (begin and target on the same ray from the anchor)."""
@@ -112,7 +114,12 @@ def region_affine(
     tx, ty = _xy(target, "target")
     p = float(progress)
     if kind in ("relocate", "deform"):
-        return translation_affine(p * (tx - bx), p * (ty - by))
+        sx, sy = (1.0 + p * (float(r) - 1.0) for r in scale)
+        A = translation_affine(p * (tx - bx), p * (ty - by))
+        A[0, 0], A[1, 1] = sx, sy
+        A[0, 2] += bx - sx * bx
+        A[1, 2] += by - sy * by
+        return A
     if anchor is None:
         raise ValueError("rotate needs an anchor point (the rotation pivot)")
     ax, ay = _xy(anchor, "anchor")
@@ -258,11 +265,39 @@ def _mask_4d(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
 def warp_mask(mask: torch.Tensor, A: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Bool mask at its transformed pose: ``warp_with_affine(mask, A, "bilinear") > threshold``.
 
+    At the default threshold ½ a mask keeps its area [ours]: where under ``AREA_KEEP`` of its area
+    × |det A| passes ½ (a one-pixel ring shrunk by 0.75 reads below ½ almost everywhere and
+    vanished), the level drops to :func:`~.geometry.kept_area_level`'s.
     Accepts (H, W), (B, H, W) or (B, 1, H, W); returns bool of the same shape."""
     m, shape = _mask_4d(mask)
     dtype = m.dtype if m.dtype in (torch.float32, torch.float64) else torch.float32
-    out = warp_with_affine(m.to(dtype), A, mode="bilinear") > threshold
+    soft = warp_with_affine(m.to(dtype), A, mode="bilinear")
+    out = soft > threshold
+    if threshold == 0.5:
+        Ab = _as_batch_affine(A, m.shape[0])
+        for b in range(m.shape[0]):
+            want = float(m[b].float().sum()) * abs(float(torch.linalg.det(Ab[b, :, :2].double())))
+            sb = soft[b]
+            level = kept_area_level(sb[sb > 0], want, kept=int(out[b].sum()))
+            if level < 0.5:
+                out[b] = sb >= level - 1e-6
     return out.reshape(shape)
+
+
+def warp_region(z: torch.Tensor, mask: torch.Tensor, A: torch.Tensor, mode: str = "nearest") -> tuple:
+    """(destination (H, W) bool, ``z`` (B, C, H, W) moved by ``A``): the region ``mask`` (H, W) at its
+    pose (:func:`warp_mask`) and the content sampled with ``mode``; a destination the level ½ alone
+    would not take (a shrunk thin shape, :func:`warp_mask`) shows the region's own pixels only (``z``
+    and the mask warped bilinearly, divided: the nearest pixel there is the hollow or the ground)."""
+    dst = warp_mask(mask, A)
+    moved = warp_with_affine(z, A, mode=mode)
+    m = mask.to(z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32)[None, None]
+    soft = warp_with_affine(m, A, mode="bilinear")[0, 0]
+    thin = dst & ~(soft > 0.5)
+    if bool(thin.any()):
+        own = warp_with_affine(z * m.to(z.dtype), A, mode="bilinear") / soft.clamp(min=1e-6).to(z.dtype)
+        moved = torch.where(thin, own, moved)
+    return dst, moved
 
 
 def resize_mask(mask: torch.Tensor, hw: tuple[int, int], rule: str = "any") -> torch.Tensor:
@@ -454,6 +489,8 @@ class Region:
     begin: tuple[float, float] | None = None
     anchor: tuple[float, float] | None = None
     depth: str = "auto"
+    #: [ours] relocate / deform: scaled by (rx, ry) about ``begin`` (:func:`region_affine`)
+    scale: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         if self.depth not in ("auto", "front", "behind"):
@@ -469,6 +506,11 @@ class Region:
         self.begin = mask_centroid(self.mask) if self.begin is None else _xy(self.begin, "begin")
         if self.anchor is not None:
             self.anchor = _xy(self.anchor, "anchor")
+        self.scale = _xy(self.scale, "scale")
+        if min(self.scale) <= 0:
+            raise ValueError(f"region scale {self.scale} must be positive on both axes")
+        if self.scale != (1.0, 1.0) and self.op == "rotate":
+            raise ValueError("a rotate region cannot scale; use relocate with a scale")
         A = self.affine(1.0)  # raises for rotate problems
         if not bool(warp_mask(self.mask, A, threshold=0.0).any()):
             raise ValueError("the transformed region lies entirely outside the image")
@@ -490,7 +532,8 @@ class Region:
     def affine(self, progress: float = 1.0, grid_hw: tuple[int, int] | None = None) -> torch.Tensor:
         """A_k(p) as 2×3 float64; on another grid (e.g. the latent or a feature map) when
         ``grid_hw`` is given (scaled by grid/mask size)."""
-        A = region_affine(self.op, self.begin, self.target, self.anchor, progress=progress, image_hw=self.hw)
+        A = region_affine(self.op, self.begin, self.target, self.anchor, progress=progress, image_hw=self.hw,
+                          scale=self.scale)
         if grid_hw is not None and tuple(grid_hw) != self.hw:
             H, W = self.hw
             A = rescale_affine(A, grid_hw[1] / W, grid_hw[0] / H)

@@ -145,7 +145,7 @@ def regions_from_drags(split: DragSplit, min_radius_px: float = 16.0, radius_fac
             if not bool(masks[k].any()):
                 masks[k] = disc_mask(d.handle, 0.5, (H, W))
         taken |= masks[k]
-        regions.append(RegionOp("relocate", masks[k], d.handle, d.target, depth=d.depth))
+        regions.append(RegionOp("relocate", masks[k], d.handle, d.target, depth=d.depth, scale=d.scale))
     for i in split.anchors:
         p = ins.drags[i].handle
         m = disc_mask(p, anchor_radius_px, (H, W)) & ~taken

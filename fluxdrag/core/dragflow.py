@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .affine import Region, resize_mask, warp_mask, warp_with_affine
+from .affine import Region, resize_mask, warp_mask, warp_region, warp_with_affine
 
 # ----------------------------------------------------------------------------- schedule/weights
 
@@ -383,8 +383,8 @@ def moved_start(z: torch.Tensor, z_src: torch.Tensor, regions: Sequence[Region],
     out = z.clone()
     for r, m in zip(regions, _regions_on_grid(regions, grid, mask_rule)):
         A = r.affine(1.0, grid)
-        dst = warp_mask(m.to(z.device), A)
-        out = torch.where(dst, warp_with_affine(z_src, A, mode=WARP_MODE), out)
+        dst, moved = warp_region(z_src, m.to(z.device), A, mode=WARP_MODE)
+        out = torch.where(dst, moved, out)
     return out
 
 

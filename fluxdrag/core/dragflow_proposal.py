@@ -49,7 +49,8 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     for r in regions:
         c = r.mask & resize_mask(C, r.hw, "any")
         try:
-            carried.append(Region(c, r.op, target=r.target, begin=r.begin, anchor=r.anchor) if bool(c.any()) else None)
+            carried.append(Region(c, r.op, target=r.target, begin=r.begin, anchor=r.anchor, scale=r.scale)
+                           if bool(c.any()) else None)
         except ValueError:  # the content's copy leaves the image: nothing of it to place
             carried.append(None)
         rest.append(r.mask & ~c)
@@ -143,7 +144,7 @@ def revealed_cells(x: torch.Tensor, regions: Sequence[Region], content_contrast:
         out |= warp_mask(near.float(), A).cpu()
         try:
             c_px = r.mask & resize_mask(c, r.hw, "any") if r.hw != grid else c
-            content.append(Region(c_px, r.op, target=r.target, begin=r.begin, anchor=r.anchor))
+            content.append(Region(c_px, r.op, target=r.target, begin=r.begin, anchor=r.anchor, scale=r.scale))
         except ValueError:  # the content's copy leaves the image
             pass
     if not bool(out.any()):

@@ -12,7 +12,7 @@ regions as DragFlow does)::
      "mask": null | {"polygons": [[[x, y], ...], ...]} | {"rle": {"size": [H, W], "counts": [...]}},
      "regions": [{"op": "relocate" | "deform" | "rotate", "mask": <mask>,
                   "begin": [x, y], "target": [x, y], "anchor": [x, y] | null,
-                  "depth": "auto" | "front" | "behind"}]}
+                  "scale": [rx, ry], "depth": "auto" | "front" | "behind"}]}
 
 * Points are (x, y) = (column, row) in continuous pixel coordinates: 0 is the left/top edge of the
   image and W/H the right/bottom edge, so a point may lie anywhere in [0, W] x [0, H].
@@ -138,12 +138,16 @@ class RegionOp:
     target: Point
     anchor: Point | None = None
     depth: str = "auto"  # as Drag.depth, for the region's moved content
+    #: [ours] relocate / deform: the region scaled by (rx, ry) about ``begin`` as it moves (the
+    #: paper's three ops do not scale; a drag's ``scale`` becomes this)
+    scale: Point = (1.0, 1.0)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RegionOp):
             return NotImplemented
         return (
             self.op == other.op
+            and tuple(self.scale) == tuple(other.scale)
             and self.begin == other.begin
             and self.target == other.target
             and self.anchor == other.anchor
@@ -208,6 +212,7 @@ class DragInstructions:
                     "begin": _num_list(r.begin),
                     "target": _num_list(r.target),
                     "anchor": None if r.anchor is None else _num_list(r.anchor),
+                    **({"scale": _num_list(r.scale)} if tuple(r.scale) != (1.0, 1.0) else {}),
                     **({"depth": r.depth} if r.depth != "auto" else {}),
                 }
                 for r in self.regions
@@ -336,6 +341,7 @@ def _parse_region(i: int, r: Any, H: int, W: int) -> RegionOp:
         target=_parse_point(r["target"], f"{where}.target"),
         anchor=None if anchor is None else _parse_point(anchor, f"{where}.anchor"),
         depth=_parse_depth(r.get("depth"), f"{where}.depth"),
+        scale=_parse_point(r.get("scale") or (1.0, 1.0), f"{where}.scale"),
     )
 
 
@@ -427,6 +433,11 @@ def _validate(ins: DragInstructions) -> None:
         if r.anchor is not None:
             _check_point(r.anchor, f"{where}.anchor", W, H)
         r.depth = _parse_depth(r.depth, f"{where}.depth")
+        if not all(math.isfinite(c) and c > 0 for c in r.scale):
+            raise ValueError(f"{where}.scale {list(r.scale)} must be finite and positive on both axes; use [1, 1] "
+                             "to keep the region's size")
+        if tuple(r.scale) != (1.0, 1.0) and r.op not in ("relocate", "deform"):
+            raise ValueError(f'{where}: a {r.op!r} region cannot scale; remove "scale" or use "op": "relocate"')
 
 
 def from_mask_and_points(
@@ -503,6 +514,7 @@ def rescale(instr: DragInstructions, new_size: tuple[int, int]) -> DragInstructi
             sp(r.target),
             None if r.anchor is None else sp(r.anchor),
             depth=r.depth,
+            scale=r.scale,
         )
         for r in instr.regions
     ]

@@ -43,7 +43,7 @@ def regions_preview(ins: DragInstructions, image: torch.Tensor | None,
         tint(em, (0.2, 0.45, 1.0), 0.25)
     heads, tails, anchors = [], [], []
     for k, r in enumerate(ins.regions):
-        reg = Region(r.mask, r.op, target=r.target, begin=r.begin,
+        reg = Region(r.mask, r.op, target=r.target, begin=r.begin, scale=r.scale,
                      anchor=r.anchor if r.anchor is not None or r.op != "rotate" else mask_centroid(r.mask))
         tint(r.mask, REGION_TINTS[k % len(REGION_TINTS)], 0.4)
         tint(warp_mask(r.mask, reg.affine(1.0)), (0.0, 1.0, 0.2), 0.35)

@@ -138,7 +138,8 @@ def regions_for_latent(drag_instructions, H: int, W: int, node: str = NODE_OPT) 
     for k, r in enumerate(ins.regions):
         anchor = r.anchor if (r.anchor is not None or r.op != "rotate") else mask_centroid(r.mask)
         try:
-            regions.append(Region(r.mask, r.op, target=r.target, begin=r.begin, anchor=anchor, depth=r.depth))
+            regions.append(Region(r.mask, r.op, target=r.target, begin=r.begin, anchor=anchor, depth=r.depth,
+                                  scale=r.scale))
         except ValueError as e:
             raise FluxDragInputError(f"{node}: input 'drag_instructions' region {k}: {e}") from None
     return ins, regions
