@@ -62,3 +62,12 @@ def test_a_shrunk_one_pixel_ring_keeps_its_area():
     z[0, 0][ring] = 3.0
     got, moved = warp_region(z, ring, A)
     assert torch.equal(got, dst) and bool((moved[0, 0][dst] > 2.9).all())   # ring content, no ground
+
+
+def test_the_paper_preset_drops_the_scale():
+    from fluxdrag.pipelines.dragflow_inputs import PAPER, DragFlowSettings, regions_for_latent
+
+    assert DragFlowSettings().region_scale and not PAPER.region_scale
+    doc = _doc({"scale": [0.5, 0.5]})
+    assert regions_for_latent(doc, 64, 64)[1][0].scale == (0.5, 0.5)
+    assert regions_for_latent(doc, 64, 64, scale=False)[1][0].scale == (1.0, 1.0)

@@ -113,8 +113,9 @@ def add_region(base: DragInstructions | None, region: RegionOp, node: str = NODE
                             list(base.regions) + [region], base.version)
 
 
-def regions_for_latent(drag_instructions, H: int, W: int, node: str = NODE_OPT) -> tuple:
-    """(instructions at H×W, core Regions in pixels) or a clear error."""
+def regions_for_latent(drag_instructions, H: int, W: int, node: str = NODE_OPT, scale: bool = True) -> tuple:
+    """(instructions at H×W, core Regions in pixels) or a clear error; ``scale`` False: the regions'
+    scales are dropped (``region_scale``)."""
     try:
         ins = parse_instructions(drag_instructions)
     except ValueError as e:
@@ -139,7 +140,7 @@ def regions_for_latent(drag_instructions, H: int, W: int, node: str = NODE_OPT) 
         anchor = r.anchor if (r.anchor is not None or r.op != "rotate") else mask_centroid(r.mask)
         try:
             regions.append(Region(r.mask, r.op, target=r.target, begin=r.begin, anchor=anchor, depth=r.depth,
-                                  scale=r.scale))
+                                  scale=r.scale if scale else (1.0, 1.0)))
         except ValueError as e:
             raise FluxDragInputError(f"{node}: input 'drag_instructions' region {k}: {e}") from None
     return ins, regions
@@ -333,6 +334,10 @@ class DragFlowSettings:
                                       "the proposal's inversion path down to this σ (left free, the model erased the "
                                       "whole moved object on some scenes); 1 = not held.",
                                  min=0.0, max=1.0, step=0.05, paper=SILENT)
+    region_scale: bool = setting(True, "A region's scale (a relocate or deform with \"scale\": [rx, ry], or a move "
+                                       "drag's scale) scales it about its begin point as it moves (ours). Off: "
+                                       "the paper's three ops, which do not scale: the region only moves.",
+                                 paper=False)
 
 
 #: DragFlow as in the paper: every departure above at the paper's value (docs/dragflow.md)
@@ -357,7 +362,7 @@ def plan_edit(drag_instructions, latent_samples: torch.Tensor, settings: DragFlo
                                  f"which only init 'reinverted' makes; set init 'reinverted' or background "
                                  f"'inversion'.")
     h, w = latent_samples.shape[-2:]
-    ins, regions = regions_for_latent(drag_instructions, h * 8, w * 8, node)
+    ins, regions = regions_for_latent(drag_instructions, h * 8, w * 8, node, scale=st.region_scale)
     stated = [k for k, r in enumerate(regions) if r.depth != "auto"]
     if stated and not (st.init == "reinverted" and st.content_contrast > 0 and st.occluder_contrast > 0):
         warnings.warn(f"{node}: region(s) {', '.join(map(str, stated))} state a depth, which only init "
