@@ -20,10 +20,21 @@ def test_the_level_stays_at_a_half_while_the_shape_keeps_its_area():
 
 def test_the_level_drops_to_the_count_nearest_the_scaled_area():
     soft = torch.tensor([0.49, 0.49, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.2, 0.05])
-    assert kept_area_level(soft, want=8.0) == pytest.approx(0.3)                      # 8 pixels, not 9 at 0.2
-    assert kept_area_level(soft, want=2.0) == pytest.approx(0.49)                     # a tie group of two
-    assert kept_area_level(soft, want=20.0) == pytest.approx(0.2)                     # never below the floor (0.05)
-    assert kept_area_level(soft, want=8.0, kept=5) == 0.5               # the map's own rule kept enough
+    assert kept_area_level(soft, want=8.0) == pytest.approx(0.3)       # 8 pixels, not 9 at 0.2
+    assert kept_area_level(soft, want=2.0) == pytest.approx(0.49)      # a tie group of two
+    assert kept_area_level(soft, want=20.0) == pytest.approx(0.2)      # never below the floor (0.05)
+    assert kept_area_level(soft, want=8.0, kept=5) == 0.5              # the map's own rule kept enough
+
+
+def test_a_shape_moved_half_out_of_the_frame_keeps_only_what_lands():
+    """The area wanted is what lands in the frame: a square moved mostly out of the frame is not grown
+    at its edge (found in review: 81 pixels instead of 72)."""
+    from fluxdrag.core.affine import translation_affine, warp_mask
+
+    m = torch.zeros(64, 64, dtype=torch.bool)
+    m[10:30, 10:30] = True
+    A = translation_affine(35.4, 35.6)
+    assert torch.equal(warp_mask(m, A), warp_mask(m, A, threshold=0.5 + 1e-12))
 
 
 def test_lazydrags_fine_map_keeps_a_shrunk_ring(monkeypatch):

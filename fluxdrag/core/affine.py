@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from . import geometry
 from .geometry import convex_hull, kept_area_level
 
 OPS = ("relocate", "deform", "rotate")
@@ -275,11 +276,16 @@ def warp_mask(mask: torch.Tensor, A: torch.Tensor, threshold: float = 0.5) -> to
     out = soft > threshold
     if threshold == 0.5:
         Ab = _as_batch_affine(A, m.shape[0])
+        H, W = m.shape[-2:]
         for b in range(m.shape[0]):
-            want = float(m[b].float().sum()) * abs(float(torch.linalg.det(Ab[b, :, :2].double())))
+            yx = torch.nonzero(m[b, 0]).to(torch.float64) + 0.5
+            to = apply_affine(Ab[b], yx.flip(1))                        # the pixels' images, in frame or not
+            landed = (to[:, 0] >= 0) & (to[:, 0] < W) & (to[:, 1] >= 0) & (to[:, 1] < H)
+            want = float(landed.sum()) * abs(float(torch.linalg.det(Ab[b, :, :2].double())))
             sb = soft[b]
-            level = kept_area_level(sb[sb > 0], want, kept=int(out[b].sum()))
-            if level < 0.5:
+            kept = int(out[b].sum())
+            level = kept_area_level(sb[sb > 0], want, kept=kept)
+            if level < 0.5 or kept < geometry.AREA_KEEP * want:        # a line read at ½ exactly too
                 out[b] = sb >= level - 1e-6
     return out.reshape(shape)
 

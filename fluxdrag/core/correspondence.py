@@ -265,7 +265,7 @@ def _match(
             qy, qx, best_d = nearest_of_four(P, pre[:, 0], pre[:, 1])
             qf = qy * w + qx
             cand = torch.isfinite(best_d) & (win_grid[qf] == i)
-            want = int((win_grid[:N] == i).sum()) * float(scales[i][0]) * float(scales[i][1])
+            want = int(((torch.as_tensor(win) == i) & inside).sum()) * float(scales[i][0]) * float(scales[i][1])
             ok = cand & (soft >= kept_area_level(soft[cand], want) - 1e-9)
             src_l.append(qf[ok])
             dst_l.append(torch.arange(N)[ok])

@@ -87,18 +87,19 @@ AREA_FLOOR = 0.1
 
 
 def kept_area_level(soft: torch.Tensor, want: float, kept: int | None = None) -> float:
-    """The membership level of one moved shape's backward map: 1/2, or where the candidates' bilinear
-    reads ``soft`` at 1/2 (or the map's own rule: ``kept`` pixels) keep under ``AREA_KEEP`` × ``want``
-    pixels (its scaled area), the level among the reads (1/2 down to ``AREA_FLOOR``) whose count is
-    nearest ``want``, the higher on a tie (a symmetric shape's reads tie in groups: a level just under
-    a group can double the count)."""
+    """The membership level of one moved shape's backward map: 1/2, or where the candidates'
+    bilinear reads ``soft`` at 1/2 (or the map's own rule: ``kept`` pixels) keep under ``AREA_KEEP``
+    × ``want`` pixels (its scaled area: the callers count what lands in the frame), the level
+    among the reads (1/2 down to ``AREA_FLOOR``) whose count is nearest ``want``, the higher on a
+    tie (a symmetric shape's reads tie in groups: a level just under a group can double the count)."""
     kept = int((soft >= 0.5 - 1e-9).sum()) if kept is None else kept
     if AREA_KEEP <= 0 or not soft.numel() or kept >= AREA_KEEP * want:
         return 0.5
     levels = torch.unique(soft[(soft <= 0.5) & (soft >= AREA_FLOOR)])
     if not levels.numel():
         return 0.5
-    counts = (soft[None, :] >= levels[:, None] - 1e-9).sum(1).to(torch.float64)
+    ordered = torch.sort(soft.reshape(-1)).values                 # counts by one search, not levels × n
+    counts = (ordered.numel() - torch.searchsorted(ordered, levels - 1e-9)).to(torch.float64)
     gap = (counts - want).abs()
     best = torch.nonzero(gap == gap.min()).flatten()
     return float(levels[best].max())

@@ -341,7 +341,7 @@ def _parse_region(i: int, r: Any, H: int, W: int) -> RegionOp:
         target=_parse_point(r["target"], f"{where}.target"),
         anchor=None if anchor is None else _parse_point(anchor, f"{where}.anchor"),
         depth=_parse_depth(r.get("depth"), f"{where}.depth"),
-        scale=_parse_point(r.get("scale") or (1.0, 1.0), f"{where}.scale"),
+        scale=_parse_point((1.0, 1.0) if r.get("scale") is None else r["scale"], f"{where}.scale"),
     )
 
 

@@ -224,16 +224,22 @@ def _onto_shape(mask: torch.Tensor, p: torch.Tensor, patch: int, *, rows: torch.
     return torch.where(use, br, rows), torch.where(use, bc, cols)
 
 
-def _thin_level(pix: torch.Tensor, p: torch.Tensor, patch: int, scale) -> float:
-    """[ours] The membership level of a part's motion (:func:`~.geometry.kept_area_level`): a latent
-    pixel whose inverse image ``p`` (n, 2; token units) reads the moving pixels ``pix`` bilinearly at
-    or above it shows the part. 1/2, or lower where 1/2 keeps under ``AREA_KEEP`` of the part's
-    scaled area: a one-pixel ring shrunk by a scale reads below 1/2 almost everywhere, and every
-    inverse image is nearest its hollow or the ground (toy scene 141027: no destination token, the
-    ring vanished). :func:`motion_map` takes the tokens holding such pixels as destinations, and
-    :func:`_motion_pixels` shows them (the motion's ``"level"``)."""
+def _thin_level(pix: torch.Tensor, p: torch.Tensor, patch: int, motion: dict) -> float:
+    """[ours] The level (:func:`~.geometry.kept_area_level`) at which a latent pixel whose inverse
+    image ``p`` (n, 2; token units) reads the moving pixels ``pix`` bilinearly shows the part: 1/2,
+    or lower where 1/2 keeps under ``AREA_KEEP`` of its scaled area in the frame (a one-pixel ring
+    shrunk by a scale: toy scene 141027 had no destination token). :func:`motion_map` takes the
+    tokens holding such pixels, :func:`_motion_pixels` shows them (the motion's ``"level"``)."""
+    from .correspondence_fields import move_displacement
+
+    sx, sy = motion.get("scale", (1.0, 1.0))
+    ys, xs = torch.nonzero(pix, as_tuple=True)
+    at = torch.stack([_token_coord(xs, patch), _token_coord(ys, patch)], 1)
+    to = at + move_displacement(at, motion["handle"], motion["target"], (sx, sy), float(motion.get("angle", 0.0)))
+    h, w = pix.shape[0] / patch, pix.shape[1] / patch
+    landed = (to[:, 0] >= -0.5) & (to[:, 0] < w - 0.5) & (to[:, 1] >= -0.5) & (to[:, 1] < h - 0.5)
     cov = _coverage(pix, p, patch)
-    return kept_area_level(cov[cov > 0], int(pix.sum()) * float(scale[0]) * float(scale[1]))
+    return kept_area_level(cov[cov > 0], float(landed.sum()) * float(sx) * float(sy))
 
 
 def _far_tokens(edit: torch.Tensor, ring: int = 2) -> torch.Tensor:
@@ -318,7 +324,7 @@ def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
         ok = (r >= 0) & (r < h * patch) & (c >= 0) & (c < w * patch)
         hit = torch.zeros(h * patch * w * patch, dtype=torch.bool)
         hit[ok] = pix[r[ok], c[ok]]
-        level = _thin_level(pix, p, patch, m.get("scale", (1.0, 1.0)))
+        level = _thin_level(pix, p, patch, m)
         if level < 0.5:
             hit |= _coverage(pix, p, patch) >= level - 1e-9
             m = {**m, "level": level}

@@ -212,7 +212,8 @@ class ContextDragSettings:
                    "LazyDrag's): the largest connected piece of each painted part, and no faint part apart "
                    "from every handle (a shadow painted apart) — the dragged object is one piece; a texture's "
                    "cell or a shadow's edge standing out elsewhere in the paint is filled, not carried; all: "
-                   "every one of them. Chosen by the map node at its content_contrast.",
+                   "every one of them. The map node picks the pieces at the default content_contrast: with a lower "
+                   "one on the Options node, faint pixels of the smaller pieces may move too.",
         options=CONTENT_PIECES, main=True, node="map", paper="all")
     content_reference: str = setting(
         "texture", "What a painted pixel must stand out from to move (content_contrast): texture (ours, as "
