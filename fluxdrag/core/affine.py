@@ -275,10 +275,10 @@ def warp_mask(mask: torch.Tensor, A: torch.Tensor, threshold: float = 0.5) -> to
     soft = warp_with_affine(m.to(dtype), A, mode="bilinear")
     out = soft > threshold
     if threshold == 0.5:
-        Ab = _as_batch_affine(A, m.shape[0])
+        Ab = _as_batch_affine(A, m.shape[0]).cpu()              # the count below runs on the CPU
         H, W = m.shape[-2:]
         for b in range(m.shape[0]):
-            yx = torch.nonzero(m[b, 0]).to(torch.float64) + 0.5
+            yx = torch.nonzero(m[b, 0]).cpu().to(torch.float64) + 0.5
             to = apply_affine(Ab[b], yx.flip(1))                        # the pixels' images, in frame or not
             landed = (to[:, 0] >= 0) & (to[:, 0] < W) & (to[:, 1] >= 0) & (to[:, 1] < H)
             want = float(landed.sum()) * abs(float(torch.linalg.det(Ab[b, :, :2].double())))
