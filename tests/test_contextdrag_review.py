@@ -6,7 +6,7 @@ import warnings
 import torch
 
 from fluxdrag.core.reverse_mapping import injection_pairs
-from fluxdrag.pipelines.contextdrag import build_map, map_for
+from fluxdrag.pipelines.contextdrag import build_map, map_for, patched_map
 from fluxdrag.toyworld.latent import rle_encode
 
 KW = dict(drag_groups="component", content_contrast=0.0, rigid_tolerance=0.2)
@@ -194,9 +194,7 @@ def test_a_stretch_over_its_own_source_borrows_a_far_token():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rm = build_map(sc.drags, sc.latent[None], settings=st)
-        m = map_for(rm, st.subtoken, drag_groups=st.drag_groups, move_affine=st.move_affine,
-                    content_contrast=st.content_contrast, rigid_tolerance=st.rigid_tolerance, warp=st.warp,
-                    swing=st.swing)
+        m = patched_map(rm, st)
     after = sc.masks_after[sc.moved].any(0).reshape(16, 2, 16, 2).sum((1, 3)) >= 2   # tokens mostly object
     assert bool(m.dst_mask[after].all()), int((after & ~m.dst_mask).sum())
     d, s = injection_pairs(m)
@@ -248,9 +246,7 @@ def test_a_textures_cells_under_the_painted_shadow_do_not_move():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 rm = build_map(sc.drags, sc.latent[None], settings=st)
-                m = map_for(rm, st.subtoken, drag_groups=st.drag_groups, move_affine=st.move_affine,
-                            content_contrast=st.content_contrast, rigid_tolerance=st.rigid_tolerance,
-                            warp=st.warp, swing=st.swing)
+                m = patched_map(rm, st)
             moving.append(m.fine_mask)
         now, before = moving
         assert bool(now[obj].all()) and bool(before[obj].all())

@@ -60,7 +60,7 @@ def test_lazydrags_fine_map_keeps_a_shrunk_ring(monkeypatch):
 def test_contextdrags_motion_map_keeps_a_shrunk_ring(monkeypatch):
     from fluxdrag.core.reverse_mapping import injection_pairs
     from fluxdrag.core.reverse_tokens import moved_patch_pixels
-    from fluxdrag.pipelines.contextdrag import ContextDragSettings, build_map, map_for
+    from fluxdrag.pipelines.contextdrag import ContextDragSettings, build_map, patched_map
 
     sc = make_scene(141027, "large", "scale")
     ring, gt = sc.masks[sc.moved].any(0), sc.masks_after[sc.moved].any(0)
@@ -71,9 +71,7 @@ def test_contextdrags_motion_map_keeps_a_shrunk_ring(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             rm = build_map(sc.drags, sc.latent[None], settings=st)
-            m = map_for(rm, st.subtoken, drag_groups=st.drag_groups, move_affine=st.move_affine,
-                        content_contrast=st.content_contrast, rigid_tolerance=st.rigid_tolerance, warp=st.warp,
-                        swing=st.swing)
+            m = patched_map(rm, st)
         tok, rows, cols = moved_patch_pixels(m, subtoken=True, composite=True, warp=st.warp)
         d, s = injection_pairs(m)
         dest = {int(b): int(a) for a, b in zip(d, s)}

@@ -271,6 +271,11 @@ def warp_mask(mask: torch.Tensor, A: torch.Tensor, threshold: float = 0.5) -> to
     vanished), the level drops to :func:`~.geometry.kept_area_level`'s.
     Accepts (H, W), (B, H, W) or (B, 1, H, W); returns bool of the same shape."""
     m, shape = _mask_4d(mask)
+    return _warped(m, A, threshold)[1].reshape(shape)
+
+
+def _warped(m: torch.Tensor, A: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the (B, 1, H, W) mask ``m`` warped bilinearly, :func:`warp_mask`'s bool mask of it)."""
     dtype = m.dtype if m.dtype in (torch.float32, torch.float64) else torch.float32
     soft = warp_with_affine(m.to(dtype), A, mode="bilinear")
     out = soft > threshold
@@ -287,7 +292,7 @@ def warp_mask(mask: torch.Tensor, A: torch.Tensor, threshold: float = 0.5) -> to
             level = kept_area_level(sb[sb > 0], want, kept=kept)
             if level < 0.5 or kept < geometry.AREA_KEEP * want:        # a line read at ½ exactly too
                 out[b] = sb >= level - 1e-6
-    return out.reshape(shape)
+    return soft, out
 
 
 def warp_region(z: torch.Tensor, mask: torch.Tensor, A: torch.Tensor, mode: str = "nearest") -> tuple:
@@ -295,12 +300,12 @@ def warp_region(z: torch.Tensor, mask: torch.Tensor, A: torch.Tensor, mode: str 
     pose (:func:`warp_mask`) and the content sampled with ``mode``; a destination the level ½ alone
     would not take (a shrunk thin shape, :func:`warp_mask`) shows the region's own pixels only (``z``
     and the mask warped bilinearly, divided: the nearest pixel there is the hollow or the ground)."""
-    dst = warp_mask(mask, A)
+    soft, dst = _warped(mask[None, None], A, 0.5)
+    soft, dst = soft[0, 0], dst[0, 0]
     moved = warp_with_affine(z, A, mode=mode)
-    m = mask.to(z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32)[None, None]
-    soft = warp_with_affine(m, A, mode="bilinear")[0, 0]
     thin = dst & ~(soft > 0.5)
     if bool(thin.any()):
+        m = mask.to(z.dtype if z.dtype in (torch.float32, torch.float64) else torch.float32)[None, None]
         own = warp_with_affine(z * m.to(z.dtype), A, mode="bilinear") / soft.clamp(min=1e-6).to(z.dtype)
         moved = torch.where(thin, own, moved)
     return dst, moved

@@ -18,7 +18,8 @@ CONTENT_REFERENCES = ("texture", "membrane")
 
 def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float,
                    behind: torch.Tensor | None = None, one_piece: bool = False,
-                   texture: bool = False, anchors: torch.Tensor | None = None) -> torch.Tensor:
+                   texture: bool = False, anchors: torch.Tensor | None = None,
+                   score: torch.Tensor | None = None) -> torch.Tensor:
     """[ours] The painted pixels that carry content: (H, W) bool, those of ``editable`` whose
     latent stands out from the region's harmonic fill (:func:`harmonic_fill`, what the
     surroundings would continue into it) by at least ``contrast`` × the strongest such contrast
@@ -38,13 +39,15 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     on the grid, the drags' handles; a connected part of the paint nearest to none of them (a shadow
     painted apart from its object) carries content only when its strongest contrast is at least
     ``contrast`` × the strongest of all parts: the per-part yardstick would otherwise pick the
-    darkest of a detached shadow as an object (toy scene 128007: 0.23 ×)."""
+    darkest of a detached shadow as an object (toy scene 128007: 0.23 ×). ``score``: this region's
+    :func:`content_score` (same ``behind`` and ``texture``) when the caller has it already."""
     P = editable.to(torch.bool).cpu()
     if contrast <= 0 or not bool(P.any()):
         return P.clone()
     z, membrane = _membrane_contrast(latent, P, behind)
     lab = _components(P)                 # the paint's parts, read once for the three rules below
-    keep = P & (_scored(z, membrane, P, lab, behind=behind, texture=texture) >= contrast)
+    scored = _scored(z, membrane, P, lab, behind=behind, texture=texture) if score is None else score
+    keep = P & (scored >= contrast)
     if anchors is not None and anchors.numel():
         keep &= ~_unanchored_faint(membrane, P, lab, anchors, contrast)
     if one_piece:

@@ -224,9 +224,9 @@ def _onto_shape(mask: torch.Tensor, p: torch.Tensor, patch: int, *, rows: torch.
     return torch.where(use, br, rows), torch.where(use, bc, cols)
 
 
-def _thin_level(pix: torch.Tensor, p: torch.Tensor, patch: int, motion: dict) -> float:
+def _thin_level(pix: torch.Tensor, cov: torch.Tensor, patch: int, motion: dict) -> float:
     """[ours] The level (:func:`~.geometry.kept_area_level`) at which a latent pixel whose inverse
-    image ``p`` (n, 2; token units) reads the moving pixels ``pix`` bilinearly shows the part: 1/2,
+    image reads the moving pixels ``pix`` bilinearly (``cov``, :func:`_coverage`) shows the part: 1/2,
     or lower where 1/2 keeps under ``AREA_KEEP`` of its scaled area in the frame (a one-pixel ring
     shrunk by a scale: toy scene 141027 had no destination token). :func:`motion_map` takes the
     tokens holding such pixels, :func:`_motion_pixels` shows them (the motion's ``"level"``)."""
@@ -238,7 +238,6 @@ def _thin_level(pix: torch.Tensor, p: torch.Tensor, patch: int, motion: dict) ->
     to = at + move_displacement(at, motion["handle"], motion["target"], (sx, sy), float(motion.get("angle", 0.0)))
     h, w = pix.shape[0] / patch, pix.shape[1] / patch
     landed = (to[:, 0] >= -0.5) & (to[:, 0] < w - 0.5) & (to[:, 1] >= -0.5) & (to[:, 1] < h - 0.5)
-    cov = _coverage(pix, p, patch)
     return kept_area_level(cov[cov > 0], float(landed.sum()) * float(sx) * float(sy))
 
 
@@ -324,9 +323,10 @@ def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
         ok = (r >= 0) & (r < h * patch) & (c >= 0) & (c < w * patch)
         hit = torch.zeros(h * patch * w * patch, dtype=torch.bool)
         hit[ok] = pix[r[ok], c[ok]]
-        level = _thin_level(pix, p, patch, m)
+        cov = _coverage(pix, p, patch)
+        level = _thin_level(pix, cov, patch, m)
         if level < 0.5:
-            hit |= _coverage(pix, p, patch) >= level - 1e-9
+            hit |= cov >= level - 1e-9
             m = {**m, "level": level}
         q_mask = hit.reshape(h, patch, w, patch).any(3).any(1) & ~dst
         q = torch.nonzero(q_mask.reshape(-1)).flatten()

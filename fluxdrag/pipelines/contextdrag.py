@@ -342,7 +342,8 @@ def _content_score(latent: torch.Tensor, fine: torch.Tensor, st: ContextDragSett
     c = st.content_contrast
     if st.content_piece != "largest" or c <= 0:
         return score
-    keep = content_pixels(latent, fine, c, one_piece=True, texture=texture, anchors=token_to_latent(handles))
+    keep = content_pixels(latent, fine, c, one_piece=True, texture=texture, anchors=token_to_latent(handles),
+                          score=score)
     return torch.where(keep | (score < c), score, torch.zeros_like(score))
 
 
@@ -464,6 +465,13 @@ def map_for(rmap: ReverseMap, subtoken: bool, *, drag_groups: str, move_affine: 
     return out
 
 
+def patched_map(rmap: ReverseMap, st: ContextDragSettings) -> ReverseMap:
+    """The map as the patches read it with the settings ``st`` (:func:`map_for` with their values)."""
+    return map_for(rmap, st.subtoken, drag_groups=st.drag_groups, move_affine=st.move_affine,
+                   content_contrast=st.content_contrast, rigid_tolerance=st.rigid_tolerance, warp=st.warp,
+                   swing=st.swing, stay_continued=st.stay_continued and st.occluder_contrast > 0)
+
+
 def _map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str, move_affine: str, rigid_tolerance: float, *,
              swing: bool, content: torch.Tensor | None = None) -> ReverseMap:
     """``rmap`` with the rounding ``subtoken``, the ``drag_groups``, ``move_affine`` and
@@ -556,9 +564,7 @@ def _apply(model, rmap, st: ContextDragSettings, controller: type, *, node: str,
     rounding ``st.subtoken`` asks for), then put one ``controller`` on a clone of ``model``."""
     validate(st, node, fields + PATCH_FIELDS)
     dm = require_kontext_flux(model, node)
-    rmap = map_for(_require_map(rmap, node), st.subtoken, drag_groups=st.drag_groups, move_affine=st.move_affine,
-                   content_contrast=st.content_contrast, rigid_tolerance=st.rigid_tolerance, warp=st.warp,
-                   swing=st.swing, stay_continued=st.stay_continued and st.occluder_contrast > 0)
+    rmap = patched_map(_require_map(rmap, node), st)
     ctrl = controller(rmap, **pick(st, fields), **extra, **_patch_args(dm, st, node))
     return patch_model(model, ctrl), ctrl
 

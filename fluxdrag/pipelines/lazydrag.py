@@ -47,7 +47,6 @@ NODE_PATCH = "FluxDrag LazyDrag Patch"
 RESOLUTIONS = ("pixel", "token")
 MAPPINGS = ("backward", "forward")
 DEPTHS = ("auto", "over", "under")
-PIECES, REFERENCES = CONTENT_PIECES, CONTENT_REFERENCES
 CAST_SHADOWS = ("offset", "object", "off")
 
 
@@ -111,12 +110,12 @@ class LazyDragSettings:
         "largest", "Of the painted pixels that stand out (content_contrast), which move: largest (ours): "
                    "the largest connected piece of each painted part — the dragged object is one piece; a "
                    "texture's cell or a shadow's edge standing out elsewhere in the paint is filled, not "
-                   "carried; all: every one of them.", options=PIECES, paper="all", node="map")
+                   "carried; all: every one of them.", options=CONTENT_PIECES, paper="all", node="map")
     content_reference: str = setting(
         "texture", "What a painted pixel must stand out from to move (content_contrast): texture (ours): "
                    "both the membrane of its surroundings and the image's own continuation into the paint "
                    "(the best-matching offset copy), so a texture's cells under a painted shadow stay; "
-                   "membrane: the membrane only.", options=REFERENCES, paper="membrane", node="map")
+                   "membrane: the membrane only.", options=CONTENT_REFERENCES, paper="membrane", node="map")
     swing: bool = setting(
         True, "A lone 'drag' drag on a part of a painted mask swings the part rigidly about its far end "
               "(the pivot on the handle→target bisector nearest to the part's point farthest from the "
