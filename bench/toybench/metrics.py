@@ -42,8 +42,8 @@ does not apply:
     through the ground truth's angle, refined by 1°), scored by RMS against the edit over the
     candidate's mask ∪ the detected mask (not found: the source angle);
   * ``tip`` (bend): distance in tokens between the free end found in the edit and in the ground
-    truth, the free end being the mean of the 4 detected-mask pixels farthest from the limb's
-    fixed base end;
+    truth, the free end being the mean of the 4 detected-mask pixels off the (fixed) base segment
+    that lie farthest from the joint (``free_end``);
   * ``hole_err`` on textured backgrounds is as above: the vacated area must continue the texture.
 For the v3 families ``bg_err`` also leaves out the dragged objects' shadow areas (they change).
 """
@@ -185,11 +185,23 @@ def joint_error(scene: Scene, i: int, edited: torch.Tensor, det_mask: torch.Tens
     return abs(_wrap(best - d_gt))
 
 
-def free_end(mask: torch.Tensor, base: tuple[float, float], k: int = 4) -> tuple[float, float]:
-    """(x, y) px: mean of the ``k`` mask pixels farthest from ``base``."""
+def free_end(mask: torch.Tensor, limb, k: int = 4) -> tuple[float, float]:
+    """(x, y) px: the free end of ``limb``'s (the source's: its base segment stays) free segment
+    in ``mask``: the mean of the ``k`` mask pixels farthest from the joint among those farther than
+    the limb's half width from the base segment; the joint when there are none (the free segment
+    gone). Measured from the joint, not the base end: a bend past about 110° brings the free end
+    nearer the base end than the joint's outer edge, and pixels there would pass for it."""
     x, y = pixel_grid(*mask.shape)
-    xs, ys = x[mask], y[mask]
-    d = (xs - base[0]) ** 2 + (ys - base[1]) ** 2
+    (ax, ay), (jx, jy) = (limb.x0, limb.y0), limb.joint
+    vx, vy = jx - ax, jy - ay
+    n2 = vx * vx + vy * vy
+    t = (((x - ax) * vx + (y - ay) * vy) / n2).clamp(0, 1) if n2 > 0 else torch.zeros_like(x)
+    off_base = (x - ax - t * vx) ** 2 + (y - ay - t * vy) ** 2 > limb.width ** 2
+    sel = mask & off_base
+    if not bool(sel.any()):
+        return float(jx), float(jy)
+    xs, ys = x[sel], y[sel]
+    d = (xs - jx) ** 2 + (ys - jy) ** 2
     idx = torch.argsort(d, descending=True, stable=True)[:k]
     return float(xs[idx].mean()), float(ys[idx].mean())
 
@@ -224,9 +236,8 @@ def edit_metrics(scene: Scene, edited: torch.Tensor) -> dict[str, float | None]:
             scales.append(scale_error(use.mask, gt_det.mask))
         if scene.case == "bend":
             joints.append(joint_error(scene, i, edited, det.mask if det.centre else None))
-            base = (scene.objects[i].x0, scene.objects[i].y0)
-            ex, ey = free_end(use.mask, base)
-            gx_, gy_ = free_end(gt_det.mask, base)
+            ex, ey = free_end(use.mask, scene.objects[i])
+            gx_, gy_ = free_end(gt_det.mask, scene.objects[i])
             tips.append(math.hypot(ex - gx_, ey - gy_) / TOKEN_PX)
         shade_region |= use.mask & scene.masks_after[i]
         shows_object |= signature_map(edited, k) > 0.5 * OBJECT_AMPLITUDE
