@@ -266,8 +266,9 @@ def _mask_4d(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
 def warp_mask(mask: torch.Tensor, A: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """Bool mask at its transformed pose: ``warp_with_affine(mask, A, "bilinear") > threshold``.
 
-    At the default threshold ½ a mask keeps its area [ours]: where under ``AREA_KEEP`` of its area
-    × |det A| passes ½ (a one-pixel ring shrunk by 0.75 reads below ½ almost everywhere and
+    At the default threshold ½ [ours] a turned or scaled mask is warped smoothed (``OUTLINE_SIGMA``,
+    :func:`~.geometry.outline_read`'s rule), and a mask keeps its area: where under ``AREA_KEEP`` of
+    its area × |det A| passes ½ (a one-pixel ring shrunk by 0.75 reads below ½ almost everywhere and
     vanished), the level drops to :func:`~.geometry.kept_area_level`'s.
     Accepts (H, W), (B, H, W) or (B, 1, H, W); returns bool of the same shape."""
     m, shape = _mask_4d(mask)
@@ -292,6 +293,11 @@ def _warped(m: torch.Tensor, A: torch.Tensor, threshold: float) -> tuple[torch.T
             level = kept_area_level(sb[sb > 0], want, kept=kept)
             if level < 0.5 or kept < geometry.AREA_KEEP * want:        # a line read at ½ exactly too
                 out[b] = sb >= level - 1e-6
+            elif (Ab[b, :, :2] - torch.eye(2, dtype=Ab.dtype)).abs().max() > 1e-9:   # turned or scaled
+                src = geometry.smoothed_outline(m[b, 0])
+                if src is not None:
+                    soft[b] = warp_with_affine(src.to(dtype)[None, None], Ab[b], mode="bilinear")[0]
+                    out[b] = soft[b] > threshold
     return soft, out
 
 

@@ -60,7 +60,7 @@ from .correspondence_fields import (  # noqa: F401  (re-exported)
     token_to_latent,
     winner_takes_all_field,
 )
-from .geometry import bilinear_read, kept_area_level, nearest_of_four
+from .geometry import bilinear_read, kept_area_level, nearest_of_four, outline_read, resamples
 from .instructions import TokenDrags, rle_decode, rle_encode
 
 CMAP_VERSION = 1
@@ -258,15 +258,19 @@ def _match(
             if m != "move":
                 continue
             pre = move_inverse(grid, handles[i], targets[i], scales[i], float(angles[i]))
-            # membership: P read bilinearly at the exact preimage, >= 1/2 (a rounded preimage
-            # thins rings and bars under a stretch); the source is the nearest P cell of the four
-            # around the preimage
+            # membership: P read bilinearly at the exact preimage, >= 1/2 (a rounded preimage thins
+            # rings and bars under a stretch), or the kept-area level of a thin shape; at 1/2 a turned
+            # or scaled outline is read smoothed (outline_read). The source is the nearest P cell of
+            # the four around the preimage
             soft = bilinear_read(P, pre[:, 0], pre[:, 1])
             qy, qx, best_d = nearest_of_four(P, pre[:, 0], pre[:, 1])
             qf = qy * w + qx
             cand = torch.isfinite(best_d) & (win_grid[qf] == i)
             want = int(((torch.as_tensor(win) == i) & inside).sum()) * float(scales[i][0]) * float(scales[i][1])
-            ok = cand & (soft >= kept_area_level(soft[cand], want) - 1e-9)
+            level = kept_area_level(soft[cand], want)
+            if level >= 0.5 and resamples(angles[i], scales[i]):
+                soft = outline_read(P, pre[:, 0], pre[:, 1], True)
+            ok = cand & (soft >= level - 1e-9)
             src_l.append(qf[ok])
             dst_l.append(torch.arange(N)[ok])
             a_l.append(alpha_grid[qf[ok]])

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .geometry import bilinear_read, connected_components, kept_area_level, nearest_of_four, round_half_up
+from .geometry import connected_components, kept_area_level, nearest_of_four, outline_read, resamples, round_half_up
 from .reverse_mapping import (
     COLLISIONS,
     SNAP_TOL,
@@ -205,7 +205,7 @@ def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tenso
         r = _latent_pixel(p[..., 1], patch).clamp(0, h * patch - 1)
         c = _latent_pixel(p[..., 0], patch).clamp(0, w * patch - 1)
         if fine is not None:
-            on = _coverage(fine, p, patch) >= float(m.get("level", 0.5)) - 1e-9
+            on = _coverage(fine, p, patch, m) >= float(m.get("level", 0.5)) - 1e-9
             off_shape[sel] = ~on
             r, c = _onto_shape(fine, p, patch, rows=r, cols=c, on=on)
         rows[sel], cols[sel] = r, c
@@ -228,12 +228,11 @@ def _thin_level(pix: torch.Tensor, cov: torch.Tensor, patch: int, motion: dict) 
     """[ours] The level (:func:`~.geometry.kept_area_level`) at which a latent pixel whose inverse
     image reads the moving pixels ``pix`` bilinearly (``cov``, :func:`_coverage`) shows the part: 1/2,
     or lower where 1/2 keeps under ``AREA_KEEP`` of its scaled area in the frame (a one-pixel ring
-    shrunk by a scale: toy scene 141027 had no destination token). :func:`motion_map` takes the
-    tokens holding such pixels, :func:`_motion_pixels` shows them (the motion's ``"level"``)."""
+    shrunk by a scale: toy scene 141027 had no destination token). :func:`motion_map` takes the tokens
+    holding such pixels, :func:`_motion_pixels` shows them (the motion's ``"level"``, read unsmoothed)."""
     from .correspondence_fields import move_displacement
 
-    sx, sy = motion.get("scale", (1.0, 1.0))
-    ys, xs = torch.nonzero(pix, as_tuple=True)
+    (sx, sy), (ys, xs) = motion.get("scale", (1.0, 1.0)), torch.nonzero(pix, as_tuple=True)
     at = torch.stack([_token_coord(xs, patch), _token_coord(ys, patch)], 1)
     to = at + move_displacement(at, motion["handle"], motion["target"], (sx, sy), float(motion.get("angle", 0.0)))
     h, w = pix.shape[0] / patch, pix.shape[1] / patch
@@ -266,10 +265,11 @@ def _borrow(pool: torch.Tensor, used: torch.Tensor) -> int:
     return int(free[0]) if free.numel() else -1
 
 
-def _coverage(mask: torch.Tensor, p: torch.Tensor, patch: int) -> torch.Tensor:
-    """``mask`` (H, W) bool read bilinearly at token coordinates ``p`` (..., 2) x, y (outside the
-    grid: 0)."""
-    return bilinear_read(mask, (p[..., 0] + 0.5) * patch - 0.5, (p[..., 1] + 0.5) * patch - 0.5)
+def _coverage(mask: torch.Tensor, p: torch.Tensor, patch: int, m: dict | None = None) -> torch.Tensor:
+    """``mask`` (H, W) bool at token coordinates ``p`` (..., 2) x, y (0 off the grid), bilinearly; by
+    ``outline_read`` where the motion ``m`` turns or scales a shape read at 1/2 (not a thin one's level)."""
+    turns = m is not None and m.get("level", 0.5) >= 0.5 and resamples(m.get("angle", 0.0), m.get("scale", (1.0, 1.0)))
+    return outline_read(mask, (p[..., 0] + 0.5) * patch - 0.5, (p[..., 1] + 0.5) * patch - 0.5, turns)
 
 
 def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
