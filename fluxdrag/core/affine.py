@@ -263,19 +263,21 @@ def _mask_4d(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
     return m, shape
 
 
-def warp_mask(mask: torch.Tensor, A: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+def warp_mask(mask: torch.Tensor, A: torch.Tensor, threshold: float = 0.5, outline: bool = False) -> torch.Tensor:
     """Bool mask at its transformed pose: ``warp_with_affine(mask, A, "bilinear") > threshold``.
 
-    At the default threshold ½ [ours] a turned or scaled mask is warped smoothed (``OUTLINE_SIGMA``,
-    :func:`~.geometry.outline_read`'s rule), and a mask keeps its area: where under ``AREA_KEEP`` of
-    its area × |det A| passes ½ (a one-pixel ring shrunk by 0.75 reads below ½ almost everywhere and
-    vanished), the level drops to :func:`~.geometry.kept_area_level`'s.
+    At the default threshold ½ a mask keeps its area [ours]: where under ``AREA_KEEP`` of its area
+    × |det A| passes ½ (a one-pixel ring shrunk by 0.75 reads below ½ almost everywhere and
+    vanished), the level drops to :func:`~.geometry.kept_area_level`'s. ``outline`` [ours] (a region's
+    shape on the latent): a turned or scaled mask read at ½ is warped smoothed
+    (:func:`~.geometry.outline_on`'s rule: ``OUTLINE_SIGMA``, ``OUTLINE_KEEP``).
     Accepts (H, W), (B, H, W) or (B, 1, H, W); returns bool of the same shape."""
     m, shape = _mask_4d(mask)
-    return _warped(m, A, threshold)[1].reshape(shape)
+    return _warped(m, A, threshold, outline)[1].reshape(shape)
 
 
-def _warped(m: torch.Tensor, A: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _warped(m: torch.Tensor, A: torch.Tensor, threshold: float,
+            outline: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(the (B, 1, H, W) mask ``m`` warped bilinearly, :func:`warp_mask`'s bool mask of it)."""
     dtype = m.dtype if m.dtype in (torch.float32, torch.float64) else torch.float32
     soft = warp_with_affine(m.to(dtype), A, mode="bilinear")
@@ -293,20 +295,20 @@ def _warped(m: torch.Tensor, A: torch.Tensor, threshold: float) -> tuple[torch.T
             level = kept_area_level(sb[sb > 0], want, kept=kept)
             if level < 0.5 or kept < geometry.AREA_KEEP * want:        # a line read at ½ exactly too
                 out[b] = sb >= level - 1e-6
-            elif (Ab[b, :, :2] - torch.eye(2, dtype=Ab.dtype)).abs().max() > 1e-9:   # turned or scaled
+            elif outline and (Ab[b, :, :2] - torch.eye(2, dtype=Ab.dtype)).abs().max() > 1e-9:   # turned or scaled
                 src = geometry.smoothed_outline(m[b, 0])
-                if src is not None:
-                    soft[b] = warp_with_affine(src.to(dtype)[None, None], Ab[b], mode="bilinear")[0]
-                    out[b] = soft[b] > threshold
+                sm = None if src is None else warp_with_affine(src.to(dtype)[None, None], Ab[b], mode="bilinear")[0]
+                if sm is not None and int((sm > threshold).sum()) >= geometry.OUTLINE_KEEP * kept:
+                    soft[b], out[b] = sm, sm > threshold
     return soft, out
 
 
 def warp_region(z: torch.Tensor, mask: torch.Tensor, A: torch.Tensor, mode: str = "nearest") -> tuple:
     """(destination (H, W) bool, ``z`` (B, C, H, W) moved by ``A``): the region ``mask`` (H, W) at its
-    pose (:func:`warp_mask`) and the content sampled with ``mode``; a destination the level ½ alone
-    would not take (a shrunk thin shape, :func:`warp_mask`) shows the region's own pixels only (``z``
-    and the mask warped bilinearly, divided: the nearest pixel there is the hollow or the ground)."""
-    soft, dst = _warped(mask[None, None], A, 0.5)
+    pose (:func:`warp_mask` with ``outline``) and the content sampled with ``mode``; a destination the
+    level ½ alone would not take (a shrunk thin shape, :func:`warp_mask`) shows the region's own pixels
+    only (``z`` and the mask warped bilinearly, divided: the nearest pixel there is the hollow or the ground)."""
+    soft, dst = _warped(mask[None, None], A, 0.5, outline=True)
     soft, dst = soft[0, 0], dst[0, 0]
     moved = warp_with_affine(z, A, mode=mode)
     thin = dst & ~(soft > 0.5)

@@ -60,7 +60,7 @@ from .correspondence_fields import (  # noqa: F401  (re-exported)
     token_to_latent,
     winner_takes_all_field,
 )
-from .geometry import bilinear_read, kept_area_level, nearest_of_four, outline_read, resamples
+from .geometry import bilinear_read, kept_area_level, nearest_of_four, outline_on, resamples
 from .instructions import TokenDrags, rle_decode, rle_encode
 
 CMAP_VERSION = 1
@@ -219,9 +219,11 @@ def _match(
     circle: tuple | None,
     gate_unit: float,
     backward: bool,
+    outline: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Destination -> (source flat index or N, alpha of each source, the drag that moves each
-    destination's source or -1) on one grid (h, w) for region P.
+    destination's source or -1) on one grid (h, w) for region P (``outline``: a latent-pixel grid,
+    whose turned shapes are read smoothed, ``geometry.OUTLINE_SIGMA``).
 
     Forward (the paper): each p in P goes to round(p + v(p)); a destination hit by several keeps
     the largest alpha (ties: lowest source index). ``backward`` [ours]: for move drags every grid
@@ -259,18 +261,17 @@ def _match(
                 continue
             pre = move_inverse(grid, handles[i], targets[i], scales[i], float(angles[i]))
             # membership: P read bilinearly at the exact preimage, >= 1/2 (a rounded preimage thins
-            # rings and bars under a stretch), or the kept-area level of a thin shape; at 1/2 a turned
-            # or scaled outline is read smoothed (outline_read). The source is the nearest P cell of
-            # the four around the preimage
+            # rings and bars under a stretch), or the kept-area level of a thin shape; with ``outline``
+            # (the fine map) a turned or scaled outline at 1/2 is read smoothed (outline_on). The
+            # source is the nearest P cell of the four around the preimage
             soft = bilinear_read(P, pre[:, 0], pre[:, 1])
             qy, qx, best_d = nearest_of_four(P, pre[:, 0], pre[:, 1])
             qf = qy * w + qx
             cand = torch.isfinite(best_d) & (win_grid[qf] == i)
             want = int(((torch.as_tensor(win) == i) & inside).sum()) * float(scales[i][0]) * float(scales[i][1])
             level = kept_area_level(soft[cand], want)
-            if level >= 0.5 and resamples(angles[i], scales[i]):
-                soft = outline_read(P, pre[:, 0], pre[:, 1], True)
-            ok = cand & (soft >= level - 1e-9)
+            turned = outline and resamples(angles[i], scales[i])
+            ok = cand & outline_on(P, pre[:, 0], pre[:, 1], level, turned, among=cand)
             src_l.append(qf[ok])
             dst_l.append(torch.arange(N)[ok])
             a_l.append(alpha_grid[qf[ok]])
@@ -394,7 +395,7 @@ def build_fine_map(token_drags: TokenDrags, editable_px: torch.Tensor, circle: t
     circ = None if circle is None else (token_to_latent(circle[0]), 2.0 * circle[1])
     chosen, _, drag = _match(Pc, token_to_latent(token_drags.handles), token_to_latent(token_drags.targets),
                        modes=token_drags.modes, scales=token_drags.scales, angles=token_drags.angles,
-                       circle=circ, gate_unit=2.0 * gate_unit, backward=backward)
+                       circle=circ, gate_unit=2.0 * gate_unit, backward=backward, outline=True)
     N = H * W
     dest = chosen < N
     source = torch.where(dest, chosen, -1)

@@ -325,7 +325,7 @@ def vacated_mask(regions: Sequence[Region], grid_hw: tuple[int, int],
     dst = torch.zeros(grid, dtype=torch.bool)
     for r, m in zip(regions, _regions_on_grid(regions, grid, mask_rule)):
         src |= resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask
-        dst |= warp_mask(m, r.affine(1.0, grid))
+        dst |= warp_mask(m, r.affine(1.0, grid), outline=True)
     return src & ~dst
 
 
@@ -336,7 +336,7 @@ def destination_mask(regions: Sequence[Region], grid_hw: tuple[int, int],
     grid = tuple(grid_hw)
     dst = torch.zeros(grid, dtype=torch.bool)
     for r, m in zip(regions, _regions_on_grid(regions, grid, mask_rule)):
-        dst |= warp_mask(m, r.affine(1.0, grid))
+        dst |= warp_mask(m, r.affine(1.0, grid), outline=True)
     return dst
 
 

@@ -108,14 +108,16 @@ def kept_area_level(soft: torch.Tensor, want: float, kept: int | None = None) ->
 
 
 #: [ours] std (latent pixels) of the Gaussian that smooths a moved shape's binary mask before a
-#: backward map reads it at the preimages of a rotation or a scale (``outline_read``). A binary
-#: latent mask is the shape sampled at the cell centres; read bilinearly as it is, its staircase
+#: backward map reads it at the preimages of a rotation or a scale (``outline_on``; on the latent-pixel
+#: maps only: LazyDrag's fine map, ContextDrag's moved pixels, DragFlow's regions on the latent). A
+#: binary latent mask is the shape sampled at the cell centres; read bilinearly as it is, its staircase
 #: edges come back as staircases turned with the shape, which stick out of the turned outline. The
 #: smoothed mask's 1/2 level runs straight through a staircase (the sampled straight or smooth edge)
-#: and rounds sharp corners a little. Where it would fill a one-pixel hole or notch, or where a thin
-#: shape keeps its area below 1/2 (``kept_area_level``), the mask is read as it is. 0.6 gives the
-#: fewest wrong pixels against the exact turned shapes of the toy scenes (docs/lazydrag.md). 0: the
-#: mask read as it is (translations always are: they move the samples whole)
+#: and rounds sharp corners a little. The mask is read as it is where smoothing would fill a one-pixel
+#: hole or notch, where it keeps under ``OUTLINE_KEEP`` of the pixels, and where a thin shape's level
+#: is below 1/2 (``kept_area_level``). 0.6 gives the fewest wrong pixels against the exact turned
+#: shapes of the toy scenes (docs/lazydrag.md). 0: the mask read as it is (translations always are:
+#: they move the samples whole)
 OUTLINE_SIGMA = 0.6
 
 
@@ -150,11 +152,25 @@ def resamples(angle, scale) -> bool:
     return float(angle) != 0.0 or any(float(r) != 1.0 for r in scale)
 
 
-def outline_read(mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor, resampled: bool) -> torch.Tensor:
-    """A moved shape's ``mask`` (h, w) read bilinearly at the preimages (``x``, ``y``) of a backward
-    map; where the map ``resampled`` (:func:`resamples`), from :func:`smoothed_outline`."""
-    sm = smoothed_outline(mask) if resampled else None
-    return bilinear_read(mask if sm is None else sm, x, y)
+#: [ours] a smoothed outline is kept only where it keeps at least this share of the pixels the mask
+#: read as it is keeps at the same level: a shape thinner than the smoothing (a one-pixel line or ring,
+#: a lone pixel) would fade under it, and is read as it is
+OUTLINE_KEEP = 0.9
+
+
+def outline_on(mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor, level: float, resampled: bool,
+               among: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool: a moved shape's ``mask`` (h, w) read bilinearly at the preimages (``x``, ``y``) of a
+    backward map is at least ``level``; where the map ``resampled`` (:func:`resamples`) a shape read
+    at 1/2, from :func:`smoothed_outline` when that keeps ``OUTLINE_KEEP`` of the plain read's pixels
+    (counted ``among`` the candidates given)."""
+    on = bilinear_read(mask, x, y) >= level - 1e-9
+    sm = smoothed_outline(mask) if resampled and level >= 0.5 else None
+    if sm is None:
+        return on
+    smooth = bilinear_read(sm, x, y) >= level - 1e-9
+    n, ns = (on, smooth) if among is None else (on & among, smooth & among)
+    return smooth if int(ns.sum()) >= OUTLINE_KEEP * int(n.sum()) else on
 
 
 def connected_components(mask: torch.Tensor) -> torch.Tensor:

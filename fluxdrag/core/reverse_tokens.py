@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .geometry import connected_components, kept_area_level, nearest_of_four, outline_read, resamples, round_half_up
+from .geometry import bilinear_read, connected_components, kept_area_level, nearest_of_four, outline_on, round_half_up
 from .reverse_mapping import (
     COLLISIONS,
     SNAP_TOL,
@@ -197,15 +197,16 @@ def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tenso
         if not bool(sel.any()):
             continue
         q = dst_idx[sel]
-        qx = (q % w).to(torch.float64)[:, None, None] + off[None, None, :]
-        qy = (q // w).to(torch.float64)[:, None, None] + off[None, :, None]
-        qx, qy = torch.broadcast_tensors(qx, qy)
+        qx, qy = torch.broadcast_tensors((q % w).to(torch.float64)[:, None, None] + off[None, None, :],
+                                         (q // w).to(torch.float64)[:, None, None] + off[None, :, None])
         p = move_inverse(torch.stack([qx.reshape(-1), qy.reshape(-1)], 1), m["handle"], m["target"],
                          m.get("scale", (1.0, 1.0)), float(m.get("angle", 0.0))).reshape(-1, patch, patch, 2)
         r = _latent_pixel(p[..., 1], patch).clamp(0, h * patch - 1)
         c = _latent_pixel(p[..., 0], patch).clamp(0, w * patch - 1)
         if fine is not None:
-            on = _coverage(fine, p, patch, m) >= float(m.get("level", 0.5)) - 1e-9
+            turned = float(m.get("angle", 0.0)) != 0.0 or any(float(r) != 1.0 for r in m.get("scale", (1.0, 1.0)))
+            on = outline_on(fine, (p[..., 0] + 0.5) * patch - 0.5, (p[..., 1] + 0.5) * patch - 0.5,
+                            float(m.get("level", 0.5)), turned)                # smoothed where turned or scaled
             off_shape[sel] = ~on
             r, c = _onto_shape(fine, p, patch, rows=r, cols=c, on=on)
         rows[sel], cols[sel] = r, c
@@ -229,7 +230,7 @@ def _thin_level(pix: torch.Tensor, cov: torch.Tensor, patch: int, motion: dict) 
     image reads the moving pixels ``pix`` bilinearly (``cov``, :func:`_coverage`) shows the part: 1/2,
     or lower where 1/2 keeps under ``AREA_KEEP`` of its scaled area in the frame (a one-pixel ring
     shrunk by a scale: toy scene 141027 had no destination token). :func:`motion_map` takes the tokens
-    holding such pixels, :func:`_motion_pixels` shows them (the motion's ``"level"``, read unsmoothed)."""
+    holding such pixels, :func:`_motion_pixels` shows them (the motion's ``"level"``)."""
     from .correspondence_fields import move_displacement
 
     (sx, sy), (ys, xs) = motion.get("scale", (1.0, 1.0)), torch.nonzero(pix, as_tuple=True)
@@ -265,11 +266,10 @@ def _borrow(pool: torch.Tensor, used: torch.Tensor) -> int:
     return int(free[0]) if free.numel() else -1
 
 
-def _coverage(mask: torch.Tensor, p: torch.Tensor, patch: int, m: dict | None = None) -> torch.Tensor:
-    """``mask`` (H, W) bool at token coordinates ``p`` (..., 2) x, y (0 off the grid), bilinearly; by
-    ``outline_read`` where the motion ``m`` turns or scales a shape read at 1/2 (not a thin one's level)."""
-    turns = m is not None and m.get("level", 0.5) >= 0.5 and resamples(m.get("angle", 0.0), m.get("scale", (1.0, 1.0)))
-    return outline_read(mask, (p[..., 0] + 0.5) * patch - 0.5, (p[..., 1] + 0.5) * patch - 0.5, turns)
+def _coverage(mask: torch.Tensor, p: torch.Tensor, patch: int) -> torch.Tensor:
+    """``mask`` (H, W) bool read bilinearly at token coordinates ``p`` (..., 2) x, y (outside the
+    grid: 0)."""
+    return bilinear_read(mask, (p[..., 0] + 0.5) * patch - 0.5, (p[..., 1] + 0.5) * patch - 0.5)
 
 
 def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
