@@ -68,6 +68,12 @@ def test_a_turned_outline_sticks_out_less():
     assert sum(smooth) <= sum(raw)
 
 
+def _no_arm(body: torch.Tensor) -> torch.Tensor:
+    out = body.clone()
+    out[13, 20:30] = False
+    return out
+
+
 def _lazydrag_destination():
     from fluxdrag.pipelines.lazydrag import LazyDragSettings, build_plan
 
@@ -165,6 +171,14 @@ def test_thin_shapes_turned_keep_their_pixels():
     line[15, 4:28] = True
     turned = warp_mask(line, rotation_affine(math.radians(3), (16.0, 15.5)), outline=True)
     assert int(turned.sum()) == int(warp_mask(line, rotation_affine(math.radians(3), (16.0, 15.5))).sum())
+    body = torch.zeros(32, 32, dtype=torch.bool)              # a one-pixel arm on a body (second review:
+    body[8:20, 8:20] = True                                   # the whole shape kept 0.9 of its pixels while
+    body[13, 20:30] = True                                    # the arm lost 6 of 8)
+    for a in (0.05, 0.2, 0.8):
+        A = rotation_affine(a, (14.0, 14.0))
+        arm = warp_mask(body, A) & ~warp_mask(_no_arm(body), A)
+        smooth_arm = warp_mask(body, A, outline=True) & ~warp_mask(_no_arm(body), A)
+        assert int(smooth_arm.sum()) >= int(arm.sum()) - 1, a
     from fluxdrag.core.instruction_tokens import TokenDrags
 
     P = torch.zeros(12, 12, dtype=torch.bool)

@@ -136,15 +136,34 @@ def smoothed_mask(mask: torch.Tensor, sigma: float = OUTLINE_SIGMA) -> torch.Ten
     return x.reshape(m.shape)
 
 
+#: [ours] the fewest connected one-sample-thick pixels that make a thin part (``smoothed_outline``)
+THIN_PART = 3
+
+
 def smoothed_outline(mask: torch.Tensor) -> torch.Tensor | None:
     """What a turned or scaled ``mask`` (h, w) is read from: :func:`smoothed_mask` (float64) where its
     1/2 level adds no sample to the mask (it may drop a step's corner pixel, not fill a one-pixel hole
-    or notch); None (the mask as it is) where it would, or ``OUTLINE_SIGMA`` is 0."""
+    or notch); None (the mask as it is) where it would, or ``OUTLINE_SIGMA`` is 0. Parts one sample thick
+    (pixels in no 2 x 2 block of the mask, ``THIN_PART`` or more of them connected: a line, an arm) have
+    no edge to straighten and would fade: they and their neighbours keep the mask's own values. A lone
+    such pixel is a staircase's step, and is smoothed."""
     if OUTLINE_SIGMA <= 0:
         return None
     m = mask.to(torch.float64)
     sm = smoothed_mask(m)
-    return None if bool(((sm >= 0.5 - 1e-9) & (m < 0.5)).any()) else sm
+    on = m >= 0.5
+    if bool(((sm >= 0.5 - 1e-9) & ~on).any()):
+        return None
+    block = F.avg_pool2d(on.to(torch.float64)[None, None], 2, stride=1) > 1 - 1e-9      # (h-1, w-1)
+    thick = F.max_pool2d(F.pad(block.to(torch.float64), (1, 1, 1, 1)), 2, stride=1)[0, 0] > 0
+    thin = (on & ~thick).cpu()
+    if bool(thin.any()):
+        lab = connected_components(thin)
+        size = torch.bincount(lab[thin])
+        part = thin & (size[lab.clamp(min=0)] >= THIN_PART)
+        near = F.max_pool2d(part.to(torch.float64)[None, None], 3, stride=1, padding=1)[0, 0] > 0
+        sm = torch.where(near.to(m.device), m, sm)
+    return sm
 
 
 def resamples(angle, scale) -> bool:
