@@ -296,10 +296,15 @@ def _warped(m: torch.Tensor, A: torch.Tensor, threshold: float,
             if level < 0.5 or kept < geometry.AREA_KEEP * want:        # a line read at ½ exactly too
                 out[b] = sb >= level - 1e-6
             elif outline and (Ab[b, :, :2] - torch.eye(2, dtype=Ab.dtype)).abs().max() > 1e-9:   # turned or scaled
-                src = geometry.smoothed_outline(m[b, 0])
-                sm = None if src is None else warp_with_affine(src.to(dtype)[None, None], Ab[b], mode="bilinear")[0]
-                if sm is not None and int((sm > threshold).sum()) >= geometry.OUTLINE_KEEP * kept:
-                    soft[b], out[b] = sm, sm > threshold
+                # decided on the CPU in float64, so the hole (CPU) and the moved copy (the latent's device) agree
+                mb = m[b, 0].cpu().to(torch.float64)
+                src = geometry.smoothed_outline(mb)
+                if src is None:
+                    continue
+                sm = warp_with_affine(src[None, None], Ab[b], mode="bilinear")[0]
+                plain = warp_with_affine(mb[None, None], Ab[b], mode="bilinear")[0]
+                if int((sm > threshold).sum()) >= geometry.OUTLINE_KEEP * int((plain > threshold).sum()):
+                    soft[b], out[b] = sm.to(soft.device, soft.dtype), (sm > threshold).to(out.device)
     return soft, out
 
 
