@@ -177,3 +177,33 @@ def enclosed_by(parts: Sequence[torch.Tensor], around: torch.Tensor) -> torch.Te
         if bool((_ring4(m) <= around).all()):
             out |= m
     return out
+
+
+def hinge_kept(x: torch.Tensor, regions: Sequence[Region], occluder_contrast: float) -> list[Region]:
+    """[ours] ``hinge_keep``: each ``rotate`` region with an anchor loses its painted latent cells that
+    lie beyond the anchor (across the line through it square to anchor→begin, away from begin) and
+    continue an unpainted object (``FrontObjects.continued``, contrast ``occluder_contrast``): the
+    paint over a hinged part's base (a limb's base at its joint) stays where it is instead of turning
+    away with the part and leaving the limb split. A spun object is painted whole, so nothing of it
+    continues outside the paint and its region is unchanged. ``x`` (C, h, w) or (1, C, h, w) latent."""
+    from dataclasses import replace
+
+    from .correspondence import FrontObjects
+
+    if occluder_contrast <= 0 or not any(r.op == "rotate" and r.anchor is not None for r in regions):
+        return list(regions)
+    grid = tuple(x.shape[-2:])
+    objects = FrontObjects(x, _painted(regions, grid), occluder_contrast)
+    out = []
+    for r in regions:
+        if r.op != "rotate" or r.anchor is None:
+            out.append(r)
+            continue
+        (H, W), (h, w) = r.hw, grid
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+        (ax, ay), (bx, by) = (float(v) for v in r.anchor), (float(v) for v in r.begin)
+        ahead = ((xs + 0.5) * W / w - ax) * (bx - ax) + ((ys + 0.5) * H / h - ay) * (by - ay)
+        stay = objects.continued(_on_grid(r, grid) & (ahead < 0))
+        kept = r.mask & ~resize_mask(stay, r.hw, "any").to(r.mask.device) if bool(stay.any()) else r.mask
+        out.append(replace(r, mask=kept) if bool(kept.any()) and not torch.equal(kept, r.mask) else r)
+    return out

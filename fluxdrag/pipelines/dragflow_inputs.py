@@ -14,6 +14,7 @@ from ..core.affine import Region, mask_centroid
 from ..core.drag_sets import regions_from_drags, split_drags
 from ..core.dragflow_layers import KV_PRESETS
 from ..core.dragflow_plan import plan_dragflow
+from ..core.dragflow_proposal import hinge_kept
 from ..core.instruction_values import DRAG_DEPTHS
 from ..core.instructions import LATENT_PX, REGION_OPS, DragInstructions, RegionOp, parse_instructions, rescale
 from .common import FluxDragInputError, check_latent
@@ -338,6 +339,11 @@ class DragFlowSettings:
                                        "drag's scale) scales it about its begin point as it moves (ours). Off: "
                                        "the paper's three ops, which do not scale: the region only moves.",
                                  paper=False)
+    hinge_keep: bool = setting(True, "occluder_contrast > 0: a rotate region with an anchor leaves where they are "
+                                     "its painted cells beyond the anchor that continue an unpainted object (the "
+                                     "paint over a limb's base at its joint: turned away, they split the limb; "
+                                     "ours). Off: the region turns as painted (paper).",
+                               paper=False)
 
 
 #: DragFlow as in the paper: every departure above at the paper's value (docs/dragflow.md)
@@ -363,6 +369,8 @@ def plan_edit(drag_instructions, latent_samples: torch.Tensor, settings: DragFlo
                                  f"'inversion'.")
     h, w = latent_samples.shape[-2:]
     ins, regions = regions_for_latent(drag_instructions, h * 8, w * 8, node, scale=st.region_scale)
+    if st.hinge_keep:
+        regions = hinge_kept(latent_samples, regions, st.occluder_contrast)
     stated = [k for k, r in enumerate(regions) if r.depth != "auto"]
     if stated and not (st.init == "reinverted" and st.content_contrast > 0 and st.occluder_contrast > 0):
         warnings.warn(f"{node}: region(s) {', '.join(map(str, stated))} state a depth, which only init "
