@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from fluxdrag.toyworld.scenes import OBJECT_AMPLITUDE, PIXELS_PER_LATENT, Scene, detect_objects, pixel_grid, signature_map
+from fluxdrag.toyworld.scenes_v3 import _seg_closest
 
 TOKEN_PX = 16.0
 METRIC_KEYS = ("md", "found", "iou", "orientation_deg", "scale_err", "residue", "seam",
@@ -195,12 +196,8 @@ def free_end(mask: torch.Tensor, limb, k: int = 4) -> tuple[float, float]:
     (found in review: one added border cell moved the tip by over a token on 322 of 1833 positions
     without it, 76 with it)."""
     x, y = pixel_grid(*mask.shape)
-    (ax, ay), (jx, jy) = (limb.x0, limb.y0), limb.joint
-    vx, vy = jx - ax, jy - ay
-    n2 = vx * vx + vy * vy
-    t = (((x - ax) * vx + (y - ay) * vy) / n2).clamp(0, 1) if n2 > 0 else torch.zeros_like(x)
-    off_base = (x - ax - t * vx) ** 2 + (y - ay - t * vy) ** 2 > (limb.width + PIXELS_PER_LATENT) ** 2
-    sel = mask & off_base
+    jx, jy = limb.joint
+    sel = mask & (_seg_closest(x, y, (limb.x0, limb.y0), limb.joint)[2] > limb.width + PIXELS_PER_LATENT)
     if not bool(sel.any()):
         return float(jx), float(jy)
     xs, ys = x[sel], y[sel]

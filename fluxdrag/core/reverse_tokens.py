@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from . import geometry
 from .geometry import bilinear_read, connected_components, kept_area_level, nearest_of_four, outline_on, round_half_up
 from .reverse_mapping import (
     COLLISIONS,
@@ -204,9 +205,8 @@ def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tenso
         r = _latent_pixel(p[..., 1], patch).clamp(0, h * patch - 1)
         c = _latent_pixel(p[..., 0], patch).clamp(0, w * patch - 1)
         if fine is not None:
-            turned = float(m.get("angle", 0.0)) != 0.0 or any(float(r) != 1.0 for r in m.get("scale", (1.0, 1.0)))
             on = outline_on(fine, (p[..., 0] + 0.5) * patch - 0.5, (p[..., 1] + 0.5) * patch - 0.5,
-                            float(m.get("level", 0.5)), turned)                # smoothed where turned or scaled
+                            float(m.get("level", 0.5)), geometry.resamples(m.get("angle", 0.0), m.get("scale", (1, 1))))
             off_shape[sel] = ~on
             r, c = _onto_shape(fine, p, patch, rows=r, cols=c, on=on)
         rows[sel], cols[sel] = r, c
