@@ -11,10 +11,18 @@ from .affine import Region, resize_mask, warp_mask, warp_with_affine
 from .dragflow import WARP_MODE, destination_mask, fill_by_shift, fill_from_surroundings, moved_start
 from .instruction_values import depth_rule
 
+#: how a painted cast shadow (the paint's rest, no content) travels with its region [ours]:
+#: none = never (the whole painted area is filled as ground; the sampler draws the shadow);
+#: in_place = only when the region keeps its content where it stands (a rotation in place), turned
+#: about its own pivot (:func:`shadow_motion`), and only on a smooth ground; rigid = with the
+#: region's affine as it is (before; what the paper's region, which moves everything it paints, does)
+SHADOW_CARRIES = ("none", "in_place", "rigid")
+
 
 def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contrast: float,
                      hole_texture: str = "shifted", mask_rule: str = "majority",
-                     occluder_contrast: float = 0.0, depth: str = "over") -> torch.Tensor:
+                     occluder_contrast: float = 0.0, depth: str = "over", texture: bool = False,
+                     one_piece: bool = False, shadow: str = "rigid") -> torch.Tensor:
     """[ours] The geometric proposal (the edit by geometry alone, on ``x`` (B, C, h, w) at σ = 0)
     when only a region's *content* travels as it is.
 
@@ -38,13 +46,25 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     the region); under = it goes behind every one; auto = behind those that covered the painted
     object at its source (they touch the paint), over the others. A region's own ``depth`` (the
     user's per-drag intent, ``Region.depth``) overrides it inside that region's footprint (its
-    mask moved to its final pose): behind = under, front = over, auto = ``depth``."""
+    mask moved to its final pose): behind = under, front = over, auto = ``depth``.
+
+    ``texture`` / ``one_piece`` [ours]: ``content_pixels``' texture and one-piece rules (LazyDrag's
+    ``content_reference`` "texture" and ``content_piece`` "largest"): a texture's cells under a
+    painted shadow, and pieces apart from the dragged object, are no content. ``shadow``
+    (``SHADOW_CARRIES``): how the rest travels; in_place carries it only by :func:`shadow_motion`
+    and only where the ground is smooth (``continued_texture`` finds no texture continuing into the
+    paint: on a texture, z − fill is mostly the fill's phase error), none never, rigid always.
+    [measured] on the toy v3 world a shadow carried by a move lands beside the new one, and one
+    carried in place gains on a smooth ground what it loses on a faint texture (docs/dragflow.md,
+    "A painted shadow is ground, not cargo")."""
     from .correspondence import FrontObjects, content_pixels, harmonic_fill
+    from .correspondence_latent import continued_texture
 
     grid = tuple(x.shape[-2:])
     P = _painted(regions, grid)
     objects = FrontObjects(x, P, occluder_contrast) if occluder_contrast > 0 else None
-    C = content_pixels(x, P, content_contrast, behind=None if objects is None else objects.touching(P))
+    C = content_pixels(x, P, content_contrast, behind=None if objects is None else objects.touching(P),
+                       texture=texture, one_piece=one_piece)
     carried, rest = [], []
     for r in regions:
         c = r.mask & resize_mask(C, r.hw, "any")
@@ -62,11 +82,18 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     fill = torch.where(front.to(x.device), x, fill)
     out = moved_start(fill, x, content, mask_rule) if content else fill
     dev = torch.where((P & ~C).to(x.device), x - harmonic_fill(x, under), torch.zeros_like(x))
+    if shadow == "none" or (shadow == "in_place" and any(bool(m.any()) for m in rest)
+                            and continued_texture(x[0] if x.dim() == 4 else x, under) is not None):
+        rest = []
     for r, m in zip(regions, rest):
         if not bool(m.any()):
             continue
         A = r.affine(1.0, grid)
         m_grid = resize_mask(m, grid, mask_rule) if r.hw != grid else m
+        if shadow == "in_place":
+            A = shadow_motion(A, _on_grid(r, grid) & C, m_grid.cpu().bool())
+            if A is None:
+                continue
         to = (warp_mask(m_grid.to(x.device), A) & ~dst.to(x.device))
         out = torch.where(to, out + warp_with_affine(dev, A, mode=WARP_MODE), out)
     if objects is None:
@@ -90,6 +117,36 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     return out
 
 
+def shadow_motion(A: torch.Tensor, content: torch.Tensor, shadow: torch.Tensor,
+                  in_place: float | None = None) -> torch.Tensor | None:
+    """[ours] ``shadow_carry`` in_place: the affine (2×3, grid coordinates) that carries a painted
+    cast shadow whose object moves by ``A``, or None (not carried). LazyDrag's ``cast_shadow`` rule
+    (``core.cast_shadow``): only a motion that keeps the object's centroid within ``in_place``
+    (None: ``cast_shadow.IN_PLACE``) × its radius √(area/π) (a rotation in place; a move changes the
+    shadow's offset from the object, which one shadow does not tell), conjugated by the shadow's
+    offset d (``cast_shadow.shadow_offset`` of ``content`` and ``shadow``, (h, w) bool on the same
+    grid): T_s(y) = T(y − d) + d, the rotation about the pivot's own shadow. None also when no
+    offset fits."""
+    from .cast_shadow import IN_PLACE, shadow_offset
+
+    C = content.to(torch.bool).cpu()
+    if not bool(C.any()):
+        return None
+    A = A.detach().to(torch.float64).cpu()
+    yx = torch.nonzero(C).double().mean(0) + 0.5          # cell centres, as the affine's grid
+    c = torch.stack((yx[1], yx[0]))
+    moved = float((A[:, :2] @ c + A[:, 2] - c).norm())
+    if moved > (IN_PLACE if in_place is None else in_place) * (float(C.sum()) / torch.pi) ** 0.5:
+        return None
+    d = shadow_offset(C, shadow)
+    if d is None:
+        return None
+    dd = torch.tensor(d, dtype=torch.float64)
+    out = A.clone()
+    out[:, 2] += dd - A[:, :2] @ dd
+    return out
+
+
 def _on_grid(r: Region, grid: tuple) -> torch.Tensor:
     """``r``'s mask on the latent grid (any of a cell's pixels)."""
     return resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask.bool().cpu()
@@ -104,7 +161,8 @@ def _painted(regions: Sequence[Region], grid: tuple) -> torch.Tensor:
 
 
 def revealed_cells(x: torch.Tensor, regions: Sequence[Region], content_contrast: float, occluder_contrast: float,
-                   reach: int, mask_rule: str = "majority") -> torch.Tensor:
+                   reach: int, mask_rule: str = "majority", texture: bool = False,
+                   one_piece: bool = False) -> torch.Tensor:
     """[ours] (h, w) bool on the latent grid of ``x`` (B, C, h, w) at σ = 0: where a region's content
     dragged out from behind another object may have its hidden part after the edit (DragFlow's
     ``reveal_release``; LazyDrag's ``correspondence_latent.hidden_destination`` on the latent grid).
@@ -118,7 +176,8 @@ def revealed_cells(x: torch.Tensor, regions: Sequence[Region], content_contrast:
     the content encloses on every side (a ring's inside: the ground seen through the object, not an
     object it went under; :func:`enclosed_by`) covers nothing; one the paint encloses but the content
     does not (an object in front crossing a painted area wider than the object) still does.
-    ``reach`` 0 or no object in front: none."""
+    ``reach`` 0 or no object in front: none. ``texture`` / ``one_piece``: the content rules of
+    :func:`carried_proposal`."""
     from .correspondence import FrontObjects, content_pixels
     from .correspondence_latent import _grow
 
@@ -129,7 +188,7 @@ def revealed_cells(x: torch.Tensor, regions: Sequence[Region], content_contrast:
     P = _painted(regions, grid)
     objects = FrontObjects(x, P, occluder_contrast)
     touching = objects.touching(P)
-    C = content_pixels(x, P, content_contrast, behind=touching)
+    C = content_pixels(x, P, content_contrast, behind=touching, texture=texture, one_piece=one_piece)
     covering = touching & ~P & ~enclosed_by(covering_parts(objects, P), C)
     if not bool(covering.any()):
         return out

@@ -354,7 +354,8 @@ def invert(model, latent: dict, src, *, settings: DragFlowSettings, layers, node
 
 
 def proposal(z_0: torch.Tensor, regions: Sequence, *, hole_texture: str, content_contrast: float,
-             occluder_contrast: float, depth: str) -> torch.Tensor:
+             occluder_contrast: float, depth: str, content_reference: str = "membrane", content_piece: str = "all",
+             shadow_carry: str = "rigid") -> torch.Tensor:
     """(Values from the DragFlow settings, where their defaults live.)
     The edit done by geometry alone, in model space: the vacated area filled (``hole_texture``
     smooth: from its surroundings, ``fill_from_surroundings``; shifted: copied from the image at
@@ -363,10 +364,13 @@ def proposal(z_0: torch.Tensor, regions: Sequence, *, hole_texture: str, content
     σ = 0). ``content_contrast`` > 0: only the regions' content is copied, the rest (a cast
     shadow) travels as its deviation from the background, and the whole painted area is filled
     (``core.dragflow.carried_proposal``, with ``occluder_contrast`` and ``depth`` for unpainted
-    objects in front)."""
+    objects in front; ``content_reference``, ``content_piece`` and ``shadow_carry`` its content and
+    shadow rules)."""
     if content_contrast > 0:
         return carried_proposal(z_0, regions, content_contrast, hole_texture,
-                                occluder_contrast=occluder_contrast, depth=depth)
+                                occluder_contrast=occluder_contrast, depth=depth,
+                                texture=content_reference == "texture", one_piece=content_piece == "largest",
+                                shadow=shadow_carry)
     hw = tuple(z_0.shape[-2:])
     hole = vacated_mask(regions, hw)
     if hole_texture == "shifted":
@@ -397,7 +401,9 @@ def start_latent(model, rec, src, plan: DragFlowPlan, st: DragFlowSettings) -> t
                                 scheduler=st.scheduler, guidance=inversion_guidance(st), cache_policy=st.cache_policy,
                                 cache_budget_gb=st.cache_budget_gb)
         x_hat = proposal(z_0, plan.regions, hole_texture=st.hole_texture, content_contrast=st.content_contrast,
-                         occluder_contrast=st.occluder_contrast, depth=st.depth)
+                         occluder_contrast=st.occluder_contrast, depth=st.depth,
+                         content_reference=st.content_reference, content_piece=st.content_piece,
+                         shadow_carry=st.shadow_carry)
         rec2 = run_inversion(base, {"samples": model.model.process_latent_out(x_hat)}, src, inv)
         z2 = rec2.z_T.to(z_T)
         z = z2 if st.background == "proposal" else torch.where(plan.edit_mask.to(z_T.device), z2, z_T)
@@ -416,7 +422,8 @@ def reveal_cells(rec, plan: DragFlowPlan, st: DragFlowSettings) -> Optional[torc
     if st.reveal_release <= 0 or st.init != "reinverted" or st.content_contrast <= 0 or st.occluder_contrast <= 0:
         return None
     cells = revealed_cells(rec.z_0.to(rec.z_T), plan.regions, st.content_contrast, st.occluder_contrast,
-                           st.reveal_release) & ~plan.edit_mask.cpu()
+                           st.reveal_release, texture=st.content_reference == "texture",
+                           one_piece=st.content_piece == "largest") & ~plan.edit_mask.cpu()
     return cells if bool(cells.any()) else None
 
 

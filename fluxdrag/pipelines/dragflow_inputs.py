@@ -11,10 +11,11 @@ from typing import ClassVar
 import torch
 
 from ..core.affine import Region, mask_centroid
+from ..core.correspondence_content import CONTENT_PIECES, CONTENT_REFERENCES
 from ..core.drag_sets import regions_from_drags, split_drags
 from ..core.dragflow_layers import KV_PRESETS
 from ..core.dragflow_plan import plan_dragflow
-from ..core.dragflow_proposal import hinge_kept
+from ..core.dragflow_proposal import SHADOW_CARRIES, hinge_kept
 from ..core.instruction_values import DRAG_DEPTHS
 from ..core.instructions import LATENT_PX, REGION_OPS, DragInstructions, RegionOp, parse_instructions, rescale
 from .common import FluxDragInputError, check_latent
@@ -344,6 +345,24 @@ class DragFlowSettings:
                                      "paint over a limb's base at its joint: turned away, they split the limb; "
                                      "ours). Off: the region turns as painted (paper).",
                                paper=False)
+    content_reference: str = setting("texture", "content_contrast > 0: what a painted cell must stand out from to be "
+                                                "copied as content: texture (ours) = both the membrane of its "
+                                                "surroundings and the image's own continuation into the paint (the "
+                                                "best-matching offset copy), so a texture's cells under a painted "
+                                                "shadow stay (LazyDrag's rule); membrane = the membrane only.",
+                                     options=CONTENT_REFERENCES, paper="membrane")
+    content_piece: str = setting("largest", "content_contrast > 0: of the painted cells that stand out, which are "
+                                            "copied: largest (ours) = the largest connected piece of each painted "
+                                            "part (the dragged object is one piece; a texture's cell or a shadow's "
+                                            "edge elsewhere in the paint is filled; LazyDrag's rule); all = every "
+                                            "one.", options=CONTENT_PIECES, paper="all")
+    shadow_carry: str = setting("none", "content_contrast > 0: how the painted rest (a cast shadow) travels: none "
+                                        "(ours) = it is filled as ground with the rest of the paint and the sampler "
+                                        "draws the shadow (carried by a move it lands beside the new one); in_place "
+                                        "(ours, LazyDrag's cast_shadow rule) = only when the region keeps its content "
+                                        "where it stands (a rotation), turned about the shadow's own pivot, and only "
+                                        "on a smooth ground; rigid = with the region's own motion.",
+                                options=SHADOW_CARRIES, paper="rigid")
 
 
 #: DragFlow as in the paper: every departure above at the paper's value (docs/dragflow.md)
