@@ -98,3 +98,34 @@ def test_settings_default_ours_and_paper_one_setting_away(field, ours, paper):
     from fluxdrag.pipelines.dragflow_inputs import PAPER, DragFlowSettings
 
     assert getattr(DragFlowSettings(), field) == ours and getattr(PAPER, field) == paper
+
+
+def test_touching_regions_each_keep_their_object_with_the_largest_piece_rule():
+    z = torch.zeros(16, H, W)
+    z[:, 8:14, 8:14] = 2.0                     # a 6×6 object
+    z[:, 9:12, 16:19] = 2.0                    # a 3×3 one, in a second region whose paint touches the first's
+    p1 = torch.zeros(H, W, dtype=torch.bool)
+    p1[8:14, 8:15] = True
+    p2 = torch.zeros(H, W, dtype=torch.bool)
+    p2[8:14, 15:20] = True
+    down = [Region(_up(p), "relocate", begin=(100.0, 88.0), target=(100.0, 88.0 + 96.0)) for p in (p1, p2)]
+    for one_piece in (False, True):
+        out = carried_proposal(z[None], down, 0.5, "smooth", one_piece=one_piece, shadow="none")[0]
+        assert (out[0, 20:26, 8:14] > 1.5).all() and (out[0, 21:24, 16:19] > 1.5).all()
+
+
+def test_the_pipeline_s_proposal_passes_its_content_and_shadow_settings():
+    from fluxdrag.pipelines.dragflow import proposal
+
+    z, painted = _scene()
+    z[:, 8, 16] = 2.0                          # a stray bright cell in the painted shadow: no object
+    r = Region(_up(painted), "relocate", begin=(88.0, 88.0), target=(88.0 - 48.0, 88.0 + 48.0))
+    kw = dict(hole_texture="smooth", content_contrast=0.5, occluder_contrast=0.0, depth="over",
+              content_reference="texture")
+    ours = proposal(z[None], [r], content_piece="largest", shadow_carry="none", **kw)[0]
+    rigid = proposal(z[None], [r], content_piece="largest", shadow_carry="rigid", **kw)[0]
+    every = proposal(z[None], [r], content_piece="all", shadow_carry="none", **kw)[0]
+    assert not _dark(ours).any() and _dark(rigid)[14:20, 8:11].any()
+    assert ours[0, 14, 10] < 1.0 and every[0, 14, 10] > 1.5        # the stray cell moves only with "all"
+    with pytest.raises(ValueError, match="shadow"):
+        carried_proposal(z[None], [r], 0.5, "smooth", shadow="dragged")

@@ -1,6 +1,7 @@
 """[ours] DragFlow's geometric proposal when only a region's content travels as it is (issue 27):
-the content copied, a cast shadow carried as a darkening of the target's ground, unpainted objects
-in front kept (docs/dragflow.md). Pure torch."""
+the content copied, the rest of the paint (a cast shadow) filled as ground or carried as a darkening
+of the target's ground (``SHADOW_CARRIES``), unpainted objects in front kept (docs/dragflow.md).
+Pure torch."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -57,13 +58,15 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     [measured] on the toy v3 world a shadow carried by a move lands beside the new one, and one
     carried in place gains on a smooth ground what it loses on a faint texture (docs/dragflow.md,
     "A painted shadow is ground, not cargo")."""
-    from .correspondence import FrontObjects, content_pixels, harmonic_fill
+    from .correspondence import FrontObjects, harmonic_fill
     from .correspondence_latent import continued_texture
 
+    if shadow not in SHADOW_CARRIES:
+        raise ValueError(f"shadow must be one of {', '.join(SHADOW_CARRIES)}, not {shadow!r}")
     grid = tuple(x.shape[-2:])
     P = _painted(regions, grid)
     objects = FrontObjects(x, P, occluder_contrast) if occluder_contrast > 0 else None
-    C = content_pixels(x, P, content_contrast, behind=None if objects is None else objects.touching(P),
+    C = region_content(x, regions, P, content_contrast, behind=None if objects is None else objects.touching(P),
                        texture=texture, one_piece=one_piece)
     carried, rest = [], []
     for r in regions:
@@ -114,6 +117,31 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
                 keep |= k & warp_mask(m, r.affine(1.0, grid), threshold=0.0).cpu()
     if keep is not None:
         out = torch.where(keep.to(x.device), x, out)
+    return out
+
+
+def region_content(x: torch.Tensor, regions: Sequence[Region], P: torch.Tensor, contrast: float, *,
+                   behind: torch.Tensor | None, texture: bool, one_piece: bool) -> torch.Tensor:
+    """(h, w) bool: the painted cells ``P`` that carry content (``correspondence.content_pixels`` at
+    ``contrast``, with ``behind`` and ``texture``). ``one_piece``: of each region's standing-out
+    cells in each connected part of the paint only the largest piece (pieces joined through
+    ``behind`` count as one): the rule is applied per region, so an object in a region whose paint
+    touches another region's stays content."""
+    from .correspondence import content_pixels
+    from .correspondence_content import _largest_piece
+    from .correspondence_fields import _components
+
+    C = content_pixels(x, P, contrast, behind=behind, texture=texture)
+    if not one_piece or contrast <= 0:
+        return C
+    grid = tuple(P.shape)
+    bridge = None if behind is None else behind.to(torch.bool).cpu() & ~P
+    lab = _components(P)
+    out = torch.zeros(grid, dtype=torch.bool)
+    for r in regions:
+        mine = C & _on_grid(r, grid)
+        for k in torch.unique(lab[mine]).tolist():
+            out |= _largest_piece(mine & (lab == k), bridge)
     return out
 
 
@@ -178,7 +206,7 @@ def revealed_cells(x: torch.Tensor, regions: Sequence[Region], content_contrast:
     does not (an object in front crossing a painted area wider than the object) still does.
     ``reach`` 0 or no object in front: none. ``texture`` / ``one_piece``: the content rules of
     :func:`carried_proposal`."""
-    from .correspondence import FrontObjects, content_pixels
+    from .correspondence import FrontObjects
     from .correspondence_latent import _grow
 
     grid = tuple(x.shape[-2:])
@@ -188,7 +216,7 @@ def revealed_cells(x: torch.Tensor, regions: Sequence[Region], content_contrast:
     P = _painted(regions, grid)
     objects = FrontObjects(x, P, occluder_contrast)
     touching = objects.touching(P)
-    C = content_pixels(x, P, content_contrast, behind=touching, texture=texture, one_piece=one_piece)
+    C = region_content(x, regions, P, content_contrast, behind=touching, texture=texture, one_piece=one_piece)
     covering = touching & ~P & ~enclosed_by(covering_parts(objects, P), C)
     if not bool(covering.any()):
         return out

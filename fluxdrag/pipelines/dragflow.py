@@ -354,18 +354,18 @@ def invert(model, latent: dict, src, *, settings: DragFlowSettings, layers, node
 
 
 def proposal(z_0: torch.Tensor, regions: Sequence, *, hole_texture: str, content_contrast: float,
-             occluder_contrast: float, depth: str, content_reference: str = "membrane", content_piece: str = "all",
-             shadow_carry: str = "rigid") -> torch.Tensor:
+             occluder_contrast: float, depth: str, content_reference: str, content_piece: str,
+             shadow_carry: str) -> torch.Tensor:
     """(Values from the DragFlow settings, where their defaults live.)
     The edit done by geometry alone, in model space: the vacated area filled (``hole_texture``
     smooth: from its surroundings, ``fill_from_surroundings``; shifted: copied from the image at
     the offset whose copy best matches the hole's rim, ``fill_by_shift``, never from a region or
     its destination), each region's source latent copied to its final pose (``moved_start`` at
-    σ = 0). ``content_contrast`` > 0: only the regions' content is copied, the rest (a cast
-    shadow) travels as its deviation from the background, and the whole painted area is filled
-    (``core.dragflow.carried_proposal``, with ``occluder_contrast`` and ``depth`` for unpainted
-    objects in front; ``content_reference``, ``content_piece`` and ``shadow_carry`` its content and
-    shadow rules)."""
+    σ = 0). ``content_contrast`` > 0: only the regions' content is copied (``content_reference``,
+    ``content_piece``), the whole painted area is filled, and the rest (a cast shadow) stays filled
+    as ground or travels as its deviation from the background (``shadow_carry``)
+    (``core.dragflow_proposal.carried_proposal``, with ``occluder_contrast`` and ``depth`` for
+    unpainted objects in front)."""
     if content_contrast > 0:
         return carried_proposal(z_0, regions, content_contrast, hole_texture,
                                 occluder_contrast=occluder_contrast, depth=depth,
