@@ -72,6 +72,21 @@ def test_only_the_largest_piece_moves():
     assert bool(got[18, 16]) and bool(got[15, 14])
 
 
+def test_a_piece_a_drag_holds_moves_with_the_largest():
+    """One paint over two dragged objects: the largest-piece rule kept only the larger, and the
+    smaller (its drag's handle on it) was filled as ground. A piece under a handle is content too;
+    a stray piece no handle holds is still dropped."""
+    z, obj, painted = _scene()
+    small = torch.zeros(H, W, dtype=torch.bool)
+    small[18, 16] = True
+    z[3, small] += 4.0
+    on_obj = torch.nonzero(obj)[0].flip(0).double()[None]          # (x, y) of an object pixel
+    on_small = torch.tensor([[16.0, 18.0]], dtype=torch.float64)
+    assert torch.equal(content_pixels(z, painted, 0.5, texture=True, one_piece=True, anchors=on_obj), obj)
+    both = content_pixels(z, painted, 0.5, texture=True, one_piece=True, anchors=torch.cat([on_obj, on_small]))
+    assert torch.equal(both, obj | small)
+
+
 def test_a_shadow_painted_apart_from_its_object_is_no_content():
     """[ours] ``anchors``: a shadow painted as its own part, apart from the object (no drag near it),
     is judged against the strongest part of the whole paint: its darkest pixels are no object. A dim

@@ -52,9 +52,23 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
         keep &= ~_unanchored_faint(membrane, P, lab, anchors, contrast)
     if one_piece:
         bridge = None if behind is None else behind.to(torch.bool).cpu() & ~P
+        held = _anchor_cells(anchors, P.shape)
         keep = torch.zeros_like(P) | torch.stack(
-            [_largest_piece(keep & (lab == k), bridge) for k in range(int(lab.max()) + 1)]).any(0)
+            [_largest_piece(keep & (lab == k), bridge, held) for k in range(int(lab.max()) + 1)]).any(0)
     return keep
+
+
+def _anchor_cells(anchors: torch.Tensor | None, hw: tuple) -> torch.Tensor | None:
+    """(H, W) bool: the cells under ``anchors`` ((k, 2) points (x, y), cell centres at integers), or
+    None without anchors."""
+    if anchors is None or not anchors.numel():
+        return None
+    H, W = hw
+    pts = anchors.detach().double().cpu().reshape(-1, 2).round().long()
+    out = torch.zeros(hw, dtype=torch.bool)
+    ok = (pts[:, 0] >= 0) & (pts[:, 0] < W) & (pts[:, 1] >= 0) & (pts[:, 1] < H)
+    out[pts[ok, 1], pts[ok, 0]] = True
+    return out
 
 
 def _membrane_contrast(latent: torch.Tensor, P: torch.Tensor,
@@ -121,11 +135,19 @@ def _scored(z: torch.Tensor, s: torch.Tensor, P: torch.Tensor, lab: torch.Tensor
     return out
 
 
-def _largest_piece(mask: torch.Tensor, bridge: torch.Tensor | None) -> torch.Tensor:
+def _largest_piece(mask: torch.Tensor, bridge: torch.Tensor | None,
+                   held: torch.Tensor | None = None) -> torch.Tensor:
     """The largest 8-connected piece of ``mask`` (by its own pixels), pieces joined through
-    ``bridge`` pixels counting as one."""
+    ``bridge`` pixels counting as one; ``held`` ((H, W) bool, the drags' handle cells): every piece
+    a handle lies on is kept too [ours] — a paint over two dragged objects moves both, not only the
+    larger."""
     lab = _components(mask if bridge is None else mask | bridge)
     if int(lab.max()) < 1:
         return mask.clone()
     counts = torch.bincount(lab[mask], minlength=int(lab.max()) + 1)
-    return mask & (lab == int(counts.argmax()))
+    keep = lab == int(counts.argmax())
+    if held is not None:
+        ids = lab[held & mask]
+        if ids.numel():
+            keep |= torch.isin(lab, ids)
+    return mask & keep

@@ -209,8 +209,9 @@ class ContextDragSettings:
         node="patch", paper=False)
     content_piece: str = setting(
         "largest", "Of the painted pixels that stand out (content_contrast), which move: largest (ours, as "
-                   "LazyDrag's): the largest connected piece of each painted part, and no faint part apart "
-                   "from every handle (a shadow painted apart) — the dragged object is one piece; a texture's "
+                   "LazyDrag's): the largest connected piece of each painted part and every piece a drag's "
+                   "handle lies on, and no faint part apart from every handle (a shadow painted apart) — a "
+                   "dragged object is one piece; a texture's "
                    "cell or a shadow's edge standing out elsewhere in the paint is filled, not carried; all: "
                    "every one of them. The map node picks the pieces at the default content_contrast: with a lower "
                    "one on the Options node, faint pixels of the smaller pieces may move too.",

@@ -108,7 +108,8 @@ class LazyDragSettings:
         min=0.0, max=1.0, step=0.05, paper=0.0, node="map")
     content_piece: str = setting(
         "largest", "Of the painted pixels that stand out (content_contrast), which move: largest (ours): "
-                   "the largest connected piece of each painted part — the dragged object is one piece; a "
+                   "the largest connected piece of each painted part and every piece a drag's handle lies on "
+                   "— a dragged object is one piece; a "
                    "texture's cell or a shadow's edge standing out elsewhere in the paint is filled, not "
                    "carried; all: every one of them.", options=CONTENT_PIECES, paper="all", node="map")
     content_reference: str = setting(
