@@ -64,7 +64,7 @@ def _anchor_cells(anchors: torch.Tensor | None, hw: tuple) -> torch.Tensor | Non
     if anchors is None or not anchors.numel():
         return None
     H, W = hw
-    pts = anchors.detach().double().cpu().reshape(-1, 2).round().long()
+    pts = torch.floor(anchors.detach().double().cpu().reshape(-1, 2) + 0.5).long()   # half up, as the maps
     out = torch.zeros(hw, dtype=torch.bool)
     ok = (pts[:, 0] >= 0) & (pts[:, 0] < W) & (pts[:, 1] >= 0) & (pts[:, 1] < H)
     out[pts[ok, 1], pts[ok, 0]] = True
@@ -147,7 +147,7 @@ def _largest_piece(mask: torch.Tensor, bridge: torch.Tensor | None,
     counts = torch.bincount(lab[mask], minlength=int(lab.max()) + 1)
     keep = lab == int(counts.argmax())
     if held is not None:
-        ids = lab[held & mask]
+        ids = lab[held & (mask if bridge is None else mask | bridge)]
         if ids.numel():
             keep |= torch.isin(lab, ids)
     return mask & keep
