@@ -129,3 +129,23 @@ def test_the_pipeline_s_proposal_passes_its_content_and_shadow_settings():
     assert ours[0, 14, 10] < 1.0 and every[0, 14, 10] > 1.5        # the stray cell moves only with "all"
     with pytest.raises(ValueError, match="shadow"):
         carried_proposal(z[None], [r], 0.5, "smooth", shadow="dragged")
+
+
+def test_the_continued_hole_fill_continues_a_texture_and_keeps_a_smooth_ground_smooth():
+    """``hole_texture`` continued (LazyDrag's fill): a striped ground's hole gets stripes, a smooth
+    one the membrane; cells off the hole are never touched (the fill's ring correction stays inside)."""
+    from fluxdrag.core.dragflow_proposal import hole_filled
+
+    xs = torch.arange(W, dtype=torch.float32)
+    stripes = (0.8 * torch.sign(torch.sin(2 * math.pi * (xs + 0.5) / 4)))[None, None, :].expand(1, 16, H, W).clone()
+    hole = torch.zeros(H, W, dtype=torch.bool)
+    hole[14:20, 12:22] = True
+    out = hole_filled(stripes, hole, None, "continued")
+    assert torch.allclose(out, stripes, atol=1e-4)                  # the stripes continue
+    assert torch.equal(out[:, :, ~hole], stripes[:, :, ~hole])
+    ys = torch.arange(H, dtype=torch.float32)[:, None]
+    ramp = (0.05 * ys + 0.02 * xs[None, :])[None, None].expand(1, 16, H, W).clone()
+    assert torch.allclose(hole_filled(ramp, hole, None, "continued"), ramp, atol=1e-3)   # a plane stays a plane
+    with pytest.raises(ValueError, match="hole_texture"):
+        hole_filled(stripes, hole, None, "blurred")
+

@@ -31,9 +31,9 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     ``correspondence.content_pixels`` (contrast ``content_contrast``, the rule LazyDrag's
     ``content_contrast`` uses): the cells that stand out from the harmonic continuation of their
     surroundings (the object) and the rest (a cast shadow, a penumbra, background painted with
-    the object). The whole of P is filled as background (``hole_texture`` shifted:
-    :func:`fill_by_shift`; smooth: :func:`fill_from_surroundings`; never from the content's
-    destination), the content cells are copied to their final pose (:func:`moved_start`), and the
+    the object). The whole of P is filled as background (``hole_texture``, :func:`hole_filled`;
+    never from the content's destination), the content cells are copied to their final pose
+    (:func:`moved_start`), and the
     rest is carried as its *deviation* from the background the surroundings continue into P
     (z − harmonic fill), added to the destination's own background: a shadow moves as a darkening,
     not as a copy of the ground it fell on. Filling all of P rather than only the vacated cells
@@ -81,7 +81,7 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     dst = destination_mask(content, grid, mask_rule) if content else torch.zeros(grid, dtype=torch.bool)
     front = torch.zeros(grid, dtype=torch.bool) if objects is None else objects.touching(P | dst) & ~P
     under = P | front
-    fill = fill_by_shift(x, under, avoid=dst) if hole_texture == "shifted" else fill_from_surroundings(x, under)
+    fill = hole_filled(x, under, dst, hole_texture)
     fill = torch.where(front.to(x.device), x, fill)
     out = moved_start(fill, x, content, mask_rule) if content else fill
     dev = torch.where((P & ~C).to(x.device), x - harmonic_fill(x, under), torch.zeros_like(x))
@@ -118,6 +118,29 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     if keep is not None:
         out = torch.where(keep.to(x.device), x, out)
     return out
+
+
+def hole_filled(x: torch.Tensor, hole: torch.Tensor, avoid: torch.Tensor | None, rule: str) -> torch.Tensor:
+    """``x`` (B, C, h, w) with the ``hole`` (h, w) cells filled as background, never from ``avoid``
+    (DragFlow's ``hole_texture``): continued [ours] = ``correspondence_latent.continued_fill``
+    (LazyDrag's hole fill: the mean of the best offset copies where they predict a held-out ring
+    better than the membrane, the membrane otherwise), shifted = :func:`~.dragflow.fill_by_shift`
+    (one offset copy), smooth = :func:`~.dragflow.fill_from_surroundings`."""
+    from .correspondence import harmonic_fill  # noqa: F401  (loads correspondence_latent in order)
+    from .correspondence_latent import continued_fill
+
+    if rule == "shifted":
+        return fill_by_shift(x, hole, avoid=avoid)
+    if rule == "smooth":
+        return fill_from_surroundings(x, hole)
+    if rule != "continued":
+        raise ValueError(f"hole_texture must be continued, shifted or smooth, not {rule!r}")
+    H = hole.to(torch.bool).cpu()
+    if not bool(H.any()):
+        return x
+    av = None if avoid is None else avoid.to(torch.bool).cpu()
+    filled = torch.stack([continued_fill(xb.detach().float().cpu(), H, av) for xb in x]).to(x)
+    return torch.where(H.to(x.device), filled, x)
 
 
 def region_content(x: torch.Tensor, regions: Sequence[Region], P: torch.Tensor, contrast: float, *,

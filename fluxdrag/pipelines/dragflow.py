@@ -25,7 +25,6 @@ from ..attention_patches.sampling import direct_sampler
 from ..core.cache import TokenCache, format_bytes
 from ..core.dragflow import (
     destination_mask,
-    fill_by_shift,
     fill_from_surroundings,
     hole_start,
     moved_start,
@@ -35,7 +34,7 @@ from ..core.dragflow import (
 )
 from ..core.dragflow_layers import kv_layers
 from ..core.dragflow_plan import DragFlowPlan
-from ..core.dragflow_proposal import carried_proposal, revealed_cells
+from ..core.dragflow_proposal import carried_proposal, hole_filled, revealed_cells
 from .common import FluxDragInputError, check_finite, log, progress_text, require_flux, sampling_sigmas
 from .dragflow_inputs import (  # noqa: F401  (build_region, add_region, PAPER: re-exported)
     NODE_OPT,
@@ -357,10 +356,9 @@ def proposal(z_0: torch.Tensor, regions: Sequence, *, hole_texture: str, content
              occluder_contrast: float, depth: str, content_reference: str, content_piece: str,
              shadow_carry: str) -> torch.Tensor:
     """(Values from the DragFlow settings, where their defaults live.)
-    The edit done by geometry alone, in model space: the vacated area filled (``hole_texture``
-    smooth: from its surroundings, ``fill_from_surroundings``; shifted: copied from the image at
-    the offset whose copy best matches the hole's rim, ``fill_by_shift``, never from a region or
-    its destination), each region's source latent copied to its final pose (``moved_start`` at
+    The edit done by geometry alone, in model space: the vacated area filled (``hole_texture``:
+    ``core.dragflow_proposal.hole_filled``, never from a region's destination), each region's
+    source latent copied to its final pose (``moved_start`` at
     σ = 0). ``content_contrast`` > 0: only the regions' content is copied (``content_reference``,
     ``content_piece``), the whole painted area is filled, and the rest (a cast shadow) stays filled
     as ground or travels as its deviation from the background (``shadow_carry``)
@@ -372,11 +370,7 @@ def proposal(z_0: torch.Tensor, regions: Sequence, *, hole_texture: str, content
                                 texture=content_reference == "texture", one_piece=content_piece == "largest",
                                 shadow=shadow_carry)
     hw = tuple(z_0.shape[-2:])
-    hole = vacated_mask(regions, hw)
-    if hole_texture == "shifted":
-        filled = fill_by_shift(z_0, hole, avoid=destination_mask(regions, hw))
-    else:
-        filled = fill_from_surroundings(z_0, hole)
+    filled = hole_filled(z_0, vacated_mask(regions, hw), destination_mask(regions, hw), hole_texture)
     return moved_start(filled, z_0, regions)
 
 

@@ -30,7 +30,8 @@ OPTIMIZERS = ["adam", "normalized", "sgd"]  # ours / ours / the paper's
 KV_SCOPES = ["outside_edit", "all"]     # ours / the paper's
 BACKGROUNDS = ["proposal", "inversion", "resample"]  # ours / ours / the paper's
 HOLE_FILLS = ["surroundings", "none"]    # ours / the paper's
-HOLE_TEXTURES = ["shifted", "smooth"]    # ours / ours (issue 27 before its second pass); the paper: no proposal
+#: ours (LazyDrag's fill) / before / issue 27 before its second pass; the paper: no proposal
+HOLE_TEXTURES = ["continued", "shifted", "smooth"]
 EDIT_REGIONS = ["regions", "rect"]       # ours / the paper's
 TARGET_WARPS = ["nearest", "bilinear"]       # ours / the paper's
 INITS = ["reinverted", "moved", "source"]             # ours / the paper's
@@ -262,11 +263,14 @@ class DragFlowSettings:
                                              "background around it with fresh noise and held there while "
                                              "optimising, so the sampler regenerates it; none = left as "
                                              "inverted (the object stays).", options=HOLE_FILLS, paper="none")
-    hole_texture: str = setting("shifted", "How the geometric proposal (init reinverted) fills the vacated area: "
-                                           "shifted = copied from the image at the offset (≤ 16 latent cells) "
-                                           "whose copy best matches the hole's rim, so a striped or checkered "
-                                           "background continues; smooth = averaged in from the surroundings "
-                                           "(a blur).", options=HOLE_TEXTURES, paper=SILENT)
+    hole_texture: str = setting("continued", "How the geometric proposal (init reinverted) fills the vacated area: "
+                                             "continued (ours, LazyDrag's hole fill) = the mean of the 8 best-matching "
+                                             "offset copies of the image where they predict a held-out ring around "
+                                             "the hole better than the membrane does (a texture continues, a smooth "
+                                             "ground is not patched with other places' light), the membrane "
+                                             "otherwise; shifted = the one offset copy (≤ 16 latent cells) whose "
+                                             "copy best matches the hole's rim (before); smooth = averaged in from "
+                                             "the surroundings (a blur).", options=HOLE_TEXTURES, paper=SILENT)
     content_contrast: float = setting(0.5, "init reinverted: which painted cells are copied to the target as they "
                                            "are — those that stand out from the background the surroundings "
                                            "continue into the region by at least this share of the region's "
