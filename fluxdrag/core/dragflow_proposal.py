@@ -21,7 +21,7 @@ SHADOW_CARRIES = ("none", "in_place", "rigid")
 
 
 def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contrast: float,
-                     hole_texture: str = "shifted", mask_rule: str = "majority",
+                     hole_texture: str = "continued", mask_rule: str = "majority",
                      occluder_contrast: float = 0.0, depth: str = "over", texture: bool = False,
                      one_piece: bool = False, shadow: str = "rigid") -> torch.Tensor:
     """[ours] The geometric proposal (the edit by geometry alone, on ``x`` (B, C, h, w) at σ = 0)
@@ -123,9 +123,11 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
 def hole_filled(x: torch.Tensor, hole: torch.Tensor, avoid: torch.Tensor | None, rule: str) -> torch.Tensor:
     """``x`` (B, C, h, w) with the ``hole`` (h, w) cells filled as background, never from ``avoid``
     (DragFlow's ``hole_texture``): continued [ours] = ``correspondence_latent.continued_fill``
-    (LazyDrag's hole fill: the mean of the best offset copies where they predict a held-out ring
-    better than the membrane, the membrane otherwise), shifted = :func:`~.dragflow.fill_by_shift`
-    (one offset copy), smooth = :func:`~.dragflow.fill_from_surroundings`."""
+    (LazyDrag's hole fill: the mean of the best offset copies, offsets up to half the shorter side,
+    when they predict a held-out ring around the hole better than the membrane does, the membrane
+    otherwise; one choice per hole and image), shifted = :func:`~.dragflow.fill_by_shift` (one
+    offset copy within 16 cells, or the smooth fill where that predicts the rim better), smooth =
+    :func:`~.dragflow.fill_from_surroundings`."""
     from .correspondence import harmonic_fill  # noqa: F401  (loads correspondence_latent in order)
     from .correspondence_latent import continued_fill
 
@@ -139,7 +141,7 @@ def hole_filled(x: torch.Tensor, hole: torch.Tensor, avoid: torch.Tensor | None,
     if not bool(H.any()):
         return x
     av = None if avoid is None else avoid.to(torch.bool).cpu()
-    filled = torch.stack([continued_fill(xb.detach().float().cpu(), H, av) for xb in x]).to(x)
+    filled = torch.stack([continued_fill(xb.detach().float(), H, av) for xb in x]).to(x)   # on x's device
     return torch.where(H.to(x.device), filled, x)
 
 

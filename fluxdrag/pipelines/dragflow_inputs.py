@@ -265,12 +265,13 @@ class DragFlowSettings:
                                              "inverted (the object stays).", options=HOLE_FILLS, paper="none")
     hole_texture: str = setting("continued", "How the geometric proposal (init reinverted) fills the vacated area: "
                                              "continued (ours, LazyDrag's hole fill) = the mean of the 8 best-matching "
-                                             "offset copies of the image where they predict a held-out ring around "
+                                             "offset copies of the image when they predict a held-out ring around "
                                              "the hole better than the membrane does (a texture continues, a smooth "
                                              "ground is not patched with other places' light), the membrane "
                                              "otherwise; shifted = the one offset copy (≤ 16 latent cells) whose "
-                                             "copy best matches the hole's rim (before); smooth = averaged in from "
-                                             "the surroundings (a blur).", options=HOLE_TEXTURES, paper=SILENT)
+                                             "copy best matches the hole's rim, or the smooth fill where that "
+                                             "predicts the rim better (before); smooth = averaged in from the "
+                                             "surroundings (a blur).", options=HOLE_TEXTURES, paper=SILENT)
     content_contrast: float = setting(0.5, "init reinverted: which painted cells are copied to the target as they "
                                            "are — those that stand out from the background the surroundings "
                                            "continue into the region by at least this share of the region's "
