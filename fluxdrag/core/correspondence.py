@@ -271,7 +271,7 @@ def _match(
             want = int(((torch.as_tensor(win) == i) & inside).sum()) * float(scales[i][0]) * float(scales[i][1])
             level = kept_area_level(soft[cand], want)
             turned = outline and resamples(angles[i], scales[i])
-            ok = cand & outline_on(P, pre[:, 0], pre[:, 1], level, turned, among=cand)
+            ok = cand & outline_on(P, pre[:, 0], pre[:, 1], level, turned, among=cand, read=soft)
             src_l.append(qf[ok])
             dst_l.append(torch.arange(N)[ok])
             a_l.append(alpha_grid[qf[ok]])

@@ -51,11 +51,20 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     if anchors is not None and anchors.numel():
         keep &= ~_unanchored_faint(membrane, P, lab, anchors, contrast)
     if one_piece:
-        bridge = None if behind is None else behind.to(torch.bool).cpu() & ~P
-        held = _anchor_cells(anchors, P.shape)
-        keep = torch.zeros_like(P) | torch.stack(
-            [_largest_piece(keep & (lab == k), bridge, held) for k in range(int(lab.max()) + 1)]).any(0)
+        keep = largest_pieces(keep, P, lab, behind, held=_anchor_cells(anchors, P.shape))
     return keep
+
+
+def largest_pieces(keep: torch.Tensor, P: torch.Tensor, lab: torch.Tensor, behind: torch.Tensor | None,
+                   held: torch.Tensor | None = None) -> torch.Tensor:
+    """``content_pixels``' one-piece rule: of ``keep``'s pixels in each connected part (``lab``, the
+    8-connected parts of the paint ``P``) only the largest piece, with every piece a handle lies on
+    (``held``); pieces joined through ``behind`` (objects in front, off the paint) count as one."""
+    bridge = None if behind is None else behind.to(torch.bool).cpu() & ~P
+    out = torch.zeros_like(P)
+    for k in range(int(lab.max()) + 1):
+        out |= _largest_piece(keep & (lab == k), bridge, held)
+    return out
 
 
 def _anchor_cells(anchors: torch.Tensor | None, hw: tuple) -> torch.Tensor | None:

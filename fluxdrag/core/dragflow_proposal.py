@@ -58,8 +58,7 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     [measured] on the toy v3 world a shadow carried by a move lands beside the new one, and one
     carried in place gains on a smooth ground what it loses on a faint texture (docs/dragflow.md,
     "A painted shadow is ground, not cargo")."""
-    from .correspondence import FrontObjects, harmonic_fill
-    from .correspondence_latent import continued_texture
+    from .correspondence import FrontObjects, continued_texture, harmonic_fill
 
     if shadow not in SHADOW_CARRIES:
         raise ValueError(f"shadow must be one of {', '.join(SHADOW_CARRIES)}, not {shadow!r}")
@@ -84,10 +83,11 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     fill = hole_filled(x, under, dst, hole_texture)
     fill = torch.where(front.to(x.device), x, fill)
     out = moved_start(fill, x, content, mask_rule) if content else fill
-    dev = torch.where((P & ~C).to(x.device), x - harmonic_fill(x, under), torch.zeros_like(x))
-    if shadow == "none" or (shadow == "in_place" and any(bool(m.any()) for m in rest)
-                            and continued_texture(x[0] if x.dim() == 4 else x, under) is not None):
+    if shadow == "none" or not any(bool(m.any()) for m in rest) or (
+            shadow == "in_place" and continued_texture(x[0] if x.dim() == 4 else x, under) is not None):
         rest = []
+    else:       # the shadow's deviation from the ground the surroundings continue into the paint
+        dev = torch.where((P & ~C).to(x.device), x - harmonic_fill(x, under), torch.zeros_like(x))
     for r, m in zip(regions, rest):
         if not bool(m.any()):
             continue
@@ -128,8 +128,7 @@ def hole_filled(x: torch.Tensor, hole: torch.Tensor, avoid: torch.Tensor | None,
     otherwise; one choice per hole and image), shifted = :func:`~.dragflow.fill_by_shift` (one
     offset copy within 16 cells, or the smooth fill where that predicts the rim better), smooth =
     :func:`~.dragflow.fill_from_surroundings`."""
-    from .correspondence import harmonic_fill  # noqa: F401  (loads correspondence_latent in order)
-    from .correspondence_latent import continued_fill
+    from .correspondence import continued_fill
 
     if rule == "shifted":
         return fill_by_shift(x, hole, avoid=avoid)
@@ -153,20 +152,16 @@ def region_content(x: torch.Tensor, regions: Sequence[Region], P: torch.Tensor, 
     ``behind`` count as one): the rule is applied per region, so an object in a region whose paint
     touches another region's stays content."""
     from .correspondence import content_pixels
-    from .correspondence_content import _largest_piece
+    from .correspondence_content import largest_pieces
     from .correspondence_fields import _components
 
     C = content_pixels(x, P, contrast, behind=behind, texture=texture)
     if not one_piece or contrast <= 0:
         return C
-    grid = tuple(P.shape)
-    bridge = None if behind is None else behind.to(torch.bool).cpu() & ~P
-    lab = _components(P)
+    grid, lab = tuple(P.shape), _components(P)
     out = torch.zeros(grid, dtype=torch.bool)
     for r in regions:
-        mine = C & _on_grid(r, grid)
-        for k in torch.unique(lab[mine]).tolist():
-            out |= _largest_piece(mine & (lab == k), bridge)
+        out |= largest_pieces(C & _on_grid(r, grid), P, lab, behind)
     return out
 
 

@@ -178,12 +178,12 @@ OUTLINE_KEEP = 0.9
 
 
 def outline_on(mask: torch.Tensor, x: torch.Tensor, y: torch.Tensor, level: float, resampled: bool,
-               among: torch.Tensor | None = None) -> torch.Tensor:
+               among: torch.Tensor | None = None, read: torch.Tensor | None = None) -> torch.Tensor:
     """Bool: a moved shape's ``mask`` (h, w) read bilinearly at the preimages (``x``, ``y``) of a
     backward map is at least ``level``; where the map ``resampled`` (:func:`resamples`) a shape read
     at 1/2, from :func:`smoothed_outline` when that keeps ``OUTLINE_KEEP`` of the plain read's pixels
-    (counted ``among`` the candidates given)."""
-    on = bilinear_read(mask, x, y) >= level - 1e-9
+    (counted ``among`` the candidates given). ``read``: that plain read, when the caller has it."""
+    on = (bilinear_read(mask, x, y) if read is None else read) >= level - 1e-9
     sm = smoothed_outline(mask) if resampled and level >= 0.5 else None
     if sm is None:
         return on
