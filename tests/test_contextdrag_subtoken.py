@@ -192,6 +192,32 @@ def test_hole_fill_slots_sit_on_the_holes_with_the_filled_reference():
         assert tok.tolist() == [1 * 6 + 3] and torch.allclose(patches, torch.full_like(patches, 0.5))
 
 
+def test_hole_fill_continued_continues_a_texture_into_the_hole():
+    """``hole_fill`` continued (LazyDrag's ``continued_fill``): the hole token of a striped reference
+    shows the stripes; harmonic (the membrane) flattens them. On a smooth ground both are the
+    membrane (a plane stays a plane)."""
+    import math
+
+    from fluxdrag.core.reverse_depth import filled_reference
+
+    xs = torch.arange(32, dtype=torch.float32)
+    stripes = (0.8 * torch.sign(torch.sin(2 * math.pi * (xs + 0.5) / 4)))[None, None, :].expand(1, 16, 32, 32).clone()
+    painted = torch.zeros(32, 32, dtype=torch.bool)
+    painted[12:18, 10:20] = True
+    filled = filled_reference(stripes, painted, method="continued", contrast=0.0)
+    assert torch.allclose(filled, stripes, atol=1e-4)              # the stripes continue
+    flat = filled_reference(stripes, painted, method="harmonic", contrast=0.0)
+    assert float((flat - stripes)[..., painted].abs().max()) > 0.5  # the membrane flattens them
+    ys = torch.arange(32, dtype=torch.float32)[:, None]
+    ramp = (0.05 * ys + 0.02 * xs[None, :])[None, None].expand(1, 16, 32, 32).clone()
+    assert torch.allclose(filled_reference(ramp, painted, method="continued", contrast=0.0), ramp, atol=1e-3)
+    # through the PCA patch: the hole token (a region of 3 x 5 tokens moved right) gets the stripes
+    rm = build_reverse_map([[7.0, 7.0]], [[12.0, 7.0]], _region(16, 16, 6, 9, 5, 10), (16, 16), snap=True)
+    slots, cont = _pca(rm, hole_fill="continued").hole_patches(stripes)
+    _, memb = _pca(rm, hole_fill="harmonic").hole_patches(stripes)
+    assert slots.numel() and float((memb - cont).abs().max()) > 0.5
+
+
 def test_hole_fill_continues_the_background_behind_an_object_in_front():
     """occluder_contrast (default 0.5): an unpainted object touching the painted region is filled
     over (the background continued behind it), so the hole takes the background, not the object's

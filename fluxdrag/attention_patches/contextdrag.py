@@ -76,7 +76,7 @@ from .router import AttentionCall, Controller, ForwardContext
 CTI_MODES = ("replace", "append")
 VISIBILITY = ("image", "destination", "all")
 HIDE_FROM = ("image", "image_text", "all")
-HOLE_FILLS = ("none", "surroundings", "harmonic")
+HOLE_FILLS = ("none", "surroundings", "harmonic", "continued")
 DEPTHS = ("auto", "under", "over")
 SKIP_KEY = "contextdrag_skip"
 _RANGE = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")

@@ -112,18 +112,25 @@ def _with_whole_moves(rmap: ReverseMap, src: torch.Tensor, rows: torch.Tensor, c
 
 
 def filled_reference(x: torch.Tensor, painted: torch.Tensor, *, method: str, contrast: float) -> torch.Tensor:
-    """``x`` (B, C, H, W) with its ``painted`` (H, W) pixels filled from their surroundings
-    (``method`` "harmonic": membrane interpolation, else onion peeling) [ours]: the background the
-    vacated area and the moved tokens' vacated pixels show. With ``contrast`` > 0 the unpainted
-    objects touching the region (:class:`~fluxdrag.core.correspondence_latent.FrontObjects`) are
-    filled over too, so the background continues behind them, and keep their own pixels."""
-    from .correspondence import harmonic_fill  # (re-exported there; the submodule alone is circular)
+    """``x`` (B, C, H, W) with its ``painted`` (H, W) pixels filled from their surroundings [ours]:
+    the background the vacated area and the moved tokens' vacated pixels show. ``method``
+    "harmonic": membrane interpolation; "continued": LazyDrag's hole fill
+    (:func:`~fluxdrag.core.correspondence_latent.continued_fill`: the mean of the best offset copies
+    of the image where they predict a held-out ring around the region better than the membrane, a
+    texture continued; the membrane otherwise), per image; else onion peeling. With ``contrast`` > 0
+    the unpainted objects touching the region (:class:`~fluxdrag.core.correspondence_latent.FrontObjects`)
+    are filled over too, so the background continues behind them, and keep their own pixels."""
+    from .correspondence import continued_fill, harmonic_fill  # (re-exported there; the submodule alone is circular)
     from .correspondence_latent import FrontObjects
     from .dragflow import fill_from_surroundings
 
-    fill = harmonic_fill if method == "harmonic" else fill_from_surroundings
     region = painted
     if contrast > 0:
         region = painted | FrontObjects(x[:1].float().cpu(), painted, contrast).touching(painted)
-    filled = fill(x.float(), region.to(x.device))
+    if method == "continued":
+        R = region.to(torch.bool).cpu()
+        filled = torch.stack([continued_fill(xb.float(), R) for xb in x]).to(x.device)
+    else:
+        fill = harmonic_fill if method == "harmonic" else fill_from_surroundings
+        filled = fill(x.float(), region.to(x.device))
     return torch.where(painted.to(x.device), filled, x.float()).to(x.dtype)
