@@ -213,9 +213,15 @@ def test_hole_fill_continued_continues_a_texture_into_the_hole():
     assert torch.allclose(filled_reference(ramp, painted, method="continued", contrast=0.0), ramp, atol=1e-3)
     # through the PCA patch: the hole token (a region of 3 x 5 tokens moved right) gets the stripes
     rm = build_reverse_map([[7.0, 7.0]], [[12.0, 7.0]], _region(16, 16, 6, 9, 5, 10), (16, 16), snap=True)
-    slots, cont = _pca(rm, hole_fill="continued").hole_patches(stripes)
+    pca = _pca(rm, hole_fill="continued")
+    slots, cont = pca.hole_patches(stripes)
     _, memb = _pca(rm, hole_fill="harmonic").hole_patches(stripes)
     assert slots.numel() and float((memb - cont).abs().max()) > 0.5
+    _, holes = pca._slots                                          # the vacated tokens the slots show
+    rows = (holes // 16)[:, None] * 2 + torch.arange(2)[None]
+    cols = (holes % 16)[:, None] * 2 + torch.arange(2)[None]
+    want = stripes[:, :, rows[:, :, None], cols[:, None, :]].permute(0, 2, 1, 3, 4).reshape(cont.shape)
+    assert torch.allclose(cont, want, atol=1e-4)                   # exactly the stripes they hide
 
 
 def test_hole_fill_continues_the_background_behind_an_object_in_front():
