@@ -1,7 +1,7 @@
 """LazyDrag's hole rim [ours] (the Patch's ``hole_rim``): after ``hole_lock``'s steps the vacated
 pixels next to the moved content stay under the hole lock as long as the content lock holds the
-content; the rest of the hole is the model's; no rim around a swing's part (its joint is the
-model's); the paper's settings have none."""
+content; the rest of the hole is the model's; around a swing's part only with ``swing_rim`` (the
+default; off, the model draws there and at the joint); the paper's settings have none."""
 import torch
 
 from fluxdrag.attention_patches.lazydrag import LazyDragControl, LazyDragRun
@@ -64,17 +64,28 @@ def test_the_rim_of_a_rotation_in_place_stays_filled_to_the_last_step():
     assert PAPER.hole_rim == 0
 
 
-def test_no_rim_around_a_swing():
-    """A lone elastic drag on the painted bar swings it about its far end: the swung part stays joined
-    to the rest of its object there, and the model draws the joint (no rim); the map marks the swing's
-    pixels (``FineMap.joined``), also through the map's round trip."""
+def test_the_rim_around_a_swing_is_held_with_swing_rim():
+    """A lone elastic drag on the painted bar swings it about its far end (the map marks the swing's
+    pixels, ``FineMap.joined``, also through the map's round trip). With ``swing_rim`` (default) the
+    vacated pixels next to the swung bar stay filled to the last step, where the model would extend the
+    bar into the ground it left; the rest of the hole is the model's. Off (before): no rim there."""
     z, bar = _scene()
     tip = [8 * (CX + 4) + 4, 8 * CY + 4]
     swing = {"handle": tip, "target": [8 * (CX - 2) + 4, 8 * (CY + 6) + 4], "mode": "drag"}
     ctrl, out, noise = _late_step(LazyDragSettings(), _doc(bar, swing))
     fine = ctrl.fine
     assert fine.joined is not None and bool(fine.joined.any())
-    assert ctrl.rim is None
-    assert torch.equal(out[:, fine.vacated], noise[:, fine.vacated])
+    near = torch.nn.functional.max_pool2d(fine.destination[None, None].float(), 3, 1, 1)[0, 0].bool()
+    rim, far = fine.vacated & near, fine.vacated & ~near
+    assert ctrl.rim is not None and int(rim.sum()) >= 2 and int(far.sum()) >= 2
+    assert torch.equal(ctrl.rim.reshape(H, W), rim)
+    fill, _ = ctrl._hole_terms(LazyDragRun(), (1, 16, H * W), out.device, out.dtype)
+    fill = fill[0].reshape(16, H, W)
+    assert torch.allclose(out[:, rim], fill[:, rim])              # held: the hole fill at σ 0
+    assert torch.equal(out[:, far], noise[:, far])                # the rest of the hole is the model's
+    ctrl0, out0, noise0 = _late_step(LazyDragSettings(swing_rim=False), _doc(bar, swing))
+    assert ctrl0.rim is None
+    assert torch.equal(out0[:, ctrl0.fine.vacated], noise0[:, ctrl0.fine.vacated])
+    assert not PAPER.swing_rim
     back = CorrespondenceMap.from_dict(ctrl.plan.cmap.to_dict())
     assert torch.equal(back.fine.joined, fine.joined)

@@ -170,7 +170,7 @@ class LazyDragControl(Controller):
                  background: bool, identity: bool, refine: bool, mask_text: bool, h_max: float,
                  hold: float, end: float, background_lock: float, content_lock: float,
                  hole_lock: float, hole_fill: str, hole_copies: int, lock_margin: int, hole_rim: int,
-                 trajectory: Optional[dict] = None,
+                 swing_rim: bool, trajectory: Optional[dict] = None,
                  free_on_end: bool = True, paired_batch: int = 0):
         """The settings fields come from ``pipelines.lazydrag.LazyDragSettings`` (its Patch
         fields, by keyword; no defaults here); ``trajectory``, ``free_on_end`` and
@@ -222,11 +222,12 @@ class LazyDragControl(Controller):
         self.hole_steps = int(round(hole_lock * n_steps)) if has_fine else 0
         # [ours] hole_rim: the vacated pixels within hole_rim latent pixels of the moved content stay
         # under the hole lock as long as the content lock holds the content (a free one next to the
-        # locked outline is where the model extends the object it sees); not around a swing's part
-        # (FineMap.joined), whose joint with the rest of its object the model draws
+        # locked outline is where the model extends the object it sees); around a swing's part
+        # (FineMap.joined) only with swing_rim (else the model draws there, joint included)
         self.rim = None
         if has_fine and hole_rim > 0 and self.hole_steps > 0 and self.content_steps > self.hole_steps:
-            rigid = self.fine.destination if self.fine.joined is None else self.fine.destination & ~self.fine.joined
+            joined = None if swing_rim else self.fine.joined
+            rigid = self.fine.destination if joined is None else self.fine.destination & ~joined
             near = F.max_pool2d(rigid[None, None].float(), 2 * hole_rim + 1, 1, hole_rim)[0, 0].bool()
             rim = near & self.fine.vacated
             self.rim = rim.reshape(-1) if bool(rim.any()) else None
