@@ -223,7 +223,7 @@ class LazyDragControl(Controller):
         # [ours] hole_rim: the vacated pixels within hole_rim latent pixels of the moved content stay
         # under the hole lock as long as the content lock holds the content (a free one next to the
         # locked outline is where the model extends the object it sees); around a swing's part
-        # (FineMap.joined) only with swing_rim (else the model draws there, joint included)
+        # (FineMap.joined) only with swing_rim (else its vacated neighbours are the model's)
         self.rim = None
         if has_fine and hole_rim > 0 and self.hole_steps > 0 and self.content_steps > self.hole_steps:
             joined = None if swing_rim else self.fine.joined

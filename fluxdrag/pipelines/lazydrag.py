@@ -238,7 +238,8 @@ class LazyDragSettings:
         True, "hole_rim also around a swing's part (a limb bent about its joint, swing): the vacated pixels next to "
               "the bent part stay under the hole lock while content_lock holds it, where the model otherwise "
               "extends the part into the ground it left (ours; on 80 tuning bends the hole error 0.133 → 0.119). "
-              "Off: no rim there, the model draws next to the part and at the joint from hole_lock's end.",
+              "Off: no rim next to the bent part itself, whose vacated neighbours are the model's from hole_lock's "
+              "end (pixels next to base pixels kept in place, stay_continued, are held either way).",
         node="patch", paper=False)
 
 
