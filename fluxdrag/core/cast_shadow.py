@@ -103,6 +103,13 @@ def _shifted(mask: torch.Tensor, d: tuple[float, float]) -> torch.Tensor:
                          align_corners=False)[0, 0]
 
 
+def keeps_place(moved: float, content: torch.Tensor, in_place: float | None = IN_PLACE) -> bool:
+    """Whether a motion that moves the object's centroid by ``moved`` (pixels of the grid) keeps
+    ``content`` ((H, W) bool, the object) where it stands: at most ``in_place`` × its radius
+    √(area/π) (``IN_PLACE``; None: any motion). A shadow is carried only by such a motion."""
+    return in_place is None or moved <= in_place * (float(content.sum()) / math.pi) ** 0.5
+
+
 def carried_shadow(editable: torch.Tensor, content: torch.Tensor, *, source: torch.Tensor, drag: torch.Tensor,
                    handles: torch.Tensor, targets: torch.Tensor, modes: list[str], scales: torch.Tensor,
                    angles: torch.Tensor, gate_unit: float = 1.0, offset: bool = True,
@@ -150,7 +157,7 @@ def carried_shadow(editable: torch.Tensor, content: torch.Tensor, *, source: tor
             c = torch.stack((yx[1], yx[0]))
             moves = [float(move_displacement(c[None], handles[i], targets[i], scales[i], float(angles[i])).norm())
                      for i in idx]
-            if max(moves) > in_place * (float(C.sum()) / math.pi) ** 0.5:
+            if not keeps_place(max(moves), C, in_place):
                 continue
         d = shadow_offset(C, S) if offset else (0.0, 0.0)
         if d is None:

@@ -175,7 +175,7 @@ def shadow_motion(A: torch.Tensor, content: torch.Tensor, shadow: torch.Tensor,
     offset d (``cast_shadow.shadow_offset`` of ``content`` and ``shadow``, (h, w) bool on the same
     grid): T_s(y) = T(y − d) + d, the rotation about the pivot's own shadow. None also when no
     offset fits."""
-    from .cast_shadow import IN_PLACE, shadow_offset
+    from .cast_shadow import IN_PLACE, keeps_place, shadow_offset
 
     C = content.to(torch.bool).cpu()
     if not bool(C.any()):
@@ -184,7 +184,7 @@ def shadow_motion(A: torch.Tensor, content: torch.Tensor, shadow: torch.Tensor,
     yx = torch.nonzero(C).double().mean(0) + 0.5          # cell centres, as the affine's grid
     c = torch.stack((yx[1], yx[0]))
     moved = float((A[:, :2] @ c + A[:, 2] - c).norm())
-    if moved > (IN_PLACE if in_place is None else in_place) * (float(C.sum()) / torch.pi) ** 0.5:
+    if not keeps_place(moved, C, IN_PLACE if in_place is None else in_place):
         return None
     d = shadow_offset(C, shadow)
     if d is None:

@@ -120,16 +120,16 @@ def filled_reference(x: torch.Tensor, painted: torch.Tensor, *, method: str, con
     texture continued; the membrane otherwise), per image; else onion peeling. With ``contrast`` > 0
     the unpainted objects touching the region (:class:`~fluxdrag.core.correspondence_latent.FrontObjects`)
     are filled over too, so the background continues behind them, and keep their own pixels."""
-    from .correspondence import continued_fill, harmonic_fill  # (re-exported there; the submodule alone is circular)
+    from .correspondence import harmonic_fill  # (re-exported there; the submodule alone is circular)
     from .correspondence_latent import FrontObjects
     from .dragflow import fill_from_surroundings
+    from .dragflow_proposal import hole_filled
 
     region = painted
     if contrast > 0:
         region = painted | FrontObjects(x[:1].float().cpu(), painted, contrast).touching(painted)
-    if method == "continued":
-        R = region.to(torch.bool).cpu()
-        filled = torch.stack([continued_fill(xb.float(), R) for xb in x]).to(x.device)
+    if method == "continued":          # DragFlow's continued hole fill, per image, copies from anywhere off the region
+        filled = hole_filled(x.float(), region, None, "continued")
     else:
         fill = harmonic_fill if method == "harmonic" else fill_from_surroundings
         filled = fill(x.float(), region.to(x.device))
