@@ -175,7 +175,7 @@ def test_hole_fill_slots_sit_on_the_holes_with_the_filled_reference():
     """A one-token region moved two tokens right: the reference token under the destination (no
     source) takes the hole's ids and is re-embedded from the reference with the region filled
     (harmonic: the mean of a constant surrounding is the constant)."""
-    from fluxdrag.core.reverse_tokens import hole_slots
+    from fluxdrag.core.reverse_ids import hole_slots
 
     rm = build_reverse_map([[1.0, 1.0]], [[3.0, 1.0]], _region(4, 6, 1, 2, 1, 2), (4, 6), snap=True)
     slots, holes = hole_slots(rm)
@@ -589,3 +589,55 @@ def test_vacated_pixels_under_a_destination_show_the_filled_reference():
     assert bool((rows[k][:, 1] >= H).all()) and cols[k][:, 1].tolist() == [3, 3]  # painted there: filled
     kp = plain[0].tolist().index(1 * 6 + 2)
     assert not bool((plain[1][kp] >= H).any()) and plain[2][kp][:, 1].tolist() == [3, 3]   # before: the old paint
+
+
+def test_hole_rim_holds_the_vacated_pixels_next_to_the_moved_content_to_the_fill():
+    """``hole_rim`` [ours]: a 3 x 2 latent-pixel object moved two pixels right leaves its old
+    pixels vacated; the column of them next to where it lands is held by the background lock to
+    the filled reference ((x − fill) / σ, the membrane of a zero ground: 0), the rest of the hole
+    stays the model's. With hole_rim 0 the whole hole is the model's. An object in front touching
+    the paint at the source (its column next to the content carried with it, where the content's
+    hidden part may show once dragged out) leaves that rim free, and so does a content pixel no
+    destination shows, carried as its neighbours are."""
+    from fluxdrag.attention_patches.router import ForwardContext
+    from fluxdrag.core.reverse_depth import hole_rim_pixels
+
+    reg = _region(5, 8, 1, 3, 2, 4)
+    rm = build_reverse_map([[2.5, 1.5]], [[3.5, 1.5]], reg, (5, 8), snap=True)
+    fine = torch.zeros(10, 16, dtype=torch.bool)
+    fine[3:6, 5:7] = True
+    rm.fine_mask = rm.paint_mask = fine
+    ref = torch.zeros(1, 16, 10, 16)
+    ref[..., 3:6, 5:7] = 3.0
+    rim = hole_rim_pixels(rm, ref, rim=1, subtoken=True, warp="motion", contrast=0.5)
+    assert torch.nonzero(rim).tolist() == [[3, 6], [4, 6], [5, 6]]
+    front = ref.clone()
+    front[..., 3:7, 2:5] = -3.0                       # an object in front, touching the paint on its left
+    assert not hole_rim_pixels(rm, front, rim=1, subtoken=True, warp="motion", contrast=0.5).any()
+    assert torch.equal(hole_rim_pixels(rm, front, rim=1, subtoken=True, warp="motion", contrast=0.0), rim)
+    lost = build_reverse_map([[2.5, 1.5]], [[3.5, 1.5]], reg, (5, 8), snap=True)
+    lost.fine_mask = fine.clone()
+    lost.fine_mask[6, 6] = True                       # content below the region's tokens: no destination shows it
+    lost.paint_mask = lost.fine_mask.clone()
+    lost.paint_mask[6, 5:9] = True
+    got = hole_rim_pixels(lost, ref, rim=1, subtoken=True, warp="motion", contrast=0.0)
+    assert torch.nonzero(got).tolist() == [[3, 6], [4, 6], [5, 6], [6, 6], [6, 7]]   # not (6, 8): it may show there
+
+    x, out = torch.randn(1, 16, 10, 16), torch.randn(1, 16, 10, 16)
+    sig = [1.0, 0.5, 0.0]
+
+    def call(pca, r):
+        ctx = ForwardContext(model=None, sigma=sig[1], step=1, sample_sigmas=sig, direction=-1, batch=1,
+                             n_txt=0, n_img=40, grid=(5, 8), ref_grids=[(5, 8)], cond_or_uncond=[0],
+                             transformer_options={}, ref_latents=[r], x=x)
+        return pca.on_forward_end(ctx, out)
+
+    kw = dict(hole_fill="harmonic", background_lock=1.0, lock_margin=0, warp="motion", occluder_contrast=0.5)
+    held = call(_pca(rm, hole_rim=1, **kw), ref)
+    assert torch.allclose(held[..., rim], x[..., rim] / sig[1], atol=1e-5)     # denoises to the fill (0)
+    hole = fine.clone()
+    hole[:, 6] = False
+    assert torch.equal(held[..., hole], out[..., hole])                       # the rest of the hole is free
+    assert torch.equal(call(_pca(rm, hole_rim=0, **kw), ref)[..., rim], out[..., rim])
+    assert torch.equal(call(_pca(rm, hole_rim=1, **kw), front)[..., rim], out[..., rim])
+    assert torch.equal(call(_pca(rm, hole_rim=1, **{**kw, "hole_fill": "none"}), ref)[..., rim], out[..., rim])

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from fluxdrag.core.reverse_ids import reference_position_ids
 from fluxdrag.core.reverse_mapping import (
     ReverseMap,
     build_reverse_map,
@@ -17,7 +18,6 @@ from fluxdrag.core.reverse_mapping import (
     points_in_convex_polygon,
     reverse_lookup,
 )
-from fluxdrag.core.reverse_tokens import reference_position_ids
 
 
 def rect(h: int, w: int, x0: int, x1: int, y0: int, y1: int) -> torch.Tensor:

@@ -123,7 +123,7 @@ def test_pca_ids_seen_by_the_model(tiny_flux, tiny_cond):
     expect_ref = torch.cat([torch.ones(N_IMG, 1), grid], 1)            # Kontext: (1, row, col)
     for q, s in SRC_OF.items():
         expect_ref[s, 1:] = torch.tensor([q // W, q % W], dtype=torch.float32)  # moved to q
-    from fluxdrag.core.reverse_tokens import hole_slots
+    from fluxdrag.core.reverse_ids import hole_slots
     slots, holes = hole_slots(_map())
     assert slots.numel() == len(set(SRC) - set(DST)) > 0       # (hole_fill default) every hole gets a slot
     for o, v in zip(slots.tolist(), holes.tolist()):

@@ -13,7 +13,7 @@ mapping (``core/reverse_mapping.py``) gives every destination token q a source t
   queries named by ``visible_to``.
 * :class:`PositionConsistentAttention` (PCA): a ``post_input`` hook rewrites the reference
   tokens' position ids so a moved token carries its destination position
-  (:func:`~fluxdrag.core.reverse_tokens.reference_position_ids`), and an overlap-aware additive
+  (:func:`~fluxdrag.core.reverse_ids.reference_position_ids`), and an overlap-aware additive
   attention mask hides a set of reference tokens (:meth:`ReverseMap.hide_mask`) from the image
   queries.
 
@@ -67,9 +67,11 @@ from typing import Any, Optional
 import torch
 
 from ..core.errors import public_name
-from ..core.reverse_depth import depth_groups, filled_reference, kept_behind
+from ..core.reverse_depth import depth_groups, filled_reference, hole_rim_pixels, kept_behind
+from ..core.reverse_ids import hole_slots, reference_position_ids
 from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs
-from ..core.reverse_tokens import WARPS, edited_pixels, hole_slots, moved_patch_pixels, reference_position_ids
+from ..core.reverse_tokens import WARPS, edited_pixels, moved_patch_pixels
+from .contextdrag_masks import as_additive, combine_masks, extras_mask, key_hiding_mask, pad_keys  # noqa: F401
 from .rope import pe_tokens, rope_reencode
 from .router import AttentionCall, Controller, ForwardContext
 
@@ -137,69 +139,6 @@ def step_active(step: Optional[float], sample_sigmas: Optional[Sequence[float]],
         return False
     total = len(sample_sigmas) - 1
     return start * total - 1e-9 <= step < end * total - 1e-9
-
-
-def as_additive(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
-    """A 4-D additive float mask (bool masks: True = attend)."""
-    if mask is None:
-        return None
-    m = torch.where(mask, 0.0, -torch.inf).to(dtype) if mask.dtype == torch.bool else mask.to(dtype)
-    while m.ndim < 4:
-        m = m.unsqueeze(0)
-    return m
-
-
-def pad_keys(mask: Optional[torch.Tensor], n_k: int, dtype: torch.dtype) -> Optional[torch.Tensor]:
-    """An additive mask widened to ``n_k`` key columns (new columns open)."""
-    m = as_additive(mask, dtype)
-    if m is None or m.shape[-1] == n_k:
-        return m
-    if m.shape[-1] > n_k:
-        raise ValueError(f"mask has {m.shape[-1]} key columns, more than the {n_k} keys")
-    return torch.nn.functional.pad(m, (0, n_k - m.shape[-1]))
-
-
-def combine_masks(base: Optional[torch.Tensor], extra: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """Sum of two additive masks (either may be None), widening the narrower to the other's keys."""
-    if extra is None:
-        return base
-    if base is None:
-        return extra
-    n_k = max(base.shape[-1], extra.shape[-1])
-    floats = [t.dtype for t in (extra, base) if t.dtype != torch.bool]
-    dtype = floats[0] if floats else torch.float32
-    return pad_keys(base, n_k, dtype) + pad_keys(extra, n_k, dtype)
-
-
-def key_hiding_mask(n_q: int, n_k: int, rows: Sequence[slice], hidden_keys: torch.Tensor,
-                    dtype: torch.dtype, device: Any) -> torch.Tensor:
-    """Additive mask (1, 1, n_q, n_k): −inf at (r, c) for r in ``rows``, c in ``hidden_keys``."""
-    m = torch.zeros(1, 1, n_q, n_k, dtype=dtype, device=device)
-    cols = hidden_keys.to(device=device, dtype=torch.long)
-    if cols.numel():
-        for r in rows:
-            m[0, 0, r].index_fill_(1, cols, -torch.inf)
-    return m
-
-
-def extras_mask(n_q: int, n_k: int, n_extra: int, visible_rows: Optional[Sequence[slice]],
-                dtype: torch.dtype, device: Any, pairs: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
-    """Additive mask (1, 1, n_q, n_k + n_extra) for ``n_extra`` keys appended after ``n_k``.
-
-    ``visible_rows=None`` and no ``pairs``: the extras are visible to every query (returns None).
-    Otherwise extras are hidden except from the rows in ``visible_rows`` and, with ``pairs``
-    (long (n_extra,) query rows), each extra j from query ``pairs[j]`` only.
-    """
-    if visible_rows is None and pairs is None:
-        return None
-    m = torch.zeros(1, 1, n_q, n_k + n_extra, dtype=dtype, device=device)
-    block = m[0, 0, :, n_k:]
-    block.fill_(-torch.inf)
-    for r in visible_rows or ():
-        block[r] = 0.0
-    if pairs is not None:
-        block[pairs.to(device), torch.arange(n_extra, device=device)] = 0.0
-    return m
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,7 +339,7 @@ class PositionConsistentAttention(_ContextDragController):
                  subtoken: bool = False, composite: bool = False, hole_fill: str = "none",
                  background_lock: float = 0.0, lock_margin: int = 1, warp: str = "token",
                  occluder_contrast: float = 0.0, depth: str = "over", exclude_sources: Optional[bool] = None,
-                 keep_index: bool = True,
+                 keep_index: bool = True, hole_rim: int = 0,
                  vacated_offset: Optional[Sequence[float]] = None, **kw):
         super().__init__(rmap, **kw)
         if hole_fill not in HOLE_FILLS:
@@ -418,9 +357,9 @@ class PositionConsistentAttention(_ContextDragController):
         self._depth = [(part, rule) for part, rule in depth_groups(rmap, depth) if rule != "over"]
         empty = torch.zeros(0, dtype=torch.long)
         self._slots = hole_slots(rmap) if rewrite_ids and hole_fill != "none" else (empty, empty)
-        if not 0.0 <= background_lock <= 1.0 or lock_margin < 0:
-            raise ValueError(f"need 0 <= background_lock <= 1 and lock_margin >= 0, got {background_lock}, "
-                             f"{lock_margin}")
+        if not 0.0 <= background_lock <= 1.0 or lock_margin < 0 or hole_rim < 0:
+            raise ValueError(f"need 0 <= background_lock <= 1, lock_margin >= 0 and hole_rim >= 0, got "
+                             f"{background_lock}, {lock_margin}, {hole_rim}")
         self.background_lock, self.lock_margin = float(background_lock), int(lock_margin)
         # the moved content is shifted whenever subtoken is on (composite or not): keep those pixels free
         edit = edited_pixels(rmap, subtoken=self.subtoken, warp=warp).float()[None, None]
@@ -428,6 +367,9 @@ class PositionConsistentAttention(_ContextDragController):
         k = 2 * self.lock_margin + 1
         #: latent pixels held to the reference (outside the edited pixels grown by lock_margin)
         self.locked = ~(torch.nn.functional.max_pool2d(edit, k, stride=1, padding=self.lock_margin)[0, 0] > 0)
+        #: [ours] hole_rim: the vacated pixels next to the landed content, held to the filled reference
+        #: (the objects in front carried with the content left free where they reveal; per run, rim_pixels)
+        self.hole_rim = int(hole_rim) if hole_fill != "none" and rmap.fine_mask is not None else 0
         if hide not in HIDE_SETS:
             raise ValueError(f"hide must be one of {HIDE_SETS}, got {hide!r}")
         if hide_from not in HIDE_FROM:
@@ -486,19 +428,46 @@ class PositionConsistentAttention(_ContextDragController):
         H, W = min(x.shape[-2], ref.shape[-2], self.locked.shape[0]), min(x.shape[-1], ref.shape[-1],
                                                                            self.locked.shape[1])
         keep = self.locked[:H, :W].to(out.device)
-        v = (x[..., :H, :W].float() - ref[..., :H, :W].to(x.device).float()) / ctx.sigma
+        held = ref[..., :H, :W].to(x.device).float()
+        if self.hole_rim:
+            state = ctx.state(self)
+            rim = self.rim_pixels(state, ref)[:H, :W].to(out.device)
+            keep = keep | rim
+            held = torch.where(rim, self.filled_for(state, ref)[..., :H, :W].to(x.device).float(), held)
+        v = (x[..., :H, :W].float() - held) / ctx.sigma
         new = out.clone()
         new[..., :H, :W] = torch.where(keep, v.to(out.dtype), out[..., :H, :W])
         return new
 
-    def hole_patches(self, ref: torch.Tensor) -> tuple:
+    def rim_pixels(self, state: ContextDragRun, ref: torch.Tensor) -> torch.Tensor:
+        """(2h, 2w) bool, once per run: :func:`~fluxdrag.core.reverse_depth.hole_rim_pixels` with
+        ``hole_rim`` on the reference."""
+        key = ("rim", self.hole_rim)
+        if key not in state.masks:
+            state.masks[key] = hole_rim_pixels(self.rmap, ref, rim=self.hole_rim, subtoken=self.subtoken,
+                                               warp=self.warp, contrast=self.occluder_contrast)
+        return state.masks[key]
+
+    def filled_for(self, state: ContextDragRun, ref: torch.Tensor) -> torch.Tensor:
+        """:meth:`filled` of the reference (padded to the grid at the border), once per run."""
+        key = ("filled", str(ref.device), ref.dtype)
+        if key not in state.masks:
+            p = 2
+            h, w = self.rmap.grid_hw
+            x = ref
+            if x.shape[-2] < h * p or x.shape[-1] < w * p:
+                x = torch.nn.functional.pad(x, (0, w * p - x.shape[-1], 0, h * p - x.shape[-2]), mode="replicate")
+            state.masks[key] = self.filled(x[..., :h * p, :w * p])
+        return state.masks[key]
+
+    def hole_patches(self, ref: torch.Tensor, filled: Optional[torch.Tensor] = None) -> tuple:
         """(slot token indices, (B, n, C·p·p) patches): each hole token's reference pixels with the
-        painted region filled (:meth:`filled`), in FLUX's patchify order."""
+        painted region filled (:meth:`filled`, or ``filled``: it already), in FLUX's patchify order."""
         slots, holes = self._slots
         p = 2
         h, w = self.rmap.grid_hw
         x = ref[..., :h * p, :w * p]
-        filled = self.filled(x)
+        filled = self.filled(x) if filled is None else filled
         off = torch.arange(p)
         rows = ((holes // w)[:, None] * p + off[None]).to(x.device)
         cols = ((holes % w)[:, None] * p + off[None]).to(x.device)
@@ -519,12 +488,13 @@ class PositionConsistentAttention(_ContextDragController):
             fine = self.rmap.src_mask.repeat_interleave(p, 0).repeat_interleave(p, 1)
         return filled_reference(x, fine, method=self.hole_fill, contrast=self.occluder_contrast)
 
-    def shifted_patches(self, ref: torch.Tensor, pixels: tuple | None = None) -> tuple:
+    def shifted_patches(self, ref: torch.Tensor, pixels: tuple | None = None,
+                        filled: Optional[torch.Tensor] = None) -> tuple:
         """(token indices, (B, n, C·p·p) patches): the moved tokens' reference content shifted by
         :func:`~fluxdrag.core.reverse_tokens.subtoken_shifts` and composited onto the destination's
         background (``moved_patch_pixels``, or ``pixels``: :meth:`depth_pixels`; edge pixels
         repeated at the border), in the order of FLUX's patchify
-        ("b c (h ph) (w pw) -> b (h w) (c ph pw)")."""
+        ("b c (h ph) (w pw) -> b (h w) (c ph pw)"); ``filled``: :meth:`filled` of it, if known."""
         src, rows, cols = self._pixels if pixels is None else pixels
         p = rows.shape[-1]
         h, w = self.rmap.grid_hw
@@ -533,7 +503,7 @@ class PositionConsistentAttention(_ContextDragController):
             x = torch.nn.functional.pad(x, (0, w * p - x.shape[-1], 0, h * p - x.shape[-2]), mode="replicate")
         x = x[..., :h * p, :w * p]
         if bool((rows >= h * p).any()):               # vacated pixels show the filled reference
-            x = torch.cat([x, self.filled(x)], dim=-2)
+            x = torch.cat([x, self.filled(x) if filled is None else filled], dim=-2)
         patches = x[:, :, rows.to(x.device), cols.to(x.device)]           # (B, C, n, p, p)
         return src, patches.permute(0, 2, 1, 3, 4).reshape(x.shape[0], src.numel(), x.shape[1] * p * p)
 
@@ -546,8 +516,12 @@ class PositionConsistentAttention(_ContextDragController):
         key = (name, str(img.device), img.dtype)
         if key not in state.masks:
             ref = ctx.ref_latents[self.reference_index]
-            idx, patches = (self.shifted_patches(ref, self.depth_pixels(ref)) if name == "shifted"
-                            else self.hole_patches(ref))
+            if name == "shifted":
+                pix = self.depth_pixels(ref)
+                vac = bool((pix[1] >= self.rmap.grid_hw[0] * pix[1].shape[-1]).any())   # rows in the fill
+                idx, patches = self.shifted_patches(ref, pix, filled=self.filled_for(state, ref) if vac else None)
+            else:
+                idx, patches = self.hole_patches(ref, filled=self.filled_for(state, ref))
             state.masks[key] = (idx, ctx.model.img_in(patches.to(device=img.device, dtype=img.dtype)))
         idx, emb = state.masks[key]
         if not idx.numel():

@@ -540,19 +540,16 @@ def unpainted_objects(latent: torch.Tensor, painted: torch.Tensor, near: torch.T
     return FrontObjects(latent, painted, contrast).touching(near)
 
 
-def hidden_destination(fine: FineMap, content: torch.Tensor, covering: torch.Tensor, reach: int,
-                       keep: torch.Tensor | None = None) -> torch.Tensor:
-    """[ours] (H, W) bool: where the moved content's hidden part may lie after the edit, for the
-    background lock to leave to the model (``FineMap.released``). An object dragged out from behind
-    another shows only its visible part; its hidden part lies under the objects in front that cover
-    it at its source (``covering``: :meth:`FrontObjects.touching` the paint). Their pixels within
-    ``reach`` latent pixels of the content (``content``, the pixels that move) are carried as the
-    nearest content pixel is (its destination plus the same offset: exact for moves, the offset
-    unturned for rotations), less the map's own pixels (free already) and ``keep`` (objects in
-    front after the edit, which stay). ``reach`` 0: none."""
-    H, W = fine.hw
+def carried_hidden(source: torch.Tensor, hw: tuple[int, int], content: torch.Tensor, covering: torch.Tensor,
+                   reach: int) -> torch.Tensor:
+    """[ours] (H, W) bool: the ``covering`` pixels (objects in front at the source) within ``reach``
+    latent pixels of the carried ``content``, each carried as the nearest carried content pixel is
+    (its destination plus the same offset). ``source``: each destination pixel's source
+    pixel (flat index), -1 where none (:attr:`FineMap.source`), (H·W,) on the grid ``hw`` (H, W).
+    ``reach`` 0: none."""
+    H, W = hw
     out = torch.zeros(H, W, dtype=torch.bool)
-    src = fine.source
+    src = source.reshape(-1)
     at = torch.nonzero(src >= 0).flatten()
     if reach <= 0 or not at.numel():
         return out
@@ -570,6 +567,20 @@ def hidden_destination(fine: FineMap, content: torch.Tensor, covering: torch.Ten
     x = qd % W + p[:, 1] - q[j, 1]
     ok = (y >= 0) & (y < H) & (x >= 0) & (x < W)
     out[y[ok], x[ok]] = True
+    return out
+
+
+def hidden_destination(fine: FineMap, content: torch.Tensor, covering: torch.Tensor, reach: int,
+                       keep: torch.Tensor | None = None) -> torch.Tensor:
+    """[ours] (H, W) bool: where the moved content's hidden part may lie after the edit, for the
+    background lock to leave to the model (``FineMap.released``). An object dragged out from behind
+    another shows only its visible part; its hidden part lies under the objects in front that cover
+    it at its source (``covering``: :meth:`FrontObjects.touching` the paint). Their pixels within
+    ``reach`` latent pixels of the content (``content``, the pixels that move) are carried as the
+    nearest content pixel is (its destination plus the same offset: exact for moves, the offset
+    unturned for rotations), less the map's own pixels (free already) and ``keep`` (objects in
+    front after the edit, which stay). ``reach`` 0: none."""
+    out = carried_hidden(fine.source, fine.hw, content, covering, reach)
     out &= ~fine.free
     if keep is not None:
         out &= ~keep.to(torch.bool).cpu()

@@ -134,3 +134,47 @@ def filled_reference(x: torch.Tensor, painted: torch.Tensor, *, method: str, con
         fill = harmonic_fill if method == "harmonic" else fill_from_surroundings
         filled = fill(x.float(), region.to(x.device))
     return torch.where(painted.to(x.device), filled, x.float()).to(x.dtype)
+
+
+def hole_rim_pixels(rmap: ReverseMap, ref: torch.Tensor, *, rim: int, subtoken: bool, warp: str,
+                    contrast: float, patch: int = 2) -> torch.Tensor:
+    """(patch·h, patch·w) bool [ours, as LazyDrag's ``hole_rim``]: the painted pixels no moved
+    content lands on (vacated) within ``rim`` latent pixels of the landed content
+    (:func:`~fluxdrag.core.reverse_tokens.landed_pixels`, on the moving shape), for the background
+    lock to hold to the filled reference: a free vacated pixel next to the landed outline is where
+    the model extends the object it sees (a rotation in place or a bent limb leaves its hole along
+    the outline). Left out, each carried with the content
+    (:func:`~fluxdrag.core.correspondence_latent.carried_hidden`, reach ``rim``): the content pixels
+    no destination shows (a half-token move can lose an edge row; the model may draw them back next
+    to the landed content) and, with ``contrast`` > 0, the objects in front that touch the paint at
+    the source (:class:`~fluxdrag.core.correspondence_latent.FrontObjects` of ``ref``): the
+    content's hidden part may show there once it is dragged out. ``rim`` 0 or no fine mask: none."""
+    from .correspondence import FrontObjects  # (re-exported there; the submodule alone is circular)
+    from .correspondence_latent import carried_hidden
+    from .reverse_tokens import content_pairs
+
+    h, w = rmap.grid_hw
+    H, W = h * patch, w * patch
+    out = torch.zeros(H, W, dtype=torch.bool)
+    if rim <= 0 or rmap.fine_mask is None:
+        return out
+    dst, src = content_pairs(rmap, subtoken=subtoken, patch=patch, warp=warp, on_shape=True)
+    if not dst.shape[0]:
+        return out
+    land = torch.zeros(H, W, dtype=torch.bool)
+    land[dst[:, 0], dst[:, 1]] = True
+    near = torch.nn.functional.max_pool2d(land[None, None].float(), 2 * rim + 1, 1, rim)[0, 0] > 0
+    out = near & rmap.painted & ~land
+    source = torch.full((H * W,), -1, dtype=torch.long)
+    source[dst[:, 0] * W + dst[:, 1]] = src[:, 0] * W + src[:, 1]
+    carried = torch.zeros(H, W, dtype=torch.bool)
+    carried[src[:, 0], src[:, 1]] = True
+    covering = rmap.fine_mask & ~carried              # content no destination shows (a pixel row lost)
+    if contrast > 0 and bool(out.any()):
+        paint = rmap.painted
+        x = ref[:1, :, :H, :W].float().cpu()
+        if tuple(x.shape[-2:]) == (H, W):
+            covering |= FrontObjects(x, paint, contrast).touching(paint)
+    if bool(covering.any()):
+        out &= ~carried_hidden(source, (H, W), carried, covering, rim)
+    return out

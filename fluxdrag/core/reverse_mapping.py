@@ -14,8 +14,8 @@ positions. LRM gives every destination token q a source token src(q), with no ho
    M_SRC (or the grid) are dropped, which gives M_DST and the dense map src.
 
 The results feed context-preserving token injection and position-consistent attention
-(:func:`injection_pairs`; ``core/reverse_tokens.py``: sub-token shifts, reference position ids;
-:meth:`ReverseMap.hide_mask`).
+(:func:`injection_pairs`; ``core/reverse_tokens.py``: sub-token shifts; ``core/reverse_ids.py``:
+reference position ids; :meth:`ReverseMap.hide_mask`).
 
 Coordinates: points are float (x, y) token coordinates (token centres are integers), masks
 are bool (h, w) indexed [y, x], the dense map ``src`` is (h, w, 2) long holding (x, y).
@@ -38,7 +38,7 @@ No official code exists. Documented guesses, each a parameter with the guess as 
 * :meth:`ReverseMap.hide_mask` hides the vacated area M_SRC \\ M_DST by default, minus the
   tokens that serve as a source (they carry a destination position after the id rewrite)
   [guess].
-* :func:`reference_position_ids`: a reference token that is the source of several
+* :func:`~fluxdrag.core.reverse_ids.reference_position_ids`: a reference token that is the source of several
   destinations carries their mean position (``collision="mean"``) [guess]; the index
   channel is kept (``keep_index=True``); vacated tokens that are no source keep their ids
   (``vacated_offset=None``) [guess].

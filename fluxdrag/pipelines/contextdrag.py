@@ -225,6 +225,15 @@ class ContextDragSettings:
                    "the paint (the best-matching offset copy), so a texture's cells under a painted shadow "
                    "stay; membrane: the membrane only.",
         options=CONTENT_REFERENCES, main=True, node="map", paper="membrane")
+    hole_rim: int = setting(
+        1, "The vacated pixels within this many latent pixels (8 px) of the moved content are held to the hole "
+           "fill by the background lock, in its steps [ours, as LazyDrag's hole_rim]: a free vacated pixel next "
+           "to the moved outline is where the model extends the object it sees (a rotation in place, a bent "
+           "limb). Where an object in front at the source may reveal the content's hidden part (see "
+           "occluder_contrast), or a content pixel the map carries nowhere may show, the rim is left free. "
+           "Needs hole_fill other than 'none' and background_lock > 0. "
+           "0: the model draws the whole hole. On the Options node, read by Position-Consistent Attention.",
+        min=0, max=16, node="patch", paper=0)
 
 PAPER = paper_settings(ContextDragSettings)
 MAP_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "map"))
@@ -526,7 +535,7 @@ def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
     return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
                   subtoken=st.subtoken, composite=st.composite, hole_fill=st.hole_fill,
                   background_lock=st.background_lock, lock_margin=st.lock_margin, warp=st.warp,
-                  occluder_contrast=st.occluder_contrast, depth=st.depth)
+                  occluder_contrast=st.occluder_contrast, depth=st.depth, hole_rim=st.hole_rim)
 
 
 def warn_unused_depth(rmap, st: ContextDragSettings) -> None:
