@@ -641,3 +641,36 @@ def test_hole_rim_holds_the_vacated_pixels_next_to_the_moved_content_to_the_fill
     assert torch.equal(call(_pca(rm, hole_rim=0, **kw), ref)[..., rim], out[..., rim])
     assert torch.equal(call(_pca(rm, hole_rim=1, **kw), front)[..., rim], out[..., rim])
     assert torch.equal(call(_pca(rm, hole_rim=1, **{**kw, "hole_fill": "none"}), ref)[..., rim], out[..., rim])
+
+
+def test_the_per_run_fill_follows_the_batch_and_the_reference():
+    """Review: the filled reference and the rim are cached per run and reference, so a call that
+    batches cond and uncond (2 rows) followed by one that does not (ComfyUI decides per step),
+    or by one with another reference, holds the rim to that call's own fill."""
+    from fluxdrag.attention_patches.router import RUN_KEY, ForwardContext, RunState
+
+    rm = build_reverse_map([[2.5, 1.5]], [[3.5, 1.5]], _region(5, 8, 1, 3, 2, 4), (5, 8), snap=True)
+    fine = torch.zeros(10, 16, dtype=torch.bool)
+    fine[3:6, 5:7] = True
+    rm.fine_mask = rm.paint_mask = fine
+    sig = [1.0, 0.5, 0.0]
+    pca = _pca(rm, hole_rim=1, hole_fill="harmonic", background_lock=1.0, lock_margin=0, warp="motion",
+               occluder_contrast=0.5)
+    run = RunState([pca], sig)
+    run._states[id(pca)] = pca.start_run(sig)
+
+    def call(x, out, ref):
+        ctx = ForwardContext(model=None, sigma=sig[1], step=1, sample_sigmas=sig, direction=-1, batch=x.shape[0],
+                             n_txt=0, n_img=40, grid=(5, 8), ref_grids=[(5, 8)], cond_or_uncond=[0] * x.shape[0],
+                             transformer_options={RUN_KEY: run}, ref_latents=[ref], x=x)
+        return pca.on_forward_end(ctx, out)
+
+    ref = torch.zeros(2, 16, 10, 16)
+    ref[..., 3:6, 5:7] = 3.0
+    x, out = torch.randn(2, 16, 10, 16), torch.randn(2, 16, 10, 16)
+    rim = torch.zeros(10, 16, dtype=torch.bool)
+    rim[3:6, 6] = True
+    assert torch.allclose(call(x, out, ref)[..., rim], x[..., rim] / sig[1], atol=1e-5)
+    assert torch.allclose(call(x[:1], out[:1], ref[:1])[..., rim], x[:1][..., rim] / sig[1], atol=1e-5)
+    other = ref[:1] + 1.0                                  # another ground: the fill is 1 on the rim
+    assert torch.allclose(call(x[:1], out[:1], other)[..., rim], (x[:1][..., rim] - 1.0) / sig[1], atol=1e-5)

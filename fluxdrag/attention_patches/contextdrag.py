@@ -323,6 +323,12 @@ class ContextTokenInjection(_ContextDragController):
 # --------------------------------------------------------------------------------------------
 # PCA
 # --------------------------------------------------------------------------------------------
+def _ref_key(ref: torch.Tensor) -> tuple:
+    """What a per-run cache derived from a reference latent is keyed on: its device, dtype, shape
+    (ComfyUI may batch cond and uncond in one call and not in the next) and storage."""
+    return str(ref.device), ref.dtype, tuple(ref.shape), ref.data_ptr()
+
+
 class PositionConsistentAttention(_ContextDragController):
     """Position-consistent attention: moved reference tokens carry their destination ids, and an
     overlap-aware mask hides ``hide`` reference tokens from ``hide_from`` queries.
@@ -442,15 +448,17 @@ class PositionConsistentAttention(_ContextDragController):
     def rim_pixels(self, state: ContextDragRun, ref: torch.Tensor) -> torch.Tensor:
         """(2h, 2w) bool, once per run: :func:`~fluxdrag.core.reverse_depth.hole_rim_pixels` with
         ``hole_rim`` on the reference."""
-        key = ("rim", self.hole_rim)
-        if key not in state.masks:
+        key = ("rim", self.hole_rim, *_ref_key(ref))
+        if key not in state.masks:     # on the moving shape where composite shows the background off it
             state.masks[key] = hole_rim_pixels(self.rmap, ref, rim=self.hole_rim, subtoken=self.subtoken,
-                                               warp=self.warp, contrast=self.occluder_contrast)
+                                               warp=self.warp, contrast=self.occluder_contrast,
+                                               on_shape=self.composite)
         return state.masks[key]
 
     def filled_for(self, state: ContextDragRun, ref: torch.Tensor) -> torch.Tensor:
-        """:meth:`filled` of the reference (padded to the grid at the border), once per run."""
-        key = ("filled", str(ref.device), ref.dtype)
+        """:meth:`filled` of the reference (padded to the grid at the border), once per run and
+        reference (a batch of cond and uncond rows, or of one, is another key)."""
+        key = ("filled", *_ref_key(ref))
         if key not in state.masks:
             p = 2
             h, w = self.rmap.grid_hw
@@ -513,9 +521,9 @@ class PositionConsistentAttention(_ContextDragController):
         :meth:`depth_pixels`), or "holes", the hole-fill slots' filled reference
         (:meth:`hole_patches`); embedded once per run (the reference is fixed)."""
         state = ctx.state(self)
-        key = (name, str(img.device), img.dtype)
+        ref = ctx.ref_latents[self.reference_index]
+        key = (name, str(img.device), img.dtype, *_ref_key(ref))
         if key not in state.masks:
-            ref = ctx.ref_latents[self.reference_index]
             if name == "shifted":
                 pix = self.depth_pixels(ref)
                 vac = bool((pix[1] >= self.rmap.grid_hw[0] * pix[1].shape[-1]).any())   # rows in the fill

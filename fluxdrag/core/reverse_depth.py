@@ -137,10 +137,11 @@ def filled_reference(x: torch.Tensor, painted: torch.Tensor, *, method: str, con
 
 
 def hole_rim_pixels(rmap: ReverseMap, ref: torch.Tensor, *, rim: int, subtoken: bool, warp: str,
-                    contrast: float, patch: int = 2) -> torch.Tensor:
+                    contrast: float, patch: int = 2, on_shape: bool = True) -> torch.Tensor:
     """(patch·h, patch·w) bool [ours, as LazyDrag's ``hole_rim``]: the painted pixels no moved
     content lands on (vacated) within ``rim`` latent pixels of the landed content
-    (:func:`~fluxdrag.core.reverse_tokens.landed_pixels`, on the moving shape), for the background
+    (:func:`~fluxdrag.core.reverse_tokens.landed_pixels`, on the moving shape with ``on_shape``:
+    where the moved tokens are composited, which shows the background off it), for the background
     lock to hold to the filled reference: a free vacated pixel next to the landed outline is where
     the model extends the object it sees (a rotation in place or a bent limb leaves its hole along
     the outline). Left out, each carried with the content
@@ -158,7 +159,7 @@ def hole_rim_pixels(rmap: ReverseMap, ref: torch.Tensor, *, rim: int, subtoken: 
     out = torch.zeros(H, W, dtype=torch.bool)
     if rim <= 0 or rmap.fine_mask is None:
         return out
-    dst, src = content_pairs(rmap, subtoken=subtoken, patch=patch, warp=warp, on_shape=True)
+    dst, src = content_pairs(rmap, subtoken=subtoken, patch=patch, warp=warp, on_shape=on_shape)
     if not dst.shape[0]:
         return out
     land = torch.zeros(H, W, dtype=torch.bool)

@@ -231,7 +231,8 @@ class ContextDragSettings:
            "to the moved outline is where the model extends the object it sees (a rotation in place, a bent "
            "limb). Where an object in front at the source may reveal the content's hidden part (see "
            "occluder_contrast), or a content pixel the map carries nowhere may show, the rim is left free. "
-           "Needs hole_fill other than 'none' and background_lock > 0. "
+           "Needs the region at pixel level (a painted mask: the instructions' or the mask input), hole_fill "
+           "other than 'none' and background_lock > 0. "
            "0: the model draws the whole hole. On the Options node, read by Position-Consistent Attention.",
         min=0, max=16, node="patch", paper=0)
 
