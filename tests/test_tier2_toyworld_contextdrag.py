@@ -171,9 +171,12 @@ def test_no_edit_fails_the_thresholds(results):
 # (Recalibrated on 4243 when the hole fill began to show vacated pixels under a destination:
 # iou 0.831 -> 0.837, id 0.225 -> 0.217; and again when warp='motion' began to follow the shape's
 # sub-pixel edge (reverse_tokens._motion_pixels' coverage rule): 0.068 0.837 0.040 0.217 ->
-# 0.054 0.887 0.031 0.215; paper and no_edit rows unchanged.)
+# 0.054 0.887 0.031 0.215; paper and no_edit rows unchanged. Recalibrated on 4243 in the sixteenth
+# session, after the continued hole fill and hole_rim: 0.077 0.869 0.009 0.273, hole 0.079; with
+# hole_rim 0: 0.057 0.859 0.010 0.258, hole 0.142; paper 0.842 0.529 0.051 0.343; no_edit 0.465
+# 0.409 0.001 0.554. Seed 7 then: hole 0.193 with the rim against 0.267 without.)
 TURN_CASES = [("single", "rotate"), ("lit", "rotate"), ("articulated", "bend"), ("articulated", "bend")]
-TURN_BOUNDS = {m: bound(m, v) for m, v in zip(("md", "iou", "bg_err", "id_err"), (0.054, 0.887, 0.031, 0.215))}
+TURN_BOUNDS = {m: bound(m, v) for m, v in zip(("md", "iou", "bg_err", "id_err"), (0.077, 0.869, 0.009, 0.273))}
 
 
 def _turns(**opts) -> dict | None:
@@ -186,7 +189,7 @@ def _turns(**opts) -> dict | None:
         sc = make_scene(1000 * SEED + 60 + i, family, case)
         out = sc.latent if opts.get("no_edit") else pm.contextdrag(sc, None, None, **opts)
         rows.append(edit_metrics(sc, out))
-    return {k: sum(r[k] for r in rows) / len(rows) for k in TURN_BOUNDS}
+    return {k: sum(r[k] for r in rows) / len(rows) for k in (*TURN_BOUNDS, "hole_err")}
 
 
 def _misses(r: dict) -> list[str]:
@@ -195,10 +198,12 @@ def _misses(r: dict) -> list[str]:
 
 def test_contextdrag_lands_rotations_and_bends(comfy):
     """The node defaults meet the rotate / bend bounds, the paper's whole-token warp without swing
-    lands them worse (the settings earn their place), and the do-nothing edit fails them."""
+    lands them worse and ``hole_rim`` 0 leaves a worse hole (the settings earn their place), and the
+    do-nothing edit fails them."""
     torch.set_num_threads(1)
     r = _turns()
     assert not _misses(r), (r, TURN_BOUNDS)
     paper = _turns(warp="token", swing=False)
     assert r["iou"] > paper["iou"] + 0.1 and r["md"] < paper["md"], (r, paper)
+    assert r["hole_err"] < _turns(hole_rim=0)["hole_err"], r
     assert _misses(_turns(no_edit=True))
