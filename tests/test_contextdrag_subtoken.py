@@ -674,3 +674,54 @@ def test_the_per_run_fill_follows_the_batch_and_the_reference():
     assert torch.allclose(call(x[:1], out[:1], ref[:1])[..., rim], x[:1][..., rim] / sig[1], atol=1e-5)
     other = ref[:1] + 1.0                                  # another ground: the fill is 1 on the rim
     assert torch.allclose(call(x[:1], out[:1], other)[..., rim], (x[:1][..., rim] - 1.0) / sig[1], atol=1e-5)
+
+
+def test_fill_in_place_shows_the_fill_on_vacated_tokens_nothing_moves_from():
+    """``fill_in_place`` [ours]: a vacated token that is no source (here the region's right token,
+    whose destination falls off the grid) is re-embedded in place from the filled reference and is
+    no longer hidden from the image queries; off, it stays hidden and keeps the reference."""
+    rm = build_reverse_map([[1.0, 1.0]], [[4.0, 1.0]], _region(4, 5, 1, 2, 1, 3), (4, 5), snap=True)
+    stay = 1 * 5 + 2
+    assert bool((rm.vacated_mask & ~rm.used_source_mask).reshape(-1)[stay])
+    ref = torch.full((1, 16, 8, 10), 0.5)
+    ref[..., 2:4, 2:6] = 9.0                                    # the object over both region tokens
+    on = _pca(rm, hole_fill="harmonic", fill_in_place=True)
+    off = _pca(rm, hole_fill="harmonic", fill_in_place=False)
+    assert stay in off.hidden.tolist() and stay not in on.hidden.tolist()
+    base = torch.stack(torch.meshgrid(torch.arange(4.0), torch.arange(5.0), indexing="ij"), -1).reshape(-1, 2)
+    base = torch.cat([torch.ones(20, 1), base], 1)
+    assert torch.equal(on.intended_ids(base)[stay], base[stay])  # in place: its own ids
+    tok, patches = on.hole_patches(ref)
+    row = tok.tolist().index(stay)
+    assert torch.allclose(patches[0, row], torch.full_like(patches[0, row], 0.5))   # the ground, filled
+    assert stay not in off.hole_patches(ref)[0].tolist()
+
+
+def test_a_lost_edge_row_spills_onto_a_vacated_token_shown_in_place():
+    """A half-token move down loses the content's top pixel row: the token it lands in is painted
+    (a shadow under the object), vacated and no source (its own destination is off the grid), so
+    no destination carries the row and the spill only took tokens outside M_SRC. With the token
+    shown in place (``fill_in_place``, ``spill_onto``) the row lands there, over the filled
+    reference, and the edited / landed pixels know it."""
+    from fluxdrag.core.reverse_tokens import content_pairs, edited_pixels, moved_patch_pixels
+
+    rm = build_reverse_map([[2.0, 1.0]], [[2.0, 2.5]], _region(4, 6, 1, 3, 2, 3), (4, 6), snap=True)
+    fine = torch.zeros(8, 12, dtype=torch.bool)
+    fine[2:4, 4:6] = True                                          # the object: token (1, 2)
+    paint = fine.clone()
+    paint[4:6, 4:6] = True                                         # its shadow: token (2, 2)
+    rm.fine_mask, rm.paint_mask = fine, paint
+    off = content_pairs(rm, subtoken=True, warp="motion")
+    assert sorted(map(tuple, off[1].tolist())) == [(3, 4), (3, 5)]   # the top row (2) is lost
+    on = content_pairs(rm, subtoken=True, warp="motion", spill_onto=True)
+    assert sorted(zip(map(tuple, on[0].tolist()), map(tuple, on[1].tolist()))) == [
+        ((5, 4), (2, 4)), ((5, 5), (2, 5)), ((6, 4), (3, 4)), ((6, 5), (3, 5))]
+    tok, rows, cols = moved_patch_pixels(rm, subtoken=True, composite=True, warp="motion", fill_vacated=True,
+                                         spill_onto=True)
+    k = tok.tolist().index(2 * 6 + 2)
+    assert rows[k].tolist() == [[4 + 8, 4 + 8], [2, 2]] and cols[k].tolist() == [[4, 5], [4, 5]]   # fill, then the row
+    assert 2 * 6 + 2 not in moved_patch_pixels(rm, subtoken=True, composite=True, warp="motion",
+                                               fill_vacated=True)[0].tolist()
+    assert bool(edited_pixels(rm, subtoken=True, warp="motion", spill_onto=True)[5, 4:6].all())
+    pca = _pca(rm, hole_fill="harmonic", fill_in_place=True, warp="motion")
+    assert 2 * 6 + 2 not in pca._slots[0].tolist() and 2 * 6 + 2 not in pca.hidden.tolist()   # the spill shows it

@@ -345,7 +345,7 @@ class PositionConsistentAttention(_ContextDragController):
                  subtoken: bool = False, composite: bool = False, hole_fill: str = "none",
                  background_lock: float = 0.0, lock_margin: int = 1, warp: str = "token",
                  occluder_contrast: float = 0.0, depth: str = "over", exclude_sources: Optional[bool] = None,
-                 keep_index: bool = True, hole_rim: int = 0,
+                 keep_index: bool = True, hole_rim: int = 0, fill_in_place: bool = False,
                  vacated_offset: Optional[Sequence[float]] = None, **kw):
         super().__init__(rmap, **kw)
         if hole_fill not in HOLE_FILLS:
@@ -355,8 +355,11 @@ class PositionConsistentAttention(_ContextDragController):
             raise ValueError(f"warp must be one of {WARPS}, got {warp!r}")
         self.warp = warp
         self.occluder_contrast = float(occluder_contrast)
+        #: [ours] fill_in_place: vacated tokens that are no source show the fill in place (and take lost edge pixels)
+        self.fill_in_place = bool(fill_in_place) and bool(rewrite_ids) and hole_fill != "none"
         self._pixels = moved_patch_pixels(rmap, subtoken=self.subtoken, composite=self.composite, warp=warp,
-                                          fill_vacated=hole_fill != "none" and rmap.painted is not None)
+                                          fill_vacated=hole_fill != "none" and rmap.painted is not None,
+                                          spill_onto=self.fill_in_place)
         if depth not in DEPTHS:
             raise ValueError(f"depth must be one of {DEPTHS}, got {depth!r}")
         #: (part, rule) of each drag group whose moved content stays behind some objects in front
@@ -368,7 +371,7 @@ class PositionConsistentAttention(_ContextDragController):
                              f"{background_lock}, {lock_margin}, {hole_rim}")
         self.background_lock, self.lock_margin = float(background_lock), int(lock_margin)
         # the moved content is shifted whenever subtoken is on (composite or not): keep those pixels free
-        edit = edited_pixels(rmap, subtoken=self.subtoken, warp=warp).float()[None, None]
+        edit = edited_pixels(rmap, subtoken=self.subtoken, warp=warp, spill_onto=self.fill_in_place).float()[None, None]
         self._edited = edit[0, 0] > 0
         k = 2 * self.lock_margin + 1
         #: latent pixels held to the reference (outside the edited pixels grown by lock_margin)
@@ -384,6 +387,15 @@ class PositionConsistentAttention(_ContextDragController):
         self.id_kw = dict(keep_index=keep_index, collision=collision, vacated_offset=vacated_offset)
         self.exclude_sources = self.rewrite_ids if exclude_sources is None else bool(exclude_sources)
         self.hidden = torch.nonzero(rmap.hide_mask(hide, self.exclude_sources).reshape(-1)).flatten()
+        if self.fill_in_place:
+            # [ours] the vacated tokens that are no source stay in place, re-embedded from the filled
+            # reference as their own slots (those given spilled edge pixels from _pixels), and are no
+            # longer hidden (they show no old content)
+            stay = torch.nonzero((rmap.vacated_mask & ~rmap.used_source_mask).reshape(-1)).flatten()
+            if stay.numel():
+                self.hidden = self.hidden[~torch.isin(self.hidden, stay)]
+                stay = stay[~torch.isin(stay, self._pixels[0])]
+                self._slots = (torch.cat([self._slots[0], stay]), torch.cat([self._slots[1], stay]))
 
     def intended_ids(self, base_ids: torch.Tensor) -> torch.Tensor:
         """The reference tokens' ids after the rewrite, for their Kontext ids ``base_ids``
@@ -452,7 +464,7 @@ class PositionConsistentAttention(_ContextDragController):
         if key not in state.masks:     # on the moving shape where composite shows the background off it
             state.masks[key] = hole_rim_pixels(self.rmap, ref, rim=self.hole_rim, subtoken=self.subtoken,
                                                warp=self.warp, contrast=self.occluder_contrast,
-                                               on_shape=self.composite)
+                                               on_shape=self.composite, spill_onto=self.fill_in_place)
         return state.masks[key]
 
     def filled_for(self, state: ContextDragRun, ref: torch.Tensor) -> torch.Tensor:

@@ -137,7 +137,7 @@ def filled_reference(x: torch.Tensor, painted: torch.Tensor, *, method: str, con
 
 
 def hole_rim_pixels(rmap: ReverseMap, ref: torch.Tensor, *, rim: int, subtoken: bool, warp: str,
-                    contrast: float, patch: int = 2, on_shape: bool = True) -> torch.Tensor:
+                    contrast: float, patch: int = 2, on_shape: bool = True, spill_onto: bool = False) -> torch.Tensor:
     """(patch·h, patch·w) bool [ours, as LazyDrag's ``hole_rim``]: the painted pixels no moved
     content lands on (vacated) within ``rim`` latent pixels of the landed content
     (:func:`~fluxdrag.core.reverse_tokens.landed_pixels`, on the moving shape with ``on_shape``:
@@ -159,7 +159,7 @@ def hole_rim_pixels(rmap: ReverseMap, ref: torch.Tensor, *, rim: int, subtoken: 
     out = torch.zeros(H, W, dtype=torch.bool)
     if rim <= 0 or rmap.fine_mask is None:
         return out
-    dst, src = content_pairs(rmap, subtoken=subtoken, patch=patch, warp=warp, on_shape=on_shape)
+    dst, src = content_pairs(rmap, subtoken=subtoken, patch=patch, warp=warp, on_shape=on_shape, spill_onto=spill_onto)
     if not dst.shape[0]:
         return out
     land = torch.zeros(H, W, dtype=torch.bool)

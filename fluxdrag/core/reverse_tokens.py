@@ -386,7 +386,8 @@ def _first_per_source(src_idx: torch.Tensor) -> torch.Tensor:
 
 
 def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, patch: int = 2,
-                       warp: str = "token", fill_vacated: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       warp: str = "token", fill_vacated: bool = False,
+                       spill_onto: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(token_flat_idx (n,), rows (n, patch, patch), cols (n, patch, patch)) long: the reference
     tokens whose content changes, and the reference latent pixels each is re-embedded from
     (Position-Consistent Attention), in the token's own pixel layout. Tokens left as they are
@@ -416,7 +417,12 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
     at its old place, or another part) shows the reference *filled* there, not the source's
     surroundings (the background of another place: on the toy benchmark a square edge in another
     object's colour where one object lands on the other's vacated area). Its row is then offset by
-    ``patch · h``: an index into the filled reference stacked below the reference."""
+    ``patch · h``: an index into the filled reference stacked below the reference.
+
+    ``spill_onto`` [ours] (Position-Consistent Attention's ``fill_in_place``): the spill may also
+    land on a vacated token that is no source (shown in place with the fill), whose other painted
+    pixels then show the filled reference (with ``fill_vacated``): a half-token move loses an edge
+    row where the token that would carry it is such a token."""
     h, w = rmap.grid_hw
     dst_idx, src_idx = injection_pairs(rmap)
     empty = torch.zeros(0, dtype=torch.long)
@@ -447,25 +453,32 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
         if subtoken:
             got = torch.zeros_like(fine)
             got[all_r, all_c] = True
-            sp = _spill(rmap, fine & ~got, patch, warp)
+            sp = _spill(rmap, fine & ~got, patch, warp, onto=spill_onto)
             if sp is not None:
-                s = torch.cat([s, sp[0]])
-                rows, cols = torch.cat([rows, sp[1]]), torch.cat([cols, sp[2]])
                 z = torch.zeros(sp[0].numel(), 2, dtype=torch.long)
                 own = _patch_grid(sp[0], z, (h, w), patch)
+                sp_r = sp[1]
+                if fill_vacated:   # a vacated token spilled onto shows the fill around what it is given
+                    kept = (sp[1] == own[0]) & (sp[2] == own[1]) & rmap.painted[own[0], own[1]]
+                    sp_r = torch.where(kept, own[0] + h * patch, sp[1])
+                s = torch.cat([s, sp[0]])
+                rows, cols = torch.cat([rows, sp_r]), torch.cat([cols, sp[2]])
                 own_r, own_c = torch.cat([own_r, own[0]]), torch.cat([own_c, own[1]])
     changed = ((rows != own_r) | (cols != own_c)).flatten(1).any(1)
     return s[changed], rows[changed], cols[changed]
 
 
-def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int, warp: str = "token"):
+def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int, warp: str = "token", onto: bool = False):
     """(tokens q, rows, cols) of the reference tokens around M_DST that get the ``lost`` region
-    pixels their shifted source would carry (see :func:`moved_patch_pixels`), or None."""
+    pixels their shifted source would carry (see :func:`moved_patch_pixels`), or None. The tokens
+    are those outside M_SRC, and with ``onto`` the vacated ones that are no source too (shown in
+    place with the hole fill, Position-Consistent Attention's ``fill_in_place``)."""
     if not bool(lost.any()):
         return None
     h, w = rmap.grid_hw
     ring = torch.nn.functional.max_pool2d(rmap.dst_mask.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0
-    cand = torch.nonzero((ring & ~rmap.dst_mask & ~rmap.src_mask).reshape(-1)).flatten()
+    free = ~rmap.src_mask | (rmap.vacated_mask & ~rmap.used_source_mask) if onto else ~rmap.src_mask
+    cand = torch.nonzero((ring & ~rmap.dst_mask & free).reshape(-1)).flatten()
     if not cand.numel():
         return None
     back = _back(rmap, cand)
@@ -484,12 +497,13 @@ def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int, warp: str = "token"
 
 
 def content_pairs(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str = "token",
-                  on_shape: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  on_shape: bool = False, spill_onto: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(dst (n, 2), src (n, 2)) long (row, col) latent pixels [ours]: each destination pixel that
     shows a region pixel (:attr:`~ReverseMap.fine_mask`, shifted by :func:`subtoken_shifts` with
     ``subtoken``, spilled ones included, see :func:`moved_patch_pixels`) and the reference pixel it
     shows. ``on_shape``: less the pixels ``warp="motion"`` marks off the moving shape (its
-    sub-pixel edge, which shows the destination's own background). Without a fine mask: none."""
+    sub-pixel edge, which shows the destination's own background); ``spill_onto``: as
+    :func:`moved_patch_pixels`'. Without a fine mask: none."""
     h, w = rmap.grid_hw
     fine = rmap.fine_mask
     none = torch.zeros(0, 2, dtype=torch.long)
@@ -509,7 +523,7 @@ def content_pairs(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str
     if subtoken:
         got = torch.zeros_like(fine)
         got[rows, cols] = True
-        sp = _spill(rmap, fine & ~got, patch, warp)
+        sp = _spill(rmap, fine & ~got, patch, warp, onto=spill_onto)
         if sp is not None:
             own = _patch_grid(sp[0], torch.zeros(sp[0].numel(), 2, dtype=torch.long), (h, w), patch)
             moved = (sp[1] != own[0]) | (sp[2] != own[1])
@@ -519,20 +533,21 @@ def content_pairs(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str
 
 
 def landed_pixels(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str = "token",
-                  on_shape: bool = False) -> torch.Tensor:
+                  on_shape: bool = False, spill_onto: bool = False) -> torch.Tensor:
     """Bool (patch·h, patch·w): the destination pixels of :func:`content_pairs` [ours]."""
     h, w = rmap.grid_hw
     out = torch.zeros(h * patch, w * patch, dtype=torch.bool)
-    dst, _ = content_pairs(rmap, subtoken=subtoken, patch=patch, warp=warp, on_shape=on_shape)
+    dst, _ = content_pairs(rmap, subtoken=subtoken, patch=patch, warp=warp, on_shape=on_shape, spill_onto=spill_onto)
     out[dst[:, 0], dst[:, 1]] = True
     return out
 
 
-def edited_pixels(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str = "token") -> torch.Tensor:
+def edited_pixels(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str = "token",
+                  spill_onto: bool = False) -> torch.Tensor:
     """Bool (patch·h, patch·w): the latent pixels an edit may change [ours]: the region (its
     :attr:`~ReverseMap.fine_mask`) and the pixels of every destination that show a region pixel
     (:func:`landed_pixels`). Without a fine mask: the tokens of M_SRC ∪ M_DST."""
     if rmap.fine_mask is None:
         return (rmap.src_mask | rmap.dst_mask).repeat_interleave(patch, 0).repeat_interleave(patch, 1)
     # the whole painted region (a part of it left behind is filled)
-    return rmap.painted | landed_pixels(rmap, subtoken=subtoken, patch=patch, warp=warp)
+    return rmap.painted | landed_pixels(rmap, subtoken=subtoken, patch=patch, warp=warp, spill_onto=spill_onto)

@@ -235,6 +235,12 @@ class ContextDragSettings:
            "other than 'none' and background_lock > 0. "
            "0: the model draws the whole hole. On the Options node, read by Position-Consistent Attention.",
         min=0, max=16, node="patch", paper=0)
+    fill_in_place: bool = setting(
+        True, "The painted tokens that are vacated and no source (a painted shadow, paint nothing moves from) show "
+              "the hole fill in place, visible to the image queries [ours]: re-embedded from the reference with the "
+              "painted region filled (hole_fill), as the hole slots are. Off: they are hidden (hide), and the model "
+              "draws them with no reference there. Needs hole_fill other than 'none' and rewrite_ids. On the "
+              "Options node, read by Position-Consistent Attention.", node="patch", paper=False)
 
 PAPER = paper_settings(ContextDragSettings)
 MAP_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "map"))
@@ -536,7 +542,8 @@ def apply_pca(model, rmap, settings: ContextDragSettings | None = None, **kw) ->
     return _apply(model, rmap, st, PositionConsistentAttention, node=NODE_PCA, fields=PCA_FIELDS,
                   subtoken=st.subtoken, composite=st.composite, hole_fill=st.hole_fill,
                   background_lock=st.background_lock, lock_margin=st.lock_margin, warp=st.warp,
-                  occluder_contrast=st.occluder_contrast, depth=st.depth, hole_rim=st.hole_rim)
+                  occluder_contrast=st.occluder_contrast, depth=st.depth, hole_rim=st.hole_rim,
+                  fill_in_place=st.fill_in_place)
 
 
 def warn_unused_depth(rmap, st: ContextDragSettings) -> None:
