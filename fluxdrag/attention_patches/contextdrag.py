@@ -357,9 +357,10 @@ class PositionConsistentAttention(_ContextDragController):
         self.occluder_contrast = float(occluder_contrast)
         #: [ours] fill_in_place: vacated tokens that are no source show the fill in place (and take lost edge pixels)
         self.fill_in_place = bool(fill_in_place) and bool(rewrite_ids) and hole_fill != "none"
+        self._spill_onto = self.fill_in_place and self.composite     # moved_patch_pixels spills with composite
         self._pixels = moved_patch_pixels(rmap, subtoken=self.subtoken, composite=self.composite, warp=warp,
                                           fill_vacated=hole_fill != "none" and rmap.painted is not None,
-                                          spill_onto=self.fill_in_place)
+                                          spill_onto=self._spill_onto)
         if depth not in DEPTHS:
             raise ValueError(f"depth must be one of {DEPTHS}, got {depth!r}")
         #: (part, rule) of each drag group whose moved content stays behind some objects in front
@@ -371,7 +372,7 @@ class PositionConsistentAttention(_ContextDragController):
                              f"{background_lock}, {lock_margin}, {hole_rim}")
         self.background_lock, self.lock_margin = float(background_lock), int(lock_margin)
         # the moved content is shifted whenever subtoken is on (composite or not): keep those pixels free
-        edit = edited_pixels(rmap, subtoken=self.subtoken, warp=warp, spill_onto=self.fill_in_place).float()[None, None]
+        edit = edited_pixels(rmap, subtoken=self.subtoken, warp=warp, spill_onto=self._spill_onto).float()[None, None]
         self._edited = edit[0, 0] > 0
         k = 2 * self.lock_margin + 1
         #: latent pixels held to the reference (outside the edited pixels grown by lock_margin)
@@ -464,7 +465,7 @@ class PositionConsistentAttention(_ContextDragController):
         if key not in state.masks:     # on the moving shape where composite shows the background off it
             state.masks[key] = hole_rim_pixels(self.rmap, ref, rim=self.hole_rim, subtoken=self.subtoken,
                                                warp=self.warp, contrast=self.occluder_contrast,
-                                               on_shape=self.composite, spill_onto=self.fill_in_place)
+                                               on_shape=self.composite, spill_onto=self._spill_onto)
         return state.masks[key]
 
     def filled_for(self, state: ContextDragRun, ref: torch.Tensor) -> torch.Tensor:

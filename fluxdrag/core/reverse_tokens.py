@@ -458,7 +458,7 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
                 z = torch.zeros(sp[0].numel(), 2, dtype=torch.long)
                 own = _patch_grid(sp[0], z, (h, w), patch)
                 sp_r = sp[1]
-                if fill_vacated:   # a vacated token spilled onto shows the fill around what it is given
+                if fill_vacated and spill_onto:   # a vacated token spilled onto shows the fill around it
                     kept = (sp[1] == own[0]) & (sp[2] == own[1]) & rmap.painted[own[0], own[1]]
                     sp_r = torch.where(kept, own[0] + h * patch, sp[1])
                 s = torch.cat([s, sp[0]])

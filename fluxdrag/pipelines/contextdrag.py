@@ -236,9 +236,10 @@ class ContextDragSettings:
            "0: the model draws the whole hole. On the Options node, read by Position-Consistent Attention.",
         min=0, max=16, node="patch", paper=0)
     fill_in_place: bool = setting(
-        True, "The painted tokens that are vacated and no source (a painted shadow, paint nothing moves from) show "
-              "the hole fill in place, visible to the image queries [ours]: re-embedded from the reference with the "
-              "painted region filled (hole_fill), as the hole slots are. Off: they are hidden (hide), and the model "
+        True, "The tokens of the region that are vacated and no source (a painted shadow, paint nothing moves "
+              "from) show the hole fill in place, visible to the image queries [ours]: re-embedded from the "
+              "reference with the painted region filled (hole_fill), as the hole slots are. Off: they show the old "
+              "content, hidden from the image queries with hide vacated (the default) or source, and the model "
               "draws them with no reference there. Needs hole_fill other than 'none' and rewrite_ids. On the "
               "Options node, read by Position-Consistent Attention.", node="patch", paper=False)
 
