@@ -174,9 +174,11 @@ def test_no_edit_fails_the_thresholds(results):
 # 0.054 0.887 0.031 0.215; paper and no_edit rows unchanged. Recalibrated on 4243 in the sixteenth
 # session, after the continued hole fill and hole_rim: 0.077 0.869 0.009 0.273, hole 0.079; with
 # hole_rim 0: 0.057 0.859 0.010 0.258, hole 0.142; paper 0.842 0.529 0.051 0.343; no_edit 0.465
-# 0.409 0.001 0.554. Seed 7 then: hole 0.193 with the rim against 0.267 without.)
+# 0.409 0.001 0.554. Seed 7 then: hole 0.193 with the rim against 0.267 without. And again after
+# fill_in_place: 0.102 0.874 0.009 0.272, hole 0.062; hole_rim 0: 0.092 0.887 0.009 0.264, hole
+# 0.075; seed 7: hole 0.191 against 0.204.)
 TURN_CASES = [("single", "rotate"), ("lit", "rotate"), ("articulated", "bend"), ("articulated", "bend")]
-TURN_BOUNDS = {m: bound(m, v) for m, v in zip(("md", "iou", "bg_err", "id_err"), (0.077, 0.869, 0.009, 0.273))}
+TURN_BOUNDS = {m: bound(m, v) for m, v in zip(("md", "iou", "bg_err", "id_err"), (0.102, 0.874, 0.009, 0.272))}
 
 
 def _turns(**opts) -> dict | None:
