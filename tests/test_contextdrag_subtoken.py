@@ -725,3 +725,30 @@ def test_a_lost_edge_row_spills_onto_a_vacated_token_shown_in_place():
     assert bool(edited_pixels(rm, subtoken=True, warp="motion", spill_onto=True)[5, 4:6].all())
     pca = _pca(rm, hole_fill="harmonic", fill_in_place=True, warp="motion")
     assert 2 * 6 + 2 not in pca._slots[0].tolist() and 2 * 6 + 2 not in pca.hidden.tolist()   # the spill shows it
+
+
+def test_a_lost_edge_row_landing_in_a_hole_shows_in_its_slot():
+    """The same half-token move on a taller grid: the shadow token is now a source (its own
+    destination is on the grid), so the lost top row lands in a *hole*, whose place a slot holds.
+    With ``fill_in_place`` the slot shows that row over the filled reference, and the landed
+    pixels know it."""
+    from fluxdrag.core.reverse_ids import hole_slots
+    from fluxdrag.core.reverse_tokens import content_pairs
+
+    rm = build_reverse_map([[2.0, 1.0]], [[2.0, 2.5]], _region(6, 6, 1, 3, 2, 3), (6, 6), snap=True)
+    fine = torch.zeros(12, 12, dtype=torch.bool)
+    fine[2:4, 4:6] = True
+    paint = fine.clone()
+    paint[4:6, 4:6] = True
+    rm.fine_mask, rm.paint_mask = fine, paint
+    slots, holes = hole_slots(rm)
+    assert 2 * 6 + 2 in holes.tolist()                             # the shadow token: a hole with a slot
+    assert (5, 4) not in map(tuple, content_pairs(rm, subtoken=True, warp="motion")[0].tolist())
+    assert (5, 4) in map(tuple, content_pairs(rm, subtoken=True, warp="motion", spill_onto=True)[0].tolist())
+    ref = torch.full((1, 16, 12, 12), 0.5)
+    ref[..., 2:4, 4:6] = 9.0
+    for on, row5 in ((True, 9.0), (False, 0.5)):
+        tok, patches = _pca(rm, hole_fill="harmonic", fill_in_place=on, warp="motion").hole_patches(ref)
+        k = tok.tolist().index(int(slots[holes.tolist().index(2 * 6 + 2)]))
+        got = patches.reshape(1, -1, 16, 2, 2)[0, k, 0]
+        assert torch.allclose(got[0], torch.full((2,), 0.5)) and torch.allclose(got[1], torch.full((2,), row5))

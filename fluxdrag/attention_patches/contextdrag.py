@@ -70,7 +70,7 @@ from ..core.errors import public_name
 from ..core.reverse_depth import depth_groups, filled_reference, hole_rim_pixels, kept_behind
 from ..core.reverse_ids import hole_slots, reference_position_ids
 from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs
-from ..core.reverse_tokens import WARPS, edited_pixels, moved_patch_pixels
+from ..core.reverse_tokens import WARPS, edited_pixels, hole_spill_of, moved_patch_pixels
 from .contextdrag_masks import as_additive, combine_masks, extras_mask, key_hiding_mask, pad_keys  # noqa: F401
 from .rope import pe_tokens, rope_reencode
 from .router import AttentionCall, Controller, ForwardContext
@@ -358,6 +358,8 @@ class PositionConsistentAttention(_ContextDragController):
         #: [ours] fill_in_place: vacated tokens that are no source show the fill in place (and take lost edge pixels)
         self.fill_in_place = bool(fill_in_place) and bool(rewrite_ids) and hole_fill != "none"
         self._spill_onto = self.fill_in_place and self.composite     # moved_patch_pixels spills with composite
+        #: a lost edge row landing in a hole: pasted over the fill its slot shows (hole_patches)
+        self._hole_spill = hole_spill_of(rmap, subtoken=self.subtoken, warp=warp) if self._spill_onto else None
         self._pixels = moved_patch_pixels(rmap, subtoken=self.subtoken, composite=self.composite, warp=warp,
                                           fill_vacated=hole_fill != "none" and rmap.painted is not None,
                                           spill_onto=self._spill_onto)
@@ -493,6 +495,14 @@ class PositionConsistentAttention(_ContextDragController):
         rows = ((holes // w)[:, None] * p + off[None]).to(x.device)
         cols = ((holes % w)[:, None] * p + off[None]).to(x.device)
         patches = filled[:, :, rows[:, :, None], cols[:, None, :]]          # (B, C, n, p, p)
+        if self._hole_spill is not None:     # lost edge pixels landing in a hole, over its fill
+            spilled, s_rows, s_cols, take = self._hole_spill
+            for i, q in enumerate(holes.tolist()):
+                j = (spilled == q).nonzero().flatten()
+                if j.numel():
+                    j = int(j[0])
+                    got = x[:, :, s_rows[j].to(x.device), s_cols[j].to(x.device)].to(patches.dtype)
+                    patches[:, :, i] = torch.where(take[j].to(x.device), got, patches[:, :, i])
         return slots, patches.permute(0, 2, 1, 3, 4).reshape(x.shape[0], slots.numel(), x.shape[1] * p * p)
 
     def depth_pixels(self, ref: torch.Tensor) -> tuple:
