@@ -145,7 +145,7 @@ def test_edited_pixels_and_the_background_lock():
     elsewhere, outside the first ``background_lock`` fraction of the steps and with 0, the model's
     output is left alone."""
     from fluxdrag.attention_patches.router import ForwardContext
-    from fluxdrag.core.reverse_tokens import edited_pixels
+    from fluxdrag.core.reverse_landed import edited_pixels
 
     rm = build_reverse_map([[1.0, 1.0]], [[2.0, 1.0]], _region(4, 4, 1, 2, 1, 2), (4, 4), snap=True)
     rm.fine_mask = _fine(4, 4, [(2, 2)])
@@ -242,7 +242,7 @@ def test_hole_fill_continues_the_background_behind_an_object_in_front():
 def test_lock_leaves_the_shifted_content_free_without_composite():
     """With ``subtoken`` on the moved content is shifted, composite or not: the lock must leave
     those pixels to the model in both cases."""
-    from fluxdrag.core.reverse_tokens import edited_pixels
+    from fluxdrag.core.reverse_landed import edited_pixels
 
     rm = build_reverse_map([[1.0, 1.0]], [[2.5, 1.0]], _region(6, 6, 1, 3, 1, 3), (6, 6), snap=True)
     rm.fine_mask = _fine(6, 6, [(2, 2), (2, 3), (3, 2), (3, 3), (4, 4)])
@@ -363,7 +363,7 @@ def test_rigid_drags_become_one_rotation_and_content_contrast_leaves_the_shadow_
     stays free of the lock."""
     import math
 
-    from fluxdrag.core.reverse_tokens import edited_pixels
+    from fluxdrag.core.reverse_landed import edited_pixels
     from fluxdrag.pipelines.contextdrag import build_map, map_for
     from fluxdrag.toyworld.latent import rle_encode
 
@@ -703,7 +703,8 @@ def test_a_lost_edge_row_spills_onto_a_vacated_token_shown_in_place():
     no destination carries the row and the spill only took tokens outside M_SRC. With the token
     shown in place (``fill_in_place``, ``spill_onto``) the row lands there, over the filled
     reference, and the edited / landed pixels know it."""
-    from fluxdrag.core.reverse_tokens import content_pairs, edited_pixels, moved_patch_pixels
+    from fluxdrag.core.reverse_landed import content_pairs, edited_pixels
+    from fluxdrag.core.reverse_tokens import moved_patch_pixels
 
     rm = build_reverse_map([[2.0, 1.0]], [[2.0, 2.5]], _region(4, 6, 1, 3, 2, 3), (4, 6), snap=True)
     fine = torch.zeros(8, 12, dtype=torch.bool)
@@ -733,7 +734,7 @@ def test_a_lost_edge_row_landing_in_a_hole_shows_in_its_slot():
     With ``fill_in_place`` the slot shows that row over the filled reference, and the landed
     pixels know it."""
     from fluxdrag.core.reverse_ids import hole_slots
-    from fluxdrag.core.reverse_tokens import content_pairs
+    from fluxdrag.core.reverse_landed import content_pairs
 
     rm = build_reverse_map([[2.0, 1.0]], [[2.0, 2.5]], _region(6, 6, 1, 3, 2, 3), (6, 6), snap=True)
     fine = torch.zeros(12, 12, dtype=torch.bool)

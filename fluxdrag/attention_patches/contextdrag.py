@@ -69,8 +69,9 @@ import torch
 from ..core.errors import public_name
 from ..core.reverse_depth import depth_groups, filled_reference, hole_rim_pixels, kept_behind
 from ..core.reverse_ids import hole_slots, reference_position_ids
+from ..core.reverse_landed import edited_pixels, hole_spill_of
 from ..core.reverse_mapping import HIDE_SETS, ReverseMap, injection_pairs
-from ..core.reverse_tokens import WARPS, edited_pixels, hole_spill_of, moved_patch_pixels
+from ..core.reverse_tokens import WARPS, moved_patch_pixels
 from .contextdrag_masks import as_additive, combine_masks, extras_mask, key_hiding_mask, pad_keys  # noqa: F401
 from .rope import pe_tokens, rope_reencode
 from .router import AttentionCall, Controller, ForwardContext
@@ -437,7 +438,7 @@ class PositionConsistentAttention(_ContextDragController):
 
     def on_forward_end(self, ctx: ForwardContext, out: torch.Tensor) -> Optional[torch.Tensor]:
         """Background lock [ours]: outside the edited latent pixels (the region and where it
-        lands, :func:`~fluxdrag.core.reverse_tokens.edited_pixels`, grown by ``lock_margin``) the
+        lands, :func:`~fluxdrag.core.reverse_landed.edited_pixels`, grown by ``lock_margin``) the
         model's velocity becomes the one that denoises to the reference,
         (x − reference) / σ, in the first ``background_lock`` fraction of the steps."""
         if self.background_lock <= 0.0 or ctx.x is None or not ctx.ref_latents or not self.active(ctx):
@@ -489,7 +490,10 @@ class PositionConsistentAttention(_ContextDragController):
         slots, holes = self._slots
         p = 2
         h, w = self.rmap.grid_hw
-        x = ref[..., :h * p, :w * p]
+        x = ref
+        if x.shape[-2] < h * p or x.shape[-1] < w * p:     # as shifted_patches: edge pixels repeated
+            x = torch.nn.functional.pad(x, (0, w * p - x.shape[-1], 0, h * p - x.shape[-2]), mode="replicate")
+        x = x[..., :h * p, :w * p]
         filled = self.filled(x) if filled is None else filled
         off = torch.arange(p)
         rows = ((holes // w)[:, None] * p + off[None]).to(x.device)

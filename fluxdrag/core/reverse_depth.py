@@ -140,7 +140,7 @@ def hole_rim_pixels(rmap: ReverseMap, ref: torch.Tensor, *, rim: int, subtoken: 
                     contrast: float, patch: int = 2, on_shape: bool = True, spill_onto: bool = False) -> torch.Tensor:
     """(patch·h, patch·w) bool [ours, as LazyDrag's ``hole_rim``]: the painted pixels no moved
     content lands on (vacated) within ``rim`` latent pixels of the landed content
-    (:func:`~fluxdrag.core.reverse_tokens.landed_pixels`, on the moving shape with ``on_shape``:
+    (:func:`~fluxdrag.core.reverse_landed.landed_pixels`, on the moving shape with ``on_shape``:
     where the moved tokens are composited, which shows the background off it), for the background
     lock to hold to the filled reference: a free vacated pixel next to the landed outline is where
     the model extends the object it sees (a rotation in place or a bent limb leaves its hole along
@@ -152,7 +152,7 @@ def hole_rim_pixels(rmap: ReverseMap, ref: torch.Tensor, *, rim: int, subtoken: 
     content's hidden part may show there once it is dragged out. ``rim`` 0 or no fine mask: none."""
     from .correspondence import FrontObjects  # (re-exported there; the submodule alone is circular)
     from .correspondence_latent import carried_hidden
-    from .reverse_tokens import content_pairs
+    from .reverse_landed import content_pairs
 
     h, w = rmap.grid_hw
     H, W = h * patch, w * patch
