@@ -476,13 +476,18 @@ class PositionConsistentAttention(_ContextDragController):
         reference (a batch of cond and uncond rows, or of one, is another key)."""
         key = ("filled", *_ref_key(ref))
         if key not in state.masks:
-            p = 2
-            h, w = self.rmap.grid_hw
-            x = ref
-            if x.shape[-2] < h * p or x.shape[-1] < w * p:
-                x = torch.nn.functional.pad(x, (0, w * p - x.shape[-1], 0, h * p - x.shape[-2]), mode="replicate")
-            state.masks[key] = self.filled(x[..., :h * p, :w * p])
+            state.masks[key] = self.filled(self._on_grid(ref))
         return state.masks[key]
+
+    def _on_grid(self, ref: torch.Tensor) -> torch.Tensor:
+        """``ref`` cropped to the map's grid of latent pixels, its edge pixels repeated where it is
+        smaller."""
+        p = 2
+        h, w = self.rmap.grid_hw
+        x = ref
+        if x.shape[-2] < h * p or x.shape[-1] < w * p:
+            x = torch.nn.functional.pad(x, (0, w * p - x.shape[-1], 0, h * p - x.shape[-2]), mode="replicate")
+        return x[..., :h * p, :w * p]
 
     def hole_patches(self, ref: torch.Tensor, filled: Optional[torch.Tensor] = None) -> tuple:
         """(slot token indices, (B, n, C·p·p) patches): each hole token's reference pixels with the
@@ -490,10 +495,7 @@ class PositionConsistentAttention(_ContextDragController):
         slots, holes = self._slots
         p = 2
         h, w = self.rmap.grid_hw
-        x = ref
-        if x.shape[-2] < h * p or x.shape[-1] < w * p:     # as shifted_patches: edge pixels repeated
-            x = torch.nn.functional.pad(x, (0, w * p - x.shape[-1], 0, h * p - x.shape[-2]), mode="replicate")
-        x = x[..., :h * p, :w * p]
+        x = self._on_grid(ref)
         filled = self.filled(x) if filled is None else filled
         off = torch.arange(p)
         rows = ((holes // w)[:, None] * p + off[None]).to(x.device)
@@ -533,10 +535,7 @@ class PositionConsistentAttention(_ContextDragController):
         src, rows, cols = self._pixels if pixels is None else pixels
         p = rows.shape[-1]
         h, w = self.rmap.grid_hw
-        x = ref
-        if x.shape[-2] < h * p or x.shape[-1] < w * p:
-            x = torch.nn.functional.pad(x, (0, w * p - x.shape[-1], 0, h * p - x.shape[-2]), mode="replicate")
-        x = x[..., :h * p, :w * p]
+        x = self._on_grid(ref)
         if bool((rows >= h * p).any()):               # vacated pixels show the filled reference
             x = torch.cat([x, self.filled(x) if filled is None else filled], dim=-2)
         patches = x[:, :, rows.to(x.device), cols.to(x.device)]           # (B, C, n, p, p)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from .reverse_mapping import SNAP_TOL, ReverseMap, injection_pairs
-from .reverse_tokens import _back, _pair_pixels, _patch_grid, _spill, motion_parts
+from .reverse_mapping import ReverseMap, injection_pairs
+from .reverse_tokens import _pair_pixels, _patch_grid, _spill, lost_at, motion_parts
 
 
 def content_pairs(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str = "token",
@@ -35,16 +35,9 @@ def content_pairs(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str
     dst = [torch.stack([q_rows[obj], q_cols[obj]], 1)]
     src = [torch.stack([rows[obj], cols[obj]], 1)]
     if subtoken:
-        got = torch.zeros_like(fine)
-        got[rows, cols] = True
-        sp = _spill(rmap, fine & ~got, patch, warp, onto=spill_onto)
-        if sp is not None:
-            own = _patch_grid(sp[0], torch.zeros(sp[0].numel(), 2, dtype=torch.long), (h, w), patch)
-            moved = (sp[1] != own[0]) | (sp[2] != own[1])
-            dst.append(torch.stack([own[0][moved], own[1][moved]], 1))
-            src.append(torch.stack([sp[1][moved], sp[2][moved]], 1))
-            got[sp[1][moved], sp[2][moved]] = True
-        hs = hole_spill(rmap, fine & ~got, patch, warp) if spill_onto else None
+        spilled, hs = _spills(rmap, rows, cols, patch=patch, warp=warp, onto=spill_onto)
+        dst.append(spilled[0])
+        src.append(spilled[1])
         if hs is not None:
             holes, rows, cols, take = hs
             own = _patch_grid(holes, torch.zeros(holes.numel(), 2, dtype=torch.long), (h, w), patch)
@@ -66,43 +59,37 @@ def hole_spill(rmap: ReverseMap, lost: torch.Tensor, patch: int = 2, warp: str =
     does not say which part a hole's pixel comes from."""
     from .reverse_ids import hole_slots
 
-    if not bool(lost.any()):
+    if not bool(lost.any()) or motion_parts(rmap):
         return None
-    h, w = rmap.grid_hw
-    cand = hole_slots(rmap)[1]
-    if not cand.numel():
-        return None
-    back = _back(rmap, cand)
-    src_xy = torch.ceil(back - 0.5 - SNAP_TOL).long()
-    ok = (src_xy[:, 0] >= 0) & (src_xy[:, 0] < w) & (src_xy[:, 1] >= 0) & (src_xy[:, 1] < h)
-    cand, src_xy = cand[ok], src_xy[ok]
-    if not cand.numel() or motion_parts(rmap):
-        return None
-    rows, cols, _ = _pair_pixels(rmap, cand, src_xy[:, 1] * w + src_xy[:, 0], patch, warp)
-    take = lost[rows, cols]
-    keep = take.flatten(1).any(1)
-    if not bool(keep.any()):
-        return None
-    return cand[keep], rows[keep], cols[keep], take[keep]
+    return lost_at(rmap, hole_slots(rmap)[1], lost, patch, warp)
 
 
 def hole_spill_of(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str = "token"):
     """:func:`hole_spill` of the region pixels the pairs and the spill (onto in-place tokens) leave
     lost, as :func:`content_pairs` reads it with ``spill_onto``; None without ``subtoken``."""
-    fine = rmap.fine_mask
     d, s = injection_pairs(rmap)
-    if fine is None or not d.numel() or not subtoken:
+    if rmap.fine_mask is None or not d.numel() or not subtoken:
         return None
     rows, cols, _ = _pair_pixels(rmap, d, s, patch, warp)
+    return _spills(rmap, rows, cols, patch=patch, warp=warp, onto=True)[1]
+
+
+def _spills(rmap: ReverseMap, rows: torch.Tensor, cols: torch.Tensor, *, patch: int, warp: str, onto: bool):
+    """((dst (n, 2), src (n, 2)), hole spill or None): what the pairs' source pixels ``rows`` /
+    ``cols`` leave of the region is spilled (:func:`_spill`, ``onto``), and with ``onto`` what
+    that leaves lands in the holes (:func:`hole_spill`)."""
+    fine = rmap.fine_mask
     got = torch.zeros_like(fine)
     got[rows, cols] = True
-    sp = _spill(rmap, fine & ~got, patch, warp, onto=True)
+    dst = src = torch.zeros(0, 2, dtype=torch.long)
+    sp = _spill(rmap, fine & ~got, patch, warp, onto=onto)
     if sp is not None:
-        h, w = rmap.grid_hw
-        own = _patch_grid(sp[0], torch.zeros(sp[0].numel(), 2, dtype=torch.long), (h, w), patch)
+        own = _patch_grid(sp[0], torch.zeros(sp[0].numel(), 2, dtype=torch.long), tuple(rmap.grid_hw), patch)
         moved = (sp[1] != own[0]) | (sp[2] != own[1])
+        dst = torch.stack([own[0][moved], own[1][moved]], 1)
+        src = torch.stack([sp[1][moved], sp[2][moved]], 1)
         got[sp[1][moved], sp[2][moved]] = True
-    return hole_spill(rmap, fine & ~got, patch, warp)
+    return (dst, src), (hole_spill(rmap, fine & ~got, patch, warp) if onto else None)
 
 
 def landed_pixels(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str = "token",

@@ -468,6 +468,25 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
     return s[changed], rows[changed], cols[changed]
 
 
+def lost_at(rmap: ReverseMap, cand: torch.Tensor, lost: torch.Tensor, patch: int, warp: str):
+    """(tokens, rows, cols, take (n, patch, patch)) or None: of the tokens ``cand`` (flat), those
+    whose latent pixels, looked up through the reverse field from the source token it gives them,
+    would show a ``lost`` region pixel; ``rows`` / ``cols`` each pixel's source, ``take`` where
+    that source is lost (:func:`_spill`, :func:`~fluxdrag.core.reverse_landed.hole_spill`)."""
+    if not cand.numel():
+        return None
+    h, w = rmap.grid_hw
+    src_xy = torch.ceil(_back(rmap, cand) - 0.5 - SNAP_TOL).long()
+    ok = (src_xy[:, 0] >= 0) & (src_xy[:, 0] < w) & (src_xy[:, 1] >= 0) & (src_xy[:, 1] < h)
+    cand, src_xy = cand[ok], src_xy[ok]
+    rows, cols, _ = _pair_pixels(rmap, cand, src_xy[:, 1] * w + src_xy[:, 0], patch, warp)
+    take = lost[rows, cols]
+    keep = take.flatten(1).any(1)
+    if not bool(keep.any()):
+        return None
+    return cand[keep], rows[keep], cols[keep], take[keep]
+
+
 def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int, warp: str = "token", onto: bool = False):
     """(tokens q, rows, cols) of the reference tokens around M_DST that get the ``lost`` region
     pixels their shifted source would carry (see :func:`moved_patch_pixels`), or None. The tokens
@@ -479,18 +498,9 @@ def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int, warp: str = "token"
     ring = torch.nn.functional.max_pool2d(rmap.dst_mask.float()[None, None], 3, stride=1, padding=1)[0, 0] > 0
     free = ~rmap.src_mask | (rmap.vacated_mask & ~rmap.used_source_mask) if onto else ~rmap.src_mask
     cand = torch.nonzero((ring & ~rmap.dst_mask & free).reshape(-1)).flatten()
-    if not cand.numel():
+    got = lost_at(rmap, cand, lost, patch, warp)
+    if got is None:
         return None
-    back = _back(rmap, cand)
-    src_xy = torch.ceil(back - 0.5 - SNAP_TOL).long()
-    ok = (src_xy[:, 0] >= 0) & (src_xy[:, 0] < w) & (src_xy[:, 1] >= 0) & (src_xy[:, 1] < h)
-    cand, src_xy = cand[ok], src_xy[ok]
-    src = src_xy[:, 1] * w + src_xy[:, 0]
-    rows, cols, _ = _pair_pixels(rmap, cand, src, patch, warp)
-    take = lost[rows, cols]
-    keep = take.flatten(1).any(1)
-    if not bool(keep.any()):
-        return None
-    cand, rows, cols, take = cand[keep], rows[keep], cols[keep], take[keep]
+    cand, rows, cols, take = got
     q_rows, q_cols = _patch_grid(cand, torch.zeros(cand.numel(), 2, dtype=torch.long), (h, w), patch)
     return cand, torch.where(take, rows, q_rows), torch.where(take, cols, q_cols)
