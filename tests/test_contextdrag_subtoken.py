@@ -753,3 +753,34 @@ def test_a_lost_edge_row_landing_in_a_hole_shows_in_its_slot():
         k = tok.tolist().index(int(slots[holes.tolist().index(2 * 6 + 2)]))
         got = patches.reshape(1, -1, 16, 2, 2)[0, k, 0]
         assert torch.allclose(got[0], torch.full((2,), 0.5)) and torch.allclose(got[1], torch.full((2,), row5))
+
+
+@pytest.mark.parametrize("warp", ["token", "pixel", "motion"])
+def test_a_half_token_move_off_the_frame_edge_repeats_no_edge_row(warp):
+    """Content on the image's bottom pixel row moved up by 1.5 tokens: the destination token over
+    its lower half reads one pixel past the frame for its second row. That pixel shows no moved
+    content (the destination's own background); the clamp to the latent repeated the edge row
+    there (toy scene 202024: a fifth ring row below a ring; 11 of 416 tuning maps changed by the
+    two frame-edge fixes)."""
+    from fluxdrag.core.reverse_landed import content_pairs
+
+    rm = build_reverse_map([[1.0, 3.0]], [[1.0, 1.5]], _region(4, 4, 3, 4, 1, 2), (4, 4), snap=True)
+    rm.fine_mask = _fine(4, 4, [(y, x) for y in (6, 7) for x in (2, 3)])
+    d, s = content_pairs(rm, subtoken=True, warp=warp, on_shape=True)
+    assert sorted(zip(map(tuple, d.tolist()), map(tuple, s.tolist()))) == [
+        ((3, 2), (6, 2)), ((3, 3), (6, 3)), ((4, 2), (7, 2)), ((4, 3), (7, 3))]
+
+
+@pytest.mark.parametrize("warp", ["token", "motion"])
+def test_a_half_token_move_from_the_frame_edge_keeps_the_edge_column(warp):
+    """Content on the image's left pixel column moved right by 1.5 tokens: the destination that
+    would carry that column has its source half a token past the frame, so no token pair carries
+    it and the spill dropped it (toy scene 202018: a ring lost its left column). The spill now
+    takes the edge token, shifted."""
+    from fluxdrag.core.reverse_landed import content_pairs
+
+    rm = build_reverse_map([[0.0, 1.0]], [[1.5, 1.0]], _region(4, 4, 1, 2, 0, 1), (4, 4), snap=True)
+    rm.fine_mask = _fine(4, 4, [(y, x) for y in (2, 3) for x in (0, 1)])
+    d, s = content_pairs(rm, subtoken=True, warp=warp, on_shape=True)
+    assert sorted(zip(map(tuple, d.tolist()), map(tuple, s.tolist()))) == [
+        ((2, 3), (2, 0)), ((2, 4), (2, 1)), ((3, 3), (3, 0)), ((3, 4), (3, 1))]

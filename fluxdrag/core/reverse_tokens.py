@@ -98,20 +98,25 @@ def _pair_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor,
     ``"motion"`` [ours]: as ``"pixel"``, and where the map knows a part's exact motion (a scaled or
     rotated ``move`` drag, :func:`motion_parts`) its pairs look each latent pixel up through that
     motion's inverse (:func:`_motion_pixels`), merged maps included; ``off`` (bool) marks its
-    pixels off the moving shape (all False for the other warps)."""
+    pixels off the moving shape.
+
+    In every warp ``off`` also marks [ours] the pixels whose source lies outside the latent (a
+    sub-pixel shift past the frame's edge): they show no moved content either. The clamp to the
+    latent alone repeated the edge pixel row one pixel past the moved content (toy scene 202024:
+    a ring moved up from the image's bottom edge by a half token showed its bottom row twice)."""
     h, w = rmap.grid_hw
     b_tok = _back(rmap, dst_idx).to(torch.float64)                                # (n, 2) x, y
-    rows, cols = _patch_grid(src_idx, _pair_shifts(rmap, dst_idx, src_idx, patch, back=b_tok), (h, w), patch)
-    none_off = torch.zeros(rows.shape, dtype=torch.bool)
-    if warp == "token" or not dst_idx.numel():
-        return rows, cols, none_off
+    rows, cols = _patch_grid(src_idx, _pair_shifts(rmap, dst_idx, src_idx, patch, back=b_tok), (h, w), patch,
+                             clamp=False)
     if warp not in WARPS:
         raise ValueError(f"warp must be one of {WARPS}, got {warp!r}")
-    if rmap.back is None:
+    if warp != "token" and dst_idx.numel() and rmap.back is None:
         rows, cols = _field_pixels(rmap, dst_idx, src_idx, b_tok, rows=rows, cols=cols, patch=patch)
-    if warp == "motion":
-        return _motion_pixels(rmap, dst_idx, src_idx, rows=rows, cols=cols, patch=patch)
-    return rows, cols, none_off
+    frame = (rows < 0) | (rows >= h * patch) | (cols < 0) | (cols >= w * patch)
+    rows, cols = rows.clamp(0, h * patch - 1), cols.clamp(0, w * patch - 1)
+    if warp == "motion" and dst_idx.numel():
+        return _motion_pixels(rmap, dst_idx, src_idx, rows=rows, cols=cols, patch=patch, off=frame)
+    return rows, cols, frame
 
 
 def _field_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, b_tok: torch.Tensor, *,
@@ -131,7 +136,7 @@ def _field_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor
     held = ((b_tok - s).abs() > 0.5 + 1e-9).any(1)[:, None, None]   # anchors: their source unshifted
     rows = torch.where(held, rows, rows + round_half_up(dy * patch).long())
     cols = torch.where(held, cols, cols + round_half_up(dx * patch).long())
-    return rows.clamp(0, h * patch - 1), cols.clamp(0, w * patch - 1)
+    return rows, cols
 
 
 def motion_parts(rmap: ReverseMap) -> list[tuple[torch.Tensor, dict]]:
@@ -160,8 +165,9 @@ def parts_of_motions(region: torch.Tensor, motions: list[dict]) -> list[tuple[to
     return out
 
 
-def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, *,
-                   rows: torch.Tensor, cols: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tensor, *, rows: torch.Tensor,
+                   cols: torch.Tensor, patch: int,
+                   off: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``warp="motion"`` [ours]: a pair whose source token lies in a part with an exact motion
     (:func:`motion_parts`), or whose destination the motion's carriers serve (``"carried"``, see
     :func:`motion_map`), shows at each latent pixel of q the reference latent pixel nearest to that
@@ -175,13 +181,14 @@ def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tenso
     (:attr:`ReverseMap.fine_mask`) read bilinearly there is below ½, i.e. the shape's edge passes
     between the pixel centres (a rasterised shape turned by a fraction of a pixel: the nearest
     pixel alone left the old part's edge pixels on the vacated side of a bent limb's joint).
-    Such a pixel shows no moved content (:func:`moved_patch_pixels`). All False without a fine
-    mask."""
+    Such a pixel shows no moved content (:func:`moved_patch_pixels`). ``off`` given: the other
+    pairs keep it (:func:`_pair_pixels`' pixels past the frame); else they are all False, as are
+    the motion's pairs without a fine mask."""
     from .correspondence_fields import move_inverse
 
     h, w = rmap.grid_hw
     parts = motion_parts(rmap)
-    off_shape = torch.zeros(rows.shape, dtype=torch.bool)
+    off_shape = torch.zeros(rows.shape, dtype=torch.bool) if off is None else off.clone()
     if not parts:
         return rows, cols, off_shape
     fine = rmap.fine_mask
@@ -206,6 +213,8 @@ def _motion_pixels(rmap: ReverseMap, dst_idx: torch.Tensor, src_idx: torch.Tenso
                             float(m.get("level", 0.5)), geometry.resamples(m.get("angle", 0.0), m.get("scale", (1, 1))))
             off_shape[sel] = ~on
             r, c = _onto_shape(fine, p, patch, rows=r, cols=c, on=on)
+        if fine is None:
+            off_shape[sel] = False
         rows[sel], cols[sel] = r, c
     return rows, cols, off_shape
 
@@ -365,14 +374,16 @@ def motion_map(rmap: ReverseMap, patch: int = 2) -> ReverseMap:
     return replace(rmap, dst_mask=dst, src=src, params={**rmap.params, "motions": motions})
 
 
-def _patch_grid(src_idx: torch.Tensor, shift: torch.Tensor, grid_hw, patch: int) -> tuple:
+def _patch_grid(src_idx: torch.Tensor, shift: torch.Tensor, grid_hw, patch: int, clamp: bool = True) -> tuple:
     """(rows, cols) (n, patch, patch) long: the latent pixels of each source token moved by ``shift``
-    (clamped to the latent)."""
+    (clamped to the latent unless ``clamp`` is False)."""
     h, w = grid_hw
     off = torch.arange(patch)
     oy, ox = off[:, None].expand(patch, patch), off[None, :].expand(patch, patch)
     rows = ((src_idx // w) * patch + shift[:, 1])[:, None, None] + oy
     cols = ((src_idx % w) * patch + shift[:, 0])[:, None, None] + ox
+    if not clamp:
+        return rows, cols
     return rows.clamp(0, h * patch - 1), cols.clamp(0, w * patch - 1)
 
 
@@ -476,11 +487,18 @@ def lost_at(rmap: ReverseMap, cand: torch.Tensor, lost: torch.Tensor, patch: int
     if not cand.numel():
         return None
     h, w = rmap.grid_hw
-    src_xy = torch.ceil(_back(rmap, cand) - 0.5 - SNAP_TOL).long()
+    back = _back(rmap, cand)
+    src_xy = torch.ceil(back - 0.5 - SNAP_TOL).long()
+    # [ours] a source up to half a token past the frame is the edge token, shifted: the half of it
+    # still on the latent holds the edge pixel row (toy scene 202018: a ring at the image's left
+    # edge moved by a half token lost that column, as no token's source lay on the grid)
+    lim = torch.tensor([w - 1, h - 1])
+    near = ((back >= -0.5 - SNAP_TOL) & (back <= lim + 0.5 + SNAP_TOL)).all(1)
+    src_xy = torch.where(near[:, None], torch.minimum(src_xy.clamp(min=0), lim), src_xy)
     ok = (src_xy[:, 0] >= 0) & (src_xy[:, 0] < w) & (src_xy[:, 1] >= 0) & (src_xy[:, 1] < h)
     cand, src_xy = cand[ok], src_xy[ok]
-    rows, cols, _ = _pair_pixels(rmap, cand, src_xy[:, 1] * w + src_xy[:, 0], patch, warp)
-    take = lost[rows, cols]
+    rows, cols, off = _pair_pixels(rmap, cand, src_xy[:, 1] * w + src_xy[:, 0], patch, warp)
+    take = lost[rows, cols] & ~off
     keep = take.flatten(1).any(1)
     if not bool(keep.any()):
         return None
