@@ -771,16 +771,20 @@ def test_a_half_token_move_off_the_frame_edge_repeats_no_edge_row(warp):
         ((3, 2), (6, 2)), ((3, 3), (6, 3)), ((4, 2), (7, 2)), ((4, 3), (7, 3))]
 
 
-@pytest.mark.parametrize("warp", ["token", "motion"])
-def test_a_half_token_move_from_the_frame_edge_keeps_the_edge_column(warp):
-    """Content on the image's left pixel column moved right by 1.5 tokens: the destination that
-    would carry that column has its source half a token past the frame, so no token pair carries
-    it and the spill dropped it (toy scene 202018: a ring lost its left column). The spill now
-    takes the edge token, shifted."""
+@pytest.mark.parametrize("warp", ["token", "pixel", "motion"])
+@pytest.mark.parametrize("dx,col", [(1.5, 3), (1.5000005, 3), (1.7, 3), (1.25, 2)])
+def test_a_fractional_move_from_the_frame_edge_keeps_the_edge_column(warp, dx, col):
+    """Content on the image's left pixel column moved right by a fraction of a token: the
+    destination that would carry that column has its source past the frame, so no token pair
+    carries it and the spill dropped it (toy scene 202018: a ring lost its left column). The spill
+    now reads, for a source past the frame by under a token, each latent pixel's own source
+    pixel: round(2 · (x − dx)), the column on the latent shown where the translation puts it (review:
+    a first snap to the edge token missed drags past half a token, and a tie's tolerance put the
+    column one pixel early)."""
     from fluxdrag.core.reverse_landed import content_pairs
 
-    rm = build_reverse_map([[0.0, 1.0]], [[1.5, 1.0]], _region(4, 4, 1, 2, 0, 1), (4, 4), snap=True)
-    rm.fine_mask = _fine(4, 4, [(y, x) for y in (2, 3) for x in (0, 1)])
+    rm = build_reverse_map([[0.0, 1.0]], [[dx, 1.0]], _region(4, 6, 1, 2, 0, 1), (4, 6), snap=True)
+    rm.fine_mask = _fine(4, 6, [(y, x) for y in (2, 3) for x in (0, 1)])
     d, s = content_pairs(rm, subtoken=True, warp=warp, on_shape=True)
     assert sorted(zip(map(tuple, d.tolist()), map(tuple, s.tolist()))) == [
-        ((2, 3), (2, 0)), ((2, 4), (2, 1)), ((3, 3), (3, 0)), ((3, 4), (3, 1))]
+        ((2, col), (2, 0)), ((2, col + 1), (2, 1)), ((3, col), (3, 0)), ((3, col + 1), (3, 1))]

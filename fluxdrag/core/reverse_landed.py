@@ -35,7 +35,7 @@ def content_pairs(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str
     dst = [torch.stack([q_rows[obj], q_cols[obj]], 1)]
     src = [torch.stack([rows[obj], cols[obj]], 1)]
     if subtoken:
-        spilled, hs = _spills(rmap, rows, cols, patch=patch, warp=warp, onto=spill_onto)
+        spilled, hs = _spills(rmap, rows[~off], cols[~off], patch=patch, warp=warp, onto=spill_onto)
         dst.append(spilled[0])
         src.append(spilled[1])
         if hs is not None:
@@ -70,14 +70,14 @@ def hole_spill_of(rmap: ReverseMap, *, subtoken: bool, patch: int = 2, warp: str
     d, s = injection_pairs(rmap)
     if rmap.fine_mask is None or not d.numel() or not subtoken:
         return None
-    rows, cols, _ = _pair_pixels(rmap, d, s, patch, warp)
-    return _spills(rmap, rows, cols, patch=patch, warp=warp, onto=True)[1]
+    rows, cols, off = _pair_pixels(rmap, d, s, patch, warp)
+    return _spills(rmap, rows[~off], cols[~off], patch=patch, warp=warp, onto=True)[1]
 
 
 def _spills(rmap: ReverseMap, rows: torch.Tensor, cols: torch.Tensor, *, patch: int, warp: str, onto: bool):
     """((dst (n, 2), src (n, 2)), hole spill or None): what the pairs' source pixels ``rows`` /
-    ``cols`` leave of the region is spilled (:func:`_spill`, ``onto``), and with ``onto`` what
-    that leaves lands in the holes (:func:`hole_spill`)."""
+    ``cols`` (those read past the frame left out) leave of the region is spilled (:func:`_spill`,
+    ``onto``), and with ``onto`` what that leaves lands in the holes (:func:`hole_spill`)."""
     fine = rmap.fine_mask
     got = torch.zeros_like(fine)
     got[rows, cols] = True

@@ -463,7 +463,7 @@ def moved_patch_pixels(rmap: ReverseMap, *, subtoken: bool, composite: bool, pat
             rows, cols = torch.where(vac, q_rows + h * patch, rows), torch.where(vac, q_cols, cols)
         if subtoken:
             got = torch.zeros_like(fine)
-            got[all_r, all_c] = True
+            got[all_r[~all_off], all_c[~all_off]] = True      # a pixel read past the frame reads nothing
             sp = _spill(rmap, fine & ~got, patch, warp, onto=spill_onto)
             if sp is not None:
                 z = torch.zeros(sp[0].numel(), 2, dtype=torch.long)
@@ -489,15 +489,25 @@ def lost_at(rmap: ReverseMap, cand: torch.Tensor, lost: torch.Tensor, patch: int
     h, w = rmap.grid_hw
     back = _back(rmap, cand)
     src_xy = torch.ceil(back - 0.5 - SNAP_TOL).long()
-    # [ours] a source up to half a token past the frame is the edge token, shifted: the half of it
-    # still on the latent holds the edge pixel row (toy scene 202018: a ring at the image's left
-    # edge moved by a half token lost that column, as no token's source lay on the grid)
-    lim = torch.tensor([w - 1, h - 1])
-    near = ((back >= -0.5 - SNAP_TOL) & (back <= lim + 0.5 + SNAP_TOL)).all(1)
-    src_xy = torch.where(near[:, None], torch.minimum(src_xy.clamp(min=0), lim), src_xy)
     ok = (src_xy[:, 0] >= 0) & (src_xy[:, 0] < w) & (src_xy[:, 1] >= 0) & (src_xy[:, 1] < h)
-    cand, src_xy = cand[ok], src_xy[ok]
-    rows, cols, off = _pair_pixels(rmap, cand, src_xy[:, 1] * w + src_xy[:, 0], patch, warp)
+    rows, cols, off = _pair_pixels(rmap, cand[ok], src_xy[ok, 1] * w + src_xy[ok, 0], patch, warp)
+    # [ours] a source past the frame by under a token still has pixels on the latent: each latent
+    # pixel reads the source pixel the translation gives it, round(patch · back) + its offset (the
+    # token warp's pixels, with no token to shift), and those past the frame read nothing (toy
+    # scene 202018: a ring at the image's left edge moved by a half token lost that column)
+    lim = torch.tensor([w, h], dtype=torch.float64)
+    edge = ~ok & ((back > -1.0) & (back < lim)).all(1)
+    if bool(edge.any()):
+        o = torch.arange(patch)
+        er = round_half_up(patch * back[edge, 1]).long()[:, None, None] + o[None, :, None].expand(-1, patch, patch)
+        ec = round_half_up(patch * back[edge, 0]).long()[:, None, None] + o[None, None, :].expand(-1, patch, patch)
+        e_off = (er < 0) | (er >= h * patch) | (ec < 0) | (ec >= w * patch)
+        rows = torch.cat([rows, er.clamp(0, h * patch - 1)])
+        cols = torch.cat([cols, ec.clamp(0, w * patch - 1)])
+        off = torch.cat([off, e_off])
+        cand = torch.cat([cand[ok], cand[edge]])
+    else:
+        cand = cand[ok]
     take = lost[rows, cols] & ~off
     keep = take.flatten(1).any(1)
     if not bool(keep.any()):
