@@ -251,3 +251,48 @@ def test_a_textures_cells_under_the_painted_shadow_do_not_move():
         now, before = moving
         assert bool(now[obj].all()) and bool(before[obj].all())
         assert int((now & ~obj).sum()) <= 3 and int((before & ~obj).sum()) >= 10, sid
+
+
+def test_drag_groups_read_two_objects_painted_apart_as_two_parts():
+    """[ours] ``drag_groups`` "component" reads the region's parts on the moving content at latent
+    pixels: two objects two pixels apart share a token corner, so on the token grid they were one
+    part, mapped by one field of both drags, and near the other object a token took a blend of the
+    two motions (toy scene 205022: a column of the other object's pixels beside the moved one)."""
+    from fluxdrag.core.reverse_groups import drag_groups_of
+    from fluxdrag.core.reverse_mapping import build_reverse_map
+
+    h, w = 8, 8
+    px = torch.zeros(2 * h, 2 * w, dtype=torch.bool)
+    px[2:6, 2:6] = True                                        # tokens (1..2, 1..2)
+    px[7:10, 7:10] = True                                      # tokens (3..4, 3..4): a shared corner
+    tok = px.reshape(h, 2, w, 2).any(3).any(1)
+    s = torch.tensor([[1.5, 1.5], [4.0, 4.0]], dtype=torch.float64)
+    t = torch.tensor([[1.5, 5.5], [6.0, 2.0]], dtype=torch.float64)
+    assert len(drag_groups_of(s, tok)) == 1
+    groups = drag_groups_of(s, tok, px)
+    assert [g[1].tolist() for g in groups] == [[0], [1]]
+    assert bool(groups[0][0][1:3, 1:3].all()) and not bool(groups[0][0][3:5, 3:5].any())
+    one = build_reverse_map(s, t, tok, (h, w), snap=True, drag_groups="component")
+    two = build_reverse_map(s, t, tok, (h, w), snap=True, drag_groups="component", pixel_region=px)
+    assert one.back is None and two.back is not None
+    d, src = injection_pairs(two)
+    for q, p in zip(d.tolist(), src.tolist()):                # each destination reads its own object
+        qx, qy, px_, py_ = q % w, q // w, p % w, p // w
+        drag = 0 if py_ <= 2 else 1
+        assert (qx - px_, qy - py_) == (round(float(t[drag, 0] - s[drag, 0])), round(float(t[drag, 1] - s[drag, 1])))
+
+
+def test_two_objects_painted_apart_each_land_where_their_drag_puts_them():
+    """The toy scene the rule was found on: every moved pixel the map shows lands on the truth."""
+    from fluxdrag.core.reverse_landed import content_pairs
+    from fluxdrag.pipelines.contextdrag import ContextDragSettings
+    from fluxdrag.toyworld.scenes import make_scene
+
+    sc = make_scene(205022, "multi", "multi_move")
+    st = ContextDragSettings()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rm = patched_map(build_map(sc.drags, sc.latent[None], settings=st), st)
+    d, s = content_pairs(rm, subtoken=True, warp=st.warp, on_shape=True)
+    truth = sc.masks_after[sc.moved].any(0)
+    assert int(truth[d[:, 0], d[:, 1]].sum()) == d.shape[0] == int(truth.sum())

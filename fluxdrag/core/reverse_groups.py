@@ -10,10 +10,21 @@ from .geometry import connected_components
 from .reverse_mapping import ReverseMap, _grid_points, _mask_points, build_reverse_map, reverse_lookup
 
 
-def drag_groups_of(s: torch.Tensor, m_src: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def drag_groups_of(s: torch.Tensor, m_src: torch.Tensor,
+                   pixels: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """[(region mask, drag indices)] per group of connected components of ``m_src`` (see
-    :func:`build_reverse_map`'s ``drag_groups``), in the order of their first drag."""
-    lab = connected_components(m_src)
+    :func:`build_reverse_map`'s ``drag_groups``), in the order of their first drag.
+
+    ``pixels`` [ours] (the moving content at latent pixels, a whole number of them per token): the
+    components are read there, as ``map_drags`` reads its parts. Two objects painted a latent pixel
+    or two apart share a token corner, so on the token grid they were one component, mapped by
+    one field of both drags: near the other object a token took a blend of the two motions (toy
+    scene 205022, `multi` `multi_move`: a column of the other object's pixels beside the moved one,
+    BG 0.068). Each token of ``m_src`` goes to the component holding most of its pixels; a token
+    holding none (paint that does not move) to the nearest such token's."""
+    lab = _pixel_labels(m_src, pixels)
+    if lab is None:
+        lab = connected_components(m_src)
     comps = [int(v) for v in torch.unique(lab) if int(v) >= 0]
     if len(comps) < 2:
         return [(m_src, torch.arange(s.shape[0]))]
@@ -29,6 +40,36 @@ def drag_groups_of(s: torch.Tensor, m_src: torch.Tensor) -> list[tuple[torch.Ten
         if c not in region:
             region[nearest(cells[c].mean(0), with_drags)] |= lab == c
     return [(region[c], torch.tensor([i for i, o in enumerate(owner) if o == c])) for c in with_drags]
+
+
+def _pixel_labels(m_src: torch.Tensor, pixels: torch.Tensor | None) -> torch.Tensor | None:
+    """(h, w) long component labels of ``m_src``'s tokens read on ``pixels`` (-1 off ``m_src``), or
+    None where ``pixels`` does not split ``m_src`` otherwise than its tokens do (see
+    :func:`drag_groups_of`)."""
+    h, w = m_src.shape
+    if pixels is None or pixels.dim() != 2 or pixels.shape[0] % h or pixels.shape[1] % w \
+            or pixels.shape[0] // h != pixels.shape[1] // w:
+        return None
+    p = pixels.shape[0] // h
+    on = pixels.to(torch.bool).cpu() & m_src.repeat_interleave(p, 0).repeat_interleave(p, 1)
+    plab = connected_components(on)
+    n = int(plab.max()) + 1
+    if n < 2:
+        return None
+    # pixels of each component per token: (h, w, n)
+    one = torch.nn.functional.one_hot(plab.clamp(min=0), n) * (plab >= 0)[..., None]
+    counts = one.reshape(h, p, w, p, n).sum((1, 3))
+    has = counts.sum(-1) > 0
+    lab = torch.where(has & m_src, counts.argmax(-1), torch.full((h, w), -1, dtype=torch.long))
+    rest = m_src & ~has
+    if bool(rest.any()):
+        held = torch.nonzero(lab >= 0)
+        if not held.shape[0]:
+            return None
+        for y, x in torch.nonzero(rest).tolist():
+            k = int(((held - torch.tensor([y, x])) ** 2).sum(1).argmin())
+            lab[y, x] = lab[held[k, 0], held[k, 1]]
+    return lab if len(torch.unique(lab[lab >= 0])) >= 2 else None
 
 
 def merged_map(s: torch.Tensor, t: torch.Tensor, m_src: torch.Tensor, *, grid_hw: tuple[int, int],

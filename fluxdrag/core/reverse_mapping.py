@@ -454,13 +454,8 @@ class ReverseMap:
         )
 
 
-def default_region_mask(
-    handles: PointsLike,
-    targets: PointsLike,
-    grid_hw: Sequence[int],
-    radius_scale: float = 0.5,
-    radius_min: float = 1.0,
-) -> torch.Tensor:
+def default_region_mask(handles: PointsLike, targets: PointsLike, grid_hw: Sequence[int],
+                        radius_scale: float = 0.5, radius_min: float = 1.0) -> torch.Tensor:
     """M_SRC when none is given: cells within radius max(radius_min, radius_scale * |d_i|)
     of each handle s_i (inclusive) [guess]. Bool (h, w)."""
     h, w = _check_grid(grid_hw)
@@ -489,6 +484,7 @@ def build_reverse_map(
     region_radius_min: float = 1.0,
     snap: bool = False,
     drag_groups: str = "all",
+    pixel_region: torch.Tensor | None = None,
 ) -> ReverseMap:
     """Latent-space reverse mapping: M_SRC -> M_DST^coarse -> (M_DST, src).
 
@@ -508,7 +504,8 @@ def build_reverse_map(
     it, else the nearest; a component without a drag joins the nearest one that has one), one map
     per group, merged (a destination claimed twice keeps the first group's source); the merged map
     stores each token's continuous source (:attr:`ReverseMap.back`) from the field of the group
-    whose destinations lie nearest. With one group both are the same map.
+    whose destinations lie nearest. With one group both are the same map. ``pixel_region`` [ours]:
+    the moving latent pixels, where the parts are read (:func:`.reverse_groups.drag_groups_of`).
     """
     h, w = _check_grid(grid_hw)
     s = _points(handles, "handles")
@@ -532,7 +529,7 @@ def build_reverse_map(
     if drag_groups == "component":
         from .reverse_groups import drag_groups_of, merged_map  # (that module builds on this one)
 
-        groups = drag_groups_of(s, m_src)
+        groups = drag_groups_of(s, m_src, pixel_region)
         if len(groups) > 1:
             return merged_map(s, t, m_src, grid_hw=(h, w), groups=groups, region_default=src_mask is None, kw=kw)
 
