@@ -51,6 +51,7 @@ def _pixel_labels(m_src: torch.Tensor, pixels: torch.Tensor | None) -> torch.Ten
             or pixels.shape[0] // h != pixels.shape[1] // w:
         return None
     p = pixels.shape[0] // h
+    m_src = m_src.to(torch.bool).cpu()
     on = pixels.to(torch.bool).cpu() & m_src.repeat_interleave(p, 0).repeat_interleave(p, 1)
     plab = connected_components(on)
     n = int(plab.max()) + 1
