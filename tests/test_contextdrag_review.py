@@ -296,3 +296,20 @@ def test_two_objects_painted_apart_each_land_where_their_drag_puts_them():
     d, s = content_pairs(rm, subtoken=True, warp=st.warp, on_shape=True)
     truth = sc.masks_after[sc.moved].any(0)
     assert int(truth[d[:, 0], d[:, 1]].sum()) == d.shape[0] == int(truth.sum())
+
+
+def test_a_dotted_object_painted_as_one_is_one_drag_group():
+    """The drag groups read the paint, not the moving content: a dotted object's standing-out pixels
+    are many pieces (``content_piece`` "all"), and read on them its two drags were two groups, each
+    half moved rigidly by its own drag (review). Painted as one region, it is one group: one field
+    of both drags (the map stores no per-group field)."""
+    lat = torch.zeros(1, 16, 32, 32)
+    lat[:, :, 8:24:2, 8:24:2] = 4.0
+    px = torch.zeros(256, 256, dtype=torch.bool)
+    px[64:192, 64:192] = True
+    doc = _doc(px, [{"handle": [72, 128], "target": [56, 128], "mode": "move"},
+                    {"handle": [184, 128], "target": [200, 128], "mode": "move"}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rm = build_map(doc, lat, content_piece="all")
+    assert rm.back is None

@@ -15,13 +15,14 @@ def drag_groups_of(s: torch.Tensor, m_src: torch.Tensor,
     """[(region mask, drag indices)] per group of connected components of ``m_src`` (see
     :func:`build_reverse_map`'s ``drag_groups``), in the order of their first drag.
 
-    ``pixels`` [ours] (the moving content at latent pixels, a whole number of them per token): the
-    components are read there, as ``map_drags`` reads its parts. Two objects painted a latent pixel
-    or two apart share a token corner, so on the token grid they were one component, mapped by
-    one field of both drags: near the other object a token took a blend of the two motions (toy
-    scene 205022, `multi` `multi_move`: a column of the other object's pixels beside the moved one,
-    BG 0.068). Each token of ``m_src`` goes to the component holding most of its pixels; a token
-    holding none (paint that does not move) to the nearest such token's."""
+    ``pixels`` [ours] (the painted region at latent pixels, a whole number of them per token): the
+    components are read there. Two objects painted a latent pixel or two apart share a token
+    corner, so on the token grid they were one component, mapped by one field of both drags: near
+    the other object a token took a blend of the two motions (toy scene 205022, `multi`
+    `multi_move`: a column of the other object's pixels beside the moved one, BG 0.068). Each token
+    of ``m_src`` goes to the component holding most of its pixels (ties: the lowest label); a token
+    holding none to the nearest such token's. The paint, not the moving content: a textured
+    object's standing-out pixels may be many pieces, and one object is one drag group."""
     lab = _pixel_labels(m_src, pixels)
     if lab is None:
         lab = connected_components(m_src)
@@ -57,11 +58,17 @@ def _pixel_labels(m_src: torch.Tensor, pixels: torch.Tensor | None) -> torch.Ten
     n = int(plab.max()) + 1
     if n < 2:
         return None
-    # pixels of each component per token: (h, w, n)
-    one = torch.nn.functional.one_hot(plab.clamp(min=0), n) * (plab >= 0)[..., None]
-    counts = one.reshape(h, p, w, p, n).sum((1, 3))
-    has = counts.sum(-1) > 0
-    lab = torch.where(has & m_src, counts.argmax(-1), torch.full((h, w), -1, dtype=torch.long))
+    # each token's most frequent component (ties: the lowest label), counted over its pixels only
+    ys, xs = torch.nonzero(plab >= 0, as_tuple=True)
+    pairs, counts = torch.unique((ys // p * w + xs // p) * n + plab[ys, xs], return_counts=True)
+    tok = pairs // n
+    order = torch.argsort(tok * (counts.max() + 1) * n + (counts.max() - counts) * n + pairs % n)
+    first = torch.ones(order.numel(), dtype=torch.bool)
+    first[1:] = tok[order][1:] != tok[order][:-1]
+    lab = torch.full((h * w,), -1, dtype=torch.long)
+    lab[tok[order][first]] = (pairs % n)[order][first]
+    lab = lab.reshape(h, w)
+    has = lab >= 0
     rest = m_src & ~has
     if bool(rest.any()):
         held = torch.nonzero(lab >= 0)

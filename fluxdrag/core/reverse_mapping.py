@@ -505,7 +505,7 @@ def build_reverse_map(
     per group, merged (a destination claimed twice keeps the first group's source); the merged map
     stores each token's continuous source (:attr:`ReverseMap.back`) from the field of the group
     whose destinations lie nearest. With one group both are the same map. ``pixel_region`` [ours]:
-    the moving latent pixels, where the parts are read (:func:`.reverse_groups.drag_groups_of`).
+    the painted region at latent pixels, where the parts are read (:func:`.reverse_groups.drag_groups_of`).
     """
     h, w = _check_grid(grid_hw)
     s = _points(handles, "handles")

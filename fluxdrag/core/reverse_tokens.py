@@ -493,8 +493,9 @@ def lost_at(rmap: ReverseMap, cand: torch.Tensor, lost: torch.Tensor, patch: int
     rows, cols, off = _pair_pixels(rmap, cand[ok], src_xy[ok, 1] * w + src_xy[ok, 0], patch, warp)
     # [ours] a source past the frame by under a token still has pixels on the latent: each latent
     # pixel reads the source pixel the translation gives it, round(patch · back) + its offset (the
-    # token warp's pixels, with no token to shift), and those past the frame read nothing (toy
-    # scene 202018: a ring at the image's left edge moved by a half token lost that column)
+    # token warp's pixels, with no token to shift; "pixel" / "motion" do not add the field's
+    # departure here), and those past the frame read nothing (toy scene 202018: a ring at the
+    # image's left edge moved by a half token lost that column)
     lim = torch.tensor([w, h], dtype=torch.float64)
     edge = ~ok & ((back > -1.0) & (back < lim)).all(1)
     if bool(edge.any()):
@@ -532,8 +533,9 @@ def _spill(rmap: ReverseMap, lost: torch.Tensor, patch: int, warp: str = "token"
     place with the hole fill, Position-Consistent Attention's ``fill_in_place``).
 
     A part with an exact motion (:func:`motion_parts`: rotated, scaled or swung) spills nothing
-    [ours]: the motion warp shows each of its destination pixels, and the source pixels none reads
-    are the turned or shrunk raster's, not a lost row (a one-pixel ring scaled by 0.67 got eight
+    [ours], in every warp as in :func:`~fluxdrag.core.reverse_landed.hole_spill`: the motion warp
+    shows each of its destination pixels, and the source pixels none reads are the turned or
+    shrunk raster's, not a lost row (a one-pixel ring scaled by 0.67 got eight
     of them pasted at the corners around its destination: IoU 0.60, BG 0.072)."""
     lost = lost & ~_motion_pixels_of(rmap, patch)
     if not bool(lost.any()):

@@ -338,7 +338,7 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
                                               pixels=moving)
         rmap = build_reverse_map(handles, targets, region, td.grid_hw, power=power, anchor=anchor,
                                  hull=hull != "none", hull_groups="all" if hull == "all" else "component",
-                                 snap=True, drag_groups="component", pixel_region=moving)
+                                 snap=True, drag_groups="component", pixel_region=fine)
     except ValueError as e:
         raise FluxDragInputError(f"{NODE_MAP}: {e}") from None
     drags = {k: v for k, v in td.to_dict().items() if k != "mask"}
@@ -520,7 +520,7 @@ def _map_for(rmap: ReverseMap, subtoken: bool, drag_groups: str, move_affine: st
     new = build_reverse_map(handles, targets, rmap.src_mask, rmap.grid_hw, power=p["power"],
                             eps=p["eps"], hull=p["hull"], hull_groups=p["hull_groups"], hull_tol=p["hull_tol"],
                             dilate=p["dilate"], anchor=p["anchor"], fixed_point_iters=p["fixed_point_iters"],
-                            snap=bool(subtoken), drag_groups=drag_groups, pixel_region=content)
+                            snap=bool(subtoken), drag_groups=drag_groups, pixel_region=rmap.painted)
     keep = {k: p[k] for k in ("drags", "rigid_tolerance", "move_affine", "swing", "motions") if k in p}
     if redrag:
         keep.update(rigid_tolerance=float(rigid_tolerance), move_affine=move_affine, swing=bool(swing),
