@@ -313,3 +313,23 @@ def test_a_dotted_object_painted_as_one_is_one_drag_group():
         warnings.simplefilter("ignore")
         rm = build_map(doc, lat, content_piece="all")
     assert rm.back is None
+
+
+def test_the_spill_takes_only_its_own_groups_lost_pixels():
+    """On a map merged from drag groups the field stored at a token is the nearest group's: next to
+    one object's destination it reached into the other object's region and spilled that object's
+    lost edge pixels with the first one's motion (toy scene 210026, `textured_bg` `multi_move`: three
+    ring pixels beside the other object, BG 0.040). Every moved pixel the map shows now lands on the
+    truth, and every truth pixel is shown."""
+    from fluxdrag.core.reverse_landed import content_pairs
+    from fluxdrag.pipelines.contextdrag import ContextDragSettings
+    from fluxdrag.toyworld.scenes import make_scene
+
+    sc = make_scene(210026, "textured_bg", "multi_move")
+    st = ContextDragSettings()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rm = patched_map(build_map(sc.drags, sc.latent[None], settings=st), st)
+    d, s = content_pairs(rm, subtoken=True, warp=st.warp, on_shape=True, spill_onto=st.fill_in_place)
+    truth = sc.masks_after[sc.moved].any(0)
+    assert int(truth[d[:, 0], d[:, 1]].sum()) == d.shape[0] == int(truth.sum())

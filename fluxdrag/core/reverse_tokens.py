@@ -510,10 +510,41 @@ def lost_at(rmap: ReverseMap, cand: torch.Tensor, lost: torch.Tensor, patch: int
     else:
         cand = cand[ok]
     take = lost[rows, cols] & ~off
+    near = _near_own_group(rmap, cand, rows // patch, cols // patch)
+    if near is not None:
+        take &= near
     keep = take.flatten(1).any(1)
     if not bool(keep.any()):
         return None
     return cand[keep], rows[keep], cols[keep], take[keep]
+
+
+def _near_own_group(rmap: ReverseMap, cand: torch.Tensor, tr: torch.Tensor, tc: torch.Tensor):
+    """(n, patch, patch) bool or None [ours]: on a map merged from drag groups (``drag_groups``
+    "component", :attr:`ReverseMap.back` stored), whether the source token (``tr``, ``tc``) of each
+    candidate pixel belongs to a group with a destination token within one token of the candidate.
+    The stored field at a token is the nearest group's, so near one group's destination it reached
+    into another group's region and spilled that group's lost edge pixels with the wrong motion
+    (toy scene 210026: a ring's pixels pasted beside the other object). None on other maps."""
+    if rmap.back is None or rmap.params.get("drag_groups") != "component":
+        return None
+    from .reverse_groups import drag_groups_of
+
+    h, w = rmap.grid_hw
+    group = torch.full((h, w), -1, dtype=torch.long)
+    for g, (part, _idx) in enumerate(drag_groups_of(rmap.handles, rmap.src_mask, rmap.painted)):
+        group[part] = g
+    n = int(group.max()) + 1
+    if n < 2:
+        return None
+    dst_group = torch.full((h, w), -1, dtype=torch.long)
+    s = rmap.src[rmap.dst_mask]
+    dst_group[rmap.dst_mask] = group[s[:, 1], s[:, 0]]
+    one = torch.stack([(dst_group == g).float() for g in range(n)])[:, None]
+    reach = torch.nn.functional.max_pool2d(one, 3, stride=1, padding=1)[:, 0] > 0      # (n, h, w)
+    g_px = group[tr, tc]
+    ok = reach[:, cand // w, cand % w].T                                                 # (cand, n)
+    return (g_px >= 0) & torch.gather(ok, 1, g_px.clamp(min=0).flatten(1)).reshape(g_px.shape)
 
 
 def _motion_pixels_of(rmap: ReverseMap, patch: int) -> torch.Tensor:
