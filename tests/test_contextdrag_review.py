@@ -333,3 +333,35 @@ def test_the_spill_takes_only_its_own_groups_lost_pixels():
     d, s = content_pairs(rm, subtoken=True, warp=st.warp, on_shape=True, spill_onto=st.fill_in_place)
     truth = sc.masks_after[sc.moved].any(0)
     assert int(truth[d[:, 0], d[:, 1]].sum()) == d.shape[0] == int(truth.sum())
+
+
+def test_the_spill_reads_the_groups_the_map_was_merged_from():
+    """Review: the patches' paint may lose pixels after the map is built (``stay_continued`` takes a
+    limb's unmoved base out of it). Read again on that paint, the groups changed (a piece joined to
+    its drag's part only through such pixels fell to the other group), and the spill pasted one of
+    its pixels with the other group's motion. The map keeps the groups it was merged from."""
+    from dataclasses import replace
+
+    from fluxdrag.core.reverse_groups import group_labels
+    from fluxdrag.core.reverse_landed import content_pairs
+    from fluxdrag.core.reverse_mapping import build_reverse_map
+
+    h = w = 24
+    paint = torch.zeros(2 * h, 2 * w, dtype=torch.bool)
+    paint[4:12, 4:16] = True                                   # A, dragged up
+    paint[14:22, 4:12] = True                                  # B2, no drag of its own
+    bridge = torch.zeros_like(paint)
+    bridge[18:20, 12:36] = True                                # joins B2 to B1
+    paint |= bridge
+    paint[14:26, 36:44] = True                                 # B1, dragged right
+    tok = paint.reshape(h, 2, w, 2).any(3).any(1)
+    s = torch.tensor([[4.5, 3.5], [19.5, 9.5]], dtype=torch.float64)
+    t = s + torch.tensor([[0.0, -1.5], [1.5, 0.0]], dtype=torch.float64)
+    rm = build_reverse_map(s, t, tok, (h, w), snap=True, drag_groups="component", pixel_region=paint)
+    labels = group_labels(rm)
+    assert labels is not None and int(labels[8, 3]) == int(labels[9, 19])   # B2 with B1
+    fine = paint & ~bridge
+    got = [set(map(tuple, torch.cat(content_pairs(replace(rm, fine_mask=fine, paint_mask=p), subtoken=True,
+                                                  warp="token", on_shape=True, spill_onto=True), 1).tolist()))
+           for p in (paint, fine)]
+    assert got[0] == got[1]

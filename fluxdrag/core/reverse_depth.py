@@ -30,7 +30,7 @@ def depth_groups(rmap: ReverseMap, depth: str) -> list[tuple[torch.Tensor, str]]
     """[(part (h, w) bool, rule)] [ours]: the depth rule (auto | under | over, a method's ``depth``
     setting's names) of each group of M_SRC's connected parts with its drags
     (:func:`~fluxdrag.core.reverse_groups.drag_groups_of` over the instructions' own drags kept in
-    the map's params, its parts read on the paint as the map's): a drag stated ``behind`` makes
+    the map's params, on the parts the map was merged from): a drag stated ``behind`` makes
     its group's rule "under", ``front`` "over", otherwise ``depth``. A group whose drags state both
     takes ``depth``, with a warning naming the conflict: the rule LazyDrag and DragFlow apply
     (:func:`~fluxdrag.core.instruction_values.depth_rule` of
@@ -39,14 +39,14 @@ def depth_groups(rmap: ReverseMap, depth: str) -> list[tuple[torch.Tensor, str]]
     from .correspondence_fields import group_depth
     from .instruction_tokens import TokenDrags
     from .instruction_values import depth_rule
-    from .reverse_groups import drag_groups_of
+    from .reverse_groups import drag_groups_of, group_labels
 
     drags = rmap.params.get("drags")
     if not drags:
         return [(rmap.src_mask, depth)]
     td = TokenDrags.from_dict({**drags, "mask": None})
     out = []
-    for part, idx in drag_groups_of(td.handles, rmap.src_mask, rmap.painted):
+    for part, idx in drag_groups_of(td.handles, rmap.src_mask, labels=group_labels(rmap)):
         out.append((part, depth_rule(group_depth([td.depths[int(i)] for i in idx]), depth)))
     return out
 

@@ -10,8 +10,8 @@ from .geometry import connected_components
 from .reverse_mapping import ReverseMap, _grid_points, _mask_points, build_reverse_map, reverse_lookup
 
 
-def drag_groups_of(s: torch.Tensor, m_src: torch.Tensor,
-                   pixels: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def drag_groups_of(s: torch.Tensor, m_src: torch.Tensor, pixels: torch.Tensor | None = None,
+                   labels: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """[(region mask, drag indices)] per group of connected components of ``m_src`` (see
     :func:`build_reverse_map`'s ``drag_groups``), in the order of their first drag.
 
@@ -22,8 +22,10 @@ def drag_groups_of(s: torch.Tensor, m_src: torch.Tensor,
     `multi_move`: a column of the other object's pixels beside the moved one, BG 0.068). Each token
     of ``m_src`` goes to the component holding most of its pixels (ties: the lowest label); a token
     holding none to the nearest such token's. The paint, not the moving content: a textured
-    object's standing-out pixels may be many pieces, and one object is one drag group."""
-    lab = _pixel_labels(m_src, pixels)
+    object's standing-out pixels may be many pieces, and one object is one drag group.
+    ``labels`` ((h, w) long, -1 off the parts): the parts as given, e.g. a merged map's
+    :func:`group_labels` (the paint the patches see may have lost pixels since)."""
+    lab = labels if labels is not None else _pixel_labels(m_src, pixels)
     if lab is None:
         lab = connected_components(m_src)
     comps = [int(v) for v in torch.unique(lab) if int(v) >= 0]
@@ -106,6 +108,20 @@ def merged_map(s: torch.Tensor, t: torch.Tensor, m_src: torch.Tensor, *, grid_hw
     owner = torch.stack(dist, 1).argmin(1)
     owner = torch.where(claim.reshape(-1) >= 0, claim.reshape(-1), owner)
     back = torch.stack(backs, 1)[torch.arange(h * w), owner].reshape(h, w, 2)
-    params = dict(subs[0].params, region_default=region_default, drag_groups="component")
+    labels = torch.full((h, w), -1, dtype=torch.long)
+    for g, (mask, _idx) in enumerate(groups):
+        labels[mask.to(torch.bool).cpu()] = g
+    params = dict(subs[0].params, region_default=region_default, drag_groups="component",
+                  groups=labels.reshape(-1).tolist())
     return ReverseMap(grid_hw=(h, w), handles=s, targets=t, src_mask=m_src, coarse_mask=coarse, dst_mask=dst,
                       src=src, params=params, back=back)
+
+
+def group_labels(rmap: ReverseMap) -> torch.Tensor | None:
+    """(h, w) long: the drag group of each token of M_SRC (-1 elsewhere) the map was merged from
+    (``params["groups"]``, :func:`merged_map`), or None for a map of one field."""
+    g = (rmap.params or {}).get("groups")
+    if g is None or rmap.back is None:
+        return None
+    h, w = rmap.grid_hw
+    return torch.tensor(g, dtype=torch.long).reshape(h, w)

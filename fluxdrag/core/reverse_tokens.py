@@ -525,21 +525,20 @@ def _near_own_group(rmap: ReverseMap, cand: torch.Tensor, tr: torch.Tensor, tc: 
     candidate pixel belongs to a group with a destination token within one token of the candidate.
     The stored field at a token is the nearest group's, so near one group's destination it reached
     into another group's region and spilled that group's lost edge pixels with the wrong motion
-    (toy scene 210026: a ring's pixels pasted beside the other object). None on other maps."""
-    if rmap.back is None or rmap.params.get("drag_groups") != "component":
-        return None
-    from .reverse_groups import drag_groups_of
+    (toy scene 210026: a ring's pixels pasted beside the other object). The groups are those the
+    map was merged from (:func:`~fluxdrag.core.reverse_groups.group_labels`). None on other maps."""
+    from .reverse_groups import group_labels
 
+    group = group_labels(rmap)
+    if group is None:
+        return None
     h, w = rmap.grid_hw
-    group = torch.full((h, w), -1, dtype=torch.long)
-    for g, (part, _idx) in enumerate(drag_groups_of(rmap.handles, rmap.src_mask, rmap.painted)):
-        group[part] = g
     n = int(group.max()) + 1
     if n < 2:
         return None
     dst_group = torch.full((h, w), -1, dtype=torch.long)
     s = rmap.src[rmap.dst_mask]
-    dst_group[rmap.dst_mask] = group[s[:, 1], s[:, 0]]
+    dst_group[rmap.dst_mask] = torch.where((s >= 0).all(1), group[s[:, 1].clamp(min=0), s[:, 0].clamp(min=0)], -1)
     one = torch.stack([(dst_group == g).float() for g in range(n)])[:, None]
     reach = torch.nn.functional.max_pool2d(one, 3, stride=1, padding=1)[:, 0] > 0      # (n, h, w)
     g_px = group[tr, tc]
