@@ -537,7 +537,7 @@ def build_correspondence(
     )
 
 
-from .correspondence_content import CONTENT_PIECES, CONTENT_REFERENCES, content_pixels  # noqa: E402,F401  (re-exported)
+from .correspondence_content import CONTENT_GROWTHS, CONTENT_PIECES, CONTENT_REFERENCES, content_pixels  # noqa: E402,F401,E501  (re-exported)
 from .correspondence_latent import (  # noqa: E402,F401  (re-exported; that module imports this one)
     FrontObjects,
     _patchify,

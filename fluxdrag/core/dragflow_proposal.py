@@ -23,7 +23,7 @@ SHADOW_CARRIES = ("none", "in_place", "rigid")
 def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contrast: float,
                      hole_texture: str = "continued", mask_rule: str = "majority",
                      occluder_contrast: float = 0.0, depth: str = "over", texture: bool = False,
-                     one_piece: bool = False, shadow: str = "rigid") -> torch.Tensor:
+                     one_piece: bool = False, shadow: str = "rigid", grow: bool = False) -> torch.Tensor:
     """[ours] The geometric proposal (the edit by geometry alone, on ``x`` (B, C, h, w) at σ = 0)
     when only a region's *content* travels as it is.
 
@@ -57,7 +57,8 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     paint: on a texture, z − fill is mostly the fill's phase error), none never, rigid always.
     [measured] on the toy v3 world a shadow carried by a move lands beside the new one, and one
     carried in place gains on a smooth ground what it loses on a faint texture (docs/dragflow.md,
-    "A painted shadow is ground, not cargo")."""
+    "A painted shadow is ground, not cargo"). ``grow`` [ours]: the content is grown into its part's
+    faint group (``correspondence_content.grown_content``, LazyDrag's ``content_growth`` "split")."""
     from .correspondence import FrontObjects, continued_texture, harmonic_fill
 
     if shadow not in SHADOW_CARRIES:
@@ -66,7 +67,7 @@ def carried_proposal(x: torch.Tensor, regions: Sequence[Region], content_contras
     P = _painted(regions, grid)
     objects = FrontObjects(x, P, occluder_contrast) if occluder_contrast > 0 else None
     C = region_content(x, regions, P, content_contrast, behind=None if objects is None else objects.touching(P),
-                       texture=texture, one_piece=one_piece)
+                       texture=texture, one_piece=one_piece, grow=grow, objects=objects)
     carried, rest = [], []
     for r in regions:
         c = r.mask & resize_mask(C, r.hw, "any")
@@ -145,24 +146,40 @@ def hole_filled(x: torch.Tensor, hole: torch.Tensor, avoid: torch.Tensor | None,
 
 
 def region_content(x: torch.Tensor, regions: Sequence[Region], P: torch.Tensor, contrast: float, *,
-                   behind: torch.Tensor | None, texture: bool, one_piece: bool) -> torch.Tensor:
+                   behind: torch.Tensor | None, texture: bool, one_piece: bool, grow: bool = False,
+                   objects=None) -> torch.Tensor:
     """(h, w) bool: the painted cells ``P`` that carry content (``correspondence.content_pixels`` at
     ``contrast``, with ``behind`` and ``texture``). ``one_piece``: of each region's standing-out
     cells in each connected part of the paint only the largest piece (pieces joined through
     ``behind`` count as one): the rule is applied per region, so an object in a region whose paint
-    touches another region's stays content."""
+    touches another region's stays content. ``grow`` / ``objects``: then each region's content is grown
+    into the faint group of its own cells' part nearest to its ``begin`` (``content_pixels``' growth,
+    ``correspondence_content.grown_content``), never into the rest of an unpainted object or a piece
+    left out: a region grows only what it moves."""
     from .correspondence import content_pixels
-    from .correspondence_content import largest_pieces
+    from .correspondence_content import content_score, grown_content, growth_avoid, largest_pieces
     from .correspondence_fields import _components
 
-    C = content_pixels(x, P, contrast, behind=behind, texture=texture)
-    if not one_piece or contrast <= 0:
-        return C
-    grid, lab = tuple(P.shape), _components(P)
-    out = torch.zeros(grid, dtype=torch.bool)
+    grow = grow and contrast > 0
+    score = content_score(x, P, behind=behind, texture=texture) if grow else None
+    C = content_pixels(x, P, contrast, behind=behind, texture=texture, score=score)
+    grid = tuple(P.shape)
+    out = C
+    if one_piece and contrast > 0:
+        lab = _components(P)
+        out = torch.zeros(grid, dtype=torch.bool)
+        for r in regions:
+            out |= largest_pieces(C & _on_grid(r, grid), P, lab, behind)
+    if not grow:
+        return out
+    avoid = growth_avoid(P, out, score, contrast, objects)
+    grown = out.clone()
     for r in regions:
-        out |= largest_pieces(C & _on_grid(r, grid), P, lab, behind)
-    return out
+        cells = _on_grid(r, grid) & P
+        (h, w), (bx, by) = r.hw, r.begin
+        begin = torch.tensor([[bx * grid[1] / w, by * grid[0] / h]])       # its handle, on the grid
+        grown |= grown_content(out & cells, cells, score, contrast, anchors=begin, avoid=avoid)
+    return grown
 
 
 def shadow_motion(A: torch.Tensor, content: torch.Tensor, shadow: torch.Tensor,
@@ -210,7 +227,7 @@ def _painted(regions: Sequence[Region], grid: tuple) -> torch.Tensor:
 
 def revealed_cells(x: torch.Tensor, regions: Sequence[Region], content_contrast: float, occluder_contrast: float,
                    reach: int, mask_rule: str = "majority", texture: bool = False,
-                   one_piece: bool = False) -> torch.Tensor:
+                   one_piece: bool = False, grow: bool = False) -> torch.Tensor:
     """[ours] (h, w) bool on the latent grid of ``x`` (B, C, h, w) at σ = 0: where a region's content
     dragged out from behind another object may have its hidden part after the edit (DragFlow's
     ``reveal_release``; LazyDrag's ``correspondence_latent.hidden_destination`` on the latent grid).
@@ -224,8 +241,8 @@ def revealed_cells(x: torch.Tensor, regions: Sequence[Region], content_contrast:
     the content encloses on every side (a ring's inside: the ground seen through the object, not an
     object it went under; :func:`enclosed_by`) covers nothing; one the paint encloses but the content
     does not (an object in front crossing a painted area wider than the object) still does.
-    ``reach`` 0 or no object in front: none. ``texture`` / ``one_piece``: the content rules of
-    :func:`carried_proposal`."""
+    ``reach`` 0 or no object in front: none. ``texture`` / ``one_piece`` / ``grow``: the content rules
+    of :func:`carried_proposal`."""
     from .correspondence import FrontObjects
     from .correspondence_latent import _grow
 
@@ -236,7 +253,8 @@ def revealed_cells(x: torch.Tensor, regions: Sequence[Region], content_contrast:
     P = _painted(regions, grid)
     objects = FrontObjects(x, P, occluder_contrast)
     touching = objects.touching(P)
-    C = region_content(x, regions, P, content_contrast, behind=touching, texture=texture, one_piece=one_piece)
+    C = region_content(x, regions, P, content_contrast, behind=touching, texture=texture, one_piece=one_piece,
+                       grow=grow, objects=objects)
     covering = touching & ~P & ~enclosed_by(covering_parts(objects, P), C)
     if not bool(covering.any()):
         return out

@@ -22,7 +22,7 @@ from ..attention_patches.contextdrag import (
     parse_block_list,
 )
 from ..attention_patches.router import patch_model
-from ..core.correspondence_content import CONTENT_PIECES, CONTENT_REFERENCES
+from ..core.correspondence_content import CONTENT_GROWTHS, CONTENT_PIECES, CONTENT_REFERENCES
 from ..core.drag_sets import split_drags
 from ..core.geometry import round_half_up
 from ..core.instructions import TOKEN_PX, parse_instructions, pixel_mask_to_token_mask, to_token_space
@@ -242,6 +242,14 @@ class ContextDragSettings:
               "content, hidden from the image queries with hide vacated (the default) or source, and the model "
               "draws them with no reference there. Needs hole_fill other than 'none' and rewrite_ids. On the "
               "Options node, read by Position-Consistent Attention.", node="patch", paper=False)
+    content_growth: str = setting(
+        "split", "How far the moving content reaches [ours, as LazyDrag's content_growth]: split: grown, through "
+                 "side-by-side painted pixels only, into those that score with the object rather than the ground "
+                 "(the two-group split of the part's contrasts, between 0.2 and content_contrast x its strongest), "
+                 "so a lit object's shaded side moves with it while a cast shadow stays (paint some ground around "
+                 "it); none: content_contrast alone. The map node grows at the default content_contrast: the grown "
+                 "pixels score it, and move only at an Options content_contrast at or below it.",
+        options=CONTENT_GROWTHS, main=True, node="map", paper="none")
 
 PAPER = paper_settings(ContextDragSettings)
 MAP_FIELDS = tuple(s.name for s in node_fields(ContextDragSettings, "map"))
@@ -321,16 +329,16 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
         if pixels is None and ins.mask is not None:
             pixels = (ins.mask if tuple(ins.image_size) == (W, H) else rescale_instructions(ins, (W, H)).mask)
         fine = None if pixels is None else latent_pixel_mask(pixels)
-        score = None
-        if fine is not None and fine.shape == tuple(latent_samples.shape[-2:]):
-            score = _content_score(latent_samples[:1], fine, st, td.handles)
+        score = continued = objects = None
         dflt = ContextDragSettings()
-        continued = None
-        if score is not None and dflt.content_contrast > 0 and dflt.occluder_contrast > 0:
-            from ..core.correspondence import FrontObjects
+        if fine is not None and fine.shape == tuple(latent_samples.shape[-2:]):
+            if dflt.occluder_contrast > 0:
+                from ..core.correspondence import FrontObjects
 
-            continued = FrontObjects(latent_samples[:1], fine, dflt.occluder_contrast).continued(
-                fine & ~_content(fine, score, dflt.content_contrast))
+                objects = FrontObjects(latent_samples[:1], fine, dflt.occluder_contrast)
+            score = _content_score(latent_samples[:1], fine, st, td.handles, objects)
+        if score is not None and objects is not None and dflt.content_contrast > 0:
+            continued = objects.continued(fine & ~_content(fine, score, dflt.content_contrast))
         # the map node always builds with the defaults of rigid_tolerance / move_affine / swing
         # (Options fields); the patches rebuild from the drags kept in params when they differ (map_for)
         moving = _content(fine, score, dflt.content_contrast)
@@ -348,25 +356,20 @@ def build_map(drag_instructions, latent_samples: torch.Tensor, mask=None,
 
 
 def _content_score(latent: torch.Tensor, fine: torch.Tensor, st: ContextDragSettings,
-                   handles: torch.Tensor) -> torch.Tensor:
-    """The painted pixels' content score (:func:`~fluxdrag.core.correspondence_content.content_score`,
-    against the texture continued with ``content_reference`` "texture"); with ``content_piece``
-    "largest", the standing-out pixels (at ``st.content_contrast``) outside the largest piece of each
-    painted part, or in a faint part apart from every handle, score 0: they never move. On the toy
-    world's textures the cells under a painted shadow moved with the object and were pasted at the
-    target (ContextDrag `texture` moves BG 0.037 against LazyDrag's 0.005)."""
+                   handles: torch.Tensor, objects=None) -> torch.Tensor:
+    """The painted pixels' content score (``core.correspondence_content.moving_score``, with
+    ``content_reference``, ``content_piece`` and ``content_growth``): a pixel moves where it reaches
+    ``st.content_contrast``. ``objects`` (the map node's, at the default occluder_contrast), as LazyDrag's
+    content: the fill runs behind those touching the paint, so an object in front's edge in the paint is no
+    content (52 `occlusion` tuning maps: 277 -> 14 carried pixels off the object); the growth never enters their rest."""
     from ..core import correspondence  # noqa: F401  (imports correspondence_latent in its order)
     from ..core.correspondence import token_to_latent
-    from ..core.correspondence_content import content_pixels, content_score
+    from ..core.correspondence_content import moving_score
 
-    texture = st.content_reference == "texture"
-    score = content_score(latent, fine, texture=texture)
-    c = st.content_contrast
-    if st.content_piece != "largest" or c <= 0:
-        return score
-    keep = content_pixels(latent, fine, c, one_piece=True, texture=texture, anchors=token_to_latent(handles),
-                          score=score)
-    return torch.where(keep | (score < c), score, torch.zeros_like(score))
+    return moving_score(latent, fine, st.content_contrast, texture=st.content_reference == "texture",
+                        one_piece=st.content_piece == "largest", grow=st.content_growth == "split",
+                        anchors=token_to_latent(handles), objects=objects,
+                        behind=None if objects is None else objects.touching(fine))
 
 
 def _content(paint: torch.Tensor | None, score: torch.Tensor | None, contrast: float) -> torch.Tensor | None:

@@ -354,13 +354,13 @@ def invert(model, latent: dict, src, *, settings: DragFlowSettings, layers, node
 
 def proposal(z_0: torch.Tensor, regions: Sequence, *, hole_texture: str, content_contrast: float,
              occluder_contrast: float, depth: str, content_reference: str, content_piece: str,
-             shadow_carry: str) -> torch.Tensor:
+             shadow_carry: str, content_growth: str = "none") -> torch.Tensor:
     """(Values from the DragFlow settings, where their defaults live.)
     The edit done by geometry alone, in model space: the vacated area filled (``hole_texture``:
     ``core.dragflow_proposal.hole_filled``, never from a region's destination), each region's
     source latent copied to its final pose (``moved_start`` at
     σ = 0). ``content_contrast`` > 0: only the regions' content is copied (``content_reference``,
-    ``content_piece``), the whole painted area is filled, and the rest (a cast shadow) stays filled
+    ``content_piece``, ``content_growth``), the whole painted area is filled, and the rest (a cast shadow) stays filled
     as ground or travels as its deviation from the background (``shadow_carry``)
     (``core.dragflow_proposal.carried_proposal``, with ``occluder_contrast`` and ``depth`` for
     unpainted objects in front)."""
@@ -368,7 +368,7 @@ def proposal(z_0: torch.Tensor, regions: Sequence, *, hole_texture: str, content
         return carried_proposal(z_0, regions, content_contrast, hole_texture,
                                 occluder_contrast=occluder_contrast, depth=depth,
                                 texture=content_reference == "texture", one_piece=content_piece == "largest",
-                                shadow=shadow_carry)
+                                shadow=shadow_carry, grow=content_growth == "split")
     hw = tuple(z_0.shape[-2:])
     filled = hole_filled(z_0, vacated_mask(regions, hw), destination_mask(regions, hw), hole_texture)
     return moved_start(filled, z_0, regions)
@@ -397,7 +397,7 @@ def start_latent(model, rec, src, plan: DragFlowPlan, st: DragFlowSettings) -> t
         x_hat = proposal(z_0, plan.regions, hole_texture=st.hole_texture, content_contrast=st.content_contrast,
                          occluder_contrast=st.occluder_contrast, depth=st.depth,
                          content_reference=st.content_reference, content_piece=st.content_piece,
-                         shadow_carry=st.shadow_carry)
+                         shadow_carry=st.shadow_carry, content_growth=st.content_growth)
         rec2 = run_inversion(base, {"samples": model.model.process_latent_out(x_hat)}, src, inv)
         z2 = rec2.z_T.to(z_T)
         z = z2 if st.background == "proposal" else torch.where(plan.edit_mask.to(z_T.device), z2, z_T)
@@ -417,7 +417,8 @@ def reveal_cells(rec, plan: DragFlowPlan, st: DragFlowSettings) -> Optional[torc
         return None
     cells = revealed_cells(rec.z_0.to(rec.z_T), plan.regions, st.content_contrast, st.occluder_contrast,
                            st.reveal_release, texture=st.content_reference == "texture",
-                           one_piece=st.content_piece == "largest") & ~plan.edit_mask.cpu()
+                           one_piece=st.content_piece == "largest",
+                           grow=st.content_growth == "split") & ~plan.edit_mask.cpu()
     return cells if bool(cells.any()) else None
 
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 import torch
 
 from ..core.affine import Region, mask_centroid
-from ..core.correspondence_content import CONTENT_PIECES, CONTENT_REFERENCES
+from ..core.correspondence_content import CONTENT_GROWTHS, CONTENT_PIECES, CONTENT_REFERENCES
 from ..core.drag_sets import regions_from_drags, split_drags
 from ..core.dragflow_layers import KV_PRESETS
 from ..core.dragflow_plan import plan_dragflow
@@ -368,6 +368,13 @@ class DragFlowSettings:
                                         "where it stands (a rotation), turned about the shadow's own pivot, and only "
                                         "on a smooth ground; rigid = with the region's own motion.",
                                 options=SHADOW_CARRIES, paper="rigid")
+    content_growth: str = setting("split", "content_contrast > 0: how far the copied content reaches: split (ours, "
+                                           "LazyDrag's rule) = grown, through side-by-side painted cells only, into "
+                                           "those that score with the object rather than the ground (the two-group "
+                                           "split of the part's contrasts, between 0.2 and content_contrast × its "
+                                           "strongest), so a lit object's shaded side is copied with it while a cast "
+                                           "shadow stays (paint some ground around it); none = content_contrast alone.",
+                                  options=CONTENT_GROWTHS, paper="none")
 
 
 #: DragFlow as in the paper: every departure above at the paper's value (docs/dragflow.md)

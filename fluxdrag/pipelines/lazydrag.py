@@ -16,6 +16,7 @@ from ..attention_patches.router import patch_model
 from ..core import solvers
 from ..core.cast_shadow import carried_shadow
 from ..core.correspondence import (
+    CONTENT_GROWTHS,
     CONTENT_PIECES,
     CONTENT_REFERENCES,
     SWING_PIVOTS,
@@ -241,6 +242,14 @@ class LazyDragSettings:
               "Off: no rim next to the bent part itself, whose vacated neighbours are the model's from hole_lock's "
               "end (pixels next to base pixels kept in place, stay_continued, are held either way).",
         node="patch", paper=False)
+    content_growth: str = setting(
+        "split", "How far the moving content (content_contrast) reaches: split (ours): grown, through side-by-side "
+                 "painted pixels only, into those that score with the object rather than the ground (the two-group "
+                 "split of the part's contrasts, between 0.2 and content_contrast × its strongest), so a lit object's "
+                 "shaded side moves with it while a cast shadow stays. Needs a painted mask with some ground painted "
+                 "around the object (a paint on the object alone has no second group) and content_contrast > 0. "
+                 "none: content_contrast alone.",
+        options=CONTENT_GROWTHS, node="map", paper="none")
 
 
 #: LazyDrag as in the paper (every departure at the paper's value)
@@ -280,7 +289,8 @@ def build_plan(drag_instructions, latent_samples: torch.Tensor, mask=None,
         if px is not None and s.content_contrast > 0:   # a painted mask, not the default discs
             content = content_pixels(latent_samples[:1], pixel, s.content_contrast, behind=front,
                                      one_piece=s.content_piece == "largest",
-                                     texture=s.content_reference == "texture", anchors=token_to_latent(td.handles))
+                                     texture=s.content_reference == "texture", anchors=token_to_latent(td.handles),
+                                     grow=s.content_growth == "split", objects=objects)
         cmap = build_correspondence(td, td.grid_hw, region_mask=region, transition_width=s.transition_width,
                                     gate_reference=s.gate_reference, backward=s.mapping == "backward",
                                     rigid_tolerance=s.rigid_tolerance, pixel_mask=pixel,
