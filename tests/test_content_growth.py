@@ -206,3 +206,26 @@ def test_contextdrag_content_reads_the_ground_behind_an_object_in_front():
     content = rmap.paint_mask & (rmap.content_score >= 0.5)
     assert int((content & ~obj).sum()) == 0
     assert int((content & obj).sum()) >= 20
+
+
+def test_a_split_at_the_cut_finds_no_second_group(monkeypatch):
+    """``SPLIT_CEILING``: toy `texture` move 237001, a tile's edge pixel next to the object scores 0.49 and its
+    part's two-class threshold is 0.47, at the cut: growing there carried the tile's edge to the target (BG
+    0.002 -> 0.028). The part does not grow; with the ceiling lifted it would."""
+    import fluxdrag.core.correspondence_content as cc
+    from fluxdrag.pipelines.lazydrag import build_plan
+    from fluxdrag.toyworld.model import scene_latent_to_comfy
+    from fluxdrag.toyworld.scenes import make_scene
+
+    sc = make_scene(237001, "texture", "move")
+    after = sc.masks_after[sc.moved].any(0)
+    lat = scene_latent_to_comfy(sc.latent)["samples"]
+
+    def stray(growth="split"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return int((build_plan(sc.drags, lat, content_growth=growth).cmap.fine.destination & ~after).sum())
+
+    assert stray() == stray("none")              # the old rule's one stray pixel, no more
+    monkeypatch.setattr(cc, "SPLIT_CEILING", 1.0)
+    assert stray() == stray("none") + 1

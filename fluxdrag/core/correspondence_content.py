@@ -18,6 +18,10 @@ CONTENT_GROWTHS = ("split", "none")
 #: cast shadow scores 0.0–0.2 on the toy world's lit scenes, a shaded side 0.38–0.5 (the thresholds found on
 #: the tuning seeds were 0.29–0.48: the floor guards a part with no second group)
 SPLIT_FLOOR = 0.2
+#: [ours] a part grows only when its two-class threshold lies at most this × ``content_contrast``: a split
+#: at the cut itself finds no second group, only the cut's blurred edge pixels (a tile's edge next to the
+#: object, 237001; a limb's edge at its joint, 14009019: thresholds 0.47; a shaded side's were 0.29–0.44)
+SPLIT_CEILING = 0.9
 
 # the fills come from ``correspondence_latent`` at call time: that module imports ``correspondence``,
 # which re-exports this one
@@ -114,15 +118,16 @@ def grown_content(keep: torch.Tensor, editable: torch.Tensor, score: torch.Tenso
     """[ours] ``content_growth`` "split": the content ``keep`` ((H, W) bool, within ``editable``)
     grown through 4-connected painted pixels whose ``score`` (:func:`content_score`) is at least
     their part's two-class threshold: the cut that best splits the part's scores into two groups
-    (Otsu's), clamped to [``floor``, ``contrast``]. A lit object's shaded side stands out from the
-    ground by less than half its lit side's contrast and is left behind by ``content_contrast``
-    alone (toy scene 219000: IoU 0.525 for all three methods); it still scores with the object's
-    group (0.38–0.5), most of a cast shadow with the ground's (0.0–0.2). The growth never steps
-    diagonally: a shadow's umbra touching the object's corner scores as high as a shaded side (up to
-    0.47 on 219000, above its part's threshold 0.36) and was carried with 8-connected growth (BG
-    0.006 → 0.136). The split needs ground painted with
-    the object: where the paint is mostly object, the two groups are the lit side and the rest, and
-    the threshold clamps to ``contrast`` (no growth). ``anchors``: (k, 2) points (x, y), the drags'
+    (Otsu's), clamped to [``floor``, ``contrast``]; a part whose threshold lies above
+    ``SPLIT_CEILING`` × ``contrast`` has no second group and does not grow. A lit object's shaded
+    side stands out from the ground by less than half its lit side's contrast and is left behind by
+    ``content_contrast`` alone (toy scene 219000: IoU 0.525 for all three methods); it still scores
+    with the object's group (0.38–0.5), most of a cast shadow with the ground's (0.0–0.2). The growth
+    never steps diagonally: a shadow's umbra touching the object's corner scores as high as a shaded
+    side (up to 0.47 on 219000, above its part's threshold 0.36) and was carried with 8-connected
+    growth (BG 0.006 → 0.136). The split needs ground painted with the object: where the paint is
+    mostly object, the two groups are the lit side and the rest, and the threshold lies above the
+    cut (no growth). ``anchors``: (k, 2) points (x, y), the drags'
     handles; only the parts nearest to one grow (a part apart from every handle is not the dragged
     object). ``avoid``: pixels the growth never enters (:func:`growth_avoid`). ``lab``: the paint's
     8-connected parts when the caller has them."""
@@ -136,7 +141,9 @@ def grown_content(keep: torch.Tensor, editable: torch.Tensor, score: torch.Tenso
     low = torch.full(P.shape, float("inf"))
     for k in range(int(lab.max()) + 1):
         part = lab == k
-        low[part] = min(contrast, max(floor, two_class_threshold(score[part])))
+        t = two_class_threshold(score[part])
+        if t <= SPLIT_CEILING * contrast:
+            low[part] = min(contrast, max(floor, t))
     allowed = P & (score >= low)
     if avoid is not None:
         allowed &= ~avoid.to(torch.bool).cpu()
