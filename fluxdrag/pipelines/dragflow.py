@@ -449,13 +449,20 @@ def edit(model, dm, rec, *, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan
     z_start, rec2 = start_latent(model, rec, src, plan, st)
     orig_path = {"inversion": lambda: inversion_path(rec), "proposal": lambda: inversion_path(rec2),
                  "resample": lambda: None}[st.background]()
-    hold = None
+    holds = []
+    if rec2 is not None and st.destination_hold < 1.0:
+        # [ours] destination_hold: the moved regions' cells stay on the proposal's inversion path down to
+        # σ destination_hold; left free from σ₀, the model erased a thin bent limb it found at its new pose
+        dest = destination_mask(plan.regions, tuple(rec.z_T.shape[-2:])).to(plan.edit_mask.device) & plan.edit_mask
+        holds.append((dest, path_at(rec.sigmas.tolist(), inversion_path(rec2)), float(st.destination_hold)))
     if plan.fresh is not None and st.hole_release < 1.0 and bool(plan.fresh.any()):
         s0 = float(rec.sigmas[0])
         z_0 = rec.z_0.to(rec.z_T)
         x0f = fill_from_surroundings(z_0, plan.hole)
         eps = (z_start - (1 - s0) * x0f) / s0  # on the fresh hole: z_start = (1 − σ₀)·fill + σ₀·ε
-        hold = (plan.fresh, lambda sg: (1 - sg) * x0f + sg * eps, float(st.hole_release))
+        hole_hold = (plan.fresh, lambda sg: (1 - sg) * x0f + sg * eps, float(st.hole_release))
+    else:
+        hole_hold = None
     release = None
     released = reveal_cells(rec, plan, st)
     if released is not None:
@@ -464,10 +471,10 @@ def edit(model, dm, rec, *, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan
         # while the model draws them, the editable area stays on the proposal's inversion path down to
         # σ reveal_hold (left free, the model erased the whole moved object on some scenes)
         release = (released, rec.z_T)
-        held = (plan.edit_mask, path_at(rec.sigmas.tolist(), inversion_path(rec2)), float(st.reveal_hold))
-        hold = held if hold is None else [held, hold]
+        holds.append((plan.edit_mask, path_at(rec.sigmas.tolist(), inversion_path(rec2)), float(st.reveal_hold)))
+    holds += [] if hole_hold is None else [hole_hold]      # applied last: it wins where the holds meet
     return run_edit(m, hooks, bank, rec.z_T, rec.sigmas, conds=conds, regions=plan.regions,
                     edit_mask=plan.edit_mask, feature_hw=plan.feature_hw, settings=opt, kv_scope=plan.kv_scope,
-                    orig_path=orig_path, z_start=z_start,
-                    hold=hold, release=release, on_iteration=lambda d: bar.update_absolute(d["i"] + 1, n_iter + n_steps),
+                    orig_path=orig_path, z_start=z_start, hold=holds or None, release=release,
+                    on_iteration=lambda d: bar.update_absolute(d["i"] + 1, n_iter + n_steps),
                     on_step=lambda d: bar.update_absolute(n_iter + d["i"] + 1, n_iter + n_steps))
