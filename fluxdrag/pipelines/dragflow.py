@@ -453,8 +453,9 @@ def edit(model, dm, rec, *, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan
     if rec2 is not None and st.destination_hold < 1.0:
         # [ours] destination_hold: the moved regions' cells stay on the proposal's inversion path down to
         # σ destination_hold; left free from σ₀, the model erased a thin bent limb it found at its new pose
-        dest = destination_mask(plan.regions, tuple(rec.z_T.shape[-2:])).to(plan.edit_mask.device) & plan.edit_mask
-        holds.append((dest, path_at(rec.sigmas.tolist(), inversion_path(rec2)), float(st.destination_hold)))
+        dest = destination_mask(plan.regions, plan.latent_hw).to(plan.edit_mask.device) & plan.edit_mask
+        if bool(dest.any()):
+            holds.append((dest, path_at(rec.sigmas.tolist(), inversion_path(rec2)), float(st.destination_hold)))
     if plan.fresh is not None and st.hole_release < 1.0 and bool(plan.fresh.any()):
         s0 = float(rec.sigmas[0])
         z_0 = rec.z_0.to(rec.z_T)

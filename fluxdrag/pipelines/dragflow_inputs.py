@@ -379,8 +379,10 @@ class DragFlowSettings:
                                            "path of the proposal's inversion (each region at its final pose) down to "
                                            "this σ, then the model blends them in (ours). Left free from the start, the "
                                            "model erased a thin bent limb at its new pose on some scenes (toy bends: "
-                                           "joint error 6.1° → 1.5°, MD 0.28 → 0.13). 1 = never held (the paper has no "
-                                           "proposal).", min=0.0, max=1.0, step=0.05, paper=1.0)
+                                           "joint error 6.1° → 1.5°, MD 0.28 → 0.13). The hold overrides the latent "
+                                           "optimisation there (n_transport / n_intensify). 1 (or any σ at or above "
+                                           "the first sampling σ) = never held (the paper has no proposal).",
+                                  min=0.0, max=1.0, step=0.05, paper=1.0)
 
 
 #: DragFlow as in the paper: every departure above at the paper's value (docs/dragflow.md)
