@@ -185,7 +185,7 @@ def test_contextdrag_grows_only_the_dragged_parts_with_every_piece_too():
 
 def test_a_tight_paint_gives_the_split_no_second_group():
     """The documented limit: with the paint on the object alone (no ground), the part's two groups are the lit
-    side and the rest; the threshold clamps to ``content_contrast`` and nothing grows."""
+    side and the rest; the threshold lies above ``SPLIT_CEILING`` x ``content_contrast`` and nothing grows."""
     z, obj, shaded, umbra, painted = _lit_scene()
     assert torch.equal(content_pixels(z, obj, 0.5, grow=True), obj & ~shaded)
 

@@ -53,7 +53,7 @@ def test_the_pipeline_releases_only_outside_the_editable_area_and_paper_is_off()
     cells = reveal_cells(rec, plan, st)
     assert cells is not None and bool(cells.any()) and not (cells & plan.edit_mask).any()
     assert torch.equal(cells, revealed_cells(z[None], plan.regions, 0.5, 0.5, st.reveal_release,
-                                             texture=True, one_piece=True))
+                                             texture=True, one_piece=True, grow=True))
     assert reveal_cells(rec, plan, DragFlowSettings(reveal_release=0)) is None
     assert reveal_cells(rec, plan, DragFlowSettings(init="moved")) is None
     assert PAPER.reveal_release == 0

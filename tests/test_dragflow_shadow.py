@@ -121,7 +121,7 @@ def test_the_pipeline_s_proposal_passes_its_content_and_shadow_settings():
     z[:, 8, 16] = 2.0                          # a stray bright cell in the painted shadow: no object
     r = Region(_up(painted), "relocate", begin=(88.0, 88.0), target=(88.0 - 48.0, 88.0 + 48.0))
     kw = dict(hole_texture="smooth", content_contrast=0.5, occluder_contrast=0.0, depth="over",
-              content_reference="texture")
+              content_reference="texture", content_growth="split")
     ours = proposal(z[None], [r], content_piece="largest", shadow_carry="none", **kw)[0]
     rigid = proposal(z[None], [r], content_piece="largest", shadow_carry="rigid", **kw)[0]
     every = proposal(z[None], [r], content_piece="all", shadow_carry="none", **kw)[0]

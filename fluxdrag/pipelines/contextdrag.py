@@ -245,7 +245,7 @@ class ContextDragSettings:
     content_growth: str = setting(
         "split", "How far the moving content reaches [ours, as LazyDrag's content_growth]: split: grown, through "
                  "side-by-side painted pixels only, into those that score with the object rather than the ground "
-                 "(the two-group split of the part's contrasts, between 0.2 and content_contrast x its strongest), "
+                 "(the two-group split of the part's contrasts, from 0.2 up to 0.9 x content_contrast of its strongest), "
                  "so a lit object's shaded side moves with it while a cast shadow stays (paint some ground around "
                  "it); none: content_contrast alone. The map node grows at the default content_contrast: the grown "
                  "pixels score it, and move only at an Options content_contrast at or below it.",

@@ -354,7 +354,7 @@ def invert(model, latent: dict, src, *, settings: DragFlowSettings, layers, node
 
 def proposal(z_0: torch.Tensor, regions: Sequence, *, hole_texture: str, content_contrast: float,
              occluder_contrast: float, depth: str, content_reference: str, content_piece: str,
-             shadow_carry: str, content_growth: str = "none") -> torch.Tensor:
+             shadow_carry: str, content_growth: str) -> torch.Tensor:
     """(Values from the DragFlow settings, where their defaults live.)
     The edit done by geometry alone, in model space: the vacated area filled (``hole_texture``:
     ``core.dragflow_proposal.hole_filled``, never from a region's destination), each region's

@@ -371,15 +371,16 @@ class DragFlowSettings:
     content_growth: str = setting("split", "content_contrast > 0: how far the copied content reaches: split (ours, "
                                            "LazyDrag's rule) = grown, through side-by-side painted cells only, into "
                                            "those that score with the object rather than the ground (the two-group "
-                                           "split of the part's contrasts, between 0.2 and content_contrast × its "
-                                           "strongest), so a lit object's shaded side is copied with it while a cast "
-                                           "shadow stays (paint some ground around it); none = content_contrast alone.",
+                                           "split of the part's contrasts, at least 0.2 and at most 0.9 × "
+                                           "content_contrast of its strongest), so a lit object's shaded side is "
+                                           "copied with it while a cast shadow stays (paint some ground around it); "
+                                           "none = content_contrast alone.",
                                   options=CONTENT_GROWTHS, paper="none")
     destination_hold: float = setting(0.6, "init reinverted: while sampling, the moved regions' cells stay on the noisy "
                                            "path of the proposal's inversion (each region at its final pose) down to "
                                            "this σ, then the model blends them in (ours). Left free from the start, the "
                                            "model erased a thin bent limb at its new pose on some scenes (toy bends: "
-                                           "joint error 6.1° → 1.5°, MD 0.28 → 0.13). The hold overrides the latent "
+                                           "joint error 6.1° → 1.5°, MD 0.28 → 0.14). The hold overrides the latent "
                                            "optimisation there (n_transport / n_intensify). 1 (or any σ at or above "
                                            "the first sampling σ) = never held (the paper has no proposal).",
                                   min=0.0, max=1.0, step=0.05, paper=1.0)

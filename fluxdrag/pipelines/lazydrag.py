@@ -245,7 +245,8 @@ class LazyDragSettings:
     content_growth: str = setting(
         "split", "How far the moving content (content_contrast) reaches: split (ours): grown, through side-by-side "
                  "painted pixels only, into those that score with the object rather than the ground (the two-group "
-                 "split of the part's contrasts, between 0.2 and content_contrast × its strongest), so a lit object's "
+                 "split of the part's contrasts, at least 0.2 and at most 0.9 × content_contrast of its strongest; a part "
+                 "whose split lies higher does not grow), so a lit object's "
                  "shaded side moves with it while a cast shadow stays. Needs a painted mask with some ground painted "
                  "around the object (a paint on the object alone has no second group) and content_contrast > 0. "
                  "none: content_contrast alone.",
