@@ -136,7 +136,8 @@ def test_carried_proposal_moves_the_shadow_as_a_darkening_of_the_new_ground():
     from fluxdrag.pipelines.dragflow import proposal
 
     same = proposal(z, [r], hole_texture="smooth", content_contrast=0.0, occluder_contrast=0.0, depth="over",
-                    content_reference="texture", content_piece="largest", shadow_carry="none")[0]
+                    content_reference="texture", content_piece="largest", shadow_carry="none",
+                    content_growth="split")[0]
     assert torch.allclose(same[0][new_shadow], z[0, 0][shadow])
 
 
