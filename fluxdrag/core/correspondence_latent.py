@@ -381,8 +381,8 @@ FRAME_CONTACT = 0.125
 #: means alone, as before)
 HOLE_REACH = 2
 #: [ours] an unpainted region is a repeat of the ground (no object in front) within this × the edge jump of a
-#: ground region's mean: ground next to a textured object missed 1.0 by 2–9 % (9 of 11 regions read as objects on
-#: tuning seeds 216–229), the objects in front lie at 1.37–1.94 (one at 1.03). ``continued`` keeps 1.0
+#: ground region's mean: on tuning seeds 216–229, 11 ground regions next to textured objects were read as objects,
+#: 9 of them missing 1.0 by 2–9 %; the objects in front lie at 1.37–1.94 (one at 1.03). ``continued`` keeps 1.0
 REPEAT_SLACK = 1.1
 
 
@@ -434,7 +434,7 @@ class FrontObjects:
     joined to a painted pixel (a jump below ``JOIN`` × the edge's:
     no edge at all) is the rest of the painted object (a limb's base) or background the paint runs
     into; a region enclosed by edges, off the border and apart from the paint, is an object in
-    front unless its mean is within the edge jump of a ground region's mean (a texture's cell
+    front unless its mean is within ``REPEAT_SLACK`` × the edge jump of a ground region's mean (a texture's cell
     repeats the background's own regions). ``contrast`` 0: none."""
 
     def __init__(self, latent: torch.Tensor, painted: torch.Tensor, contrast: float):
