@@ -64,17 +64,27 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     if score is None:
         z, membrane = _membrane_contrast(latent, P, behind)
         score = _scored(z, membrane, P, lab, behind=behind, texture=texture)
-    keep = P & (score >= contrast)
-    if anchors is not None and anchors.numel():
-        if membrane is None:
-            membrane = _membrane_contrast(latent, P, behind)[1]
-        keep &= ~_unanchored_faint(membrane, P, lab, anchors, contrast)
-    if one_piece:
-        keep = largest_pieces(keep, P, lab, behind, held=_anchor_cells(anchors, P.shape))
+    if membrane is None and anchors is not None and anchors.numel():
+        membrane = _membrane_contrast(latent, P, behind)[1]
+    keep = _kept(P, lab, score, membrane, contrast, behind=behind, one_piece=one_piece, anchors=anchors)
     if not grow:
         return keep
     return grown_content(keep, P, score, contrast, lab=lab, anchors=anchors,
                          avoid=growth_avoid(P, keep, score, contrast, objects))
+
+
+def _kept(P: torch.Tensor, lab: torch.Tensor, score: torch.Tensor, membrane: torch.Tensor | None,
+          contrast: float, *, behind: torch.Tensor | None, one_piece: bool,
+          anchors: torch.Tensor | None) -> torch.Tensor:
+    """:func:`content_pixels`' rules on a scored paint ``P`` (parts ``lab``): the pixels at or above
+    ``contrast``, less the faint parts apart from every anchor (``membrane``, the membrane contrast,
+    is needed with ``anchors``), then the largest pieces with ``one_piece``."""
+    keep = P & (score >= contrast)
+    if anchors is not None and anchors.numel():
+        keep &= ~_unanchored_faint(membrane, P, lab, anchors, contrast)
+    if one_piece:
+        keep = largest_pieces(keep, P, lab, behind, held=_anchor_cells(anchors, P.shape))
+    return keep
 
 
 def growth_avoid(editable: torch.Tensor, keep: torch.Tensor, score: torch.Tensor, contrast: float,
@@ -101,14 +111,19 @@ def moving_score(latent: torch.Tensor, editable: torch.Tensor, contrast: float, 
     standing-out pixels it leaves out (outside the largest piece of their part, or in a faint part
     apart from every anchor) score 0; with ``grow`` (and ``objects``) those it grows into score ``contrast``.
     ``behind``: as :func:`content_pixels`' (the objects in front touching the paint)."""
-    score = content_score(latent, editable, behind=behind, texture=texture)
+    P = editable.to(torch.bool).cpu()
+    if not bool(P.any()):
+        return torch.zeros(P.shape, dtype=torch.float32)
+    z, membrane = _membrane_contrast(latent, P, behind)      # once: the score and the faint-part rule read it
+    lab = _components(P)
+    score = _scored(z, membrane, P, lab, behind=behind, texture=texture)
     if contrast <= 0 or not (one_piece or grow):
         return score
-    keep = content_pixels(latent, editable, contrast, behind=behind, one_piece=one_piece, texture=texture, score=score,
-                          anchors=anchors if one_piece else None)
+    keep = _kept(P, lab, score, membrane, contrast, behind=behind, one_piece=one_piece,
+                 anchors=anchors if one_piece else None)
     if grow:                # only the parts nearest to a handle grow, whatever the piece rule
-        keep = grown_content(keep, editable, score, contrast, anchors=anchors,
-                             avoid=growth_avoid(editable, keep, score, contrast, objects))
+        keep = grown_content(keep, P, score, contrast, lab=lab, anchors=anchors,
+                             avoid=growth_avoid(P, keep, score, contrast, objects))
     return torch.where(keep, score.clamp(min=contrast), torch.where(score < contrast, score, torch.zeros_like(score)))
 
 
@@ -147,14 +162,11 @@ def grown_content(keep: torch.Tensor, editable: torch.Tensor, score: torch.Tenso
     allowed = P & (score >= low)
     if avoid is not None:
         allowed &= ~avoid.to(torch.bool).cpu()
+    from .correspondence_latent import _ring4
+
     grown = seed
     while True:
-        near = grown.clone()
-        near[1:] |= grown[:-1]
-        near[:-1] |= grown[1:]
-        near[:, 1:] |= grown[:, :-1]
-        near[:, :-1] |= grown[:, 1:]
-        near &= allowed | seed
+        near = (grown | _ring4(grown)) & (allowed | seed)
         if torch.equal(near, grown):
             return keep | grown
         grown = near

@@ -456,14 +456,6 @@ def edit(model, dm, rec, *, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan
         dest = destination_mask(plan.regions, plan.latent_hw).to(plan.edit_mask.device) & plan.edit_mask
         if bool(dest.any()):
             holds.append((dest, path_at(rec.sigmas.tolist(), inversion_path(rec2)), float(st.destination_hold)))
-    if plan.fresh is not None and st.hole_release < 1.0 and bool(plan.fresh.any()):
-        s0 = float(rec.sigmas[0])
-        z_0 = rec.z_0.to(rec.z_T)
-        x0f = fill_from_surroundings(z_0, plan.hole)
-        eps = (z_start - (1 - s0) * x0f) / s0  # on the fresh hole: z_start = (1 − σ₀)·fill + σ₀·ε
-        hole_hold = (plan.fresh, lambda sg: (1 - sg) * x0f + sg * eps, float(st.hole_release))
-    else:
-        hole_hold = None
     release = None
     released = reveal_cells(rec, plan, st)
     if released is not None:
@@ -473,7 +465,13 @@ def edit(model, dm, rec, *, bank: Optional[KVBank], src, tgt, plan: DragFlowPlan
         # σ reveal_hold (left free, the model erased the whole moved object on some scenes)
         release = (released, rec.z_T)
         holds.append((plan.edit_mask, path_at(rec.sigmas.tolist(), inversion_path(rec2)), float(st.reveal_hold)))
-    holds += [] if hole_hold is None else [hole_hold]      # applied last: it wins where the holds meet
+    # the hole's hold goes last: it wins where the holds meet
+    if plan.fresh is not None and st.hole_release < 1.0 and bool(plan.fresh.any()):
+        s0 = float(rec.sigmas[0])
+        z_0 = rec.z_0.to(rec.z_T)
+        x0f = fill_from_surroundings(z_0, plan.hole)
+        eps = (z_start - (1 - s0) * x0f) / s0  # on the fresh hole: z_start = (1 − σ₀)·fill + σ₀·ε
+        holds.append((plan.fresh, lambda sg: (1 - sg) * x0f + sg * eps, float(st.hole_release)))
     return run_edit(m, hooks, bank, rec.z_T, rec.sigmas, conds=conds, regions=plan.regions,
                     edit_mask=plan.edit_mask, feature_hw=plan.feature_hw, settings=opt, kv_scope=plan.kv_scope,
                     orig_path=orig_path, z_start=z_start, hold=holds or None, release=release,
