@@ -49,3 +49,31 @@ def test_a_spun_object_keeps_its_region_and_the_paper_turns_as_painted():
     _, x, regions = _regions(155019, "articulated", "bend")
     assert hinge_kept(x, regions, 0.0) == list(regions)            # no objects found: as painted
     assert DragFlowSettings().hinge_keep and not PAPER.hinge_keep
+
+
+def _content(seed: int):
+    from fluxdrag.core.correspondence import FrontObjects
+    from fluxdrag.core.dragflow_proposal import _painted, region_content
+
+    sc, x, regions = _regions(seed, "articulated", "bend")
+    st = DragFlowSettings()
+    kept = hinge_kept(x, regions, st.occluder_contrast)
+    P = _painted(kept, tuple(x.shape[-2:]))
+    objects = FrontObjects(x, P, st.occluder_contrast)
+    C = region_content(x, kept, P, st.content_contrast, behind=objects.touching(P), texture=True, one_piece=True,
+                       grow=True, objects=objects)
+    obj = sc.masks[sc.moved].any(0)
+    return regions, kept, C, obj
+
+
+def test_the_content_is_read_against_the_paint_as_painted():
+    """The base cells ``hinge_keep`` takes off the region stay painted for the content's contrast: as unpainted
+    ground they put the limb's own colour into the fill the content is read against. Toy bend 247023 (a bright
+    limb on a green ground) then carried 6 of its free segment's 20 cells (the tip; MD 1.10, joint 81°), and
+    224003 carried 10 ground cells with 21 of the limb's (its base's colour lifted the ground's contrast)."""
+    regions, kept, C, obj = _content(247023)
+    (r,), (k,) = regions, kept
+    assert k.hinge is not None and torch.equal(k.hinge, r.mask & ~k.mask) and int(k.hinge.sum()) > 0
+    assert int((C & obj).sum()) >= 18 and not bool((C & ~obj).any())
+    _, _, C, obj = _content(224003)
+    assert int((C & obj).sum()) >= 21 and not bool((C & ~obj).any())

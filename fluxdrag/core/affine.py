@@ -515,6 +515,10 @@ class Region:
     depth: str = "auto"
     #: [ours] relocate / deform: scaled by (rx, ry) about ``begin`` (:func:`region_affine`)
     scale: tuple[float, float] = (1.0, 1.0)
+    #: [ours] (H, W) bool: painted cells that stay where they are although the user painted them
+    #: (``dragflow_proposal.hinge_kept``: a limb's base at its joint); they are no part of ``mask``
+    #: but the content is read against the paint as painted. None: none
+    hinge: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.depth not in ("auto", "front", "behind"):
@@ -523,6 +527,10 @@ class Region:
         if m.dim() != 2:
             raise ValueError(f"region mask must be (H, W), got {tuple(m.shape)}")
         self.mask = m.bool()
+        if self.hinge is not None:
+            self.hinge = torch.as_tensor(self.hinge).bool()
+            if tuple(self.hinge.shape) != tuple(self.mask.shape):
+                raise ValueError(f"region hinge {tuple(self.hinge.shape)} must match its mask {tuple(m.shape)}")
         if not bool(self.mask.any()):
             raise ValueError("empty region mask: draw the region to move")
         self.op = _normalise_op(self.op)

@@ -155,13 +155,22 @@ def region_content(x: torch.Tensor, regions: Sequence[Region], P: torch.Tensor, 
     touches another region's stays content. ``grow`` / ``objects``: then each region's content is grown
     into the faint group of its own cells' part nearest to its ``begin`` (``content_pixels``' growth,
     ``correspondence_content.grown_content``), never into the rest of an unpainted object or a piece
-    left out: a region grows only what it moves."""
+    left out: a region grows only what it moves. The contrast is read on the paint as painted: ``P`` with
+    the regions' ``hinge`` cells (:func:`hinge_kept`), which stay but are no ground to read against."""
     from .correspondence import content_pixels
     from .correspondence_content import content_score, grown_content, growth_avoid, largest_pieces
     from .correspondence_fields import _components
 
     grow = grow and contrast > 0
-    score = content_score(x, P, behind=behind, texture=texture) if grow else None
+    read = P.clone()                # the paint as painted: the contrast is read against its surroundings
+    for r in regions:
+        if r.hinge is not None:
+            read |= resize_mask(r.hinge, tuple(P.shape), "any") if r.hw != tuple(P.shape) else r.hinge.cpu()
+    score = None
+    if not torch.equal(read, P) and contrast > 0:
+        score = content_score(x, read, behind=behind, texture=texture) * P
+    elif grow:
+        score = content_score(x, P, behind=behind, texture=texture)
     C = content_pixels(x, P, contrast, behind=behind, texture=texture, score=score)
     grid = tuple(P.shape)
     out = C
@@ -309,8 +318,10 @@ def hinge_kept(x: torch.Tensor, regions: Sequence[Region], occluder_contrast: fl
     lie beyond the anchor (across the line through it square to anchor→begin, away from begin) and
     continue an unpainted object (``FrontObjects.continued``, contrast ``occluder_contrast``): the
     paint over a hinged part's base (a limb's base at its joint) stays where it is instead of turning
-    away with the part and leaving the limb split. A spun object is painted whole, so nothing of it
-    continues outside the paint and its region is unchanged. ``x`` (C, h, w) or (1, C, h, w) latent."""
+    away with the part and leaving the limb split. The cells taken off are the region's ``hinge``
+    (:func:`region_content` reads the content against the paint with them). A spun object is painted
+    whole, so nothing of it continues outside the paint and its region is unchanged. ``x`` (C, h, w)
+    or (1, C, h, w) latent."""
     from dataclasses import replace
 
     from .correspondence import FrontObjects
@@ -330,5 +341,6 @@ def hinge_kept(x: torch.Tensor, regions: Sequence[Region], occluder_contrast: fl
         ahead = ((xs + 0.5) * W / w - ax) * (bx - ax) + ((ys + 0.5) * H / h - ay) * (by - ay)
         stay = objects.continued(_on_grid(r, grid) & (ahead < 0))
         kept = r.mask & ~resize_mask(stay, r.hw, "any").to(r.mask.device) if bool(stay.any()) else r.mask
-        out.append(replace(r, mask=kept) if bool(kept.any()) and not torch.equal(kept, r.mask) else r)
+        out.append(replace(r, mask=kept, hinge=r.mask & ~kept) if bool(kept.any()) and not torch.equal(kept, r.mask)
+                   else r)
     return out
