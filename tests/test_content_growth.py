@@ -253,3 +253,28 @@ def test_ground_next_to_a_textured_object_is_no_object_in_front():
     assert int(objects.touching(P).sum()) <= 1
     objects, P = front(231003, "articulated", "bend")
     assert int(objects.continued(P).sum()) >= 20
+
+
+def test_the_texture_continuation_does_not_copy_the_limb_into_itself():
+    """``content_score``'s texture reference copies the image from the offset whose copy best matches the ring
+    around the paint. On toy bend 14017011 (a straight limb, its base unpainted) the best copy was shifted along
+    the limb: it continued the base into the painted free segment, which then scored as ground (21 of its 31
+    painted pixels at 0.5; the three methods broke the limb: LazyDrag MD 2.45, ContextDrag 1.37). With the
+    objects around the paint (``FrontObjects.standing``) kept out of the copy, 30 score as content; a smooth
+    ground's off-object pixels stay below."""
+    from fluxdrag.core.correspondence import FrontObjects, latent_region
+    from fluxdrag.core.instructions import rle_decode
+    from fluxdrag.toyworld.scenes import make_scene
+
+    sc = make_scene(14017011, "articulated", "bend")
+    z = sc.latent
+    P = latent_region(rle_decode(sc.drags["mask"]["rle"]), tuple(z.shape[-2:]))
+    objects = FrontObjects(z[None], P, 0.5)
+    behind = objects.touching(P)
+    limb = sc.masks[sc.moved].any(0) & P
+    old = content_score(z, P, behind=behind, texture=True)
+    new = content_score(z, P, behind=behind, texture=True, objects=objects)
+    assert int((old[limb] >= 0.5).sum()) <= 22
+    assert int((new[limb] >= 0.5).sum()) >= 30 and not bool((new[P & ~limb] >= 0.5).any())
+    got = content_pixels(z, P, 0.5, behind=behind, one_piece=True, texture=True, grow=True, objects=objects)
+    assert int((got & limb).sum()) >= 28 and not bool((got & ~limb).any())

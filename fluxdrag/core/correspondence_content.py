@@ -55,7 +55,8 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     ``grow`` [ours]: the kept pixels are then grown into their part's faint group
     (:func:`grown_content`, with ``anchors`` and :func:`growth_avoid`'s pixels): an object's shaded
     side moves with it. ``objects``: the unpainted objects around the paint
-    (``correspondence_latent.FrontObjects``), whose rest the growth never enters."""
+    (``correspondence_latent.FrontObjects``), whose rest the growth never enters and the texture
+    continuation never copies (:func:`content_score`)."""
     P = editable.to(torch.bool).cpu()
     if contrast <= 0 or not bool(P.any()):
         return P.clone()
@@ -63,7 +64,7 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     membrane = None
     if score is None:
         z, membrane = _membrane_contrast(latent, P, behind)
-        score = _scored(z, membrane, P, lab, behind=behind, texture=texture)
+        score = _scored(z, membrane, P, lab, behind=behind, texture=texture, objects=objects)
     if membrane is None and anchors is not None and anchors.numel():
         membrane = _membrane_contrast(latent, P, behind)[1]
     keep = _kept(P, lab, score, membrane, contrast, behind=behind, one_piece=one_piece, anchors=anchors)
@@ -116,7 +117,7 @@ def moving_score(latent: torch.Tensor, editable: torch.Tensor, contrast: float, 
         return torch.zeros(P.shape, dtype=torch.float32)
     z, membrane = _membrane_contrast(latent, P, behind)      # once: the score and the faint-part rule read it
     lab = _components(P)
-    score = _scored(z, membrane, P, lab, behind=behind, texture=texture)
+    score = _scored(z, membrane, P, lab, behind=behind, texture=texture, objects=objects)
     if contrast <= 0 or not (one_piece or grow):
         return score
     keep = _kept(P, lab, score, membrane, contrast, behind=behind, one_piece=one_piece,
@@ -257,28 +258,38 @@ def _anchored_parts(P: torch.Tensor, lab: torch.Tensor, anchors: torch.Tensor) -
 
 
 def content_score(latent: torch.Tensor, editable: torch.Tensor,
-                  behind: torch.Tensor | None = None, texture: bool = False) -> torch.Tensor:
+                  behind: torch.Tensor | None = None, texture: bool = False, objects=None) -> torch.Tensor:
     """(H, W) float: each pixel of ``editable``'s contrast against the region's harmonic fill
     over the strongest such contrast of its 8-connected part (1 in a part without contrast, 0
     outside ``editable``); :func:`content_pixels` keeps those at or above its ``contrast``.
     ``texture``: the contrast is the smaller of that and the contrast against the image's own
-    continuation (:func:`texture_fill`); the yardstick stays the membrane's."""
+    continuation (:func:`texture_fill`); the yardstick stays the membrane's. ``objects``
+    (``correspondence_latent.FrontObjects``) [ours]: the continuation neither matches nor copies
+    their standing regions (:meth:`~.correspondence_latent.FrontObjects.standing`): a limb's base
+    is no ground, and a copy shifted along the limb continued the limb into its painted free
+    segment, which then scored as ground (toy bend 14017011: 21 of 31 limb pixels at 0.5, 30 without)."""
     P = editable.to(torch.bool).cpu()
     if not bool(P.any()):
         return torch.zeros(P.shape, dtype=torch.float32)
     z, membrane = _membrane_contrast(latent, P, behind)
-    return _scored(z, membrane, P, _components(P), behind=behind, texture=texture)
+    return _scored(z, membrane, P, _components(P), behind=behind, texture=texture, objects=objects)
 
 
 def _scored(z: torch.Tensor, s: torch.Tensor, P: torch.Tensor, lab: torch.Tensor, *,
-            behind: torch.Tensor | None, texture: bool) -> torch.Tensor:
+            behind: torch.Tensor | None, texture: bool, objects=None) -> torch.Tensor:
     """:func:`content_score` from the membrane contrast ``s`` and the paint's parts ``lab``."""
     from .correspondence_latent import texture_fill
 
     out = torch.zeros(P.shape, dtype=torch.float32)
     both = s       # the test's contrast; the yardstick (``top``) stays the membrane's
     if texture:
-        tex = texture_fill(z, P, avoid=None if behind is None else behind.to(torch.bool).cpu())
+        avoid = None if behind is None else behind.to(torch.bool).cpu()
+        if objects is not None:
+            from .correspondence_latent import REPEAT_SLACK
+
+            kept = objects.standing(REPEAT_SLACK)
+            avoid = kept if avoid is None else avoid | kept
+        tex = texture_fill(z, P, avoid=avoid)
         if tex is not None:
             both = torch.minimum(s, (z - tex).norm(dim=0))
     for k in range(int(lab.max()) + 1):

@@ -441,6 +441,7 @@ class FrontObjects:
         P = painted.to(torch.bool).cpu()
         self.hw = P.shape
         self.lab = None
+        self._standing: dict[float, torch.Tensor] = {}
         self.painted = P
         if contrast <= 0 or not bool(P.any()):
             return
@@ -500,22 +501,16 @@ class FrontObjects:
 
     def continued(self, vacant: torch.Tensor) -> torch.Tensor:
         """[ours] (H, W) bool: the pixels of ``vacant`` (painted pixels that are no moving content)
-        that continue an unpainted region that is neither ground nor a repeat of the ground's
-        regions (a texture's cell): reached from it through 4-neighbours across no edge (steps below
-        ``JOIN`` × the edge jump). They are the rest of an object that stays (a limb's base under the
-        paint at its joint, another object the paint runs over) and stay where they are; the hole
-        fill would draw ground there and split the object."""
+        that continue a :meth:`standing` region, reached from it through 4-neighbours across no edge
+        (steps below ``JOIN`` × the edge jump). They are the rest of an object that stays (a limb's base
+        under the paint at its joint, another object the paint runs over) and stay where they are; the
+        hole fill would draw ground there and split the object."""
         out = torch.zeros(self.hw, dtype=torch.bool)
         vacant = vacant.to(torch.bool).cpu()
         if self.lab is None or not bool(vacant.any()):
             return out
-        seeds = torch.zeros_like(out)
-        for k in torch.unique(self.lab[(self.lab >= 0) & ~self.ground]).tolist():
-            part = self.lab == k
-            if not self._repeats_ground(part):
-                seeds |= part
         sx, sy = self._no_edge
-        front = seeds
+        front = self.standing()
         while bool(front.any()):
             new = torch.zeros_like(out)
             new[:, 1:] |= front[:, :-1] & sx
@@ -525,6 +520,19 @@ class FrontObjects:
             front = new & vacant & ~out
             out |= front
         return out
+
+    def standing(self, slack: float = 1.0) -> torch.Tensor:
+        """[ours] (H, W) bool: the unpainted regions neither ground nor a repeat of the ground's regions
+        (a texture's cell, within ``slack`` × the edge jump): the objects and the rest of the painted one
+        (a limb's base). :meth:`continued` starts from them (slack 1); ``content_score``'s texture copy
+        takes none for ground (``REPEAT_SLACK``: a texture's cells just off the strict test stay ground)."""
+        if slack not in self._standing:
+            out = torch.zeros(self.hw, dtype=torch.bool)
+            for k in [] if self.lab is None else torch.unique(self.lab[(self.lab >= 0) & ~self.ground]).tolist():
+                if not self._repeats_ground(self.lab == k, slack):
+                    out |= self.lab == k
+            self._standing[slack] = out
+        return self._standing[slack]
 
     def touching(self, near: torch.Tensor) -> torch.Tensor:
         """(H, W) bool: the objects in front that touch ``near`` ((H, W) bool, 4-neighbours)."""

@@ -168,10 +168,10 @@ def region_content(x: torch.Tensor, regions: Sequence[Region], P: torch.Tensor, 
             read |= resize_mask(r.hinge, tuple(P.shape), "any") if r.hw != tuple(P.shape) else r.hinge.cpu()
     score = None
     if not torch.equal(read, P) and contrast > 0:
-        score = content_score(x, read, behind=behind, texture=texture) * P
+        score = content_score(x, read, behind=behind, texture=texture, objects=objects) * P
     elif grow:
-        score = content_score(x, P, behind=behind, texture=texture)
-    C = content_pixels(x, P, contrast, behind=behind, texture=texture, score=score)
+        score = content_score(x, P, behind=behind, texture=texture, objects=objects)
+    C = content_pixels(x, P, contrast, behind=behind, texture=texture, score=score, objects=objects)
     grid = tuple(P.shape)
     out = C
     if one_piece and contrast > 0:
