@@ -258,8 +258,8 @@ def test_ground_next_to_a_textured_object_is_no_object_in_front():
 def test_the_texture_continuation_does_not_copy_the_limb_into_itself():
     """``content_score``'s texture reference copies the image from the offset whose copy best matches the ring
     around the paint. On toy bend 14017011 (a straight limb, its base unpainted) the best copy was shifted along
-    the limb: it continued the base into the painted free segment, which then scored as ground (21 of its 31
-    painted pixels at 0.5; the three methods broke the limb: LazyDrag MD 2.45, ContextDrag 1.37). With the
+    the limb: it continued the base into the painted free segment, 10 of whose 31 painted pixels then scored
+    as ground (21 at 0.5 or more; the three methods broke the limb: LazyDrag MD 2.45, ContextDrag 1.37). With the
     objects around the paint (``FrontObjects.standing``) kept out of the copy, 30 score as content; a smooth
     ground's off-object pixels stay below."""
     from fluxdrag.core.correspondence import FrontObjects, latent_region

@@ -51,7 +51,7 @@ def content_pixels(latent: torch.Tensor, editable: torch.Tensor, contrast: float
     painted apart from its object) carries content only when its strongest contrast is at least
     ``contrast`` × the strongest of all parts: the per-part yardstick would otherwise pick the
     darkest of a detached shadow as an object (toy scene 128007: 0.23 ×). ``score``: this region's
-    :func:`content_score` (same ``behind`` and ``texture``) when the caller has it already.
+    :func:`content_score` (same ``behind``, ``texture`` and ``objects``) when the caller has it already.
     ``grow`` [ours]: the kept pixels are then grown into their part's faint group
     (:func:`grown_content`, with ``anchors`` and :func:`growth_avoid`'s pixels): an object's shaded
     side moves with it. ``objects``: the unpainted objects around the paint
@@ -267,7 +267,9 @@ def content_score(latent: torch.Tensor, editable: torch.Tensor,
     (``correspondence_latent.FrontObjects``) [ours]: the continuation neither matches nor copies
     their standing regions (:meth:`~.correspondence_latent.FrontObjects.standing`): a limb's base
     is no ground, and a copy shifted along the limb continued the limb into its painted free
-    segment, which then scored as ground (toy bend 14017011: 21 of 31 limb pixels at 0.5, 30 without)."""
+    segment, part of which then scored as ground (toy bend 14017011: 21 of 31 limb pixels ≥ 0.5 with
+    the copy free, 30 with the objects kept out). A base within ``REPEAT_SLACK`` of a ground region's
+    mean counts as ground here and may still be copied."""
     P = editable.to(torch.bool).cpu()
     if not bool(P.any()):
         return torch.zeros(P.shape, dtype=torch.float32)

@@ -532,7 +532,7 @@ class FrontObjects:
                 if not self._repeats_ground(self.lab == k, slack):
                     out |= self.lab == k
             self._standing[slack] = out
-        return self._standing[slack]
+        return self._standing[slack].clone()
 
     def touching(self, near: torch.Tensor) -> torch.Tensor:
         """(H, W) bool: the objects in front that touch ``near`` ((H, W) bool, 4-neighbours)."""
