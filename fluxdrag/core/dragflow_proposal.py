@@ -165,7 +165,7 @@ def region_content(x: torch.Tensor, regions: Sequence[Region], P: torch.Tensor, 
     read = P.clone()                # the paint as painted: the contrast is read against its surroundings
     for r in regions:
         if r.hinge is not None:
-            read |= resize_mask(r.hinge, tuple(P.shape), "any") if r.hw != tuple(P.shape) else r.hinge.cpu()
+            read |= (resize_mask(r.hinge, tuple(P.shape), "any") if r.hw != tuple(P.shape) else r.hinge).cpu()
     score = None
     if not torch.equal(read, P) and contrast > 0:
         score = content_score(x, read, behind=behind, texture=texture, objects=objects) * P
