@@ -165,7 +165,7 @@ def region_content(x: torch.Tensor, regions: Sequence[Region], P: torch.Tensor, 
     read = P.clone()                # the paint as painted: the contrast is read against its surroundings
     for r in regions:
         if r.hinge is not None:
-            read |= (resize_mask(r.hinge, tuple(P.shape), "any") if r.hw != tuple(P.shape) else r.hinge).cpu()
+            read |= _on_grid(r, tuple(P.shape), r.hinge).cpu()
     score = None
     if not torch.equal(read, P) and contrast > 0:
         score = content_score(x, read, behind=behind, texture=texture, objects=objects) * P
@@ -221,9 +221,10 @@ def shadow_motion(A: torch.Tensor, content: torch.Tensor, shadow: torch.Tensor,
     return out
 
 
-def _on_grid(r: Region, grid: tuple) -> torch.Tensor:
-    """``r``'s mask on the latent grid (any of a cell's pixels)."""
-    return resize_mask(r.mask, grid, "any") if r.hw != grid else r.mask.bool().cpu()
+def _on_grid(r: Region, grid: tuple, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``r``'s mask (or ``mask``, on ``r``'s grid: its ``hinge``) on the latent grid (any of a cell's pixels)."""
+    m = r.mask if mask is None else mask
+    return resize_mask(m, grid, "any") if r.hw != grid else m.bool().cpu()
 
 
 def _painted(regions: Sequence[Region], grid: tuple) -> torch.Tensor:
